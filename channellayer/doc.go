@@ -1,0 +1,26 @@
+// Package channellayer carries messages between consumers: the channel layer
+// of ChatterPro, in the shape of the Django Channels layer specification.
+//
+// Every consumer owns a channel (NewChannel) and receives on it (Receive).
+// Channels join named groups (GroupAdd, GroupDiscard); GroupSend delivers a
+// message once to every channel of a group, on every process that shares the
+// layer. A message is a JSON object with a "type" field, encoded once per
+// group send: every member receives the same bytes.
+//
+// Two backends implement Layer: Memory for one process (the default; no
+// server) and Redis for many processes behind a load balancer. Both also
+// implement the optional capabilities History (the last messages of a group,
+// with cluster-wide increasing IDs) and Presence (who is online in a group).
+// Find them by type assertion:
+//
+//	if h, ok := layer.(channellayer.History); ok { ... }
+//
+// Channels are bounded (DefaultCapacity). Send to a full channel returns
+// ErrChannelFull; a group send skips a full channel and flags it, so the
+// next Receive on it returns ErrOverflow and the consumer behind it can be
+// closed as too slow. No sender ever waits for a slow receiver.
+//
+// All methods are safe for concurrent use. Messages from one sender to one
+// group arrive in the order sent, once each. The package
+// channellayer/layertest holds the conformance suite every backend passes.
+package channellayer

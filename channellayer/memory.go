@@ -1,0 +1,283 @@
+package channellayer
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+)
+
+// MemoryOptions configures a Memory layer. The zero value is ready to use.
+type MemoryOptions struct {
+	// Capacity is how many messages a channel holds. Defaults to 100.
+	Capacity int
+	// Expiry is how long a message waits in a channel. Defaults to 60 s.
+	Expiry time.Duration
+	// HistorySize is how many messages a group's history keeps. Defaults to 100.
+	HistorySize int
+}
+
+// Memory is the in-process layer: one process, no server. It implements
+// Layer, History and Presence.
+type Memory struct {
+	local       *local
+	historySize int
+
+	mu       sync.Mutex // guards history and presence; held across a recorded delivery to keep ID order
+	history  map[string]*memHistory
+	presence map[string]map[string]memEntry
+	closed   bool
+}
+
+type memHistory struct {
+	last streamID
+	msgs []Message // oldest first, at most historySize
+}
+
+type memEntry struct {
+	info    []byte
+	expires time.Time
+}
+
+var (
+	_ Layer    = (*Memory)(nil)
+	_ History  = (*Memory)(nil)
+	_ Presence = (*Memory)(nil)
+)
+
+// NewMemory returns an in-process layer.
+func NewMemory(opts MemoryOptions) (*Memory, error) {
+	if opts.Capacity < 0 || opts.Expiry < 0 || opts.HistorySize < 0 {
+		return nil, fmt.Errorf("%w: memory layer options must not be negative", ErrInvalid)
+	}
+	if opts.HistorySize == 0 {
+		opts.HistorySize = DefaultHistorySize
+	}
+	return &Memory{
+		local:       newLocal(opts.Capacity, opts.Expiry),
+		historySize: opts.HistorySize,
+		history:     make(map[string]*memHistory),
+		presence:    make(map[string]map[string]memEntry),
+	}, nil
+}
+
+func (m *Memory) NewChannel(ctx context.Context) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	return m.local.newChannel()
+}
+
+func (m *Memory) Send(ctx context.Context, channel string, msg Message) error {
+	if err := m.check(ctx, msg); err != nil {
+		return err
+	}
+	return m.local.send(channel, msg)
+}
+
+func (m *Memory) Receive(ctx context.Context, channel string) (Message, error) {
+	return m.local.receive(ctx, channel)
+}
+
+func (m *Memory) GroupAdd(ctx context.Context, group, channel string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if group == "" {
+		return fmt.Errorf("%w: empty group name", ErrInvalid)
+	}
+	_, err := m.local.groupAdd(group, channel)
+	return err
+}
+
+func (m *Memory) GroupDiscard(ctx context.Context, group, channel string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.local.groupDiscard(group, channel)
+	return nil
+}
+
+func (m *Memory) GroupSend(ctx context.Context, group string, msg Message) error {
+	if err := m.check(ctx, msg); err != nil {
+		return err
+	}
+	m.local.deliver(group, msg)
+	return nil
+}
+
+func (m *Memory) DiscardChannel(ctx context.Context, channel string) error {
+	m.local.discard(channel)
+	return nil
+}
+
+func (m *Memory) Close(ctx context.Context) error {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+	m.local.close()
+	return nil
+}
+
+func (m *Memory) check(ctx context.Context, msg Message) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if msg.Type == "" || len(msg.Body) == 0 {
+		return fmt.Errorf("%w: message needs a type and a body (use NewMessage)", ErrInvalid)
+	}
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// GroupSendRecorded implements History.
+func (m *Memory) GroupSendRecorded(ctx context.Context, group string, msg Message) (Message, error) {
+	if err := m.check(ctx, msg); err != nil {
+		return Message{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h := m.history[group]
+	if h == nil {
+		h = &memHistory{}
+		m.history[group] = h
+	}
+	ms := uint64(time.Now().UnixMilli())
+	id := streamID{ms: ms}
+	if ms <= h.last.ms {
+		id = streamID{ms: h.last.ms, seq: h.last.seq + 1}
+	}
+	h.last = id
+	msg.ID = id.String()
+	msg.Body = withID(msg.Body, msg.ID)
+	h.msgs = append(h.msgs, msg)
+	if over := len(h.msgs) - m.historySize; over > 0 {
+		h.msgs = append(h.msgs[:0:0], h.msgs[over:]...)
+	}
+	m.local.deliver(group, msg)
+	return msg, nil
+}
+
+// Recent implements History.
+func (m *Memory) Recent(ctx context.Context, group string, n int) ([]Message, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h := m.history[group]
+	if h == nil || n <= 0 {
+		return nil, nil
+	}
+	msgs := h.msgs
+	if len(msgs) > n {
+		msgs = msgs[len(msgs)-n:]
+	}
+	return append([]Message(nil), msgs...), nil
+}
+
+// Since implements History.
+func (m *Memory) Since(ctx context.Context, group, id string) ([]Message, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if !ValidID(id) {
+		return nil, fmt.Errorf("history of %q since %q: %w", group, id, ErrUnknownID)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h := m.history[group]
+	if h != nil {
+		for i, msg := range h.msgs {
+			if msg.ID == id {
+				return append([]Message(nil), h.msgs[i+1:]...), nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("history of %q since %q: %w", group, id, ErrUnknownID)
+}
+
+// Track implements Presence.
+func (m *Memory) Track(ctx context.Context, group, key string, info []byte, ttl time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if group == "" || key == "" || ttl <= 0 {
+		return fmt.Errorf("%w: presence needs a group, a key and a positive TTL", ErrInvalid)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	g := m.presence[group]
+	if g == nil {
+		g = make(map[string]memEntry)
+		m.presence[group] = g
+	}
+	g[key] = memEntry{info: append([]byte(nil), info...), expires: time.Now().Add(ttl)}
+	return nil
+}
+
+// Untrack implements Presence.
+func (m *Memory) Untrack(ctx context.Context, group, key string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if g := m.presence[group]; g != nil {
+		delete(g, key)
+		if len(g) == 0 {
+			delete(m.presence, group)
+		}
+	}
+	return nil
+}
+
+// List implements Presence.
+func (m *Memory) List(ctx context.Context, group string) ([]Member, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Member
+	for k, e := range m.presence[group] {
+		if now.Before(e.expires) {
+			out = append(out, Member{Key: k, Info: e.info})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+// Expire implements Presence.
+func (m *Memory) Expire(ctx context.Context, group string) ([]Member, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Member
+	g := m.presence[group]
+	for k, e := range g {
+		if !now.Before(e.expires) {
+			out = append(out, Member{Key: k, Info: e.info})
+			delete(g, k)
+		}
+	}
+	if g != nil && len(g) == 0 {
+		delete(m.presence, group)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
