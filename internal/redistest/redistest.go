@@ -1,0 +1,239 @@
+// Package redistest runs a real redis-server for tests: on 127.0.0.1, on a
+// free port, in the test's temporary directory, killed when the test ends.
+//
+// A missing redis-server fails the test; it is never skipped.
+package redistest
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Options configures a server started by StartOpts. The zero value is a
+// server without persistence.
+type Options struct {
+	// AppendOnly turns on the append-only file (appendfsync always), so a
+	// restarted server keeps its data. Defaults to off: no persistence.
+	AppendOnly bool
+	// Args are extra command-line arguments for redis-server, such as
+	// "--maxmemory", "10mb". Defaults to none.
+	Args []string
+}
+
+// Server is one redis-server process. Its methods are safe for concurrent use.
+type Server struct {
+	bin  string
+	port int
+	dir  string
+	opts Options
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd has been waited for
+	out  *lockedWriter // the running server's output
+}
+
+// Start starts a redis-server without persistence and registers its end with
+// t.Cleanup. It fails the test if redis-server is missing or does not start.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	return StartOpts(t, Options{})
+}
+
+// StartOpts is Start with options.
+func StartOpts(t testing.TB, opts Options) *Server {
+	t.Helper()
+	s := &Server{bin: Binary(t), dir: t.TempDir(), opts: opts}
+	t.Cleanup(s.Stop)
+	var lastErr error
+	for range 5 { // a free port may be taken between probing and binding it
+		port, err := FreePort()
+		if err != nil {
+			t.Fatalf("redistest: finding a free port: %v", err)
+		}
+		s.port = port
+		if lastErr = s.start(); lastErr == nil {
+			return s
+		}
+	}
+	t.Fatalf("redistest: %v", lastErr)
+	return nil
+}
+
+// Binary returns the path of redis-server, failing the test if it is missing.
+func Binary(t testing.TB) string {
+	t.Helper()
+	if p, err := exec.LookPath("redis-server"); err == nil {
+		return p
+	}
+	const fallback = "/usr/bin/redis-server"
+	if _, err := os.Stat(fallback); err == nil {
+		return fallback
+	}
+	t.Fatalf("redistest: redis-server not found in PATH or at %s; install it (Debian package redis-server)", fallback)
+	return ""
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Addr returns the server's address, "127.0.0.1:port". It stays the same
+// across Restart.
+func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+
+// Port returns the server's port.
+func (s *Server) Port() int { return s.port }
+
+// Dir returns the server's working directory.
+func (s *Server) Dir() string { return s.dir }
+
+func (s *Server) args() []string {
+	args := []string{
+		"--bind", "127.0.0.1",
+		"--port", strconv.Itoa(s.port),
+		"--dir", s.dir,
+		"--save", "",
+		"--daemonize", "no",
+		"--protected-mode", "yes",
+		"--loglevel", "warning",
+		"--logfile", "",
+	}
+	if s.opts.AppendOnly {
+		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
+	} else {
+		args = append(args, "--appendonly", "no")
+	}
+	return append(args, s.opts.Args...)
+}
+
+// start runs the server and waits until it answers PING.
+func (s *Server) start() error {
+	cmd := exec.Command(s.bin, s.args()...)
+	cmd.Dir = s.dir
+	out := &lockedWriter{w: new(bytes.Buffer)}
+	cmd.Stdout = out
+	cmd.Stderr = out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting %s: %w", s.bin, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	s.mu.Lock()
+	s.cmd, s.done, s.out = cmd, done, out
+	s.mu.Unlock()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := Ping(s.Addr()); err == nil {
+			return nil
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("redis-server on port %d exited at start: %s", s.port, out.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.Kill()
+			return fmt.Errorf("redis-server on port %d did not answer PING within 10s", s.port)
+		}
+	}
+}
+
+// Ping sends PING to a Redis server and checks for PONG.
+func Ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if err != nil {
+		return err
+	}
+	if !bytes.HasPrefix(buf[:n], []byte("+PONG")) {
+		return fmt.Errorf("redistest: unexpected PING reply %q", buf[:n])
+	}
+	return nil
+}
+
+// Kill kills the server with SIGKILL and waits for it to exit. It does
+// nothing if the server is not running.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-done
+}
+
+// Stop ends the server (SIGKILL: tests keep no data across Stop). It is
+// registered with t.Cleanup and safe to call more than once.
+func (s *Server) Stop() { s.Kill() }
+
+// Restart starts the server again on the same port with the same directory
+// (with AppendOnly its data survives), killing it first if it runs.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.Kill()
+	var err error
+	for range 50 { // the port may linger briefly after the kill
+		if err = s.start(); err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("redistest: restarting: %v", err)
+}
+
+// Running reports whether the server process is running.
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd != nil
+}
+
+// lockedWriter collects the server's output.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.String()
+}
