@@ -1,0 +1,309 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+)
+
+// Conn is a consumer's handle on its connection: send frames, close, join
+// groups, read the scope. Send, SendJSON and Close are safe to call from any
+// goroutine and never block; the other methods are meant for the consumer's
+// own methods and handlers.
+type Conn struct {
+	srv      *Server
+	scope    Scope
+	consumer Consumer
+	channel  string
+	log      *slog.Logger
+
+	ctx    context.Context // cancelled when the connection starts closing
+	cancel context.CancelFunc
+
+	mu       sync.Mutex // serializes calls into the consumer
+	handlers map[string]EventHandler
+
+	out *outQueue
+	t   Transport
+
+	closeOnce   sync.Once
+	closing     chan struct{}
+	closeCode   StatusCode
+	closeReason string
+	closeMode   closeMode
+
+	wg sync.WaitGroup // writer and layer receiver
+
+	pingMu    sync.Mutex
+	pingStop  bool
+	pingTimer *time.Timer
+	pinging   sync.WaitGroup
+}
+
+// Scope describes the connection.
+func (c *Conn) Scope() *Scope { return &c.scope }
+
+// Channel is the connection's channel name on the layer: send to it to reach
+// this consumer from anywhere.
+func (c *Conn) Channel() string { return c.channel }
+
+// Layer is the channel layer the connection is on.
+func (c *Conn) Layer() channellayer.Layer { return c.srv.layer }
+
+// Logger returns the server's logger with this connection's attributes.
+func (c *Conn) Logger() *slog.Logger { return c.log }
+
+// On registers the handler for layer events of type typ, replacing any
+// earlier one. Events of a type without handler are dropped and logged.
+func (c *Conn) On(typ string, h EventHandler) { c.handlers[typ] = h }
+
+// Send queues a text frame. It never blocks: if the outgoing queue is full
+// the connection is closed with 1013 and ErrSlow is returned. The bytes must
+// not be modified afterwards; the same slice may be sent to many connections.
+func (c *Conn) Send(text []byte) error {
+	err := c.out.push(text)
+	if errors.Is(err, ErrSlow) {
+		c.closeWith(StatusTryAgainLater, "slow consumer", closeNow)
+	}
+	return err
+}
+
+// SendJSON encodes v and queues it as a text frame (see Send).
+func (c *Conn) SendJSON(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("consumer: encoding frame: %w", err)
+	}
+	return c.Send(b)
+}
+
+// Close closes the connection with a code and reason after the frames
+// already queued are written. It returns at once.
+func (c *Conn) Close(code StatusCode, reason string) {
+	c.closeWith(code, reason, closeFlush)
+}
+
+// GroupAdd joins a group; the connection leaves it when it closes.
+func (c *Conn) GroupAdd(ctx context.Context, group string) error {
+	return c.srv.layer.GroupAdd(ctx, group, c.channel)
+}
+
+// GroupDiscard leaves a group.
+func (c *Conn) GroupDiscard(ctx context.Context, group string) error {
+	return c.srv.layer.GroupDiscard(ctx, group, c.channel)
+}
+
+// GroupSend sends a layer event to every member of a group.
+func (c *Conn) GroupSend(ctx context.Context, group string, m channellayer.Message) error {
+	return c.srv.layer.GroupSend(ctx, group, m)
+}
+
+// How a close proceeds.
+type closeMode int
+
+const (
+	closeFlush closeMode = iota // write what is queued, then the close frame
+	closeNow                    // drop what is queued, then the close frame
+	closePeer                   // the peer closed or vanished: nothing to write
+)
+
+// closeWith starts closing once; later calls do nothing.
+func (c *Conn) closeWith(code StatusCode, reason string, mode closeMode) {
+	c.closeOnce.Do(func() {
+		c.closeCode, c.closeReason, c.closeMode = code, reason, mode
+		if mode == closeFlush {
+			c.out.close()
+		} else {
+			c.out.drop()
+		}
+		close(c.closing)
+		c.cancel()
+	})
+}
+
+// serve runs an accepted connection until it closes and returns the close
+// code: the first side's to close.
+func (c *Conn) serve() StatusCode {
+	c.wg.Add(2)
+	go c.writeLoop()
+	go c.receiveLoop()
+	c.startPing()
+
+	c.readLoop()
+
+	c.stopPing()
+	c.wg.Wait()
+	return c.closeCode
+}
+
+func (c *Conn) readLoop() {
+	limit := c.srv.opts.ReadLimit
+	for {
+		typ, data, err := c.t.Read(context.Background())
+		if err != nil {
+			code := websocket.CloseStatus(err)
+			switch {
+			case errors.Is(err, websocket.ErrMessageTooBig):
+				c.closeWith(StatusTooBig, "frame too big", closePeer) // the library sent the close frame
+			case code != -1:
+				c.closeWith(code, "", closePeer)
+			default:
+				c.closeWith(StatusAbnormal, "", closePeer)
+			}
+			return
+		}
+		select {
+		case <-c.closing:
+			continue // closing: drain until the transport says it is closed
+		default:
+		}
+		if int64(len(data)) > limit {
+			c.closeWith(StatusTooBig, "frame too big", closeNow)
+			continue // the transport closes; Read returns an error next
+		}
+		if typ != websocket.MessageText {
+			c.closeWith(StatusUnsupported, "text frames only", closeNow)
+			continue
+		}
+		c.call("receive", func(ctx context.Context) error { return c.consumer.Receive(ctx, c, data) })
+	}
+}
+
+// call runs fn under the consumer lock, turning an error or a panic into a
+// 1011 close.
+func (c *Conn) call(what string, fn func(ctx context.Context) error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer func() {
+		if p := recover(); p != nil {
+			c.log.Error("consumer panicked; closing connection", "in", what, "panic", p, "stack", string(debug.Stack()))
+			c.closeWith(StatusInternalError, "internal error", closeNow)
+		}
+	}()
+	if err := fn(c.ctx); err != nil {
+		if c.ctx.Err() != nil {
+			return // closing anyway
+		}
+		c.log.Error("consumer failed; closing connection", "in", what, "err", err)
+		c.closeWith(StatusInternalError, "internal error", closeNow)
+	}
+}
+
+func (c *Conn) receiveLoop() {
+	defer c.wg.Done()
+	for {
+		m, err := c.srv.layer.Receive(c.ctx, c.channel)
+		if err != nil {
+			switch {
+			case c.ctx.Err() != nil:
+			case errors.Is(err, channellayer.ErrOverflow):
+				c.closeWith(StatusTryAgainLater, "slow consumer", closeNow)
+			default:
+				c.log.Error("receiving from the layer failed; closing connection", "err", err)
+				c.closeWith(StatusInternalError, "internal error", closeNow)
+			}
+			return
+		}
+		c.call("event", func(ctx context.Context) error {
+			h := c.handlers[m.Type]
+			if h == nil {
+				c.log.Debug("no handler for layer event; dropped", "type", m.Type)
+				return nil
+			}
+			return h(ctx, c, m)
+		})
+	}
+}
+
+func (c *Conn) writeLoop() {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-c.out.signal:
+			if !c.writeQueued() {
+				c.closeWith(StatusAbnormal, "", closePeer)
+				<-c.closing
+				_ = c.t.CloseNow()
+				return
+			}
+		case <-c.closing:
+			if c.closeMode == closePeer {
+				_ = c.t.CloseNow()
+				return
+			}
+			if c.writeQueued() { // a last flush; empty unless closeFlush
+				_ = c.t.Close(c.closeCode, c.closeReason)
+			}
+			_ = c.t.CloseNow()
+			return
+		}
+	}
+}
+
+// writeQueued writes what is queued; false if the transport failed.
+func (c *Conn) writeQueued() bool {
+	for _, f := range c.out.take() {
+		ctx, cancel := context.WithTimeout(context.Background(), c.srv.opts.WriteTimeout)
+		err := c.t.Write(ctx, f)
+		cancel()
+		if err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Conn) startPing() {
+	if c.srv.opts.PingInterval < 0 {
+		return
+	}
+	c.pingMu.Lock()
+	defer c.pingMu.Unlock()
+	c.pingTimer = time.AfterFunc(c.srv.opts.PingInterval, c.ping)
+}
+
+func (c *Conn) ping() {
+	c.pingMu.Lock()
+	if c.pingStop {
+		c.pingMu.Unlock()
+		return
+	}
+	c.pinging.Add(1)
+	c.pingMu.Unlock()
+	defer c.pinging.Done()
+
+	ctx, cancel := context.WithTimeout(c.ctx, c.srv.opts.PingTimeout)
+	err := c.t.Ping(ctx)
+	cancel()
+	if err != nil {
+		if c.ctx.Err() == nil {
+			c.log.Info("peer did not answer a ping; closing", "err", err)
+		}
+		c.closeWith(StatusAbnormal, "", closePeer)
+		return
+	}
+	c.pingMu.Lock()
+	if !c.pingStop {
+		c.pingTimer.Reset(c.srv.opts.PingInterval)
+	}
+	c.pingMu.Unlock()
+}
+
+func (c *Conn) stopPing() {
+	c.pingMu.Lock()
+	c.pingStop = true
+	if c.pingTimer != nil {
+		c.pingTimer.Stop()
+	}
+	c.pingMu.Unlock()
+	c.pinging.Wait()
+}

@@ -1,0 +1,268 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+)
+
+// Options configures a Server. Only Layer is required.
+type Options struct {
+	// Layer carries events between consumers. Required.
+	Layer channellayer.Layer
+	// ReadLimit is the largest frame a client may send; a bigger one
+	// closes the connection with 1009. Defaults to 32 KiB.
+	ReadLimit int64
+	// QueueBytes caps a connection's outgoing queue; a client that falls
+	// this far behind is closed with 1013. Defaults to 1 MiB.
+	QueueBytes int
+	// PingInterval is how often an idle peer is pinged. Defaults to 25 s;
+	// negative disables pings.
+	PingInterval time.Duration
+	// PingTimeout is how long a pong may take before the peer is
+	// considered dead. Defaults to 15 s.
+	PingTimeout time.Duration
+	// WriteTimeout bounds one frame write. Defaults to 10 s.
+	WriteTimeout time.Duration
+	// DisconnectTimeout bounds the consumer's Disconnect and the cleanup
+	// after it. Defaults to 5 s.
+	DisconnectTimeout time.Duration
+	// Logger receives the server's logs. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Server runs consumers: it owns their connections' read and write loops,
+// tracks every open connection, and closes them all on Shutdown.
+type Server struct {
+	opts  Options
+	layer channellayer.Layer
+	log   *slog.Logger
+
+	base   context.Context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	conns    map[*Conn]struct{}
+	shutdown bool
+	running  sync.WaitGroup
+}
+
+// NewServer returns a server for consumers on opts.Layer.
+func NewServer(opts Options) (*Server, error) {
+	if opts.Layer == nil {
+		return nil, errors.New("consumer: Options.Layer is required (use channellayer.NewMemory for one process)")
+	}
+	if opts.ReadLimit < 0 || opts.QueueBytes < 0 || opts.PingTimeout < 0 || opts.WriteTimeout < 0 || opts.DisconnectTimeout < 0 {
+		return nil, errors.New("consumer: limits and timeouts in Options must not be negative")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if opts.ReadLimit == 0 {
+		opts.ReadLimit = 32 << 10
+	}
+	if opts.QueueBytes == 0 {
+		opts.QueueBytes = 1 << 20
+	}
+	def(&opts.PingInterval, 25*time.Second)
+	def(&opts.PingTimeout, 15*time.Second)
+	def(&opts.WriteTimeout, 10*time.Second)
+	def(&opts.DisconnectTimeout, 5*time.Second)
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	base, cancel := context.WithCancel(context.Background())
+	return &Server{
+		opts:   opts,
+		layer:  opts.Layer,
+		log:    opts.Logger,
+		base:   base,
+		cancel: cancel,
+		conns:  make(map[*Conn]struct{}),
+	}, nil
+}
+
+// ErrShutdown refuses connections to a server that is shutting down.
+var ErrShutdown = errors.New("consumer: server shutting down")
+
+// Serve runs one connection: it calls cons.Connect, and if that accepts,
+// accept to complete the handshake, then serves the connection until it
+// closes. It returns the Connect error (see RefuseError) if the consumer
+// refused, ErrShutdown if the server is shutting down, or accept's error.
+func (s *Server) Serve(scope Scope, cons Consumer, accept func() (Transport, error)) error {
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		return ErrShutdown
+	}
+	s.running.Add(1)
+	s.mu.Unlock()
+	defer s.running.Done()
+
+	ctx, cancel := context.WithCancel(s.base)
+	defer cancel()
+	name, err := s.layer.NewChannel(ctx)
+	if err != nil {
+		return fmt.Errorf("consumer: creating the connection's channel: %w", err)
+	}
+	c := &Conn{
+		srv:      s,
+		scope:    scope,
+		consumer: cons,
+		channel:  name,
+		log:      s.log.With("conn", name, "path", scope.Path),
+		ctx:      ctx,
+		cancel:   cancel,
+		handlers: make(map[string]EventHandler),
+		out:      newOutQueue(s.opts.QueueBytes),
+		closing:  make(chan struct{}),
+	}
+	var connectErr error
+	c.call("connect", func(ctx context.Context) error {
+		connectErr = cons.Connect(ctx, c)
+		return nil
+	})
+	if connectErr == nil && c.ctx.Err() != nil {
+		connectErr = errors.New("consumer: Connect panicked or closed the connection")
+	}
+	if connectErr != nil {
+		s.release(c)
+		return connectErr
+	}
+	t, err := accept()
+	if err != nil {
+		c.closeWith(StatusAbnormal, "", closePeer)
+		s.finish(c)
+		return err
+	}
+	c.t = t
+	s.track(c, true)
+	c.serve()
+	s.track(c, false)
+	s.finish(c)
+	return nil
+}
+
+func (s *Server) track(c *Conn, open bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !open {
+		delete(s.conns, c)
+		return
+	}
+	s.conns[c] = struct{}{}
+	if s.shutdown { // Shutdown ran between Connect and here
+		c.closeWith(StatusServiceRestart, "server restarting", closeFlush)
+	}
+}
+
+// finish calls Disconnect, then releases the connection's channel and groups.
+func (s *Server) finish(c *Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.DisconnectTimeout)
+	defer cancel()
+	c.mu.Lock()
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				c.log.Error("consumer panicked in Disconnect", "panic", p)
+			}
+		}()
+		c.consumer.Disconnect(ctx, c, c.closeCode)
+	}()
+	c.mu.Unlock()
+	s.releaseCtx(ctx, c)
+}
+
+func (s *Server) release(c *Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.DisconnectTimeout)
+	defer cancel()
+	c.cancel()
+	s.releaseCtx(ctx, c)
+}
+
+func (s *Server) releaseCtx(ctx context.Context, c *Conn) {
+	if err := s.layer.DiscardChannel(ctx, c.channel); err != nil {
+		c.log.Warn("discarding the connection's channel failed", "err", err)
+	}
+}
+
+// ServeWebSocket serves one websocket request with cons. The origin is not
+// checked here: routing does that before (see package routing).
+func (s *Server) ServeWebSocket(w http.ResponseWriter, r *http.Request, scope Scope, cons Consumer) {
+	err := s.Serve(scope, cons, func() (Transport, error) {
+		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+			InsecureSkipVerify: true, // origin checked by routing
+			CompressionMode:    websocket.CompressionDisabled,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", errAcceptFailed, err)
+		}
+		ws.SetReadLimit(s.opts.ReadLimit)
+		return wsTransport{ws}, nil
+	})
+	var refuse *RefuseError
+	switch {
+	case err == nil:
+	case errors.As(err, &refuse):
+		http.Error(w, refuse.Reason, refuse.Status)
+	case errors.Is(err, ErrShutdown):
+		http.Error(w, "server restarting, try another", http.StatusServiceUnavailable)
+	default:
+		// accept failed (it answered the client itself) or the layer did.
+		if !errors.Is(err, errAcceptFailed) {
+			s.log.Error("websocket connection failed", "path", scope.Path, "err", err)
+		}
+	}
+}
+
+var errAcceptFailed = errors.New("consumer: websocket handshake failed")
+
+// Len returns the number of open connections.
+func (s *Server) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// Shutdown refuses new connections, closes every open one with 1012
+// (service restart) so its client reconnects elsewhere, and waits for them
+// to finish, or for ctx; then it cuts whatever is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutdown = true
+	for c := range s.conns {
+		c.closeWith(StatusServiceRestart, "server restarting", closeFlush)
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.running.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			if c.t != nil {
+				_ = c.t.CloseNow()
+			}
+		}
+		s.mu.Unlock()
+		s.cancel()
+		<-done
+		return ctx.Err()
+	}
+}

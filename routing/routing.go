@@ -1,0 +1,136 @@
+package routing
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/chatterpro/chatterpro/consumer"
+)
+
+// Options configures a Router. Only Server is required.
+type Options struct {
+	// Server runs the consumers. Required.
+	Server *consumer.Server
+	// AllowedOrigins are origins ("scheme://host[:port]") allowed to open
+	// websockets besides the page's own. Defaults to none.
+	AllowedOrigins []string
+	// Identify tells who makes a websocket request. An error refuses it
+	// with 403; a nil user is anonymous. Defaults to everyone anonymous.
+	Identify func(r *http.Request) (*consumer.User, error)
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Router maps URL patterns to consumers (websocket routes) and to plain
+// HTTP handlers, with Go's ServeMux pattern syntax.
+type Router struct {
+	opts    Options
+	mux     *http.ServeMux
+	origins *originCheck
+	handler http.Handler
+	mws     []func(http.Handler) http.Handler
+}
+
+// New returns an empty router.
+func New(opts Options) (*Router, error) {
+	if opts.Server == nil {
+		return nil, errors.New("routing: Options.Server is required")
+	}
+	oc, err := newOriginCheck(opts.AllowedOrigins)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	r := &Router{opts: opts, mux: http.NewServeMux(), origins: oc}
+	r.handler = r.mux
+	return r, nil
+}
+
+// Factory makes the consumer for one connection.
+type Factory func() consumer.Consumer
+
+var wildcard = regexp.MustCompile(`\{([A-Za-z_][A-Za-z0-9_]*)(\.\.\.)?\}`)
+
+// Consumer routes websocket requests matching pattern (e.g.
+// "/ws/chat/{room}/") to a new consumer from f. The pattern's wildcards
+// become Scope.Params. Requests from a foreign Origin are refused with 403,
+// requests Identify refuses with 403, and non-websocket requests with 426.
+// It panics if the pattern is invalid, like http.ServeMux.
+func (r *Router) Consumer(pattern string, f Factory) {
+	if strings.ContainsAny(pattern, " \t") {
+		panic("routing: a consumer pattern is a path only (GET is implied): " + pattern)
+	}
+	var names []string
+	for _, m := range wildcard.FindAllStringSubmatch(pattern, -1) {
+		names = append(names, m[1])
+	}
+	r.mux.Handle("GET "+pattern, r.origins.wrap(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if !isUpgrade(req) {
+			w.Header().Set("Upgrade", "websocket")
+			http.Error(w, "this is a websocket endpoint", http.StatusUpgradeRequired)
+			return
+		}
+		scope := consumer.Scope{
+			Path:       req.URL.Path,
+			Params:     make(map[string]string, len(names)),
+			Query:      req.URL.Query(),
+			Header:     req.Header,
+			RemoteAddr: req.RemoteAddr,
+		}
+		for _, n := range names {
+			scope.Params[n] = req.PathValue(n)
+		}
+		if r.opts.Identify != nil {
+			u, err := r.opts.Identify(req)
+			if err != nil {
+				http.Error(w, "forbidden: "+err.Error(), http.StatusForbidden)
+				return
+			}
+			scope.User = u
+		}
+		r.opts.Server.ServeWebSocket(w, req, scope, f())
+	})))
+}
+
+// Handle routes plain HTTP requests matching pattern to h.
+func (r *Router) Handle(pattern string, h http.Handler) { r.mux.Handle(pattern, h) }
+
+// HandleFunc routes plain HTTP requests matching pattern to f.
+func (r *Router) HandleFunc(pattern string, f http.HandlerFunc) { r.mux.Handle(pattern, f) }
+
+// Use adds middleware around every route, outermost first.
+func (r *Router) Use(mw ...func(http.Handler) http.Handler) {
+	r.mws = append(r.mws, mw...)
+	r.handler = Chain(r.mux, r.mws...)
+}
+
+// ServeHTTP dispatches to the matching route.
+func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.handler.ServeHTTP(w, req) }
+
+// Chain wraps h in middleware; the first one is the outermost.
+func Chain(h http.Handler, mw ...func(http.Handler) http.Handler) http.Handler {
+	for i := len(mw) - 1; i >= 0; i-- {
+		h = mw[i](h)
+	}
+	return h
+}
+
+func isUpgrade(r *http.Request) bool {
+	return headerHas(r.Header, "Connection", "upgrade") && headerHas(r.Header, "Upgrade", "websocket")
+}
+
+func headerHas(h http.Header, key, token string) bool {
+	for _, v := range h.Values(key) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
