@@ -1,0 +1,202 @@
+package routing_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/consumer"
+	"github.com/chatterpro/chatterpro/internal/leakcheck"
+	"github.com/chatterpro/chatterpro/routing"
+)
+
+func TestMain(m *testing.M) { leakcheck.Main(m) }
+
+// scopeEcho sends the scope's room param and user name, then echoes.
+func scopeEcho() consumer.Consumer {
+	return consumer.Funcs{
+		OnConnect: func(ctx context.Context, c *consumer.Conn) error {
+			name := "anonymous"
+			if u := c.Scope().User; u != nil {
+				name = u.Name
+			}
+			return c.Send([]byte(c.Scope().Param("room") + "|" + name + "|" + c.Scope().Query.Get("since")))
+		},
+		OnReceive: func(ctx context.Context, c *consumer.Conn, text []byte) error { return c.Send(text) },
+	}
+}
+
+type server struct {
+	srv *consumer.Server
+	hs  *httptest.Server
+	ws  string
+}
+
+func start(t *testing.T, opts routing.Options) *server {
+	t.Helper()
+	layer, err := channellayer.NewMemory(channellayer.MemoryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := consumer.NewServer(consumer.Options{Layer: layer, ReadLimit: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Server = srv
+	r, err := routing.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Consumer("/ws/chat/{room}/", scopeEcho)
+	r.HandleFunc("GET /plain", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("plain")) })
+	hs := httptest.NewServer(r)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		hs.Close()
+		layer.Close(ctx)
+	})
+	return &server{srv: srv, hs: hs, ws: "ws" + strings.TrimPrefix(hs.URL, "http")}
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func TestScopeAndEcho(t *testing.T) {
+	s := start(t, routing.Options{Identify: func(r *http.Request) (*consumer.User, error) {
+		return &consumer.User{Name: "ann", Session: "s1"}, nil
+	}})
+	ws, _, err := websocket.Dial(ctx(t), s.ws+"/ws/chat/Chat%20Room/?since=1-0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	_, b, err := ws.Read(ctx(t))
+	if err != nil || string(b) != "Chat Room|ann|1-0" {
+		t.Fatalf("first frame %q, %v", b, err)
+	}
+	ws.Write(ctx(t), websocket.MessageText, []byte("hi"))
+	if _, b, err = ws.Read(ctx(t)); string(b) != "hi" {
+		t.Fatalf("echo %q, %v", b, err)
+	}
+	ws.Close(websocket.StatusNormalClosure, "")
+}
+
+func TestRefusals(t *testing.T) {
+	s := start(t, routing.Options{
+		AllowedOrigins: []string{"https://app.example:8443"},
+		Identify: func(r *http.Request) (*consumer.User, error) {
+			if r.Header.Get("X-Deny") != "" {
+				return nil, errors.New("no session")
+			}
+			return nil, nil
+		},
+	})
+	cases := []struct {
+		name   string
+		origin string
+		header http.Header
+		status int // 0: accepted
+	}{
+		{name: "no origin (not a browser)"},
+		{name: "own origin", origin: s.hs.URL},
+		{name: "allowed origin", origin: "https://app.example:8443"},
+		{name: "foreign origin", origin: "http://evil.example", status: 403},
+		{name: "allowed host, other scheme", origin: "http://app.example:8443", status: 403},
+		{name: "identify refuses", header: http.Header{"X-Deny": {"1"}}, status: 403},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.Header{}
+			for k, v := range tc.header {
+				h[k] = v
+			}
+			if tc.origin != "" {
+				h.Set("Origin", tc.origin)
+			}
+			ws, resp, err := websocket.Dial(ctx(t), s.ws+"/ws/chat/r/", &websocket.DialOptions{HTTPHeader: h})
+			if tc.status == 0 {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				ws.Close(websocket.StatusNormalClosure, "")
+				return
+			}
+			if err == nil {
+				ws.CloseNow()
+				t.Fatal("accepted")
+			}
+			if resp == nil || resp.StatusCode != tc.status {
+				t.Fatalf("response %v, want status %d", resp, tc.status)
+			}
+		})
+	}
+	t.Run("plain GET on a websocket route is 426", func(t *testing.T) {
+		resp, err := http.Get(s.hs.URL + "/ws/chat/r/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUpgradeRequired {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	})
+}
+
+func TestOverLimitIs1009(t *testing.T) {
+	s := start(t, routing.Options{})
+	ws, _, err := websocket.Dial(ctx(t), s.ws+"/ws/chat/r/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	ws.Read(ctx(t)) // greeting
+	ws.Write(ctx(t), websocket.MessageText, []byte(strings.Repeat("x", 2048)))
+	_, _, err = ws.Read(ctx(t))
+	if code := websocket.CloseStatus(err); code != websocket.StatusMessageTooBig {
+		t.Fatalf("close %v (%v), want 1009", code, err)
+	}
+}
+
+func TestShutdownCloses1012(t *testing.T) {
+	s := start(t, routing.Options{})
+	var conns []*websocket.Conn
+	for i := 0; i < 3; i++ {
+		ws, _, err := websocket.Dial(ctx(t), s.ws+"/ws/chat/r/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.CloseNow()
+		ws.Read(ctx(t))
+		conns = append(conns, ws)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.srv.Shutdown(ctx(t)) }()
+	for _, ws := range conns {
+		_, _, err := ws.Read(ctx(t))
+		if code := websocket.CloseStatus(err); code != websocket.StatusServiceRestart {
+			t.Fatalf("close %v (%v), want 1012", code, err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if n := s.srv.Len(); n != 0 {
+		t.Fatalf("%d connections left after Shutdown", n)
+	}
+	_, resp, err := websocket.Dial(ctx(t), s.ws+"/ws/chat/r/", nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("dial after shutdown: %v %v, want 503", resp, err)
+	}
+}
