@@ -104,7 +104,7 @@ func (l *local) lookup(name string) *channel {
 func (l *local) send(name string, m Message) error {
 	ch := l.lookup(name)
 	if ch == nil {
-		return fmt.Errorf("sending to %s: %w", name, ErrNoChannel)
+		return l.noChannel("sending to", name)
 	}
 	if !ch.push(m, time.Now(), false) {
 		return fmt.Errorf("sending to %s: %w", name, ErrChannelFull)
@@ -158,13 +158,13 @@ func (ch *channel) wake() {
 func (l *local) receive(ctx context.Context, name string) (Message, error) {
 	ch := l.lookup(name)
 	if ch == nil {
-		return Message{}, fmt.Errorf("receiving on %s: %w", name, ErrNoChannel)
+		return Message{}, l.noChannel("receiving on", name)
 	}
 	for {
 		ch.mu.Lock()
 		if ch.gone {
 			ch.mu.Unlock()
-			return Message{}, fmt.Errorf("receiving on %s: %w", name, ErrNoChannel)
+			return Message{}, l.noChannel("receiving on", name)
 		}
 		if ch.overflow {
 			ch.overflow = false
@@ -189,6 +189,18 @@ func (l *local) receive(ctx context.Context, name string) (Message, error) {
 			return Message{}, ctx.Err()
 		}
 	}
+}
+
+// noChannel is the error for a channel that is not (or no longer) here:
+// ErrClosed once the layer is closed, else ErrNoChannel.
+func (l *local) noChannel(op, name string) error {
+	l.mu.RLock()
+	closed := l.closed
+	l.mu.RUnlock()
+	if closed {
+		return fmt.Errorf("%s %s: %w", op, name, ErrClosed)
+	}
+	return fmt.Errorf("%s %s: %w", op, name, ErrNoChannel)
 }
 
 // groupAdd adds a local channel to a group and reports whether it is the
@@ -310,7 +322,7 @@ func (l *local) groupNames() []string {
 	return out
 }
 
-// close frees every channel; pending Receives return ErrNoChannel.
+// close frees every channel; pending and later Receives return ErrClosed.
 func (l *local) close() {
 	l.mu.Lock()
 	l.closed = true
