@@ -53,7 +53,8 @@ func ValidNickname(s string) (string, error) {
 }
 
 // ValidRoom trims s and checks that it is 1–64 characters long and has no
-// control characters and no '/'. It returns the trimmed room name.
+// control characters and no '/'. It returns the trimmed room name. The names
+// "." and ".." are refused too: no URL can carry them as a path segment.
 func ValidRoom(s string) (string, error) {
 	s = strings.TrimSpace(s)
 	switch {
@@ -67,6 +68,10 @@ func ValidRoom(s string) (string, error) {
 		return "", invalid(ErrBadRoom, "The room name must not contain control characters such as tabs or line breaks.")
 	case strings.ContainsRune(s, '/'):
 		return "", invalid(ErrBadRoom, "The room name must not contain a slash (/).")
+	case s == "." || s == "..":
+		// Browsers and ServeMux resolve these as path segments, so such a
+		// room could never be reached by its URL.
+		return "", invalid(ErrBadRoom, "The room name cannot be just dots.")
 	}
 	return s, nil
 }

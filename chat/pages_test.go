@@ -1,0 +1,514 @@
+package chat
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatterpro/chatterpro/auth"
+)
+
+var testSecret = []byte("pages test secret, 32 bytes long")
+
+func testSessions(t *testing.T, now func() time.Time) *auth.Sessions {
+	t.Helper()
+	s, err := auth.New(auth.Options{Secret: testSecret, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// testPages returns a mux with the pages registered.
+func testPages(t *testing.T) (http.Handler, *auth.Sessions) {
+	t.Helper()
+	s := testSessions(t, nil)
+	p, err := newPages(pagesConfig{
+		Sessions:       s,
+		Rooms:          []string{"Chat Room", "Business Room", "Gaming Room"},
+		AllowedOrigins: []string{"http://allowed.example"},
+	})
+	if err != nil {
+		t.Fatalf("newPages: %v", err)
+	}
+	mux := http.NewServeMux()
+	p.register(mux)
+	return mux, s
+}
+
+type response struct {
+	code int
+	h    http.Header
+	body string
+	resp *http.Response
+}
+
+func do(t *testing.T, h http.Handler, r *http.Request) response {
+	t.Helper()
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	res := w.Result()
+	b, _ := io.ReadAll(res.Body)
+	return response{code: res.StatusCode, h: res.Header, body: string(b), resp: res}
+}
+
+func postForm(target string, form url.Values) *http.Request {
+	r := httptest.NewRequest(http.MethodPost, target, strings.NewReader(form.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return r
+}
+
+func sessionCookie(t *testing.T, s *auth.Sessions, nickname string) *http.Cookie {
+	t.Helper()
+	w := httptest.NewRecorder()
+	if _, err := s.Login(w, httptest.NewRequest(http.MethodPost, "/join", nil), nickname); err != nil {
+		t.Fatal(err)
+	}
+	return w.Result().Cookies()[0]
+}
+
+func checkSecurityHeaders(t *testing.T, h http.Header) {
+	t.Helper()
+	csp := h.Get("Content-Security-Policy")
+	for _, want := range []string{"script-src 'self'", "style-src 'self'", "connect-src 'self'", "default-src 'self'"} {
+		if !strings.Contains(csp, want) {
+			t.Errorf("CSP %q lacks %q", csp, want)
+		}
+	}
+	if strings.Contains(csp, "unsafe-inline") || strings.Contains(csp, "*") {
+		t.Errorf("CSP too loose: %q", csp)
+	}
+	if h.Get("X-Content-Type-Options") != "nosniff" {
+		t.Errorf("X-Content-Type-Options = %q", h.Get("X-Content-Type-Options"))
+	}
+	if h.Get("Referrer-Policy") != "same-origin" {
+		t.Errorf("Referrer-Policy = %q", h.Get("Referrer-Policy"))
+	}
+}
+
+func TestJoinPage(t *testing.T) {
+	h, _ := testPages(t)
+	res := do(t, h, httptest.NewRequest(http.MethodGet, "/", nil))
+	if res.code != http.StatusOK {
+		t.Fatalf("GET / = %d", res.code)
+	}
+	if ct := res.h.Get("Content-Type"); ct != "text/html; charset=utf-8" {
+		t.Errorf("Content-Type = %q", ct)
+	}
+	checkSecurityHeaders(t, res.h)
+	for _, want := range []string{
+		"ChatterPro",
+		`id="join-form"`, `id="nickname"`, `id="room"`, `id="room-other"`, `id="join"`,
+		`<option value="Chat Room">Chat Room</option>`,
+		`<option value="Business Room">Business Room</option>`,
+		`<option value="Gaming Room">Gaming Room</option>`,
+		`action="/join"`,
+	} {
+		if !strings.Contains(res.body, want) {
+			t.Errorf("join page lacks %q", want)
+		}
+	}
+	if strings.Contains(res.body, `class="error"`) {
+		t.Errorf("join page shows an error without one")
+	}
+	if strings.Contains(res.body, "http://") || strings.Contains(res.body, "https://") {
+		t.Errorf("join page refers to something external")
+	}
+}
+
+func TestJoinPageUnknownPath(t *testing.T) {
+	h, _ := testPages(t)
+	if res := do(t, h, httptest.NewRequest(http.MethodGet, "/nope", nil)); res.code != http.StatusNotFound {
+		t.Errorf("GET /nope = %d, want 404", res.code)
+	}
+}
+
+func TestJoinInvalid(t *testing.T) {
+	tests := []struct {
+		name    string
+		form    url.Values
+		wantErr string
+		keep    []string // values re-rendered in the form
+	}{
+		{"empty nickname", url.Values{"nickname": {""}, "room": {"Chat Room"}}, "Please enter a nickname.", []string{`<option value="Chat Room" selected>`}},
+		{"whitespace nickname", url.Values{"nickname": {"   "}, "room": {"Gaming Room"}}, "Please enter a nickname.", []string{`<option value="Gaming Room" selected>`}},
+		{"33 runes", url.Values{"nickname": {strings.Repeat("ö", 33)}, "room": {"Chat Room"}}, "at most 32 characters", []string{strings.Repeat("ö", 33)}},
+		{"control character", url.Values{"nickname": {"bad\x07name"}, "room": {"Chat Room"}}, "control characters", nil},
+		{"no room", url.Values{"nickname": {"alice"}}, "choose a room", []string{`value="alice"`}},
+		{"slash in room", url.Values{"nickname": {"alice"}, "room": {"Chat Room"}, "room-other": {"a/b"}}, "slash", []string{`value="alice"`, `value="a/b"`}},
+		{"65 runes room", url.Values{"nickname": {"alice"}, "room-other": {strings.Repeat("r", 65)}}, "at most 64 characters", []string{strings.Repeat("r", 65)}},
+		{"control in room", url.Values{"nickname": {"alice"}, "room-other": {"x\ny"}}, "control characters", nil},
+	}
+	h, _ := testPages(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := do(t, h, postForm("/join", tt.form))
+			if res.code != http.StatusBadRequest {
+				t.Fatalf("POST /join = %d, want 400", res.code)
+			}
+			if c := res.resp.Cookies(); len(c) != 0 {
+				t.Errorf("invalid join set cookies %v", c)
+			}
+			if !strings.Contains(res.body, `<p class="error" role="alert">`) || !strings.Contains(res.body, tt.wantErr) {
+				t.Errorf("400 page lacks error %q:\n%s", tt.wantErr, res.body)
+			}
+			if !strings.Contains(res.body, `id="join-form"`) {
+				t.Errorf("400 page lacks the form")
+			}
+			for _, k := range tt.keep {
+				if !strings.Contains(res.body, k) {
+					t.Errorf("400 page does not keep %q", k)
+				}
+			}
+			checkSecurityHeaders(t, res.h)
+		})
+	}
+}
+
+func TestJoinValid(t *testing.T) {
+	tests := []struct {
+		name         string
+		form         url.Values
+		wantLocation string
+		wantNick     string
+	}{
+		{"select", url.Values{"nickname": {"alice"}, "room": {"Chat Room"}}, "/chat/Chat%20Room", "alice"},
+		{"trimmed", url.Values{"nickname": {"  bob  "}, "room": {" Gaming Room "}}, "/chat/Gaming%20Room", "bob"},
+		{"other room wins", url.Values{"nickname": {"carol"}, "room": {"Chat Room"}, "room-other": {"Café ☕"}}, "/chat/Caf%C3%A9%20%E2%98%95", "carol"},
+		{"blank other room ignored", url.Values{"nickname": {"dave"}, "room": {"Business Room"}, "room-other": {"  "}}, "/chat/Business%20Room", "dave"},
+		{"specials escaped", url.Values{"nickname": {"erin"}, "room-other": {"a?b#c%d"}}, "/chat/a%3Fb%23c%25d", "erin"},
+		{"unicode nickname", url.Values{"nickname": {"Zoë 🦊"}, "room": {"Chat Room"}}, "/chat/Chat%20Room", "Zoë 🦊"},
+	}
+	h, s := testPages(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := do(t, h, postForm("/join", tt.form))
+			if res.code != http.StatusSeeOther {
+				t.Fatalf("POST /join = %d, want 303; body:\n%s", res.code, res.body)
+			}
+			if loc := res.h.Get("Location"); loc != tt.wantLocation {
+				t.Errorf("Location = %q, want %q", loc, tt.wantLocation)
+			}
+			cookies := res.resp.Cookies()
+			if len(cookies) != 1 {
+				t.Fatalf("cookies = %v", cookies)
+			}
+			c := cookies[0]
+			if c.Name != "chatterpro_session" || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || c.Path != "/" || c.Secure || c.MaxAge <= 0 {
+				t.Errorf("cookie = %+v", c)
+			}
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.AddCookie(c)
+			sess, err := s.FromRequest(r)
+			if err != nil || sess.Nickname != tt.wantNick {
+				t.Errorf("session = %+v, %v; want nickname %q", sess, err, tt.wantNick)
+			}
+		})
+	}
+}
+
+// TestJoinThenChat follows the redirect of a join to the chat page.
+func TestJoinThenChat(t *testing.T) {
+	h, _ := testPages(t)
+	res := do(t, h, postForm("/join", url.Values{"nickname": {"Zoë"}, "room-other": {"Café ☕ 50%"}}))
+	if res.code != http.StatusSeeOther {
+		t.Fatalf("POST /join = %d", res.code)
+	}
+	r := httptest.NewRequest(http.MethodGet, res.h.Get("Location"), nil)
+	r.AddCookie(res.resp.Cookies()[0])
+	chat := do(t, h, r)
+	if chat.code != http.StatusOK {
+		t.Fatalf("GET %s = %d", res.h.Get("Location"), chat.code)
+	}
+	for _, want := range []string{`data-room="Café ☕ 50%"`, `data-nickname="Zoë"`, `<h1 id="room-name">Café ☕ 50%</h1>`} {
+		if !strings.Contains(chat.body, want) {
+			t.Errorf("chat page lacks %q", want)
+		}
+	}
+}
+
+func TestChatPageSession(t *testing.T) {
+	h, s := testPages(t)
+	good := sessionCookie(t, s, "alice")
+	tampered := *good
+	tampered.Value = strings.Replace(good.Value, ".", ".x", 1)
+	expired := sessionCookie(t, testSessions(t, func() time.Time { return time.Now().Add(-25 * time.Hour) }), "alice")
+	other, err := auth.New(auth.Options{Secret: []byte("a different secret of 16+ bytes")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := sessionCookie(t, other, "alice")
+
+	tests := []struct {
+		name   string
+		cookie *http.Cookie
+		want   int
+	}{
+		{"no cookie", nil, http.StatusSeeOther},
+		{"tampered cookie", &tampered, http.StatusSeeOther},
+		{"garbage cookie", &http.Cookie{Name: "chatterpro_session", Value: "garbage"}, http.StatusSeeOther},
+		{"expired cookie", expired, http.StatusSeeOther},
+		{"other secret", foreign, http.StatusSeeOther},
+		{"valid", good, http.StatusOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/chat/Chat%20Room", nil)
+			if tt.cookie != nil {
+				r.AddCookie(tt.cookie)
+			}
+			res := do(t, h, r)
+			if res.code != tt.want {
+				t.Fatalf("GET /chat = %d, want %d", res.code, tt.want)
+			}
+			if tt.want == http.StatusSeeOther && res.h.Get("Location") != "/" {
+				t.Errorf("Location = %q, want /", res.h.Get("Location"))
+			}
+		})
+	}
+}
+
+func TestChatPage(t *testing.T) {
+	h, s := testPages(t)
+	tests := []struct {
+		name     string
+		nickname string
+		path     string
+		want     int
+		contains []string
+		lacks    []string
+	}{
+		{"plain", "alice", "/chat/Chat%20Room", http.StatusOK,
+			[]string{`data-room="Chat Room"`, `data-nickname="alice"`, `id="room-name">Chat Room<`}, nil},
+		{"unicode room", "alice", "/chat/" + url.PathEscape("Café ☕ 日本"), http.StatusOK,
+			[]string{`data-room="Café ☕ 日本"`}, nil},
+		{"escaped specials", "alice", "/chat/a%3Fb%23c%25d", http.StatusOK,
+			[]string{`data-room="a?b#c%d"`}, nil},
+		{"html in nickname is escaped", `<script>alert("x")</script>`, "/chat/Chat%20Room", http.StatusOK,
+			[]string{`data-nickname="&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;"`, `&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;</span>`},
+			[]string{`<script>alert`}},
+		{"html in room is escaped", "alice", "/chat/" + url.PathEscape(`<img src=x onerror=alert(1)>`), http.StatusOK,
+			[]string{`&lt;img src=x onerror=alert(1)&gt;`}, []string{`<img src=x`}},
+		{"quote in nickname", `a" onload="x`, "/chat/Chat%20Room", http.StatusOK,
+			[]string{`data-nickname="a&#34; onload=&#34;x"`}, []string{`onload="x`}},
+		{"escaped slash is invalid", "alice", "/chat/a%2Fb", http.StatusBadRequest, []string{"not a valid room name", "slash"}, nil},
+		{"too long room", "alice", "/chat/" + strings.Repeat("x", 65), http.StatusBadRequest, []string{"not a valid room name"}, nil},
+		{"control character", "alice", "/chat/a%07b", http.StatusBadRequest, []string{"control characters"}, nil},
+		{"blank room", "alice", "/chat/%20%20", http.StatusBadRequest, []string{"not a valid room name"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, tt.path, nil)
+			r.AddCookie(sessionCookie(t, s, tt.nickname))
+			res := do(t, h, r)
+			if res.code != tt.want {
+				t.Fatalf("GET %s = %d, want %d\n%s", tt.path, res.code, tt.want, res.body)
+			}
+			checkSecurityHeaders(t, res.h)
+			for _, want := range tt.contains {
+				if !strings.Contains(res.body, want) {
+					t.Errorf("page lacks %q", want)
+				}
+			}
+			for _, bad := range tt.lacks {
+				if strings.Contains(res.body, bad) {
+					t.Errorf("page contains unescaped %q", bad)
+				}
+			}
+			if tt.want == http.StatusOK {
+				for _, id := range []string{`id="room-name"`, `id="user-count"`, `id="users"`, `id="messages"`,
+					`id="message-input"`, `id="send"`, `id="leave"`, `id="status"`, `data-state="connecting"`} {
+					if !strings.Contains(res.body, id) {
+						t.Errorf("chat page lacks %s", id)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestLeave(t *testing.T) {
+	h, s := testPages(t)
+	r := httptest.NewRequest(http.MethodPost, "/leave", nil)
+	r.AddCookie(sessionCookie(t, s, "alice"))
+	res := do(t, h, r)
+	if res.code != http.StatusSeeOther || res.h.Get("Location") != "/" {
+		t.Fatalf("POST /leave = %d to %q", res.code, res.h.Get("Location"))
+	}
+	cookies := res.resp.Cookies()
+	if len(cookies) != 1 || cookies[0].Name != "chatterpro_session" || cookies[0].MaxAge >= 0 {
+		t.Errorf("leave cookies = %v", cookies)
+	}
+}
+
+func TestCrossOrigin(t *testing.T) {
+	valid := url.Values{"nickname": {"alice"}, "room": {"Chat Room"}}
+	tests := []struct {
+		name    string
+		target  string
+		headers map[string]string
+		want    int
+	}{
+		{"join from evil site", "/join", map[string]string{"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
+		{"join from evil origin, no fetch metadata", "/join", map[string]string{"Origin": "http://evil.example"}, http.StatusForbidden},
+		{"leave from evil site", "/leave", map[string]string{"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
+		{"join from allowed origin", "/join", map[string]string{"Origin": "http://allowed.example", "Sec-Fetch-Site": "cross-site"}, http.StatusSeeOther},
+		{"join same origin", "/join", map[string]string{"Origin": "http://example.com", "Sec-Fetch-Site": "same-origin"}, http.StatusSeeOther},
+		{"join same host origin", "/join", map[string]string{"Origin": "http://example.com"}, http.StatusSeeOther},
+		{"join without browser headers", "/join", nil, http.StatusSeeOther},
+		{"leave same origin", "/leave", map[string]string{"Origin": "http://example.com", "Sec-Fetch-Site": "same-origin"}, http.StatusSeeOther},
+	}
+	h, _ := testPages(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := postForm(tt.target, valid)
+			for k, v := range tt.headers {
+				r.Header.Set(k, v)
+			}
+			res := do(t, h, r)
+			if res.code != tt.want {
+				t.Fatalf("POST %s = %d, want %d", tt.target, res.code, tt.want)
+			}
+			if tt.want == http.StatusForbidden {
+				if c := res.resp.Cookies(); len(c) != 0 {
+					t.Errorf("refused request set cookies %v", c)
+				}
+				checkSecurityHeaders(t, res.h)
+			}
+		})
+	}
+}
+
+func TestStatic(t *testing.T) {
+	h, _ := testPages(t)
+	p, err := newPages(pagesConfig{Sessions: testSessions(t, nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		path   string
+		want   int
+		ctype  string
+		substr string
+	}{
+		{"css", "/static/style.css", http.StatusOK, "text/css; charset=utf-8", ".message"},
+		{"chat js", "/static/chat.js", http.StatusOK, "text/javascript; charset=utf-8", "textContent"},
+		{"join js", "/static/join.js", http.StatusOK, "text/javascript; charset=utf-8", "room-other"},
+		{"svg", "/static/favicon.svg", http.StatusOK, "image/svg+xml", "<svg"},
+		{"missing", "/static/nope.js", http.StatusNotFound, "", ""},
+		{"go source not served", "/static/embed.go", http.StatusNotFound, "", ""},
+		{"no listing", "/static/", http.StatusNotFound, "", ""},
+		{"no traversal", "/static/../templates/join.html", http.StatusNotFound, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := do(t, h, httptest.NewRequest(http.MethodGet, tt.path, nil))
+			if res.code == http.StatusMovedPermanently || res.code == http.StatusTemporaryRedirect {
+				// ServeMux cleans ".." paths with a redirect, away from /static/.
+				if loc := res.h.Get("Location"); strings.HasPrefix(loc, "/static/") {
+					t.Fatalf("redirect to %q", loc)
+				}
+				return
+			}
+			if res.code != tt.want {
+				t.Fatalf("GET %s = %d, want %d", tt.path, res.code, tt.want)
+			}
+			if tt.want != http.StatusOK {
+				return
+			}
+			if ct := res.h.Get("Content-Type"); ct != tt.ctype {
+				t.Errorf("Content-Type = %q, want %q", ct, tt.ctype)
+			}
+			if res.h.Get("X-Content-Type-Options") != "nosniff" {
+				t.Errorf("no nosniff")
+			}
+			if !strings.Contains(res.body, tt.substr) {
+				t.Errorf("body lacks %q", tt.substr)
+			}
+			if res.h.Get("ETag") == "" || res.h.Get("Cache-Control") != "no-cache" {
+				t.Errorf("unversioned: ETag %q, Cache-Control %q", res.h.Get("ETag"), res.h.Get("Cache-Control"))
+			}
+		})
+	}
+
+	t.Run("versioned url is immutable", func(t *testing.T) {
+		u, err := p.staticURL("chat.js")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := do(t, h, httptest.NewRequest(http.MethodGet, u, nil))
+		if res.code != http.StatusOK || !strings.Contains(res.h.Get("Cache-Control"), "immutable") {
+			t.Errorf("GET %s = %d, Cache-Control %q", u, res.code, res.h.Get("Cache-Control"))
+		}
+		page := do(t, h, httptest.NewRequest(http.MethodGet, "/", nil))
+		if !strings.Contains(page.body, `href="`+strings.ReplaceAll(mustStatic(t, p, "style.css"), "&", "&amp;")+`"`) {
+			t.Errorf("join page does not link the versioned stylesheet")
+		}
+	})
+
+	t.Run("etag revalidation", func(t *testing.T) {
+		first := do(t, h, httptest.NewRequest(http.MethodGet, "/static/style.css", nil))
+		r := httptest.NewRequest(http.MethodGet, "/static/style.css", nil)
+		r.Header.Set("If-None-Match", first.h.Get("ETag"))
+		if res := do(t, h, r); res.code != http.StatusNotModified {
+			t.Errorf("conditional GET = %d, want 304", res.code)
+		}
+	})
+}
+
+func mustStatic(t *testing.T, p *pages, name string) string {
+	t.Helper()
+	u, err := p.staticURL(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func TestNewPagesConfig(t *testing.T) {
+	s := testSessions(t, nil)
+	tests := []struct {
+		name      string
+		cfg       pagesConfig
+		wantErr   bool
+		wantRooms []string
+	}{
+		{"no sessions", pagesConfig{}, true, nil},
+		{"default rooms", pagesConfig{Sessions: s}, false, []string{"Chat Room", "Business Room", "Gaming Room"}},
+		{"rooms trimmed and deduplicated", pagesConfig{Sessions: s, Rooms: []string{" A ", "A", "B"}}, false, []string{"A", "B"}},
+		{"invalid room", pagesConfig{Sessions: s, Rooms: []string{"a/b"}}, true, nil},
+		{"bad origin", pagesConfig{Sessions: s, AllowedOrigins: []string{"http://x.example/path"}}, true, nil},
+		{"origins", pagesConfig{Sessions: s, AllowedOrigins: []string{"https://a.example", " ", "http://b.example:8080"}}, false, []string{"Chat Room", "Business Room", "Gaming Room"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := newPages(tt.cfg)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("newPages err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			if strings.Join(p.rooms, "|") != strings.Join(tt.wantRooms, "|") {
+				t.Errorf("rooms = %q, want %q", p.rooms, tt.wantRooms)
+			}
+		})
+	}
+}
+
+func TestJoinPagePrefill(t *testing.T) {
+	h, s := testPages(t)
+	r := httptest.NewRequest(http.MethodGet, "/?room=Business%20Room", nil)
+	r.AddCookie(sessionCookie(t, s, "alice"))
+	res := do(t, h, r)
+	for _, want := range []string{`value="alice"`, `<option value="Business Room" selected>`} {
+		if !strings.Contains(res.body, want) {
+			t.Errorf("join page lacks %q", want)
+		}
+	}
+}
