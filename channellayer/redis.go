@@ -1,0 +1,941 @@
+package channellayer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisOptions configures a Redis layer. The zero value is ready to use.
+type RedisOptions struct {
+	// Capacity is how many messages a channel holds. Defaults to 100.
+	Capacity int
+	// Expiry is how long a message waits in a channel. Defaults to 60 s.
+	Expiry time.Duration
+	// HistorySize is how many messages a group's history keeps. Defaults to 100.
+	HistorySize int
+	// Prefix starts every Redis key and pub/sub channel of the layer; layers
+	// that share a prefix share their groups. It must not contain "{", "}"
+	// or a newline. Defaults to "chatterpro".
+	Prefix string
+	// Logger receives the layer's connection events. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Redis is the layer for many processes sharing one Redis (or one Redis
+// Cluster). It implements Layer, History, Presence and Checker.
+//
+// Every process keeps its channels in memory, as Memory does, and holds one
+// pub/sub connection: it subscribes to a group's pub/sub channel while the
+// group has local members, and to a channel of its own for Send from other
+// processes. A group send is one PUBLISH, whatever the number of members;
+// each process decodes it once and hands it to its local members.
+//
+// A group's keys share one hash tag, so a group lives on one cluster shard:
+// "<prefix>:{<group>}:h" (history stream), ":p" (presence hash), ":e"
+// (presence expiry, a sorted set of ms timestamps), ":g" (pub/sub channel).
+//
+// While Redis is away the layer is not ready (Check fails), and calls that
+// need Redis fail at once with ErrUnavailable. It reconnects and resubscribes
+// by itself, then delivers from history what its groups recorded meanwhile.
+type Redis struct {
+	client      redis.UniversalClient
+	cluster     bool
+	local       *local
+	log         *slog.Logger
+	prefix      string
+	historySize int
+	procChan    string // this process's pub/sub channel
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	stop   chan struct{} // closed by Close
+	wg     sync.WaitGroup
+	ps     *redis.PubSub // read by the receive loop only; writes are go-redis's own business
+	kick   chan struct{} // capacity 1: wakes the subscriber
+
+	mu      sync.Mutex
+	closed  bool
+	ready   bool
+	changed chan struct{}        // closed and replaced at every change of ready
+	subs    map[string]*groupSub // wanted subscriptions, by pub/sub channel
+	pending map[string]string    // pub/sub channel → group, for the subscriber to reconcile
+	barrier uint64               // last barrier number handed out
+	resync  uint64               // the barrier that makes the layer ready again
+}
+
+// groupSub is the subscription of one group with local members.
+type groupSub struct {
+	group   string
+	channel string
+	ready   chan struct{} // closed when Redis confirmed the subscription
+
+	// Guarded by Redis.mu.
+	barrier   uint64 // confirmed by the pong of any barrier >= this; 0: not yet sent
+	confirmed bool
+	floor     streamID // the history's last ID before subscribing
+	hasFloor  bool
+
+	// Owned by the receive loop.
+	last    streamID // the last recorded message delivered locally
+	hasLast bool
+}
+
+var (
+	_ Layer    = (*Redis)(nil)
+	_ History  = (*Redis)(nil)
+	_ Presence = (*Redis)(nil)
+	_ Checker  = (*Redis)(nil)
+)
+
+// Timing of the Redis layer.
+const (
+	redisBackoffMin = 50 * time.Millisecond
+	redisBackoffMax = time.Second
+	// redisHealth is how long the pub/sub connection may be idle before
+	// the layer pings it.
+	redisHealth = time.Second
+	// redisOpTimeout bounds the layer's own calls (not the caller's).
+	redisOpTimeout = 2 * time.Second
+)
+
+// NewRedis returns a layer on a Redis client that the caller builds and owns:
+// Close does not close the client. Pass a *redis.ClusterClient for a Redis
+// Cluster. NewRedis waits until Redis has confirmed the layer's subscription;
+// if ctx ends first it returns an error wrapping ErrUnavailable.
+func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptions) (*Redis, error) {
+	if client == nil {
+		return nil, fmt.Errorf("%w: redis layer needs a client", ErrInvalid)
+	}
+	if opts.Capacity < 0 || opts.Expiry < 0 || opts.HistorySize < 0 {
+		return nil, fmt.Errorf("%w: redis layer options must not be negative", ErrInvalid)
+	}
+	if strings.ContainsAny(opts.Prefix, "{}\n") {
+		return nil, fmt.Errorf("%w: redis key prefix %q must not contain '{', '}' or a newline", ErrInvalid, opts.Prefix)
+	}
+	if opts.HistorySize == 0 {
+		opts.HistorySize = DefaultHistorySize
+	}
+	if opts.Prefix == "" {
+		opts.Prefix = "chatterpro"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	_, cluster := client.(*redis.ClusterClient)
+	if cluster {
+		// Sharded pub/sub needs one pub/sub connection per shard; until
+		// then a cluster is refused rather than half served.
+		return nil, fmt.Errorf("%w: redis layer: Redis Cluster is not supported yet", ErrInvalid)
+	}
+	lctx, cancel := context.WithCancel(context.Background())
+	l := newLocal(opts.Capacity, opts.Expiry)
+	r := &Redis{
+		client:      client,
+		cluster:     cluster,
+		local:       l,
+		log:         opts.Logger,
+		prefix:      opts.Prefix,
+		historySize: opts.HistorySize,
+		procChan:    opts.Prefix + ":proc:{" + strings.TrimSuffix(l.prefix, "!") + "}",
+		ctx:         lctx,
+		cancel:      cancel,
+		stop:        make(chan struct{}),
+		kick:        make(chan struct{}, 1),
+		changed:     make(chan struct{}),
+		subs:        make(map[string]*groupSub),
+		pending:     make(map[string]string),
+	}
+	r.ps = client.Subscribe(lctx)
+	r.wg.Add(2)
+	go r.receiveLoop()
+	go r.subscriber()
+	for {
+		r.mu.Lock()
+		ready, changed := r.ready, r.changed
+		r.mu.Unlock()
+		if ready {
+			return r, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			_ = r.Close(context.Background())
+			return nil, fmt.Errorf("channellayer: redis layer: waiting for Redis: %v: %w", ctx.Err(), ErrUnavailable)
+		}
+	}
+}
+
+// Keys and channels. A group name is escaped inside the hash tag so that the
+// tag is the whole group, whatever braces it contains.
+
+func escapeGroup(group string) string {
+	if !strings.ContainsAny(group, "%{}") {
+		return group
+	}
+	var b strings.Builder
+	for i := 0; i < len(group); i++ {
+		switch c := group[i]; c {
+		case '%':
+			b.WriteString("%25")
+		case '{':
+			b.WriteString("%7B")
+		case '}':
+			b.WriteString("%7D")
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+func (r *Redis) groupKey(group, kind string) string {
+	return r.prefix + ":{" + escapeGroup(group) + "}:" + kind
+}
+
+func (r *Redis) historyKey(group string) string  { return r.groupKey(group, "h") }
+func (r *Redis) presenceKey(group string) string { return r.groupKey(group, "p") }
+func (r *Redis) expiryKey(group string) string   { return r.groupKey(group, "e") }
+func (r *Redis) groupChan(group string) string   { return r.groupKey(group, "g") }
+func (r *Redis) procChanOf(process string) string {
+	return r.prefix + ":proc:{" + process + "}"
+}
+
+// Envelopes. A published message is "<target>\n<id>\n<len(type)>\n<type><body>":
+// target is the channel of a directed send (empty for a group), id the
+// message's ID; the recording script marks its IDs with a leading "!", so
+// that only those take part in gap repair and duplicate suppression.
+
+func envelope(target string, m Message) string {
+	t := strconv.Itoa(len(m.Type))
+	var b strings.Builder
+	b.Grow(len(target) + len(m.ID) + len(t) + len(m.Type) + len(m.Body) + 3)
+	b.WriteString(target)
+	b.WriteByte('\n')
+	if !strings.HasPrefix(m.ID, "!") {
+		b.WriteString(m.ID)
+	}
+	b.WriteByte('\n')
+	b.WriteString(t)
+	b.WriteByte('\n')
+	b.WriteString(m.Type)
+	b.Write(m.Body)
+	return b.String()
+}
+
+func parseEnvelope(p string) (target string, m Message, recorded, ok bool) {
+	target, rest, ok1 := strings.Cut(p, "\n")
+	id, rest, ok2 := strings.Cut(rest, "\n")
+	ls, rest, ok3 := strings.Cut(rest, "\n")
+	n, err := strconv.Atoi(ls)
+	if !ok1 || !ok2 || !ok3 || err != nil || n <= 0 || n >= len(rest) {
+		return "", Message{}, false, false
+	}
+	id, recorded = strings.CutPrefix(id, "!")
+	return target, Message{Type: rest[:n], ID: id, Body: []byte(rest[n:])}, recorded, true
+}
+
+// idSep is what withID puts between the inserted "id" field and the rest.
+func idSep(body []byte) string {
+	if rest := bytes.TrimSpace(body[1:]); len(rest) > 0 && rest[0] != '}' {
+		return ","
+	}
+	return ""
+}
+
+// Errors.
+
+// fail translates an error of a Redis call: the caller's cancelled context
+// as is, anything else as ErrUnavailable (go-redis types never leak).
+func (r *Redis) fail(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("channellayer: redis %s: %v: %w", op, err, ErrUnavailable)
+}
+
+// usable returns ErrClosed after Close and ErrUnavailable while Redis is away,
+// so that calls fail at once instead of waiting for a connection.
+func (r *Redis) usable(ctx context.Context, op string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	closed, ready := r.closed, r.ready
+	r.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if !ready {
+		return fmt.Errorf("channellayer: redis %s: not connected: %w", op, ErrUnavailable)
+	}
+	return nil
+}
+
+func checkMessage(msg Message) error {
+	if msg.Type == "" || len(msg.Body) == 0 || msg.Body[0] != '{' {
+		return fmt.Errorf("%w: message needs a type and a body (use NewMessage)", ErrInvalid)
+	}
+	return nil
+}
+
+// Layer.
+
+func (r *Redis) NewChannel(ctx context.Context) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	return r.local.newChannel()
+}
+
+func (r *Redis) Send(ctx context.Context, channel string, msg Message) error {
+	if err := checkMessage(msg); err != nil {
+		return err
+	}
+	if r.local.owns(channel) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if r.isClosed() {
+			return ErrClosed
+		}
+		return r.local.send(channel, msg)
+	}
+	process, ok := processOf(channel)
+	if !ok || strings.ContainsAny(channel, "\n{}") {
+		return fmt.Errorf("sending to %q: %w", channel, ErrNoChannel)
+	}
+	if err := r.usable(ctx, "send"); err != nil {
+		return err
+	}
+	n, err := r.publish(ctx, r.procChanOf(process), envelope(channel, msg))
+	if err != nil {
+		return r.fail(ctx, "send", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("sending to %s: process gone: %w", channel, ErrNoChannel)
+	}
+	return nil
+}
+
+func (r *Redis) Receive(ctx context.Context, channel string) (Message, error) {
+	return r.local.receive(ctx, channel)
+}
+
+func (r *Redis) GroupAdd(ctx context.Context, group, channel string) error {
+	if group == "" {
+		return fmt.Errorf("%w: empty group name", ErrInvalid)
+	}
+	if err := r.usable(ctx, "group add"); err != nil {
+		return err
+	}
+	if _, err := r.local.groupAdd(group, channel); err != nil {
+		return err
+	}
+	ch := r.groupChan(group)
+	r.mu.Lock()
+	s := r.subs[ch]
+	if s == nil && r.local.hasGroup(group) {
+		s = &groupSub{group: group, channel: ch, ready: make(chan struct{})}
+		r.subs[ch] = s
+		r.pending[ch] = group
+	}
+	changed := r.changed
+	r.mu.Unlock()
+	if s == nil { // discarded meanwhile
+		return fmt.Errorf("adding %s to group %q: %w", channel, group, ErrNoChannel)
+	}
+	r.wake()
+	var err error
+	select {
+	case <-s.ready:
+		return nil
+	case <-changed:
+		err = fmt.Errorf("channellayer: redis group add: connection lost: %w", ErrUnavailable)
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-r.stop:
+		err = ErrClosed
+	}
+	select {
+	case <-s.ready: // confirmed after all
+		return nil
+	default:
+	}
+	r.groupDiscard(group, channel)
+	return err
+}
+
+func (r *Redis) GroupDiscard(ctx context.Context, group, channel string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r.groupDiscard(group, channel)
+	return nil
+}
+
+func (r *Redis) groupDiscard(group, channel string) {
+	if r.local.groupDiscard(group, channel) {
+		r.unwant(group)
+	}
+}
+
+// unwant drops the subscription of a group that has no local member left.
+func (r *Redis) unwant(group string) {
+	ch := r.groupChan(group)
+	r.mu.Lock()
+	if r.subs[ch] != nil && !r.local.hasGroup(group) {
+		delete(r.subs, ch)
+		r.pending[ch] = group
+	}
+	r.mu.Unlock()
+	r.wake()
+}
+
+func (r *Redis) GroupSend(ctx context.Context, group string, msg Message) error {
+	if err := checkMessage(msg); err != nil {
+		return err
+	}
+	if err := r.usable(ctx, "group send"); err != nil {
+		return err
+	}
+	if _, err := r.publish(ctx, r.groupChan(group), envelope("", msg)); err != nil {
+		return r.fail(ctx, "group send", err)
+	}
+	return nil
+}
+
+func (r *Redis) publish(ctx context.Context, channel, payload string) (int64, error) {
+	if r.cluster {
+		return r.client.SPublish(ctx, channel, payload).Result()
+	}
+	return r.client.Publish(ctx, channel, payload).Result()
+}
+
+func (r *Redis) DiscardChannel(ctx context.Context, channel string) error {
+	for _, g := range r.local.discard(channel) {
+		r.unwant(g)
+	}
+	return nil
+}
+
+// Close stops the layer's goroutines, waiting for them until ctx ends, and
+// frees every channel. It does not close the Redis client.
+func (r *Redis) Close(ctx context.Context) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	r.ready = false
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+	close(r.stop)
+	r.cancel()
+	_ = r.ps.Close()
+	done := make(chan struct{})
+	go func() {
+		r.wg.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	r.local.close()
+	return err
+}
+
+func (r *Redis) isClosed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
+}
+
+// Check implements Checker: nil while Redis answers PING and the layer's
+// pub/sub connection is up.
+func (r *Redis) Check(ctx context.Context) error {
+	if err := r.usable(ctx, "check"); err != nil {
+		return err
+	}
+	if err := r.client.Ping(ctx).Err(); err != nil {
+		return r.fail(ctx, "ping", err)
+	}
+	return nil
+}
+
+// History.
+
+// GroupSendRecorded implements History: one script appends the message to the
+// group's stream and publishes it with its new ID.
+func (r *Redis) GroupSendRecorded(ctx context.Context, group string, msg Message) (Message, error) {
+	if err := checkMessage(msg); err != nil {
+		return Message{}, err
+	}
+	if err := r.usable(ctx, "recorded group send"); err != nil {
+		return Message{}, err
+	}
+	cmd := "PUBLISH"
+	if r.cluster {
+		cmd = "SPUBLISH"
+	}
+	id, err := recordScript.Run(ctx, r.client,
+		[]string{r.historyKey(group), r.groupChan(group)},
+		r.historySize, msg.Type, msg.Body, strconv.Itoa(len(msg.Type))+"\n"+msg.Type, idSep(msg.Body), cmd,
+	).Text()
+	if err != nil {
+		return Message{}, r.fail(ctx, "recorded group send", err)
+	}
+	return Message{Type: msg.Type, ID: id, Body: withID(msg.Body, id)}, nil
+}
+
+// Recent implements History.
+func (r *Redis) Recent(ctx context.Context, group string, n int) ([]Message, error) {
+	if err := r.usable(ctx, "history"); err != nil {
+		return nil, err
+	}
+	if n <= 0 {
+		return nil, nil
+	}
+	xs, err := r.client.XRevRangeN(ctx, r.historyKey(group), "+", "-", int64(n)).Result()
+	if err != nil {
+		return nil, r.fail(ctx, "history", err)
+	}
+	slices.Reverse(xs)
+	return streamMessages(xs), nil
+}
+
+// Since implements History.
+func (r *Redis) Since(ctx context.Context, group, id string) ([]Message, error) {
+	if !ValidID(id) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("history of %q since %q: %w", group, id, ErrUnknownID)
+	}
+	if err := r.usable(ctx, "history"); err != nil {
+		return nil, err
+	}
+	// One read from id itself: the first entry proves id is still kept.
+	xs, err := r.client.XRangeN(ctx, r.historyKey(group), id, "+", int64(r.historySize)+1).Result()
+	if err != nil {
+		return nil, r.fail(ctx, "history", err)
+	}
+	if len(xs) == 0 || xs[0].ID != id {
+		return nil, fmt.Errorf("history of %q since %q: %w", group, id, ErrUnknownID)
+	}
+	return streamMessages(xs[1:]), nil
+}
+
+func streamMessages(xs []redis.XMessage) []Message {
+	if len(xs) == 0 {
+		return nil
+	}
+	out := make([]Message, 0, len(xs))
+	for _, x := range xs {
+		if m, ok := streamMessage(x); ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func streamMessage(x redis.XMessage) (Message, bool) {
+	t, _ := x.Values["t"].(string)
+	d, _ := x.Values["d"].(string)
+	if t == "" || len(d) == 0 || d[0] != '{' {
+		return Message{}, false
+	}
+	return Message{Type: t, ID: x.ID, Body: withID([]byte(d), x.ID)}, true
+}
+
+// Presence.
+
+// presenceKeep is how long a group's presence keys outlive their last
+// Track: long enough for every expired entry to be announced by Expire.
+func presenceKeep(ttl time.Duration) int64 {
+	return (2*ttl + time.Minute).Milliseconds()
+}
+
+// Track implements Presence. Expiry times come from this process's clock.
+func (r *Redis) Track(ctx context.Context, group, key string, info []byte, ttl time.Duration) error {
+	if group == "" || key == "" || ttl <= 0 {
+		return fmt.Errorf("%w: presence needs a group, a key and a positive TTL", ErrInvalid)
+	}
+	if err := r.usable(ctx, "presence track"); err != nil {
+		return err
+	}
+	expires := time.Now().Add(ttl).UnixMilli()
+	err := trackScript.Run(ctx, r.client, []string{r.presenceKey(group), r.expiryKey(group)},
+		key, info, expires, presenceKeep(ttl)).Err()
+	if err != nil {
+		return r.fail(ctx, "presence track", err)
+	}
+	return nil
+}
+
+// Untrack implements Presence.
+func (r *Redis) Untrack(ctx context.Context, group, key string) error {
+	if err := r.usable(ctx, "presence untrack"); err != nil {
+		return err
+	}
+	err := untrackScript.Run(ctx, r.client, []string{r.presenceKey(group), r.expiryKey(group)}, key).Err()
+	if err != nil {
+		return r.fail(ctx, "presence untrack", err)
+	}
+	return nil
+}
+
+// List implements Presence.
+func (r *Redis) List(ctx context.Context, group string) ([]Member, error) {
+	return r.presence(ctx, group, listScript, "presence list")
+}
+
+// Expire implements Presence.
+func (r *Redis) Expire(ctx context.Context, group string) ([]Member, error) {
+	return r.presence(ctx, group, expireScript, "presence expire")
+}
+
+func (r *Redis) presence(ctx context.Context, group string, script *redis.Script, op string) ([]Member, error) {
+	if err := r.usable(ctx, op); err != nil {
+		return nil, err
+	}
+	res, err := script.Run(ctx, r.client, []string{r.presenceKey(group), r.expiryKey(group)},
+		time.Now().UnixMilli()).StringSlice()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, r.fail(ctx, op, err)
+	}
+	var out []Member
+	for i := 0; i+1 < len(res); i += 2 {
+		m := Member{Key: res[i]}
+		if res[i+1] != "" {
+			m.Info = []byte(res[i+1])
+		}
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+// Background work.
+
+func (r *Redis) wake() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// setReady records whether the layer is connected and wakes those waiting
+// for a change.
+func (r *Redis) setReady(ready bool, err error) {
+	r.mu.Lock()
+	if r.closed || r.ready == ready {
+		r.mu.Unlock()
+		return
+	}
+	r.ready = ready
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+	if ready {
+		r.log.Info("channellayer: redis connected")
+	} else {
+		r.log.Warn("channellayer: redis connection lost", "err", err)
+	}
+}
+
+// nextBarrier hands out a barrier number: the pong of the PING that carries
+// it proves that every subscription written before it was confirmed.
+func (r *Redis) nextBarrier(resync bool) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.barrier++
+	if resync {
+		r.resync = r.barrier
+	}
+	return r.barrier
+}
+
+const barrierPrefix = "barrier:"
+
+// subscriber is the only goroutine that changes the pub/sub subscriptions:
+// it brings them in line with r.subs, one group at a time, so that adds and
+// discards of one group never overtake each other.
+func (r *Redis) subscriber() {
+	defer r.wg.Done()
+	issued := make(map[string]*groupSub) // what Redis was asked to deliver
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-r.kick:
+		}
+		for {
+			r.mu.Lock()
+			var ch, group string
+			for ch, group = range r.pending {
+				break
+			}
+			if ch != "" {
+				delete(r.pending, ch)
+			}
+			want := r.subs[ch]
+			r.mu.Unlock()
+			if ch == "" {
+				break
+			}
+			r.reconcile(issued, ch, group, want)
+		}
+	}
+}
+
+func (r *Redis) reconcile(issued map[string]*groupSub, ch, group string, want *groupSub) {
+	have := issued[ch]
+	if have == want {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout)
+	defer cancel()
+	if want == nil {
+		delete(issued, ch)
+		if err := r.ps.Unsubscribe(ctx, ch); err != nil && r.ctx.Err() == nil {
+			r.log.Debug("channellayer: redis unsubscribe", "group", group, "err", err)
+		}
+		return
+	}
+	issued[ch] = want
+	if have == nil {
+		// The floor lets gap repair start where the group's history stood
+		// before this process listened, if no recorded message arrives
+		// before a reconnect.
+		xs, err := r.client.XRevRangeN(ctx, r.historyKey(group), "+", "-", 1).Result()
+		if err == nil {
+			r.mu.Lock()
+			want.hasFloor = true
+			if len(xs) > 0 {
+				want.floor, _ = parseID(xs[0].ID)
+			}
+			r.mu.Unlock()
+		}
+		if err := r.ps.Subscribe(ctx, ch); err != nil && r.ctx.Err() == nil {
+			// go-redis keeps the channel and subscribes again when it reconnects.
+			r.log.Debug("channellayer: redis subscribe", "group", group, "err", err)
+		}
+	}
+	n := r.nextBarrier(false)
+	r.mu.Lock()
+	want.barrier = n
+	r.mu.Unlock()
+	if err := r.ps.Ping(ctx, barrierPrefix+strconv.FormatUint(n, 10)); err != nil && r.ctx.Err() == nil {
+		r.log.Debug("channellayer: redis ping", "group", group, "err", err)
+	}
+}
+
+// receiveLoop reads the pub/sub connection: it delivers messages, confirms
+// subscriptions, notices lost connections and repairs the gaps they left.
+func (r *Redis) receiveLoop() {
+	defer r.wg.Done()
+	backoff := redisBackoffMin
+	resync := true
+	var pingSent time.Time // an unanswered health ping
+	for {
+		if r.ctx.Err() != nil {
+			return
+		}
+		if resync {
+			// Connect (go-redis subscribes again to every channel it
+			// knows), then ask for a pong behind the confirmations.
+			n := r.nextBarrier(true)
+			ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout)
+			err := r.ps.Subscribe(ctx, r.procChan)
+			if err == nil {
+				err = r.ps.Ping(ctx, barrierPrefix+strconv.FormatUint(n, 10))
+			}
+			cancel()
+			if err != nil {
+				r.setReady(false, err)
+				if !r.sleep(&backoff) {
+					return
+				}
+				continue
+			}
+			resync = false
+			pingSent = time.Time{}
+		}
+		msg, err := r.ps.ReceiveTimeout(r.ctx, redisHealth)
+		if err != nil {
+			if r.ctx.Err() != nil {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				switch {
+				case pingSent.IsZero():
+					pingSent = time.Now()
+					ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout)
+					_ = r.ps.Ping(ctx, "health")
+					cancel()
+				case time.Since(pingSent) > 3*redisHealth:
+					r.setReady(false, errors.New("no answer to ping"))
+				}
+				continue
+			}
+			r.setReady(false, err)
+			resync = true
+			if !r.sleep(&backoff) {
+				return
+			}
+			continue
+		}
+		pingSent = time.Time{}
+		switch m := msg.(type) {
+		case *redis.Message:
+			r.handle(m)
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				r.resubscribed(m.Channel)
+			}
+		case *redis.Pong:
+			if r.pong(m.Payload) {
+				backoff = redisBackoffMin
+			}
+		}
+	}
+}
+
+// sleep waits for the backoff, doubling it up to its cap; false if the layer
+// is closing.
+func (r *Redis) sleep(backoff *time.Duration) bool {
+	t := time.NewTimer(*backoff)
+	defer t.Stop()
+	*backoff = min(2**backoff, redisBackoffMax)
+	select {
+	case <-t.C:
+		return true
+	case <-r.stop:
+		return false
+	}
+}
+
+// pong confirms the subscriptions a barrier covers; the resync barrier makes
+// the layer ready. It reports whether the layer became ready.
+func (r *Redis) pong(payload string) bool {
+	s, ok := strings.CutPrefix(payload, barrierPrefix)
+	if !ok {
+		r.mu.Lock()
+		ready := r.ready
+		r.mu.Unlock()
+		if !ready { // a late health pong after a "no answer": the connection lives
+			r.setReady(true, nil)
+		}
+		return false
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return false
+	}
+	r.mu.Lock()
+	for _, sub := range r.subs {
+		if !sub.confirmed && sub.barrier != 0 && sub.barrier <= n {
+			sub.confirmed = true
+			close(sub.ready)
+		}
+	}
+	becomesReady := !r.ready && n >= r.resync
+	r.mu.Unlock()
+	if becomesReady {
+		r.setReady(true, nil)
+	}
+	return becomesReady
+}
+
+// resubscribed handles a subscription confirmed by Redis. For a group whose
+// subscription was already confirmed, it means the connection was replaced:
+// deliver from history what the group recorded meanwhile.
+func (r *Redis) resubscribed(ch string) {
+	r.mu.Lock()
+	s := r.subs[ch]
+	if s == nil || !s.confirmed {
+		r.mu.Unlock()
+		return
+	}
+	from, ok := s.last, s.hasLast
+	if !ok {
+		from, ok = s.floor, s.hasFloor
+	}
+	r.mu.Unlock()
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout)
+	defer cancel()
+	xs, err := r.client.XRange(ctx, r.historyKey(s.group), "("+from.String(), "+").Result()
+	if err != nil {
+		r.log.Warn("channellayer: redis history after reconnect, messages may be missing", "group", s.group, "err", err)
+		return
+	}
+	for _, x := range xs {
+		if m, ok := streamMessage(x); ok {
+			r.deliverRecorded(s, m)
+		}
+	}
+}
+
+// handle delivers one published message.
+func (r *Redis) handle(pm *redis.Message) {
+	if pm.Channel == r.procChan {
+		target, m, _, ok := parseEnvelope(pm.Payload)
+		if !ok || target == "" {
+			return
+		}
+		if err := r.local.send(target, m); err != nil {
+			r.log.Debug("channellayer: redis directed send dropped", "channel", target, "err", err)
+		}
+		return
+	}
+	r.mu.Lock()
+	s := r.subs[pm.Channel]
+	r.mu.Unlock()
+	if s == nil {
+		return // no local member left
+	}
+	_, m, recorded, ok := parseEnvelope(pm.Payload)
+	if !ok {
+		return
+	}
+	if !recorded {
+		r.local.deliver(s.group, m)
+		return
+	}
+	r.deliverRecorded(s, m)
+}
+
+// deliverRecorded delivers a recorded message unless it was delivered
+// already (live after a gap repair, or the other way round).
+func (r *Redis) deliverRecorded(s *groupSub, m Message) {
+	id, ok := parseID(m.ID)
+	if !ok {
+		return
+	}
+	if s.hasLast && !s.last.less(id) {
+		return
+	}
+	s.last, s.hasLast = id, true
+	r.local.deliver(s.group, m)
+}

@@ -1,0 +1,775 @@
+package channellayer_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/channellayer/layertest"
+	"github.com/chatterpro/chatterpro/internal/redistest"
+)
+
+// store is a Redis for a test: miniredis or a real redis-server.
+type store struct {
+	name string
+	addr string
+	real *redistest.Server    // nil for miniredis
+	mini *miniredis.Miniredis // nil for redis-server
+}
+
+var prefixSeq atomic.Int64
+
+// newPrefix returns a key prefix no other test uses.
+func newPrefix() string { return "t" + strconv.FormatInt(prefixSeq.Add(1), 10) }
+
+func stores(t *testing.T) []func(t *testing.T) *store {
+	return []func(t *testing.T) *store{
+		func(t *testing.T) *store {
+			mr := miniredis.RunT(t)
+			return &store{name: "miniredis", addr: mr.Addr(), mini: mr}
+		},
+		func(t *testing.T) *store {
+			s := redistest.Start(t)
+			return &store{name: "redis-server", addr: s.Addr(), real: s}
+		},
+	}
+}
+
+// eachStore runs f against miniredis and a real redis-server.
+func eachStore(t *testing.T, f func(t *testing.T, s *store)) {
+	t.Helper()
+	for i, start := range stores(t) {
+		t.Run([]string{"miniredis", "redis-server"}[i], func(t *testing.T) {
+			f(t, start(t))
+		})
+	}
+}
+
+func newClient(t testing.TB, addr string) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{
+		Addr:         addr,
+		DialTimeout:  500 * time.Millisecond,
+		ReadTimeout:  time.Second,
+		WriteTimeout: time.Second,
+		MaxRetries:   -1,
+	})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func newRedisLayer(t testing.TB, addr, prefix string, opts channellayer.RedisOptions) *channellayer.Redis {
+	t.Helper()
+	opts.Prefix = prefix
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	l, err := channellayer.NewRedis(ctx, newClient(t, addr), opts)
+	if err != nil {
+		t.Fatalf("NewRedis: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := l.Close(ctx); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return l
+}
+
+func tctx(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustMsg(t testing.TB, typ string, v any) channellayer.Message {
+	t.Helper()
+	m, err := channellayer.NewMessage(typ, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func newChan(t testing.TB, l channellayer.Layer, groups ...string) string {
+	t.Helper()
+	ch, err := l.NewChannel(tctx(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range groups {
+		if err := l.GroupAdd(tctx(t, 5*time.Second), g, ch); err != nil {
+			t.Fatalf("GroupAdd(%q): %v", g, err)
+		}
+	}
+	return ch
+}
+
+func recv(t testing.TB, l channellayer.Layer, ch string) channellayer.Message {
+	t.Helper()
+	m, err := l.Receive(tctx(t, 5*time.Second), ch)
+	if err != nil {
+		t.Fatalf("Receive(%s): %v", ch, err)
+	}
+	return m
+}
+
+// silent checks that nothing more arrives on a channel for a moment.
+func silent(t testing.TB, l channellayer.Layer, ch string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if m, err := l.Receive(ctx, ch); err == nil {
+		t.Fatalf("unexpected message on %s: %s", ch, m.Body)
+	}
+}
+
+func seqOf(t testing.TB, m channellayer.Message) int {
+	t.Helper()
+	var v struct{ N int }
+	if err := m.Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v.N
+}
+
+// eventually polls f until it returns nil, failing the test after 5 s.
+func eventually(t testing.TB, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestRedisConformance(t *testing.T) {
+	for i, start := range stores(t) {
+		t.Run([]string{"miniredis", "redis-server"}[i], func(t *testing.T) {
+			s := start(t)
+			layertest.Run(t, func(t *testing.T) layertest.Setup {
+				prefix := newPrefix()
+				opts := channellayer.RedisOptions{Capacity: 16, Expiry: 400 * time.Millisecond, HistorySize: 16}
+				setup := layertest.Setup{
+					Layer:       newRedisLayer(t, s.addr, prefix, opts),
+					Peer:        func(t *testing.T) channellayer.Layer { return newRedisLayer(t, s.addr, prefix, opts) },
+					Capacity:    16,
+					Expiry:      400 * time.Millisecond,
+					HistorySize: 16,
+				}
+				if s.mini != nil {
+					setup.Sleep = func(d time.Duration) { time.Sleep(d); s.mini.FastForward(d) }
+					setup.Restart = func(t *testing.T, down func()) {
+						s.mini.Close()
+						down()
+						if err := s.mini.Restart(); err != nil {
+							t.Fatalf("restarting miniredis: %v", err)
+						}
+					}
+				} else {
+					setup.Restart = func(t *testing.T, down func()) {
+						s.real.Kill()
+						down()
+						s.real.Restart(t)
+					}
+				}
+				return setup
+			})
+		})
+	}
+}
+
+// TestRedisGroupSendTwoProcesses: members on two layers over one Redis get
+// every group message once and in order, whichever layer sent it.
+func TestRedisGroupSendTwoProcesses(t *testing.T) {
+	eachStore(t, func(t *testing.T, s *store) {
+		prefix := newPrefix()
+		a := newRedisLayer(t, s.addr, prefix, channellayer.RedisOptions{})
+		b := newRedisLayer(t, s.addr, prefix, channellayer.RedisOptions{})
+		const g = "room {1}%"
+		a1, a2 := newChan(t, a, g), newChan(t, a, g)
+		b1 := newChan(t, b, g)
+		const n = 30
+		for i := range n {
+			sender := channellayer.Layer(a)
+			if i%2 == 1 {
+				sender = b
+			}
+			if err := sender.GroupSend(tctx(t, 5*time.Second), g, mustMsg(t, "chat", map[string]int{"n": i})); err != nil {
+				t.Fatalf("GroupSend %d: %v", i, err)
+			}
+		}
+		// One sender per layer: each sender's messages in order.
+		for _, m := range []struct {
+			l  channellayer.Layer
+			ch string
+		}{{a, a1}, {a, a2}, {b, b1}} {
+			next := [2]int{0, 1}
+			for range n {
+				got := seqOf(t, recv(t, m.l, m.ch))
+				if got != next[got%2] {
+					t.Fatalf("%s: got message %d, want %d", m.ch, got, next[got%2])
+				}
+				next[got%2] += 2
+			}
+			silent(t, m.l, m.ch)
+		}
+	})
+}
+
+// TestRedisDirectedSend: Send reaches a channel of another process; a
+// channel of a process that is gone is ErrNoChannel.
+func TestRedisDirectedSend(t *testing.T) {
+	eachStore(t, func(t *testing.T, s *store) {
+		prefix := newPrefix()
+		a := newRedisLayer(t, s.addr, prefix, channellayer.RedisOptions{})
+		b := newRedisLayer(t, s.addr, prefix, channellayer.RedisOptions{})
+		ach := newChan(t, a)
+		want := mustMsg(t, "direct", map[string]string{"x": "y"})
+		if err := b.Send(tctx(t, 5*time.Second), ach, want); err != nil {
+			t.Fatalf("Send across: %v", err)
+		}
+		if got := recv(t, a, ach); string(got.Body) != string(want.Body) || got.Type != want.Type {
+			t.Fatalf("got %q %s, want %q %s", got.Type, got.Body, want.Type, want.Body)
+		}
+		if err := a.Close(tctx(t, 5*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Send(tctx(t, 5*time.Second), ach, want); !errors.Is(err, channellayer.ErrNoChannel) {
+			t.Fatalf("Send to a closed process: %v, want ErrNoChannel", err)
+		}
+		if err := a.Send(tctx(t, 5*time.Second), ach, want); !errors.Is(err, channellayer.ErrClosed) {
+			t.Fatalf("Send on a closed layer: %v, want ErrClosed", err)
+		}
+	})
+}
+
+// TestRedisRecorded: a recorded send is one script and arrives everywhere
+// with its ID as the first body field; history reads it back.
+func TestRedisRecorded(t *testing.T) {
+	eachStore(t, func(t *testing.T, s *store) {
+		prefix := newPrefix()
+		a := newRedisLayer(t, s.addr, prefix, channellayer.RedisOptions{HistorySize: 5})
+		b := newRedisLayer(t, s.addr, prefix, channellayer.RedisOptions{HistorySize: 5})
+		const g = "history"
+		bch := newChan(t, b, g)
+		var sent []channellayer.Message
+		for i := range 8 {
+			m, err := a.GroupSendRecorded(tctx(t, 5*time.Second), g, mustMsg(t, "chat", map[string]int{"n": i}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(string(m.Body), `{"id":"`+m.ID+`","type":"chat"`) {
+				t.Fatalf("recorded body %s", m.Body)
+			}
+			sent = append(sent, m)
+			got := recv(t, b, bch)
+			if got.ID != m.ID || string(got.Body) != string(m.Body) {
+				t.Fatalf("received %q %s, want %q %s", got.ID, got.Body, m.ID, m.Body)
+			}
+		}
+		recent, err := b.Recent(tctx(t, 5*time.Second), g, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recent) != 3 || recent[0].ID != sent[5].ID || recent[2].ID != sent[7].ID || string(recent[2].Body) != string(sent[7].Body) {
+			t.Fatalf("Recent(3) = %v", recent)
+		}
+		since, err := b.Since(tctx(t, 5*time.Second), g, sent[4].ID)
+		if err != nil || len(since) != 3 || since[0].ID != sent[5].ID {
+			t.Fatalf("Since(sent[4]) = %v, %v", since, err)
+		}
+		for _, id := range []string{sent[0].ID, "bogus", "1-0", ""} { // trimmed, malformed, unknown
+			if _, err := b.Since(tctx(t, 5*time.Second), g, id); !errors.Is(err, channellayer.ErrUnknownID) {
+				t.Fatalf("Since(%q) = %v, want ErrUnknownID", id, err)
+			}
+		}
+		if _, err := b.Since(tctx(t, 5*time.Second), "other", sent[7].ID); !errors.Is(err, channellayer.ErrUnknownID) {
+			t.Fatalf("Since in another group = %v, want ErrUnknownID", err)
+		}
+	})
+}
+
+// TestRedisPresence: entries are shared, expire, and each expired entry is
+// handed to one Expire call only.
+func TestRedisPresence(t *testing.T) {
+	eachStore(t, func(t *testing.T, s *store) {
+		prefix := newPrefix()
+		a := newRedisLayer(t, s.addr, prefix, channellayer.RedisOptions{})
+		b := newRedisLayer(t, s.addr, prefix, channellayer.RedisOptions{})
+		ctx := tctx(t, 5*time.Second)
+		if err := a.Track(ctx, "g", "k1", []byte("one"), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Track(ctx, "g", "k2", nil, 50*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		list, err := b.List(ctx, "g")
+		if err != nil || len(list) != 2 || list[0].Key != "k1" || string(list[0].Info) != "one" || list[1].Key != "k2" {
+			t.Fatalf("List = %v, %v", list, err)
+		}
+		time.Sleep(80 * time.Millisecond)
+		list, _ = a.List(ctx, "g")
+		if len(list) != 1 || list[0].Key != "k1" {
+			t.Fatalf("List after expiry = %v", list)
+		}
+		var total atomic.Int64
+		var wg sync.WaitGroup
+		for _, l := range []*channellayer.Redis{a, b, a, b} {
+			wg.Go(func() {
+				got, err := l.Expire(ctx, "g")
+				if err != nil {
+					t.Error(err)
+				}
+				for _, m := range got {
+					if m.Key != "k2" {
+						t.Errorf("expired %q", m.Key)
+					}
+				}
+				total.Add(int64(len(got)))
+			})
+		}
+		wg.Wait()
+		if total.Load() != 1 {
+			t.Fatalf("expired entries handed out %d times, want 1", total.Load())
+		}
+		if err := a.Untrack(ctx, "g", "k1"); err != nil {
+			t.Fatal(err)
+		}
+		if list, _ := b.List(ctx, "g"); len(list) != 0 {
+			t.Fatalf("List after Untrack = %v", list)
+		}
+	})
+}
+
+func numsub(t testing.TB, c *redis.Client, ch string) int64 {
+	t.Helper()
+	res, err := c.PubSubNumSub(tctx(t, 5*time.Second), ch).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res[ch]
+}
+
+// TestRedisUnsubscribe: a process subscribes to a group while it has local
+// members, and only then.
+func TestRedisUnsubscribe(t *testing.T) {
+	eachStore(t, func(t *testing.T, s *store) {
+		prefix := newPrefix()
+		a := newRedisLayer(t, s.addr, prefix, channellayer.RedisOptions{})
+		b := newRedisLayer(t, s.addr, prefix, channellayer.RedisOptions{})
+		c := newClient(t, s.addr)
+		const g = "g{x}"
+		gch := prefix + ":{g%7Bx%7D}:g"
+		a1, a2 := newChan(t, a, g), newChan(t, a, g)
+		b1 := newChan(t, b, g)
+		if n := numsub(t, c, gch); n != 2 {
+			t.Fatalf("NUMSUB %s = %d, want 2 (one per process)", gch, n)
+		}
+		ctx := tctx(t, 5*time.Second)
+		if err := a.GroupDiscard(ctx, g, a1); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.GroupDiscard(ctx, g, b1); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "b unsubscribes", func() error {
+			if n := numsub(t, c, gch); n != 1 {
+				return fmt.Errorf("NUMSUB = %d, want 1", n)
+			}
+			return nil
+		})
+		if err := a.DiscardChannel(ctx, a2); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "a unsubscribes", func() error {
+			if n := numsub(t, c, gch); n != 0 {
+				return fmt.Errorf("NUMSUB = %d, want 0", n)
+			}
+			return nil
+		})
+		// Joining again subscribes again.
+		b2 := newChan(t, b, g)
+		if err := a.GroupSend(ctx, g, mustMsg(t, "x", nil)); err != nil {
+			t.Fatal(err)
+		}
+		recv(t, b, b2)
+	})
+}
+
+// commandCalls reads the call counts of INFO commandstats.
+func commandCalls(t testing.TB, c *redis.Client) map[string]int {
+	t.Helper()
+	info, err := c.Info(tctx(t, 5*time.Second), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[string]int)
+	for line := range strings.Lines(info) {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
+		if !ok {
+			continue
+		}
+		n, _, _ := strings.Cut(rest, ",")
+		out[strings.TrimPrefix(name, "cmdstat_")], _ = strconv.Atoi(n)
+	}
+	return out
+}
+
+// TestRedisOnePublishPerGroupSend proves on a real server that a group send
+// to members on two processes is one PUBLISH, and a recorded one one script.
+func TestRedisOnePublishPerGroupSend(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := newPrefix()
+	a := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
+	b := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
+	c := newClient(t, srv.Addr())
+	const g = "big"
+	var chans []string
+	for range 10 {
+		chans = append(chans, newChan(t, a, g))
+	}
+	bch := newChan(t, b, g)
+	ctx := tctx(t, 5*time.Second)
+	// Load the script first, so that the count below is its steady state.
+	if _, err := a.GroupSendRecorded(ctx, g, mustMsg(t, "warm", nil)); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, b, bch)
+	for _, ch := range chans {
+		recv(t, a, ch)
+	}
+
+	before := commandCalls(t, c)
+	if err := b.GroupSend(ctx, g, mustMsg(t, "plain", nil)); err != nil {
+		t.Fatal(err)
+	}
+	after := commandCalls(t, c)
+	if d := after["publish"] - before["publish"]; d != 1 {
+		t.Fatalf("PUBLISH calls for one group send: %d, want 1", d)
+	}
+	for _, ch := range chans {
+		if m := recv(t, a, ch); m.Type != "plain" {
+			t.Fatalf("got %q", m.Type)
+		}
+	}
+	recv(t, b, bch)
+
+	before = commandCalls(t, c)
+	if _, err := b.GroupSendRecorded(ctx, g, mustMsg(t, "recorded", nil)); err != nil {
+		t.Fatal(err)
+	}
+	after = commandCalls(t, c)
+	for cmd, want := range map[string]int{"evalsha": 1, "eval": 0, "xadd": 1, "publish": 1} {
+		if d := after[cmd] - before[cmd]; d != want {
+			t.Errorf("%s calls for one recorded group send: %d, want %d", cmd, d, want)
+		}
+	}
+	for _, ch := range chans {
+		if m := recv(t, a, ch); m.Type != "recorded" || m.ID == "" {
+			t.Fatalf("got %q %q", m.Type, m.ID)
+		}
+	}
+	recv(t, b, bch)
+}
+
+// TestRedisRestart kills Redis under two layers: they report it, fail fast,
+// and work again by themselves once it is back.
+func TestRedisRestart(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := newPrefix()
+	a := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
+	b := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
+	const g = "restart"
+	ach, bch := newChan(t, a, g), newChan(t, b, g)
+	if err := a.Check(tctx(t, 5*time.Second)); err != nil {
+		t.Fatalf("Check before: %v", err)
+	}
+
+	srv.Kill()
+	for _, l := range []*channellayer.Redis{a, b} {
+		eventually(t, "not ready while Redis is down", func() error {
+			if err := l.Check(tctx(t, time.Second)); !errors.Is(err, channellayer.ErrUnavailable) {
+				return fmt.Errorf("Check = %v, want ErrUnavailable", err)
+			}
+			return nil
+		})
+	}
+	calls := []struct {
+		name string
+		call func(ctx context.Context) error
+	}{
+		{"GroupSend", func(ctx context.Context) error { return a.GroupSend(ctx, g, mustMsg(t, "x", nil)) }},
+		{"GroupSendRecorded", func(ctx context.Context) error {
+			_, err := a.GroupSendRecorded(ctx, g, mustMsg(t, "x", nil))
+			return err
+		}},
+		{"Send", func(ctx context.Context) error { return b.Send(ctx, ach, mustMsg(t, "x", nil)) }},
+		{"GroupAdd", func(ctx context.Context) error { return a.GroupAdd(ctx, "other", ach) }},
+		{"Recent", func(ctx context.Context) error { _, err := a.Recent(ctx, g, 5); return err }},
+		{"Track", func(ctx context.Context) error { return a.Track(ctx, g, "k", nil, time.Second) }},
+		{"List", func(ctx context.Context) error { _, err := a.List(ctx, g); return err }},
+	}
+	for _, c := range calls {
+		start := time.Now()
+		err := c.call(tctx(t, 3*time.Second))
+		if !errors.Is(err, channellayer.ErrUnavailable) {
+			t.Errorf("%s while Redis is down: %v, want ErrUnavailable", c.name, err)
+		}
+		if d := time.Since(start); d > 500*time.Millisecond {
+			t.Errorf("%s while Redis is down took %v", c.name, d)
+		}
+	}
+	// Local work goes on.
+	if err := a.Send(tctx(t, time.Second), ach, mustMsg(t, "local", nil)); err != nil {
+		t.Fatalf("local Send while Redis is down: %v", err)
+	}
+	if m := recv(t, a, ach); m.Type != "local" {
+		t.Fatalf("got %q", m.Type)
+	}
+
+	srv.Restart(t)
+	for _, l := range []*channellayer.Redis{a, b} {
+		eventually(t, "ready after restart", func() error { return l.Check(tctx(t, time.Second)) })
+	}
+	for i, l := range []*channellayer.Redis{a, b} {
+		if err := l.GroupSend(tctx(t, 5*time.Second), g, mustMsg(t, "after", map[string]int{"n": i})); err != nil {
+			t.Fatalf("GroupSend after restart: %v", err)
+		}
+	}
+	for _, m := range []struct {
+		l  *channellayer.Redis
+		ch string
+	}{{a, ach}, {b, bch}} {
+		for i := range 2 {
+			if got := recv(t, m.l, m.ch); got.Type != "after" || seqOf(t, got) != i {
+				t.Fatalf("after restart got %s", got.Body)
+			}
+		}
+		silent(t, m.l, m.ch)
+	}
+}
+
+// proxy is a TCP proxy to Redis that a test can cut, to take one layer off
+// Redis while others stay on.
+type proxy struct {
+	ln     net.Listener
+	target string
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	cut   bool
+	conns map[net.Conn]struct{}
+}
+
+func newProxy(t testing.TB, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *proxy) addr() string { return p.ln.Addr().String() }
+
+func (p *proxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.cut {
+			p.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		p.mu.Unlock()
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			_ = c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.pipe(c, up)
+		go p.pipe(up, c)
+	}
+}
+
+func (p *proxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	_, _ = io.Copy(dst, src)
+	_ = dst.Close()
+	_ = src.Close()
+}
+
+// setCut cuts every connection and refuses new ones, or lets them in again.
+func (p *proxy) setCut(cut bool) {
+	p.mu.Lock()
+	p.cut = cut
+	var conns []net.Conn
+	if cut {
+		for c := range p.conns {
+			conns = append(conns, c)
+		}
+		clear(p.conns)
+	}
+	p.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+func (p *proxy) close() {
+	_ = p.ln.Close()
+	p.setCut(true)
+	p.wg.Wait()
+}
+
+// TestRedisGapRepair: messages recorded while a layer was off Redis reach its
+// members from history when it is back, once each and in order.
+func TestRedisGapRepair(t *testing.T) {
+	eachStore(t, func(t *testing.T, s *store) {
+		prefix := newPrefix()
+		p := newProxy(t, s.addr)
+		a := newRedisLayer(t, s.addr, prefix, channellayer.RedisOptions{})
+		b := newRedisLayer(t, p.addr(), prefix, channellayer.RedisOptions{})
+		const g = "gap"
+		ach, bch := newChan(t, a, g), newChan(t, b, g)
+		n := 0
+		send := func() {
+			t.Helper()
+			if _, err := a.GroupSendRecorded(tctx(t, 5*time.Second), g, mustMsg(t, "chat", map[string]int{"n": n})); err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+		send()
+		recv(t, b, bch)
+		p.setCut(true)
+		eventually(t, "b notices", func() error {
+			if err := b.Check(tctx(t, time.Second)); err == nil {
+				return errors.New("still ready")
+			}
+			return nil
+		})
+		for range 5 {
+			send()
+		}
+		p.setCut(false)
+		eventually(t, "b is back", func() error { return b.Check(tctx(t, time.Second)) })
+		for range 3 {
+			send()
+		}
+		for i := 1; i < n; i++ {
+			if got := seqOf(t, recv(t, b, bch)); got != i {
+				t.Fatalf("b got message %d, want %d", got, i)
+			}
+		}
+		silent(t, b, bch)
+		for i := range n {
+			if got := seqOf(t, recv(t, a, ach)); got != i {
+				t.Fatalf("a got message %d, want %d", got, i)
+			}
+		}
+	})
+}
+
+// TestRedisPubSubKilled kills every pub/sub connection of a real server in
+// the middle of a stream of recorded sends: every message that was sent
+// arrives once, in order.
+func TestRedisPubSubKilled(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := newPrefix()
+	a := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
+	b := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
+	c := newClient(t, srv.Addr())
+	const g = "killed"
+	ach, bch := newChan(t, a, g), newChan(t, b, g)
+	const total = 60
+	for i := range total {
+		if i == total/3 {
+			if err := c.Do(tctx(t, 5*time.Second), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		msg := mustMsg(t, "chat", map[string]int{"n": i})
+		eventually(t, "recorded send", func() error {
+			_, err := a.GroupSendRecorded(tctx(t, time.Second), g, msg)
+			return err
+		})
+	}
+	for _, m := range []struct {
+		l  *channellayer.Redis
+		ch string
+	}{{a, ach}, {b, bch}} {
+		for i := range total {
+			if got := seqOf(t, recv(t, m.l, m.ch)); got != i {
+				t.Fatalf("got message %d, want %d", got, i)
+			}
+		}
+		silent(t, m.l, m.ch)
+	}
+}
+
+func TestRedisOptions(t *testing.T) {
+	mr := miniredis.RunT(t)
+	c := newClient(t, mr.Addr())
+	tests := []struct {
+		name string
+		opts channellayer.RedisOptions
+	}{
+		{"negative capacity", channellayer.RedisOptions{Capacity: -1}},
+		{"negative history", channellayer.RedisOptions{HistorySize: -1}},
+		{"brace in prefix", channellayer.RedisOptions{Prefix: "a{b"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := channellayer.NewRedis(tctx(t, time.Second), c, tt.opts); !errors.Is(err, channellayer.ErrInvalid) {
+				t.Fatalf("NewRedis = %v, want ErrInvalid", err)
+			}
+		})
+	}
+	t.Run("unreachable", func(t *testing.T) {
+		port, err := redistest.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := newClient(t, "127.0.0.1:"+strconv.Itoa(port))
+		_, err = channellayer.NewRedis(tctx(t, 300*time.Millisecond), c, channellayer.RedisOptions{})
+		if !errors.Is(err, channellayer.ErrUnavailable) {
+			t.Fatalf("NewRedis without Redis = %v, want ErrUnavailable", err)
+		}
+	})
+}
