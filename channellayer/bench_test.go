@@ -1,0 +1,72 @@
+package channellayer_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/internal/redistest"
+)
+
+// BenchmarkGroupSend sends to a group whose members are all local, and
+// drains every member: one op is one group send and its deliveries. The
+// allocations of an op must not grow with the number of members.
+func BenchmarkGroupSend(b *testing.B) {
+	backends := []struct {
+		name string
+		new  func(b *testing.B) channellayer.Layer
+	}{
+		{"memory", func(b *testing.B) channellayer.Layer {
+			l, err := channellayer.NewMemory(channellayer.MemoryOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = l.Close(context.Background()) })
+			return l
+		}},
+		{"redis", func(b *testing.B) channellayer.Layer {
+			srv := redistest.Start(b)
+			return newRedisLayer(b, srv.Addr(), newPrefix(), channellayer.RedisOptions{})
+		}},
+	}
+	for _, be := range backends {
+		for _, members := range []int{1, 100, 1000} {
+			b.Run(fmt.Sprintf("%s/members=%d", be.name, members), func(b *testing.B) {
+				benchGroupSend(b, be.new(b), members)
+			})
+		}
+	}
+}
+
+func benchGroupSend(b *testing.B, l channellayer.Layer, members int) {
+	ctx := context.Background()
+	const group = "bench"
+	chans := make([]string, members)
+	for i := range chans {
+		chans[i] = newChan(b, l, group)
+	}
+	msg := mustMsg(b, "chat", map[string]string{"text": "hello, world"})
+	// Send in batches smaller than a channel's capacity, then drain them.
+	const batch = 50
+	b.ReportAllocs()
+	b.ResetTimer()
+	for sent := 0; sent < b.N; {
+		k := min(batch, b.N-sent)
+		for range k {
+			if err := l.GroupSend(ctx, group, msg); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for _, ch := range chans {
+			for range k {
+				if _, err := l.Receive(ctx, ch); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		sent += k
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(members), "ns/delivery")
+}
