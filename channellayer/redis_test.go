@@ -258,9 +258,13 @@ func TestRedisDirectedSend(t *testing.T) {
 		if err := a.Close(tctx(t, 5*time.Second)); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.Send(tctx(t, 5*time.Second), ach, want); !errors.Is(err, channellayer.ErrNoChannel) {
-			t.Fatalf("Send to a closed process: %v, want ErrNoChannel", err)
-		}
+		// Redis notices the closed connection a moment later.
+		eventually(t, "Send to a closed process", func() error {
+			if err := b.Send(tctx(t, 5*time.Second), ach, want); !errors.Is(err, channellayer.ErrNoChannel) {
+				return fmt.Errorf("Send = %v, want ErrNoChannel", err)
+			}
+			return nil
+		})
 		if err := a.Send(tctx(t, 5*time.Second), ach, want); !errors.Is(err, channellayer.ErrClosed) {
 			t.Fatalf("Send on a closed layer: %v, want ErrClosed", err)
 		}
