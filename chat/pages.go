@@ -182,15 +182,11 @@ func (p *pages) joinForm(nickname, room, errText string) joinData {
 	return d
 }
 
-// joinPage serves GET /: the nickname is prefilled from a valid session and
-// ?room= preselects a room.
+// joinPage serves GET /. ?room= preselects a room (or fills in "other
+// room"), so a link can invite someone into a room.
 func (p *pages) joinPage(w http.ResponseWriter, r *http.Request) {
-	var nickname string
-	if sess, err := p.sessions.FromRequest(r); err == nil {
-		nickname = sess.Nickname
-	}
 	room, _ := ValidRoom(r.URL.Query().Get("room"))
-	p.render(w, http.StatusOK, "join.html", p.joinForm(nickname, room, ""))
+	p.render(w, http.StatusOK, "join.html", p.joinForm("", room, ""))
 }
 
 // join serves POST /join.

@@ -1,15 +1,21 @@
 package chat
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/chatterpro/chatterpro/auth"
+	"github.com/chromedp/chromedp"
+	"github.com/coder/websocket"
 )
 
 var testSecret = []byte("pages test secret, 32 bytes long")
@@ -502,13 +508,310 @@ func TestNewPagesConfig(t *testing.T) {
 }
 
 func TestJoinPagePrefill(t *testing.T) {
-	h, s := testPages(t)
-	r := httptest.NewRequest(http.MethodGet, "/?room=Business%20Room", nil)
-	r.AddCookie(sessionCookie(t, s, "alice"))
-	res := do(t, h, r)
-	for _, want := range []string{`value="alice"`, `<option value="Business Room" selected>`} {
-		if !strings.Contains(res.body, want) {
-			t.Errorf("join page lacks %q", want)
+	h, _ := testPages(t)
+	tests := []struct {
+		name  string
+		query string
+		want  []string
+	}{
+		{"offered room", "?room=Business%20Room", []string{`<option value="Business Room" selected>`, `id="room-other" name="room-other" type="text" value=""`}},
+		{"other room", "?room=Caf%C3%A9", []string{`id="room-other" name="room-other" type="text" value="Café"`}},
+		{"invalid room ignored", "?room=a%2Fb", []string{`id="room-other" name="room-other" type="text" value=""`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := do(t, h, httptest.NewRequest(http.MethodGet, "/"+tt.query, nil))
+			for _, want := range tt.want {
+				if !strings.Contains(res.body, want) {
+					t.Errorf("join page lacks %q", want)
+				}
+			}
+		})
+	}
+}
+
+// fakeChat is a minimal stand-in for the chat consumer, speaking the frames
+// of the wire interface, to drive the browser client.
+type fakeChat struct {
+	sessions *auth.Sessions
+
+	mu       sync.Mutex
+	seq      int
+	history  []map[string]any
+	conns    map[*websocket.Conn]string
+	refuse   bool
+	reset    bool
+	sinces   []string
+	closes   []websocket.StatusCode
+	connects int
+}
+
+func (f *fakeChat) users() map[string]any {
+	var us []map[string]any
+	for _, n := range f.conns {
+		us = append(us, map[string]any{"name": n})
+	}
+	return map[string]any{"type": "users", "room": "x", "count": len(us), "users": us}
+}
+
+func (f *fakeChat) addMessage(user, text string) map[string]any {
+	f.seq++
+	m := map[string]any{"type": "message", "id": fmt.Sprintf("%d-0", f.seq), "user": user, "text": text, "time": time.Now().UTC().Format(time.RFC3339)}
+	f.history = append(f.history, m)
+	return m
+}
+
+func (f *fakeChat) broadcast(v any) {
+	b, _ := json.Marshal(v)
+	for c := range f.conns {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c.Write(ctx, websocket.MessageText, b)
+		cancel()
+	}
+}
+
+func (f *fakeChat) dropAll(code websocket.StatusCode) {
+	f.mu.Lock()
+	var cs []*websocket.Conn
+	for c := range f.conns {
+		cs = append(cs, c)
+	}
+	f.mu.Unlock()
+	for _, c := range cs {
+		if code == 0 {
+			c.CloseNow()
+		} else {
+			c.Close(code, "test")
 		}
 	}
 }
+
+func (f *fakeChat) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	sess, err := f.sessions.FromRequest(r)
+	if err != nil {
+		http.Error(w, "forbidden", 403)
+		return
+	}
+	f.mu.Lock()
+	if f.refuse {
+		f.mu.Unlock()
+		http.Error(w, "down", 503)
+		return
+	}
+	f.mu.Unlock()
+	c, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return
+	}
+	since := r.URL.Query().Get("since")
+	f.mu.Lock()
+	f.connects++
+	f.sinces = append(f.sinces, since)
+	hist := map[string]any{"type": "history"}
+	var msgs []map[string]any
+	start := 0
+	if since != "" {
+		for i, m := range f.history {
+			if m["id"] == since {
+				start = i + 1
+			}
+		}
+	}
+	if f.reset {
+		start = 0
+		hist["reset"] = true
+		f.reset = false
+	}
+	msgs = append(msgs, f.history[start:]...)
+	hist["messages"] = msgs
+	if msgs == nil {
+		hist["messages"] = []any{}
+	}
+	f.conns[c] = sess.Nickname
+	b, _ := json.Marshal(hist)
+	c.Write(r.Context(), websocket.MessageText, b)
+	f.broadcast(f.users())
+	f.mu.Unlock()
+	for {
+		_, data, err := c.Read(r.Context())
+		if err != nil {
+			f.mu.Lock()
+			delete(f.conns, c)
+			f.closes = append(f.closes, websocket.CloseStatus(err))
+			f.mu.Unlock()
+			return
+		}
+		var in struct{ Type, Text string }
+		json.Unmarshal(data, &in)
+		f.mu.Lock()
+		f.broadcast(f.addMessage(sess.Nickname, strings.TrimSpace(in.Text)))
+		f.mu.Unlock()
+	}
+}
+
+// TestBrowserClient drives the JS client in chromium against fakeChat:
+// join, send on Enter, escaping, reconnect with since, the offline outbox,
+// a reset history, error frames, Leave (close 1000, POST /leave) and no
+// reconnect after 1008.
+func TestBrowserClient(t *testing.T) {
+	s := testSessions(t, nil)
+	p, err := newPages(pagesConfig{Sessions: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := &fakeChat{sessions: s, conns: map[*websocket.Conn]string{}}
+	mux := http.NewServeMux()
+	p.register(mux)
+	mux.Handle("GET /ws/chat/{room}/", fc)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath("/usr/bin/chromium"), chromedp.NoSandbox, chromedp.Flag("headless", true))...)
+	defer acancel()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	var logs []string
+	evalStr := func(js string) string {
+		t.Helper()
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+		if err != nil {
+			t.Fatalf("eval %s: %v", js, err)
+		}
+		return v
+	}
+	evalInt := func(js string) int {
+		t.Helper()
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[int](js))
+		if err != nil {
+			t.Fatalf("eval %s: %v", js, err)
+		}
+		return v
+	}
+	waitJS := func(js string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for time.Now().Before(deadline) {
+			if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js)); err == nil && ok {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		html, _ := chromedp.Run(ctx, chromedp.OuterHTML("body"))
+		t.Fatalf("timeout waiting for %s\n%s\n%v", js, html, logs)
+	}
+
+	nick := `Zoë <b>x</b>`
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(srv.URL+"/"),
+		chromedp.WaitVisible("#join-form"),
+		chromedp.SendKeys("#nickname", nick),
+		chromedp.SendKeys("#room-other", "Café ☕"),
+		chromedp.Click("#join"),
+		chromedp.WaitVisible("#messages"),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(`document.getElementById("status").dataset.state === "open" && document.getElementById("status").textContent === "online"`)
+	got := evalStr(`document.getElementById("room-name").textContent`)
+	if got != "Café ☕" {
+		t.Errorf("room-name = %q", got)
+	}
+	waitJS(`document.querySelectorAll("#users li").length === 1 && document.querySelector("#users li").textContent === ` + jsq(nick) + ` && document.getElementById("user-count").textContent === "1"`)
+
+	// send on Enter
+	chromedp.Do(ctx, chromedp.SendKeys("#message-input", "hello\r"))
+	waitJS(`[...document.querySelectorAll("#messages li.message:not(.pending) span.text")].filter(e => e.textContent === "hello").length === 1 && !document.querySelector("li.pending")`)
+	waitJS(`document.querySelector("#messages li.message.own span.user").textContent === ` + jsq(nick))
+
+	// HTML from others stays text
+	fc.mu.Lock()
+	fc.broadcast(fc.addMessage("bob", `<img src=x onerror="document.body.dataset.pwned=1">`))
+	fc.broadcast(map[string]any{"type": "notice", "text": "bob has joined the chat", "time": time.Now().UTC().Format(time.RFC3339)})
+	fc.mu.Unlock()
+	waitJS(`document.querySelectorAll("#messages li.message").length === 2 && !document.querySelector("#messages img") && document.querySelector("li.notice span.text").textContent === "bob has joined the chat"`)
+	waitJS(`!document.querySelector("#messages li.message:not(.own)").classList.contains("own") && /\d/.test(document.querySelector("time.time").textContent)`)
+
+	// offline: refuse reconnects, drop with 1012
+	fc.mu.Lock()
+	fc.refuse = true
+	fc.mu.Unlock()
+	fc.dropAll(websocket.StatusServiceRestart)
+	waitJS(`document.getElementById("status").dataset.state === "reconnecting" && document.getElementById("status").textContent === "reconnecting…"`)
+	chromedp.Do(ctx, chromedp.SendKeys("#message-input", "typed offline\r"))
+	waitJS(`document.querySelectorAll("li.pending").length === 1 && document.querySelector("li.pending span.text").textContent === "typed offline"`)
+	fc.mu.Lock()
+	lastID := fc.history[len(fc.history)-1]["id"].(string)
+	fc.addMessage("carol", "while you were away")
+	fc.refuse = false
+	fc.mu.Unlock()
+	waitJS(`document.getElementById("status").dataset.state === "open"`)
+	waitJS(`!document.querySelector("li.pending") && [...document.querySelectorAll("#messages li.message span.text")].map(e => e.textContent).join("|") === "hello|<img src=x onerror=\"document.body.dataset.pwned=1\">|while you were away|typed offline"`)
+	fc.mu.Lock()
+	if since := fc.sinces[len(fc.sinces)-1]; since != lastID {
+		t.Errorf("reconnect since = %q, want %q (all: %q)", since, lastID, fc.sinces)
+	}
+	fc.reset = true
+	fc.mu.Unlock()
+
+	// reset history after an abrupt drop: notice, no duplicates
+	fc.dropAll(0)
+	waitJS(`document.getElementById("status").dataset.state === "open" && [...document.querySelectorAll("li.notice span.text")].some(e => /missing/.test(e.textContent))`)
+	time.Sleep(300 * time.Millisecond)
+	n := evalInt(`document.querySelectorAll("#messages li.message").length`)
+	if n != 4 {
+		t.Errorf("after reset %d messages, want 4", n)
+	}
+	n = evalInt(`new Set([...document.querySelectorAll("#messages li.message")].map(e => e.dataset.id)).size`)
+	if n != 4 {
+		t.Errorf("distinct ids %d", n)
+	}
+
+	// error frame
+	fc.mu.Lock()
+	fc.broadcast(map[string]any{"type": "error", "code": "rate_limited", "text": "slow down"})
+	fc.mu.Unlock()
+	waitJS(`!document.getElementById("toast").hidden`)
+
+	// Leave: close 1000, POST /leave, back at /
+	chromedp.Do(ctx, chromedp.Click("#leave"))
+	waitJS(`location.pathname === "/" && !!document.getElementById("join-form")`)
+	time.Sleep(100 * time.Millisecond)
+	fc.mu.Lock()
+	if last := fc.closes[len(fc.closes)-1]; last != websocket.StatusNormalClosure {
+		t.Errorf("leave close code = %v (all %v)", last, fc.closes)
+	}
+	fc.mu.Unlock()
+	got = evalStr(`document.body.dataset.pwned || ""`)
+	if got != "" {
+		t.Errorf("XSS ran")
+	}
+
+	// 1008: no reconnect
+	if err := chromedp.Do(ctx,
+		chromedp.SendKeys("#nickname", "dan"),
+		chromedp.Click("#join"),
+		chromedp.WaitVisible("#messages"),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(`document.getElementById("status").dataset.state === "open"`)
+	fc.mu.Lock()
+	before := fc.connects
+	fc.mu.Unlock()
+	fc.dropAll(websocket.StatusPolicyViolation)
+	waitJS(`document.getElementById("status").dataset.state === "closed"`)
+	time.Sleep(1500 * time.Millisecond)
+	fc.mu.Lock()
+	if fc.connects != before {
+		t.Errorf("reconnected after 1008")
+	}
+	fc.mu.Unlock()
+
+}
+
+func jsq(s string) string { b, _ := json.Marshal(s); return string(b) }
