@@ -35,7 +35,30 @@
 // Peer nil. The suite closes every layer it was given when a rule ends; the
 // factory registers t.Cleanup for whatever else it started (clients,
 // servers). Restart, if set, lets the restart rule take the server away
-// and bring it back; that rule runs before the parallel ones, alone.
+// and bring it back; that rule runs before the parallel ones, alone (other
+// tests sharing the server must not run in parallel with Run).
+//
+// # What it checks
+//
+//   - Channels: unique names; Send and Receive within and across processes,
+//     in order, bodies byte for byte; Receive returns ctx.Err() promptly;
+//     unknown and discarded channels give ErrNoChannel, empty arguments
+//     ErrInvalid, every call after Close ErrClosed.
+//   - Groups: a group send reaches every member on every process exactly
+//     once and nobody else; GroupDiscard and DiscardChannel stop delivery;
+//     one sender's messages arrive in order, also with several senders on
+//     two processes at once.
+//   - Limits: Send to a full channel gives ErrChannelFull; a group send skips
+//     a full channel without waiting and flags it (ErrOverflow on its next
+//     Receive); messages older than Expiry are dropped and free their room.
+//   - Presence: Track, Untrack and List across processes; TTL and refresh;
+//     concurrent Expire calls return each expired entry exactly once.
+//   - History: increasing cluster-wide IDs, also first in the body and on the
+//     delivered message; Recent, Since, trimming to HistorySize, and
+//     ErrUnknownID for malformed, unknown and trimmed IDs.
+//   - Restart: while the server is away every call returns within a bound and
+//     Check fails; once it is back, group sends reach members on both
+//     processes again, once each and in order, and Check passes.
 //
 // The rules are subtests named after what they check (NewChannel,
 // GroupSend, OrderConcurrent, Capacity, GroupOverflow, Expiry, Presence,
