@@ -18,11 +18,11 @@ import (
 	"github.com/coder/websocket"
 )
 
-var testSecret = []byte("pages test secret, 32 bytes long")
+var pagesSecret = []byte("pages test secret, 32 bytes long")
 
-func testSessions(t *testing.T, now func() time.Time) *auth.Sessions {
+func pageSessions(t *testing.T, now func() time.Time) *auth.Sessions {
 	t.Helper()
-	s, err := auth.New(auth.Options{Secret: testSecret, Now: now})
+	s, err := auth.New(auth.Options{Secret: pagesSecret, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,9 +30,9 @@ func testSessions(t *testing.T, now func() time.Time) *auth.Sessions {
 }
 
 // testPages returns a mux with the pages registered.
-func testPages(t *testing.T) (http.Handler, *auth.Sessions) {
+func newTestPages(t *testing.T) (http.Handler, *auth.Sessions) {
 	t.Helper()
-	s := testSessions(t, nil)
+	s := pageSessions(t, nil)
 	p, err := newPages(pagesConfig{
 		Sessions:       s,
 		Rooms:          []string{"Chat Room", "Business Room", "Gaming Room"},
@@ -46,29 +46,29 @@ func testPages(t *testing.T) (http.Handler, *auth.Sessions) {
 	return mux, s
 }
 
-type response struct {
+type pageResponse struct {
 	code int
 	h    http.Header
 	body string
 	resp *http.Response
 }
 
-func do(t *testing.T, h http.Handler, r *http.Request) response {
+func pageDo(t *testing.T, h http.Handler, r *http.Request) pageResponse {
 	t.Helper()
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, r)
 	res := w.Result()
 	b, _ := io.ReadAll(res.Body)
-	return response{code: res.StatusCode, h: res.Header, body: string(b), resp: res}
+	return pageResponse{code: res.StatusCode, h: res.Header, body: string(b), resp: res}
 }
 
-func postForm(target string, form url.Values) *http.Request {
+func pagePost(target string, form url.Values) *http.Request {
 	r := httptest.NewRequest(http.MethodPost, target, strings.NewReader(form.Encode()))
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	return r
 }
 
-func sessionCookie(t *testing.T, s *auth.Sessions, nickname string) *http.Cookie {
+func pageCookie(t *testing.T, s *auth.Sessions, nickname string) *http.Cookie {
 	t.Helper()
 	w := httptest.NewRecorder()
 	if _, err := s.Login(w, httptest.NewRequest(http.MethodPost, "/join", nil), nickname); err != nil {
@@ -77,7 +77,7 @@ func sessionCookie(t *testing.T, s *auth.Sessions, nickname string) *http.Cookie
 	return w.Result().Cookies()[0]
 }
 
-func checkSecurityHeaders(t *testing.T, h http.Header) {
+func checkPageHeaders(t *testing.T, h http.Header) {
 	t.Helper()
 	csp := h.Get("Content-Security-Policy")
 	for _, want := range []string{"script-src 'self'", "style-src 'self'", "connect-src 'self'", "default-src 'self'"} {
@@ -97,15 +97,15 @@ func checkSecurityHeaders(t *testing.T, h http.Header) {
 }
 
 func TestJoinPage(t *testing.T) {
-	h, _ := testPages(t)
-	res := do(t, h, httptest.NewRequest(http.MethodGet, "/", nil))
+	h, _ := newTestPages(t)
+	res := pageDo(t, h, httptest.NewRequest(http.MethodGet, "/", nil))
 	if res.code != http.StatusOK {
 		t.Fatalf("GET / = %d", res.code)
 	}
 	if ct := res.h.Get("Content-Type"); ct != "text/html; charset=utf-8" {
 		t.Errorf("Content-Type = %q", ct)
 	}
-	checkSecurityHeaders(t, res.h)
+	checkPageHeaders(t, res.h)
 	for _, want := range []string{
 		"ChatterPro",
 		`id="join-form"`, `id="nickname"`, `id="room"`, `id="room-other"`, `id="join"`,
@@ -127,8 +127,8 @@ func TestJoinPage(t *testing.T) {
 }
 
 func TestJoinPageUnknownPath(t *testing.T) {
-	h, _ := testPages(t)
-	if res := do(t, h, httptest.NewRequest(http.MethodGet, "/nope", nil)); res.code != http.StatusNotFound {
+	h, _ := newTestPages(t)
+	if res := pageDo(t, h, httptest.NewRequest(http.MethodGet, "/nope", nil)); res.code != http.StatusNotFound {
 		t.Errorf("GET /nope = %d, want 404", res.code)
 	}
 }
@@ -149,10 +149,10 @@ func TestJoinInvalid(t *testing.T) {
 		{"65 runes room", url.Values{"nickname": {"alice"}, "room-other": {strings.Repeat("r", 65)}}, "at most 64 characters", []string{strings.Repeat("r", 65)}},
 		{"control in room", url.Values{"nickname": {"alice"}, "room-other": {"x\ny"}}, "control characters", nil},
 	}
-	h, _ := testPages(t)
+	h, _ := newTestPages(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := do(t, h, postForm("/join", tt.form))
+			res := pageDo(t, h, pagePost("/join", tt.form))
 			if res.code != http.StatusBadRequest {
 				t.Fatalf("POST /join = %d, want 400", res.code)
 			}
@@ -170,7 +170,7 @@ func TestJoinInvalid(t *testing.T) {
 					t.Errorf("400 page does not keep %q", k)
 				}
 			}
-			checkSecurityHeaders(t, res.h)
+			checkPageHeaders(t, res.h)
 		})
 	}
 }
@@ -189,10 +189,10 @@ func TestJoinValid(t *testing.T) {
 		{"specials escaped", url.Values{"nickname": {"erin"}, "room-other": {"a?b#c%d"}}, "/chat/a%3Fb%23c%25d", "erin"},
 		{"unicode nickname", url.Values{"nickname": {"Zoë 🦊"}, "room": {"Chat Room"}}, "/chat/Chat%20Room", "Zoë 🦊"},
 	}
-	h, s := testPages(t)
+	h, s := newTestPages(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := do(t, h, postForm("/join", tt.form))
+			res := pageDo(t, h, pagePost("/join", tt.form))
 			if res.code != http.StatusSeeOther {
 				t.Fatalf("POST /join = %d, want 303; body:\n%s", res.code, res.body)
 			}
@@ -219,14 +219,14 @@ func TestJoinValid(t *testing.T) {
 
 // TestJoinThenChat follows the redirect of a join to the chat page.
 func TestJoinThenChat(t *testing.T) {
-	h, _ := testPages(t)
-	res := do(t, h, postForm("/join", url.Values{"nickname": {"Zoë"}, "room-other": {"Café ☕ 50%"}}))
+	h, _ := newTestPages(t)
+	res := pageDo(t, h, pagePost("/join", url.Values{"nickname": {"Zoë"}, "room-other": {"Café ☕ 50%"}}))
 	if res.code != http.StatusSeeOther {
 		t.Fatalf("POST /join = %d", res.code)
 	}
 	r := httptest.NewRequest(http.MethodGet, res.h.Get("Location"), nil)
 	r.AddCookie(res.resp.Cookies()[0])
-	chat := do(t, h, r)
+	chat := pageDo(t, h, r)
 	if chat.code != http.StatusOK {
 		t.Fatalf("GET %s = %d", res.h.Get("Location"), chat.code)
 	}
@@ -238,16 +238,16 @@ func TestJoinThenChat(t *testing.T) {
 }
 
 func TestChatPageSession(t *testing.T) {
-	h, s := testPages(t)
-	good := sessionCookie(t, s, "alice")
+	h, s := newTestPages(t)
+	good := pageCookie(t, s, "alice")
 	tampered := *good
 	tampered.Value = strings.Replace(good.Value, ".", ".x", 1)
-	expired := sessionCookie(t, testSessions(t, func() time.Time { return time.Now().Add(-25 * time.Hour) }), "alice")
+	expired := pageCookie(t, pageSessions(t, func() time.Time { return time.Now().Add(-25 * time.Hour) }), "alice")
 	other, err := auth.New(auth.Options{Secret: []byte("a different secret of 16+ bytes")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	foreign := sessionCookie(t, other, "alice")
+	foreign := pageCookie(t, other, "alice")
 
 	tests := []struct {
 		name   string
@@ -267,7 +267,7 @@ func TestChatPageSession(t *testing.T) {
 			if tt.cookie != nil {
 				r.AddCookie(tt.cookie)
 			}
-			res := do(t, h, r)
+			res := pageDo(t, h, r)
 			if res.code != tt.want {
 				t.Fatalf("GET /chat = %d, want %d", res.code, tt.want)
 			}
@@ -279,7 +279,7 @@ func TestChatPageSession(t *testing.T) {
 }
 
 func TestChatPage(t *testing.T) {
-	h, s := testPages(t)
+	h, s := newTestPages(t)
 	tests := []struct {
 		name     string
 		nickname string
@@ -309,12 +309,12 @@ func TestChatPage(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := httptest.NewRequest(http.MethodGet, tt.path, nil)
-			r.AddCookie(sessionCookie(t, s, tt.nickname))
-			res := do(t, h, r)
+			r.AddCookie(pageCookie(t, s, tt.nickname))
+			res := pageDo(t, h, r)
 			if res.code != tt.want {
 				t.Fatalf("GET %s = %d, want %d\n%s", tt.path, res.code, tt.want, res.body)
 			}
-			checkSecurityHeaders(t, res.h)
+			checkPageHeaders(t, res.h)
 			for _, want := range tt.contains {
 				if !strings.Contains(res.body, want) {
 					t.Errorf("page lacks %q", want)
@@ -338,10 +338,10 @@ func TestChatPage(t *testing.T) {
 }
 
 func TestLeave(t *testing.T) {
-	h, s := testPages(t)
+	h, s := newTestPages(t)
 	r := httptest.NewRequest(http.MethodPost, "/leave", nil)
-	r.AddCookie(sessionCookie(t, s, "alice"))
-	res := do(t, h, r)
+	r.AddCookie(pageCookie(t, s, "alice"))
+	res := pageDo(t, h, r)
 	if res.code != http.StatusSeeOther || res.h.Get("Location") != "/" {
 		t.Fatalf("POST /leave = %d to %q", res.code, res.h.Get("Location"))
 	}
@@ -368,14 +368,14 @@ func TestCrossOrigin(t *testing.T) {
 		{"join without browser headers", "/join", nil, http.StatusSeeOther},
 		{"leave same origin", "/leave", map[string]string{"Origin": "http://example.com", "Sec-Fetch-Site": "same-origin"}, http.StatusSeeOther},
 	}
-	h, _ := testPages(t)
+	h, _ := newTestPages(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := postForm(tt.target, valid)
+			r := pagePost(tt.target, valid)
 			for k, v := range tt.headers {
 				r.Header.Set(k, v)
 			}
-			res := do(t, h, r)
+			res := pageDo(t, h, r)
 			if res.code != tt.want {
 				t.Fatalf("POST %s = %d, want %d", tt.target, res.code, tt.want)
 			}
@@ -383,15 +383,15 @@ func TestCrossOrigin(t *testing.T) {
 				if c := res.resp.Cookies(); len(c) != 0 {
 					t.Errorf("refused request set cookies %v", c)
 				}
-				checkSecurityHeaders(t, res.h)
+				checkPageHeaders(t, res.h)
 			}
 		})
 	}
 }
 
 func TestStatic(t *testing.T) {
-	h, _ := testPages(t)
-	p, err := newPages(pagesConfig{Sessions: testSessions(t, nil)})
+	h, _ := newTestPages(t)
+	p, err := newPages(pagesConfig{Sessions: pageSessions(t, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,7 +413,7 @@ func TestStatic(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := do(t, h, httptest.NewRequest(http.MethodGet, tt.path, nil))
+			res := pageDo(t, h, httptest.NewRequest(http.MethodGet, tt.path, nil))
 			if res.code == http.StatusMovedPermanently || res.code == http.StatusTemporaryRedirect {
 				// ServeMux cleans ".." paths with a redirect, away from /static/.
 				if loc := res.h.Get("Location"); strings.HasPrefix(loc, "/static/") {
@@ -447,27 +447,27 @@ func TestStatic(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res := do(t, h, httptest.NewRequest(http.MethodGet, u, nil))
+		res := pageDo(t, h, httptest.NewRequest(http.MethodGet, u, nil))
 		if res.code != http.StatusOK || !strings.Contains(res.h.Get("Cache-Control"), "immutable") {
 			t.Errorf("GET %s = %d, Cache-Control %q", u, res.code, res.h.Get("Cache-Control"))
 		}
-		page := do(t, h, httptest.NewRequest(http.MethodGet, "/", nil))
-		if !strings.Contains(page.body, `href="`+strings.ReplaceAll(mustStatic(t, p, "style.css"), "&", "&amp;")+`"`) {
+		page := pageDo(t, h, httptest.NewRequest(http.MethodGet, "/", nil))
+		if !strings.Contains(page.body, `href="`+strings.ReplaceAll(pageStaticURL(t, p, "style.css"), "&", "&amp;")+`"`) {
 			t.Errorf("join page does not link the versioned stylesheet")
 		}
 	})
 
 	t.Run("etag revalidation", func(t *testing.T) {
-		first := do(t, h, httptest.NewRequest(http.MethodGet, "/static/style.css", nil))
+		first := pageDo(t, h, httptest.NewRequest(http.MethodGet, "/static/style.css", nil))
 		r := httptest.NewRequest(http.MethodGet, "/static/style.css", nil)
 		r.Header.Set("If-None-Match", first.h.Get("ETag"))
-		if res := do(t, h, r); res.code != http.StatusNotModified {
+		if res := pageDo(t, h, r); res.code != http.StatusNotModified {
 			t.Errorf("conditional GET = %d, want 304", res.code)
 		}
 	})
 }
 
-func mustStatic(t *testing.T, p *pages, name string) string {
+func pageStaticURL(t *testing.T, p *pages, name string) string {
 	t.Helper()
 	u, err := p.staticURL(name)
 	if err != nil {
@@ -477,7 +477,7 @@ func mustStatic(t *testing.T, p *pages, name string) string {
 }
 
 func TestNewPagesConfig(t *testing.T) {
-	s := testSessions(t, nil)
+	s := pageSessions(t, nil)
 	tests := []struct {
 		name      string
 		cfg       pagesConfig
@@ -508,7 +508,7 @@ func TestNewPagesConfig(t *testing.T) {
 }
 
 func TestJoinPagePrefill(t *testing.T) {
-	h, _ := testPages(t)
+	h, _ := newTestPages(t)
 	tests := []struct {
 		name  string
 		query string
@@ -520,7 +520,7 @@ func TestJoinPagePrefill(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := do(t, h, httptest.NewRequest(http.MethodGet, "/"+tt.query, nil))
+			res := pageDo(t, h, httptest.NewRequest(http.MethodGet, "/"+tt.query, nil))
 			for _, want := range tt.want {
 				if !strings.Contains(res.body, want) {
 					t.Errorf("join page lacks %q", want)
@@ -530,9 +530,9 @@ func TestJoinPagePrefill(t *testing.T) {
 	}
 }
 
-// fakeChat is a minimal stand-in for the chat consumer, speaking the frames
+// fakeChatSocket is a minimal stand-in for the chat consumer, speaking the frames
 // of the wire interface, to drive the browser client.
-type fakeChat struct {
+type fakeChatSocket struct {
 	sessions *auth.Sessions
 
 	mu       sync.Mutex
@@ -546,7 +546,7 @@ type fakeChat struct {
 	connects int
 }
 
-func (f *fakeChat) users() map[string]any {
+func (f *fakeChatSocket) users() map[string]any {
 	var us []map[string]any
 	for _, n := range f.conns {
 		us = append(us, map[string]any{"name": n})
@@ -554,14 +554,14 @@ func (f *fakeChat) users() map[string]any {
 	return map[string]any{"type": "users", "room": "x", "count": len(us), "users": us}
 }
 
-func (f *fakeChat) addMessage(user, text string) map[string]any {
+func (f *fakeChatSocket) addMessage(user, text string) map[string]any {
 	f.seq++
 	m := map[string]any{"type": "message", "id": fmt.Sprintf("%d-0", f.seq), "user": user, "text": text, "time": time.Now().UTC().Format(time.RFC3339)}
 	f.history = append(f.history, m)
 	return m
 }
 
-func (f *fakeChat) broadcast(v any) {
+func (f *fakeChatSocket) broadcast(v any) {
 	b, _ := json.Marshal(v)
 	for c := range f.conns {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -570,7 +570,7 @@ func (f *fakeChat) broadcast(v any) {
 	}
 }
 
-func (f *fakeChat) dropAll(code websocket.StatusCode) {
+func (f *fakeChatSocket) dropAll(code websocket.StatusCode) {
 	f.mu.Lock()
 	var cs []*websocket.Conn
 	for c := range f.conns {
@@ -586,7 +586,7 @@ func (f *fakeChat) dropAll(code websocket.StatusCode) {
 	}
 }
 
-func (f *fakeChat) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (f *fakeChatSocket) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sess, err := f.sessions.FromRequest(r)
 	if err != nil {
 		http.Error(w, "forbidden", 403)
@@ -649,17 +649,17 @@ func (f *fakeChat) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// TestBrowserClient drives the JS client in chromium against fakeChat:
+// TestBrowserClient drives the JS client in chromium against fakeChatSocket:
 // join, send on Enter, escaping, reconnect with since, the offline outbox,
 // a reset history, error frames, Leave (close 1000, POST /leave) and no
 // reconnect after 1008.
 func TestBrowserClient(t *testing.T) {
-	s := testSessions(t, nil)
+	s := pageSessions(t, nil)
 	p, err := newPages(pagesConfig{Sessions: s})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fc := &fakeChat{sessions: s, conns: map[*websocket.Conn]string{}}
+	fc := &fakeChatSocket{sessions: s, conns: map[*websocket.Conn]string{}}
 	mux := http.NewServeMux()
 	p.register(mux)
 	mux.Handle("GET /ws/chat/{room}/", fc)
@@ -721,12 +721,12 @@ func TestBrowserClient(t *testing.T) {
 	if got != "Café ☕" {
 		t.Errorf("room-name = %q", got)
 	}
-	waitJS(`document.querySelectorAll("#users li").length === 1 && document.querySelector("#users li").textContent === ` + jsq(nick) + ` && document.getElementById("user-count").textContent === "1"`)
+	waitJS(`document.querySelectorAll("#users li").length === 1 && document.querySelector("#users li").textContent === ` + jsQuote(nick) + ` && document.getElementById("user-count").textContent === "1"`)
 
 	// send on Enter
 	chromedp.Do(ctx, chromedp.SendKeys("#message-input", "hello\r"))
 	waitJS(`[...document.querySelectorAll("#messages li.message:not(.pending) span.text")].filter(e => e.textContent === "hello").length === 1 && !document.querySelector("li.pending")`)
-	waitJS(`document.querySelector("#messages li.message.own span.user").textContent === ` + jsq(nick))
+	waitJS(`document.querySelector("#messages li.message.own span.user").textContent === ` + jsQuote(nick))
 
 	// HTML from others stays text
 	fc.mu.Lock()
@@ -814,4 +814,4 @@ func TestBrowserClient(t *testing.T) {
 
 }
 
-func jsq(s string) string { b, _ := json.Marshal(s); return string(b) }
+func jsQuote(s string) string { b, _ := json.Marshal(s); return string(b) }
