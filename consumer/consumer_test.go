@@ -128,7 +128,7 @@ func TestCloseCodes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			com := connect(t, panicky, consumertest.Options{Server: consumer.Options{ReadLimit: 1024}})
+			com := connect(t, panicky, consumertest.Options{ServerOptions: consumer.Options{ReadLimit: 1024}})
 			tc.send(timeout(t), com)
 			if tc.first != "" {
 				expectFrame(t, com, tc.first)
@@ -168,7 +168,7 @@ func TestSlowClientIsClosed1013(t *testing.T) {
 			t.Error("100 sends of 100 bytes into a 1 KiB queue all succeeded")
 			return nil
 		}}
-	}, consumertest.Options{Buffer: 2, Server: consumer.Options{QueueBytes: 1024}})
+	}, consumertest.Options{Buffer: 2, ServerOptions: consumer.Options{QueueBytes: 1024}})
 	com.SendText(timeout(t), "flood")
 	expectClosed(t, com, consumer.StatusTryAgainLater)
 }
@@ -200,7 +200,7 @@ func TestDeadPeerIsNoticed(t *testing.T) {
 	var code atomic.Int32
 	com := connect(t, func() consumer.Consumer {
 		return consumer.Funcs{OnDisconnect: func(ctx context.Context, c *consumer.Conn, c2 consumer.StatusCode) { code.Store(int32(c2)) }}
-	}, consumertest.Options{Server: consumer.Options{PingInterval: 20 * time.Millisecond, PingTimeout: 50 * time.Millisecond}})
+	}, consumertest.Options{ServerOptions: consumer.Options{PingInterval: 20 * time.Millisecond, PingTimeout: 50 * time.Millisecond}})
 	com.Stall()
 	if err := com.Wait(timeout(t)); err != nil {
 		t.Fatal(err)

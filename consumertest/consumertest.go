@@ -22,9 +22,12 @@ type Options struct {
 	Layer channellayer.Layer
 	// Scope the consumer sees (path params, user, query...).
 	Scope consumer.Scope
-	// Server holds the framework's limits (ReadLimit, QueueBytes...); its
-	// Layer is set from Layer.
-	Server consumer.Options
+	// ServerOptions holds the framework's limits (ReadLimit, QueueBytes...);
+	// its Layer is set from Layer.
+	ServerOptions consumer.Options
+	// Server, if set, runs the consumer instead of a new server made from
+	// ServerOptions: to test Server.Shutdown, or an application's own server.
+	Server *consumer.Server
 	// Buffer is how many frames the simulated client buffers before the
 	// server's writes block, as if it had stopped reading. Defaults to 4096.
 	Buffer int
@@ -36,6 +39,7 @@ type Options struct {
 type Communicator struct {
 	t     testing.TB
 	srv   *consumer.Server
+	own   bool // srv was made here: shut it down with the test
 	scope consumer.Scope
 	newC  func() consumer.Consumer
 	pipe  *pipe
@@ -58,16 +62,19 @@ func New(t testing.TB, f func() consumer.Consumer, opts Options) *Communicator {
 	if opts.Buffer <= 0 {
 		opts.Buffer = 4096
 	}
-	so := opts.Server
-	so.Layer = opts.Layer
-	srv, err := consumer.NewServer(so)
-	if err != nil {
-		t.Fatalf("consumertest: %v", err)
+	srv := opts.Server
+	if srv == nil {
+		so := opts.ServerOptions
+		so.Layer = opts.Layer
+		var err error
+		if srv, err = consumer.NewServer(so); err != nil {
+			t.Fatalf("consumertest: %v", err)
+		}
 	}
 	if opts.Scope.Path == "" {
 		opts.Scope.Path = "/"
 	}
-	c := &Communicator{t: t, srv: srv, scope: opts.Scope, newC: f, pipe: newPipe(opts.Buffer), done: make(chan error, 1)}
+	c := &Communicator{t: t, srv: srv, own: opts.Server == nil, scope: opts.Scope, newC: f, pipe: newPipe(opts.Buffer), done: make(chan error, 1)}
 	t.Cleanup(c.cleanup)
 	return c
 }
@@ -189,6 +196,10 @@ func (c *Communicator) cleanup() {
 		c.pipe.clientClose(consumer.StatusGoingAway)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_ = c.srv.Shutdown(ctx)
+		if c.own {
+			_ = c.srv.Shutdown(ctx)
+			return
+		}
+		_ = c.Wait(ctx)
 	})
 }

@@ -1,0 +1,265 @@
+package chat
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/consumer"
+)
+
+// roomConsumer serves one chat socket: one person's tab in one room.
+type roomConsumer struct {
+	app     *App
+	room    string
+	user    consumer.User
+	me      *member
+	limiter *rate.Limiter
+	errors  []time.Time // when recent error frames were sent
+	// seen is the newest message ID the client has (from the history
+	// frame); live messages up to it are not sent again.
+	seen string
+}
+
+func (a *App) newConsumer() consumer.Consumer {
+	rc := &roomConsumer{app: a}
+	if a.cfg.Rate > 0 {
+		rc.limiter = rate.NewLimiter(rate.Limit(a.cfg.Rate), max(1, int(2*a.cfg.Rate)))
+	}
+	return rc
+}
+
+func (rc *roomConsumer) Connect(ctx context.Context, c *consumer.Conn) error {
+	a := rc.app
+	scope := c.Scope()
+	if scope.User == nil {
+		return consumer.Refuse(http.StatusForbidden, "log in first")
+	}
+	room, err := ValidRoom(scope.Param("room"))
+	if err != nil {
+		return consumer.Refuse(http.StatusBadRequest, err.Error())
+	}
+	rc.room, rc.user = room, *scope.User
+	rc.me = &member{key: c.Channel(), info: presenceInfo{Session: rc.user.Session, Name: rc.user.Name}}
+
+	before, err := a.hub.state(ctx, room)
+	if err != nil {
+		return rc.unavailable(err)
+	}
+	if err := a.hub.track(ctx, room, rc.me.key, rc.me.info, a.cfg.PresenceTTL); err != nil {
+		return rc.unavailable(err)
+	}
+	// Announce before joining the group: the joiner gets its own welcome,
+	// the others the join notice. A session already here (another tab, or
+	// back within its grace period) is not announced again.
+	if !before.known[rc.user.Session] {
+		count := len(before.sessions) + 1
+		a.hub.announce(ctx, room, rc.user.Name+" has joined the chat", count)
+	} else if _, listed := before.sessions[rc.user.Session]; !listed {
+		a.hub.send(ctx, room, eventPresence, "") // back from a drained node: listed again
+	}
+
+	c.On(eventMessage, rc.onMessage)
+	c.On(eventNotice, rc.onNotice)
+	c.On(eventPresence, rc.onPresence)
+	if err := c.GroupAdd(ctx, room); err != nil {
+		rc.untrack(ctx)
+		return rc.unavailable(err)
+	}
+
+	history, reset, err := rc.history(ctx, scope.Query.Get("since"))
+	if err != nil {
+		rc.untrack(ctx)
+		return rc.unavailable(err)
+	}
+	if len(history) > 0 {
+		rc.seen = history[len(history)-1].ID
+	} else if !reset {
+		rc.seen = scope.Query.Get("since")
+	}
+	after, err := a.hub.state(ctx, room)
+	if err != nil {
+		rc.untrack(ctx)
+		return rc.unavailable(err)
+	}
+	rc.send(c, newHistoryFrame(history, reset))
+	rc.send(c, after.frame(room))
+	rc.send(c, struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+		Time string `json:"time"`
+	}{"notice", "Welcome to ChatterPro!", now()})
+	a.hub.add(room, c, rc.me)
+	a.metrics.conns.Inc()
+	return nil
+}
+
+func (rc *roomConsumer) unavailable(err error) error {
+	rc.app.log.Warn("joining a room failed", "room", rc.room, "err", err)
+	return consumer.Refuse(http.StatusServiceUnavailable, "chat temporarily unavailable, retry shortly")
+}
+
+// history returns what the joiner gets first: what came after since, or the
+// latest messages with reset set if since cannot be resumed from.
+func (rc *roomConsumer) history(ctx context.Context, since string) ([]channellayer.Message, bool, error) {
+	h := rc.app.history
+	start := time.Now()
+	defer func() { rc.app.metrics.observe("history", start, nil) }()
+	if since != "" {
+		msgs, err := h.Since(ctx, rc.room, since)
+		if err == nil {
+			return msgs, false, nil
+		}
+		if !errors.Is(err, channellayer.ErrUnknownID) {
+			return nil, false, err
+		}
+	}
+	msgs, err := h.Recent(ctx, rc.room, historyOnJoin)
+	return msgs, since != "", err
+}
+
+func (rc *roomConsumer) Receive(ctx context.Context, c *consumer.Conn, text []byte) error {
+	a := rc.app
+	a.metrics.in.Inc()
+	var f struct {
+		Type *string `json:"type"`
+		Text *string `json:"text"`
+	}
+	if err := json.Unmarshal(text, &f); err != nil || f.Type == nil {
+		rc.fail(c, codeBadJSON, `send a JSON object like {"type":"message","text":"hi"}`)
+		return nil
+	}
+	if *f.Type != "message" {
+		rc.fail(c, codeUnknownType, `unknown frame type; the only one is "message"`)
+		return nil
+	}
+	if f.Text == nil {
+		rc.fail(c, codeBadText, "a message needs a text")
+		return nil
+	}
+	msg, err := ValidText(*f.Text)
+	if err != nil {
+		rc.fail(c, codeBadText, err.Error())
+		return nil
+	}
+	if rc.limiter != nil && !rc.limiter.Allow() {
+		rc.fail(c, codeRateLimited, "slow down: too many messages per second; this one was not sent")
+		return nil
+	}
+	m, err := messageEvent(rc.user.Name, msg)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	_, err = a.history.GroupSendRecorded(ctx, rc.room, m)
+	a.metrics.observe("group_send_recorded", start, err)
+	if err != nil {
+		a.log.Warn("sending a chat message failed", "room", rc.room, "err", err)
+		rc.fail(c, codeUnavailable, "the chat is temporarily unavailable: your message was not sent, try again")
+	}
+	return nil
+}
+
+// fail sends an error frame; more than maxErrors of them within
+// errorWindow close the connection with 1008.
+func (rc *roomConsumer) fail(c *consumer.Conn, code, text string) {
+	rc.app.metrics.errors.WithLabelValues(code).Inc()
+	now := time.Now()
+	keep := rc.errors[:0]
+	for _, t := range rc.errors {
+		if now.Sub(t) < errorWindow {
+			keep = append(keep, t)
+		}
+	}
+	rc.errors = append(keep, now)
+	rc.send(c, errorFrame{Type: "error", Code: code, Text: text})
+	if len(rc.errors) > maxErrors {
+		c.Close(consumer.StatusPolicy, "too many errors")
+	}
+}
+
+func (rc *roomConsumer) send(c *consumer.Conn, v any) {
+	b, err := json.Marshal(v)
+	if err == nil && c.Send(b) == nil {
+		rc.app.metrics.out.Inc()
+	}
+}
+
+func (rc *roomConsumer) onMessage(ctx context.Context, c *consumer.Conn, m channellayer.Message) error {
+	if rc.seen != "" && m.ID != "" {
+		if channellayer.CompareID(m.ID, rc.seen) <= 0 {
+			return nil // already in the history frame
+		}
+		rc.seen = ""
+	}
+	if c.Send(m.Body) == nil {
+		rc.app.metrics.out.Inc()
+	}
+	return nil
+}
+
+func (rc *roomConsumer) onNotice(ctx context.Context, c *consumer.Conn, m channellayer.Message) error {
+	rc.app.hub.markDirty(rc.room)
+	if c.Send(m.Body) == nil {
+		rc.app.metrics.out.Inc()
+	}
+	return nil
+}
+
+func (rc *roomConsumer) onPresence(ctx context.Context, c *consumer.Conn, m channellayer.Message) error {
+	rc.app.hub.markDirty(rc.room)
+	return nil
+}
+
+func (rc *roomConsumer) Disconnect(ctx context.Context, c *consumer.Conn, code consumer.StatusCode) {
+	if rc.me == nil { // never joined
+		return
+	}
+	a := rc.app
+	a.hub.remove(rc.room, c)
+	a.metrics.conns.Dec()
+	switch code {
+	case consumer.StatusNormal:
+		// Left on purpose: gone at once, announced if it was the session's
+		// last connection in the room.
+		rc.untrack(ctx)
+		st, err := a.hub.state(ctx, rc.room)
+		if err != nil {
+			a.log.Warn("announcing a departure failed", "room", rc.room, "err", err)
+			return
+		}
+		if !st.known[rc.user.Session] {
+			a.hub.announce(ctx, rc.room, rc.user.Name+" has left the chat", len(st.sessions))
+		}
+	case consumer.StatusServiceRestart:
+		// This node is draining: off the list at once, but the session is
+		// remembered for the grace period so that its reconnect elsewhere
+		// is not announced; the sweep announces it if it does not return.
+		rc.me.info.State = "drain"
+		if err := a.hub.track(ctx, rc.room, rc.me.key, rc.me.info, a.cfg.Grace); err != nil {
+			a.log.Warn("handing over presence failed", "room", rc.room, "err", err)
+		}
+		a.hub.send(ctx, rc.room, eventPresence, "")
+	default:
+		// Lost (network, tab killed): still listed for the grace period;
+		// the sweep announces the departure unless the session is back.
+		rc.me.info.State = "grace"
+		if err := a.hub.track(ctx, rc.room, rc.me.key, rc.me.info, a.cfg.Grace); err != nil {
+			a.log.Warn("keeping presence for the grace period failed", "room", rc.room, "err", err)
+		}
+	}
+}
+
+func (rc *roomConsumer) untrack(ctx context.Context) {
+	start := time.Now()
+	err := rc.app.presence.Untrack(ctx, rc.room, rc.me.key)
+	rc.app.metrics.observe("presence_untrack", start, err)
+	if err != nil {
+		rc.app.log.Warn("untracking presence failed; it expires with its TTL", "room", rc.room, "err", err)
+	}
+}

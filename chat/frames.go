@@ -1,0 +1,145 @@
+package chat
+
+import (
+	"encoding/json"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+)
+
+// Limits of the wire interface.
+const (
+	maxListed      = 100              // users listed in a users frame; notices only in rooms up to this size
+	historyOnJoin  = 50               // messages in the first history frame
+	maxErrors      = 20               // error frames a connection may earn...
+	errorWindow    = 10 * time.Second // ...within this window before it is closed with 1008
+	frameReadLimit = 16 << 10
+)
+
+// Error codes of error frames.
+const (
+	codeBadJSON     = "bad_json"
+	codeUnknownType = "unknown_type"
+	codeBadText     = "bad_text"
+	codeRateLimited = "rate_limited"
+	codeUnavailable = "unavailable"
+)
+
+// Layer event types. "message" and "notice" bodies are client frames as
+// they are, sent on unchanged; "presence" says a room's online list changed.
+const (
+	eventMessage  = "message"
+	eventNotice   = "notice"
+	eventPresence = "presence"
+)
+
+func now() string { return time.Now().UTC().Format(time.RFC3339) }
+
+type errorFrame struct {
+	Type string `json:"type"`
+	Code string `json:"code"`
+	Text string `json:"text"`
+}
+
+type historyFrame struct {
+	Type     string            `json:"type"`
+	Messages []json.RawMessage `json:"messages"`
+	Reset    bool              `json:"reset,omitempty"`
+}
+
+func newHistoryFrame(msgs []channellayer.Message, reset bool) historyFrame {
+	f := historyFrame{Type: "history", Messages: make([]json.RawMessage, 0, len(msgs)), Reset: reset}
+	for _, m := range msgs {
+		f.Messages = append(f.Messages, m.Body)
+	}
+	return f
+}
+
+func noticeEvent(text string) (channellayer.Message, error) {
+	return channellayer.NewMessage(eventNotice, struct {
+		Text string `json:"text"`
+		Time string `json:"time"`
+	}{text, now()})
+}
+
+func messageEvent(user, text string) (channellayer.Message, error) {
+	return channellayer.NewMessage(eventMessage, struct {
+		User string `json:"user"`
+		Text string `json:"text"`
+		Time string `json:"time"`
+	}{user, text, now()})
+}
+
+// presenceInfo is what a connection's presence entry holds.
+type presenceInfo struct {
+	Session string `json:"s"`
+	Name    string `json:"n"`
+	// State is "" while connected, "grace" while a lost connection may
+	// still come back (listed), "drain" after its node shut down (not
+	// listed; it only keeps the session from being announced again).
+	State string `json:"st,omitempty"`
+	// At is when the entry was last written, in Unix milliseconds.
+	At int64 `json:"at"`
+}
+
+func decodeInfo(b []byte) (presenceInfo, bool) {
+	var p presenceInfo
+	return p, json.Unmarshal(b, &p) == nil && p.Session != ""
+}
+
+type userEntry struct {
+	Name string `json:"name"`
+}
+
+type usersFrame struct {
+	Type  string      `json:"type"`
+	Room  string      `json:"room"`
+	Count int         `json:"count"`
+	Users []userEntry `json:"users"`
+}
+
+// roomState is a room's online list, computed from its presence entries.
+type roomState struct {
+	sessions map[string]string // session → nickname of listed sessions
+	known    map[string]bool   // every session with an entry, drained included
+}
+
+func newRoomState(members []channellayer.Member) roomState {
+	s := roomState{sessions: make(map[string]string), known: make(map[string]bool)}
+	for _, m := range members {
+		p, ok := decodeInfo(m.Info)
+		if !ok {
+			continue
+		}
+		s.known[p.Session] = true
+		if p.State != "drain" {
+			s.sessions[p.Session] = p.Name
+		}
+	}
+	return s
+}
+
+func (s roomState) frame(room string) usersFrame {
+	type entry struct{ name, session string }
+	all := make([]entry, 0, len(s.sessions))
+	for sess, name := range s.sessions {
+		all = append(all, entry{name, sess})
+	}
+	sort.Slice(all, func(i, j int) bool {
+		a, b := strings.ToLower(all[i].name), strings.ToLower(all[j].name)
+		if a != b {
+			return a < b
+		}
+		if all[i].name != all[j].name {
+			return all[i].name < all[j].name
+		}
+		return all[i].session < all[j].session
+	})
+	f := usersFrame{Type: "users", Room: room, Count: len(all), Users: make([]userEntry, 0, min(len(all), maxListed))}
+	for i := 0; i < len(all) && i < maxListed; i++ {
+		f.Users = append(f.Users, userEntry{all[i].name})
+	}
+	return f
+}

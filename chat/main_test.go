@@ -1,0 +1,9 @@
+package chat
+
+import (
+	"testing"
+
+	"github.com/chatterpro/chatterpro/internal/leakcheck"
+)
+
+func TestMain(m *testing.M) { leakcheck.Main(m) }

@@ -1,0 +1,59 @@
+package chat
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the chat's Prometheus metrics.
+type metrics struct {
+	conns  prometheus.Gauge
+	in     prometheus.Counter
+	out    prometheus.Counter
+	errors *prometheus.CounterVec
+	layer  *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		conns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chatterpro_connections", Help: "Open chat websocket connections on this node.",
+		}),
+		in: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatterpro_frames_in_total", Help: "Frames received from clients.",
+		}),
+		out: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatterpro_frames_out_total", Help: "Frames queued to clients.",
+		}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatterpro_error_frames_total", Help: "Error frames sent to clients, by code.",
+		}, []string{"code"}),
+		layer: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "chatterpro_layer_seconds",
+			Help:    "Latency of channel layer calls, by operation and outcome.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"op", "outcome"}),
+	}
+	for _, c := range []prometheus.Collector{m.conns, m.in, m.out, m.errors, m.layer} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return nil, err
+			}
+		}
+	}
+	for _, code := range []string{codeBadJSON, codeUnknownType, codeBadText, codeRateLimited, codeUnavailable} {
+		m.errors.WithLabelValues(code)
+	}
+	return m, nil
+}
+
+func (m *metrics) observe(op string, start time.Time, err error) {
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+	}
+	m.layer.WithLabelValues(op, outcome).Observe(time.Since(start).Seconds())
+}

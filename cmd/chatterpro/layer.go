@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+)
+
+// openLayer builds the channel layer a --layer URL names.
+func openLayer(ctx context.Context, raw string, log *slog.Logger) (channellayer.Layer, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("--layer %q: %w", raw, err)
+	}
+	switch u.Scheme {
+	case "memory":
+		return channellayer.NewMemory(channellayer.MemoryOptions{})
+	case "redis":
+		db := 0
+		if p := strings.Trim(u.Path, "/"); p != "" {
+			if db, err = strconv.Atoi(p); err != nil {
+				return nil, fmt.Errorf("--layer %q: the path must be a database number", raw)
+			}
+		}
+		if u.Host == "" {
+			return nil, fmt.Errorf("--layer %q: give the server as redis://host:port/db", raw)
+		}
+		o := &redis.Options{Addr: u.Host, DB: db}
+		if u.User != nil {
+			o.Username = u.User.Username()
+			o.Password, _ = u.User.Password()
+		}
+		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries)
+		return newRedis(ctx, redis.NewClient(o), log)
+	case "redis-cluster":
+		addrs := strings.Split(u.Host, ",")
+		if u.Host == "" {
+			return nil, fmt.Errorf("--layer %q: give the cluster as redis-cluster://host:port[,host:port...]", raw)
+		}
+		o := &redis.ClusterOptions{Addrs: addrs}
+		if u.User != nil {
+			o.Username = u.User.Username()
+			o.Password, _ = u.User.Password()
+		}
+		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries)
+		return newRedis(ctx, redis.NewClusterClient(o), log)
+	}
+	return nil, fmt.Errorf("--layer %q: unknown kind %q (use memory://, redis://host:port/db or redis-cluster://host:port,...)", raw, u.Scheme)
+}
+
+// tune makes calls fail fast while Redis is away instead of queueing up.
+func tune(dial, read, write, pool *time.Duration, retries *int) {
+	*dial, *read, *write, *pool = time.Second, 2*time.Second, 2*time.Second, 2*time.Second
+	*retries = 1
+}
+
+func newRedis(ctx context.Context, c redis.UniversalClient, log *slog.Logger) (channellayer.Layer, error) {
+	l, err := channellayer.NewRedis(ctx, c, channellayer.RedisOptions{Logger: log})
+	if err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("opening the Redis layer: %w", err)
+	}
+	return &ownedClient{Redis: l, client: c}, nil
+}
+
+// ownedClient closes the Redis client with the layer.
+type ownedClient struct {
+	*channellayer.Redis
+	client redis.UniversalClient
+}
+
+func (o *ownedClient) Close(ctx context.Context) error {
+	err := o.Redis.Close(ctx)
+	_ = o.client.Close()
+	return err
+}

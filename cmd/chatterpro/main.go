@@ -1,0 +1,179 @@
+// Command chatterpro serves the ChatterPro chat.
+//
+//	go run ./cmd/chatterpro [flags]
+//
+// Every flag can also be set with an environment variable CHATTERPRO_<NAME>
+// (e.g. CHATTERPRO_LAYER=redis://127.0.0.1:6379/0); a flag on the command
+// line wins. With no flags it serves on http://localhost:3000 with the
+// in-memory layer: one process, nothing else to run.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/chatterpro/chatterpro/chat"
+)
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if err := run(context.Background(), os.Args[1:], log); err != nil {
+		log.Error("chatterpro stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	addr           string
+	layer          string
+	secret         string
+	allowedOrigins string
+	rooms          string
+	presenceTTL    time.Duration
+	grace          time.Duration
+	rate           float64
+}
+
+func parseFlags(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("chatterpro", flag.ContinueOnError)
+	fs.StringVar(&o.addr, "addr", "localhost:3000", "listen address")
+	fs.StringVar(&o.layer, "layer", "memory://", "channel layer: memory://, redis://host:port/db or redis-cluster://host:port[,host:port...]")
+	fs.StringVar(&o.secret, "secret", "", "session signing key shared by every node behind one balancer (at least 16 bytes; default: random per process)")
+	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "extra origins (scheme://host[:port], comma-separated) allowed for websocket and POST")
+	fs.StringVar(&o.rooms, "rooms", strings.Join(chat.DefaultRooms(), ","), "rooms offered on the join page, comma-separated")
+	fs.DurationVar(&o.presenceTTL, "presence-ttl", 30*time.Second, "how long a dead node's presence entries outlive it")
+	fs.DurationVar(&o.grace, "grace", 10*time.Second, "how long a lost connection may take to come back before its departure is announced")
+	fs.Float64Var(&o.rate, "rate", 10, "chat messages per second per connection (burst twice that); 0 turns the limit off")
+	// Environment variables first, so that command-line flags win.
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "CHATTERPRO_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if err := f.Value.Set(v); err != nil && envErr == nil {
+				envErr = fmt.Errorf("%s=%q: %v", name, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return o, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q (flags only; see -h)", fs.Args())
+	}
+	if o.rate < 0 {
+		return o, errors.New("--rate must be 0 (off) or positive")
+	}
+	if o.presenceTTL <= 0 || o.grace <= 0 {
+		return o, errors.New("--presence-ttl and --grace must be positive")
+	}
+	return o, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func run(ctx context.Context, args []string, log *slog.Logger) error {
+	o, err := parseFlags(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	secret := []byte(o.secret)
+	if o.secret == "" {
+		secret = make([]byte, 32)
+		_, _ = rand.Read(secret)
+		log.Warn("no --secret given: using a random one, so sessions end when this process does and other nodes cannot read them; set --secret (or CHATTERPRO_SECRET) on every node")
+	}
+
+	layer, err := openLayer(ctx, o.layer, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = layer.Close(cctx)
+	}()
+
+	app, err := chat.New(chat.Config{
+		Layer:          layer,
+		Secret:         secret,
+		AllowedOrigins: splitList(o.allowedOrigins),
+		Rooms:          splitList(o.rooms),
+		PresenceTTL:    o.presenceTTL,
+		Grace:          o.grace,
+		Rate:           o.rate,
+		Logger:         log,
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		_ = app.Shutdown(context.Background())
+		return fmt.Errorf("listening on %s: %w (is another server running? pick one with --addr)", o.addr, err)
+	}
+	hs := &http.Server{Handler: app, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	log.Info("ChatterPro is running: open http://"+displayAddr(ln.Addr().String()), "addr", ln.Addr().String(), "layer", o.layer)
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	select {
+	case err := <-served:
+		_ = app.Shutdown(context.Background())
+		return err
+	case s := <-sig:
+		log.Info("shutting down: closing sockets with 1012 so clients move to another node", "signal", s.String())
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	// Stop accepting first, then close the sockets (http.Server.Shutdown
+	// does not close hijacked websockets; the app does).
+	_ = ln.Close()
+	appErr := app.Shutdown(sctx)
+	httpErr := hs.Shutdown(sctx)
+	if appErr != nil || (httpErr != nil && !errors.Is(httpErr, http.ErrServerClosed)) {
+		log.Warn("shutdown was not clean", "app", appErr, "http", httpErr)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func displayAddr(a string) string {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return a
+	}
+	if host == "127.0.0.1" || host == "::1" {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
+}
