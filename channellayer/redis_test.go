@@ -777,3 +777,26 @@ func TestRedisOptions(t *testing.T) {
 		}
 	})
 }
+
+// TestRedisIdle: an idle pub/sub connection is pinged, not dropped, and the
+// layer stays ready and working.
+func TestRedisIdle(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := newPrefix()
+	a := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
+	b := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
+	const g = "idle"
+	bch := newChan(t, b, g)
+	time.Sleep(2500 * time.Millisecond)
+	for _, l := range []*channellayer.Redis{a, b} {
+		if err := l.Check(tctx(t, time.Second)); err != nil {
+			t.Fatalf("Check after idling: %v", err)
+		}
+	}
+	if err := a.GroupSend(tctx(t, time.Second), g, mustMsg(t, "wake", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, b, bch); m.Type != "wake" {
+		t.Fatalf("got %q", m.Type)
+	}
+}
