@@ -34,7 +34,8 @@ type RedisOptions struct {
 }
 
 // Redis is the layer for many processes sharing one Redis (or one Redis
-// Cluster). It implements Layer, History, Presence and Checker.
+// Cluster, once supported: see NewRedis). It implements Layer, History,
+// Presence and Checker.
 //
 // Every process keeps its channels in memory, as Memory does, and holds one
 // pub/sub connection: it subscribes to a group's pub/sub channel while the
@@ -111,8 +112,9 @@ const (
 )
 
 // NewRedis returns a layer on a Redis client that the caller builds and owns:
-// Close does not close the client. Pass a *redis.ClusterClient for a Redis
-// Cluster. NewRedis waits until Redis has confirmed the layer's subscription;
+// Close does not close the client. A *redis.ClusterClient is refused with
+// ErrInvalid for now (sharded pub/sub needs one pub/sub connection per shard;
+// publishing already uses SPUBLISH for it). NewRedis waits until Redis has confirmed the layer's subscription;
 // if ctx ends first it returns an error wrapping ErrUnavailable.
 func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptions) (*Redis, error) {
 	if client == nil {
