@@ -136,7 +136,7 @@ func New(cfg Config) (*App, error) {
 
 	p, err := newPages(pagesConfig{Sessions: sessions, Rooms: cfg.Rooms, AllowedOrigins: cfg.AllowedOrigins, Logger: cfg.Logger})
 	if err != nil {
-		return nil, fmt.Errorf("chat: %w", err)
+		return nil, err
 	}
 	mux := http.NewServeMux()
 	p.register(mux)

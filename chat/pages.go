@@ -21,9 +21,6 @@ import (
 	"github.com/chatterpro/chatterpro/templates"
 )
 
-// defaultRooms are the rooms the join page offers unless configured
-// otherwise.
-var defaultRooms = []string{"Chat Room", "Business Room", "Gaming Room"}
 
 // maxFormBytes bounds the body of POST /join.
 const maxFormBytes = 16 << 10
@@ -82,7 +79,7 @@ func newPages(cfg pagesConfig) (*pages, error) {
 	}
 	rooms := cfg.Rooms
 	if len(rooms) == 0 {
-		rooms = defaultRooms
+		rooms = DefaultRooms()
 	}
 	for _, r := range rooms {
 		room, err := ValidRoom(r)

@@ -1,0 +1,27 @@
+# ChatterPro — make test runs everything CI runs.
+GO ?= go
+SYSTEM_DEPS = redis-server nginx chromium
+
+.PHONY: test deps vet run lb-demo soak bench
+
+test: deps vet
+	$(GO) test -race -count=1 -timeout 9m ./...
+
+vet:
+	$(GO) vet ./...
+
+# The tests start their own redis-server, nginx and headless chromium;
+# install them when missing (Debian; needs root, as in CI).
+deps:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(SYSTEM_DEPS); \
+	fi
+
+run:
+	$(GO) run ./cmd/chatterpro
