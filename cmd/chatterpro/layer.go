@@ -63,10 +63,12 @@ func tune(dial, read, write, pool *time.Duration, retries *int) {
 }
 
 func newRedis(ctx context.Context, c redis.UniversalClient, log *slog.Logger) (channellayer.Layer, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
 	l, err := channellayer.NewRedis(ctx, c, channellayer.RedisOptions{Logger: log})
 	if err != nil {
 		_ = c.Close()
-		return nil, fmt.Errorf("opening the Redis layer: %w", err)
+		return nil, fmt.Errorf("opening the Redis layer (is Redis running at the --layer address?): %w", err)
 	}
 	return &ownedClient{Redis: l, client: c}, nil
 }
