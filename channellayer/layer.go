@@ -90,3 +90,16 @@ const (
 	// DefaultHistorySize is how many messages a group's history keeps.
 	DefaultHistorySize = 100
 )
+
+// Notifier is implemented by layers that can announce arrivals on a channel
+// of this process, so that an idle consumer needs no goroutine waiting in
+// Receive. Both backends implement it.
+type Notifier interface {
+	// Notify makes the layer call f each time a message, an overflow, or
+	// the channel's end arrives on channel. f must not block; it is called
+	// from the sender's goroutine. Passing nil removes it. If something is
+	// already waiting, f is called at once.
+	Notify(channel string, f func()) error
+	// TryReceive is Receive without waiting: ok is false if nothing waits.
+	TryReceive(channel string) (m Message, ok bool, err error)
+}

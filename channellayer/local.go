@@ -33,21 +33,25 @@ type members struct {
 
 type queued struct {
 	m  Message
-	at time.Time
+	at int64 // arrival, Unix nanoseconds
 }
 
 type channel struct {
-	name   string
-	expiry time.Duration
-	groups map[string]struct{} // guarded by local.mu
+	name     string
+	capacity int
+	expiry   int64 // nanoseconds
+	groups   map[string]struct{} // guarded by local.mu
 
 	mu       sync.Mutex
-	buf      []queued // ring of capacity entries
-	head, n  int
+	q        []queued // q[head:] are waiting; grows up to capacity, dropped when drained
+	head     int
 	overflow bool
 	gone     bool
-	notify   chan struct{} // capacity 1: "something changed"
+	notify   chan struct{} // capacity 1: "something changed", for Receive
+	onArrive func()        // see Notifier
 }
+
+func (ch *channel) len() int { return len(ch.q) - ch.head }
 
 func newLocal(capacity int, expiry time.Duration) *local {
 	if capacity <= 0 {
@@ -84,11 +88,11 @@ func (l *local) newChannel() (string, error) {
 		return "", ErrClosed
 	}
 	l.channels[name] = &channel{
-		name:   name,
-		expiry: l.expiry,
-		groups: make(map[string]struct{}),
-		buf:    make([]queued, l.capacity),
-		notify: make(chan struct{}, 1),
+		name:     name,
+		capacity: l.capacity,
+		expiry:   int64(l.expiry),
+		groups:   make(map[string]struct{}),
+		notify:   make(chan struct{}, 1),
 	}
 	return name, nil
 }
@@ -106,7 +110,7 @@ func (l *local) send(name string, m Message) error {
 	if ch == nil {
 		return l.noChannel("sending to", name)
 	}
-	if !ch.push(m, time.Now(), false) {
+	if !ch.push(m, time.Now().UnixNano(), false) {
 		return fmt.Errorf("sending to %s: %w", name, ErrChannelFull)
 	}
 	return nil
@@ -114,37 +118,59 @@ func (l *local) send(name string, m Message) error {
 
 // push appends m; a full channel refuses it, and a refused group message
 // flags the channel as overflowed.
-func (ch *channel) push(m Message, now time.Time, group bool) bool {
+func (ch *channel) push(m Message, now int64, group bool) bool {
 	ch.mu.Lock()
 	if ch.gone {
 		ch.mu.Unlock()
 		return true // discarded channel: nothing to deliver to
 	}
-	if ch.n == len(ch.buf) {
+	if ch.len() >= ch.capacity {
 		ch.dropExpired(now)
 	}
-	if ch.n == len(ch.buf) {
-		if group {
-			ch.overflow = true
+	accepted := ch.len() < ch.capacity
+	if !accepted {
+		if !group {
 			ch.mu.Unlock()
-			ch.wake()
-		} else {
-			ch.mu.Unlock()
+			return false
 		}
-		return false
+		ch.overflow = true
+	} else {
+		if ch.head > 0 && len(ch.q) == cap(ch.q) {
+			// Slide the waiting entries to the front instead of growing.
+			n := copy(ch.q, ch.q[ch.head:])
+			clear(ch.q[n:])
+			ch.q, ch.head = ch.q[:n], 0
+		}
+		ch.q = append(ch.q, queued{m, now})
 	}
-	ch.buf[(ch.head+ch.n)%len(ch.buf)] = queued{m, now}
-	ch.n++
+	f := ch.onArrive
 	ch.mu.Unlock()
-	ch.wake()
-	return true
+	if f != nil {
+		f()
+	} else {
+		ch.wake()
+	}
+	return accepted
 }
 
-func (ch *channel) dropExpired(now time.Time) {
-	for ch.n > 0 && now.Sub(ch.buf[ch.head].at) > ch.expiry {
-		ch.buf[ch.head] = queued{}
-		ch.head = (ch.head + 1) % len(ch.buf)
-		ch.n--
+func (ch *channel) dropExpired(now int64) {
+	for ch.len() > 0 && now-ch.q[ch.head].at > ch.expiry {
+		ch.q[ch.head] = queued{}
+		ch.head++
+	}
+	ch.compact()
+}
+
+// compact frees the queue's memory once it is drained.
+func (ch *channel) compact() {
+	if ch.len() == 0 {
+		if cap(ch.q) > 16 {
+			ch.q = nil
+		} else {
+			clear(ch.q)
+			ch.q = ch.q[:0]
+		}
+		ch.head = 0
 	}
 }
 
@@ -153,6 +179,26 @@ func (ch *channel) wake() {
 	case ch.notify <- struct{}{}:
 	default:
 	}
+}
+
+// pop returns the next message that has not expired. Called with ch.mu held.
+func (ch *channel) pop(name string) (Message, bool, error) {
+	if ch.overflow {
+		ch.overflow = false
+		return Message{}, false, fmt.Errorf("receiving on %s: %w", name, ErrOverflow)
+	}
+	now := time.Now().UnixNano()
+	for ch.len() > 0 {
+		e := ch.q[ch.head]
+		ch.q[ch.head] = queued{}
+		ch.head++
+		if now-e.at <= ch.expiry {
+			ch.compact()
+			return e.m, true, nil
+		}
+	}
+	ch.compact()
+	return Message{}, false, nil
 }
 
 func (l *local) receive(ctx context.Context, name string) (Message, error) {
@@ -166,29 +212,47 @@ func (l *local) receive(ctx context.Context, name string) (Message, error) {
 			ch.mu.Unlock()
 			return Message{}, l.noChannel("receiving on", name)
 		}
-		if ch.overflow {
-			ch.overflow = false
-			ch.mu.Unlock()
-			return Message{}, fmt.Errorf("receiving on %s: %w", name, ErrOverflow)
-		}
-		now := time.Now()
-		for ch.n > 0 {
-			q := ch.buf[ch.head]
-			ch.buf[ch.head] = queued{}
-			ch.head = (ch.head + 1) % len(ch.buf)
-			ch.n--
-			if now.Sub(q.at) <= ch.expiry {
-				ch.mu.Unlock()
-				return q.m, nil
-			}
-		}
+		m, ok, err := ch.pop(name)
 		ch.mu.Unlock()
+		if ok || err != nil {
+			return m, err
+		}
 		select {
 		case <-ch.notify:
 		case <-ctx.Done():
 			return Message{}, ctx.Err()
 		}
 	}
+}
+
+// tryReceive is Receive without waiting (see Notifier).
+func (l *local) tryReceive(name string) (Message, bool, error) {
+	ch := l.lookup(name)
+	if ch == nil {
+		return Message{}, false, l.noChannel("receiving on", name)
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.gone {
+		return Message{}, false, l.noChannel("receiving on", name)
+	}
+	return ch.pop(name)
+}
+
+// setNotify installs the arrival callback of a channel (see Notifier).
+func (l *local) setNotify(name string, f func()) error {
+	ch := l.lookup(name)
+	if ch == nil {
+		return l.noChannel("notifying on", name)
+	}
+	ch.mu.Lock()
+	ch.onArrive = f
+	pending := ch.len() > 0 || ch.overflow
+	ch.mu.Unlock()
+	if f != nil && pending {
+		f()
+	}
+	return nil
 }
 
 // noChannel is the error for a channel that is not (or no longer) here:
@@ -282,19 +346,21 @@ func (l *local) discard(name string) (emptied []string) {
 	l.mu.Unlock()
 	ch.mu.Lock()
 	ch.gone = true
-	for i := range ch.buf {
-		ch.buf[i] = queued{}
-	}
-	ch.n = 0
+	ch.q, ch.head = nil, 0
+	f := ch.onArrive
+	ch.onArrive = nil
 	ch.mu.Unlock()
 	ch.wake()
+	if f != nil {
+		f() // the receiver learns the channel is gone
+	}
 	return emptied
 }
 
 // deliver hands m to every local member of a group: the same Message value,
 // so the body is shared and nothing is allocated per member.
 func (l *local) deliver(group string, m Message) {
-	now := time.Now()
+	now := time.Now().UnixNano()
 	l.mu.RLock()
 	if g := l.groups[group]; g != nil {
 		for _, ch := range g.list {
@@ -333,7 +399,13 @@ func (l *local) close() {
 	for _, ch := range chans {
 		ch.mu.Lock()
 		ch.gone = true
+		ch.q, ch.head = nil, 0
+		f := ch.onArrive
+		ch.onArrive = nil
 		ch.mu.Unlock()
 		ch.wake()
+		if f != nil {
+			f()
+		}
 	}
 }

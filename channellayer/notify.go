@@ -1,0 +1,22 @@
+package channellayer
+
+var (
+	_ Notifier = (*Memory)(nil)
+	_ Notifier = (*Redis)(nil)
+)
+
+// Notify implements Notifier.
+func (m *Memory) Notify(channel string, f func()) error { return m.local.setNotify(channel, f) }
+
+// TryReceive implements Notifier.
+func (m *Memory) TryReceive(channel string) (Message, bool, error) {
+	return m.local.tryReceive(channel)
+}
+
+// Notify implements Notifier.
+func (r *Redis) Notify(channel string, f func()) error { return r.local.setNotify(channel, f) }
+
+// TryReceive implements Notifier.
+func (r *Redis) TryReceive(channel string) (Message, bool, error) {
+	return r.local.tryReceive(channel)
+}
