@@ -1,0 +1,301 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// netClient joins and dials with connections spread over several loopback
+// source addresses (127.0.0.2, 127.0.0.3, ...), so that more connections
+// than one address's ephemeral ports can be open at once.
+type netClient struct {
+	hc   *http.Client
+	next atomic.Uint32
+	ips  int
+}
+
+func newNetClient(sourceIPs int) *netClient {
+	nc := &netClient{ips: max(1, sourceIPs)}
+	tr := &http.Transport{
+		DialContext:         nc.dial,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     30 * time.Second,
+	}
+	nc.hc = &http.Client{
+		Transport:     tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return nc
+}
+
+func (nc *netClient) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	i := nc.next.Add(1)
+	ip := net.IPv4(127, 0, 0, byte(2+int(i)%nc.ips))
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 10 * time.Second}
+	return d.DialContext(ctx, network, addr)
+}
+
+func (nc *netClient) close() { nc.hc.CloseIdleConnections() }
+
+// client is one chat member: a websocket in one room.
+type client struct {
+	id   int
+	room string
+	ws   *websocket.Conn
+
+	mu     sync.Mutex // guards the measurement below
+	tr     *tracker
+	lat    histogram
+	errors int
+	first  string // first error frame
+
+	closed  atomic.Bool
+	readErr error
+	done    chan struct{}
+}
+
+// join logs in over HTTP and opens the room's websocket; it returns once
+// the first frame (history) has arrived.
+func (nc *netClient) join(ctx context.Context, base string, id int, room string) (*client, error) {
+	form := url.Values{"nickname": {"m" + strconv.Itoa(id)}, "room": {room}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/join", strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := nc.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("join: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		return nil, fmt.Errorf("join: status %d", resp.StatusCode)
+	}
+	var cookie string
+	for _, c := range resp.Cookies() {
+		if c.Name == "chatterpro_session" {
+			cookie = c.Name + "=" + c.Value
+		}
+	}
+	if cookie == "" {
+		return nil, errors.New("join: no session cookie")
+	}
+	wsURL := "ws" + strings.TrimPrefix(base, "http") + "/ws/chat/" + url.PathEscape(room) + "/"
+	ws, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{
+		HTTPClient:      nc.hc,
+		HTTPHeader:      http.Header{"Cookie": {cookie}},
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("websocket: %w", err)
+	}
+	ws.SetReadLimit(4 << 20)
+	_, first, err := ws.Read(ctx)
+	if err != nil {
+		ws.CloseNow()
+		return nil, fmt.Errorf("first frame: %w", err)
+	}
+	if !bytes.HasPrefix(first, []byte(`{"type":"history"`)) {
+		ws.CloseNow()
+		return nil, fmt.Errorf("first frame is not history: %.80s", first)
+	}
+	c := &client{id: id, room: room, ws: ws, tr: newTracker(), done: make(chan struct{})}
+	go c.readLoop()
+	return c, nil
+}
+
+var (
+	textMarker = []byte(`"text":"cb `)
+	typeMsg    = []byte(`"type":"message"`)
+	typeErr    = []byte(`"type":"error"`)
+)
+
+func (c *client) readLoop() {
+	defer close(c.done)
+	defer c.closed.Store(true)
+	var buf []byte
+	for {
+		_, r, err := c.ws.Reader(context.Background())
+		if err != nil {
+			c.readErr = err
+			return
+		}
+		buf = buf[:0]
+		for {
+			if len(buf) == cap(buf) {
+				buf = append(buf, 0)[:len(buf)]
+			}
+			n, err := r.Read(buf[len(buf):cap(buf)])
+			buf = buf[:len(buf)+n]
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				c.readErr = err
+				return
+			}
+		}
+		c.handle(buf, time.Now())
+	}
+}
+
+// handle measures one frame received at now.
+func (c *client) handle(f []byte, now time.Time) {
+	head := f[:min(len(f), 80)] // "type" may follow a history "id"
+	if bytes.Contains(head, typeErr) {
+		c.mu.Lock()
+		c.errors++
+		if c.first == "" {
+			c.first = string(f)
+		}
+		c.mu.Unlock()
+		return
+	}
+	if !bytes.Contains(head, typeMsg) {
+		return
+	}
+	sender, seq, sched, ok := parseText(f)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	if !c.tr.record(sender, seq) {
+		c.lat.record(now.Sub(time.Unix(0, sched)))
+	}
+	c.mu.Unlock()
+}
+
+// parseText finds "cb <sender> <seq> <scheduled unix ns>" in a message frame.
+func parseText(f []byte) (sender, seq uint32, sched int64, ok bool) {
+	i := bytes.Index(f, textMarker)
+	if i < 0 {
+		return 0, 0, 0, false
+	}
+	rest := f[i+len(textMarker):]
+	var nums [3]int64
+	for k := range nums {
+		j := 0
+		for j < len(rest) && rest[j] >= '0' && rest[j] <= '9' {
+			nums[k] = nums[k]*10 + int64(rest[j]-'0')
+			j++
+		}
+		if j == 0 || j >= len(rest) {
+			return 0, 0, 0, false
+		}
+		rest = rest[j+1:]
+	}
+	return uint32(nums[0]), uint32(nums[1]), nums[2], true
+}
+
+// messageFrame is the client frame carrying one benchmark message.
+func messageFrame(buf []byte, sender, seq uint32, sched time.Time) []byte {
+	buf = append(buf[:0], `{"type":"message","text":"cb `...)
+	buf = strconv.AppendUint(buf, uint64(sender), 10)
+	buf = append(buf, ' ')
+	buf = strconv.AppendUint(buf, uint64(seq), 10)
+	buf = append(buf, ' ')
+	buf = strconv.AppendInt(buf, sched.UnixNano(), 10)
+	return append(buf, `"}`...)
+}
+
+// take returns the measurement so far and starts a new one.
+func (c *client) take() (*tracker, *histogram, int, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	tr, h := c.tr, c.lat
+	c.tr, c.lat = newTracker(), histogram{}
+	errs, first := c.errors, c.first
+	c.errors, c.first = 0, ""
+	return tr, &h, errs, first
+}
+
+// uniqueNow returns distinct messages received so far from sent.
+func (c *client) uniqueNow(sent map[uint32]uint32) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tr.unique(sent)
+}
+
+func (c *client) close() {
+	c.ws.Close(websocket.StatusNormalClosure, "")
+	<-c.done
+}
+
+// connectAll joins n clients with the given concurrency; room and base
+// pick each client's room and node. On error it closes what it opened.
+func connectAll(ctx context.Context, nc *netClient, n, conc int, base func(i int) string, room func(i int) string, progress func(done int, took time.Duration)) ([]*client, error) {
+	clients := make([]*client, n)
+	var (
+		next  atomic.Int64
+		done  atomic.Int64
+		wg    sync.WaitGroup
+		errMu sync.Mutex
+		first error
+	)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for range min(conc, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				t0 := time.Now()
+				jctx, jcancel := context.WithTimeout(ctx, 30*time.Second)
+				c, err := nc.join(jctx, base(i), i, room(i))
+				jcancel()
+				if err != nil {
+					errMu.Lock()
+					if first == nil {
+						first = fmt.Errorf("client %d: %w", i, err)
+					}
+					errMu.Unlock()
+					cancel()
+					return
+				}
+				clients[i] = c
+				if d := done.Add(1); progress != nil {
+					progress(int(d), time.Since(t0))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		closeAll(clients)
+		return nil, first
+	}
+	return clients, nil
+}
+
+func closeAll(clients []*client) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for _, c := range clients {
+		if c == nil {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() { defer wg.Done(); c.close(); <-sem }()
+	}
+	wg.Wait()
+}

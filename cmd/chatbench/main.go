@@ -1,0 +1,197 @@
+// Command chatbench is the load generator of the ChatterPro benchmarks. It
+// starts the servers itself (a built chatterpro, a redis-server for the
+// cross-node scenario, and a bare coder/websocket hub as the baseline),
+// speaks the chat's wire interface to them, and reports deliveries per
+// second, latency percentiles, losses, duplicates, server CPU and memory,
+// and every figure of ChatterPro as a ratio to the bare hub of the same run.
+//
+//	go run ./cmd/chatbench -scenario fanout
+//	go run ./cmd/chatbench -scenario all -runs 3 -json bench.json -md BENCHMARKS.md
+//
+// Scenarios: fanout (one room, a ladder of publish rates), rooms (many small
+// rooms, every member sending once a second), idle (memory per connection),
+// connect (join rate), crossnode (fan-out over two nodes sharing Redis,
+// compared with one node), all.
+//
+// chatbench -serve-bare -addr 127.0.0.1:4000 runs only the bare hub.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type config struct {
+	scenario string
+	target   string
+	server   string
+	pkg      string
+	redis    string
+	runs     int
+	conc     int
+	ips      int
+	settle   time.Duration
+	drain    time.Duration
+	timeout  time.Duration
+
+	members    int
+	senders    int
+	rateStart  float64
+	rateFactor float64
+	steps      int
+	stepDur    time.Duration
+	p99Limit   time.Duration
+	maxDur     time.Duration
+
+	rooms    int
+	roomSize int
+	roomsDur time.Duration
+
+	idleConns    int
+	idleRoomSize int
+	idleHold     time.Duration
+	connectConns int
+
+	jsonOut string
+	mdOut   string
+}
+
+func parseFlags(args []string) (*config, bool, string, error) {
+	cfg := &config{}
+	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
+	fs.StringVar(&cfg.scenario, "scenario", "fanout", "fanout, rooms, idle, connect, crossnode, or all")
+	fs.StringVar(&cfg.target, "target", "both", "both (chatterpro and the bare hub), ours, or bare")
+	fs.StringVar(&cfg.server, "server", "", "chatterpro binary (default: go build of -pkg)")
+	fs.StringVar(&cfg.pkg, "pkg", "./cmd/chatterpro", "package built when -server is empty")
+	fs.StringVar(&cfg.redis, "redis", "/usr/bin/redis-server", "redis-server binary for crossnode")
+	fs.IntVar(&cfg.runs, "runs", 1, "runs per scenario and target; reports give medians")
+	fs.IntVar(&cfg.conc, "conc", 32, "connections opened in parallel")
+	fs.IntVar(&cfg.ips, "source-ips", 16, "loopback source addresses to spread connections over (127.0.0.2...)")
+	fs.DurationVar(&cfg.settle, "settle", time.Second, "pause after connecting, before measuring")
+	fs.DurationVar(&cfg.drain, "drain", 2*time.Second, "how long to wait for late deliveries after sending stops")
+	fs.DurationVar(&cfg.timeout, "timeout", 20*time.Minute, "upper bound of the whole command")
+	fs.IntVar(&cfg.members, "members", 500, "fanout/crossnode: members of the room")
+	fs.IntVar(&cfg.senders, "senders", 4, "fanout/crossnode: members that publish")
+	fs.Float64Var(&cfg.rateStart, "rate-start", 50, "fanout/crossnode: first publish rate (messages/s, all senders)")
+	fs.Float64Var(&cfg.rateFactor, "rate-factor", 1.4, "fanout/crossnode: rate multiplier per step")
+	fs.IntVar(&cfg.steps, "steps", 12, "fanout/crossnode: most steps of the ladder")
+	fs.DurationVar(&cfg.stepDur, "step", 4*time.Second, "fanout/crossnode: sending time per step")
+	fs.DurationVar(&cfg.p99Limit, "p99-limit", 100*time.Millisecond, "fanout/crossnode: a step passes with p99 below this and nothing lost")
+	fs.DurationVar(&cfg.maxDur, "max-duration", 90*time.Second, "fanout/crossnode: longest ladder")
+	fs.IntVar(&cfg.rooms, "rooms", 500, "rooms: number of rooms")
+	fs.IntVar(&cfg.roomSize, "room-size", 4, "rooms: members per room")
+	fs.DurationVar(&cfg.roomsDur, "duration", 10*time.Second, "rooms: sending time")
+	fs.IntVar(&cfg.idleConns, "conns", 10000, "idle: connections")
+	fs.IntVar(&cfg.idleRoomSize, "idle-room-size", 10, "idle/connect: members per room")
+	fs.DurationVar(&cfg.idleHold, "hold", 5*time.Second, "idle: how long the connections are held after measuring")
+	fs.IntVar(&cfg.connectConns, "connect-conns", 2000, "connect: connections opened")
+	fs.StringVar(&cfg.jsonOut, "json", "", "write results as JSON to this file")
+	fs.StringVar(&cfg.mdOut, "md", "", "write a Markdown report to this file (a section after the notes marker is kept)")
+	serveBareFlag := fs.Bool("serve-bare", false, "only run the bare hub on -addr")
+	addr := fs.String("addr", "127.0.0.1:4000", "with -serve-bare: listen address")
+	if err := fs.Parse(args); err != nil {
+		return nil, false, "", err
+	}
+	if fs.NArg() > 0 {
+		return nil, false, "", fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if cfg.runs < 1 || cfg.conc < 1 || cfg.members < 1 || cfg.senders < 1 || cfg.rateStart <= 0 ||
+		cfg.rateFactor <= 1 || cfg.rooms < 1 || cfg.roomSize < 1 || cfg.idleConns < 1 || cfg.idleRoomSize < 1 || cfg.connectConns < 1 {
+		return nil, false, "", fmt.Errorf("sizes must be positive and -rate-factor above 1")
+	}
+	switch cfg.target {
+	case "both", "ours", "bare":
+	default:
+		return nil, false, "", fmt.Errorf("-target must be both, ours or bare")
+	}
+	return cfg, *serveBareFlag, *addr, nil
+}
+
+var allScenarios = []string{"fanout", "crossnode", "rooms", "idle", "connect"}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+func main() {
+	if addr := os.Getenv(bareEnv); addr != "" {
+		if err := serveBare(addr); err != nil {
+			fmt.Fprintln(os.Stderr, "bare hub:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	cfg, bare, addr, err := parseFlags(os.Args[1:])
+	if err != nil {
+		if err == flag.ErrHelp {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "chatbench:", err)
+		os.Exit(2)
+	}
+	if bare {
+		if err := serveBare(addr); err != nil {
+			fmt.Fprintln(os.Stderr, "bare hub:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if _, err := run(ctx, cfg, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "chatbench:", err)
+		os.Exit(1)
+	}
+}
+
+// run runs the configured scenarios and writes the reports.
+func run(ctx context.Context, cfg *config, args []string) ([]*result, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	defer cancel()
+	limit := raiseFileLimit(1 << 20)
+	logf("file descriptor limit %d", limit)
+	dir, err := os.MkdirTemp("", "chatbench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	nc := newNetClient(cfg.ips)
+	defer nc.close()
+
+	scenarios := []string{cfg.scenario}
+	if cfg.scenario == "all" {
+		scenarios = allScenarios
+	}
+	var results []*result
+	for _, s := range scenarios {
+		rs, err := runScenario(ctx, cfg, nc, dir, s)
+		results = append(results, rs...)
+		if err != nil {
+			return results, fmt.Errorf("%s: %w", s, err)
+		}
+	}
+	rep := buildReport(cfg, args, results)
+	fmt.Println(rep.markdown(""))
+	if cfg.jsonOut != "" {
+		if err := rep.writeJSON(cfg.jsonOut); err != nil {
+			return results, err
+		}
+	}
+	if cfg.mdOut != "" {
+		if err := rep.writeMarkdown(cfg.mdOut); err != nil {
+			return results, err
+		}
+	}
+	for _, r := range results {
+		if r.Error != "" {
+			return results, fmt.Errorf("%s against %s failed: %s", r.Scenario, r.Target, strings.SplitN(r.Error, "\n", 2)[0])
+		}
+	}
+	return results, nil
+}

@@ -1,0 +1,381 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// notesMarker starts a hand-written section of the Markdown file that
+// chatbench keeps when it rewrites the file.
+const notesMarker = "<!-- notes: everything below this line is kept by chatbench -->"
+
+type machine struct {
+	NProc     int    `json:"nproc"`
+	Model     string `json:"cpu_model"`
+	GoVersion string `json:"go_version"`
+	Kernel    string `json:"kernel"`
+}
+
+type summary struct {
+	Scenario string               `json:"scenario"`
+	Metric   string               `json:"metric"`
+	Medians  map[string]float64   `json:"medians"`
+	Ratio    float64              `json:"ratio"` // median of per-run ratios; 0 if none
+	RatioOf  string               `json:"ratio_of,omitempty"`
+	Values   map[string][]float64 `json:"values"`
+}
+
+type verdict struct {
+	Target string `json:"target"`
+	Met    bool   `json:"met"`
+	Detail string `json:"detail"`
+}
+
+type report struct {
+	Command  string    `json:"command"`
+	Date     string    `json:"date"`
+	Machine  machine   `json:"machine"`
+	Results  []*result `json:"results"`
+	Summary  []summary `json:"summary"`
+	Verdicts []verdict `json:"verdicts"`
+	runs     int
+}
+
+func readMachine() machine {
+	m := machine{NProc: runtime.NumCPU(), GoVersion: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.Model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	return m
+}
+
+// keyMetrics are the metrics summarized per scenario, in table order.
+var keyMetrics = map[string][]string{
+	"fanout":    {"max_deliveries_per_s", "max_msgs_per_s", "p99_ms_at_max", "server_cores_at_max", "cpu_us_per_delivery_at_max", "same_rate_msgs_per_s", "cpu_us_per_delivery_same_rate", "deliveries_per_s_per_core"},
+	"crossnode": {"max_deliveries_per_s", "max_msgs_per_s", "p99_ms_at_max", "server_cores_at_max", "deliveries_per_s_per_core"},
+	"rooms":     {"deliveries_per_s", "p50_ms", "p99_ms", "p999_ms", "lost", "dups", "closed_conns", "cpu_us_per_delivery", "server_cores"},
+	"idle":      {"conns", "failed", "rss_kib_per_conn", "rss_after_mib", "connect_s"},
+	"connect":   {"conns_per_s", "p50_ms", "p99_ms", "cpu_us_per_conn"},
+}
+
+// ratioPair says which target is divided by which in a scenario.
+func ratioPair(scenario string) (num, den string) {
+	if scenario == "crossnode" {
+		return targetOurs2, targetOurs
+	}
+	return targetOurs, targetBare
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// addSameRate gives both fan-out targets of a run the CPU per delivery at
+// the highest rate both passed, so that they are compared at equal load.
+func addSameRate(results []*result) {
+	type key struct {
+		scenario string
+		run      int
+	}
+	groups := map[key][]*result{}
+	for _, r := range results {
+		if r.Scenario == "fanout" && r.Metrics != nil {
+			k := key{r.Scenario, r.Run}
+			groups[k] = append(groups[k], r)
+		}
+	}
+	for _, g := range groups {
+		common := -1
+		for _, r := range g {
+			p := int(r.Metrics["passed_steps"])
+			if common < 0 || p < common {
+				common = p
+			}
+		}
+		if common <= 0 {
+			continue
+		}
+		for _, r := range g {
+			st := r.Steps[common-1]
+			r.Metrics["same_rate_msgs_per_s"] = st.MsgsPerSec
+			r.Metrics["cpu_us_per_delivery_same_rate"] = st.CPUusPerDel
+		}
+	}
+}
+
+func buildReport(cfg *config, args []string, results []*result) *report {
+	addSameRate(results)
+	rep := &report{
+		Command: "chatbench " + strings.Join(args, " "),
+		Date:    time.Now().UTC().Format("2006-01-02 15:04 UTC"),
+		Machine: readMachine(),
+		Results: results,
+		runs:    cfg.runs,
+	}
+	var scenarios []string
+	for _, r := range results {
+		if !slices.Contains(scenarios, r.Scenario) {
+			scenarios = append(scenarios, r.Scenario)
+		}
+	}
+	for _, s := range scenarios {
+		num, den := ratioPair(s)
+		for _, metric := range keyMetrics[s] {
+			sm := summary{Scenario: s, Metric: metric, Medians: map[string]float64{}, Values: map[string][]float64{}, RatioOf: num + "/" + den}
+			byRun := map[int]map[string]float64{}
+			for _, r := range results {
+				if r.Scenario != s || r.Metrics == nil {
+					continue
+				}
+				v, ok := r.Metrics[metric]
+				if !ok {
+					continue
+				}
+				sm.Values[r.Target] = append(sm.Values[r.Target], v)
+				if byRun[r.Run] == nil {
+					byRun[r.Run] = map[string]float64{}
+				}
+				byRun[r.Run][r.Target] = v
+			}
+			if len(sm.Values) == 0 {
+				continue
+			}
+			for t, vs := range sm.Values {
+				sm.Medians[t] = median(vs)
+			}
+			var ratios []float64
+			for _, m := range byRun {
+				a, okA := m[num]
+				b, okB := m[den]
+				if okA && okB && b != 0 {
+					ratios = append(ratios, a/b)
+				}
+			}
+			sm.Ratio = median(ratios)
+			rep.Summary = append(rep.Summary, sm)
+		}
+	}
+	rep.Verdicts = verdicts(rep)
+	return rep
+}
+
+func (rep *report) find(scenario, metric string) *summary {
+	for i := range rep.Summary {
+		if rep.Summary[i].Scenario == scenario && rep.Summary[i].Metric == metric {
+			return &rep.Summary[i]
+		}
+	}
+	return nil
+}
+
+// verdicts checks the figures against the targets of the performance issue.
+func verdicts(rep *report) []verdict {
+	var out []verdict
+	if s := rep.find("fanout", "max_deliveries_per_s"); s != nil && s.Ratio > 0 {
+		out = append(out, verdict{"fan-out 1 room: max deliveries/s >= 1.2x bare", s.Ratio >= 1.2,
+			fmt.Sprintf("%.0f vs %.0f deliveries/s, ratio %.2f", s.Medians[targetOurs], s.Medians[targetBare], s.Ratio)})
+	}
+	if s := rep.find("fanout", "cpu_us_per_delivery_same_rate"); s != nil && s.Ratio > 0 {
+		out = append(out, verdict{"fan-out 1 room: server CPU per delivery <= 0.8x bare", s.Ratio <= 0.8,
+			fmt.Sprintf("%.2f vs %.2f µs per delivery at the same rate, ratio %.2f", s.Medians[targetOurs], s.Medians[targetBare], s.Ratio)})
+	}
+	if s := rep.find("crossnode", "deliveries_per_s_per_core"); s != nil && s.Ratio > 0 {
+		out = append(out, verdict{"fan-out over two nodes + Redis: >= 0.8x single node per server core", s.Ratio >= 0.8,
+			fmt.Sprintf("%.0f vs %.0f deliveries/s per core, ratio %.2f", s.Medians[targetOurs2], s.Medians[targetOurs], s.Ratio)})
+	}
+	if s := rep.find("rooms", "p99_ms"); s != nil && s.Ratio > 0 {
+		lost := rep.find("rooms", "lost")
+		var lostOurs float64
+		if lost != nil {
+			for _, v := range lost.Values[targetOurs] {
+				lostOurs += v
+			}
+		}
+		out = append(out, verdict{"many rooms: nothing lost, p99 <= 1.5x bare", lostOurs == 0 && s.Ratio <= 1.5,
+			fmt.Sprintf("lost %.0f (all runs); p99 %.2f vs %.2f ms, ratio %.2f", lostOurs, s.Medians[targetOurs], s.Medians[targetBare], s.Ratio)})
+	}
+	if s := rep.find("idle", "rss_kib_per_conn"); s != nil {
+		if v, ok := s.Medians[targetOurs]; ok {
+			failed := rep.find("idle", "failed")
+			conns := rep.find("idle", "conns")
+			var f, c float64
+			if failed != nil {
+				f = failed.Medians[targetOurs]
+			}
+			if conns != nil {
+				c = conns.Medians[targetOurs]
+			}
+			out = append(out, verdict{"idle: <= 12 KiB per connection, nothing failing", v <= 12 && f == 0,
+				fmt.Sprintf("%.1f KiB per connection at %.0f connections (bare %.1f), %.0f failed", v, c, s.Medians[targetBare], f)})
+		}
+	}
+	return out
+}
+
+func (rep *report) writeJSON(path string) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// writeMarkdown writes the report, keeping the notes section of an
+// existing file.
+func (rep *report) writeMarkdown(path string) error {
+	var notes string
+	if old, err := os.ReadFile(path); err == nil {
+		if i := strings.Index(string(old), notesMarker); i >= 0 {
+			notes = string(old[i:])
+		}
+	}
+	return os.WriteFile(path, []byte(rep.markdown(notes)), 0o644)
+}
+
+func fmtNum(v float64) string {
+	switch {
+	case v == 0:
+		return "0"
+	case v >= 1000:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+func (rep *report) markdown(notes string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# ChatterPro benchmarks\n\n")
+	fmt.Fprintf(&b, "Generated by `%s` on %s.\n\n", rep.Command, rep.Date)
+	fmt.Fprintf(&b, "Machine: %d CPUs (%s), Linux %s, %s. Load generator, servers and Redis share the machine; "+
+		"every run starts fresh server processes; ratios are medians of per-run ratios over %d run(s).\n\n",
+		rep.Machine.NProc, rep.Machine.Model, rep.Machine.Kernel, rep.Machine.GoVersion, rep.runs)
+	if len(rep.Verdicts) > 0 {
+		b.WriteString("## Targets of the performance issue\n\n| target | met | measured |\n|---|---|---|\n")
+		for _, v := range rep.Verdicts {
+			met := "no"
+			if v.Met {
+				met = "yes"
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s |\n", v.Target, met, v.Detail)
+		}
+		b.WriteString("\n")
+	}
+	var scenario string
+	for _, s := range rep.Summary {
+		if s.Scenario != scenario {
+			scenario = s.Scenario
+			num, den := ratioPair(scenario)
+			fmt.Fprintf(&b, "## %s\n\n%s\n\n| metric | %s | %s | %s / %s | all runs |\n|---|---|---|---|---|\n",
+				scenario, rep.params(scenario), num, den, num, den)
+		}
+		num, den := ratioPair(scenario)
+		ratio := "—"
+		if s.Ratio != 0 {
+			ratio = fmt.Sprintf("%.2f", s.Ratio)
+		}
+		var all []string
+		for _, t := range []string{num, den} {
+			var vs []string
+			for _, v := range s.Values[t] {
+				vs = append(vs, fmtNum(v))
+			}
+			if len(vs) > 0 {
+				all = append(all, t+": "+strings.Join(vs, ", "))
+			}
+		}
+		med := func(t string) string {
+			if v, ok := s.Medians[t]; ok {
+				return fmtNum(v)
+			}
+			return "—"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", s.Metric, med(num), med(den), ratio, strings.Join(all, "; "))
+		if next := rep.nextScenario(s); next != scenario {
+			b.WriteString("\n")
+			rep.ladders(&b, scenario)
+		}
+	}
+	for _, r := range rep.Results {
+		if r.Error != "" {
+			fmt.Fprintf(&b, "Error in %s against %s, run %d: `%s`\n\n", r.Scenario, r.Target, r.Run, strings.SplitN(r.Error, "\n", 2)[0])
+		}
+	}
+	if notes != "" {
+		b.WriteString(notes)
+		if !strings.HasSuffix(notes, "\n") {
+			b.WriteString("\n")
+		}
+	}
+	return b.String()
+}
+
+func (rep *report) nextScenario(s summary) string {
+	for i := range rep.Summary {
+		if rep.Summary[i].Scenario == s.Scenario && rep.Summary[i].Metric == s.Metric {
+			if i+1 < len(rep.Summary) {
+				return rep.Summary[i+1].Scenario
+			}
+			return ""
+		}
+	}
+	return ""
+}
+
+func (rep *report) params(scenario string) string {
+	for _, r := range rep.Results {
+		if r.Scenario == scenario && r.Params != nil {
+			keys := make([]string, 0, len(r.Params))
+			for k := range r.Params {
+				if k != "nodes" {
+					keys = append(keys, k)
+				}
+			}
+			slices.Sort(keys)
+			var parts []string
+			for _, k := range keys {
+				parts = append(parts, fmt.Sprintf("%s=%v", k, r.Params[k]))
+			}
+			return "Parameters: " + strings.Join(parts, ", ") + "."
+		}
+	}
+	return ""
+}
+
+// ladders prints the rate ladder of each target's first run.
+func (rep *report) ladders(b *strings.Builder, scenario string) {
+	for _, r := range rep.Results {
+		if r.Scenario != scenario || r.Run != 1 || len(r.Steps) == 0 {
+			continue
+		}
+		fmt.Fprintf(b, "Ladder of %s, run 1:\n\n| msgs/s | deliveries/s | p50 ms | p99 ms | p999 ms | lost | dup | CPU µs/delivery | server cores | pass |\n|---|---|---|---|---|---|---|---|---|---|\n", r.Target)
+		for _, st := range r.Steps {
+			fmt.Fprintf(b, "| %.0f | %.0f | %s | %s | %s | %d | %d | %s | %s | %v |\n", st.MsgsPerSec, st.DeliveriesPerS,
+				fmtNum(st.P50ms), fmtNum(st.P99ms), fmtNum(st.P999ms), st.Lost, st.Dups, fmtNum(st.CPUusPerDel), fmtNum(st.Cores), st.Pass)
+		}
+		b.WriteString("\n")
+	}
+}

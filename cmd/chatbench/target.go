@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// Target names in results.
+const (
+	targetOurs   = "chatterpro"
+	targetBare   = "bare"
+	targetOurs2  = "chatterpro-2nodes"
+	benchSecret  = "chatbench-shared-secret-0123456789"
+	bareEnv      = "CHATBENCH_SERVE_BARE"
+	startupSleep = 500 * time.Millisecond
+)
+
+// target is a running system under test: one or more server processes
+// (whose CPU and memory are measured) and the HTTP bases to connect to.
+type target struct {
+	name  string
+	nodes []*proc // chat servers
+	aux   []*proc // redis-server
+	bases []string
+}
+
+// cpu returns the CPU time used so far by every process of the target.
+func (t *target) cpu() time.Duration {
+	var sum time.Duration
+	for _, p := range append(append([]*proc(nil), t.nodes...), t.aux...) {
+		d, err := cpuTime(p.pid())
+		if err == nil {
+			sum += d
+		}
+	}
+	return sum
+}
+
+// rss returns the resident memory of the chat servers.
+func (t *target) rss() int64 {
+	var sum int64
+	for _, p := range t.nodes {
+		b, err := rssBytes(p.pid())
+		if err == nil {
+			sum += b
+		}
+	}
+	return sum
+}
+
+// alive reports an error if a process of the target has exited.
+func (t *target) alive() error {
+	for _, p := range append(append([]*proc(nil), t.nodes...), t.aux...) {
+		if p.exited() {
+			return fmt.Errorf("%s exited:\n%s", p.name, p.tail())
+		}
+	}
+	return nil
+}
+
+func (t *target) stop() {
+	for _, p := range t.nodes {
+		p.stop()
+	}
+	for _, p := range t.aux {
+		p.stop()
+	}
+}
+
+// serverBinary returns the chatterpro binary to run, building it into dir
+// when none was given.
+func serverBinary(cfg *config, dir string) (string, error) {
+	if cfg.server != "" {
+		return cfg.server, nil
+	}
+	out := filepath.Join(dir, "chatterpro")
+	cmd := exec.Command("go", "build", "-o", out, cfg.pkg)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	logf("building %s", cfg.pkg)
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("building the server (give a binary with -server): %w", err)
+	}
+	cfg.server = out
+	return out, nil
+}
+
+func startOurs(ctx context.Context, cfg *config, dir string, nodes int, name string) (*target, error) {
+	bin, err := serverBinary(cfg, dir)
+	if err != nil {
+		return nil, err
+	}
+	t := &target{name: name}
+	layer := "memory://"
+	if nodes > 1 {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		rp, err := startProc(dir, "redis-server", cfg.redis, nil,
+			"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--maxclients", "10000")
+		if err != nil {
+			return nil, err
+		}
+		t.aux = append(t.aux, rp)
+		if err := waitRedis(rp, addr); err != nil {
+			t.stop()
+			return nil, err
+		}
+		layer = "redis://" + addr + "/0"
+	}
+	for i := range nodes {
+		port, err := freePort()
+		if err != nil {
+			t.stop()
+			return nil, err
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		p, err := startProc(dir, fmt.Sprintf("chatterpro%d", i+1), bin, nil,
+			"--addr", addr, "--layer", layer, "--rate", "0", "--secret", benchSecret)
+		if err != nil {
+			t.stop()
+			return nil, err
+		}
+		t.nodes = append(t.nodes, p)
+		base := "http://" + addr
+		if err := waitHTTP(ctx, p, base+"/healthz"); err != nil {
+			t.stop()
+			return nil, err
+		}
+		t.bases = append(t.bases, base)
+	}
+	time.Sleep(startupSleep)
+	return t, nil
+}
+
+func startBare(ctx context.Context, dir string) (*target, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	p, err := startProc(dir, "bare", exe, []string{bareEnv + "=" + addr})
+	if err != nil {
+		return nil, err
+	}
+	t := &target{name: targetBare, nodes: []*proc{p}, bases: []string{"http://" + addr}}
+	if err := waitHTTP(ctx, p, t.bases[0]+"/healthz"); err != nil {
+		t.stop()
+		return nil, err
+	}
+	time.Sleep(startupSleep)
+	return t, nil
+}
