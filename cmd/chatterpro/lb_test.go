@@ -1,0 +1,442 @@
+package main_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/internal/nginxtest"
+	"github.com/chatterpro/chatterpro/internal/redistest"
+	"github.com/chatterpro/chatterpro/internal/testnode"
+)
+
+// The tests in this file and in failure_test.go run several real nodes on
+// one real redis-server, most of them behind a real nginx running the
+// shipped deploy/nginx.conf, and break things while messages flow.
+
+// lbCluster is a redis-server, some nodes on it and nginx in front.
+type lbCluster struct {
+	redis *redistest.Server
+	nodes []*testnode.Node
+	lb    *nginxtest.Nginx
+}
+
+// startLBCluster starts redis-server (with persistence, so that a restart
+// keeps the history), n nodes with the given extra flags and nginx.
+func startLBCluster(t testing.TB, n int, args ...string) *lbCluster {
+	t.Helper()
+	cl := &lbCluster{redis: redistest.StartOpts(t, redistest.Options{AppendOnly: true})}
+	var addrs []string
+	for i := 0; i < n; i++ {
+		node := testnode.Start(t, testnode.Options{Layer: cl.layer(), Args: args})
+		cl.nodes = append(cl.nodes, node)
+		addrs = append(addrs, node.Addr())
+	}
+	cl.lb = nginxtest.Start(t, addrs...)
+	return cl
+}
+
+func (cl *lbCluster) layer() string { return "redis://" + cl.redis.Addr() + "/0" }
+
+// history returns the IDs Redis holds in room's history stream.
+func (cl *lbCluster) history(t testing.TB, room string) []string {
+	t.Helper()
+	rc := redis.NewClient(&redis.Options{Addr: cl.redis.Addr()})
+	defer rc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	xs, err := rc.XRange(ctx, "chatterpro:{"+room+"}:h", "-", "+").Result()
+	if err != nil {
+		t.Fatalf("XRANGE of %q's history: %v", room, err)
+	}
+	ids := make([]string, len(xs))
+	for i, x := range xs {
+		ids[i] = x.ID
+	}
+	return ids
+}
+
+// lbConnections returns a node's chatterpro_connections gauge (-1 if the
+// node does not answer).
+func lbConnections(n *testnode.Node) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	r, err := n.Get(ctx, "/metrics")
+	if err != nil || r.StatusCode != http.StatusOK {
+		return -1
+	}
+	sc := bufio.NewScanner(strings.NewReader(r.Body))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "chatterpro_connections "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return -1
+			}
+			return int(f)
+		}
+	}
+	return -1
+}
+
+// lbCounter is a counting chat client: it sends numbered messages, keeps
+// every message ID it receives in arrival order, knows which of its own
+// messages were acknowledged (its own copy came back with an ID), and
+// reconnects with since=<last id> whenever its connection ends. Run owns it;
+// the other methods may be called from any goroutine.
+type lbCounter struct {
+	name string
+	room string
+	base string // where to reconnect: nginx, or a node
+	c    *testnode.Client
+
+	sending atomic.Bool
+
+	mu          sync.Mutex
+	ids         []string          // every message ID received, in arrival order
+	got         map[string]int    // ID → times received
+	acked       map[string]string // own text → ID
+	sent        int               // messages written to the socket
+	unavailable int               // error frames with code unavailable
+	otherErrors []string          // other error frames
+	resets      int               // history frames with reset set
+	lastID      string            // the newest ID received
+	down        bool              // the connection has ended, not yet back
+	downSince   time.Time         // when it ended
+	outages     []time.Duration   // how long each lost connection took to come back
+	closes      []websocket.StatusCode
+	frames      map[string]int // frames received by type
+}
+
+// newLBCounter joins room on base; it does not connect yet.
+func newLBCounter(ctx context.Context, t testing.TB, base, name, room string) *lbCounter {
+	t.Helper()
+	c, err := testnode.Join(ctx, base, name, room)
+	if err != nil {
+		t.Fatalf("%s joining %q via %s: %v", name, room, base, err)
+	}
+	t.Cleanup(func() { c.Close(websocket.StatusNormalClosure) })
+	return &lbCounter{
+		name: name, room: room, base: base, c: c,
+		got: make(map[string]int), acked: make(map[string]string), frames: make(map[string]int),
+	}
+}
+
+// dial connects the first time.
+func (k *lbCounter) dial(ctx context.Context, t testing.TB) {
+	t.Helper()
+	if err := k.c.DialTo(ctx, k.base, ""); err != nil {
+		t.Fatalf("%s: dialing %s: %v", k.name, k.base, err)
+	}
+}
+
+// run reads frames, sends a message every sendEvery while sending is set,
+// and reconnects when the connection ends, until ctx ends.
+func (k *lbCounter) run(ctx context.Context, sendEvery time.Duration) {
+	seq := 0
+	next := time.Now().Add(sendEvery)
+	for ctx.Err() == nil {
+		k.mu.Lock()
+		down := k.down
+		k.mu.Unlock()
+		if down {
+			k.reconnect(ctx)
+			continue
+		}
+		if !time.Now().Before(next) {
+			next = time.Now().Add(sendEvery)
+			if k.sending.Load() {
+				seq++
+				text := fmt.Sprintf("%s-%d", k.name, seq)
+				wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				err := k.c.Send(wctx, text)
+				cancel()
+				if err == nil {
+					k.mu.Lock()
+					k.sent++
+					k.mu.Unlock()
+				}
+			}
+		}
+		wctx, cancel := context.WithDeadline(ctx, next)
+		f, err := k.c.Next(wctx)
+		cancel()
+		if err != nil {
+			select {
+			case <-k.c.Done():
+				k.lost(err)
+			default: // only the wait ended
+			}
+			continue
+		}
+		k.handle(f)
+	}
+}
+
+func (k *lbCounter) lost(err error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.down = true
+	k.downSince = time.Now()
+	k.closes = append(k.closes, websocket.CloseStatus(err))
+}
+
+func (k *lbCounter) reconnect(ctx context.Context) {
+	for ctx.Err() == nil {
+		k.mu.Lock()
+		since := k.lastID
+		k.mu.Unlock()
+		dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := k.c.DialTo(dctx, k.base, since)
+		cancel()
+		if err == nil {
+			k.mu.Lock()
+			k.down = false
+			k.outages = append(k.outages, time.Since(k.downSince))
+			k.mu.Unlock()
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (k *lbCounter) handle(f testnode.Frame) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.frames[f.Type]++
+	switch f.Type {
+	case "history":
+		if f.Reset {
+			k.resets++
+		}
+		for _, m := range f.Messages {
+			k.record(m)
+		}
+	case "message":
+		k.record(f)
+	case "error":
+		if f.Code == "unavailable" {
+			k.unavailable++
+		} else {
+			k.otherErrors = append(k.otherErrors, f.Code)
+		}
+	}
+}
+
+func (k *lbCounter) record(m testnode.Frame) {
+	if m.ID == "" {
+		return
+	}
+	k.ids = append(k.ids, m.ID)
+	k.got[m.ID]++
+	if k.lastID == "" || channellayer.CompareID(m.ID, k.lastID) > 0 {
+		k.lastID = m.ID
+	}
+	if m.User == k.name && strings.HasPrefix(m.Text, k.name+"-") {
+		k.acked[m.Text] = m.ID
+	}
+}
+
+// ackedIDs returns the IDs of k's acknowledged messages.
+func (k *lbCounter) ackedIDs() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make([]string, 0, len(k.acked))
+	for _, id := range k.acked {
+		out = append(out, id)
+	}
+	return out
+}
+
+// missing returns how many of ids k has not received.
+func (k *lbCounter) missing(ids []string) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	n := 0
+	for _, id := range ids {
+		if k.got[id] == 0 {
+			n++
+		}
+	}
+	return n
+}
+
+func (k *lbCounter) isDown() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.down
+}
+
+// check reports duplicates and order violations in what k received.
+func (k *lbCounter) check(t testing.TB) {
+	t.Helper()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	dups := 0
+	for _, n := range k.got {
+		if n > 1 {
+			dups += n - 1
+		}
+	}
+	if dups > 0 {
+		t.Errorf("%s received %d duplicated messages", k.name, dups)
+	}
+	for i := 1; i < len(k.ids); i++ {
+		if channellayer.CompareID(k.ids[i-1], k.ids[i]) >= 0 {
+			t.Errorf("%s received %s after %s: out of order", k.name, k.ids[i], k.ids[i-1])
+			break
+		}
+	}
+	if k.resets > 0 {
+		t.Errorf("%s got %d history frames with reset: a resume was refused", k.name, k.resets)
+	}
+	if len(k.otherErrors) > 0 {
+		t.Errorf("%s got error frames %v", k.name, k.otherErrors)
+	}
+}
+
+// lbRun runs counters until stop is called; stop waits for them.
+func lbRun(counters []*lbCounter, sendEvery time.Duration) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, k := range counters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k.run(ctx, sendEvery)
+		}()
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			wg.Wait()
+		})
+	}
+}
+
+func lbSetSending(counters []*lbCounter, on bool) {
+	for _, k := range counters {
+		k.sending.Store(on)
+	}
+}
+
+// lbAllAcked returns the acknowledged IDs of all counters.
+func lbAllAcked(counters []*lbCounter) []string {
+	var all []string
+	for _, k := range counters {
+		all = append(all, k.ackedIDs()...)
+	}
+	return all
+}
+
+// lbSettle waits (up to d) until every counter is connected and has every
+// acknowledged message and every ID in extra.
+func lbSettle(counters []*lbCounter, d time.Duration, extra func() []string) error {
+	deadline := time.Now().Add(d)
+	for {
+		want := lbAllAcked(counters)
+		if extra != nil {
+			want = append(want, extra()...)
+		}
+		var behind []string
+		for _, k := range counters {
+			if n := k.missing(want); n > 0 || k.isDown() {
+				behind = append(behind, fmt.Sprintf("%s (missing %d, down %v)", k.name, n, k.isDown()))
+			}
+		}
+		if len(behind) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("after %v still behind: %s", d, strings.Join(behind, ", "))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestLBKillNodeNothingLost(t *testing.T) {
+	cl := startLBCluster(t, 2, "--rate", "0")
+	ctx := timeout(t, 90*time.Second)
+	const room = "Failover Room"
+
+	// Join every session first, then open every socket, so that nginx's
+	// round robin spreads the sockets over both nodes.
+	var counters []*lbCounter
+	for i := 0; i < 6; i++ {
+		counters = append(counters, newLBCounter(ctx, t, cl.lb.URL(), fmt.Sprintf("u%d", i), room))
+	}
+	for _, k := range counters {
+		k.dial(ctx, t)
+	}
+	victim, survivor := cl.nodes[1], cl.nodes[0]
+	var onVictim, onSurvivor int
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		onVictim, onSurvivor = lbConnections(victim), lbConnections(survivor)
+		if onVictim+onSurvivor == len(counters) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if onVictim < 1 || onSurvivor < 1 || onVictim+onSurvivor != len(counters) {
+		t.Fatalf("nginx spread the %d sockets as %d and %d; want both nodes used", len(counters), onSurvivor, onVictim)
+	}
+
+	// 6 clients each sending every 300 ms: 20 messages a second.
+	stop := lbRun(counters, 300*time.Millisecond)
+	defer stop()
+	lbSetSending(counters, true)
+	time.Sleep(2 * time.Second)
+	killed := time.Now()
+	victim.Kill()
+	time.Sleep(5 * time.Second)
+	lbSetSending(counters, false)
+	if err := lbSettle(counters, 10*time.Second, nil); err != nil {
+		t.Error(err)
+	}
+	stop()
+
+	recorded := cl.history(t, room)
+	acked := lbAllAcked(counters)
+	victims := 0
+	sent := 0
+	for _, k := range counters {
+		k.check(t)
+		k.mu.Lock()
+		sent += k.sent
+		if len(k.outages) > 0 {
+			victims++
+			back := k.downSince.Add(k.outages[0]).Sub(killed)
+			if len(k.outages) != 1 || back > 5*time.Second {
+				t.Errorf("%s: outages %v (back %v after the kill); want one, back within 5 s", k.name, k.outages, back)
+			}
+			t.Logf("%s lost its node (close %v) and was back %v after the kill", k.name, k.closes, back)
+		}
+		k.mu.Unlock()
+		if n := k.missing(acked); n > 0 {
+			t.Errorf("%s misses %d of %d acknowledged messages", k.name, n, len(acked))
+		}
+		if n := k.missing(recorded); n > 0 {
+			t.Errorf("%s misses %d of the %d messages Redis holds in the history", k.name, n, len(recorded))
+		}
+	}
+	if victims != onVictim {
+		t.Errorf("%d clients reconnected; %d were on the killed node", victims, onVictim)
+	}
+	if len(acked) < 100 {
+		t.Errorf("only %d messages acknowledged of %d sent; want a real flow", len(acked), sent)
+	}
+	t.Logf("%d sent, %d acknowledged, %d in history; %d clients moved from the killed node", sent, len(acked), len(recorded), victims)
+}
