@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -40,8 +41,16 @@ type Conn struct {
 	closeCode   StatusCode
 	closeReason string
 	closeMode   closeMode
+	started     atomic.Bool // serve has begun: the transport exists
+	closerOnce  sync.Once
 
-	wg sync.WaitGroup // writer and layer receiver
+	// Goroutines besides the reader run only while they have work: the
+	// writer while frames wait, the dispatcher while layer events wait,
+	// the closer once. spawn tracks them so serve can wait for them.
+	gmu   sync.Mutex
+	gstop bool
+	gwg   sync.WaitGroup
+	kicks atomic.Int64 // dispatcher wake-ups not yet handled
 
 	pingMu    sync.Mutex
 	pingStop  bool
@@ -70,9 +79,12 @@ func (c *Conn) On(typ string, h EventHandler) { c.handlers[typ] = h }
 // the connection is closed with 1013 and ErrSlow is returned. The bytes must
 // not be modified afterwards; the same slice may be sent to many connections.
 func (c *Conn) Send(text []byte) error {
-	err := c.out.push(text)
+	startWriter, err := c.out.push(text)
 	if errors.Is(err, ErrSlow) {
 		c.closeWith(StatusTryAgainLater, "slow consumer", closeNow)
+	}
+	if startWriter {
+		c.startWriter()
 	}
 	return err
 }
@@ -120,28 +132,86 @@ const (
 func (c *Conn) closeWith(code StatusCode, reason string, mode closeMode) {
 	c.closeOnce.Do(func() {
 		c.closeCode, c.closeReason, c.closeMode = code, reason, mode
-		if mode == closeFlush {
-			c.out.close()
-		} else {
+		if mode != closeFlush {
 			c.out.drop()
 		}
 		close(c.closing)
 		c.cancel()
+		if c.started.Load() {
+			c.startCloser()
+		}
 	})
+}
+
+func (c *Conn) startCloser() {
+	c.closerOnce.Do(func() { c.spawn(c.closeTransport) })
+}
+
+// closeTransport ends the connection on the wire: after the queued frames
+// for a flushing close, at once otherwise.
+func (c *Conn) closeTransport() {
+	switch c.closeMode {
+	case closePeer:
+	case closeFlush:
+		select {
+		case <-c.out.close():
+		case <-time.After(c.srv.opts.WriteTimeout):
+		}
+		_ = c.t.Close(c.closeCode, c.closeReason)
+	case closeNow:
+		_ = c.t.Close(c.closeCode, c.closeReason)
+	}
+	_ = c.t.CloseNow()
+}
+
+// spawn runs f on a tracked goroutine; false once the connection is done.
+func (c *Conn) spawn(f func()) bool {
+	c.gmu.Lock()
+	if c.gstop {
+		c.gmu.Unlock()
+		return false
+	}
+	c.gwg.Add(1)
+	c.gmu.Unlock()
+	go func() {
+		defer c.gwg.Done()
+		f()
+	}()
+	return true
 }
 
 // serve runs an accepted connection until it closes and returns the close
 // code: the first side's to close.
 func (c *Conn) serve() StatusCode {
-	c.wg.Add(2)
-	go c.writeLoop()
-	go c.receiveLoop()
+	c.started.Store(true)
+	select {
+	case <-c.closing: // closed between Connect and the handshake
+		c.startCloser()
+	default:
+	}
+	notifier, push := c.srv.layer.(channellayer.Notifier)
+	if push {
+		if err := notifier.Notify(c.channel, c.kick); err != nil {
+			c.closeWith(StatusInternalError, "internal error", closeNow)
+		}
+	} else {
+		c.spawn(c.receiveLoop)
+	}
+	if c.out.start() {
+		c.startWriter()
+	}
 	c.startPing()
 
 	c.readLoop()
 
 	c.stopPing()
-	c.wg.Wait()
+	if push {
+		_ = notifier.Notify(c.channel, nil)
+	}
+	c.gmu.Lock()
+	c.gstop = true
+	c.gmu.Unlock()
+	c.gwg.Wait()
 	return c.closeCode
 }
 
@@ -198,68 +268,110 @@ func (c *Conn) call(what string, fn func(ctx context.Context) error) {
 	}
 }
 
+// handle dispatches one layer event to the handler of its type.
+func (c *Conn) handle(m channellayer.Message) {
+	c.call("event", func(ctx context.Context) error {
+		h := c.handlers[m.Type]
+		if h == nil {
+			c.log.Debug("no handler for layer event; dropped", "type", m.Type)
+			return nil
+		}
+		return h(ctx, c, m)
+	})
+}
+
+// layerFailed closes the connection after its channel failed.
+func (c *Conn) layerFailed(err error) {
+	switch {
+	case c.ctx.Err() != nil:
+	case errors.Is(err, channellayer.ErrOverflow):
+		c.closeWith(StatusTryAgainLater, "slow consumer", closeNow)
+	default:
+		c.log.Error("receiving from the layer failed; closing connection", "err", err)
+		c.closeWith(StatusInternalError, "internal error", closeNow)
+	}
+}
+
+// kick is the layer's arrival callback: it starts a dispatcher unless one
+// is running. It never blocks.
+func (c *Conn) kick() {
+	if c.kicks.Add(1) == 1 {
+		c.spawn(c.dispatch)
+	}
+}
+
+// dispatch hands waiting layer events to the consumer, then stops. A kick
+// that arrives while it drains makes it look again before it stops, so no
+// event is left waiting without a dispatcher.
+func (c *Conn) dispatch() {
+	n := c.srv.layer.(channellayer.Notifier)
+	for {
+		seen := c.kicks.Load()
+		for {
+			if c.ctx.Err() != nil {
+				return // closing: kicks stay non-zero, no dispatcher starts again
+			}
+			m, ok, err := n.TryReceive(c.channel)
+			if err != nil {
+				c.layerFailed(err)
+				return
+			}
+			if !ok {
+				break
+			}
+			c.handle(m)
+		}
+		if c.kicks.CompareAndSwap(seen, 0) {
+			return
+		}
+	}
+}
+
+// receiveLoop serves layers without Notifier: a goroutine waits in Receive.
 func (c *Conn) receiveLoop() {
-	defer c.wg.Done()
 	for {
 		m, err := c.srv.layer.Receive(c.ctx, c.channel)
 		if err != nil {
-			switch {
-			case c.ctx.Err() != nil:
-			case errors.Is(err, channellayer.ErrOverflow):
-				c.closeWith(StatusTryAgainLater, "slow consumer", closeNow)
-			default:
-				c.log.Error("receiving from the layer failed; closing connection", "err", err)
-				c.closeWith(StatusInternalError, "internal error", closeNow)
-			}
+			c.layerFailed(err)
 			return
 		}
-		c.call("event", func(ctx context.Context) error {
-			h := c.handlers[m.Type]
-			if h == nil {
-				c.log.Debug("no handler for layer event; dropped", "type", m.Type)
-				return nil
-			}
-			return h(ctx, c, m)
-		})
+		c.handle(m)
 	}
 }
 
-func (c *Conn) writeLoop() {
-	defer c.wg.Done()
+func (c *Conn) startWriter() {
+	if !c.spawn(c.flush) {
+		c.out.writerFailed()
+	}
+}
+
+// flush writes what is queued, in batches, and stops when the queue is
+// empty; the next Send starts it again.
+func (c *Conn) flush() {
+	batch, _ := c.t.(BatchWriter)
 	for {
-		select {
-		case <-c.out.signal:
-			if !c.writeQueued() {
-				c.closeWith(StatusAbnormal, "", closePeer)
-				<-c.closing
-				_ = c.t.CloseNow()
-				return
-			}
-		case <-c.closing:
-			if c.closeMode == closePeer {
-				_ = c.t.CloseNow()
-				return
-			}
-			if c.writeQueued() { // a last flush; empty unless closeFlush
-				_ = c.t.Close(c.closeCode, c.closeReason)
-			}
-			_ = c.t.CloseNow()
+		frames := c.out.take()
+		if frames == nil {
 			return
 		}
-	}
-}
-
-// writeQueued writes what is queued; false if the transport failed.
-func (c *Conn) writeQueued() bool {
-	for _, f := range c.out.take() {
 		ctx, cancel := context.WithTimeout(context.Background(), c.srv.opts.WriteTimeout)
-		err := c.t.Write(ctx, f)
+		var err error
+		if batch != nil {
+			err = batch.WriteBatch(ctx, frames)
+		} else {
+			for _, f := range frames {
+				if err = c.t.Write(ctx, f); err != nil {
+					break
+				}
+			}
+		}
 		cancel()
 		if err != nil {
-			return false
+			c.out.writerFailed()
+			c.closeWith(StatusAbnormal, "", closePeer)
+			return
 		}
 	}
-	return true
 }
 
 func (c *Conn) startPing() {

@@ -4,64 +4,108 @@ import "sync"
 
 // outQueue is a connection's outgoing queue, bounded in bytes. Senders never
 // wait: a frame that does not fit is refused, and the connection is closed.
+// A writer goroutine runs only while frames are waiting (see Conn.flush).
 type outQueue struct {
-	mu     sync.Mutex
-	frames [][]byte
-	spare  [][]byte
-	bytes  int
-	limit  int
-	closed bool
-	signal chan struct{} // capacity 1: frames are waiting
+	mu       sync.Mutex
+	frames   [][]byte
+	spare    [][]byte
+	bytes    int
+	limit    int
+	closed   bool
+	started  bool          // the transport is up: pushes may start a writer
+	flushing bool          // a writer is running
+	idle     chan struct{} // closed when the writer stops, for a waiting closer
 }
 
-func newOutQueue(limit int) *outQueue {
-	return &outQueue{limit: limit, signal: make(chan struct{}, 1)}
-}
+func newOutQueue(limit int) *outQueue { return &outQueue{limit: limit} }
 
-// push queues a frame; false if the queue is closed (ErrClosed) or full (ErrSlow).
-func (q *outQueue) push(p []byte) error {
+// push queues a frame. It reports whether the caller must start a writer.
+func (q *outQueue) push(p []byte) (startWriter bool, err error) {
 	q.mu.Lock()
+	defer q.mu.Unlock()
 	if q.closed {
-		q.mu.Unlock()
-		return ErrClosed
+		return false, ErrClosed
 	}
 	if q.bytes+len(p) > q.limit && q.bytes > 0 {
-		q.mu.Unlock()
-		return ErrSlow
+		return false, ErrSlow
 	}
 	q.frames = append(q.frames, p)
 	q.bytes += len(p)
-	q.mu.Unlock()
-	select {
-	case q.signal <- struct{}{}:
-	default:
-	}
-	return nil
+	return q.claimWriter(), nil
 }
 
-// take removes and returns every queued frame. The returned slice is valid
-// until the next take.
+// start marks the transport up; it reports whether frames queued before
+// need a writer.
+func (q *outQueue) start() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.started = true
+	return len(q.frames) > 0 && q.claimWriter()
+}
+
+func (q *outQueue) claimWriter() bool {
+	if !q.started || q.flushing {
+		return false
+	}
+	q.flushing = true
+	return true
+}
+
+// take removes and returns every queued frame, valid until the next take.
+// If none are left it marks the writer stopped and returns nil.
 func (q *outQueue) take() [][]byte {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	out := q.frames
-	for i := range q.spare {
-		q.spare[i] = nil
+	if len(q.frames) == 0 {
+		q.stopWriter()
+		return nil
 	}
+	out := q.frames
+	clear(q.spare)
 	q.frames = q.spare[:0]
 	q.spare = out
 	q.bytes = 0
 	return out
 }
 
-// close refuses further frames; frames already queued stay for a last flush.
-func (q *outQueue) close() {
+func (q *outQueue) stopWriter() {
+	q.flushing = false
+	// Idle connections keep no buffers.
+	if q.spare != nil && cap(q.spare) > 8 {
+		q.spare = nil
+	}
+	if q.idle != nil {
+		close(q.idle)
+		q.idle = nil
+	}
+}
+
+// writerFailed stops the writer after a transport error; nothing more
+// will be written.
+func (q *outQueue) writerFailed() {
 	q.mu.Lock()
 	q.closed = true
+	q.frames, q.spare, q.bytes = nil, nil, 0
+	q.stopWriter()
 	q.mu.Unlock()
 }
 
-// drop discards what is queued.
+// close refuses further frames and returns a channel closed once the
+// frames already queued are written (at once if no writer runs).
+func (q *outQueue) close() <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closed = true
+	done := make(chan struct{})
+	if !q.flushing {
+		close(done)
+		return done
+	}
+	q.idle = done
+	return done
+}
+
+// drop discards what is queued and refuses further frames.
 func (q *outQueue) drop() {
 	q.mu.Lock()
 	q.closed = true

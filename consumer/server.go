@@ -200,7 +200,8 @@ func (s *Server) releaseCtx(ctx context.Context, c *Conn) {
 // checked here: routing does that before (see package routing).
 func (s *Server) ServeWebSocket(w http.ResponseWriter, r *http.Request, scope Scope, cons Consumer) {
 	err := s.Serve(scope, cons, func() (Transport, error) {
-		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		cw := &corkWriter{ResponseWriter: w}
+		ws, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
 			InsecureSkipVerify: true, // origin checked by routing
 			CompressionMode:    websocket.CompressionDisabled,
 		})
@@ -208,7 +209,7 @@ func (s *Server) ServeWebSocket(w http.ResponseWriter, r *http.Request, scope Sc
 			return nil, fmt.Errorf("%w: %v", errAcceptFailed, err)
 		}
 		ws.SetReadLimit(s.opts.ReadLimit)
-		return wsTransport{ws}, nil
+		return wsTransport{c: ws, cork: cw.conn}, nil
 	})
 	var refuse *RefuseError
 	switch {

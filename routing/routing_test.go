@@ -3,8 +3,10 @@ package routing_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -199,4 +201,78 @@ func TestShutdownCloses1012(t *testing.T) {
 	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("dial after shutdown: %v %v, want 503", resp, err)
 	}
+}
+
+// An idle connection costs one goroutine, its reader: the writer and the
+// layer dispatcher run only while they have work.
+func TestIdleConnectionsKeepOneGoroutine(t *testing.T) {
+	s := start(t, routing.Options{})
+	const n = 50
+	settle := func() int {
+		time.Sleep(100 * time.Millisecond)
+		return runtime.NumGoroutine()
+	}
+	before := settle()
+	var conns []*websocket.Conn
+	for i := 0; i < n; i++ {
+		ws, _, err := websocket.Dial(ctx(t), s.ws+"/ws/chat/r/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.CloseNow()
+		if _, _, err := ws.Read(ctx(t)); err != nil { // the greeting: the writer ran and stopped
+			t.Fatal(err)
+		}
+		conns = append(conns, ws)
+	}
+	after := settle()
+	// The client side of a coder/websocket conn starts no goroutine while
+	// it is not read; so the growth is the server's.
+	if per := float64(after-before) / n; per > 1.1 {
+		t.Fatalf("%d idle connections added %d goroutines (%.2f each), want 1 each", n, after-before, per)
+	}
+	for _, ws := range conns {
+		ws.Close(websocket.StatusNormalClosure, "")
+	}
+}
+
+// Frames queued together go out in batches (one write per batch); the
+// client still reads every frame, whole and in order.
+func TestBatchedFramesArriveInOrder(t *testing.T) {
+	layer, _ := channellayer.NewMemory(channellayer.MemoryOptions{})
+	srv, _ := consumer.NewServer(consumer.Options{Layer: layer, QueueBytes: 16 << 20})
+	r, _ := routing.New(routing.Options{Server: srv})
+	const n = 2000
+	r.Consumer("/burst/", func() consumer.Consumer {
+		return consumer.Funcs{OnReceive: func(ctx context.Context, c *consumer.Conn, text []byte) error {
+			for i := 0; i < n; i++ {
+				// Sizes cross the 4 KiB write buffer now and then.
+				if err := c.Send([]byte(fmt.Sprintf("%d:%s", i, strings.Repeat("x", i%5000)))); err != nil {
+					return err
+				}
+			}
+			return nil
+		}}
+	})
+	hs := httptest.NewServer(r)
+	t.Cleanup(func() {
+		srv.Shutdown(context.Background())
+		hs.Close()
+		layer.Close(context.Background())
+	})
+	ws, _, err := websocket.Dial(ctx(t), "ws"+strings.TrimPrefix(hs.URL, "http")+"/burst/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	ws.SetReadLimit(1 << 20)
+	ws.Write(ctx(t), websocket.MessageText, []byte("go"))
+	for i := 0; i < n; i++ {
+		_, b, err := ws.Read(ctx(t))
+		want := fmt.Sprintf("%d:%s", i, strings.Repeat("x", i%5000))
+		if err != nil || string(b) != want {
+			t.Fatalf("frame %d: %.40q (%d bytes), %v", i, b, len(b), err)
+		}
+	}
+	ws.Close(websocket.StatusNormalClosure, "")
 }
