@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"sort"
 	"strconv"
@@ -33,25 +32,27 @@ type RedisOptions struct {
 	Logger *slog.Logger
 }
 
-// Redis is the layer for many processes sharing one Redis (or one Redis
-// Cluster, once supported: see NewRedis). It implements Layer, History,
-// Presence and Checker.
+// Redis is the layer for many processes sharing one Redis or one Redis
+// Cluster. It implements Layer, History, Presence and Checker.
 //
 // Every process keeps its channels in memory, as Memory does, and holds one
-// pub/sub connection: it subscribes to a group's pub/sub channel while the
-// group has local members, and to a channel of its own for Send from other
-// processes. A group send is one PUBLISH, whatever the number of members;
-// each process decodes it once and hands it to its local members.
+// pub/sub connection (in a cluster, one per shard it uses): it subscribes to
+// a group's pub/sub channel while the group has local members, and to a
+// channel of its own for Send from other processes. A group send is one
+// PUBLISH (SPUBLISH in a cluster), whatever the number of members; each
+// process decodes it once and hands it to its local members.
 //
 // A group's keys share one hash tag, so a group lives on one cluster shard:
 // "<prefix>:{<group>}:h" (history stream), ":p" (presence hash), ":e"
 // (presence expiry, a sorted set of ms timestamps), ":g" (pub/sub channel).
+// A process's channel is "<prefix>:proc:{<process id>}".
 //
 // While Redis is away the layer is not ready (Check fails), and calls that
 // need Redis fail at once with ErrUnavailable. It reconnects and resubscribes
 // by itself, then delivers from history what its groups recorded meanwhile.
 type Redis struct {
 	client      redis.UniversalClient
+	cc          *redis.ClusterClient // nil with one Redis
 	cluster     bool
 	local       *local
 	log         *slog.Logger
@@ -63,7 +64,7 @@ type Redis struct {
 	cancel context.CancelFunc
 	stop   chan struct{} // closed by Close
 	wg     sync.WaitGroup
-	ps     *redis.PubSub // read by the receive loop only; writes are go-redis's own business
+	single *psConn       // the pub/sub connection with one Redis; nil in a cluster
 	kick   chan struct{} // capacity 1: wakes the subscriber
 
 	mu      sync.Mutex
@@ -72,8 +73,9 @@ type Redis struct {
 	changed chan struct{}        // closed and replaced at every change of ready
 	subs    map[string]*groupSub // wanted subscriptions, by pub/sub channel
 	pending map[string]string    // pub/sub channel → group, for the subscriber to reconcile
-	barrier uint64               // last barrier number handed out
-	resync  uint64               // the barrier that makes the layer ready again
+	proc    *groupSub            // cluster: the subscription of procChan (also in subs)
+	dead    []*psConn            // cluster: shard connections that failed, for the subscriber
+	moved   []moved              // cluster: channels a shard dropped, for the subscriber
 }
 
 // groupSub is the subscription of one group with local members.
@@ -81,10 +83,13 @@ type groupSub struct {
 	group   string
 	channel string
 	ready   chan struct{} // closed when Redis confirmed the subscription
+	proc    bool          // the process channel (cluster), not a group
 
 	// Guarded by Redis.mu.
-	barrier   uint64 // confirmed by the pong of any barrier >= this; 0: not yet sent
+	conn      *psConn // where it is issued
+	barrier   uint64  // confirmed by the pong of any barrier >= this on conn; 0: not yet sent
 	confirmed bool
+	live      bool     // confirmed on conn, which still carries it (cluster)
 	floor     streamID // the history's last ID before subscribing
 	hasFloor  bool
 
@@ -112,10 +117,11 @@ const (
 )
 
 // NewRedis returns a layer on a Redis client that the caller builds and owns:
-// Close does not close the client. A *redis.ClusterClient is refused with
-// ErrInvalid for now (sharded pub/sub needs one pub/sub connection per shard;
-// publishing already uses SPUBLISH for it). NewRedis waits until Redis has confirmed the layer's subscription;
-// if ctx ends first it returns an error wrapping ErrUnavailable.
+// Close does not close the client. With a *redis.ClusterClient the layer
+// uses sharded pub/sub (SPUBLISH, SSUBSCRIBE on the shard that owns each
+// channel); any other client is one Redis. NewRedis waits until Redis has
+// confirmed the layer's subscription; if ctx ends first it returns an error
+// wrapping ErrUnavailable.
 func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptions) (*Redis, error) {
 	if client == nil {
 		return nil, fmt.Errorf("%w: redis layer needs a client", ErrInvalid)
@@ -135,16 +141,12 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptio
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	_, cluster := client.(*redis.ClusterClient)
-	if cluster {
-		// Sharded pub/sub needs one pub/sub connection per shard; until
-		// then a cluster is refused rather than half served.
-		return nil, fmt.Errorf("%w: redis layer: Redis Cluster is not supported yet", ErrInvalid)
-	}
+	cc, cluster := client.(*redis.ClusterClient)
 	lctx, cancel := context.WithCancel(context.Background())
 	l := newLocal(opts.Capacity, opts.Expiry)
 	r := &Redis{
 		client:      client,
+		cc:          cc,
 		cluster:     cluster,
 		local:       l,
 		log:         opts.Logger,
@@ -159,10 +161,19 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptio
 		subs:        make(map[string]*groupSub),
 		pending:     make(map[string]string),
 	}
-	r.ps = client.Subscribe(lctx)
-	r.wg.Add(2)
-	go r.receiveLoop()
-	go r.subscriber()
+	if cluster {
+		r.proc = &groupSub{channel: r.procChan, proc: true, ready: make(chan struct{})}
+		r.subs[r.procChan] = r.proc
+		r.pending[r.procChan] = ""
+		r.wg.Add(1)
+		go r.subscriber()
+		r.wake()
+	} else {
+		r.single = &psConn{r: r, ps: client.Subscribe(lctx), ctx: lctx, cancel: cancel}
+		r.wg.Add(2)
+		go r.single.receiveLoop()
+		go r.subscriber()
+	}
 	for {
 		r.mu.Lock()
 		ready, changed := r.ready, r.changed
@@ -402,6 +413,9 @@ func (r *Redis) unwant(group string) {
 		r.pending[ch] = group
 	}
 	r.mu.Unlock()
+	if r.cluster {
+		r.updateReady(nil) // a group that was down may have been the last one
+	}
 	r.wake()
 }
 
@@ -447,7 +461,9 @@ func (r *Redis) Close(ctx context.Context) error {
 	r.mu.Unlock()
 	close(r.stop)
 	r.cancel()
-	_ = r.ps.Close()
+	if r.single != nil {
+		_ = r.single.ps.Close()
+	}
 	done := make(chan struct{})
 	go func() {
 		r.wg.Wait()
@@ -469,11 +485,14 @@ func (r *Redis) isClosed() bool {
 	return r.closed
 }
 
-// Check implements Checker: nil while Redis answers PING and the layer's
-// pub/sub connection is up.
+// Check implements Checker: nil while Redis (every master of a cluster)
+// answers PING and the layer's pub/sub connections are up.
 func (r *Redis) Check(ctx context.Context) error {
 	if err := r.usable(ctx, "check"); err != nil {
 		return err
+	}
+	if r.cc != nil {
+		return r.checkCluster(ctx)
 	}
 	if err := r.client.Ping(ctx).Err(); err != nil {
 		return r.fail(ctx, "ping", err)
@@ -632,312 +651,4 @@ func (r *Redis) presence(ctx context.Context, group string, script *redis.Script
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out, nil
-}
-
-// Background work.
-
-func (r *Redis) wake() {
-	select {
-	case r.kick <- struct{}{}:
-	default:
-	}
-}
-
-// setReady records whether the layer is connected and wakes those waiting
-// for a change.
-func (r *Redis) setReady(ready bool, err error) {
-	r.mu.Lock()
-	if r.closed || r.ready == ready {
-		r.mu.Unlock()
-		return
-	}
-	r.ready = ready
-	close(r.changed)
-	r.changed = make(chan struct{})
-	r.mu.Unlock()
-	if ready {
-		r.log.Info("channellayer: redis connected")
-	} else {
-		r.log.Warn("channellayer: redis connection lost", "err", err)
-	}
-}
-
-// nextBarrier hands out a barrier number: the pong of the PING that carries
-// it proves that every subscription written before it was confirmed.
-func (r *Redis) nextBarrier(resync bool) uint64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.barrier++
-	if resync {
-		r.resync = r.barrier
-	}
-	return r.barrier
-}
-
-const barrierPrefix = "barrier:"
-
-// subscriber is the only goroutine that changes the pub/sub subscriptions:
-// it brings them in line with r.subs, one group at a time, so that adds and
-// discards of one group never overtake each other.
-func (r *Redis) subscriber() {
-	defer r.wg.Done()
-	issued := make(map[string]*groupSub) // what Redis was asked to deliver
-	for {
-		select {
-		case <-r.stop:
-			return
-		case <-r.kick:
-		}
-		for {
-			r.mu.Lock()
-			var ch, group string
-			for ch, group = range r.pending {
-				break
-			}
-			if ch != "" {
-				delete(r.pending, ch)
-			}
-			want := r.subs[ch]
-			r.mu.Unlock()
-			if ch == "" {
-				break
-			}
-			r.reconcile(issued, ch, group, want)
-		}
-	}
-}
-
-func (r *Redis) reconcile(issued map[string]*groupSub, ch, group string, want *groupSub) {
-	have := issued[ch]
-	if have == want {
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout)
-	defer cancel()
-	if want == nil {
-		delete(issued, ch)
-		if err := r.ps.Unsubscribe(ctx, ch); err != nil && r.ctx.Err() == nil {
-			r.log.Debug("channellayer: redis unsubscribe", "group", group, "err", err)
-		}
-		return
-	}
-	issued[ch] = want
-	if have == nil {
-		// The floor lets gap repair start where the group's history stood
-		// before this process listened, if no recorded message arrives
-		// before a reconnect.
-		xs, err := r.client.XRevRangeN(ctx, r.historyKey(group), "+", "-", 1).Result()
-		if err == nil {
-			r.mu.Lock()
-			want.hasFloor = true
-			if len(xs) > 0 {
-				want.floor, _ = parseID(xs[0].ID)
-			}
-			r.mu.Unlock()
-		}
-		if err := r.ps.Subscribe(ctx, ch); err != nil && r.ctx.Err() == nil {
-			// go-redis keeps the channel and subscribes again when it reconnects.
-			r.log.Debug("channellayer: redis subscribe", "group", group, "err", err)
-		}
-	}
-	n := r.nextBarrier(false)
-	r.mu.Lock()
-	want.barrier = n
-	r.mu.Unlock()
-	if err := r.ps.Ping(ctx, barrierPrefix+strconv.FormatUint(n, 10)); err != nil && r.ctx.Err() == nil {
-		r.log.Debug("channellayer: redis ping", "group", group, "err", err)
-	}
-}
-
-// receiveLoop reads the pub/sub connection: it delivers messages, confirms
-// subscriptions, notices lost connections and repairs the gaps they left.
-func (r *Redis) receiveLoop() {
-	defer r.wg.Done()
-	backoff := redisBackoffMin
-	resync := true
-	var pingSent time.Time // an unanswered health ping
-	for {
-		if r.ctx.Err() != nil {
-			return
-		}
-		if resync {
-			// Connect (go-redis subscribes again to every channel it
-			// knows), then ask for a pong behind the confirmations.
-			n := r.nextBarrier(true)
-			ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout)
-			err := r.ps.Subscribe(ctx, r.procChan)
-			if err == nil {
-				err = r.ps.Ping(ctx, barrierPrefix+strconv.FormatUint(n, 10))
-			}
-			cancel()
-			if err != nil {
-				r.setReady(false, err)
-				if !r.sleep(&backoff) {
-					return
-				}
-				continue
-			}
-			resync = false
-			pingSent = time.Time{}
-		}
-		msg, err := r.ps.ReceiveTimeout(r.ctx, redisHealth)
-		if err != nil {
-			if r.ctx.Err() != nil {
-				return
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				switch {
-				case pingSent.IsZero():
-					pingSent = time.Now()
-					ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout)
-					_ = r.ps.Ping(ctx, "health")
-					cancel()
-				case time.Since(pingSent) > 3*redisHealth:
-					r.setReady(false, errors.New("no answer to ping"))
-				}
-				continue
-			}
-			r.setReady(false, err)
-			resync = true
-			if !r.sleep(&backoff) {
-				return
-			}
-			continue
-		}
-		pingSent = time.Time{}
-		switch m := msg.(type) {
-		case *redis.Message:
-			r.handle(m)
-		case *redis.Subscription:
-			if m.Kind == "subscribe" {
-				r.resubscribed(m.Channel)
-			}
-		case *redis.Pong:
-			if r.pong(m.Payload) {
-				backoff = redisBackoffMin
-			}
-		}
-	}
-}
-
-// sleep waits for the backoff, doubling it up to its cap; false if the layer
-// is closing.
-func (r *Redis) sleep(backoff *time.Duration) bool {
-	t := time.NewTimer(*backoff)
-	defer t.Stop()
-	*backoff = min(2**backoff, redisBackoffMax)
-	select {
-	case <-t.C:
-		return true
-	case <-r.stop:
-		return false
-	}
-}
-
-// pong confirms the subscriptions a barrier covers; the resync barrier makes
-// the layer ready. It reports whether the layer became ready.
-func (r *Redis) pong(payload string) bool {
-	s, ok := strings.CutPrefix(payload, barrierPrefix)
-	if !ok {
-		r.mu.Lock()
-		ready := r.ready
-		r.mu.Unlock()
-		if !ready { // a late health pong after a "no answer": the connection lives
-			r.setReady(true, nil)
-		}
-		return false
-	}
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return false
-	}
-	r.mu.Lock()
-	for _, sub := range r.subs {
-		if !sub.confirmed && sub.barrier != 0 && sub.barrier <= n {
-			sub.confirmed = true
-			close(sub.ready)
-		}
-	}
-	becomesReady := !r.ready && n >= r.resync
-	r.mu.Unlock()
-	if becomesReady {
-		r.setReady(true, nil)
-	}
-	return becomesReady
-}
-
-// resubscribed handles a subscription confirmed by Redis. For a group whose
-// subscription was already confirmed, it means the connection was replaced:
-// deliver from history what the group recorded meanwhile.
-func (r *Redis) resubscribed(ch string) {
-	r.mu.Lock()
-	s := r.subs[ch]
-	if s == nil || !s.confirmed {
-		r.mu.Unlock()
-		return
-	}
-	from, ok := s.last, s.hasLast
-	if !ok {
-		from, ok = s.floor, s.hasFloor
-	}
-	r.mu.Unlock()
-	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout)
-	defer cancel()
-	xs, err := r.client.XRange(ctx, r.historyKey(s.group), "("+from.String(), "+").Result()
-	if err != nil {
-		r.log.Warn("channellayer: redis history after reconnect, messages may be missing", "group", s.group, "err", err)
-		return
-	}
-	for _, x := range xs {
-		if m, ok := streamMessage(x); ok {
-			r.deliverRecorded(s, m)
-		}
-	}
-}
-
-// handle delivers one published message.
-func (r *Redis) handle(pm *redis.Message) {
-	if pm.Channel == r.procChan {
-		target, m, _, ok := parseEnvelope(pm.Payload)
-		if !ok || target == "" {
-			return
-		}
-		if err := r.local.send(target, m); err != nil {
-			r.log.Debug("channellayer: redis directed send dropped", "channel", target, "err", err)
-		}
-		return
-	}
-	r.mu.Lock()
-	s := r.subs[pm.Channel]
-	r.mu.Unlock()
-	if s == nil {
-		return // no local member left
-	}
-	_, m, recorded, ok := parseEnvelope(pm.Payload)
-	if !ok {
-		return
-	}
-	if !recorded {
-		r.local.deliver(s.group, m)
-		return
-	}
-	r.deliverRecorded(s, m)
-}
-
-// deliverRecorded delivers a recorded message unless it was delivered
-// already (live after a gap repair, or the other way round).
-func (r *Redis) deliverRecorded(s *groupSub, m Message) {
-	id, ok := parseID(m.ID)
-	if !ok {
-		return
-	}
-	if s.hasLast && !s.last.less(id) {
-		return
-	}
-	s.last, s.hasLast = id, true
-	r.local.deliver(s.group, m)
 }

@@ -1,0 +1,485 @@
+package channellayer
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// psConn is one pub/sub connection of the layer: the only one with one
+// Redis, one per shard (master node) in a Redis Cluster.
+//
+// With one Redis, go-redis reconnects the connection and subscribes again
+// to every channel by itself. A shard's connection is not repaired: when it
+// fails, its receive loop reports it dead and the subscriber places its
+// groups again, on whichever node owns their slot by then.
+type psConn struct {
+	r     *Redis
+	addr  string // the shard's node; "" with one Redis
+	shard bool
+	ps    *redis.PubSub
+
+	ctx    context.Context // cancelled when the layer or this shard connection closes
+	cancel context.CancelFunc
+
+	// Guarded by Redis.mu.
+	barrier uint64         // last barrier number handed out on this connection
+	resync  uint64         // the barrier that makes the layer ready again (one Redis)
+	unsubs  map[string]int // sunsubscribe replies still due to our own SUNSUBSCRIBE
+	dead    bool
+
+	// Owned by the subscriber.
+	count int // channels issued on this connection
+}
+
+// issue is what the subscriber asked Redis for on one pub/sub channel.
+type issue struct {
+	sub  *groupSub
+	conn *psConn
+}
+
+// moved is a subscription that a shard dropped by itself (its slot moved).
+type moved struct {
+	conn    *psConn
+	channel string
+}
+
+// Background work.
+
+func (r *Redis) wake() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// setReady records whether the layer is connected and wakes those waiting
+// for a change.
+func (r *Redis) setReady(ready bool, err error) {
+	r.mu.Lock()
+	if r.closed || r.ready == ready {
+		r.mu.Unlock()
+		return
+	}
+	r.ready = ready
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+	if ready {
+		r.log.Info("channellayer: redis connected")
+	} else {
+		r.log.Warn("channellayer: redis connection lost", "err", err)
+	}
+}
+
+// nextBarrier hands out a barrier number on c: the pong of the PING that
+// carries it proves that every subscription written on c before it was
+// confirmed.
+func (c *psConn) nextBarrier(resync bool) uint64 {
+	c.r.mu.Lock()
+	defer c.r.mu.Unlock()
+	c.barrier++
+	if resync {
+		c.resync = c.barrier
+	}
+	return c.barrier
+}
+
+func (c *psConn) ping(ctx context.Context, n uint64) error {
+	return c.ps.Ping(ctx, barrierPrefix+strconv.FormatUint(n, 10))
+}
+
+const barrierPrefix = "barrier:"
+
+// subscriber is the only goroutine that changes the pub/sub subscriptions:
+// it brings them in line with r.subs, one group at a time, so that adds and
+// discards of one group never overtake each other. In a cluster it also
+// places again the groups of a shard connection that failed or of a slot
+// that moved, with a backoff while that fails.
+func (r *Redis) subscriber() {
+	defer r.wg.Done()
+	st := &subState{
+		issued: make(map[string]issue),
+		conns:  make(map[string]*psConn),
+		retry:  make(map[string]string),
+	}
+	defer st.closeAll()
+	backoff := redisBackoffMin
+	var timer *time.Timer
+	var timerC <-chan time.Time
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-r.kick:
+		case <-timerC:
+			timerC = nil
+			r.mu.Lock()
+			for ch, g := range st.retry {
+				if _, ok := r.pending[ch]; !ok {
+					r.pending[ch] = g
+				}
+			}
+			r.mu.Unlock()
+			clear(st.retry)
+			if r.cc != nil {
+				r.cc.ReloadState(r.ctx)
+			}
+		}
+		r.collectLost(st)
+		failed := false
+		for {
+			r.mu.Lock()
+			var ch, group string
+			for ch, group = range r.pending {
+				break
+			}
+			if ch != "" {
+				delete(r.pending, ch)
+			}
+			want := r.subs[ch]
+			r.mu.Unlock()
+			if ch == "" {
+				break
+			}
+			if r.cluster {
+				if !r.reconcileShard(st, ch, group, want) {
+					st.retry[ch] = group
+					failed = true
+				}
+			} else {
+				r.reconcile(st, ch, group, want)
+			}
+			if r.ctx.Err() != nil {
+				return
+			}
+		}
+		if len(st.retry) > 0 {
+			if timerC == nil {
+				if failed || timer == nil {
+					backoff = min(2*backoff, redisBackoffMax)
+				}
+				if timer == nil {
+					timer = time.NewTimer(backoff)
+				} else {
+					timer.Reset(backoff)
+				}
+				timerC = timer.C
+			}
+		} else if !failed {
+			backoff = redisBackoffMin
+		}
+	}
+}
+
+// subState is the subscriber's own state.
+type subState struct {
+	issued map[string]issue   // by pub/sub channel
+	conns  map[string]*psConn // shard connections by node address
+	retry  map[string]string  // channel → group, to place again after the backoff
+}
+
+func (st *subState) closeAll() {
+	for _, c := range st.conns {
+		c.close()
+	}
+}
+
+// reconcile is the subscriber's work for one channel with one Redis.
+func (r *Redis) reconcile(st *subState, ch, group string, want *groupSub) {
+	c := r.single
+	have := st.issued[ch].sub
+	if have == want {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout)
+	defer cancel()
+	if want == nil {
+		delete(st.issued, ch)
+		if err := c.ps.Unsubscribe(ctx, ch); err != nil && r.ctx.Err() == nil {
+			r.log.Debug("channellayer: redis unsubscribe", "group", group, "err", err)
+		}
+		return
+	}
+	st.issued[ch] = issue{sub: want, conn: c}
+	r.mu.Lock()
+	want.conn = c
+	r.mu.Unlock()
+	if have == nil {
+		r.readFloor(ctx, want)
+		if err := c.ps.Subscribe(ctx, ch); err != nil && r.ctx.Err() == nil {
+			// go-redis keeps the channel and subscribes again when it reconnects.
+			r.log.Debug("channellayer: redis subscribe", "group", group, "err", err)
+		}
+	}
+	n := c.nextBarrier(false)
+	r.mu.Lock()
+	want.barrier = n
+	r.mu.Unlock()
+	if err := c.ping(ctx, n); err != nil && r.ctx.Err() == nil {
+		r.log.Debug("channellayer: redis ping", "group", group, "err", err)
+	}
+}
+
+// readFloor records where the group's history stood before this process
+// listened: gap repair starts there if no recorded message arrives before a
+// reconnect. Only the first subscription of a group sets it.
+func (r *Redis) readFloor(ctx context.Context, s *groupSub) {
+	if s.proc {
+		return
+	}
+	r.mu.Lock()
+	has := s.hasFloor
+	r.mu.Unlock()
+	if has {
+		return
+	}
+	xs, err := r.client.XRevRangeN(ctx, r.historyKey(s.group), "+", "-", 1).Result()
+	if err != nil {
+		return
+	}
+	r.mu.Lock()
+	s.hasFloor = true
+	if len(xs) > 0 {
+		s.floor, _ = parseID(xs[0].ID)
+	}
+	r.mu.Unlock()
+}
+
+// receiveLoop reads one pub/sub connection: it delivers messages, confirms
+// subscriptions, notices lost connections and repairs the gaps they left.
+// With one Redis it reconnects; a shard connection reports itself dead
+// instead and ends.
+func (c *psConn) receiveLoop() {
+	r := c.r
+	defer r.wg.Done()
+	backoff := redisBackoffMin
+	resync := !c.shard
+	var pingSent time.Time // an unanswered health ping
+	for {
+		if c.ctx.Err() != nil {
+			return
+		}
+		if resync {
+			// Connect (go-redis subscribes again to every channel it
+			// knows), then ask for a pong behind the confirmations.
+			n := c.nextBarrier(true)
+			ctx, cancel := context.WithTimeout(c.ctx, redisOpTimeout)
+			err := c.ps.Subscribe(ctx, r.procChan)
+			if err == nil {
+				err = c.ping(ctx, n)
+			}
+			cancel()
+			if err != nil {
+				r.setReady(false, err)
+				if !r.sleep(&backoff) {
+					return
+				}
+				continue
+			}
+			resync = false
+			pingSent = time.Time{}
+		}
+		msg, err := c.ps.ReceiveTimeout(c.ctx, redisHealth)
+		if err != nil {
+			if c.ctx.Err() != nil {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				switch {
+				case pingSent.IsZero():
+					pingSent = time.Now()
+					ctx, cancel := context.WithTimeout(c.ctx, redisOpTimeout)
+					_ = c.ps.Ping(ctx, "health")
+					cancel()
+				case time.Since(pingSent) > 3*redisHealth:
+					if c.shard {
+						c.die(errors.New("no answer to ping"))
+						return
+					}
+					r.setReady(false, errors.New("no answer to ping"))
+				}
+				continue
+			}
+			if c.shard {
+				c.die(err)
+				return
+			}
+			r.setReady(false, err)
+			resync = true
+			if !r.sleep(&backoff) {
+				return
+			}
+			continue
+		}
+		pingSent = time.Time{}
+		switch m := msg.(type) {
+		case *redis.Message:
+			r.handle(c, m)
+		case *redis.Subscription:
+			switch m.Kind {
+			case "subscribe", "ssubscribe":
+				r.resubscribed(c, m.Channel)
+			case "sunsubscribe":
+				c.unsubscribed(m.Channel)
+			}
+		case *redis.Pong:
+			if c.pong(m.Payload) {
+				backoff = redisBackoffMin
+			}
+		}
+	}
+}
+
+// sleep waits for the backoff, doubling it up to its cap; false if the layer
+// is closing.
+func (r *Redis) sleep(backoff *time.Duration) bool {
+	t := time.NewTimer(*backoff)
+	defer t.Stop()
+	*backoff = min(2**backoff, redisBackoffMax)
+	select {
+	case <-t.C:
+		return true
+	case <-r.stop:
+		return false
+	}
+}
+
+// pong confirms the subscriptions a barrier covers; with one Redis the
+// resync barrier makes the layer ready. It reports whether the layer became
+// ready.
+func (c *psConn) pong(payload string) bool {
+	r := c.r
+	s, ok := strings.CutPrefix(payload, barrierPrefix)
+	if !ok {
+		if c.shard {
+			return false
+		}
+		r.mu.Lock()
+		ready := r.ready
+		r.mu.Unlock()
+		if !ready { // a late health pong after a "no answer": the connection lives
+			r.setReady(true, nil)
+		}
+		return false
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return false
+	}
+	r.mu.Lock()
+	for _, sub := range r.subs {
+		if sub.conn != c || sub.barrier == 0 || sub.barrier > n {
+			continue
+		}
+		if !sub.confirmed {
+			sub.confirmed = true
+			close(sub.ready)
+		}
+		sub.live = true
+	}
+	becomesReady := !c.shard && !r.ready && n >= c.resync
+	r.mu.Unlock()
+	if c.shard {
+		return r.updateReady(nil)
+	}
+	if becomesReady {
+		r.setReady(true, nil)
+	}
+	return becomesReady
+}
+
+// resubscribed handles a subscription confirmed by Redis. For a group whose
+// subscription was already confirmed, it means the connection was replaced
+// (or, in a cluster, the group moved to another shard): deliver from history
+// what the group recorded meanwhile.
+func (r *Redis) resubscribed(c *psConn, ch string) {
+	r.mu.Lock()
+	s := r.subs[ch]
+	if s == nil || !s.confirmed || s.proc || (c.shard && s.conn != c) {
+		r.mu.Unlock()
+		return
+	}
+	from, ok := s.last, s.hasLast
+	if !ok {
+		from, ok = s.floor, s.hasFloor
+	}
+	r.mu.Unlock()
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, redisOpTimeout)
+	defer cancel()
+	xs, err := r.client.XRange(ctx, r.historyKey(s.group), "("+from.String(), "+").Result()
+	if err != nil {
+		r.log.Warn("channellayer: redis history after reconnect, messages may be missing", "group", s.group, "err", err)
+		return
+	}
+	for _, x := range xs {
+		if m, ok := streamMessage(x); ok {
+			r.deliverRecorded(s, m)
+		}
+	}
+}
+
+// handle delivers one published message.
+func (r *Redis) handle(c *psConn, pm *redis.Message) {
+	if pm.Channel == r.procChan {
+		target, m, _, ok := parseEnvelope(pm.Payload)
+		if !ok || target == "" {
+			return
+		}
+		if err := r.local.send(target, m); err != nil {
+			r.log.Debug("channellayer: redis directed send dropped", "channel", target, "err", err)
+		}
+		return
+	}
+	r.mu.Lock()
+	s := r.subs[pm.Channel]
+	r.mu.Unlock()
+	if s == nil {
+		return // no local member left
+	}
+	if c.shard {
+		r.mu.Lock()
+		mine := s.conn == c
+		r.mu.Unlock()
+		if !mine {
+			return // the group lives on another connection now
+		}
+	}
+	_, m, recorded, ok := parseEnvelope(pm.Payload)
+	if !ok {
+		return
+	}
+	if !recorded {
+		r.local.deliver(s.group, m)
+		return
+	}
+	r.deliverRecorded(s, m)
+}
+
+// deliverRecorded delivers a recorded message unless it was delivered
+// already (live after a gap repair, or the other way round).
+func (r *Redis) deliverRecorded(s *groupSub, m Message) {
+	id, ok := parseID(m.ID)
+	if !ok {
+		return
+	}
+	if s.hasLast && !s.last.less(id) {
+		return
+	}
+	s.last, s.hasLast = id, true
+	r.local.deliver(s.group, m)
+}
