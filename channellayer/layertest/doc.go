@@ -1,6 +1,6 @@
 // Package layertest is the conformance suite every channellayer backend
 // passes: the semantics of channellayer.Layer and its optional capabilities
-// (History, Presence, Checker), checked the same way for Memory, for Redis on
+// (History, Presence, Checker, Notifier), checked the same way for Memory, for Redis on
 // miniredis and for Redis on a real redis-server.
 //
 // # Running the suite on a backend
@@ -48,6 +48,9 @@
 //     once and nobody else; GroupDiscard and DiscardChannel stop delivery;
 //     one sender's messages arrive in order, also with several senders on
 //     two processes at once.
+//   - Notifier (if implemented): the arrival callback fires for direct and
+//     group sends from every process, for an overflow and for the channel's
+//     end; TryReceive returns what waits, in order, without waiting.
 //   - Limits: Send to a full channel gives ErrChannelFull; a group send skips
 //     a full channel without waiting and flags it (ErrOverflow on its next
 //     Receive); messages older than Expiry are dropped and free their room.

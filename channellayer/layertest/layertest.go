@@ -86,6 +86,7 @@ var rules = []rule{
 	{"Order", false, checkOrder},
 	{"OrderConcurrent", false, checkOrderConcurrent},
 	{"Body", false, checkBody},
+	{"Notify", false, checkNotify},
 
 	{"Capacity", false, checkCapacity},
 	{"GroupOverflow", false, checkGroupOverflow},
