@@ -39,7 +39,7 @@ type queued struct {
 type channel struct {
 	name     string
 	capacity int
-	expiry   int64 // nanoseconds
+	expiry   int64               // nanoseconds
 	groups   map[string]struct{} // guarded by local.mu
 
 	mu       sync.Mutex
