@@ -116,6 +116,13 @@ type lbCounter struct {
 	outages     []time.Duration   // how long each lost connection took to come back
 	closes      []websocket.StatusCode
 	frames      map[string]int // frames received by type
+	arrivals    []lbArrival
+}
+
+// lbArrival is one received message.
+type lbArrival struct {
+	id, user string
+	at       time.Time
 }
 
 // newLBCounter joins room on base; it does not connect yet.
@@ -241,6 +248,7 @@ func (k *lbCounter) record(m testnode.Frame) {
 		return
 	}
 	k.ids = append(k.ids, m.ID)
+	k.arrivals = append(k.arrivals, lbArrival{m.ID, m.User, time.Now()})
 	k.got[m.ID]++
 	if k.lastID == "" || channellayer.CompareID(m.ID, k.lastID) > 0 {
 		k.lastID = m.ID

@@ -1,0 +1,316 @@
+package main_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/internal/redistest"
+	"github.com/chatterpro/chatterpro/internal/testnode"
+)
+
+// lbJoin connects name to room on base and reads up to its welcome notice.
+func lbJoin(ctx context.Context, t testing.TB, base, name, room string) *testnode.Client {
+	t.Helper()
+	c, err := testnode.Connect(ctx, base, name, room)
+	if err != nil {
+		t.Fatalf("%s joining %q on %s: %v", name, room, base, err)
+	}
+	t.Cleanup(func() { c.Close(websocket.StatusNormalClosure) })
+	if _, err := c.Await(ctx, "notice", func(f testnode.Frame) bool { return f.Text == "Welcome to ChatterPro!" }); err != nil {
+		t.Fatalf("%s: no welcome: %v", name, err)
+	}
+	return c
+}
+
+// lbAwaitUsers waits up to d for a users frame for which ok is true.
+func lbAwaitUsers(ctx context.Context, t testing.TB, c *testnode.Client, d time.Duration, what string, ok func(testnode.Frame) bool) testnode.Frame {
+	t.Helper()
+	wctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	f, err := c.Await(wctx, "users", ok)
+	if err != nil {
+		t.Fatalf("%s: no users frame %s within %v: %v", c.Nickname, what, d, err)
+	}
+	return f
+}
+
+// lbNotices counts the notices with this text c has received.
+func lbNotices(c *testnode.Client, text string) int { return lbNoticesFrom(c, 0, text) }
+
+// lbNoticesFrom counts the notices with this text among the frames c
+// received after the first from.
+func lbNoticesFrom(c *testnode.Client, from int, text string) int {
+	n := 0
+	for _, f := range c.Received()[from:] {
+		if f.Type == "notice" && f.Text == text {
+			n++
+		}
+	}
+	return n
+}
+
+func lbWithout(names ...string) func(testnode.Frame) bool {
+	return func(f testnode.Frame) bool {
+		for _, n := range names {
+			if f.HasUser(n) {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func TestFailureKilledNodeLeavesOnlineListsOnce(t *testing.T) {
+	rs := redistest.Start(t)
+	layer := "redis://" + rs.Addr() + "/0"
+	const ttl = 3 * time.Second
+	args := []string{"--presence-ttl", ttl.String()}
+	a := testnode.Start(t, testnode.Options{Layer: layer, Args: args})
+	b := testnode.Start(t, testnode.Options{Layer: layer, Args: args})
+	c := testnode.Start(t, testnode.Options{Layer: layer, Args: args})
+	ctx := timeout(t, 40*time.Second)
+	const room = "Crash Room"
+
+	watchA := lbJoin(ctx, t, a.URL(), "Watcher A", room)
+	watchC := lbJoin(ctx, t, c.URL(), "Watcher C", room)
+	lbJoin(ctx, t, b.URL(), "Victim 1", room)
+	lbJoin(ctx, t, b.URL(), "Victim 2", room)
+	for _, w := range []*testnode.Client{watchA, watchC} {
+		lbAwaitUsers(ctx, t, w, 5*time.Second, "listing all four", func(f testnode.Frame) bool { return f.Count == 4 })
+	}
+
+	b.Kill() // no goodbye: its presence entries only expire
+	killed := time.Now()
+	for _, w := range []*testnode.Client{watchA, watchC} {
+		f := lbAwaitUsers(ctx, t, w, ttl+5*time.Second-time.Since(killed), "without the victims within TTL+5s", lbWithout("Victim 1", "Victim 2"))
+		if f.Count != 2 {
+			t.Errorf("%s: users after the kill %v; want the two watchers", w.Nickname, f)
+		}
+		t.Logf("%s: victims gone from the list %v after the kill (TTL %v)", w.Nickname, time.Since(killed), ttl)
+	}
+	time.Sleep(2 * time.Second) // a second announcement would come by now
+	for _, w := range []*testnode.Client{watchA, watchC} {
+		for _, v := range []string{"Victim 1", "Victim 2"} {
+			if n := lbNotices(w, v+" has left the chat"); n != 1 {
+				t.Errorf("%s saw %q %d times; want once", w.Nickname, v+" has left the chat", n)
+			}
+		}
+	}
+}
+
+func TestFailureDrainHandsPresenceOver(t *testing.T) {
+	rs := redistest.Start(t)
+	layer := "redis://" + rs.Addr() + "/0"
+	const grace = 4 * time.Second
+	args := []string{"--presence-ttl", "3s", "--grace", grace.String()}
+	a := testnode.Start(t, testnode.Options{Layer: layer, Args: args})
+	b := testnode.Start(t, testnode.Options{Layer: layer, Args: args})
+	ctx := timeout(t, 40*time.Second)
+	const room = "Drain Room"
+
+	watcher := lbJoin(ctx, t, a.URL(), "Watcher", room)
+	mover := lbJoin(ctx, t, b.URL(), "Mover", room)
+	quitter := lbJoin(ctx, t, b.URL(), "Quitter", room)
+	lbAwaitUsers(ctx, t, watcher, 5*time.Second, "listing all three", func(f testnode.Frame) bool { return f.Count == 3 })
+	if err := mover.Send(ctx, "before the drain"); err != nil {
+		t.Fatal(err)
+	}
+	ack, err := mover.Await(ctx, "message", func(f testnode.Frame) bool { return f.Text == "before the drain" })
+	if err != nil {
+		t.Fatalf("mover: no ack: %v", err)
+	}
+
+	seen, moverSeen := len(watcher.Received()), len(mover.Received())
+	b.Term()
+	termed := time.Now()
+	for _, v := range []*testnode.Client{mover, quitter} {
+		_, err := v.Await(ctx, "never", nil)
+		if got := websocket.CloseStatus(err); got != websocket.StatusServiceRestart {
+			t.Fatalf("%s: connection ended with %v (%v); want 1012", v.Nickname, got, err)
+		}
+	}
+	// The mover reconnects to the other node at once, as the browser does.
+	if err := mover.DialTo(ctx, a.URL(), ack.ID); err != nil {
+		t.Fatalf("mover: reconnecting to the other node: %v", err)
+	}
+	if f, err := mover.Await(ctx, "history", nil); err != nil || f.Reset {
+		t.Fatalf("mover: resume on the other node: %v, %v", f, err)
+	}
+	code, took, err := b.Wait(10 * time.Second)
+	if err != nil {
+		t.Fatalf("the drained node did not exit within 10 s of SIGTERM\n%s", b.Log())
+	}
+	if code != 0 {
+		t.Errorf("exit code %d after SIGTERM; want 0", code)
+	}
+	t.Logf("the drained node exited %v after SIGTERM", took)
+
+	// The quitter is off the list at once (no TTL wait); the mover is back.
+	f := lbAwaitUsers(ctx, t, watcher, 3*time.Second-time.Since(termed), "without the quitter within 3 s of SIGTERM", lbWithout("Quitter"))
+	t.Logf("quitter off the list %v after SIGTERM: %v", time.Since(termed), f)
+	if !f.HasUser("Mover") {
+		lbAwaitUsers(ctx, t, watcher, 3*time.Second, "listing the mover again", func(f testnode.Frame) bool {
+			return f.HasUser("Mover") && !f.HasUser("Quitter") && f.Count == 2
+		})
+	}
+
+	// After the grace period the quitter, who did not come back, is
+	// announced once; the mover never is.
+	wctx, cancel := context.WithTimeout(ctx, grace+5*time.Second)
+	defer cancel()
+	if _, err := watcher.Await(wctx, "notice", func(f testnode.Frame) bool { return f.Text == "Quitter has left the chat" }); err != nil {
+		t.Fatalf("no notice of the quitter's departure within grace+5s: %v", err)
+	}
+	t.Logf("quitter's departure announced %v after SIGTERM (grace %v)", time.Since(termed), grace)
+	time.Sleep(1500 * time.Millisecond)
+	for text, want := range map[string]int{
+		"Quitter has left the chat": 1,
+		"Mover has left the chat":   0,
+		"Mover has joined the chat": 0,
+	} {
+		if n := lbNoticesFrom(watcher, seen, text); n != want {
+			t.Errorf("watcher saw %q %d times; want %d", text, n, want)
+		}
+	}
+	if n := lbNoticesFrom(mover, moverSeen, "Mover has joined the chat"); n != 0 {
+		t.Errorf("mover saw its own join announced again after moving")
+	}
+}
+
+// lbReady polls a node's /readyz until it answers want, for up to d.
+func lbReady(n *testnode.Node, want int, d time.Duration) (time.Duration, error) {
+	start := time.Now()
+	last := 0
+	for time.Since(start) < d {
+		code, _ := n.Ready()
+		if code == want {
+			return time.Since(start), nil
+		}
+		last = code
+		time.Sleep(50 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("/readyz of %s still %d after %v; want %d", n.Addr(), last, d, want)
+}
+
+func TestFailureRedisRestartUnderTraffic(t *testing.T) {
+	cl := startLBCluster(t, 2, "--rate", "0")
+	ctx := timeout(t, 90*time.Second)
+	const room = "Outage Room"
+
+	// Two clients on each node, connected directly so that every message
+	// from one pair to the other crosses nodes through Redis.
+	var counters []*lbCounter
+	for i := 0; i < 4; i++ {
+		k := newLBCounter(ctx, t, cl.nodes[i/2].URL(), fmt.Sprintf("r%d", i), room)
+		k.dial(ctx, t)
+		counters = append(counters, k)
+	}
+	stop := lbRun(counters, 250*time.Millisecond)
+	defer stop()
+	lbSetSending(counters, true)
+	time.Sleep(2 * time.Second)
+
+	cl.redis.Kill()
+	for _, n := range cl.nodes {
+		if took, err := lbReady(n, http.StatusServiceUnavailable, 5*time.Second); err != nil {
+			t.Error(err)
+		} else {
+			t.Logf("%s: /readyz 503 %v after Redis died", n.Addr(), took)
+		}
+	}
+	time.Sleep(2 * time.Second)
+	for _, n := range cl.nodes {
+		if code, _ := n.Ready(); code != http.StatusServiceUnavailable {
+			t.Errorf("%s: /readyz %d while Redis is down; want 503", n.Addr(), code)
+		}
+		r, err := n.Get(ctx, "/")
+		if err != nil || r.StatusCode != http.StatusOK {
+			t.Errorf("%s: join page while Redis is down: %v %v; want 200", n.Addr(), r, err)
+		}
+	}
+
+	cl.redis.Restart(t)
+	restarted := time.Now()
+	for _, n := range cl.nodes {
+		if took, err := lbReady(n, http.StatusOK, 10*time.Second); err != nil {
+			t.Error(err)
+		} else {
+			t.Logf("%s: /readyz 200 %v after Redis returned", n.Addr(), took)
+		}
+	}
+	time.Sleep(3 * time.Second)
+	lbSetSending(counters, false)
+	if err := lbSettle(counters, 10*time.Second, nil); err != nil {
+		t.Error(err)
+	}
+	stop()
+
+	for i, n := range cl.nodes {
+		if !n.Running() {
+			t.Errorf("node %d died during the Redis outage\n%s", i, n.Log())
+		}
+	}
+	// Chat across nodes works again within 5 s of Redis returning: the
+	// first message recorded after the restart by one pair reaches the
+	// other pair within 5 s of the restart.
+	restartMs := restarted.UnixMilli()
+	for i, k := range counters {
+		other := counters[(i+2)%4].name
+		k.mu.Lock()
+		first := time.Duration(-1)
+		for _, at := range k.crossAfter(restartMs, other) {
+			first = at.Sub(restarted)
+			break
+		}
+		k.mu.Unlock()
+		if first < 0 || first > 5*time.Second {
+			t.Errorf("%s: first message from %s (other node) after the restart came %v after it; want within 5 s", k.name, other, first)
+		} else {
+			t.Logf("%s: cross-node chat back %v after Redis returned", k.name, first)
+		}
+	}
+
+	recorded := cl.history(t, room)
+	acked := lbAllAcked(counters)
+	unavailable := 0
+	for _, k := range counters {
+		k.check(t)
+		k.mu.Lock()
+		unavailable += k.unavailable
+		if answered := len(k.acked) + k.unavailable; answered < k.sent {
+			t.Errorf("%s sent %d messages but got only %d acks and %d unavailable errors: some sends met silence", k.name, k.sent, len(k.acked), k.unavailable)
+		}
+		if len(k.closes) > 0 {
+			t.Errorf("%s lost its connection during the Redis outage (%v); nodes should keep their sockets", k.name, k.closes)
+		}
+		k.mu.Unlock()
+		if n := k.missing(acked); n > 0 {
+			t.Errorf("%s misses %d of %d acknowledged messages", k.name, n, len(acked))
+		}
+		if n := k.missing(recorded); n > 0 {
+			t.Errorf("%s misses %d of the %d messages in Redis's history", k.name, n, len(recorded))
+		}
+	}
+	if unavailable == 0 {
+		t.Error("no unavailable error frames: the messages sent during the outage were not refused")
+	}
+	t.Logf("%d acknowledged, %d refused as unavailable, %d in history", len(acked), unavailable, len(recorded))
+}
+
+// crossAfter returns when k received messages from sender that Redis
+// recorded at or after ms (Unix milliseconds), oldest first. k.mu is held.
+func (k *lbCounter) crossAfter(ms int64, sender string) []time.Time {
+	var out []time.Time
+	for _, r := range k.arrivals {
+		if r.user == sender && channellayer.CompareID(r.id, fmt.Sprintf("%d-0", ms)) >= 0 {
+			out = append(out, r.at)
+		}
+	}
+	return out
+}
