@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -48,6 +49,7 @@ type config struct {
 	stepDur    time.Duration
 	p99Limit   time.Duration
 	maxDur     time.Duration
+	retry      bool
 
 	rooms    int
 	roomSize int
@@ -58,8 +60,9 @@ type config struct {
 	idleHold     time.Duration
 	connectConns int
 
-	jsonOut string
-	mdOut   string
+	jsonOut    string
+	mdOut      string
+	cpuProfile string
 }
 
 func parseFlags(args []string) (*config, bool, string, error) {
@@ -78,9 +81,10 @@ func parseFlags(args []string) (*config, bool, string, error) {
 	fs.DurationVar(&cfg.timeout, "timeout", 20*time.Minute, "upper bound of the whole command")
 	fs.IntVar(&cfg.members, "members", 500, "fanout/crossnode: members of the room")
 	fs.IntVar(&cfg.senders, "senders", 4, "fanout/crossnode: members that publish")
-	fs.Float64Var(&cfg.rateStart, "rate-start", 50, "fanout/crossnode: first publish rate (messages/s, all senders)")
+	fs.Float64Var(&cfg.rateStart, "rate-start", 10, "fanout/crossnode: first publish rate (messages/s, all senders)")
 	fs.Float64Var(&cfg.rateFactor, "rate-factor", 1.4, "fanout/crossnode: rate multiplier per step")
-	fs.IntVar(&cfg.steps, "steps", 12, "fanout/crossnode: most steps of the ladder")
+	fs.BoolVar(&cfg.retry, "retry", true, "fanout/crossnode: repeat a failed step once before ending the ladder")
+	fs.IntVar(&cfg.steps, "steps", 14, "fanout/crossnode: most steps of the ladder")
 	fs.DurationVar(&cfg.stepDur, "step", 4*time.Second, "fanout/crossnode: sending time per step")
 	fs.DurationVar(&cfg.p99Limit, "p99-limit", 100*time.Millisecond, "fanout/crossnode: a step passes with p99 below this and nothing lost")
 	fs.DurationVar(&cfg.maxDur, "max-duration", 90*time.Second, "fanout/crossnode: longest ladder")
@@ -93,6 +97,7 @@ func parseFlags(args []string) (*config, bool, string, error) {
 	fs.IntVar(&cfg.connectConns, "connect-conns", 2000, "connect: connections opened")
 	fs.StringVar(&cfg.jsonOut, "json", "", "write results as JSON to this file")
 	fs.StringVar(&cfg.mdOut, "md", "", "write a Markdown report to this file (a section after the notes marker is kept)")
+	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write chatbench's own CPU profile to this file")
 	serveBareFlag := fs.Bool("serve-bare", false, "only run the bare hub on -addr")
 	addr := fs.String("addr", "127.0.0.1:4000", "with -serve-bare: listen address")
 	if err := fs.Parse(args); err != nil {
@@ -154,6 +159,17 @@ func main() {
 func run(ctx context.Context, cfg *config, args []string) ([]*result, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
 	defer cancel()
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	limit := raiseFileLimit(1 << 20)
 	logf("file descriptor limit %d", limit)
 	dir, err := os.MkdirTemp("", "chatbench-")

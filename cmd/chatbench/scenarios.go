@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -39,7 +40,15 @@ type step struct {
 	P999ms         float64 `json:"p999_ms"`
 	CPUusPerDel    float64 `json:"cpu_us_per_delivery"`
 	Cores          float64 `json:"server_cores"`
+	LoadgenCores   float64 `json:"loadgen_cores"`
+	Retry          bool    `json:"retry,omitempty"`
 	Pass           bool    `json:"pass"`
+}
+
+// selfCPU returns the CPU time chatbench itself has used.
+func selfCPU() time.Duration {
+	d, _ := cpuTime(os.Getpid())
+	return d
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
@@ -148,6 +157,7 @@ func runFanout(ctx context.Context, cfg *config, nc *netClient, t *target, label
 	time.Sleep(cfg.settle)
 	k := min(cfg.senders, s)
 	rate := cfg.rateStart
+	retried := false
 	for n := 0; n < cfg.steps && time.Since(begin) < cfg.maxDur; n++ {
 		if err := t.alive(); err != nil {
 			return nil, err
@@ -160,7 +170,7 @@ func runFanout(ctx context.Context, cfg *config, nc *netClient, t *target, label
 		interval := time.Duration(float64(time.Second) * float64(k) / rate)
 		start := time.Now().Add(20 * time.Millisecond)
 		end := start.Add(cfg.stepDur)
-		cpu0 := t.cpu()
+		cpu0, self0 := t.cpu(), selfCPU()
 		var wg sync.WaitGroup
 		var sendErr atomic.Pointer[error]
 		for j := range k {
@@ -185,9 +195,10 @@ func runFanout(ctx context.Context, cfg *config, nc *netClient, t *target, label
 		expected := func(int) map[uint32]uint32 { return sentMap }
 		waitDelivered(ctx, clients, expected, total*uint64(s), cfg.drain)
 		wall := time.Since(start)
-		cpu := t.cpu() - cpu0
+		cpu, self := t.cpu()-cpu0, selfCPU()-self0
 		m, want := collect(clients, expected)
 		st := step{
+			LoadgenCores: self.Seconds() / wall.Seconds(), Retry: retried,
 			MsgsPerSec: rate, Sent: total, Deliveries: m.unique,
 			DeliveriesPerS: float64(m.unique) / cfg.stepDur.Seconds(),
 			Lost:           want - m.unique, Dups: m.dups, Errors: m.errors, Closed: m.closed,
@@ -209,12 +220,19 @@ func runFanout(ctx context.Context, cfg *config, nc *netClient, t *target, label
 				verdict += " (error frame: " + m.firstError + ")"
 			}
 		}
-		logf("%s: step %d %.0f msg/s -> %.0f deliveries/s p50 %.2fms p99 %.2fms p999 %.2fms lost %d dup %d closed %d cpu %.2fµs/delivery %.2f cores %s",
-			label, n+1, rate, st.DeliveriesPerS, st.P50ms, st.P99ms, st.P999ms, st.Lost, st.Dups, st.Closed, st.CPUusPerDel, st.Cores, verdict)
+		logf("%s: step %d %.0f msg/s -> %.0f deliveries/s p50 %.2fms p99 %.2fms p999 %.2fms lost %d dup %d closed %d cpu %.2fµs/delivery server %.2f cores, chatbench %.2f cores %s",
+			label, n+1, rate, st.DeliveriesPerS, st.P50ms, st.P99ms, st.P999ms, st.Lost, st.Dups, st.Closed, st.CPUusPerDel, st.Cores, st.LoadgenCores, verdict)
+		if !st.Pass && !retried && cfg.retry {
+			// One failure may be noise (the machine is shared): retry the
+			// rate once before ending the ladder.
+			retried = true
+			continue
+		}
 		res.Steps = append(res.Steps, st)
 		if !st.Pass {
 			break
 		}
+		retried = false
 		rate *= cfg.rateFactor
 	}
 	res.Metrics = fanoutMetrics(res.Steps)
@@ -261,7 +279,7 @@ func runRooms(ctx context.Context, cfg *config, nc *netClient, t *target, label 
 	sent := make([]uint32, n)
 	start := time.Now().Add(50 * time.Millisecond)
 	end := start.Add(cfg.roomsDur)
-	cpu0 := t.cpu()
+	cpu0, self0 := t.cpu(), selfCPU()
 	var wg sync.WaitGroup
 	var sendErr atomic.Pointer[error]
 	for i := range n {
@@ -292,7 +310,7 @@ func runRooms(ctx context.Context, cfg *config, nc *netClient, t *target, label 
 	waitDelivered(ctx, clients, expected, total*uint64(cfg.roomSize), cfg.drain)
 	stopProgress()
 	wall := time.Since(start)
-	cpu := t.cpu() - cpu0
+	cpu, self := t.cpu()-cpu0, selfCPU()-self0
 	m, want := collect(clients, expected)
 	res.Metrics = map[string]float64{
 		"sent": float64(total), "deliveries": float64(m.unique),
@@ -300,7 +318,7 @@ func runRooms(ctx context.Context, cfg *config, nc *netClient, t *target, label 
 		"lost":             float64(want - m.unique), "dups": float64(m.dups),
 		"error_frames": float64(m.errors), "closed_conns": float64(m.closed),
 		"p50_ms": ms(m.hist.quantile(0.5)), "p99_ms": ms(m.hist.quantile(0.99)), "p999_ms": ms(m.hist.quantile(0.999)),
-		"server_cores": cpu.Seconds() / wall.Seconds(),
+		"server_cores": cpu.Seconds() / wall.Seconds(), "loadgen_cores": self.Seconds() / wall.Seconds(),
 	}
 	if m.unique > 0 {
 		res.Metrics["cpu_us_per_delivery"] = float64(cpu.Microseconds()) / float64(m.unique)

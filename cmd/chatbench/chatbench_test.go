@@ -1,0 +1,255 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatterpro/chatterpro/internal/leakcheck"
+)
+
+func TestMain(m *testing.M) {
+	// The bare hub runs as a child process of this test binary.
+	if addr := os.Getenv(bareEnv); addr != "" {
+		if err := serveBare(addr); err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	leakcheck.Main(m)
+}
+
+func TestBuckets(t *testing.T) {
+	prev := -1
+	for _, v := range []int64{0, 1, 63, 64, 65, 127, 128, 1000, 1 << 20, 123456789, 1 << 40, 1<<62 + 12345} {
+		i := bucketOf(v)
+		if i < prev {
+			t.Errorf("bucketOf(%d) = %d, below the previous %d", v, i, prev)
+		}
+		prev = i
+		lo, hi := bucketRange(i)
+		if v < lo || v > hi {
+			t.Errorf("value %d in bucket %d = [%d, %d]", v, i, lo, hi)
+		}
+		if v >= 64 && float64(hi-lo+1)/float64(lo) > 1.0/subCount+1e-9 {
+			t.Errorf("bucket %d = [%d, %d] wider than 1/%d of its value", i, lo, hi, subCount)
+		}
+	}
+	// Buckets tile the value range without gaps.
+	for i := 1; i < 40*subCount; i++ {
+		_, hiPrev := bucketRange(i - 1)
+		lo, _ := bucketRange(i)
+		if lo != hiPrev+1 {
+			t.Fatalf("bucket %d starts at %d, previous ends at %d", i, lo, hiPrev)
+		}
+	}
+}
+
+func TestHistogramQuantiles(t *testing.T) {
+	tests := []struct {
+		name   string
+		values func(h *histogram)
+		q      float64
+		want   time.Duration
+	}{
+		{"uniform p50", func(h *histogram) {
+			for i := 1; i <= 100000; i++ {
+				h.record(time.Duration(i) * time.Microsecond)
+			}
+		}, 0.5, 50 * time.Millisecond},
+		{"uniform p99", func(h *histogram) {
+			for i := 1; i <= 100000; i++ {
+				h.record(time.Duration(i) * time.Microsecond)
+			}
+		}, 0.99, 99 * time.Millisecond},
+		{"outliers p999", func(h *histogram) {
+			for range 9990 {
+				h.record(time.Millisecond)
+			}
+			for range 10 {
+				h.record(time.Second)
+			}
+		}, 0.999, time.Millisecond},
+		{"outliers p9999", func(h *histogram) {
+			for range 9990 {
+				h.record(time.Millisecond)
+			}
+			for range 10 {
+				h.record(time.Second)
+			}
+		}, 0.9999, time.Second},
+		{"exact small", func(h *histogram) {
+			for _, v := range []time.Duration{5, 7, 9} {
+				h.record(v)
+			}
+		}, 0.5, 7},
+		{"negative counts as zero", func(h *histogram) { h.record(-5) }, 0.5, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var h histogram
+			tt.values(&h)
+			got := h.quantile(tt.q)
+			if d := float64(got-tt.want) / float64(max(tt.want, 1)); d < -0.035 || d > 0.035 {
+				t.Errorf("quantile(%v) = %v, want %v within 3.5%%", tt.q, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestHistogramMerge(t *testing.T) {
+	var a, b, all histogram
+	for i := 1; i <= 1000; i++ {
+		d := time.Duration(i) * time.Millisecond
+		all.record(d)
+		if i%2 == 0 {
+			a.record(d)
+		} else {
+			b.record(d)
+		}
+	}
+	a.merge(&b)
+	if a.n != all.n || a.max != all.max {
+		t.Fatalf("merged n=%d max=%d, want n=%d max=%d", a.n, a.max, all.n, all.max)
+	}
+	for _, q := range []float64{0.5, 0.99, 0.999, 1} {
+		if a.quantile(q) != all.quantile(q) {
+			t.Errorf("quantile(%v) merged %v, want %v", q, a.quantile(q), all.quantile(q))
+		}
+	}
+	var empty histogram
+	if empty.quantile(0.99) != 0 {
+		t.Errorf("empty histogram quantile = %v, want 0", empty.quantile(0.99))
+	}
+}
+
+func TestTracker(t *testing.T) {
+	tests := []struct {
+		name        string
+		deliveries  [][2]uint32 // sender, seq
+		sent        map[uint32]uint32
+		wantUnique  uint64
+		wantDups    uint64
+		wantMissing map[uint32]uint64
+	}{
+		{"all once", [][2]uint32{{1, 0}, {1, 1}, {2, 0}}, map[uint32]uint32{1: 2, 2: 1}, 3, 0, map[uint32]uint64{1: 0, 2: 0}},
+		{"one lost", [][2]uint32{{1, 0}, {1, 2}}, map[uint32]uint32{1: 3}, 2, 0, map[uint32]uint64{1: 1}},
+		{"duplicate", [][2]uint32{{1, 0}, {1, 0}, {1, 1}}, map[uint32]uint32{1: 2}, 2, 1, map[uint32]uint64{1: 0}},
+		{"lost and duplicate", [][2]uint32{{7, 100}, {7, 100}, {7, 100}}, map[uint32]uint32{7: 101}, 1, 2, map[uint32]uint64{7: 100}},
+		{"other senders ignored", [][2]uint32{{1, 0}, {9, 0}, {9, 1}}, map[uint32]uint32{1: 1}, 1, 0, map[uint32]uint64{1: 0}},
+		{"beyond sent ignored", [][2]uint32{{1, 0}, {1, 5}}, map[uint32]uint32{1: 2}, 1, 0, map[uint32]uint64{1: 1}},
+		{"nothing received", nil, map[uint32]uint32{3: 64}, 0, 0, map[uint32]uint64{3: 64}},
+		{"far sequence numbers", [][2]uint32{{1, 1000}, {1, 0}, {1, 1000}}, map[uint32]uint32{1: 1001}, 2, 1, map[uint32]uint64{1: 999}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := newTracker()
+			for _, d := range tt.deliveries {
+				tr.record(d[0], d[1])
+			}
+			if got := tr.unique(tt.sent); got != tt.wantUnique {
+				t.Errorf("unique = %d, want %d", got, tt.wantUnique)
+			}
+			if tr.dups != tt.wantDups {
+				t.Errorf("dups = %d, want %d", tr.dups, tt.wantDups)
+			}
+			if tr.recv != uint64(len(tt.deliveries)) {
+				t.Errorf("recv = %d, want %d", tr.recv, len(tt.deliveries))
+			}
+			for s, want := range tt.wantMissing {
+				if got := tr.missing(s, tt.sent[s]); got != want {
+					t.Errorf("missing(%d) = %d, want %d", s, got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestParseText(t *testing.T) {
+	at := time.Unix(1700000000, 123456789)
+	f := messageFrame(nil, 42, 7, at)
+	// The server's copy: an id first, the text as sent, more fields after.
+	server := []byte(`{"id":"1700000000000-3","type":"message","user":"m1","text":"cb 42 7 1700000000123456789","time":"2023-11-14T22:13:20Z"}`)
+	for _, frame := range [][]byte{f, server} {
+		s, seq, sched, ok := parseText(frame)
+		if !ok || s != 42 || seq != 7 || sched != at.UnixNano() {
+			t.Errorf("parseText(%s) = %d %d %d %v", frame, s, seq, sched, ok)
+		}
+	}
+	for _, bad := range []string{`{"type":"message","text":"hello"}`, `{"type":"message","text":"cb 1 2"}`, `{"type":"message","text":"cb x 2 3"}`} {
+		if _, _, _, ok := parseText([]byte(bad)); ok {
+			t.Errorf("parseText(%s) ok, want not ok", bad)
+		}
+	}
+	c := &client{tr: newTracker()}
+	c.handle(server, at.Add(time.Millisecond))
+	c.handle(server, at.Add(2*time.Millisecond))
+	c.handle([]byte(`{"type":"error","code":"bad_text","text":"no"}`), at)
+	tr, h, errs, _ := c.take()
+	if tr.recv != 2 || tr.dups != 1 || h.n != 1 || errs != 1 {
+		t.Errorf("after two copies and an error: recv %d dups %d latencies %d errors %d, want 2 1 1 1", tr.recv, tr.dups, h.n, errs)
+	}
+	if got := h.quantile(1); got < 990*time.Microsecond || got > time.Millisecond {
+		t.Errorf("latency %v, want about 1ms", got)
+	}
+}
+
+// TestSmokeFanout runs the fan-out scenario at a tiny size against a
+// freshly built chatterpro and the bare hub.
+func TestSmokeFanout(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "chatterpro")
+	build := exec.Command("go", "build", "-o", bin, "github.com/chatterpro/chatterpro/cmd/chatterpro")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building chatterpro: %v\n%s", err, out)
+	}
+	cfg, _, _, err := parseFlags([]string{"-server", bin, "-members", "5", "-senders", "2", "-rate-start", "20",
+		"-steps", "2", "-step", "1s", "-p99-limit", "10s", "-settle", "200ms", "-drain", "2s", "-timeout", "50s",
+		"-json", filepath.Join(dir, "out.json"), "-md", filepath.Join(dir, "out.md")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := filepath.Join(dir, "out.md")
+	if err := os.WriteFile(md, []byte("old\n"+notesMarker+"\nhand-written\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	results, err := run(context.Background(), cfg, []string{"-scenario", "fanout"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, r := range results {
+		seen[r.Target] = true
+		if len(r.Steps) != 2 {
+			t.Errorf("%s: %d steps, want 2", r.Target, len(r.Steps))
+			continue
+		}
+		for i, st := range r.Steps {
+			if !st.Pass || st.Lost != 0 || st.Dups != 0 || st.Deliveries != st.Sent*5 || st.Sent == 0 {
+				t.Errorf("%s step %d: %+v, want every message delivered to all 5 once", r.Target, i+1, st)
+			}
+		}
+		if r.Metrics["max_deliveries_per_s"] <= 0 {
+			t.Errorf("%s: no max deliveries/s: %v", r.Target, r.Metrics)
+		}
+	}
+	if !seen[targetOurs] || !seen[targetBare] {
+		t.Errorf("targets run: %v, want both", seen)
+	}
+	b, err := os.ReadFile(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"# ChatterPro benchmarks", "## fanout", "max_deliveries_per_s", notesMarker + "\nhand-written"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, b)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out.json")); err != nil {
+		t.Error(err)
+	}
+}
