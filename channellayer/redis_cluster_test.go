@@ -1,0 +1,528 @@
+package channellayer_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/channellayer/layertest"
+	"github.com/chatterpro/chatterpro/internal/redistest"
+)
+
+func newClusterClient(t testing.TB, addrs []string) *redis.ClusterClient {
+	t.Helper()
+	c := redis.NewClusterClient(&redis.ClusterOptions{
+		Addrs:        addrs,
+		DialTimeout:  500 * time.Millisecond,
+		ReadTimeout:  time.Second,
+		WriteTimeout: time.Second,
+		MaxRetries:   1,
+	})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func newClusterLayer(t testing.TB, cl *redistest.Cluster, prefix string, opts channellayer.RedisOptions) *channellayer.Redis {
+	t.Helper()
+	opts.Prefix = prefix
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, err := channellayer.NewRedis(ctx, newClusterClient(t, cl.Addrs()), opts)
+	if err != nil {
+		t.Fatalf("NewRedis on the cluster: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := l.Close(ctx); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return l
+}
+
+// clusterEnv is a three-master cluster with a plain client per node.
+type clusterEnv struct {
+	cl    *redistest.Cluster
+	cc    *redis.ClusterClient
+	nodes []*redis.Client // by node index
+}
+
+func newClusterEnv(t *testing.T) *clusterEnv {
+	t.Helper()
+	cl := redistest.StartCluster(t, 3)
+	e := &clusterEnv{cl: cl, cc: newClusterClient(t, cl.Addrs())}
+	for _, a := range cl.Addrs() {
+		e.nodes = append(e.nodes, newClient(t, a))
+	}
+	return e
+}
+
+// owner returns the index of the node that owns a group's slot (its keys
+// are "<prefix>:{<group>}:...": the slot is the group's).
+func (e *clusterEnv) owner(t testing.TB, group string) int {
+	t.Helper()
+	slot, err := e.cc.ClusterKeySlot(tctx(t, 5*time.Second), "x:{"+group+"}:g").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := e.cl.Owner(int(slot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// groupsPerNode returns one group name per node, each owned by that node.
+func (e *clusterEnv) groupsPerNode(t testing.TB, base string) []string {
+	t.Helper()
+	out := make([]string, e.cl.Len())
+	found := 0
+	for i := 0; found < len(out) && i < 1000; i++ {
+		g := base + "-" + strconv.Itoa(i)
+		if o := e.owner(t, g); out[o] == "" {
+			out[o] = g
+			found++
+		}
+	}
+	if found < len(out) {
+		t.Fatalf("no group names found for every node: %v", out)
+	}
+	return out
+}
+
+// TestRedisCluster runs the layer on a Redis Cluster of three masters.
+func TestRedisCluster(t *testing.T) {
+	e := newClusterEnv(t)
+
+	t.Run("Conformance", func(t *testing.T) {
+		layertest.Run(t, func(t *testing.T) layertest.Setup {
+			prefix := newPrefix()
+			opts := channellayer.RedisOptions{Capacity: 16, Expiry: 400 * time.Millisecond, HistorySize: 16}
+			return layertest.Setup{
+				Layer:       newClusterLayer(t, e.cl, prefix, opts),
+				Peer:        func(t *testing.T) channellayer.Layer { return newClusterLayer(t, e.cl, prefix, opts) },
+				Capacity:    16,
+				Expiry:      400 * time.Millisecond,
+				HistorySize: 16,
+				// The restart rule's group is its first name: restart the
+				// master that owns it (a master without replica: the
+				// cluster is down until it is back).
+				Restart: func(t *testing.T, down func()) {
+					n := e.cl.Node(e.owner(t, "layertest-g-1"))
+					n.Kill()
+					down()
+					n.Restart(t)
+				},
+			}
+		})
+		e.cl.WaitOK(t)
+	})
+
+	t.Run("Spread", func(t *testing.T) { testClusterSpread(t, e) })
+	t.Run("OneShard", func(t *testing.T) { testClusterOneShard(t, e) })
+	t.Run("TwoProcesses", func(t *testing.T) { testClusterTwoProcesses(t, e) })
+	t.Run("PubSubKilled", func(t *testing.T) { testClusterPubSubKilled(t, e) })
+	t.Run("Reshard", func(t *testing.T) { testClusterReshard(t, e) })
+	t.Run("NodeRestart", func(t *testing.T) { testClusterNodeRestart(t, e) })
+}
+
+// testClusterSpread: groups owned by each master keep their keys (history,
+// presence) and their subscriptions on that master only.
+func testClusterSpread(t *testing.T, e *clusterEnv) {
+	prefix := newPrefix()
+	a := newClusterLayer(t, e.cl, prefix, channellayer.RedisOptions{})
+	groups := e.groupsPerNode(t, "spread")
+	for i, g := range groups {
+		ch := newChan(t, a, g)
+		m, err := a.GroupSendRecorded(tctx(t, 5*time.Second), g, mustMsg(t, "chat", map[string]int{"n": i}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := recv(t, a, ch); got.ID != m.ID {
+			t.Fatalf("group %s: got %q, want %q", g, got.ID, m.ID)
+		}
+		if err := a.Track(tctx(t, 5*time.Second), g, "k", nil, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, g := range groups {
+		slot, err := e.cc.ClusterKeySlot(tctx(t, 5*time.Second), prefix+":{"+g+"}:h").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		gch := prefix + ":{" + g + "}:g"
+		for n, c := range e.nodes {
+			keys, err := c.ClusterCountKeysInSlot(tctx(t, 5*time.Second), int(slot)).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			subs, err := c.PubSubShardNumSub(tctx(t, 5*time.Second), gch).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantKeys, wantSubs := int64(0), int64(0)
+			if n == i {
+				wantKeys, wantSubs = 3, 1 // history, presence hash and expiry set
+			}
+			if keys != wantKeys || subs[gch] != wantSubs {
+				t.Errorf("group %s (slot %d, owner %d): node %d has %d keys and %d subscribers, want %d and %d",
+					g, slot, i, n, keys, subs[gch], wantKeys, wantSubs)
+			}
+		}
+	}
+}
+
+// testClusterOneShard: a burst of sends to one group is SPUBLISH and EVALSHA
+// calls on the master that owns it, and on no other.
+func testClusterOneShard(t *testing.T, e *clusterEnv) {
+	prefix := newPrefix()
+	a := newClusterLayer(t, e.cl, prefix, channellayer.RedisOptions{})
+	b := newClusterLayer(t, e.cl, prefix, channellayer.RedisOptions{})
+	for owner, g := range e.groupsPerNode(t, "burst") {
+		var chans []string
+		for range 5 {
+			chans = append(chans, newChan(t, a, g))
+		}
+		bch := newChan(t, b, g)
+		// Load the script on the owner first.
+		if _, err := a.GroupSendRecorded(tctx(t, 5*time.Second), g, mustMsg(t, "warm", nil)); err != nil {
+			t.Fatal(err)
+		}
+		before := make([]map[string]int, len(e.nodes))
+		for n, c := range e.nodes {
+			before[n] = commandCalls(t, c)
+		}
+		const burst = 20
+		for i := range burst {
+			if err := a.GroupSend(tctx(t, 5*time.Second), g, mustMsg(t, "plain", map[string]int{"n": i})); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.GroupSendRecorded(tctx(t, 5*time.Second), g, mustMsg(t, "rec", map[string]int{"n": i})); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for n, c := range e.nodes {
+			after := commandCalls(t, c)
+			want := map[string]int{"spublish": 0, "evalsha": 0, "publish": 0, "eval": 0}
+			if n == owner {
+				want["spublish"], want["evalsha"] = 2*burst, burst
+			}
+			for cmd, w := range want {
+				if d := after[cmd] - before[n][cmd]; d != w {
+					t.Errorf("group %s (owner %d): node %d got %d %s calls during the burst, want %d", g, owner, n, d, cmd, w)
+				}
+			}
+		}
+		for _, m := range []struct {
+			l  channellayer.Layer
+			ch string
+		}{{a, chans[0]}, {a, chans[4]}, {b, bch}} {
+			recv(t, m.l, m.ch) // warm
+			for range 2 * burst {
+				recv(t, m.l, m.ch)
+			}
+			silent(t, m.l, m.ch)
+		}
+	}
+}
+
+// testClusterTwoProcesses: two layers on the cluster exchange group and
+// directed messages on every shard; presence and history are shared.
+func testClusterTwoProcesses(t *testing.T, e *clusterEnv) {
+	prefix := newPrefix()
+	a := newClusterLayer(t, e.cl, prefix, channellayer.RedisOptions{})
+	b := newClusterLayer(t, e.cl, prefix, channellayer.RedisOptions{})
+	ctx := tctx(t, 10*time.Second)
+	for _, g := range e.groupsPerNode(t, "two") {
+		ach, bch := newChan(t, a, g), newChan(t, b, g)
+		var ids []string
+		for i := range 6 {
+			sender := a
+			if i%2 == 1 {
+				sender = b
+			}
+			m, err := sender.GroupSendRecorded(ctx, g, mustMsg(t, "chat", map[string]int{"n": i}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, m.ID)
+		}
+		for _, m := range []struct {
+			l  channellayer.Layer
+			ch string
+		}{{a, ach}, {b, bch}} {
+			for i := range 6 {
+				if got := recv(t, m.l, m.ch); got.ID != ids[i] || seqOf(t, got) != i {
+					t.Fatalf("group %s: got %s, want message %d (%s)", g, got.Body, i, ids[i])
+				}
+			}
+			silent(t, m.l, m.ch)
+		}
+		since, err := b.Since(ctx, g, ids[2])
+		if err != nil || len(since) != 3 || since[0].ID != ids[3] {
+			t.Fatalf("group %s: Since = %v, %v", g, since, err)
+		}
+		if err := a.Track(ctx, g, "alice", []byte("a"), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Track(ctx, g, "bob", nil, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		list, err := b.List(ctx, g)
+		if err != nil || len(list) != 2 || list[0].Key != "alice" || list[1].Key != "bob" {
+			t.Fatalf("group %s: List = %v, %v", g, list, err)
+		}
+		// Directed sends both ways.
+		if err := a.Send(ctx, bch, mustMsg(t, "direct", map[string]string{"to": "b"})); err != nil {
+			t.Fatalf("Send a→b: %v", err)
+		}
+		if err := b.Send(ctx, ach, mustMsg(t, "direct", map[string]string{"to": "a"})); err != nil {
+			t.Fatalf("Send b→a: %v", err)
+		}
+		if m := recv(t, b, bch); m.Type != "direct" {
+			t.Fatalf("b got %q", m.Type)
+		}
+		if m := recv(t, a, ach); m.Type != "direct" {
+			t.Fatalf("a got %q", m.Type)
+		}
+	}
+}
+
+// testClusterPubSubKilled kills every pub/sub connection on every master in
+// the middle of a stream of recorded sends to groups on all shards: every
+// message arrives once and in order (gap repair from history).
+func testClusterPubSubKilled(t *testing.T, e *clusterEnv) {
+	prefix := newPrefix()
+	a := newClusterLayer(t, e.cl, prefix, channellayer.RedisOptions{})
+	b := newClusterLayer(t, e.cl, prefix, channellayer.RedisOptions{})
+	groups := e.groupsPerNode(t, "killed")
+	type member struct {
+		l  *channellayer.Redis
+		ch string
+		g  int
+	}
+	var members []member
+	for i, g := range groups {
+		members = append(members, member{a, newChan(t, a, g), i}, member{b, newChan(t, b, g), i})
+	}
+	const total = 30
+	for i := range total {
+		if i == total/3 {
+			for _, c := range e.nodes {
+				if err := c.Do(tctx(t, 5*time.Second), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		for _, g := range groups {
+			msg := mustMsg(t, "chat", map[string]int{"n": i})
+			eventually(t, "recorded send", func() error {
+				_, err := a.GroupSendRecorded(tctx(t, time.Second), g, msg)
+				return err
+			})
+		}
+	}
+	for _, m := range members {
+		for i := range total {
+			if got := seqOf(t, recv(t, m.l, m.ch)); got != i {
+				t.Fatalf("group %s: got message %d, want %d", groups[m.g], got, i)
+			}
+		}
+		silent(t, m.l, m.ch)
+	}
+}
+
+// nodeID returns the cluster node ID of node i.
+func (e *clusterEnv) nodeID(t testing.TB, i int) string {
+	t.Helper()
+	id, err := e.nodes[i].ClusterMyID(tctx(t, 5*time.Second)).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// moveSlot moves a slot with its keys from one master to another, as
+// redis-cli --cluster reshard does.
+func (e *clusterEnv) moveSlot(t testing.TB, slot, from, to int) {
+	t.Helper()
+	ctx := tctx(t, 10*time.Second)
+	fromID, toID := e.nodeID(t, from), e.nodeID(t, to)
+	src, dst := e.nodes[from], e.nodes[to]
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(dst.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", fromID).Err())
+	must(src.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", toID).Err())
+	host, port, _ := strings.Cut(e.cl.Addrs()[to], ":")
+	for {
+		keys, err := src.ClusterGetKeysInSlot(ctx, slot, 100).Result()
+		must(err)
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		must(src.Do(ctx, args...).Err())
+	}
+	for _, c := range append([]*redis.Client{dst, src}, e.nodes...) {
+		must(c.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID).Err())
+	}
+}
+
+// testClusterReshard moves the slot of a group to another master while two
+// layers have members in it: the owner drops their subscriptions, and they
+// subscribe on the new owner, missing nothing that was recorded.
+func testClusterReshard(t *testing.T, e *clusterEnv) {
+	prefix := newPrefix()
+	a := newClusterLayer(t, e.cl, prefix, channellayer.RedisOptions{})
+	b := newClusterLayer(t, e.cl, prefix, channellayer.RedisOptions{})
+	g := e.groupsPerNode(t, "reshard")[0]
+	ach, bch := newChan(t, a, g), newChan(t, b, g)
+	n := 0
+	send := func() {
+		t.Helper()
+		msg := mustMsg(t, "chat", map[string]int{"n": n})
+		eventually(t, "recorded send", func() error {
+			_, err := a.GroupSendRecorded(tctx(t, time.Second), g, msg)
+			return err
+		})
+		n++
+	}
+	for range 5 {
+		send()
+	}
+	slot, err := e.cc.ClusterKeySlot(tctx(t, 5*time.Second), prefix+":{"+g+"}:g").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.moveSlot(t, int(slot), 0, 1)
+	gch := prefix + ":{" + g + "}:g"
+	eventually(t, "subscriptions on the new owner", func() error {
+		subs, err := e.nodes[1].PubSubShardNumSub(tctx(t, time.Second), gch).Result()
+		if err != nil {
+			return err
+		}
+		if subs[gch] != 2 {
+			return fmt.Errorf("%d subscribers on the new owner, want 2", subs[gch])
+		}
+		return nil
+	})
+	for range 5 {
+		send()
+	}
+	for _, m := range []struct {
+		l  *channellayer.Redis
+		ch string
+	}{{a, ach}, {b, bch}} {
+		for i := range n {
+			if got := seqOf(t, recv(t, m.l, m.ch)); got != i {
+				t.Fatalf("got message %d, want %d", got, i)
+			}
+		}
+		silent(t, m.l, m.ch)
+	}
+	if list, err := e.nodes[0].PubSubShardNumSub(tctx(t, time.Second), gch).Result(); err != nil || list[gch] != 0 {
+		t.Fatalf("old owner still has %v subscribers (%v)", list[gch], err)
+	}
+	e.moveSlot(t, int(slot), 1, 0) // leave the cluster as it was
+}
+
+// testClusterNodeRestart kills one master (no replica: it stays down, and
+// the cluster with it) and restarts it on its port: the layers report the
+// outage, fail fast, and work again on every shard by themselves.
+func testClusterNodeRestart(t *testing.T, e *clusterEnv) {
+	prefix := newPrefix()
+	a := newClusterLayer(t, e.cl, prefix, channellayer.RedisOptions{})
+	b := newClusterLayer(t, e.cl, prefix, channellayer.RedisOptions{})
+	groups := e.groupsPerNode(t, "restart")
+	victim := 2
+	type member struct {
+		l  *channellayer.Redis
+		ch string
+	}
+	members := make([][]member, len(groups))
+	for i, g := range groups {
+		members[i] = []member{{a, newChan(t, a, g)}, {b, newChan(t, b, g)}}
+	}
+	e.cl.Node(victim).Kill()
+	start := time.Now()
+	for _, l := range []*channellayer.Redis{a, b} {
+		eventually(t, "not ready while a master is down", func() error {
+			if err := l.Check(tctx(t, time.Second)); !errors.Is(err, channellayer.ErrUnavailable) {
+				return fmt.Errorf("Check = %v, want ErrUnavailable", err)
+			}
+			return nil
+		})
+	}
+	t.Logf("outage noticed after %v", time.Since(start))
+	callStart := time.Now()
+	_, err := a.GroupSendRecorded(tctx(t, 3*time.Second), groups[victim], mustMsg(t, "x", nil))
+	if !errors.Is(err, channellayer.ErrUnavailable) {
+		t.Errorf("GroupSendRecorded while the owner is down: %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(callStart); d > 500*time.Millisecond {
+		t.Errorf("GroupSendRecorded while the owner is down took %v", d)
+	}
+
+	e.cl.Node(victim).Restart(t)
+	restarted := time.Now()
+	for _, l := range []*channellayer.Redis{a, b} {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			err := l.Check(tctx(t, time.Second))
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("not ready 20s after the restart: %v", err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	t.Logf("ready again %v after the restart", time.Since(restarted))
+	for i, g := range groups {
+		msg := mustMsg(t, "after", map[string]int{"n": i})
+		var sent channellayer.Message
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var err error
+			if sent, err = b.GroupSendRecorded(tctx(t, time.Second), g, msg); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("group %s: recorded send after the restart: %v", g, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		for _, m := range members[i] {
+			got := recv(t, m.l, m.ch)
+			if got.ID != sent.ID {
+				t.Fatalf("group %s: got %s, want %s", g, got.Body, sent.Body)
+			}
+			silent(t, m.l, m.ch)
+		}
+	}
+	t.Logf("every shard works again %v after the restart", time.Since(restarted))
+	if list := e.cl.Addrs(); !slices.Contains(list, e.cl.Node(victim).Addr()) {
+		t.Fatal("the restarted node moved")
+	}
+}
