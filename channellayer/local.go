@@ -20,10 +20,29 @@ type local struct {
 	expiry   time.Duration
 	seq      atomic.Uint64
 
-	mu       sync.RWMutex
+	mu       sync.RWMutex // guards channels and closed
 	channels map[string]*channel
-	groups   map[string]*members
 	closed   bool
+
+	// Groups are sharded by name, so a fan-out to a big group (which holds
+	// its shard's read lock) never stops joins and leaves elsewhere.
+	shards [groupShards]groupShard
+}
+
+const groupShards = 64
+
+type groupShard struct {
+	mu     sync.RWMutex
+	groups map[string]*members
+}
+
+func (l *local) shard(group string) *groupShard {
+	h := uint32(2166136261) // FNV-1a
+	for i := 0; i < len(group); i++ {
+		h ^= uint32(group[i])
+		h *= 16777619
+	}
+	return &l.shards[h%groupShards]
 }
 
 type members struct {
@@ -39,8 +58,11 @@ type queued struct {
 type channel struct {
 	name     string
 	capacity int
-	expiry   int64               // nanoseconds
-	groups   map[string]struct{} // guarded by local.mu
+	expiry   int64 // nanoseconds
+
+	gmu    sync.Mutex          // guards groups and dead; taken before a shard's lock
+	groups map[string]struct{} // the groups the channel is in
+	dead   bool                // discarded: joins no group again
 
 	mu       sync.Mutex
 	q        []queued // q[head:] are waiting; grows up to capacity, dropped when drained
@@ -62,13 +84,16 @@ func newLocal(capacity int, expiry time.Duration) *local {
 	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	return &local{
+	l := &local{
 		prefix:   "p" + hex.EncodeToString(b[:]) + "!",
 		capacity: capacity,
 		expiry:   expiry,
 		channels: make(map[string]*channel),
-		groups:   make(map[string]*members),
 	}
+	for i := range l.shards {
+		l.shards[i].groups = make(map[string]*members)
+	}
+	return l
 }
 
 // owns reports whether a channel name belongs to this process.
@@ -91,7 +116,6 @@ func (l *local) newChannel() (string, error) {
 		name:     name,
 		capacity: l.capacity,
 		expiry:   int64(l.expiry),
-		groups:   make(map[string]struct{}),
 		notify:   make(chan struct{}, 1),
 	}
 	return name, nil
@@ -270,26 +294,32 @@ func (l *local) noChannel(op, name string) error {
 // groupAdd adds a local channel to a group and reports whether it is the
 // group's first local member.
 func (l *local) groupAdd(group, name string) (first bool, err error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return false, ErrClosed
-	}
-	ch := l.channels[name]
+	ch := l.lookup(name)
 	if ch == nil {
-		return false, fmt.Errorf("adding %s to group %q: %w", name, group, ErrNoChannel)
+		return false, l.noChannel("adding to group "+strconv.Quote(group), name)
 	}
-	g := l.groups[group]
+	ch.gmu.Lock()
+	defer ch.gmu.Unlock()
+	if ch.dead {
+		return false, l.noChannel("adding to group "+strconv.Quote(group), name)
+	}
+	if _, ok := ch.groups[group]; ok {
+		return false, nil
+	}
+	if ch.groups == nil {
+		ch.groups = make(map[string]struct{}, 1)
+	}
+	s := l.shard(group)
+	s.mu.Lock()
+	g := s.groups[group]
 	if g == nil {
 		g = &members{index: make(map[*channel]int)}
-		l.groups[group] = g
+		s.groups[group] = g
 		first = true
-	}
-	if _, ok := g.index[ch]; ok {
-		return false, nil
 	}
 	g.index[ch] = len(g.list)
 	g.list = append(g.list, ch)
+	s.mu.Unlock()
 	ch.groups[group] = struct{}{}
 	return first, nil
 }
@@ -297,17 +327,25 @@ func (l *local) groupAdd(group, name string) (first bool, err error) {
 // groupDiscard removes a local channel from a group and reports whether the
 // group has no local member left.
 func (l *local) groupDiscard(group, name string) (last bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	ch := l.channels[name]
+	ch := l.lookup(name)
 	if ch == nil {
 		return false
 	}
-	return l.removeLocked(group, ch)
+	ch.gmu.Lock()
+	defer ch.gmu.Unlock()
+	if _, ok := ch.groups[group]; !ok {
+		return false
+	}
+	delete(ch.groups, group)
+	return l.removeMember(group, ch)
 }
 
-func (l *local) removeLocked(group string, ch *channel) (last bool) {
-	g := l.groups[group]
+// removeMember takes ch out of a group's members; called with ch.gmu held.
+func (l *local) removeMember(group string, ch *channel) (last bool) {
+	s := l.shard(group)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.groups[group]
 	if g == nil {
 		return false
 	}
@@ -321,9 +359,8 @@ func (l *local) removeLocked(group string, ch *channel) (last bool) {
 	g.list[end] = nil
 	g.list = g.list[:end]
 	delete(g.index, ch)
-	delete(ch.groups, group)
 	if len(g.list) == 0 {
-		delete(l.groups, group)
+		delete(s.groups, group)
 		return true
 	}
 	return false
@@ -333,17 +370,26 @@ func (l *local) removeLocked(group string, ch *channel) (last bool) {
 func (l *local) discard(name string) (emptied []string) {
 	l.mu.Lock()
 	ch := l.channels[name]
+	delete(l.channels, name)
+	l.mu.Unlock()
 	if ch == nil {
-		l.mu.Unlock()
 		return nil
 	}
-	delete(l.channels, name)
+	ch.gmu.Lock()
+	ch.dead = true
 	for g := range ch.groups {
-		if l.removeLocked(g, ch) {
+		if l.removeMember(g, ch) {
 			emptied = append(emptied, g)
 		}
 	}
-	l.mu.Unlock()
+	ch.groups = nil
+	ch.gmu.Unlock()
+	ch.end()
+	return emptied
+}
+
+// end marks a channel gone and tells its receiver.
+func (ch *channel) end() {
 	ch.mu.Lock()
 	ch.gone = true
 	ch.q, ch.head = nil, 0
@@ -354,36 +400,40 @@ func (l *local) discard(name string) (emptied []string) {
 	if f != nil {
 		f() // the receiver learns the channel is gone
 	}
-	return emptied
 }
 
 // deliver hands m to every local member of a group: the same Message value,
 // so the body is shared and nothing is allocated per member.
 func (l *local) deliver(group string, m Message) {
 	now := time.Now().UnixNano()
-	l.mu.RLock()
-	if g := l.groups[group]; g != nil {
+	s := l.shard(group)
+	s.mu.RLock()
+	if g := s.groups[group]; g != nil {
 		for _, ch := range g.list {
 			ch.push(m, now, true)
 		}
 	}
-	l.mu.RUnlock()
+	s.mu.RUnlock()
 }
 
 // hasGroup reports whether a group has local members.
 func (l *local) hasGroup(group string) bool {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	return l.groups[group] != nil
+	s := l.shard(group)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.groups[group] != nil
 }
 
 // groupNames lists the groups with local members.
 func (l *local) groupNames() []string {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	out := make([]string, 0, len(l.groups))
-	for g := range l.groups {
-		out = append(out, g)
+	var out []string
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.RLock()
+		for g := range s.groups {
+			out = append(out, g)
+		}
+		s.mu.RUnlock()
 	}
 	return out
 }
@@ -394,18 +444,18 @@ func (l *local) close() {
 	l.closed = true
 	chans := l.channels
 	l.channels = make(map[string]*channel)
-	l.groups = make(map[string]*members)
 	l.mu.Unlock()
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.Lock()
+		s.groups = make(map[string]*members)
+		s.mu.Unlock()
+	}
 	for _, ch := range chans {
-		ch.mu.Lock()
-		ch.gone = true
-		ch.q, ch.head = nil, 0
-		f := ch.onArrive
-		ch.onArrive = nil
-		ch.mu.Unlock()
-		ch.wake()
-		if f != nil {
-			f()
-		}
+		ch.gmu.Lock()
+		ch.dead = true
+		ch.groups = nil
+		ch.gmu.Unlock()
+		ch.end()
 	}
 }
