@@ -65,7 +65,7 @@ type channel struct {
 	dead   bool                // discarded: joins no group again
 
 	mu       sync.Mutex
-	q        []queued // q[head:] are waiting; grows up to capacity, dropped when drained
+	q        []queued // q[head:] are waiting; grows as needed, up to capacity
 	head     int
 	overflow bool
 	gone     bool
@@ -185,16 +185,13 @@ func (ch *channel) dropExpired(now int64) {
 	ch.compact()
 }
 
-// compact frees the queue's memory once it is drained.
+// compact rewinds a drained queue. Its array is kept: it grew only as far
+// as a burst needed (a quiet channel holds a few entries), and reusing it
+// keeps a busy fan-out free of allocations.
 func (ch *channel) compact() {
 	if ch.len() == 0 {
-		if cap(ch.q) > 16 {
-			ch.q = nil
-		} else {
-			clear(ch.q)
-			ch.q = ch.q[:0]
-		}
-		ch.head = 0
+		clear(ch.q)
+		ch.q, ch.head = ch.q[:0], 0
 	}
 }
 
