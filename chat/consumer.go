@@ -226,16 +226,26 @@ func (rc *roomConsumer) Disconnect(ctx context.Context, c *consumer.Conn, code c
 	switch code {
 	case consumer.StatusNormal:
 		// Left on purpose: gone at once, announced if it was the session's
-		// last connection in the room.
+		// last socket in the room. Entries its lost sockets left waiting
+		// for the grace period (on any node) go with it: a leave is final.
 		rc.untrack(ctx)
 		st, err := a.hub.state(ctx, rc.room)
 		if err != nil {
 			a.log.Warn("announcing a departure failed", "room", rc.room, "err", err)
 			return
 		}
-		if !st.known[rc.user.Session] {
-			a.hub.announce(ctx, rc.room, rc.user.Name+" has left the chat", len(st.sessions))
+		if st.live[rc.user.Session] {
+			return // another tab is still here
 		}
+		for _, key := range st.waiting[rc.user.Session] {
+			if err := a.presence.Untrack(ctx, rc.room, key); err != nil {
+				a.log.Warn("untracking a waiting presence entry failed", "room", rc.room, "err", err)
+			}
+		}
+		if st.known[rc.user.Session] {
+			delete(st.sessions, rc.user.Session)
+		}
+		a.hub.announce(ctx, rc.room, rc.user.Name+" has left the chat", len(st.sessions))
 	case consumer.StatusServiceRestart:
 		// This node is draining: off the list at once, but the session is
 		// remembered for the grace period so that its reconnect elsewhere

@@ -526,3 +526,25 @@ func TestTwoNodesAndDrain(t *testing.T) {
 	a.awaitUsers("ann", "bob")
 	a.quiet("notice", "", 300*time.Millisecond)
 }
+
+// A session that lost its socket, came back within the grace period, and
+// then leaves with 1000 is gone at once: its waiting entry goes too.
+func TestLeaveAfterResumeIsImmediate(t *testing.T) {
+	n := newNode(t, nil, func(c *Config) { c.Grace = 5 * time.Second })
+	a := n.join(t, "ann", "s1", "r", "")
+	a.joinFrames("ann")
+	b := n.join(t, "bob", "s2", "r", "")
+	b.joinFrames("ann", "bob")
+	a.await("notice", "bob has joined the chat")
+	b.com.Disconnect(ctxT(t), consumer.StatusAbnormal) // lost
+	b2 := n.join(t, "bob", "s2", "r", "")
+	b2.joinFrames("ann", "bob")
+	start := time.Now()
+	b2.com.Disconnect(ctxT(t), consumer.StatusNormal) // left
+	a.await("notice", "bob has left the chat")
+	a.awaitUsers("ann")
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("leave announced after %v: it waited for the lost socket's grace period", d)
+	}
+	a.quiet("notice", "bob has left the chat", 200*time.Millisecond)
+}

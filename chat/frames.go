@@ -102,12 +102,19 @@ type usersFrame struct {
 
 // roomState is a room's online list, computed from its presence entries.
 type roomState struct {
-	sessions map[string]string // session → nickname of listed sessions
-	known    map[string]bool   // every session with an entry, drained included
+	sessions map[string]string   // session → nickname of listed sessions
+	known    map[string]bool     // every session with an entry, drained included
+	live     map[string]bool     // sessions with a connected socket
+	waiting  map[string][]string // session → keys of its grace and drain entries
 }
 
 func newRoomState(members []channellayer.Member) roomState {
-	s := roomState{sessions: make(map[string]string), known: make(map[string]bool)}
+	s := roomState{
+		sessions: make(map[string]string),
+		known:    make(map[string]bool),
+		live:     make(map[string]bool),
+		waiting:  make(map[string][]string),
+	}
 	for _, m := range members {
 		p, ok := decodeInfo(m.Info)
 		if !ok {
@@ -116,6 +123,11 @@ func newRoomState(members []channellayer.Member) roomState {
 		s.known[p.Session] = true
 		if p.State != "drain" {
 			s.sessions[p.Session] = p.Name
+		}
+		if p.State == "" {
+			s.live[p.Session] = true
+		} else {
+			s.waiting[p.Session] = append(s.waiting[p.Session], m.Key)
 		}
 	}
 	return s

@@ -21,7 +21,6 @@ import (
 	"github.com/chatterpro/chatterpro/templates"
 )
 
-
 // maxFormBytes bounds the body of POST /join.
 const maxFormBytes = 16 << 10
 
