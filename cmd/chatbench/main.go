@@ -68,7 +68,7 @@ type config struct {
 func parseFlags(args []string) (*config, bool, string, error) {
 	cfg := &config{}
 	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
-	fs.StringVar(&cfg.scenario, "scenario", "fanout", "fanout, rooms, idle, connect, crossnode, or all")
+	fs.StringVar(&cfg.scenario, "scenario", "fanout", "fanout, rooms, idle, connect, crossnode (comma-separated), or all")
 	fs.StringVar(&cfg.target, "target", "both", "both (chatterpro and the bare hub), ours, or bare")
 	fs.StringVar(&cfg.server, "server", "", "chatterpro binary (default: go build of -pkg)")
 	fs.StringVar(&cfg.pkg, "pkg", "./cmd/chatterpro", "package built when -server is empty")
@@ -180,7 +180,7 @@ func run(ctx context.Context, cfg *config, args []string) ([]*result, error) {
 	nc := newNetClient(cfg.ips)
 	defer nc.close()
 
-	scenarios := []string{cfg.scenario}
+	scenarios := strings.Split(cfg.scenario, ",")
 	if cfg.scenario == "all" {
 		scenarios = allScenarios
 	}

@@ -350,7 +350,7 @@ func (rep *report) params(scenario string) string {
 		if r.Scenario == scenario && r.Params != nil {
 			keys := make([]string, 0, len(r.Params))
 			for k := range r.Params {
-				if k != "nodes" {
+				if k != "nodes" && !strings.HasPrefix(k, "loadavg") {
 					keys = append(keys, k)
 				}
 			}
@@ -371,7 +371,7 @@ func (rep *report) ladders(b *strings.Builder, scenario string) {
 		if r.Scenario != scenario || r.Run != 1 || len(r.Steps) == 0 {
 			continue
 		}
-		fmt.Fprintf(b, "Ladder of %s, run 1:\n\n| msgs/s | deliveries/s | p50 ms | p99 ms | p999 ms | lost | dup | CPU µs/delivery | server cores | chatbench cores | pass |\n|---|---|---|---|---|---|---|---|---|---|---|\n", r.Target)
+		fmt.Fprintf(b, "Ladder of %s, run 1 (load average %v before, %v after):\n\n| msgs/s | deliveries/s | p50 ms | p99 ms | p999 ms | lost | dup | CPU µs/delivery | server cores | chatbench cores | pass |\n|---|---|---|---|---|---|---|---|---|---|---|\n", r.Target, r.Params["loadavg_before"], r.Params["loadavg_after"])
 		for _, st := range r.Steps {
 			fmt.Fprintf(b, "| %.0f | %.0f | %s | %s | %s | %d | %d | %s | %s | %s | %v |\n", st.MsgsPerSec, st.DeliveriesPerS,
 				fmtNum(st.P50ms), fmtNum(st.P99ms), fmtNum(st.P999ms), st.Lost, st.Dups, fmtNum(st.CPUusPerDel), fmtNum(st.Cores), fmtNum(st.LoadgenCores), st.Pass)

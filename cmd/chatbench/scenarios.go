@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +50,20 @@ type step struct {
 func selfCPU() time.Duration {
 	d, _ := cpuTime(os.Getpid())
 	return d
+}
+
+// loadAvg returns the machine's one-minute load average: how busy the
+// shared machine was around a measurement.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
@@ -480,6 +495,7 @@ func runScenario(ctx context.Context, cfg *config, nc *netClient, dir, scenario 
 				return out, err
 			}
 			label := fmt.Sprintf("[%s %s run %d]", scenario, name, run)
+			load := loadAvg()
 			var res *result
 			switch scenario {
 			case "fanout", "crossnode":
@@ -499,6 +515,9 @@ func runScenario(ctx context.Context, cfg *config, nc *netClient, dir, scenario 
 				res = &result{Target: name, Error: err.Error()}
 			}
 			res.Scenario, res.Run = scenario, run
+			if res.Params != nil {
+				res.Params["loadavg_before"], res.Params["loadavg_after"] = load, loadAvg()
+			}
 			out = append(out, res)
 		}
 	}
