@@ -2,13 +2,17 @@ package main_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -447,4 +451,350 @@ func TestLBKillNodeNothingLost(t *testing.T) {
 		t.Errorf("only %d messages acknowledged of %d sent; want a real flow", len(acked), sent)
 	}
 	t.Logf("%d sent, %d acknowledged, %d in history; %d clients moved from the killed node", sent, len(acked), len(recorded), victims)
+}
+
+// lbReader is a light chat reader for big rooms: it counts message frames
+// by ID and measures their latency from the send time the text carries
+// ("t=<unix nanos> ..."), without decoding every frame.
+type lbReader struct {
+	name string
+	conn *websocket.Conn
+
+	mu     sync.Mutex
+	ids    map[string]int
+	lat    []time.Duration
+	errors int
+	end    error // why reading ended
+	done   chan struct{}
+}
+
+// lbDial joins room on base as name and opens a socket; the test ends it.
+// With rcvBuf > 0 the socket's receive buffer is set that small, so that a
+// client that does not read cannot hide megabytes in the kernel.
+func lbDial(ctx context.Context, t testing.TB, base, name, room string, rcvBuf int) *lbReader {
+	t.Helper()
+	r, err := lbDialErr(ctx, base, name, room, rcvBuf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.stop)
+	return r
+}
+
+func lbDialErr(ctx context.Context, base, name, room string, rcvBuf int) (*lbReader, error) {
+	c, err := testnode.Join(ctx, base, name, room)
+	if err != nil {
+		return nil, fmt.Errorf("%s joining: %w", name, err)
+	}
+	d := &net.Dialer{}
+	if rcvBuf > 0 {
+		d.Control = func(network, address string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvBuf)
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	h := http.Header{}
+	h.Add("Cookie", (&http.Cookie{Name: c.Cookie.Name, Value: c.Cookie.Value}).String())
+	conn, _, err := websocket.Dial(ctx, testnode.WebsocketURL(base, room, ""), &websocket.DialOptions{
+		HTTPHeader: h,
+		HTTPClient: &http.Client{Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s dialing: %w", name, err)
+	}
+	conn.SetReadLimit(1 << 20)
+	return &lbReader{name: name, conn: conn, ids: make(map[string]int), done: make(chan struct{})}, nil
+}
+
+// stop closes the connection and waits for the reading goroutine.
+func (r *lbReader) stop() {
+	r.conn.CloseNow()
+	if r.started() {
+		<-r.done
+	}
+}
+
+func (r *lbReader) started() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ids != nil && r.lat != nil
+}
+
+// read reads until the connection ends.
+func (r *lbReader) read() {
+	r.mu.Lock()
+	r.lat = make([]time.Duration, 0, 1024)
+	r.mu.Unlock()
+	go func() {
+		defer close(r.done)
+		for {
+			_, data, err := r.conn.Read(context.Background())
+			now := time.Now()
+			if err != nil {
+				r.mu.Lock()
+				r.end = err
+				r.mu.Unlock()
+				return
+			}
+			switch {
+			case bytes.HasPrefix(data, []byte(`{"id":"`)):
+				id := data[len(`{"id":"`):]
+				id = id[:bytes.IndexByte(id, '"')]
+				var lat time.Duration = -1
+				if i := bytes.Index(data, []byte(`"text":"t=`)); i >= 0 {
+					rest := data[i+len(`"text":"t=`):]
+					if j := bytes.IndexByte(rest, ' '); j > 0 {
+						if ns, err := strconv.ParseInt(string(rest[:j]), 10, 64); err == nil {
+							lat = now.Sub(time.Unix(0, ns))
+						}
+					}
+				}
+				r.mu.Lock()
+				r.ids[string(id)]++
+				if lat >= 0 {
+					r.lat = append(r.lat, lat)
+				}
+				r.mu.Unlock()
+			case bytes.HasPrefix(data, []byte(`{"type":"error"`)):
+				r.mu.Lock()
+				r.errors++
+				r.mu.Unlock()
+			}
+		}
+	}()
+}
+
+func (r *lbReader) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.ids)
+}
+
+// lbPayload is a message text of about 1900 characters carrying its send time.
+func lbPayload(pad string) string {
+	return "t=" + strconv.FormatInt(time.Now().UnixNano(), 10) + " " + pad
+}
+
+// lbPadding returns n emoji: n characters (the text limit counts
+// characters), four bytes each, so that big frames need few messages.
+func lbPadding(n int) string {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		b.WriteRune(rune(0x1F600 + i%80))
+	}
+	return b.String()
+}
+
+// lbFlood has senders send perSender messages each, at rate messages a
+// second each; it returns how many were written.
+func lbFlood(ctx context.Context, senders []*lbReader, perSender int, rate float64) int {
+	pad := lbPadding(1870)
+	var wg sync.WaitGroup
+	var written atomic.Int64
+	for _, s := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
+			defer tick.Stop()
+			for i := 0; i < perSender; i++ {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				b := []byte(`{"type":"message","text":"` + lbPayload(pad) + `"}`)
+				if s.conn.Write(ctx, websocket.MessageText, b) == nil {
+					written.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return int(written.Load())
+}
+
+// lbSlowRoom is a node with readers in one room and, if slow, one more
+// client that does not read.
+type lbSlowRoom struct {
+	node    *testnode.Node
+	readers []*lbReader
+	slow    *lbReader
+}
+
+func startLBSlowRoom(ctx context.Context, t testing.TB, readers int, slow bool) *lbSlowRoom {
+	t.Helper()
+	rs := redistest.Start(t)
+	s := &lbSlowRoom{node: testnode.Start(t, testnode.Options{Layer: "redis://" + rs.Addr() + "/0", Args: []string{"--rate", "0"}})}
+	const room = "Big Room"
+	s.readers = make([]*lbReader, readers)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failed []string
+	for i := range s.readers {
+		wg.Add(1)
+		go func() { // joins in parallel: a big room fills quickly
+			defer wg.Done()
+			r, err := lbDialErr(ctx, s.node.URL(), fmt.Sprintf("reader %d", i), room, 0)
+			if err != nil {
+				mu.Lock()
+				failed = append(failed, err.Error())
+				mu.Unlock()
+				return
+			}
+			r.read()
+			s.readers[i] = r
+		}()
+	}
+	wg.Wait()
+	for _, r := range s.readers {
+		if r != nil {
+			t.Cleanup(r.stop)
+		}
+	}
+	if len(failed) > 0 {
+		t.Fatalf("joining the big room: %s", strings.Join(failed, "; "))
+	}
+	if slow {
+		s.slow = lbDial(ctx, t, s.node.URL(), "sleeper", room, 4096)
+	}
+	return s
+}
+
+// waitAll waits up to d until every reader has want messages.
+func (s *lbSlowRoom) waitAll(d time.Duration, want int) error {
+	deadline := time.Now().Add(d)
+	for {
+		var behind []string
+		for _, r := range s.readers {
+			if n := r.count(); n < want {
+				behind = append(behind, fmt.Sprintf("%s has %d", r.name, n))
+			}
+		}
+		if len(behind) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("after %v, of %d messages: %s", d, want, strings.Join(behind, ", "))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// latencies returns every reader's latencies, sorted.
+func (s *lbSlowRoom) latencies() []time.Duration {
+	var all []time.Duration
+	for _, r := range s.readers {
+		r.mu.Lock()
+		all = append(all, r.lat...)
+		r.mu.Unlock()
+	}
+	slices.Sort(all)
+	return all
+}
+
+func lbPercentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted)-1) * p)
+	return sorted[i]
+}
+
+func TestLBSlowConsumerClosed1013(t *testing.T) {
+	ctx := timeout(t, 90*time.Second)
+	start := time.Now()
+	room := startLBSlowRoom(ctx, t, 49, true)
+	t.Logf("50 members joined in %v", time.Since(start))
+	// 4 of the readers send messages of 1900 characters (7.5 KB), 50 a
+	// second each. The sleeper's socket buffers and 1 MiB queue hold about
+	// 500 of them.
+	start = time.Now()
+	flood := make(chan int, 1)
+	go func() { flood <- lbFlood(ctx, room.readers[:4], 200, 50) }()
+	// Once the others have 650 messages, the server has queued as many to
+	// the sleeper and closed it; it reads now, to see the close frame
+	// (a write stuck much longer would time out and end without one).
+	for room.readers[4].count() < 650 && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	room.slow.read()
+	written := <-flood
+	t.Logf("%d messages written in %v", written, time.Since(start))
+	select {
+	case <-room.slow.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the non-reading client was not closed; it read %d messages", room.slow.count())
+	}
+	room.slow.mu.Lock()
+	end, got := room.slow.end, len(room.slow.ids)
+	room.slow.mu.Unlock()
+	if code := websocket.CloseStatus(end); code != websocket.StatusTryAgainLater {
+		t.Errorf("the non-reading client ended with %v (%v) after %d messages; want close 1013", code, end, got)
+	}
+	if err := room.waitAll(20*time.Second, written); err != nil {
+		t.Error(err)
+	}
+	for _, r := range room.readers {
+		r.mu.Lock()
+		for id, n := range r.ids {
+			if n > 1 {
+				t.Errorf("%s got %s %d times", r.name, id, n)
+			}
+		}
+		if r.errors > 0 || r.end != nil {
+			t.Errorf("%s: %d error frames, connection end %v", r.name, r.errors, r.end)
+		}
+		r.mu.Unlock()
+	}
+	lat := room.latencies()
+	t.Logf("%d messages to 49 readers; the sleeper got %d before 1013; readers' latency p50 %v p99 %v",
+		written, got, lbPercentile(lat, .5), lbPercentile(lat, .99))
+}
+
+// BenchmarkSlowConsumer compares the latency of 49 readers in one room
+// with and without a 50th member that never reads (and is closed with
+// 1013). Run: go test -run '^$' -bench SlowConsumer ./cmd/chatterpro
+func BenchmarkSlowConsumer(b *testing.B) {
+	for _, slow := range []bool{false, true} {
+		name := "without-slow"
+		if slow {
+			name = "with-slow"
+		}
+		b.Run(name, func(b *testing.B) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			var lat []time.Duration
+			var delivered int
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				room := startLBSlowRoom(ctx, b, 49, slow)
+				b.StartTimer()
+				written := lbFlood(ctx, room.readers[:4], 500, 100)
+				if err := room.waitAll(30*time.Second, written); err != nil {
+					b.Fatal(err)
+				}
+				if slow {
+					room.slow.read()
+					<-room.slow.done
+					if code := websocket.CloseStatus(room.slow.end); code != websocket.StatusTryAgainLater {
+						b.Errorf("the sleeper ended with %v; want 1013", room.slow.end)
+					}
+				}
+				lat = append(lat, room.latencies()...)
+				delivered += written * len(room.readers)
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lbPercentile(lat, .5).Microseconds())/1000, "p50_ms")
+			b.ReportMetric(float64(lbPercentile(lat, .99).Microseconds())/1000, "p99_ms")
+			b.ReportMetric(float64(lbPercentile(lat, 1).Microseconds())/1000, "max_ms")
+			b.ReportMetric(float64(delivered)/float64(b.N), "deliveries/op")
+		})
+	}
 }
