@@ -122,6 +122,22 @@ func TestPagesAndProbes(t *testing.T) {
 		t.Errorf("Bob's history = %v, %v; want Ada's message", h, err)
 	}
 
+	// A malformed since gets the latest messages with reset.
+	if err := bob.Dial(ctx, "not-an-id"); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := bob.Await(ctx, "history", nil); err != nil || !h.Reset || len(h.Messages) != 1 {
+		t.Errorf("history for a malformed since = %v, %v; want the latest message with reset", h, err)
+	}
+
+	// Invalid join input: 400 with the form.
+	if _, err := testnode.Join(ctx, n.URL(), "   ", "Chat Room"); err == nil || !strings.Contains(err.Error(), "HTTP 400") {
+		t.Errorf("joining with a blank nickname: %v; want HTTP 400", err)
+	}
+	if _, err := testnode.Join(ctx, n.URL(), "Ada", "a/b"); err == nil || !strings.Contains(err.Error(), "HTTP 400") {
+		t.Errorf("joining room a/b: %v; want HTTP 400", err)
+	}
+
 	r = get(ctx, t, n, "/metrics", nil)
 	if r.StatusCode != http.StatusOK || !strings.Contains(r.Body, "chatterpro_") {
 		t.Errorf("GET /metrics = %d without chatterpro_ metrics:\n%.500s", r.StatusCode, r.Body)
