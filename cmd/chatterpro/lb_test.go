@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
@@ -121,6 +122,8 @@ type lbCounter struct {
 	closes      []websocket.StatusCode
 	frames      map[string]int // frames received by type
 	arrivals    []lbArrival
+	latency     []time.Duration // of messages whose text carries " t=<unix nanos>"
+	stamp       bool            // add " t=<unix nanos>" to sent texts
 }
 
 // lbArrival is one received message.
@@ -155,7 +158,7 @@ func (k *lbCounter) dial(ctx context.Context, t testing.TB) {
 // and reconnects when the connection ends, until ctx ends.
 func (k *lbCounter) run(ctx context.Context, sendEvery time.Duration) {
 	seq := 0
-	next := time.Now().Add(sendEvery)
+	next := time.Now().Add(rand.N(sendEvery)) // spread the senders out
 	for ctx.Err() == nil {
 		k.mu.Lock()
 		down := k.down
@@ -169,6 +172,9 @@ func (k *lbCounter) run(ctx context.Context, sendEvery time.Duration) {
 			if k.sending.Load() {
 				seq++
 				text := fmt.Sprintf("%s-%d", k.name, seq)
+				if k.stamp {
+					text += " t=" + strconv.FormatInt(time.Now().UnixNano(), 10)
+				}
 				wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				err := k.c.Send(wctx, text)
 				cancel()
@@ -259,6 +265,11 @@ func (k *lbCounter) record(m testnode.Frame) {
 	}
 	if m.User == k.name && strings.HasPrefix(m.Text, k.name+"-") {
 		k.acked[m.Text] = m.ID
+	}
+	if _, at, ok := strings.Cut(m.Text, " t="); ok && k.got[m.ID] == 1 {
+		if ns, err := strconv.ParseInt(at, 10, 64); err == nil {
+			k.latency = append(k.latency, time.Since(time.Unix(0, ns)))
+		}
 	}
 }
 
@@ -667,6 +678,30 @@ func startLBSlowRoom(ctx context.Context, t testing.TB, readers int, slow bool) 
 	return s
 }
 
+// flood has 4 readers send perSender messages of 1900 characters (7.5 KB)
+// each, at rate a second each, and returns how many were written. The
+// sleeper, if any, starts reading once the others have readAt messages:
+// by then the server has queued as many to it and closed it, and it reads
+// to see the close frame (a write stuck much longer would time out and
+// end the connection without one).
+func (s *lbSlowRoom) flood(ctx context.Context, perSender int, rate float64, readAt int) int {
+	done := make(chan int, 1)
+	go func() { done <- lbFlood(ctx, s.readers[:4], perSender, rate) }()
+	if s.slow == nil {
+		return <-done
+	}
+	for s.readers[4].count() < readAt && ctx.Err() == nil {
+		select {
+		case n := <-done:
+			s.slow.read()
+			return n
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	s.slow.read()
+	return <-done
+}
+
 // waitAll waits up to d until every reader has want messages.
 func (s *lbSlowRoom) waitAll(d time.Duration, want int) error {
 	deadline := time.Now().Add(d)
@@ -716,16 +751,7 @@ func TestLBSlowConsumerClosed1013(t *testing.T) {
 	// second each. The sleeper's socket buffers and 1 MiB queue hold about
 	// 500 of them.
 	start = time.Now()
-	flood := make(chan int, 1)
-	go func() { flood <- lbFlood(ctx, room.readers[:4], 200, 50) }()
-	// Once the others have 650 messages, the server has queued as many to
-	// the sleeper and closed it; it reads now, to see the close frame
-	// (a write stuck much longer would time out and end without one).
-	for room.readers[4].count() < 650 && ctx.Err() == nil {
-		time.Sleep(20 * time.Millisecond)
-	}
-	room.slow.read()
-	written := <-flood
+	written := room.flood(ctx, 200, 50, 650)
 	t.Logf("%d messages written in %v", written, time.Since(start))
 	select {
 	case <-room.slow.done:
@@ -776,12 +802,11 @@ func BenchmarkSlowConsumer(b *testing.B) {
 				b.StopTimer()
 				room := startLBSlowRoom(ctx, b, 49, slow)
 				b.StartTimer()
-				written := lbFlood(ctx, room.readers[:4], 500, 100)
+				written := room.flood(ctx, 160, 15, 600)
 				if err := room.waitAll(30*time.Second, written); err != nil {
 					b.Fatal(err)
 				}
 				if slow {
-					room.slow.read()
 					<-room.slow.done
 					if code := websocket.CloseStatus(room.slow.end); code != websocket.StatusTryAgainLater {
 						b.Errorf("the sleeper ended with %v; want 1013", room.slow.end)
