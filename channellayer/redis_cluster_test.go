@@ -105,6 +105,7 @@ func (e *clusterEnv) groupsPerNode(t testing.TB, base string) []string {
 
 // TestRedisCluster runs the layer on a Redis Cluster of three masters.
 func TestRedisCluster(t *testing.T) {
+	t.Parallel()
 	e := newClusterEnv(t)
 
 	t.Run("Conformance", func(t *testing.T) {
@@ -135,6 +136,13 @@ func TestRedisCluster(t *testing.T) {
 	t.Run("OneShard", func(t *testing.T) { testClusterOneShard(t, e) })
 	t.Run("TwoProcesses", func(t *testing.T) { testClusterTwoProcesses(t, e) })
 	t.Run("PubSubKilled", func(t *testing.T) { testClusterPubSubKilled(t, e) })
+}
+
+// TestRedisClusterFailure moves a slot and restarts a master under the
+// layer, on a cluster of its own, beside TestRedisCluster.
+func TestRedisClusterFailure(t *testing.T) {
+	t.Parallel()
+	e := newClusterEnv(t)
 	t.Run("Reshard", func(t *testing.T) { testClusterReshard(t, e) })
 	t.Run("NodeRestart", func(t *testing.T) { testClusterNodeRestart(t, e) })
 }

@@ -77,6 +77,12 @@ func (r *Redis) setReady(ready bool, err error) {
 	}
 }
 
+func (r *Redis) isReady() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ready
+}
+
 // nextBarrier hands out a barrier number on c: the pong of the PING that
 // carries it proves that every subscription written on c before it was
 // confirmed.
@@ -137,7 +143,6 @@ func (r *Redis) subscriber() {
 			}
 		}
 		r.collectLost(st)
-		failed := false
 		for {
 			r.mu.Lock()
 			var ch, group string
@@ -155,7 +160,6 @@ func (r *Redis) subscriber() {
 			if r.cluster {
 				if !r.reconcileShard(st, ch, group, want) {
 					st.retry[ch] = group
-					failed = true
 				}
 			} else {
 				r.reconcile(st, ch, group, want)
@@ -164,19 +168,19 @@ func (r *Redis) subscriber() {
 				return
 			}
 		}
+		// Placing again backs off while it keeps failing, whether the
+		// failure shows here or as the death of the connection.
 		if len(st.retry) > 0 {
 			if timerC == nil {
-				if failed || timer == nil {
-					backoff = min(2*backoff, redisBackoffMax)
-				}
 				if timer == nil {
 					timer = time.NewTimer(backoff)
 				} else {
 					timer.Reset(backoff)
 				}
 				timerC = timer.C
+				backoff = min(2*backoff, redisBackoffMax)
 			}
-		} else if !failed {
+		} else if r.isReady() {
 			backoff = redisBackoffMin
 		}
 	}
@@ -422,6 +426,13 @@ func (r *Redis) resubscribed(c *psConn, ch string) {
 	ctx, cancel := context.WithTimeout(c.ctx, redisOpTimeout)
 	defer cancel()
 	xs, err := r.client.XRange(ctx, r.historyKey(s.group), "("+from.String(), "+").Result()
+	if err != nil && c.shard && c.ctx.Err() == nil {
+		// The shard answers but its history does not (a cluster that is
+		// not ok yet): place the group again later, repair then.
+		r.log.Debug("channellayer: redis history after a move", "group", s.group, "addr", c.addr, "err", err)
+		c.kill()
+		return
+	}
 	if err != nil {
 		r.log.Warn("channellayer: redis history after reconnect, messages may be missing", "group", s.group, "err", err)
 		return
@@ -447,17 +458,10 @@ func (r *Redis) handle(c *psConn, pm *redis.Message) {
 	}
 	r.mu.Lock()
 	s := r.subs[pm.Channel]
+	moved := s != nil && c.shard && s.conn != c
 	r.mu.Unlock()
-	if s == nil {
-		return // no local member left
-	}
-	if c.shard {
-		r.mu.Lock()
-		mine := s.conn == c
-		r.mu.Unlock()
-		if !mine {
-			return // the group lives on another connection now
-		}
+	if s == nil || moved {
+		return // no local member left, or the group lives on another connection now
 	}
 	_, m, recorded, ok := parseEnvelope(pm.Payload)
 	if !ok {
