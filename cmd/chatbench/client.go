@@ -63,6 +63,10 @@ type client struct {
 	errors int
 	first  string // first error frame
 
+	// measureFrom (Unix ns): messages scheduled earlier are counted for
+	// loss and duplicates but not in the latency histogram (warm-up).
+	measureFrom atomic.Int64
+
 	closed  atomic.Bool
 	readErr error
 	done    chan struct{}
@@ -174,7 +178,7 @@ func (c *client) handle(f []byte, now time.Time) {
 		return
 	}
 	c.mu.Lock()
-	if !c.tr.record(sender, seq) {
+	if !c.tr.record(sender, seq) && sched >= c.measureFrom.Load() {
 		c.lat.record(now.Sub(time.Unix(0, sched)))
 	}
 	c.mu.Unlock()

@@ -54,6 +54,7 @@ type config struct {
 	rooms    int
 	roomSize int
 	roomsDur time.Duration
+	warmup   time.Duration
 
 	idleConns    int
 	idleRoomSize int
@@ -90,7 +91,8 @@ func parseFlags(args []string) (*config, bool, string, error) {
 	fs.DurationVar(&cfg.maxDur, "max-duration", 90*time.Second, "fanout/crossnode: longest ladder")
 	fs.IntVar(&cfg.rooms, "rooms", 500, "rooms: number of rooms")
 	fs.IntVar(&cfg.roomSize, "room-size", 4, "rooms: members per room")
-	fs.DurationVar(&cfg.roomsDur, "duration", 10*time.Second, "rooms: sending time")
+	fs.DurationVar(&cfg.roomsDur, "duration", 12*time.Second, "rooms: sending time")
+	fs.DurationVar(&cfg.warmup, "warmup", 3*time.Second, "rooms: messages scheduled this long after the start count for losses but not for latency; fanout/crossnode: length of an unmeasured first step at -rate-start")
 	fs.IntVar(&cfg.idleConns, "conns", 10000, "idle: connections")
 	fs.IntVar(&cfg.idleRoomSize, "idle-room-size", 10, "idle/connect: members per room")
 	fs.DurationVar(&cfg.idleHold, "hold", 5*time.Second, "idle: how long the connections are held after measuring")

@@ -192,19 +192,20 @@ func (rep *report) find(scenario, metric string) *summary {
 // verdicts checks the figures against the targets of the performance issue.
 func verdicts(rep *report) []verdict {
 	var out []verdict
-	if s := rep.find("fanout", "max_deliveries_per_s"); s != nil && s.Ratio > 0 {
+	if s := rep.find("fanout", "max_deliveries_per_s"); s != nil && both(s, targetOurs, targetBare) {
 		out = append(out, verdict{"fan-out 1 room: max deliveries/s >= 1.2x bare", s.Ratio >= 1.2,
 			fmt.Sprintf("%.0f vs %.0f deliveries/s, ratio %.2f", s.Medians[targetOurs], s.Medians[targetBare], s.Ratio)})
 	}
 	if s := rep.find("fanout", "cpu_us_per_delivery_same_rate"); s != nil && s.Ratio > 0 {
+		// Only when both passed a common step in some run.
 		out = append(out, verdict{"fan-out 1 room: server CPU per delivery <= 0.8x bare", s.Ratio <= 0.8,
 			fmt.Sprintf("%.2f vs %.2f µs per delivery at the same rate, ratio %.2f", s.Medians[targetOurs], s.Medians[targetBare], s.Ratio)})
 	}
-	if s := rep.find("crossnode", "deliveries_per_s_per_core"); s != nil && s.Ratio > 0 {
+	if s := rep.find("crossnode", "deliveries_per_s_per_core"); s != nil && both(s, targetOurs2, targetOurs) {
 		out = append(out, verdict{"fan-out over two nodes + Redis: >= 0.8x single node per server core", s.Ratio >= 0.8,
 			fmt.Sprintf("%.0f vs %.0f deliveries/s per core, ratio %.2f", s.Medians[targetOurs2], s.Medians[targetOurs], s.Ratio)})
 	}
-	if s := rep.find("rooms", "p99_ms"); s != nil && s.Ratio > 0 {
+	if s := rep.find("rooms", "p99_ms"); s != nil && both(s, targetOurs, targetBare) {
 		lost := rep.find("rooms", "lost")
 		var lostOurs float64
 		if lost != nil {
@@ -231,6 +232,12 @@ func verdicts(rep *report) []verdict {
 		}
 	}
 	return out
+}
+
+func both(s *summary, a, b string) bool {
+	_, okA := s.Medians[a]
+	_, okB := s.Medians[b]
+	return okA && okB
 }
 
 func (rep *report) writeJSON(path string) error {

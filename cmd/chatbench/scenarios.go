@@ -160,7 +160,7 @@ func runFanout(ctx context.Context, cfg *config, nc *netClient, t *target, label
 	s := cfg.members
 	res := &result{Scenario: "fanout", Target: t.name, Params: map[string]any{
 		"members": s, "senders": min(cfg.senders, s), "step": cfg.stepDur.String(), "rate_start": cfg.rateStart,
-		"rate_factor": cfg.rateFactor, "max_steps": cfg.steps, "p99_limit_ms": ms(cfg.p99Limit), "nodes": len(t.bases)}}
+		"rate_factor": cfg.rateFactor, "max_steps": cfg.steps, "warmup": cfg.warmup.String(), "p99_limit_ms": ms(cfg.p99Limit), "nodes": len(t.bases)}}
 	begin := time.Now()
 	clients, err := connectAll(ctx, nc, s, cfg.conc,
 		func(i int) string { return t.bases[i%len(t.bases)] },
@@ -173,6 +173,7 @@ func runFanout(ctx context.Context, cfg *config, nc *netClient, t *target, label
 	k := min(cfg.senders, s)
 	rate := cfg.rateStart
 	retried := false
+	warming := cfg.warmup > 0
 	for n := 0; n < cfg.steps && time.Since(begin) < cfg.maxDur; n++ {
 		if err := t.alive(); err != nil {
 			return nil, err
@@ -183,8 +184,12 @@ func runFanout(ctx context.Context, cfg *config, nc *netClient, t *target, label
 		sent := make([]uint32, k)
 		ids := make([]uint32, k)
 		interval := time.Duration(float64(time.Second) * float64(k) / rate)
+		dur := cfg.stepDur
+		if warming {
+			dur = cfg.warmup
+		}
 		start := time.Now().Add(20 * time.Millisecond)
-		end := start.Add(cfg.stepDur)
+		end := start.Add(dur)
 		cpu0, self0 := t.cpu(), selfCPU()
 		var wg sync.WaitGroup
 		var sendErr atomic.Pointer[error]
@@ -215,7 +220,7 @@ func runFanout(ctx context.Context, cfg *config, nc *netClient, t *target, label
 		st := step{
 			LoadgenCores: self.Seconds() / wall.Seconds(), Retry: retried,
 			MsgsPerSec: rate, Sent: total, Deliveries: m.unique,
-			DeliveriesPerS: float64(m.unique) / cfg.stepDur.Seconds(),
+			DeliveriesPerS: float64(m.unique) / dur.Seconds(),
 			Lost:           want - m.unique, Dups: m.dups, Errors: m.errors, Closed: m.closed,
 			P50ms: ms(m.hist.quantile(0.5)), P99ms: ms(m.hist.quantile(0.99)), P999ms: ms(m.hist.quantile(0.999)),
 			Cores: cpu.Seconds() / wall.Seconds(),
@@ -237,6 +242,14 @@ func runFanout(ctx context.Context, cfg *config, nc *netClient, t *target, label
 		}
 		logf("%s: step %d %.0f msg/s -> %.0f deliveries/s p50 %.2fms p99 %.2fms p999 %.2fms lost %d dup %d closed %d cpu %.2fµs/delivery server %.2f cores, chatbench %.2f cores %s",
 			label, n+1, rate, st.DeliveriesPerS, st.P50ms, st.P99ms, st.P999ms, st.Lost, st.Dups, st.Closed, st.CPUusPerDel, st.Cores, st.LoadgenCores, verdict)
+		if warming {
+			// Not measured: the first messages on fresh connections grow
+			// stacks and buffers in every process.
+			logf("%s: that was the warm-up step, not counted", label)
+			warming = false
+			n--
+			continue
+		}
 		if !st.Pass && !retried && cfg.retry {
 			// One failure may be noise (the machine is shared): retry the
 			// rate once before ending the ladder.
@@ -256,7 +269,7 @@ func runFanout(ctx context.Context, cfg *config, nc *netClient, t *target, label
 
 // fanoutMetrics summarizes a ladder by its highest passing step.
 func fanoutMetrics(steps []step) map[string]float64 {
-	m := map[string]float64{"max_deliveries_per_s": 0, "passed_steps": 0}
+	m := map[string]float64{"max_deliveries_per_s": 0, "passed_steps": 0, "deliveries_per_s_per_core": 0}
 	for _, st := range steps {
 		if !st.Pass {
 			break
@@ -279,7 +292,8 @@ func fanoutMetrics(steps []step) map[string]float64 {
 func runRooms(ctx context.Context, cfg *config, nc *netClient, t *target, label string) (*result, error) {
 	n := cfg.rooms * cfg.roomSize
 	res := &result{Scenario: "rooms", Target: t.name, Params: map[string]any{
-		"rooms": cfg.rooms, "members": cfg.roomSize, "msgs_per_member_per_s": 1, "duration": cfg.roomsDur.String()}}
+		"rooms": cfg.rooms, "members": cfg.roomSize, "msgs_per_member_per_s": 1, "duration": cfg.roomsDur.String(),
+		"latency_warmup": cfg.warmup.String()}}
 	clients, err := connectAll(ctx, nc, n, cfg.conc,
 		func(i int) string { return t.bases[i%len(t.bases)] },
 		func(i int) string { return "room-" + strconv.Itoa(i/cfg.roomSize) }, connectProgress(label, n))
@@ -294,6 +308,9 @@ func runRooms(ctx context.Context, cfg *config, nc *netClient, t *target, label 
 	sent := make([]uint32, n)
 	start := time.Now().Add(50 * time.Millisecond)
 	end := start.Add(cfg.roomsDur)
+	for _, c := range clients {
+		c.measureFrom.Store(start.Add(cfg.warmup).UnixNano())
+	}
 	cpu0, self0 := t.cpu(), selfCPU()
 	var wg sync.WaitGroup
 	var sendErr atomic.Pointer[error]
