@@ -485,8 +485,9 @@ func (r *Redis) isClosed() bool {
 	return r.closed
 }
 
-// Check implements Checker: nil while Redis (every master of a cluster)
-// answers PING and the layer's pub/sub connections are up.
+// Check implements Checker: nil while Redis answers PING (in a cluster:
+// every master reports cluster_state:ok) and the layer's pub/sub
+// connections are up.
 func (r *Redis) Check(ctx context.Context) error {
 	if err := r.usable(ctx, "check"); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -101,6 +102,11 @@ func (r *Redis) collectLost(st *subState) {
 	dead, mv := r.dead, r.moved
 	r.dead, r.moved = nil, nil
 	r.mu.Unlock()
+	if len(dead)+len(mv) > 0 {
+		// Refresh the slot map now, so that it is fresh by the time the
+		// backoff has passed and the channels are placed again.
+		r.cc.ReloadState(r.ctx)
+	}
 	for _, c := range dead {
 		if st.conns[c.addr] == c {
 			delete(st.conns, c.addr)
@@ -245,10 +251,18 @@ func (r *Redis) updateReady(cause error) bool {
 	return ready
 }
 
-// checkCluster pings every master.
+// checkCluster asks every master whether the cluster is ok: a master
+// answers PING even while the cluster refuses commands.
 func (r *Redis) checkCluster(ctx context.Context) error {
 	err := r.cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-		return c.Ping(ctx).Err()
+		info, err := c.ClusterInfo(ctx).Result()
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(info, "cluster_state:ok") {
+			return fmt.Errorf("%s: cluster state is not ok", c.Options().Addr)
+		}
+		return nil
 	})
 	if err != nil {
 		return r.fail(ctx, "ping", err)

@@ -138,9 +138,6 @@ func (r *Redis) subscriber() {
 			}
 			r.mu.Unlock()
 			clear(st.retry)
-			if r.cc != nil {
-				r.cc.ReloadState(r.ctx)
-			}
 		}
 		r.collectLost(st)
 		for {
