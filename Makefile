@@ -25,3 +25,13 @@ deps:
 
 run:
 	$(GO) run ./cmd/chatterpro
+
+# Redis, three nodes and nginx on loopback, to try in a browser (Ctrl-C stops).
+lb-demo: deps
+	bash scripts/lb-demo.sh
+
+# Not part of make test: 3 nodes behind nginx, 1000 clients, 20 rooms,
+# 5 minutes, one node restarted every minute; prints delivered, lost,
+# duplicated and latency percentiles.
+soak: deps
+	$(GO) test -tags soak -run TestSoak -count=1 -timeout 20m -v ./cmd/chatterpro
