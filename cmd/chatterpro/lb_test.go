@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -592,6 +593,23 @@ func lbPayload(pad string) string {
 	return "t=" + strconv.FormatInt(time.Now().UnixNano(), 10) + " " + pad
 }
 
+// lbSlowNeeds returns how many 7.5 KB messages overflow a non-reading
+// client's 1 MiB queue for sure: what the server's kernel send buffer can
+// hold at most (tcp_wmem's maximum), a batch in the writer's hands (at
+// most the queue's size) and the queue itself.
+func lbSlowNeeds() int {
+	wmem := 4 << 20
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_wmem"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 3 {
+			if v, err := strconv.Atoi(f[2]); err == nil {
+				wmem = v
+			}
+		}
+	}
+	const frame, queue = 7600, 1 << 20
+	return (wmem+2*queue+256<<10)/frame + 1
+}
+
 // lbPadding returns n emoji: n characters (the text limit counts
 // characters), four bytes each, so that big frames need few messages.
 func lbPadding(n int) string {
@@ -748,11 +766,13 @@ func TestLBSlowConsumerClosed1013(t *testing.T) {
 	room := startLBSlowRoom(ctx, t, 49, true)
 	t.Logf("50 members joined in %v", time.Since(start))
 	// 4 of the readers send messages of 1900 characters (7.5 KB), 50 a
-	// second each. The sleeper's socket buffers and 1 MiB queue hold about
-	// 500 of them.
+	// second each, enough to fill what may hold frames for the sleeper:
+	// the server's socket send buffer (it grows up to tcp_wmem's maximum),
+	// a batch being written and the 1 MiB queue.
+	readAt := lbSlowNeeds()
 	start = time.Now()
-	written := room.flood(ctx, 200, 50, 650)
-	t.Logf("%d messages written in %v", written, time.Since(start))
+	written := room.flood(ctx, (readAt+100)/4, 50, readAt)
+	t.Logf("%d messages written in %v; the sleeper started reading after %d", written, time.Since(start), readAt)
 	select {
 	case <-room.slow.done:
 	case <-time.After(30 * time.Second):
@@ -802,7 +822,8 @@ func BenchmarkSlowConsumer(b *testing.B) {
 				b.StopTimer()
 				room := startLBSlowRoom(ctx, b, 49, slow)
 				b.StartTimer()
-				written := room.flood(ctx, 160, 15, 600)
+				readAt := lbSlowNeeds()
+				written := room.flood(ctx, (readAt+40)/4, 20, readAt)
 				if err := room.waitAll(30*time.Second, written); err != nil {
 					b.Fatal(err)
 				}
