@@ -386,6 +386,9 @@ func lbSettle(counters []*lbCounter, d time.Duration, extra func() []string) err
 			return nil
 		}
 		if time.Now().After(deadline) {
+			if len(behind) > 10 {
+				behind = append(behind[:10], fmt.Sprintf("and %d more", len(behind)-10))
+			}
 			return fmt.Errorf("after %v still behind: %s", d, strings.Join(behind, ", "))
 		}
 		time.Sleep(100 * time.Millisecond)
