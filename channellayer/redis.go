@@ -93,7 +93,7 @@ type groupSub struct {
 	floor     streamID // the history's last ID before subscribing
 	hasFloor  bool
 
-	// Owned by the receive loop.
+	// Owned by the receive loop of conn (handed over with it, under Redis.mu).
 	last    streamID // the last recorded message delivered locally
 	hasLast bool
 }

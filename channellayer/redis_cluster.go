@@ -61,7 +61,6 @@ func (c *psConn) die(err error) {
 	_ = c.ps.Close()
 	r.log.Debug("channellayer: redis shard pub/sub connection lost", "addr", c.addr, "err", err)
 	r.mu.Lock()
-	c.dead = true
 	r.dead = append(r.dead, c)
 	for _, s := range r.subs {
 		if s.conn == c {

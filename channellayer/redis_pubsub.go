@@ -31,7 +31,6 @@ type psConn struct {
 	barrier uint64         // last barrier number handed out on this connection
 	resync  uint64         // the barrier that makes the layer ready again (one Redis)
 	unsubs  map[string]int // sunsubscribe replies still due to our own SUNSUBSCRIBE
-	dead    bool
 
 	// Owned by the subscriber.
 	count int // channels issued on this connection
@@ -455,9 +454,9 @@ func (r *Redis) handle(c *psConn, pm *redis.Message) {
 	}
 	r.mu.Lock()
 	s := r.subs[pm.Channel]
-	moved := s != nil && c.shard && s.conn != c
+	elsewhere := s != nil && c.shard && s.conn != c
 	r.mu.Unlock()
-	if s == nil || moved {
+	if s == nil || elsewhere {
 		return // no local member left, or the group lives on another connection now
 	}
 	_, m, recorded, ok := parseEnvelope(pm.Payload)
