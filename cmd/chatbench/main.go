@@ -64,6 +64,7 @@ type config struct {
 	jsonOut    string
 	mdOut      string
 	cpuProfile string
+	merge      string
 }
 
 func parseFlags(args []string) (*config, bool, string, error) {
@@ -100,6 +101,7 @@ func parseFlags(args []string) (*config, bool, string, error) {
 	fs.StringVar(&cfg.jsonOut, "json", "", "write results as JSON to this file")
 	fs.StringVar(&cfg.mdOut, "md", "", "write a Markdown report to this file (a section after the notes marker is kept)")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write chatbench's own CPU profile to this file")
+	fs.StringVar(&cfg.merge, "merge", "", "only render: merge these JSON reports (comma-separated; later scenarios replace earlier) into -md and -json")
 	serveBareFlag := fs.Bool("serve-bare", false, "only run the bare hub on -addr")
 	addr := fs.String("addr", "127.0.0.1:4000", "with -serve-bare: listen address")
 	if err := fs.Parse(args); err != nil {
@@ -145,6 +147,20 @@ func main() {
 	if bare {
 		if err := serveBare(addr); err != nil {
 			fmt.Fprintln(os.Stderr, "bare hub:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if cfg.merge != "" {
+		rep, err := mergeReports(strings.Split(cfg.merge, ","))
+		if err == nil && cfg.mdOut != "" {
+			err = rep.writeMarkdown(cfg.mdOut)
+		}
+		if err == nil && cfg.jsonOut != "" {
+			err = rep.writeJSON(cfg.jsonOut)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "chatbench:", err)
 			os.Exit(1)
 		}
 		return
