@@ -115,7 +115,7 @@ func New(cfg Config) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chat: registering metrics: %w", err)
 	}
-	srv, err := consumer.NewServer(consumer.Options{Layer: cfg.Layer, ReadLimit: frameReadLimit, Logger: cfg.Logger})
+	srv, err := consumer.NewServer(consumer.Options{Layer: cfg.Layer, ReadLimit: frameReadLimit, OnClosing: m.closed, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("chat: %w", err)
 	}

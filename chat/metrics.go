@@ -2,9 +2,12 @@ package chat
 
 import (
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chatterpro/chatterpro/consumer"
 )
 
 // metrics are the chat's Prometheus metrics.
@@ -13,6 +16,7 @@ type metrics struct {
 	in     prometheus.Counter
 	out    prometheus.Counter
 	errors *prometheus.CounterVec
+	closes *prometheus.CounterVec
 	layer  *prometheus.HistogramVec
 }
 
@@ -30,13 +34,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatterpro_error_frames_total", Help: "Error frames sent to clients, by code.",
 		}, []string{"code"}),
+		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatterpro_closes_total", Help: "Websocket connections closed, by close code (1013: slow consumer).",
+		}, []string{"code"}),
 		layer: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "chatterpro_layer_seconds",
 			Help:    "Latency of channel layer calls, by operation and outcome.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"op", "outcome"}),
 	}
-	for _, c := range []prometheus.Collector{m.conns, m.in, m.out, m.errors, m.layer} {
+	for _, c := range []prometheus.Collector{m.conns, m.in, m.out, m.errors, m.closes, m.layer} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -48,6 +55,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.errors.WithLabelValues(code)
 	}
 	return m, nil
+}
+
+func (m *metrics) closed(code consumer.StatusCode) {
+	m.closes.WithLabelValues(strconv.Itoa(int(code))).Inc()
 }
 
 func (m *metrics) observe(op string, start time.Time, err error) {

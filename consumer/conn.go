@@ -137,6 +137,9 @@ func (c *Conn) closeWith(code StatusCode, reason string, mode closeMode) {
 		}
 		close(c.closing)
 		c.cancel()
+		if f := c.srv.opts.OnClosing; f != nil {
+			f(code)
+		}
 		if c.started.Load() {
 			c.startCloser()
 		}
@@ -371,6 +374,7 @@ func (c *Conn) flush() {
 			c.closeWith(StatusAbnormal, "", closePeer)
 			return
 		}
+		c.out.written(frames)
 	}
 }
 

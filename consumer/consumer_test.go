@@ -240,3 +240,23 @@ func TestEventsAreSerialized(t *testing.T) {
 		t.Fatalf("consumer methods ran concurrently %d times", overlaps.Load())
 	}
 }
+
+func TestOnClosingSeesTheCode(t *testing.T) {
+	codes := make(chan consumer.StatusCode, 4)
+	com := connect(t, func() consumer.Consumer {
+		return consumer.Funcs{OnReceive: func(ctx context.Context, c *consumer.Conn, text []byte) error {
+			c.Close(consumer.StatusPolicy, "enough")
+			return nil
+		}}
+	}, consumertest.Options{ServerOptions: consumer.Options{OnClosing: func(code consumer.StatusCode) { codes <- code }}})
+	com.SendText(timeout(t), "x")
+	expectClosed(t, com, consumer.StatusPolicy)
+	select {
+	case code := <-codes:
+		if code != consumer.StatusPolicy {
+			t.Fatalf("OnClosing got %d, want 1008", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnClosing was not called")
+	}
+}

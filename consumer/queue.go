@@ -9,7 +9,7 @@ type outQueue struct {
 	mu       sync.Mutex
 	frames   [][]byte
 	spare    [][]byte
-	bytes    int
+	bytes    int // queued and being written: a frame counts until it is on the wire
 	limit    int
 	closed   bool
 	started  bool          // the transport is up: pushes may start a writer
@@ -64,8 +64,18 @@ func (q *outQueue) take() [][]byte {
 	clear(q.spare)
 	q.frames = q.spare[:0]
 	q.spare = out
-	q.bytes = 0
 	return out
+}
+
+// written releases the bytes of frames the writer has sent.
+func (q *outQueue) written(frames [][]byte) {
+	n := 0
+	for _, f := range frames {
+		n += len(f)
+	}
+	q.mu.Lock()
+	q.bytes = max(0, q.bytes-n)
+	q.mu.Unlock()
 }
 
 func (q *outQueue) stopWriter() {

@@ -35,6 +35,9 @@ type Options struct {
 	// DisconnectTimeout bounds the consumer's Disconnect and the cleanup
 	// after it. Defaults to 5 s.
 	DisconnectTimeout time.Duration
+	// OnClosing, if set, is called once per connection as it starts
+	// closing, with its close code (for metrics). It must not block.
+	OnClosing func(code StatusCode)
 	// Logger receives the server's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 }

@@ -623,9 +623,9 @@ func lbPadding(n int) string {
 	return b.String()
 }
 
-// lbFlood has senders send perSender messages each, at rate messages a
-// second each; it returns how many were written.
-func lbFlood(ctx context.Context, senders []*lbReader, perSender int, rate float64) int {
+// lbFlood has senders send up to perSender messages each, at rate messages
+// a second each, until stop is closed; it returns how many were written.
+func lbFlood(ctx context.Context, senders []*lbReader, perSender int, rate float64, stop <-chan struct{}) int {
 	pad := lbPadding(1870)
 	var wg sync.WaitGroup
 	var written atomic.Int64
@@ -638,6 +638,8 @@ func lbFlood(ctx context.Context, senders []*lbReader, perSender int, rate float
 			for i := 0; i < perSender; i++ {
 				select {
 				case <-ctx.Done():
+					return
+				case <-stop:
 					return
 				case <-tick.C:
 				}
@@ -700,27 +702,46 @@ func startLBSlowRoom(ctx context.Context, t testing.TB, readers int, slow bool) 
 }
 
 // flood has 4 readers send perSender messages of 1900 characters (7.5 KB)
-// each, at rate a second each, and returns how many were written. The
-// sleeper, if any, starts reading once the others have readAt messages:
-// by then the server has queued as many to it and closed it, and it reads
-// to see the close frame (a write stuck much longer would time out and
-// end the connection without one).
+// each, at rate a second each, and returns how many were written. With a
+// sleeper, the flood goes on only until the node reports that it closed a
+// connection with 1013: what it takes to fill the sleeper's kernel buffers
+// and 1 MiB queue depends on the machine (readAt estimates it). The sleeper
+// then starts reading, to see the close frame behind what was buffered (a
+// write stuck much longer would time out and end the connection without
+// one).
 func (s *lbSlowRoom) flood(ctx context.Context, perSender int, rate float64, readAt int) int {
+	stop := make(chan struct{})
 	done := make(chan int, 1)
-	go func() { done <- lbFlood(ctx, s.readers[:4], perSender, rate) }()
+	go func() { done <- lbFlood(ctx, s.readers[:4], perSender, rate, stop) }()
 	if s.slow == nil {
 		return <-done
 	}
-	for s.readers[4].count() < readAt && ctx.Err() == nil {
+	defer s.slow.read()
+	for {
 		select {
 		case n := <-done:
-			s.slow.read()
 			return n
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(50 * time.Millisecond):
+		}
+		if s.closedSlow(ctx) {
+			close(stop)
+			return <-done
 		}
 	}
-	s.slow.read()
-	return <-done
+}
+
+// closedSlow reports whether the node has closed a connection with 1013.
+func (s *lbSlowRoom) closedSlow(ctx context.Context) bool {
+	r, err := s.node.Get(ctx, "/metrics")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(r.Body, "\n") {
+		if strings.HasPrefix(line, `chatterpro_closes_total{code="1013"}`) {
+			return true
+		}
+	}
+	return false
 }
 
 // waitAll waits up to d until every reader has want messages.
@@ -768,14 +789,16 @@ func TestLBSlowConsumerClosed1013(t *testing.T) {
 	start := time.Now()
 	room := startLBSlowRoom(ctx, t, 49, true)
 	t.Logf("50 members joined in %v", time.Since(start))
-	// 4 of the readers send messages of 1900 characters (7.5 KB), 50 a
-	// second each, enough to fill what may hold frames for the sleeper:
-	// the server's socket send buffer (it grows up to tcp_wmem's maximum),
-	// a batch being written and the 1 MiB queue.
+	// 4 of the readers send messages of 1900 characters (7.5 KB) until the
+	// node reports the 1013: what holds frames for the sleeper is the
+	// server's socket send buffer (it grows up to tcp_wmem's maximum) and
+	// the 1 MiB queue.
 	readAt := lbSlowNeeds()
 	start = time.Now()
-	written := room.flood(ctx, (readAt+100)/4, 50, readAt)
-	t.Logf("%d messages written in %v; the sleeper started reading after %d", written, time.Since(start), readAt)
+	// 48 messages a second in all: what 49 readers keep up with even under
+	// the race detector, on both sides, on 2 cores.
+	written := room.flood(ctx, 3*readAt/4, 12, readAt)
+	t.Logf("%d messages written in %v before the node closed the sleeper (estimate: %d)", written, time.Since(start), readAt)
 	select {
 	case <-room.slow.done:
 	case <-time.After(30 * time.Second):
