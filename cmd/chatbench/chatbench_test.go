@@ -208,7 +208,7 @@ func TestSmokeFanout(t *testing.T) {
 		t.Fatalf("building chatterpro: %v\n%s", err, out)
 	}
 	cfg, _, _, err := parseFlags([]string{"-server", bin, "-members", "5", "-senders", "2", "-rate-start", "20",
-		"-steps", "2", "-step", "1s", "-p99-limit", "10s", "-settle", "200ms", "-drain", "2s", "-timeout", "50s",
+		"-steps", "2", "-step", "1s", "-warmup", "500ms", "-p99-limit", "10s", "-settle", "200ms", "-drain", "2s", "-timeout", "50s",
 		"-json", filepath.Join(dir, "out.json"), "-md", filepath.Join(dir, "out.md")})
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@
 //
 //	go run ./cmd/chatbench -scenario fanout
 //	go run ./cmd/chatbench -scenario all -runs 3 -json bench.json -md BENCHMARKS.md
+//	go run ./cmd/chatbench -merge a.json,b.json -md BENCHMARKS.md
 //
 // Scenarios: fanout (one room, a ladder of publish rates), rooms (many small
 // rooms, every member sending once a second), idle (memory per connection),

@@ -440,6 +440,9 @@ func mergeReports(paths []string) (*report, error) {
 		results = append(results, r.Results...)
 		commands = append(commands, r.Command)
 		runs = max(runs, r.Runs)
+		for _, res := range r.Results {
+			runs = max(runs, res.Run)
+		}
 	}
 	return newReport(strings.Join(commands, "` and `"), runs, results), nil
 }
