@@ -215,6 +215,16 @@ func clusterRoomChat(ctx context.Context, t *testing.T, cl *redistest.Cluster, a
 	if n := clusterInt(t, cl, r.owner, "HLEN", r.key("p")); n != 2 {
 		t.Errorf("HLEN %s on master %d = %d; want 2 presence entries", r.key("p"), r.owner, n)
 	}
+	// The other masters redirect to it.
+	for m := range cl.Len() {
+		if m == r.owner {
+			continue
+		}
+		want := fmt.Sprintf("MOVED %d %s", r.slot, cl.Addrs()[r.owner])
+		if out, _ := cl.Do(m, "EXISTS", r.key("h")); !strings.Contains(out, want) {
+			t.Errorf("EXISTS %s on master %d: %q; want %q", r.key("h"), m, strings.TrimSpace(out), want)
+		}
+	}
 
 	// Bob's connection to node B drops (1001, not a leave); Alice sends
 	// meanwhile; Bob resumes on node A with since=<last id>.
@@ -303,8 +313,8 @@ func clusterBursts(ctx context.Context, t *testing.T, cl *redistest.Cluster, a, 
 		for k := range burst {
 			msgs = append(msgs, fmt.Sprintf("burst %d in %s", k, r.name))
 		}
-		before := clusterCommandStats(t, cl)
 		began := time.Now()
+		before := clusterCommandStats(t, cl)
 		for _, m := range msgs {
 			if err := senders[i].Send(ctx, m); err != nil {
 				t.Fatal(err)
@@ -315,8 +325,8 @@ func clusterBursts(ctx context.Context, t *testing.T, cl *redistest.Cluster, a, 
 				t.Errorf("%s in %q got %d messages; want %d", c.Nickname, r.name, len(got), burst)
 			}
 		}
-		took := time.Since(began)
 		now := clusterCommandStats(t, cl)
+		took := time.Since(began) // the window between the two snapshots' starts and ends
 		// Background script calls per master: a sweep by each of the two
 		// nodes per started second of its one room, plus a refresh of
 		// each of its members.
