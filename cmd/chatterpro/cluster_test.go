@@ -129,7 +129,7 @@ func TestClusterThreeShards(t *testing.T) {
 	a := testnode.Start(t, testnode.Options{Layer: layer})
 	b := testnode.Start(t, testnode.Options{Layer: layer})
 	rooms := clusterRooms(t, cl)
-	ctx := timeout(t, 30*time.Second)
+	ctx := timeout(t, 25*time.Second) // with the start-up, the test stays under 40 s
 	for _, r := range rooms {
 		t.Logf("room %q: tag {%s}, slot %d, master %d (%s)", r.name, r.tag, r.slot, r.owner, cl.Addrs()[r.owner])
 	}
