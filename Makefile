@@ -35,3 +35,8 @@ lb-demo: deps
 # duplicated and latency percentiles.
 soak: deps
 	$(GO) test -tags soak -run TestSoak -count=1 -timeout 20m -v ./cmd/chatterpro
+
+# Load scenarios against ChatterPro and a bare coder/websocket hub in the
+# same run; rewrites the tables of BENCHMARKS.md (a few minutes on 2 cores).
+bench:
+	$(GO) run ./cmd/chatbench -scenario all -runs 1 -step 3s -json bench-results.json -md BENCHMARKS.md

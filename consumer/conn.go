@@ -25,7 +25,6 @@ type Conn struct {
 	scope    Scope
 	consumer Consumer
 	channel  string
-	log      *slog.Logger
 
 	ctx    context.Context // cancelled when the connection starts closing
 	cancel context.CancelFunc
@@ -69,7 +68,8 @@ func (c *Conn) Channel() string { return c.channel }
 func (c *Conn) Layer() channellayer.Layer { return c.srv.layer }
 
 // Logger returns the server's logger with this connection's attributes.
-func (c *Conn) Logger() *slog.Logger { return c.log }
+// It is built when asked for: idle connections keep no logger of their own.
+func (c *Conn) Logger() *slog.Logger { return c.srv.log.With("conn", c.channel, "path", c.scope.Path) }
 
 // On registers the handler for layer events of type typ, replacing any
 // earlier one. Events of a type without handler are dropped and logged.
@@ -258,7 +258,7 @@ func (c *Conn) call(what string, fn func(ctx context.Context) error) {
 	defer c.mu.Unlock()
 	defer func() {
 		if p := recover(); p != nil {
-			c.log.Error("consumer panicked; closing connection", "in", what, "panic", p, "stack", string(debug.Stack()))
+			c.Logger().Error("consumer panicked; closing connection", "in", what, "panic", p, "stack", string(debug.Stack()))
 			c.closeWith(StatusInternalError, "internal error", closeNow)
 		}
 	}()
@@ -266,7 +266,7 @@ func (c *Conn) call(what string, fn func(ctx context.Context) error) {
 		if c.ctx.Err() != nil {
 			return // closing anyway
 		}
-		c.log.Error("consumer failed; closing connection", "in", what, "err", err)
+		c.Logger().Error("consumer failed; closing connection", "in", what, "err", err)
 		c.closeWith(StatusInternalError, "internal error", closeNow)
 	}
 }
@@ -276,7 +276,7 @@ func (c *Conn) handle(m channellayer.Message) {
 	c.call("event", func(ctx context.Context) error {
 		h := c.handlers[m.Type]
 		if h == nil {
-			c.log.Debug("no handler for layer event; dropped", "type", m.Type)
+			c.Logger().Debug("no handler for layer event; dropped", "type", m.Type)
 			return nil
 		}
 		return h(ctx, c, m)
@@ -290,7 +290,7 @@ func (c *Conn) layerFailed(err error) {
 	case errors.Is(err, channellayer.ErrOverflow):
 		c.closeWith(StatusTryAgainLater, "slow consumer", closeNow)
 	default:
-		c.log.Error("receiving from the layer failed; closing connection", "err", err)
+		c.Logger().Error("receiving from the layer failed; closing connection", "err", err)
 		c.closeWith(StatusInternalError, "internal error", closeNow)
 	}
 }
@@ -402,7 +402,7 @@ func (c *Conn) ping() {
 	cancel()
 	if err != nil {
 		if c.ctx.Err() == nil {
-			c.log.Info("peer did not answer a ping; closing", "err", err)
+			c.Logger().Info("peer did not answer a ping; closing", "err", err)
 		}
 		c.closeWith(StatusAbnormal, "", closePeer)
 		return

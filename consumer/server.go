@@ -123,7 +123,6 @@ func (s *Server) Serve(scope Scope, cons Consumer, accept func() (Transport, err
 		scope:    scope,
 		consumer: cons,
 		channel:  name,
-		log:      s.log.With("conn", name, "path", scope.Path),
 		ctx:      ctx,
 		cancel:   cancel,
 		handlers: make(map[string]EventHandler),
@@ -177,7 +176,7 @@ func (s *Server) finish(c *Conn) {
 	func() {
 		defer func() {
 			if p := recover(); p != nil {
-				c.log.Error("consumer panicked in Disconnect", "panic", p)
+				c.Logger().Error("consumer panicked in Disconnect", "panic", p)
 			}
 		}()
 		c.consumer.Disconnect(ctx, c, c.closeCode)
@@ -195,7 +194,7 @@ func (s *Server) release(c *Conn) {
 
 func (s *Server) releaseCtx(ctx context.Context, c *Conn) {
 	if err := s.layer.DiscardChannel(ctx, c.channel); err != nil {
-		c.log.Warn("discarding the connection's channel failed", "err", err)
+		c.Logger().Warn("discarding the connection's channel failed", "err", err)
 	}
 }
 
