@@ -156,9 +156,13 @@ func (c *Conn) closeTransport() {
 	switch c.closeMode {
 	case closePeer:
 	case closeFlush:
-		select {
-		case <-c.out.close():
-		case <-time.After(c.srv.opts.WriteTimeout):
+		if done, write := c.out.close(); write {
+			c.flush()
+		} else {
+			select {
+			case <-done:
+			case <-time.After(c.srv.opts.WriteTimeout):
+			}
 		}
 		_ = c.t.Close(c.closeCode, c.closeReason)
 	case closeNow:
@@ -308,6 +312,12 @@ func (c *Conn) kick() {
 // event is left waiting without a dispatcher.
 func (c *Conn) dispatch() {
 	n := c.srv.layer.(channellayer.Notifier)
+	c.out.hold()
+	defer func() {
+		if c.out.release() {
+			c.flush()
+		}
+	}()
 	for {
 		seen := c.kicks.Load()
 		for {

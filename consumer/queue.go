@@ -14,6 +14,7 @@ type outQueue struct {
 	closed   bool
 	started  bool          // the transport is up: pushes may start a writer
 	flushing bool          // a writer is running
+	held     bool          // a dispatcher will write what is queued when it is done
 	idle     chan struct{} // closed when the writer stops, for a waiting closer
 }
 
@@ -44,11 +45,28 @@ func (q *outQueue) start() bool {
 }
 
 func (q *outQueue) claimWriter() bool {
-	if !q.started || q.flushing {
+	if !q.started || q.flushing || q.held {
 		return false
 	}
 	q.flushing = true
 	return true
+}
+
+// hold makes pushes leave the writing to the caller (a dispatcher about to
+// queue frames); release ends that and reports whether the caller must now
+// write what was queued meanwhile. Writing on the dispatcher's goroutine
+// saves starting a writer for every event.
+func (q *outQueue) hold() {
+	q.mu.Lock()
+	q.held = true
+	q.mu.Unlock()
+}
+
+func (q *outQueue) release() (write bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.held = false
+	return len(q.frames) > 0 && q.claimWriter()
 }
 
 // take removes and returns every queued frame, valid until the next take.
@@ -100,19 +118,26 @@ func (q *outQueue) writerFailed() {
 	q.mu.Unlock()
 }
 
-// close refuses further frames and returns a channel closed once the
-// frames already queued are written (at once if no writer runs).
-func (q *outQueue) close() <-chan struct{} {
+// close refuses further frames. If a writer runs it returns a channel
+// closed once the frames already queued are written; if frames wait with
+// no writer (a dispatcher held it), write is true and the caller writes
+// them; else nothing is left to write.
+func (q *outQueue) close() (done <-chan struct{}, write bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.closed = true
-	done := make(chan struct{})
-	if !q.flushing {
-		close(done)
-		return done
+	if q.flushing {
+		ch := make(chan struct{})
+		q.idle = ch
+		return ch, false
 	}
-	q.idle = done
-	return done
+	if len(q.frames) > 0 && q.started {
+		q.flushing = true
+		return nil, true
+	}
+	ch := make(chan struct{})
+	close(ch)
+	return ch, false
 }
 
 // drop discards what is queued and refuses further frames.

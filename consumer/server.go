@@ -129,11 +129,19 @@ func (s *Server) Serve(scope Scope, cons Consumer, accept func() (Transport, err
 		out:      newOutQueue(s.opts.QueueBytes),
 		closing:  make(chan struct{}),
 	}
+	// Connect runs on a goroutine of its own: its deep calls would
+	// otherwise grow the stack of this goroutine, which lives on as the
+	// connection's reader.
 	var connectErr error
-	c.call("connect", func(ctx context.Context) error {
-		connectErr = cons.Connect(ctx, c)
-		return nil
-	})
+	connected := make(chan struct{})
+	go func() {
+		defer close(connected)
+		c.call("connect", func(ctx context.Context) error {
+			connectErr = cons.Connect(ctx, c)
+			return nil
+		})
+	}()
+	<-connected
 	if connectErr == nil && c.ctx.Err() != nil {
 		connectErr = errors.New("consumer: Connect panicked or closed the connection")
 	}
