@@ -24,15 +24,36 @@ type Memory struct {
 	local       *local
 	historySize int
 
-	mu       sync.Mutex // guards history and presence; held across a recorded delivery to keep ID order
+	mu       sync.Mutex // guards the history map, presence and closed
 	history  map[string]*memHistory
 	presence map[string]map[string]memEntry
 	closed   bool
 }
 
+// groupHistory returns a group's history, made if create is set.
+func (m *Memory) groupHistory(group string, create bool) *memHistory {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h := m.history[group]
+	if h == nil && create {
+		h = &memHistory{}
+		m.history[group] = h
+	}
+	return h
+}
+
 type memHistory struct {
+	mu   sync.Mutex // per group: rooms do not wait for each other
 	last streamID
-	msgs []Message // oldest first, at most historySize
+	msgs []Message // oldest first; the last historySize are kept (see kept)
+}
+
+// kept returns the messages the history still keeps, oldest first.
+func (h *memHistory) kept(size int) []Message {
+	if len(h.msgs) > size {
+		return h.msgs[len(h.msgs)-size:]
+	}
+	return h.msgs
 }
 
 type memEntry struct {
@@ -141,13 +162,9 @@ func (m *Memory) GroupSendRecorded(ctx context.Context, group string, msg Messag
 	if err := m.check(ctx, msg); err != nil {
 		return Message{}, err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	h := m.history[group]
-	if h == nil {
-		h = &memHistory{}
-		m.history[group] = h
-	}
+	h := m.groupHistory(group, true)
+	h.mu.Lock() // held across delivery: IDs reach members in order
+	defer h.mu.Unlock()
 	ms := uint64(time.Now().UnixMilli())
 	id := streamID{ms: ms}
 	if ms <= h.last.ms {
@@ -156,10 +173,14 @@ func (m *Memory) GroupSendRecorded(ctx context.Context, group string, msg Messag
 	h.last = id
 	msg.ID = id.String()
 	msg.Body = withID(msg.Body, msg.ID)
-	h.msgs = append(h.msgs, msg)
-	if over := len(h.msgs) - m.historySize; over > 0 {
-		h.msgs = append(h.msgs[:0:0], h.msgs[over:]...)
+	if len(h.msgs) >= 2*m.historySize {
+		// Trim in bulk: the kept window moves to the front once every
+		// historySize messages, not on every message.
+		n := copy(h.msgs, h.msgs[len(h.msgs)-m.historySize:])
+		clear(h.msgs[n:])
+		h.msgs = h.msgs[:n]
 	}
+	h.msgs = append(h.msgs, msg)
 	m.local.deliver(group, msg)
 	return msg, nil
 }
@@ -169,13 +190,13 @@ func (m *Memory) Recent(ctx context.Context, group string, n int) ([]Message, er
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	h := m.history[group]
+	h := m.groupHistory(group, false)
 	if h == nil || n <= 0 {
 		return nil, nil
 	}
-	msgs := h.msgs
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	msgs := h.kept(m.historySize)
 	if len(msgs) > n {
 		msgs = msgs[len(msgs)-n:]
 	}
@@ -190,13 +211,13 @@ func (m *Memory) Since(ctx context.Context, group, id string) ([]Message, error)
 	if !ValidID(id) {
 		return nil, fmt.Errorf("history of %q since %q: %w", group, id, ErrUnknownID)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	h := m.history[group]
-	if h != nil {
-		for i, msg := range h.msgs {
+	if h := m.groupHistory(group, false); h != nil {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		kept := h.kept(m.historySize)
+		for i, msg := range kept {
 			if msg.ID == id {
-				return append([]Message(nil), h.msgs[i+1:]...), nil
+				return append([]Message(nil), kept[i+1:]...), nil
 			}
 		}
 	}
