@@ -20,7 +20,7 @@ deps:
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(SYSTEM_DEPS); \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(SYSTEM_DEPS); \
 	fi
 
 run:
