@@ -124,16 +124,6 @@ func rssBytes(pid int) (int64, error) {
 	return 0, errors.New("no VmRSS in status")
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 // waitHTTP polls url until it answers 200 or the process exits.
 func waitHTTP(ctx context.Context, p *proc, url string) error {
 	deadline := time.Now().Add(20 * time.Second)

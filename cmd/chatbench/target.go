@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/chatterpro/chatterpro/internal/harness"
 )
 
 // Target names in results.
@@ -97,7 +99,7 @@ func startOurs(ctx context.Context, cfg *config, dir string, nodes int, name str
 	t := &target{name: name}
 	layer := "memory://"
 	if nodes > 1 {
-		port, err := freePort()
+		port, err := harness.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -115,7 +117,7 @@ func startOurs(ctx context.Context, cfg *config, dir string, nodes int, name str
 		layer = "redis://" + addr + "/0"
 	}
 	for i := range nodes {
-		port, err := freePort()
+		port, err := harness.FreePort()
 		if err != nil {
 			t.stop()
 			return nil, err
@@ -144,7 +146,7 @@ func startBare(ctx context.Context, dir string) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := harness.FreePort()
 	if err != nil {
 		return nil, err
 	}

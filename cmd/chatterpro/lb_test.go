@@ -210,6 +210,7 @@ func (k *lbCounter) lost(err error) {
 }
 
 func (k *lbCounter) reconnect(ctx context.Context) {
+	attempt := 0
 	for ctx.Err() == nil {
 		k.mu.Lock()
 		since := k.lastID
@@ -224,9 +225,14 @@ func (k *lbCounter) reconnect(ctx context.Context) {
 			k.mu.Unlock()
 			return
 		}
+		// Back off like the browser client does (capped, with jitter):
+		// a thousand clients retrying in lockstep are a load test of
+		// their own.
+		wait := min(100*time.Millisecond<<min(attempt, 4), time.Second)
+		attempt++
 		select {
 		case <-ctx.Done():
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(wait/2 + rand.N(wait/2+1)):
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -97,6 +98,7 @@ func TestSoak(t *testing.T) {
 
 	var delivered, lost, duplicated, sent, acked, unavailable, reconnects, resets int
 	var latency []time.Duration
+	closeCodes := make(map[string]int)
 	for _, members := range byRoom {
 		want := lbAllAcked(members)
 		acked += len(want)
@@ -111,6 +113,9 @@ func TestSoak(t *testing.T) {
 			unavailable += k.unavailable
 			reconnects += len(k.outages)
 			resets += k.resets
+			for _, c := range k.closes {
+				closeCodes[c.String()]++
+			}
 			latency = append(latency, k.latency...)
 			k.mu.Unlock()
 		}
@@ -123,9 +128,45 @@ func TestSoak(t *testing.T) {
 		duration, clients, rooms, sent, acked, unavailable, reconnects, resets,
 		delivered, lost, duplicated,
 		lbPercentile(latency, .5), lbPercentile(latency, .9), lbPercentile(latency, .99), lbPercentile(latency, .999), lbPercentile(latency, 1))
+	report += fmt.Sprintf("  connections lost, by close code: %v\n", closeCodes)
 	fmt.Print(report)
 	t.Log(report)
 	if lost > 0 || duplicated > 0 {
 		t.Errorf("lost %d and duplicated %d acknowledged messages", lost, duplicated)
 	}
+	if t.Failed() {
+		for _, n := range cl.nodes {
+			t.Logf("--- node %s, end of its log ---\n%s", n.Addr(), soakTail(n.Log(), 40))
+		}
+		kinds := make(map[string]int)
+		var first []string
+		for _, line := range strings.Split(cl.lb.ErrorLog(), "\n") {
+			if !strings.Contains(line, "[error]") && !strings.Contains(line, "[warn]") {
+				continue
+			}
+			kind := line
+			if i := strings.Index(line, "*"); i >= 0 {
+				if j := strings.Index(line[i:], " "); j >= 0 {
+					kind = line[i+j+1:]
+				}
+			}
+			if i := strings.Index(kind, ", client:"); i >= 0 {
+				kind = kind[:i]
+			}
+			if kinds[kind] == 0 && len(first) < 10 {
+				first = append(first, line)
+			}
+			kinds[kind]++
+		}
+		t.Logf("--- nginx errors by kind: %v\nfirst of each:\n%s", kinds, strings.Join(first, "\n"))
+	}
+}
+
+// soakTail returns the last n lines of a log.
+func soakTail(log string, n int) string {
+	lines := strings.Split(strings.TrimRight(log, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }

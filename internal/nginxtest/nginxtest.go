@@ -12,7 +12,6 @@
 package nginxtest
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -28,6 +27,7 @@ import (
 	"time"
 
 	"github.com/chatterpro/chatterpro/deploy"
+	"github.com/chatterpro/chatterpro/internal/harness"
 )
 
 // Options configures an nginx started by StartOpts. The zero value is
@@ -48,7 +48,7 @@ type Nginx struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
-	out  *lockedBuffer
+	out  *harness.Log
 }
 
 // startTimeout bounds how long Start waits for nginx to accept connections.
@@ -76,7 +76,7 @@ func StartOpts(t testing.TB, opts Options, upstreams ...string) *Nginx {
 	for attempt := 0; attempt < 5; attempt++ { // a free port may be taken before nginx binds it
 		n.port = opts.Port
 		if n.port == 0 {
-			if n.port, err = freePort(); err != nil {
+			if n.port, err = harness.FreePort(); err != nil {
 				t.Fatalf("nginxtest: finding a free port: %v", err)
 			}
 		}
@@ -124,15 +124,6 @@ func LookPath() (string, error) {
 	return "", fmt.Errorf("nginx not found in PATH or at %s; install it (Debian package nginx)", fallback)
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 func (n *Nginx) start(bin string) error {
 	confPath := filepath.Join(n.dir, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(n.conf), 0o644); err != nil {
@@ -141,7 +132,7 @@ func (n *Nginx) start(bin string) error {
 	_ = os.Remove(n.ErrorLogPath())
 	cmd := exec.Command(bin, "-p", n.dir+"/", "-e", n.ErrorLogPath(), "-c", confPath, "-g", "daemon off;")
 	cmd.Dir = n.dir
-	out := &lockedBuffer{}
+	out := &harness.Log{}
 	cmd.Stdout = out
 	cmd.Stderr = out
 	// Its own process group, so that Stop ends the workers too; killed with
@@ -329,21 +320,4 @@ func Config(conf string, p ConfigParams) (string, error) {
 		return "", fmt.Errorf("%w: it needs an http block, an upstream block with server lines and a listen directive, each on lines of their own", ErrConfig)
 	}
 	return strings.Join(out, "\n"), nil
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }

@@ -138,8 +138,8 @@ func TestConfigKeepsTheShippedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"server 127.0.0.1:1 max_fails=1 fail_timeout=5s;",
-		"server 127.0.0.1:2 max_fails=1 fail_timeout=5s;",
+		"server 127.0.0.1:1 max_fails=0;",
+		"server 127.0.0.1:2 max_fails=0;",
 		"listen 127.0.0.1:9999;",
 		"pid /x/nginx.pid;",
 		"proxy_temp_path /x/proxy_temp;",

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chatterpro/chatterpro/internal/harness"
 )
 
 // Options configures a server started by StartOpts. The zero value is a
@@ -83,14 +85,7 @@ func Binary(t testing.TB) string {
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
+func FreePort() (int, error) { return harness.FreePort() }
 
 // Addr returns the server's address, "127.0.0.1:port". It stays the same
 // across Restart.

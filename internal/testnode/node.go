@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatterpro/chatterpro/internal/harness"
 	"github.com/chatterpro/chatterpro/internal/leakcheck"
 )
 
@@ -128,7 +129,7 @@ type Node struct {
 	bin  string
 	opts Options
 	port int
-	log  *lockedBuffer
+	log  *harness.Log
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -143,7 +144,7 @@ type Node struct {
 // come up.
 func Start(t testing.TB, opts Options) *Node {
 	t.Helper()
-	n := &Node{t: t, bin: Build(t), opts: opts, log: &lockedBuffer{}}
+	n := &Node{t: t, bin: Build(t), opts: opts, log: &harness.Log{}}
 	if n.opts.Secret == "" {
 		n.opts.Secret = DefaultSecret
 	}
@@ -152,7 +153,7 @@ func Start(t testing.TB, opts Options) *Node {
 	for attempt := 0; attempt < 5; attempt++ { // a free port can be taken before we bind it
 		n.port = opts.Port
 		if n.port == 0 {
-			if n.port, err = freePort(); err != nil {
+			if n.port, err = harness.FreePort(); err != nil {
 				t.Fatalf("testnode: finding a free port: %v", err)
 			}
 		}
@@ -184,15 +185,6 @@ func (n *Node) Restart(t testing.TB) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("testnode: restarting: %v\n--- node log ---\n%s", err, n.Log())
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 func (n *Node) start() error {
@@ -394,21 +386,4 @@ func Do(req *http.Request) (*Response, error) {
 		return nil, err
 	}
 	return &Response{StatusCode: resp.StatusCode, Header: resp.Header, Body: buf.String()}, nil
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
