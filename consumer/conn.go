@@ -173,18 +173,37 @@ func (c *Conn) closeTransport() {
 
 // spawn runs f on a tracked goroutine; false once the connection is done.
 func (c *Conn) spawn(f func()) bool {
-	c.gmu.Lock()
-	if c.gstop {
-		c.gmu.Unlock()
+	if !c.track() {
 		return false
 	}
-	c.gwg.Add(1)
-	c.gmu.Unlock()
 	go func() {
 		defer c.gwg.Done()
 		f()
 	}()
 	return true
+}
+
+// track counts a goroutine about to start (see spawn); false once the
+// connection is done. The hot paths (kick, startWriter) start theirs
+// without a closure, so a delivery allocates nothing.
+func (c *Conn) track() bool {
+	c.gmu.Lock()
+	defer c.gmu.Unlock()
+	if c.gstop {
+		return false
+	}
+	c.gwg.Add(1)
+	return true
+}
+
+func (c *Conn) runDispatch() {
+	defer c.gwg.Done()
+	c.dispatch()
+}
+
+func (c *Conn) runFlush() {
+	defer c.gwg.Done()
+	c.flush()
 }
 
 // serve runs an accepted connection until it closes and returns the close
@@ -260,31 +279,43 @@ func (c *Conn) readLoop() {
 func (c *Conn) call(what string, fn func(ctx context.Context) error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	defer func() {
-		if p := recover(); p != nil {
-			c.Logger().Error("consumer panicked; closing connection", "in", what, "panic", p, "stack", string(debug.Stack()))
-			c.closeWith(StatusInternalError, "internal error", closeNow)
-		}
-	}()
+	defer c.recoverPanic(what)
 	if err := fn(c.ctx); err != nil {
-		if c.ctx.Err() != nil {
-			return // closing anyway
-		}
-		c.Logger().Error("consumer failed; closing connection", "in", what, "err", err)
+		c.failed(what, err)
+	}
+}
+
+// handle dispatches one layer event to the handler of its type, like call
+// but without a closure per event.
+func (c *Conn) handle(m channellayer.Message) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer c.recoverPanic("event")
+	h := c.handlers[m.Type]
+	if h == nil {
+		c.Logger().Debug("no handler for layer event; dropped", "type", m.Type)
+		return
+	}
+	if err := h(c.ctx, c, m); err != nil {
+		c.failed("event "+m.Type, err)
+	}
+}
+
+// recoverPanic, deferred, turns a panic in the consumer into a 1011 close.
+func (c *Conn) recoverPanic(what string) {
+	if p := recover(); p != nil {
+		c.Logger().Error("consumer panicked; closing connection", "in", what, "panic", p, "stack", string(debug.Stack()))
 		c.closeWith(StatusInternalError, "internal error", closeNow)
 	}
 }
 
-// handle dispatches one layer event to the handler of its type.
-func (c *Conn) handle(m channellayer.Message) {
-	c.call("event", func(ctx context.Context) error {
-		h := c.handlers[m.Type]
-		if h == nil {
-			c.Logger().Debug("no handler for layer event; dropped", "type", m.Type)
-			return nil
-		}
-		return h(ctx, c, m)
-	})
+// failed closes the connection after the consumer returned an error.
+func (c *Conn) failed(what string, err error) {
+	if c.ctx.Err() != nil {
+		return // closing anyway
+	}
+	c.Logger().Error("consumer failed; closing connection", "in", what, "err", err)
+	c.closeWith(StatusInternalError, "internal error", closeNow)
 }
 
 // layerFailed closes the connection after its channel failed.
@@ -302,8 +333,8 @@ func (c *Conn) layerFailed(err error) {
 // kick is the layer's arrival callback: it starts a dispatcher unless one
 // is running. It never blocks.
 func (c *Conn) kick() {
-	if c.kicks.Add(1) == 1 {
-		c.spawn(c.dispatch)
+	if c.kicks.Add(1) == 1 && c.track() {
+		go c.runDispatch()
 	}
 }
 
@@ -353,9 +384,11 @@ func (c *Conn) receiveLoop() {
 }
 
 func (c *Conn) startWriter() {
-	if !c.spawn(c.flush) {
+	if !c.track() {
 		c.out.writerFailed()
+		return
 	}
+	go c.runFlush()
 }
 
 // flush writes what is queued, in batches, and stops when the queue is
