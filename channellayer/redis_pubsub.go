@@ -419,9 +419,7 @@ func (r *Redis) resubscribed(c *psConn, ch string) {
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, redisOpTimeout)
-	defer cancel()
-	xs, err := r.client.XRange(ctx, r.historyKey(s.group), "("+from.String(), "+").Result()
+	xs, err := r.readGap(c, s.group, from)
 	if err != nil && c.shard && c.ctx.Err() == nil {
 		// The shard answers but its history does not (a cluster that is
 		// not ok yet): place the group again later, repair then.
@@ -437,6 +435,31 @@ func (r *Redis) resubscribed(c *psConn, ch string) {
 		if m, ok := streamMessage(x); ok {
 			r.deliverRecorded(s, m)
 		}
+	}
+}
+
+// readGap reads what a group recorded after from. A freshly restarted
+// Redis may still be loading, and a loaded machine may time out: it retries
+// for a while rather than give up the repair, holding back the live
+// messages behind it (they are read after it, so order and deduplication
+// hold).
+func (r *Redis) readGap(c *psConn, group string, from streamID) ([]redis.XMessage, error) {
+	wait := 50 * time.Millisecond
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(c.ctx, redisOpTimeout)
+		xs, err := r.client.XRange(ctx, r.historyKey(group), "("+from.String(), "+").Result()
+		cancel()
+		if err == nil || c.ctx.Err() != nil || c.shard || time.Now().After(deadline) {
+			return xs, err
+		}
+		r.log.Debug("channellayer: redis history after reconnect, retrying", "group", group, "err", err)
+		select {
+		case <-c.ctx.Done():
+			return nil, c.ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
 	}
 }
 
