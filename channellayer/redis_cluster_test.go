@@ -1,10 +1,8 @@
 package channellayer_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,24 +31,7 @@ func newClusterClient(t testing.TB, addrs []string) *redis.ClusterClient {
 
 func newClusterLayer(t testing.TB, cl *redistest.Cluster, prefix string, opts channellayer.RedisOptions) *channellayer.Redis {
 	t.Helper()
-	opts.Prefix = prefix
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	l, err := channellayer.NewRedis(ctx, newClusterClient(t, cl.Addrs()), opts)
-	if err != nil {
-		t.Fatalf("NewRedis on the cluster: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := l.Close(ctx); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return l
+	return openRedisLayer(t, newClusterClient(t, cl.Addrs()), prefix, opts, 10*time.Second)
 }
 
 // clusterEnv is a three-master cluster with a plain client per node.

@@ -73,13 +73,20 @@ func newClient(t testing.TB, addr string) *redis.Client {
 
 func newRedisLayer(t testing.TB, addr, prefix string, opts channellayer.RedisOptions) *channellayer.Redis {
 	t.Helper()
+	return openRedisLayer(t, newClient(t, addr), prefix, opts, 5*time.Second)
+}
+
+// openRedisLayer builds a layer on client (one Redis or a cluster), with a
+// discarding logger unless opts has one, and closes it with the test.
+func openRedisLayer(t testing.TB, client redis.UniversalClient, prefix string, opts channellayer.RedisOptions, wait time.Duration) *channellayer.Redis {
+	t.Helper()
 	opts.Prefix = prefix
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	l, err := channellayer.NewRedis(ctx, newClient(t, addr), opts)
+	l, err := channellayer.NewRedis(ctx, client, opts)
 	if err != nil {
 		t.Fatalf("NewRedis: %v", err)
 	}

@@ -6,6 +6,7 @@ package harness
 import (
 	"bytes"
 	"net"
+	"os/exec"
 	"sync"
 )
 
@@ -36,4 +37,18 @@ func (l *Log) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.String()
+}
+
+// Start starts cmd and returns a channel closed once it has exited (its
+// Wait has returned).
+func Start(cmd *exec.Cmd) (<-chan struct{}, error) {
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	return done, nil
 }

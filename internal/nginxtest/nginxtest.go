@@ -47,7 +47,7 @@ type Nginx struct {
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	done chan struct{}
+	done <-chan struct{}
 	out  *harness.Log
 }
 
@@ -138,14 +138,10 @@ func (n *Nginx) start(bin string) error {
 	// Its own process group, so that Stop ends the workers too; killed with
 	// the test binary if that dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	done, err := harness.Start(cmd)
+	if err != nil {
 		return fmt.Errorf("starting %s: %w", bin, err)
 	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
 	n.mu.Lock()
 	n.cmd, n.done, n.out = cmd, done, out
 	n.mu.Unlock()

@@ -39,8 +39,8 @@ type Server struct {
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has been waited for
-	out  *lockedWriter // the running server's output
+	done <-chan struct{} // closed when cmd has been waited for
+	out  *lockedWriter   // the running server's output
 }
 
 // Start starts a redis-server without persistence and registers its end with
@@ -124,14 +124,10 @@ func (s *Server) start() error {
 	cmd.Stdout = out
 	cmd.Stderr = out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	done, err := harness.Start(cmd)
+	if err != nil {
 		return fmt.Errorf("starting %s: %w", s.bin, err)
 	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
 	s.mu.Lock()
 	s.cmd, s.done, s.out = cmd, done, out
 	s.mu.Unlock()
