@@ -431,10 +431,17 @@ func (r *Redis) resubscribed(c *psConn, ch string) {
 		r.log.Warn("channellayer: redis history after reconnect, messages may be missing", "group", s.group, "err", err)
 		return
 	}
+	delivered := 0
 	for _, x := range xs {
-		if m, ok := streamMessage(x); ok {
-			r.deliverRecorded(s, m)
+		if m, ok := streamMessage(x); ok && r.deliverRecorded(s, m) {
+			delivered++
 		}
+	}
+	if len(xs) > 0 {
+		r.log.Debug("channellayer: redis gap repaired", "group", s.group, "after", from.String(),
+			"read", len(xs), "delivered", delivered, "first", xs[0].ID, "last", xs[len(xs)-1].ID)
+	} else {
+		r.log.Debug("channellayer: redis gap repair found nothing", "group", s.group, "after", from.String())
 	}
 }
 
@@ -494,15 +501,17 @@ func (r *Redis) handle(c *psConn, pm *redis.Message) {
 }
 
 // deliverRecorded delivers a recorded message unless it was delivered
-// already (live after a gap repair, or the other way round).
-func (r *Redis) deliverRecorded(s *groupSub, m Message) {
+// already (live after a gap repair, or the other way round), and reports
+// whether it did.
+func (r *Redis) deliverRecorded(s *groupSub, m Message) bool {
 	id, ok := parseID(m.ID)
 	if !ok {
-		return
+		return false
 	}
 	if s.hasLast && !s.last.less(id) {
-		return
+		return false
 	}
 	s.last, s.hasLast = id, true
 	r.local.deliver(s.group, m)
+	return true
 }

@@ -199,7 +199,7 @@ func lbReady(n *testnode.Node, want int, d time.Duration) (time.Duration, error)
 }
 
 func TestFailureRedisRestartUnderTraffic(t *testing.T) {
-	cl := startLBCluster(t, 2, "--rate", "0")
+	cl := startLBCluster(t, 2, "--rate", "0", "--log-level", "debug")
 	ctx := timeout(t, 90*time.Second)
 	const room = "Outage Room"
 
@@ -296,6 +296,9 @@ func TestFailureRedisRestartUnderTraffic(t *testing.T) {
 		if n := k.missing(recorded); n > 0 {
 			t.Errorf("%s misses %d of the %d messages in Redis's history", k.name, n, len(recorded))
 		}
+	}
+	if t.Failed() {
+		cl.explainMissing(t, room, counters)
 	}
 	if unavailable == 0 {
 		t.Error("no unavailable error frames: the messages sent during the outage were not refused")

@@ -402,7 +402,7 @@ func lbSettle(counters []*lbCounter, d time.Duration, extra func() []string) err
 }
 
 func TestLBKillNodeNothingLost(t *testing.T) {
-	cl := startLBCluster(t, 2, "--rate", "0")
+	cl := startLBCluster(t, 2, "--rate", "0", "--log-level", "debug")
 	ctx := timeout(t, 90*time.Second)
 	const room = "Failover Room"
 
@@ -464,6 +464,9 @@ func TestLBKillNodeNothingLost(t *testing.T) {
 		if n := k.missing(recorded); n > 0 {
 			t.Errorf("%s misses %d of the %d messages Redis holds in the history", k.name, n, len(recorded))
 		}
+	}
+	if t.Failed() {
+		cl.explainMissing(t, room, counters)
 	}
 	if victims != onVictim {
 		t.Errorf("%d clients reconnected; %d were on the killed node", victims, onVictim)
@@ -874,5 +877,56 @@ func BenchmarkSlowConsumer(b *testing.B) {
 			b.ReportMetric(float64(lbPercentile(lat, 1).Microseconds())/1000, "max_ms")
 			b.ReportMetric(float64(delivered)/float64(b.N), "deliveries/op")
 		})
+	}
+}
+
+// explainMissing logs, for every message of room's history that some
+// counter lacks, who sent it, what it said and who has it, with the nodes'
+// layer logs: what a failure report needs to find the cause.
+func (cl *lbCluster) explainMissing(t testing.TB, room string, counters []*lbCounter) {
+	t.Helper()
+	rc := redis.NewClient(&redis.Options{Addr: cl.redis.Addr()})
+	defer rc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	xs, err := rc.XRange(ctx, "chatterpro:{"+room+"}:h", "-", "+").Result()
+	if err != nil {
+		t.Logf("XRANGE of %q's history: %v", room, err)
+		return
+	}
+	found := false
+	for _, x := range xs {
+		var have, lack []string
+		for _, k := range counters {
+			k.mu.Lock()
+			if k.got[x.ID] > 0 {
+				have = append(have, k.name)
+			} else {
+				lack = append(lack, k.name)
+			}
+			k.mu.Unlock()
+		}
+		if len(lack) > 0 {
+			found = true
+			t.Logf("history entry %s %v: received by %v, missing at %v", x.ID, x.Values["d"], have, lack)
+		}
+	}
+	if !found {
+		return
+	}
+	for _, k := range counters {
+		k.mu.Lock()
+		t.Logf("%s: sent %d, acked %d, unavailable %d, other errors %v, closes %v, last id %s",
+			k.name, k.sent, len(k.acked), k.unavailable, k.otherErrors, k.closes, k.lastID)
+		k.mu.Unlock()
+	}
+	for i, n := range cl.nodes {
+		var lines []string
+		for _, l := range strings.Split(n.Log(), "\n") {
+			if strings.Contains(l, "channellayer") || strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+				lines = append(lines, l)
+			}
+		}
+		t.Logf("node %d layer log:\n%s", i, strings.Join(lines, "\n"))
 	}
 }

@@ -27,14 +27,18 @@ import (
 )
 
 func main() {
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: &logLevel}))
 	if err := run(context.Background(), os.Args[1:], log); err != nil {
 		log.Error("chatterpro stopped", "err", err)
 		os.Exit(1)
 	}
 }
 
+// logLevel is the level of the process's logger, set by --log-level.
+var logLevel slog.LevelVar
+
 type options struct {
+	logLevel       slog.Level
 	addr           string
 	layer          string
 	secret         string
@@ -56,6 +60,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.presenceTTL, "presence-ttl", 30*time.Second, "how long a dead node's presence entries outlive it")
 	fs.DurationVar(&o.grace, "grace", 10*time.Second, "how long a lost connection may take to come back before its departure is announced")
 	fs.Float64Var(&o.rate, "rate", 10, "chat messages per second per connection (burst twice that); 0 turns the limit off")
+	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "least important log level written: debug, info, warn or error")
 	// Environment variables first, so that command-line flags win.
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -102,6 +107,7 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 		}
 		return err
 	}
+	logLevel.Set(o.logLevel)
 	secret := []byte(o.secret)
 	if o.secret == "" {
 		secret = make([]byte, 32)
