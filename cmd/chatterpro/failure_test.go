@@ -246,7 +246,10 @@ func TestFailureRedisRestartUnderTraffic(t *testing.T) {
 	}
 	time.Sleep(3 * time.Second)
 	lbSetSending(counters, false)
-	if err := lbSettle(counters, 10*time.Second, nil); err != nil {
+	if err := lbDrain(ctx, counters, 5*time.Second); err != nil {
+		t.Error(err)
+	}
+	if err := lbSettle(counters, 10*time.Second, func() []string { return cl.history(t, room) }); err != nil {
 		t.Error(err)
 	}
 	stop()

@@ -107,6 +107,7 @@ type lbCounter struct {
 	c    *testnode.Client
 
 	sending atomic.Bool
+	sendMu  sync.Mutex // held while a message is being sent
 
 	mu          sync.Mutex
 	ids         []string          // every message ID received, in arrival order
@@ -115,6 +116,7 @@ type lbCounter struct {
 	sent        int               // messages written to the socket
 	unavailable int               // error frames with code unavailable
 	otherErrors []string          // other error frames
+	drained     int               // answers to lbDrain's markers
 	resets      int               // history frames with reset set
 	lastID      string            // the newest ID received
 	down        bool              // the connection has ended, not yet back
@@ -170,6 +172,7 @@ func (k *lbCounter) run(ctx context.Context, sendEvery time.Duration) {
 		}
 		if !time.Now().Before(next) {
 			next = time.Now().Add(sendEvery)
+			k.sendMu.Lock()
 			if k.sending.Load() {
 				seq++
 				text := fmt.Sprintf("%s-%d", k.name, seq)
@@ -185,6 +188,7 @@ func (k *lbCounter) run(ctx context.Context, sendEvery time.Duration) {
 					k.mu.Unlock()
 				}
 			}
+			k.sendMu.Unlock()
 		}
 		wctx, cancel := context.WithDeadline(ctx, next)
 		f, err := k.c.Next(wctx)
@@ -252,9 +256,12 @@ func (k *lbCounter) handle(f testnode.Frame) {
 	case "message":
 		k.record(f)
 	case "error":
-		if f.Code == "unavailable" {
+		switch f.Code {
+		case "unavailable":
 			k.unavailable++
-		} else {
+		case "unknown_type":
+			k.drained++
+		default:
 			k.otherErrors = append(k.otherErrors, f.Code)
 		}
 	}
@@ -358,9 +365,58 @@ func lbRun(counters []*lbCounter, sendEvery time.Duration) (stop func()) {
 	}
 }
 
+// lbSetSending starts or stops the counters' sending; stopping waits for
+// sends in progress.
 func lbSetSending(counters []*lbCounter, on bool) {
 	for _, k := range counters {
 		k.sending.Store(on)
+	}
+	if !on {
+		for _, k := range counters {
+			k.sendMu.Lock()
+			k.sendMu.Unlock() //nolint:staticcheck // waits for a send in progress
+		}
+	}
+}
+
+// lbDrain makes sure that every message a connected counter has sent was
+// handled by its node (recorded, or refused with an error frame): a node
+// handles one connection's frames in order, so when the answer to a frame
+// of an unknown type arrives, every message before it was handled. A
+// message still in flight when sending stopped would otherwise be recorded
+// after the test stopped looking. Counters whose connection is down are
+// skipped: what they had in flight died with it, and what of it was
+// recorded anyway is in the history the tests check.
+func lbDrain(ctx context.Context, counters []*lbCounter, d time.Duration) error {
+	before := make([]int, len(counters))
+	for i, k := range counters {
+		k.mu.Lock()
+		before[i] = k.drained
+		k.mu.Unlock()
+		if k.isDown() {
+			continue
+		}
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_ = k.c.SendRaw(wctx, []byte(`{"type":"drain"}`))
+		cancel()
+	}
+	deadline := time.Now().Add(d)
+	for {
+		var behind []string
+		for i, k := range counters {
+			k.mu.Lock()
+			if !k.down && k.drained == before[i] {
+				behind = append(behind, k.name)
+			}
+			k.mu.Unlock()
+		}
+		if len(behind) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("after %v no answer to the drain marker from %s", d, strings.Join(behind, ", "))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -436,7 +492,10 @@ func TestLBKillNodeNothingLost(t *testing.T) {
 	victim.Kill()
 	time.Sleep(5 * time.Second)
 	lbSetSending(counters, false)
-	if err := lbSettle(counters, 10*time.Second, nil); err != nil {
+	if err := lbDrain(ctx, counters, 5*time.Second); err != nil {
+		t.Error(err)
+	}
+	if err := lbSettle(counters, 10*time.Second, func() []string { return cl.history(t, room) }); err != nil {
 		t.Error(err)
 	}
 	stop()

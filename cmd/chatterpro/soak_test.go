@@ -83,6 +83,9 @@ func TestSoak(t *testing.T) {
 		n.Restart(t)
 	}
 	lbSetSending(counters, false)
+	if err := lbDrain(ctx, counters, 30*time.Second); err != nil {
+		t.Error(err)
+	}
 	// Per room: every acknowledged message must reach every member once.
 	byRoom := make(map[string][]*lbCounter)
 	for _, k := range counters {
@@ -90,7 +93,7 @@ func TestSoak(t *testing.T) {
 	}
 	settle := time.Now().Add(60 * time.Second)
 	for room, members := range byRoom {
-		if err := lbSettle(members, time.Until(settle), nil); err != nil {
+		if err := lbSettle(members, time.Until(settle), func() []string { return cl.history(t, room) }); err != nil {
 			t.Errorf("%s: %v", room, err)
 		}
 	}
