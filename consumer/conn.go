@@ -394,24 +394,21 @@ func (c *Conn) startWriter() {
 // flush writes what is queued, in batches, and stops when the queue is
 // empty; the next Send starts it again.
 func (c *Conn) flush() {
-	batch, _ := c.t.(BatchWriter)
+	var own flusher
+	if t, ok := c.t.(wsTransport); ok {
+		own = t.flusher()
+	}
 	for {
 		frames := c.out.take()
 		if frames == nil {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), c.srv.opts.WriteTimeout)
 		var err error
-		if batch != nil {
-			err = batch.WriteBatch(ctx, frames)
+		if own != nil {
+			err = own.writeBatch(frames)
 		} else {
-			for _, f := range frames {
-				if err = c.t.Write(ctx, f); err != nil {
-					break
-				}
-			}
+			err = c.writeFrames(frames)
 		}
-		cancel()
 		if err != nil {
 			c.out.writerFailed()
 			c.closeWith(StatusAbnormal, "", closePeer)
@@ -419,6 +416,22 @@ func (c *Conn) flush() {
 		}
 		c.out.written(frames)
 	}
+}
+
+// writeFrames writes through the Transport interface, each batch bounded
+// by WriteTimeout.
+func (c *Conn) writeFrames(frames [][]byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), c.srv.opts.WriteTimeout)
+	defer cancel()
+	if batch, ok := c.t.(BatchWriter); ok {
+		return batch.WriteBatch(ctx, frames)
+	}
+	for _, f := range frames {
+		if err := c.t.Write(ctx, f); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *Conn) startPing() {

@@ -219,6 +219,9 @@ func (s *Server) ServeWebSocket(w http.ResponseWriter, r *http.Request, scope Sc
 			return nil, fmt.Errorf("%w: %v", errAcceptFailed, err)
 		}
 		ws.SetReadLimit(s.opts.ReadLimit)
+		if cw.conn != nil {
+			cw.conn.timeout = s.opts.WriteTimeout
+		}
 		return wsTransport{c: ws, cork: cw.conn}, nil
 	})
 	var refuse *RefuseError

@@ -56,22 +56,48 @@ type BatchWriter interface {
 }
 
 func (t wsTransport) WriteBatch(ctx context.Context, texts [][]byte) error {
-	if t.cork == nil || len(texts) == 1 {
-		for _, p := range texts {
-			if err := t.c.Write(ctx, websocket.MessageText, p); err != nil {
-				return err
-			}
-		}
-		return nil
+	if f := t.flusher(); f != nil {
+		return f.writeBatch(texts)
 	}
-	t.cork.cork()
 	for _, p := range texts {
 		if err := t.c.Write(ctx, websocket.MessageText, p); err != nil {
-			_ = t.cork.uncork(ctx)
 			return err
 		}
 	}
-	return t.cork.uncork(ctx)
+	return nil
+}
+
+// writeBatch is the connection's own write path (see flusher): every frame
+// of the batch goes into the cork, then one write to the network, bounded
+// by the cork's deadline. The frames are handed to the websocket library
+// without a context to watch: writing into the cork never blocks, so there
+// is nothing for a context to cut short, and the library then sets up no
+// timer per frame. It waits only for its own lock, which a control frame
+// stuck on the network holds at most until that frame's own timeout closes
+// the connection.
+func (t wsTransport) writeBatch(texts [][]byte) error {
+	t.cork.cork()
+	for _, p := range texts {
+		if err := t.c.Write(context.Background(), websocket.MessageText, p); err != nil {
+			_ = t.cork.uncork()
+			return err
+		}
+	}
+	return t.cork.uncork()
+}
+
+// flusher is implemented by transports that bound their writes themselves,
+// so that a batch needs no context (and no timer) of its own.
+type flusher interface {
+	writeBatch(texts [][]byte) error
+}
+
+// flusher returns the transport's own write path, or nil.
+func (t wsTransport) flusher() flusher {
+	if t.cork == nil || t.cork.timeout <= 0 {
+		return nil
+	}
+	return t
 }
 
 // corkWriter hands coder/websocket a connection whose writes can be held
@@ -95,11 +121,20 @@ func (w *corkWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
 // corkConn is a net.Conn whose writes are collected while corked.
+//
+// Every write to the network is bounded by a write deadline that the
+// connection keeps armed: it is moved forward only when less than 7/8 of
+// timeout is left, so a busy connection touches its deadline about once
+// every timeout/8 rather than twice per write, and a write is given between
+// 7/8 of timeout and all of it.
 type corkConn struct {
 	net.Conn
-	mu     sync.Mutex
-	corked bool
-	buf    *[]byte
+	timeout time.Duration // 0: no deadline (set before the first write)
+
+	mu       sync.Mutex
+	corked   bool
+	buf      *[]byte
+	deadline time.Time // the write deadline armed on Conn
 }
 
 func (c *corkConn) cork() {
@@ -116,23 +151,37 @@ func (c *corkConn) Write(p []byte) (int, error) {
 		c.mu.Unlock()
 		return len(p), nil
 	}
+	c.arm()
 	c.mu.Unlock()
 	return c.Conn.Write(p)
 }
 
+// arm makes sure the write deadline leaves at least 7/8 of timeout. Called
+// with c.mu held.
+func (c *corkConn) arm() {
+	if c.timeout <= 0 {
+		return
+	}
+	now := time.Now()
+	if c.deadline.Sub(now) >= c.timeout-c.timeout/8 {
+		return
+	}
+	c.deadline = now.Add(c.timeout)
+	_ = c.Conn.SetWriteDeadline(c.deadline)
+}
+
 // uncork sends what was collected, in one write.
-func (c *corkConn) uncork(ctx context.Context) error {
+func (c *corkConn) uncork() error {
 	c.mu.Lock()
 	buf := c.buf
 	c.corked, c.buf = false, nil
+	if len(*buf) > 0 {
+		c.arm()
+	}
 	c.mu.Unlock()
 	var err error
 	if len(*buf) > 0 {
-		if d, ok := ctx.Deadline(); ok {
-			_ = c.Conn.SetWriteDeadline(d)
-		}
 		_, err = c.Conn.Write(*buf)
-		_ = c.Conn.SetWriteDeadline(time.Time{})
 	}
 	if cap(*buf) <= 256<<10 {
 		*buf = (*buf)[:0]
