@@ -343,6 +343,7 @@ func (c *Conn) kick() {
 // event is left waiting without a dispatcher.
 func (c *Conn) dispatch() {
 	n := c.srv.layer.(channellayer.Notifier)
+	d, _ := n.(channellayer.Drainer)
 	c.out.hold()
 	defer func() {
 		if c.out.release() {
@@ -351,23 +352,67 @@ func (c *Conn) dispatch() {
 	}()
 	for {
 		seen := c.kicks.Load()
-		for {
-			if c.ctx.Err() != nil {
-				return // closing: kicks stay non-zero, no dispatcher starts again
-			}
-			m, ok, err := n.TryReceive(c.channel)
-			if err != nil {
-				c.layerFailed(err)
-				return
-			}
-			if !ok {
-				break
-			}
-			c.handle(m)
+		var ok bool
+		if d != nil {
+			ok = c.dispatchAll(d)
+		} else {
+			ok = c.dispatchEach(n)
+		}
+		if !ok {
+			return // closing: kicks stay non-zero, no dispatcher starts again
 		}
 		if c.kicks.CompareAndSwap(seen, 0) {
 			return
 		}
+	}
+}
+
+// eventBufs hold the events a dispatcher took at once, between uses.
+var eventBufs = sync.Pool{New: func() any { return new([]channellayer.Message) }}
+
+// dispatchAll hands every waiting event to the consumer, taken from the
+// layer in one call; false if the connection is closing.
+func (c *Conn) dispatchAll(d channellayer.Drainer) bool {
+	if c.ctx.Err() != nil {
+		return false
+	}
+	buf := eventBufs.Get().(*[]channellayer.Message)
+	msgs, err := d.TryReceiveAll(c.channel, (*buf)[:0])
+	ok := true
+	for _, m := range msgs {
+		if c.ctx.Err() != nil {
+			ok = false
+			break
+		}
+		c.handle(m)
+	}
+	clear(msgs) // the pool keeps no bodies alive
+	if cap(msgs) <= 1024 {
+		*buf = msgs[:0]
+		eventBufs.Put(buf)
+	}
+	if ok && err != nil {
+		c.layerFailed(err)
+		ok = false
+	}
+	return ok
+}
+
+// dispatchEach is dispatchAll for a layer that hands out one event per call.
+func (c *Conn) dispatchEach(n channellayer.Notifier) bool {
+	for {
+		if c.ctx.Err() != nil {
+			return false
+		}
+		m, ok, err := n.TryReceive(c.channel)
+		if err != nil {
+			c.layerFailed(err)
+			return false
+		}
+		if !ok {
+			return true
+		}
+		c.handle(m)
 	}
 }
 
