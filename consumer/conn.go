@@ -51,6 +51,13 @@ type Conn struct {
 	gwg   sync.WaitGroup
 	kicks atomic.Int64 // dispatcher wake-ups not yet handled
 
+	// Pacing of a burst (see Options.Coalesce). Only the kick that finds
+	// no dispatcher (kicks 0 to 1) touches them; the kicks counter orders
+	// one such kick after the other.
+	lastStart int64       // when the last dispatcher was due (monoNow)
+	streak    int         // kicks in a row that came less than Coalesce apart
+	paceTimer *time.Timer // starts a paced dispatcher; made on first use
+
 	pingMu    sync.Mutex
 	pingStop  bool
 	pingTimer *time.Timer
@@ -331,10 +338,57 @@ func (c *Conn) layerFailed(err error) {
 }
 
 // kick is the layer's arrival callback: it starts a dispatcher unless one
-// is running. It never blocks.
+// is running or due. It never blocks.
 func (c *Conn) kick() {
-	if c.kicks.Add(1) == 1 && c.track() {
+	if c.kicks.Add(1) != 1 {
+		return
+	}
+	if wait := c.pace(monoNow()); wait > 0 {
+		if c.paceTimer == nil {
+			c.paceTimer = time.AfterFunc(wait, c.runPaced)
+		} else {
+			c.paceTimer.Reset(wait)
+		}
+		return
+	}
+	if c.track() {
 		go c.runDispatch()
+	}
+}
+
+// burstAfter is how many events in a row, each less than Coalesce after
+// the one before, make a burst.
+const burstAfter = 2
+
+// pace returns how long the dispatcher of a kick at now (monoNow) must
+// wait: nothing unless the connection is in a burst (see Options.Coalesce).
+func (c *Conn) pace(now int64) time.Duration {
+	w := int64(c.srv.opts.Coalesce)
+	if w <= 0 {
+		return 0
+	}
+	if c.lastStart == 0 || now-c.lastStart >= w {
+		c.streak, c.lastStart = 0, now
+		return 0
+	}
+	c.streak++
+	if c.streak < burstAfter {
+		c.lastStart = now
+		return 0
+	}
+	c.lastStart += w
+	return time.Duration(c.lastStart - now)
+}
+
+var clockBase = time.Now()
+
+// monoNow reads the monotonic clock, in nanoseconds.
+func monoNow() int64 { return int64(time.Since(clockBase)) }
+
+// runPaced is the dispatcher of a paced kick, on the timer's goroutine.
+func (c *Conn) runPaced() {
+	if c.track() {
+		c.runDispatch()
 	}
 }
 
