@@ -31,6 +31,8 @@ type Conn struct {
 
 	mu       sync.Mutex // serializes calls into the consumer
 	handlers map[string]EventHandler
+	lastType string       // the type of the last event handled, under mu
+	lastH    EventHandler // and its handler: a burst of one type skips the map
 
 	out *outQueue
 	t   Transport
@@ -80,7 +82,10 @@ func (c *Conn) Logger() *slog.Logger { return c.srv.log.With("conn", c.channel, 
 
 // On registers the handler for layer events of type typ, replacing any
 // earlier one. Events of a type without handler are dropped and logged.
-func (c *Conn) On(typ string, h EventHandler) { c.handlers[typ] = h }
+func (c *Conn) On(typ string, h EventHandler) {
+	c.handlers[typ] = h
+	c.lastType, c.lastH = "", nil
+}
 
 // Send queues a text frame. It never blocks: if the outgoing queue is full
 // the connection is closed with 1013 and ErrSlow is returned. The bytes must
@@ -298,7 +303,11 @@ func (c *Conn) handle(m channellayer.Message) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	defer c.recoverPanic("event")
-	h := c.handlers[m.Type]
+	h := c.lastH
+	if m.Type != c.lastType || h == nil {
+		h = c.handlers[m.Type]
+		c.lastType, c.lastH = m.Type, h
+	}
 	if h == nil {
 		c.Logger().Debug("no handler for layer event; dropped", "type", m.Type)
 		return
