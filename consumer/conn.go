@@ -56,9 +56,12 @@ type Conn struct {
 	// Pacing of a burst (see Options.Coalesce). Only the kick that finds
 	// no dispatcher (kicks 0 to 1) touches them; the kicks counter orders
 	// one such kick after the other.
-	lastStart int64       // when the last dispatcher was due (monoNow)
-	streak    int         // kicks in a row that came less than Coalesce apart
+	lastStart int64 // when the last dispatcher was due (monoNow)
+	streak    int   // kicks in a row that came less than Coalesce apart
+
+	paceMu    sync.Mutex
 	paceTimer *time.Timer // starts a paced dispatcher; made on first use
+	paced     bool        // paceTimer is set and has not fired
 
 	pingMu    sync.Mutex
 	pingStop  bool
@@ -349,18 +352,42 @@ func (c *Conn) layerFailed(err error) {
 // kick is the layer's arrival callback: it starts a dispatcher unless one
 // is running or due. It never blocks.
 func (c *Conn) kick() {
-	if c.kicks.Add(1) != 1 {
+	n := c.kicks.Add(1)
+	if n == paceCap {
+		c.hurry()
+	}
+	if n != 1 {
 		return
 	}
 	if wait := c.pace(monoNow()); wait > 0 {
+		c.paceMu.Lock()
 		if c.paceTimer == nil {
 			c.paceTimer = time.AfterFunc(wait, c.runPaced)
 		} else {
 			c.paceTimer.Reset(wait)
 		}
+		c.paced = true
+		c.paceMu.Unlock()
 		return
 	}
 	if c.track() {
+		go c.runDispatch()
+	}
+}
+
+// paceCap is how many events may wait for a paced dispatcher before it
+// starts at once, well before the layer's channel (100 by default) fills.
+const paceCap = 32
+
+// hurry starts a paced dispatcher now, if its timer has not fired.
+func (c *Conn) hurry() {
+	c.paceMu.Lock()
+	start := c.paced && c.paceTimer.Stop()
+	if start {
+		c.paced = false
+	}
+	c.paceMu.Unlock()
+	if start && c.track() {
 		go c.runDispatch()
 	}
 }
@@ -396,6 +423,9 @@ func monoNow() int64 { return int64(time.Since(clockBase)) }
 
 // runPaced is the dispatcher of a paced kick, on the timer's goroutine.
 func (c *Conn) runPaced() {
+	c.paceMu.Lock()
+	c.paced = false
+	c.paceMu.Unlock()
 	if c.track() {
 		c.runDispatch()
 	}

@@ -360,3 +360,59 @@ func TestPace(t *testing.T) {
 		}
 	}
 }
+
+// A paced connection does not wait for its tick while events pile up: past
+// paceCap waiting events its dispatcher starts at once, long before the
+// layer's channel overflows (which would close it with 1013).
+func TestPacedBurstDoesNotOverflow(t *testing.T) {
+	layer, err := channellayer.NewMemory(channellayer.MemoryOptions{Capacity: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer layer.Close(context.Background())
+	srv, err := NewServer(Options{Layer: layer, Coalesce: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &batchTransport{closed: make(chan struct{})}
+	joined := make(chan struct{})
+	served := make(chan error, 1)
+	go func() {
+		served <- srv.Serve(Scope{Path: "/"}, Funcs{OnConnect: func(ctx context.Context, c *Conn) error {
+			c.On("e", func(ctx context.Context, c *Conn, m channellayer.Message) error { return c.Send(m.Body) })
+			return c.GroupAdd(ctx, "g")
+		}}, func() (Transport, error) { close(joined); return tr, nil })
+	}()
+	<-joined
+	const n = 300
+	m, _ := channellayer.NewMessage("e", nil)
+	for i := 0; i < n; i++ {
+		if err := layer.GroupSend(context.Background(), "g", m); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		select {
+		case <-tr.closed:
+			t.Fatal("the connection was closed: its events overflowed while paced")
+		default:
+		}
+		tr.mu.Lock()
+		got := len(tr.frames)
+		tr.mu.Unlock()
+		if got > n-paceCap {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d frames written; at most %d may wait for the tick", got, n, paceCap-1)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	tr.CloseNow()
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	_ = srv.Shutdown(context.Background())
+}
