@@ -30,16 +30,18 @@ type Options struct {
 	// PingTimeout is how long a pong may take before the peer is
 	// considered dead. Defaults to 15 s.
 	PingTimeout time.Duration
-	// WriteTimeout bounds one frame write. Defaults to 10 s.
+	// WriteTimeout bounds one write to the network (a batch of frames):
+	// a peer that takes nothing for that long is dropped. Defaults to 10 s.
 	WriteTimeout time.Duration
-	// Coalesce paces the layer events of a connection in a burst: once
-	// events have come less than Coalesce apart three times running, the
-	// next ones wait until Coalesce after the previous ones were taken,
-	// and are handled and written together, in one write. Events that
-	// come alone are never delayed; in a burst an event waits at most
-	// Coalesce. It trades that little latency, on busy connections only,
-	// for far fewer writes (and wake-ups) when a big group is busy.
-	// Defaults to 10 ms; negative disables it.
+	// Coalesce paces the layer events of a connection in a burst. From
+	// the third event in a row that comes less than Coalesce after the one
+	// before, events wait until Coalesce after the previous batch was
+	// taken, and are handled and written together, in one write (32
+	// waiting events start the batch at once). Events that come alone are
+	// never delayed; in a burst an event waits at most Coalesce. It trades
+	// that little latency, on busy connections only, for far fewer writes
+	// and wake-ups when a big group is busy. Defaults to 10 ms; negative
+	// disables it.
 	Coalesce time.Duration
 	// DisconnectTimeout bounds the consumer's Disconnect and the cleanup
 	// after it. Defaults to 5 s.
