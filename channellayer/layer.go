@@ -103,3 +103,15 @@ type Notifier interface {
 	// TryReceive is Receive without waiting: ok is false if nothing waits.
 	TryReceive(channel string) (m Message, ok bool, err error)
 }
+
+// Drainer is implemented by layers that can hand over, in one call, every
+// message waiting on a channel of this process: a consumer woken by Notify
+// takes a burst at once instead of one TryReceive per message. Both
+// backends implement it.
+type Drainer interface {
+	// TryReceiveAll appends every message waiting on channel to buf,
+	// oldest first, and returns the extended slice (buf itself if nothing
+	// waits). Its errors are those of TryReceive; after ErrOverflow
+	// nothing is appended.
+	TryReceiveAll(channel string, buf []Message) ([]Message, error)
+}

@@ -260,6 +260,35 @@ func (l *local) tryReceive(name string) (Message, bool, error) {
 	return ch.pop(name)
 }
 
+// tryReceiveAll is TryReceive for every waiting message (see Drainer).
+func (l *local) tryReceiveAll(name string, buf []Message) ([]Message, error) {
+	ch := l.lookup(name)
+	if ch == nil {
+		return buf, l.noChannel("receiving on", name)
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.gone {
+		return buf, l.noChannel("receiving on", name)
+	}
+	if ch.overflow {
+		ch.overflow = false
+		return buf, fmt.Errorf("receiving on %s: %w", name, ErrOverflow)
+	}
+	if ch.len() == 0 {
+		return buf, nil
+	}
+	now := time.Now().UnixNano()
+	for i := ch.head; i < len(ch.q); i++ {
+		if e := ch.q[i]; now-e.at <= ch.expiry {
+			buf = append(buf, e.m)
+		}
+	}
+	clear(ch.q)
+	ch.q, ch.head = ch.q[:0], 0
+	return buf, nil
+}
+
 // setNotify installs the arrival callback of a channel (see Notifier).
 func (l *local) setNotify(name string, f func()) error {
 	ch := l.lookup(name)

@@ -3,6 +3,8 @@ package channellayer
 var (
 	_ Notifier = (*Memory)(nil)
 	_ Notifier = (*Redis)(nil)
+	_ Drainer  = (*Memory)(nil)
+	_ Drainer  = (*Redis)(nil)
 )
 
 // Notify implements Notifier.
@@ -19,4 +21,14 @@ func (r *Redis) Notify(channel string, f func()) error { return r.local.setNotif
 // TryReceive implements Notifier.
 func (r *Redis) TryReceive(channel string) (Message, bool, error) {
 	return r.local.tryReceive(channel)
+}
+
+// TryReceiveAll implements Drainer.
+func (m *Memory) TryReceiveAll(channel string, buf []Message) ([]Message, error) {
+	return m.local.tryReceiveAll(channel, buf)
+}
+
+// TryReceiveAll implements Drainer.
+func (r *Redis) TryReceiveAll(channel string, buf []Message) ([]Message, error) {
+	return r.local.tryReceiveAll(channel, buf)
 }

@@ -31,6 +31,8 @@ type Conn struct {
 
 	mu       sync.Mutex // serializes calls into the consumer
 	handlers map[string]EventHandler
+	lastType string       // the type of the last event handled, under mu
+	lastH    EventHandler // and its handler: a burst of one type skips the map
 
 	out *outQueue
 	t   Transport
@@ -50,6 +52,16 @@ type Conn struct {
 	gstop bool
 	gwg   sync.WaitGroup
 	kicks atomic.Int64 // dispatcher wake-ups not yet handled
+
+	// Pacing of a burst (see Options.Coalesce). Only the kick that finds
+	// no dispatcher (kicks 0 to 1) touches them; the kicks counter orders
+	// one such kick after the other.
+	lastStart int64 // when the last dispatcher was due (monoNow)
+	streak    int   // kicks in a row that came less than Coalesce apart
+
+	paceMu    sync.Mutex
+	paceTimer *time.Timer // starts a paced dispatcher; made on first use
+	paced     bool        // paceTimer is set and has not fired
 
 	pingMu    sync.Mutex
 	pingStop  bool
@@ -73,7 +85,10 @@ func (c *Conn) Logger() *slog.Logger { return c.srv.log.With("conn", c.channel, 
 
 // On registers the handler for layer events of type typ, replacing any
 // earlier one. Events of a type without handler are dropped and logged.
-func (c *Conn) On(typ string, h EventHandler) { c.handlers[typ] = h }
+func (c *Conn) On(typ string, h EventHandler) {
+	c.handlers[typ] = h
+	c.lastType, c.lastH = "", nil
+}
 
 // Send queues a text frame. It never blocks: if the outgoing queue is full
 // the connection is closed with 1013 and ErrSlow is returned. The bytes must
@@ -291,7 +306,11 @@ func (c *Conn) handle(m channellayer.Message) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	defer c.recoverPanic("event")
-	h := c.handlers[m.Type]
+	h := c.lastH
+	if m.Type != c.lastType || h == nil {
+		h = c.handlers[m.Type]
+		c.lastType, c.lastH = m.Type, h
+	}
 	if h == nil {
 		c.Logger().Debug("no handler for layer event; dropped", "type", m.Type)
 		return
@@ -331,10 +350,84 @@ func (c *Conn) layerFailed(err error) {
 }
 
 // kick is the layer's arrival callback: it starts a dispatcher unless one
-// is running. It never blocks.
+// is running or due. It never blocks.
 func (c *Conn) kick() {
-	if c.kicks.Add(1) == 1 && c.track() {
+	n := c.kicks.Add(1)
+	if n == paceCap {
+		c.hurry()
+	}
+	if n != 1 {
+		return
+	}
+	if wait := c.pace(monoNow()); wait > 0 {
+		c.paceMu.Lock()
+		if c.paceTimer == nil {
+			c.paceTimer = time.AfterFunc(wait, c.runPaced)
+		} else {
+			c.paceTimer.Reset(wait)
+		}
+		c.paced = true
+		c.paceMu.Unlock()
+		return
+	}
+	if c.track() {
 		go c.runDispatch()
+	}
+}
+
+// paceCap is how many events may wait for a paced dispatcher before it
+// starts at once, well before the layer's channel (100 by default) fills.
+const paceCap = 32
+
+// hurry starts a paced dispatcher now, if its timer has not fired.
+func (c *Conn) hurry() {
+	c.paceMu.Lock()
+	start := c.paced && c.paceTimer.Stop()
+	if start {
+		c.paced = false
+	}
+	c.paceMu.Unlock()
+	if start && c.track() {
+		go c.runDispatch()
+	}
+}
+
+// burstAfter is how many events in a row, each less than Coalesce after
+// the one before, make a burst.
+const burstAfter = 2
+
+// pace returns how long the dispatcher of a kick at now (monoNow) must
+// wait: nothing unless the connection is in a burst (see Options.Coalesce).
+func (c *Conn) pace(now int64) time.Duration {
+	w := int64(c.srv.opts.Coalesce)
+	if w <= 0 {
+		return 0
+	}
+	if c.lastStart == 0 || now-c.lastStart >= w {
+		c.streak, c.lastStart = 0, now
+		return 0
+	}
+	c.streak++
+	if c.streak < burstAfter {
+		c.lastStart = now
+		return 0
+	}
+	c.lastStart += w
+	return time.Duration(c.lastStart - now)
+}
+
+var clockBase = time.Now()
+
+// monoNow reads the monotonic clock, in nanoseconds.
+func monoNow() int64 { return int64(time.Since(clockBase)) }
+
+// runPaced is the dispatcher of a paced kick, on the timer's goroutine.
+func (c *Conn) runPaced() {
+	c.paceMu.Lock()
+	c.paced = false
+	c.paceMu.Unlock()
+	if c.track() {
+		c.runDispatch()
 	}
 }
 
@@ -343,6 +436,7 @@ func (c *Conn) kick() {
 // event is left waiting without a dispatcher.
 func (c *Conn) dispatch() {
 	n := c.srv.layer.(channellayer.Notifier)
+	d, _ := n.(channellayer.Drainer)
 	c.out.hold()
 	defer func() {
 		if c.out.release() {
@@ -351,23 +445,67 @@ func (c *Conn) dispatch() {
 	}()
 	for {
 		seen := c.kicks.Load()
-		for {
-			if c.ctx.Err() != nil {
-				return // closing: kicks stay non-zero, no dispatcher starts again
-			}
-			m, ok, err := n.TryReceive(c.channel)
-			if err != nil {
-				c.layerFailed(err)
-				return
-			}
-			if !ok {
-				break
-			}
-			c.handle(m)
+		var ok bool
+		if d != nil {
+			ok = c.dispatchAll(d)
+		} else {
+			ok = c.dispatchEach(n)
+		}
+		if !ok {
+			return // closing: kicks stay non-zero, no dispatcher starts again
 		}
 		if c.kicks.CompareAndSwap(seen, 0) {
 			return
 		}
+	}
+}
+
+// eventBufs hold the events a dispatcher took at once, between uses.
+var eventBufs = sync.Pool{New: func() any { return new([]channellayer.Message) }}
+
+// dispatchAll hands every waiting event to the consumer, taken from the
+// layer in one call; false if the connection is closing.
+func (c *Conn) dispatchAll(d channellayer.Drainer) bool {
+	if c.ctx.Err() != nil {
+		return false
+	}
+	buf := eventBufs.Get().(*[]channellayer.Message)
+	msgs, err := d.TryReceiveAll(c.channel, (*buf)[:0])
+	ok := true
+	for _, m := range msgs {
+		if c.ctx.Err() != nil {
+			ok = false
+			break
+		}
+		c.handle(m)
+	}
+	clear(msgs) // the pool keeps no bodies alive
+	if cap(msgs) <= 1024 {
+		*buf = msgs[:0]
+		eventBufs.Put(buf)
+	}
+	if ok && err != nil {
+		c.layerFailed(err)
+		ok = false
+	}
+	return ok
+}
+
+// dispatchEach is dispatchAll for a layer that hands out one event per call.
+func (c *Conn) dispatchEach(n channellayer.Notifier) bool {
+	for {
+		if c.ctx.Err() != nil {
+			return false
+		}
+		m, ok, err := n.TryReceive(c.channel)
+		if err != nil {
+			c.layerFailed(err)
+			return false
+		}
+		if !ok {
+			return true
+		}
+		c.handle(m)
 	}
 }
 
@@ -394,24 +532,21 @@ func (c *Conn) startWriter() {
 // flush writes what is queued, in batches, and stops when the queue is
 // empty; the next Send starts it again.
 func (c *Conn) flush() {
-	batch, _ := c.t.(BatchWriter)
+	var own flusher
+	if t, ok := c.t.(wsTransport); ok {
+		own = t.flusher()
+	}
 	for {
 		frames := c.out.take()
 		if frames == nil {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), c.srv.opts.WriteTimeout)
 		var err error
-		if batch != nil {
-			err = batch.WriteBatch(ctx, frames)
+		if own != nil {
+			err = own.writeBatch(frames)
 		} else {
-			for _, f := range frames {
-				if err = c.t.Write(ctx, f); err != nil {
-					break
-				}
-			}
+			err = c.writeFrames(frames)
 		}
-		cancel()
 		if err != nil {
 			c.out.writerFailed()
 			c.closeWith(StatusAbnormal, "", closePeer)
@@ -419,6 +554,22 @@ func (c *Conn) flush() {
 		}
 		c.out.written(frames)
 	}
+}
+
+// writeFrames writes through the Transport interface, each batch bounded
+// by WriteTimeout.
+func (c *Conn) writeFrames(frames [][]byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), c.srv.opts.WriteTimeout)
+	defer cancel()
+	if batch, ok := c.t.(BatchWriter); ok {
+		return batch.WriteBatch(ctx, frames)
+	}
+	for _, f := range frames {
+		if err := c.t.Write(ctx, f); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *Conn) startPing() {

@@ -260,3 +260,31 @@ func TestOnClosingSeesTheCode(t *testing.T) {
 		t.Fatal("OnClosing was not called")
 	}
 }
+
+// A handler may replace the handler of its own type: the next event of
+// that type goes to the new one.
+func TestOnReplacesHandler(t *testing.T) {
+	layer, _ := channellayer.NewMemory(channellayer.MemoryOptions{})
+	t.Cleanup(func() { layer.Close(context.Background()) })
+	var second consumer.EventHandler = func(ctx context.Context, c *consumer.Conn, m channellayer.Message) error {
+		return c.Send([]byte("second"))
+	}
+	com := connect(t, func() consumer.Consumer {
+		return consumer.Funcs{OnConnect: func(ctx context.Context, c *consumer.Conn) error {
+			c.On("e", func(ctx context.Context, c *consumer.Conn, m channellayer.Message) error {
+				c.On("e", second)
+				return c.Send([]byte("first"))
+			})
+			return c.GroupAdd(ctx, "g")
+		}}
+	}, consumertest.Options{Layer: layer})
+	m, _ := channellayer.NewMessage("e", nil)
+	for i := 0; i < 3; i++ {
+		if err := layer.GroupSend(timeout(t), "g", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, want := range []string{"first", "second", "second"} {
+		expectFrame(t, com, want)
+	}
+}

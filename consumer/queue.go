@@ -20,6 +20,10 @@ type outQueue struct {
 
 func newOutQueue(limit int) *outQueue { return &outQueue{limit: limit} }
 
+// maxKeptFrames bounds the frame slices a stopped writer keeps for the next
+// batch.
+const maxKeptFrames = 16
+
 // push queues a frame. It reports whether the caller must start a writer.
 func (q *outQueue) push(p []byte) (startWriter bool, err error) {
 	q.mu.Lock()
@@ -29,6 +33,9 @@ func (q *outQueue) push(p []byte) (startWriter bool, err error) {
 	}
 	if q.bytes+len(p) > q.limit && q.bytes > 0 {
 		return false, ErrSlow
+	}
+	if q.frames == nil {
+		q.frames = make([][]byte, 0, 8)
 	}
 	q.frames = append(q.frames, p)
 	q.bytes += len(p)
@@ -98,9 +105,13 @@ func (q *outQueue) written(frames [][]byte) {
 
 func (q *outQueue) stopWriter() {
 	q.flushing = false
-	// Idle connections keep no buffers.
-	if q.spare != nil && cap(q.spare) > 8 {
+	// Idle connections keep no big buffers; small ones save a busy
+	// connection an allocation per batch.
+	if cap(q.spare) > maxKeptFrames {
 		q.spare = nil
+	}
+	if cap(q.frames) > maxKeptFrames {
+		q.frames = nil
 	}
 	if q.idle != nil {
 		close(q.idle)

@@ -30,8 +30,19 @@ type Options struct {
 	// PingTimeout is how long a pong may take before the peer is
 	// considered dead. Defaults to 15 s.
 	PingTimeout time.Duration
-	// WriteTimeout bounds one frame write. Defaults to 10 s.
+	// WriteTimeout bounds one write to the network (a batch of frames):
+	// a peer that takes nothing for that long is dropped. Defaults to 10 s.
 	WriteTimeout time.Duration
+	// Coalesce paces the layer events of a connection in a burst. From
+	// the third event in a row that comes less than Coalesce after the one
+	// before, events wait until Coalesce after the previous batch was
+	// taken, and are handled and written together, in one write (32
+	// waiting events start the batch at once). Events that come alone are
+	// never delayed; in a burst an event waits at most Coalesce. It trades
+	// that little latency, on busy connections only, for far fewer writes
+	// and wake-ups when a big group is busy. Defaults to 10 ms; negative
+	// disables it.
+	Coalesce time.Duration
 	// DisconnectTimeout bounds the consumer's Disconnect and the cleanup
 	// after it. Defaults to 5 s.
 	DisconnectTimeout time.Duration
@@ -81,6 +92,7 @@ func NewServer(opts Options) (*Server, error) {
 	def(&opts.PingTimeout, 15*time.Second)
 	def(&opts.WriteTimeout, 10*time.Second)
 	def(&opts.DisconnectTimeout, 5*time.Second)
+	def(&opts.Coalesce, 10*time.Millisecond)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -219,6 +231,9 @@ func (s *Server) ServeWebSocket(w http.ResponseWriter, r *http.Request, scope Sc
 			return nil, fmt.Errorf("%w: %v", errAcceptFailed, err)
 		}
 		ws.SetReadLimit(s.opts.ReadLimit)
+		if cw.conn != nil {
+			cw.conn.timeout = s.opts.WriteTimeout
+		}
 		return wsTransport{c: ws, cork: cw.conn}, nil
 	})
 	var refuse *RefuseError

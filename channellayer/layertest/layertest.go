@@ -87,6 +87,7 @@ var rules = []rule{
 	{"OrderConcurrent", false, checkOrderConcurrent},
 	{"Body", false, checkBody},
 	{"Notify", false, checkNotify},
+	{"Drain", false, checkDrain},
 
 	{"Capacity", false, checkCapacity},
 	{"GroupOverflow", false, checkGroupOverflow},

@@ -94,3 +94,99 @@ func checkNotify(e *env) {
 		e.t.Fatal("TryReceive on a discarded channel: no error")
 	}
 }
+
+// checkDrain: a Drainer's TryReceiveAll appends everything waiting, in
+// order, to the caller's slice and leaves the channel empty; expired
+// messages are left out; an overflow and a discarded channel are errors,
+// like TryReceive's.
+func checkDrain(e *env) {
+	a, b := e.a, e.peer()
+	d, ok := a.(channellayer.Drainer)
+	if !ok {
+		e.t.Logf("%T does not implement Drainer: nothing to check", a)
+		return
+	}
+	c := e.newChannel(a)
+	drain := func(buf []channellayer.Message) []channellayer.Message {
+		e.t.Helper()
+		got, err := d.TryReceiveAll(c, buf)
+		if err != nil {
+			e.t.Fatalf("TryReceiveAll: %v", err)
+		}
+		return got
+	}
+	if got := drain(nil); len(got) != 0 {
+		e.t.Fatalf("TryReceiveAll on a new channel returned %d messages", len(got))
+	}
+
+	g := e.name("g")
+	e.join(a, g, c)
+	e.send(a, c, e.seqMsg(0, 0))
+	e.send(b, c, e.seqMsg(0, 1))
+	e.groupSend(a, g, e.seqMsg(0, 2))
+	e.groupSend(b, g, e.seqMsg(0, 3))
+	// The messages from the peer arrive in their own time: collect until
+	// all four are in, appending behind a message already in the slice.
+	first := e.seqMsg(9, 9)
+	got := []channellayer.Message{first}
+	deadline := time.Now().Add(waitFor)
+	for len(got) < 5 && time.Now().Before(deadline) {
+		got = drain(got)
+		if len(got) < 5 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if len(got) != 5 || string(got[0].Body) != string(first.Body) {
+		e.t.Fatalf("TryReceiveAll returned %d messages, want the caller's one and 4 more", len(got))
+	}
+	for i, m := range got[1:] {
+		if string(m.Body) != string(e.seqMsg(0, i).Body) {
+			e.t.Fatalf("TryReceiveAll #%d = %s, want %s", i, m.Body, e.seqMsg(0, i).Body)
+		}
+	}
+	if got := drain(nil); len(got) != 0 {
+		e.t.Fatalf("TryReceiveAll on a drained channel returned %d messages", len(got))
+	}
+
+	// Expired messages are left out, fresh ones behind them returned.
+	e.send(a, c, e.seqMsg(1, 0))
+	e.s.Sleep(e.s.Expiry + e.s.Expiry/2)
+	fresh := e.seqMsg(1, 1)
+	e.send(a, c, fresh)
+	if got := drain(nil); len(got) != 1 || string(got[0].Body) != string(fresh.Body) {
+		e.t.Fatalf("TryReceiveAll after an expiry returned %d messages, want only %s", len(got), fresh.Body)
+	}
+
+	// An overflow is an error; the channel works again after it. The group
+	// send may take its time (through a server): its arrival is awaited
+	// with Notify, as draining would make room for it.
+	n, ok := a.(channellayer.Notifier)
+	if !ok {
+		e.t.Fatalf("%T implements Drainer but not Notifier", a)
+	}
+	var calls atomic.Int64
+	if err := n.Notify(c, func() { calls.Add(1) }); err != nil {
+		e.t.Fatalf("Notify: %v", err)
+	}
+	e.fill(a, c)
+	before := calls.Load()
+	e.groupSend(a, g, e.seqMsg(2, 0))
+	for deadline := time.Now().Add(waitFor); calls.Load() == before; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			e.t.Fatal("the overflowing group send never arrived")
+		}
+	}
+	if got, err := d.TryReceiveAll(c, nil); !errors.Is(err, channellayer.ErrOverflow) || len(got) != 0 {
+		e.t.Fatalf("TryReceiveAll after an overflow: %d messages, %v; want none and %v", len(got), err, channellayer.ErrOverflow)
+	}
+	if got := drain(nil); len(got) != e.s.Capacity {
+		e.t.Fatalf("TryReceiveAll after the overflow was reported: %d messages, want the %d that filled the channel", len(got), e.s.Capacity)
+	}
+
+	if err := a.DiscardChannel(e.ctx(waitFor), c); err != nil {
+		e.t.Fatalf("DiscardChannel: %v", err)
+	}
+	if _, err := d.TryReceiveAll(c, nil); err == nil {
+		e.t.Fatal("TryReceiveAll on a discarded channel: no error")
+	}
+}

@@ -253,3 +253,50 @@ func TestSmokeFanout(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// The cross-node target compares the two ladders at the highest rate both
+// passed, not at each one's own highest step.
+func TestCrossnodeComparedAtSameRate(t *testing.T) {
+	ladder := func(target string, cores ...float64) *result {
+		r := &result{Scenario: "crossnode", Target: target, Run: 1}
+		rate := 10.0
+		for i, c := range cores {
+			st := step{MsgsPerSec: rate, DeliveriesPerS: rate * 100, Cores: c, Pass: c > 0, CPUusPerDel: c * 1e6 / (rate * 100)}
+			if target == targetOurs2 {
+				st.RedisCores = 0.01 * float64(i+1)
+			}
+			r.Steps = append(r.Steps, st)
+			rate *= 2
+		}
+		r.Metrics = fanoutMetrics(r.Steps)
+		return r
+	}
+	// One node climbs a step further, where a core delivers much more.
+	one := ladder(targetOurs, 0.1, 0.2, 0.25)
+	two := ladder(targetOurs2, 0.12, 0.24, 0)
+	rep := newReport("test", 1, []*result{one, two})
+	s := rep.find("crossnode", "deliveries_per_s_per_core_same_rate")
+	if s == nil {
+		t.Fatal("no deliveries_per_s_per_core_same_rate")
+	}
+	// At 20 msgs/s: 2000 deliveries/s on 0.24 cores against 0.2.
+	if want := 0.2 / 0.24; s.Ratio < want-1e-9 || s.Ratio > want+1e-9 {
+		t.Errorf("ratio %v, want %v", s.Ratio, want)
+	}
+	if r := rep.find("crossnode", "redis_cores_same_rate"); r == nil || r.Medians[targetOurs2] != 0.02 {
+		t.Errorf("redis cores at the same rate: %+v, want 0.02", r)
+	}
+	var v *verdict
+	for i := range rep.Verdicts {
+		if strings.HasPrefix(rep.Verdicts[i].Target, "fan-out over two nodes") {
+			v = &rep.Verdicts[i]
+		}
+	}
+	if v == nil || !v.Met || !strings.Contains(v.Detail, "highest rate both passed") || !strings.Contains(v.Detail, "redis") {
+		t.Errorf("verdict %+v, want met, at the same rate, with Redis's share", v)
+	}
+	// At each ladder's own highest step the ratio would be 0.58 and fail.
+	if at := rep.find("crossnode", "deliveries_per_s_per_core"); at == nil || at.Ratio > 0.6 {
+		t.Errorf("at-max ratio %+v, want the old figure kept for information", at)
+	}
+}

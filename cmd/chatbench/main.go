@@ -12,7 +12,10 @@
 // Scenarios: fanout (one room, a ladder of publish rates), rooms (many small
 // rooms, every member sending once a second), idle (memory per connection),
 // connect (join rate), crossnode (fan-out over two nodes sharing Redis,
-// compared with one node), all.
+// compared with one node), all. Two ladders are compared at the highest
+// rate both passed: CPU per delivery falls as the rate climbs, so each
+// ladder's own highest step would not be a fair match. Server CPU counts
+// every process of a target, redis-server included.
 //
 // chatbench -serve-bare -addr 127.0.0.1:4000 runs only the bare hub.
 package main

@@ -40,7 +40,8 @@ type step struct {
 	P99ms          float64 `json:"p99_ms"`
 	P999ms         float64 `json:"p999_ms"`
 	CPUusPerDel    float64 `json:"cpu_us_per_delivery"`
-	Cores          float64 `json:"server_cores"`
+	Cores          float64 `json:"server_cores"` // every process of the target, Redis included
+	RedisCores     float64 `json:"redis_cores,omitempty"`
 	LoadgenCores   float64 `json:"loadgen_cores"`
 	Retry          bool    `json:"retry,omitempty"`
 	Pass           bool    `json:"pass"`
@@ -190,7 +191,7 @@ func runFanout(ctx context.Context, cfg *config, nc *netClient, t *target, label
 		}
 		start := time.Now().Add(20 * time.Millisecond)
 		end := start.Add(dur)
-		cpu0, self0 := t.cpu(), selfCPU()
+		cpu0, aux0, self0 := t.cpu(), t.auxCPU(), selfCPU()
 		var wg sync.WaitGroup
 		var sendErr atomic.Pointer[error]
 		for j := range k {
@@ -215,9 +216,10 @@ func runFanout(ctx context.Context, cfg *config, nc *netClient, t *target, label
 		expected := func(int) map[uint32]uint32 { return sentMap }
 		waitDelivered(ctx, clients, expected, total*uint64(s), cfg.drain)
 		wall := time.Since(start)
-		cpu, self := t.cpu()-cpu0, selfCPU()-self0
+		cpu, aux, self := t.cpu()-cpu0, t.auxCPU()-aux0, selfCPU()-self0
 		m, want := collect(clients, expected)
 		st := step{
+			RedisCores:   aux.Seconds() / wall.Seconds(),
 			LoadgenCores: self.Seconds() / wall.Seconds(), Retry: retried,
 			MsgsPerSec: rate, Sent: total, Deliveries: m.unique,
 			DeliveriesPerS: float64(m.unique) / dur.Seconds(),
@@ -242,6 +244,9 @@ func runFanout(ctx context.Context, cfg *config, nc *netClient, t *target, label
 		}
 		logf("%s: step %d %.0f msg/s -> %.0f deliveries/s p50 %.2fms p99 %.2fms p999 %.2fms lost %d dup %d closed %d cpu %.2fµs/delivery server %.2f cores, chatbench %.2f cores %s",
 			label, n+1, rate, st.DeliveriesPerS, st.P50ms, st.P99ms, st.P999ms, st.Lost, st.Dups, st.Closed, st.CPUusPerDel, st.Cores, st.LoadgenCores, verdict)
+		if len(t.aux) > 0 {
+			logf("%s: step %d: redis-server used %.2f of the %.2f server cores", label, n+1, st.RedisCores, st.Cores)
+		}
 		if warming {
 			// Not measured: the first messages on fresh connections grow
 			// stacks and buffers in every process.

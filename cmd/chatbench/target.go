@@ -43,6 +43,18 @@ func (t *target) cpu() time.Duration {
 	return sum
 }
 
+// auxCPU returns the CPU time used so far by the target's redis-server
+// (included in cpu).
+func (t *target) auxCPU() time.Duration {
+	var sum time.Duration
+	for _, p := range t.aux {
+		if d, err := cpuTime(p.pid()); err == nil {
+			sum += d
+		}
+	}
+	return sum
+}
+
 // rss returns the resident memory of the chat servers.
 func (t *target) rss() int64 {
 	var sum int64
