@@ -67,6 +67,12 @@ type Conn struct {
 	pingStop  bool
 	pingTimer *time.Timer
 	pinging   sync.WaitGroup
+
+	// Readiness reading (see readiness.go): a watched connection has a
+	// reader goroutine only while its socket has bytes; armed while the
+	// poller holds the socket instead.
+	pollID uint64
+	armed  atomic.Bool
 }
 
 // Scope describes the connection.
@@ -184,6 +190,7 @@ func (c *Conn) closeTransport() {
 		_ = c.t.Close(c.closeCode, c.closeReason)
 	}
 	_ = c.t.CloseNow()
+	c.wake() // an idle watched connection has no reader to notice the close
 }
 
 // spawn runs f on a tracked goroutine; false once the connection is done.
@@ -221,17 +228,16 @@ func (c *Conn) runFlush() {
 	c.flush()
 }
 
-// serve runs an accepted connection until it closes and returns the close
-// code: the first side's to close.
-func (c *Conn) serve() StatusCode {
+// start begins serving an accepted connection: layer events, queued
+// frames, pings. Reading follows (readLoop or readReady), then end.
+func (c *Conn) start() {
 	c.started.Store(true)
 	select {
 	case <-c.closing: // closed between Connect and the handshake
 		c.startCloser()
 	default:
 	}
-	notifier, push := c.srv.layer.(channellayer.Notifier)
-	if push {
+	if notifier, push := c.srv.layer.(channellayer.Notifier); push {
 		if err := notifier.Notify(c.channel, c.kick); err != nil {
 			c.closeWith(StatusInternalError, "internal error", closeNow)
 		}
@@ -242,51 +248,91 @@ func (c *Conn) serve() StatusCode {
 		c.startWriter()
 	}
 	c.startPing()
+}
 
-	c.readLoop()
-
+// end finishes the connection once reading is over: it stops what runs for
+// it, calls Disconnect and releases it.
+func (c *Conn) end() {
 	c.stopPing()
-	if push {
+	if notifier, push := c.srv.layer.(channellayer.Notifier); push {
 		_ = notifier.Notify(c.channel, nil)
 	}
 	c.gmu.Lock()
 	c.gstop = true
 	c.gmu.Unlock()
 	c.gwg.Wait()
-	return c.closeCode
+	c.srv.poll.forget(c)
+	c.srv.track(c, false)
+	c.srv.finish(c)
+	c.cancel()
+	c.srv.running.Done()
 }
 
+// readLoop reads on one goroutine until the transport is closed.
 func (c *Conn) readLoop() {
-	limit := c.srv.opts.ReadLimit
+	for c.received(c.t.Read(context.Background())) {
+	}
+}
+
+// readReady reads what the socket has, then hands the socket to the poller
+// and returns; the poller runs it again when more bytes arrive (see
+// readiness.go). It ends the connection when the transport is closed.
+func (c *Conn) readReady() {
+	ir := c.t.(idleReader)
 	for {
-		typ, data, err := c.t.Read(context.Background())
-		if err != nil {
-			code := websocket.CloseStatus(err)
-			switch {
-			case errors.Is(err, websocket.ErrMessageTooBig):
-				c.closeWith(StatusTooBig, "frame too big", closePeer) // the library sent the close frame
-			case code != -1:
-				c.closeWith(code, "", closePeer)
-			default:
-				c.closeWith(StatusAbnormal, "", closePeer)
+		typ, data, err := ir.readIdle(context.Background())
+		if errors.Is(err, errIdle) {
+			if c.srv.poll.arm(c) {
+				return
 			}
-			return
-		}
-		select {
-		case <-c.closing:
-			continue // closing: drain until the transport says it is closed
-		default:
-		}
-		if int64(len(data)) > limit {
-			c.closeWith(StatusTooBig, "frame too big", closeNow)
-			continue // the transport closes; Read returns an error next
-		}
-		if typ != websocket.MessageText {
-			c.closeWith(StatusUnsupported, "text frames only", closeNow)
+			ir.stopIdleReads() // the poller could not take it: keep reading here
 			continue
 		}
-		c.call("receive", func(ctx context.Context) error { return c.consumer.Receive(ctx, c, data) })
+		if !c.received(typ, data, err) {
+			c.end()
+			return
+		}
 	}
+}
+
+// wake starts a reader for an armed connection: its socket is readable, or
+// it was closed (the poller hears nothing of a socket closed on this side).
+func (c *Conn) wake() {
+	if c.armed.CompareAndSwap(true, false) {
+		go c.readReady()
+	}
+}
+
+// received handles the result of one read. It returns false once reading is
+// over: the transport is closed.
+func (c *Conn) received(typ websocket.MessageType, data []byte, err error) bool {
+	if err != nil {
+		code := websocket.CloseStatus(err)
+		switch {
+		case errors.Is(err, websocket.ErrMessageTooBig):
+			c.closeWith(StatusTooBig, "frame too big", closePeer) // the library sent the close frame
+		case code != -1:
+			c.closeWith(code, "", closePeer)
+		default:
+			c.closeWith(StatusAbnormal, "", closePeer)
+		}
+		return false
+	}
+	select {
+	case <-c.closing:
+		return true // closing: drain until the transport says it is closed
+	default:
+	}
+	if int64(len(data)) > c.srv.opts.ReadLimit {
+		c.closeWith(StatusTooBig, "frame too big", closeNow)
+		return true // the transport closes; reading fails next
+	}
+	if typ != websocket.MessageText {
+		c.closeWith(StatusUnsupported, "text frames only", closeNow)
+		return true
+	}
+	c.call("receive", func(ctx context.Context) error { return c.consumer.Receive(ctx, c, data) })
+	return true
 }
 
 // call runs fn under the consumer lock, turning an error or a panic into a

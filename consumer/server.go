@@ -62,6 +62,7 @@ type Server struct {
 
 	base   context.Context
 	cancel context.CancelFunc
+	poll   *poller // nil where sockets are not watched
 
 	mu       sync.Mutex
 	conns    map[*Conn]struct{}
@@ -103,6 +104,7 @@ func NewServer(opts Options) (*Server, error) {
 		log:    opts.Logger,
 		base:   base,
 		cancel: cancel,
+		poll:   newPoller(opts.Logger),
 		conns:  make(map[*Conn]struct{}),
 	}, nil
 }
@@ -114,6 +116,11 @@ var ErrShutdown = errors.New("consumer: server shutting down")
 // accept to complete the handshake, then serves the connection until it
 // closes. It returns the Connect error (see RefuseError) if the consumer
 // refused, ErrShutdown if the server is shutting down, or accept's error.
+//
+// A transport with a socket the server can watch (a websocket over TCP on
+// Linux) is served without a goroutine while it is idle: Serve returns as
+// soon as nothing is left to read, and the connection lives on until it
+// closes (Shutdown waits for it).
 func (s *Server) Serve(scope Scope, cons Consumer, accept func() (Transport, error)) error {
 	s.mu.Lock()
 	if s.shutdown {
@@ -122,10 +129,15 @@ func (s *Server) Serve(scope Scope, cons Consumer, accept func() (Transport, err
 	}
 	s.running.Add(1)
 	s.mu.Unlock()
-	defer s.running.Done()
 
 	ctx, cancel := context.WithCancel(s.base)
-	defer cancel()
+	servingOn := false // from then on Conn.end releases the connection
+	defer func() {
+		if !servingOn {
+			cancel()
+			s.running.Done()
+		}
+	}()
 	name, err := s.layer.NewChannel(ctx)
 	if err != nil {
 		return fmt.Errorf("consumer: creating the connection's channel: %w", err)
@@ -142,7 +154,7 @@ func (s *Server) Serve(scope Scope, cons Consumer, accept func() (Transport, err
 		closing:  make(chan struct{}),
 	}
 	// Connect runs on a goroutine of its own: its deep calls would
-	// otherwise grow the stack of this goroutine, which lives on as the
+	// otherwise grow the stack of this goroutine, which may live on as the
 	// connection's reader.
 	var connectErr error
 	connected := make(chan struct{})
@@ -169,9 +181,14 @@ func (s *Server) Serve(scope Scope, cons Consumer, accept func() (Transport, err
 	}
 	c.t = t
 	s.track(c, true)
-	c.serve()
-	s.track(c, false)
-	s.finish(c)
+	servingOn = true
+	c.start()
+	if s.poll.watch(c) {
+		c.readReady() // what came with the handshake; then the poller takes over
+		return nil
+	}
+	c.readLoop()
+	c.end()
 	return nil
 }
 
@@ -222,10 +239,12 @@ func (s *Server) releaseCtx(ctx context.Context, c *Conn) {
 // checked here: routing does that before (see package routing).
 func (s *Server) ServeWebSocket(w http.ResponseWriter, r *http.Request, scope Scope, cons Consumer) {
 	err := s.Serve(scope, cons, func() (Transport, error) {
-		cw := &corkWriter{ResponseWriter: w}
+		cw := &corkWriter{ResponseWriter: w, conn: &corkConn{}}
 		ws, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
 			InsecureSkipVerify: true, // origin checked by routing
 			CompressionMode:    websocket.CompressionDisabled,
+			OnPingReceived:     cw.conn.onPing,
+			OnPongReceived:     cw.conn.onPong,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", errAcceptFailed, err)

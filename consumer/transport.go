@@ -45,9 +45,15 @@ func (t wsTransport) Write(ctx context.Context, text []byte) error {
 
 func (t wsTransport) Ping(ctx context.Context) error { return t.c.Ping(ctx) }
 
-func (t wsTransport) Close(code StatusCode, reason string) error { return t.c.Close(code, reason) }
+func (t wsTransport) Close(code StatusCode, reason string) error {
+	t.cork.stopIdleReads()
+	return t.c.Close(code, reason)
+}
 
-func (t wsTransport) CloseNow() error { return t.c.CloseNow() }
+func (t wsTransport) CloseNow() error {
+	t.cork.stopIdleReads()
+	return t.c.CloseNow()
+}
 
 // BatchWriter is implemented by transports that can send several messages
 // in one write to the network (one syscall for a whole queue).
@@ -87,21 +93,40 @@ func (t wsTransport) flusher() flusher {
 }
 
 // corkWriter hands coder/websocket a connection (corkConn) through which
-// the framework writes its text frames itself.
+// the framework writes its text frames itself, and whose reads borrow a
+// buffer only while bytes are pending (see corkConn.Read). conn exists
+// before the handshake, for the ping and pong hooks; Hijack connects it.
 type corkWriter struct {
 	http.ResponseWriter
 	conn *corkConn
 }
+
+// Size of the buffers coder/websocket reads and writes through. Neither
+// holds data while the connection is idle: the reader is refilled from a
+// pooled buffer (see corkConn.Read), and the library writes only control
+// frames (at most 2+125 bytes: each fits whole, so it is one write).
+const (
+	wsReadBufSize  = 16
+	wsWriteBufSize = 128
+)
 
 func (w *corkWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
 	}
-	w.conn = &corkConn{Conn: nc}
-	// The hijacked writer is empty (net/http flushed the 101 response);
-	// replace it with one that writes through corkConn.
-	return w.conn, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(w.conn, 4096)), nil
+	c := w.conn
+	c.Conn = nc
+	c.raw = rawConnOf(nc)
+	// Keep what net/http read ahead (a frame the client sent right after
+	// its handshake request), not net/http's 4 KiB buffers. The hijacked
+	// writer is empty (net/http flushed the 101 response).
+	if n := brw.Reader.Buffered(); n > 0 {
+		head, _ := brw.Reader.Peek(n)
+		c.pend(head)
+	}
+	c.br = bufio.NewReaderSize(c, wsReadBufSize)
+	return c, bufio.NewReadWriter(c.br, bufio.NewWriterSize(c, wsWriteBufSize)), nil
 }
 
 var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
@@ -134,6 +159,8 @@ type corkConn struct {
 	lib       libFrame  // where the library's output stands
 	closeSent bool      // the library wrote its close frame
 	err       error     // a write failed: the stream is broken
+
+	idleReads // the read side, see readiness.go
 }
 
 // wait waits for the end of a write; called with c.mu held.
