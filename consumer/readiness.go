@@ -86,8 +86,8 @@ type idleReads struct {
 	boundary atomic.Bool // the next socket read starts a frame: return errIdle rather than wait
 	awaiting atomic.Bool // readIdle waits for a data message: a control frame ends at a boundary
 
-	stopMu   sync.Mutex  // orders beginIdleRead and stopIdleReads
-	stopped  atomic.Bool // reads wait: Close began, or the poller could not take the socket
+	stopMu  sync.Mutex  // orders beginIdleRead and stopIdleReads
+	stopped atomic.Bool // reads wait: Close began, or the poller could not take the socket
 }
 
 // pend keeps b, read ahead by someone else, for the next reads.
