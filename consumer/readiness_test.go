@@ -1,0 +1,447 @@
+package consumer_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/consumer"
+)
+
+// These tests serve consumers over real sockets, where an idle connection
+// has no reading goroutine: the server's poller starts one when bytes
+// arrive (see readiness.go).
+
+type tcpServer struct {
+	srv      *consumer.Server
+	layer    channellayer.Layer
+	hs       *httptest.Server
+	url      string                   // ws://.../ws
+	disconn  chan consumer.StatusCode // each Disconnect's code
+	channels chan string              // each connection's channel, once connected
+}
+
+// echoServer serves an echo consumer that also closes on a "bye" layer
+// event and reports its channel and its Disconnect code.
+func echoServer(t *testing.T, opts consumer.Options) *tcpServer {
+	t.Helper()
+	layer, err := channellayer.NewMemory(channellayer.MemoryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Layer = layer
+	srv, err := consumer.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &tcpServer{srv: srv, layer: layer, disconn: make(chan consumer.StatusCode, 100), channels: make(chan string, 100)}
+	cons := consumer.Funcs{
+		OnConnect: func(ctx context.Context, c *consumer.Conn) error {
+			c.On("bye", func(ctx context.Context, c *consumer.Conn, m channellayer.Message) error {
+				c.Close(4000, "bye")
+				return nil
+			})
+			s.channels <- c.Channel()
+			return nil
+		},
+		OnReceive: func(ctx context.Context, c *consumer.Conn, text []byte) error { return c.Send(text) },
+		OnDisconnect: func(ctx context.Context, c *consumer.Conn, code consumer.StatusCode) {
+			s.disconn <- code
+		},
+	}
+	s.hs = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		srv.ServeWebSocket(w, r, consumer.Scope{Path: r.URL.Path}, cons)
+	}))
+	s.url = "ws" + strings.TrimPrefix(s.hs.URL, "http") + "/ws"
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		s.hs.Close()
+		layer.Close(ctx)
+	})
+	return s
+}
+
+func (s *tcpServer) expectDisconnect(t *testing.T, want consumer.StatusCode) {
+	t.Helper()
+	select {
+	case code := <-s.disconn:
+		if code != want {
+			t.Fatalf("Disconnect got %d, want %d", code, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no Disconnect (want %d)", want)
+	}
+}
+
+// send sends a layer event to the connection that connected last.
+func (s *tcpServer) send(t *testing.T, typ string) {
+	t.Helper()
+	var ch string
+	select {
+	case ch = <-s.channels:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection")
+	}
+	m, _ := channellayer.NewMessage(typ, nil)
+	if err := s.layer.Send(timeout(t), ch, m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rawClient speaks the websocket protocol by hand, to control how the
+// bytes are cut into TCP segments.
+type rawClient struct {
+	t  *testing.T
+	nc net.Conn
+	br *bufio.Reader
+}
+
+// dialRaw opens a websocket and writes after right behind the handshake
+// request, in the same write.
+func (s *tcpServer) dialRaw(t *testing.T, after []byte) *rawClient {
+	t.Helper()
+	nc, err := net.Dial("tcp", s.hs.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	req := "GET /ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := nc.Write(append([]byte(req), after...)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v, %v", resp, err)
+	}
+	return &rawClient{t: t, nc: nc, br: br}
+}
+
+const (
+	opCont  = 0x0
+	opText  = 0x1
+	opClose = 0x8
+	opPing  = 0x9
+	opPong  = 0xA
+)
+
+// clientFrame returns a masked frame as a client sends it.
+func clientFrame(op byte, fin bool, payload []byte) []byte {
+	b0 := op
+	if fin {
+		b0 |= 0x80
+	}
+	b := []byte{b0}
+	switch n := len(payload); {
+	case n < 126:
+		b = append(b, 0x80|byte(n))
+	case n < 1<<16:
+		b = append(b, 0x80|126)
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b = append(b, 0x80|127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	key := []byte{0x12, 0x34, 0x56, 0x78}
+	b = append(b, key...)
+	for i, c := range payload {
+		b = append(b, c^key[i%4])
+	}
+	return b
+}
+
+// write sends b in pieces of the given sizes (the rest in one), pausing
+// between them so that each is a TCP segment of its own that the server
+// reads alone.
+func (c *rawClient) write(b []byte, pieces ...int) {
+	c.t.Helper()
+	for _, n := range pieces {
+		n = min(n, len(b))
+		if _, err := c.nc.Write(b[:n]); err != nil {
+			c.t.Fatal(err)
+		}
+		b = b[n:]
+		time.Sleep(5 * time.Millisecond)
+	}
+	if len(b) > 0 {
+		if _, err := c.nc.Write(b); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
+// readFrame reads one frame from the server.
+func (c *rawClient) readFrame() (op byte, payload []byte) {
+	c.t.Helper()
+	var h [2]byte
+	if _, err := io.ReadFull(c.br, h[:]); err != nil {
+		c.t.Fatalf("reading a frame: %v", err)
+	}
+	n := uint64(h[1] & 0x7f)
+	switch n {
+	case 126:
+		var ext [2]byte
+		io.ReadFull(c.br, ext[:])
+		n = uint64(binary.BigEndian.Uint16(ext[:]))
+	case 127:
+		var ext [8]byte
+		io.ReadFull(c.br, ext[:])
+		n = binary.BigEndian.Uint64(ext[:])
+	}
+	payload = make([]byte, n)
+	if _, err := io.ReadFull(c.br, payload); err != nil {
+		c.t.Fatalf("reading a frame: %v", err)
+	}
+	return h[0] & 0x0f, payload
+}
+
+func (c *rawClient) expect(op byte, payload string) {
+	c.t.Helper()
+	gotOp, got := c.readFrame()
+	if gotOp != op || string(got) != payload {
+		c.t.Fatalf("got frame %#x %.60q (%d bytes), want %#x %.60q (%d bytes)", gotOp, got, len(got), op, payload, len(payload))
+	}
+}
+
+// expectClose reads the server's close frame and checks its code.
+func (c *rawClient) expectClose(code consumer.StatusCode) {
+	c.t.Helper()
+	op, p := c.readFrame()
+	if op != opClose || len(p) < 2 || consumer.StatusCode(binary.BigEndian.Uint16(p)) != code {
+		c.t.Fatalf("got frame %#x %q, want a close frame with %d", op, p, code)
+	}
+}
+
+func TestMessageSplitOverSegments(t *testing.T) {
+	s := echoServer(t, consumer.Options{})
+	c := s.dialRaw(t, nil)
+	short := clientFrame(opText, true, []byte("hello"))
+	long := clientFrame(opText, true, []byte(strings.Repeat("x", 300))) // 16-bit length
+	c.write(short, 1, 1, 1, 1, 1, 1, 1, 1, 1)                           // byte by byte
+	c.expect(opText, "hello")
+	c.write(long, 1, 2, 3, 100) // cut inside the length, the mask, the payload
+	c.expect(opText, strings.Repeat("x", 300))
+	// Two messages in one segment, the second one cut short.
+	two := append(clientFrame(opText, true, []byte("one")), clientFrame(opText, true, []byte("two"))...)
+	c.write(two, len(two)-2)
+	c.expect(opText, "one")
+	c.expect(opText, "two")
+}
+
+// A ping between the fragments of a message is answered, and the message
+// still arrives whole: a control frame inside a message is no place to stop
+// reading.
+func TestPingInsideFragmentedMessage(t *testing.T) {
+	s := echoServer(t, consumer.Options{})
+	c := s.dialRaw(t, nil)
+	var b []byte
+	b = append(b, clientFrame(opText, false, []byte("frag"))...)
+	b = append(b, clientFrame(opPing, true, []byte("p1"))...)
+	ping := len(b)
+	b = append(b, clientFrame(opCont, true, []byte("mented"))...)
+	c.write(b, ping, 3) // the ping ends a segment; the continuation comes later
+	c.expect(opPong, "p1")
+	c.expect(opText, "fragmented")
+	// And a ping while idle: answered, and the connection is idle again.
+	c.write(clientFrame(opPing, true, []byte("p2")), 2)
+	c.expect(opPong, "p2")
+	c.write(clientFrame(opText, true, []byte("after")))
+	c.expect(opText, "after")
+}
+
+func TestFrameRightAfterHandshake(t *testing.T) {
+	s := echoServer(t, consumer.Options{})
+	// net/http reads the frame together with the request: no byte of it
+	// is left on the socket to wake the poller.
+	c := s.dialRaw(t, append(clientFrame(opText, true, []byte("early")), clientFrame(opText, true, []byte("bird"))...))
+	c.expect(opText, "early")
+	c.expect(opText, "bird")
+	c.write(clientFrame(opText, true, []byte("later")))
+	c.expect(opText, "later")
+}
+
+// Pings keep an idle connection open, and between pings it has no reader:
+// the pong wakes one, which goes away again.
+func TestPingPongOnIdleConnections(t *testing.T) {
+	s := echoServer(t, consumer.Options{PingInterval: 20 * time.Millisecond, PingTimeout: 5 * time.Second})
+	const n = 10
+	var pings atomic.Int64
+	var clients []*websocket.Conn
+	got := make(chan string, n)
+	for i := 0; i < n; i++ {
+		ws, _, err := websocket.Dial(timeout(t), s.url, &websocket.DialOptions{
+			OnPingReceived: func(context.Context, []byte) bool { pings.Add(1); return true },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.CloseNow()
+		clients = append(clients, ws)
+		go func() { // a client answers pings while it reads
+			for {
+				_, b, err := ws.Read(context.Background())
+				if err != nil {
+					return
+				}
+				got <- string(b)
+			}
+		}()
+	}
+	// A reader runs now and then, for a pong; if a pong left its reader
+	// behind, there would be n of them all the time.
+	time.Sleep(100 * time.Millisecond) // every connection pinged a few times
+	least := n
+	for deadline := time.Now().Add(500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		least = min(least, serverReaders())
+	}
+	if pings.Load() < 3*n {
+		t.Fatalf("%d pings in 500ms to %d clients, pinging every 20ms", pings.Load(), n)
+	}
+	if least > 2 {
+		t.Fatalf("%d idle connections answering pings keep %d readers all the time, want none", n, least)
+	}
+	for i, ws := range clients {
+		msg := fmt.Sprint("alive ", i)
+		ws.Write(timeout(t), websocket.MessageText, []byte(msg))
+		if b := <-got; b != msg {
+			t.Fatalf("echo %q, want %q", b, msg)
+		}
+	}
+	for _, ws := range clients {
+		ws.Close(websocket.StatusNormalClosure, "")
+		s.expectDisconnect(t, consumer.StatusNormal)
+	}
+}
+
+// serverReaders counts the goroutines reading a connection.
+func serverReaders() int {
+	buf := make([]byte, 1<<20)
+	n := runtime.Stack(buf, true)
+	return strings.Count(string(buf[:n]), "consumer.(*Conn).readReady(") + strings.Count(string(buf[:n]), "consumer.(*Conn).readLoop(")
+}
+
+// A peer that stops answering pings is closed with 1006, although its
+// idle connection has nobody reading it.
+func TestSilentPeerIsClosed(t *testing.T) {
+	s := echoServer(t, consumer.Options{PingInterval: 20 * time.Millisecond, PingTimeout: 50 * time.Millisecond})
+	c := s.dialRaw(t, nil)
+	s.expectDisconnect(t, consumer.StatusAbnormal)
+	for { // pings, then the end
+		if _, err := c.br.ReadByte(); err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "reset") {
+				t.Fatalf("want the socket closed, got %v", err)
+			}
+			return
+		}
+	}
+}
+
+func TestCloseWhileIdle(t *testing.T) {
+	t.Run("server closes", func(t *testing.T) {
+		s := echoServer(t, consumer.Options{})
+		ws, _, err := websocket.Dial(timeout(t), s.url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.CloseNow()
+		s.send(t, "bye") // a layer event makes the idle connection close
+		_, _, err = ws.Read(timeout(t))
+		if websocket.CloseStatus(err) != 4000 {
+			t.Fatalf("client read %v, want close 4000", err)
+		}
+		s.expectDisconnect(t, 4000)
+	})
+	t.Run("server closes, client answers late", func(t *testing.T) {
+		s := echoServer(t, consumer.Options{})
+		c := s.dialRaw(t, nil)
+		s.send(t, "bye")
+		c.expectClose(4000)
+		time.Sleep(20 * time.Millisecond) // the server waits for the answer
+		c.write(clientFrame(opClose, true, []byte{0x0f, 0xa0}))
+		s.expectDisconnect(t, 4000)
+	})
+	t.Run("client closes", func(t *testing.T) {
+		s := echoServer(t, consumer.Options{})
+		ws, _, err := websocket.Dial(timeout(t), s.url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws.Close(4001, "going")
+		s.expectDisconnect(t, 4001)
+	})
+	t.Run("client vanishes", func(t *testing.T) {
+		s := echoServer(t, consumer.Options{})
+		c := s.dialRaw(t, nil)
+		<-s.channels // connected
+		c.nc.Close()
+		s.expectDisconnect(t, consumer.StatusAbnormal)
+	})
+	t.Run("shutdown", func(t *testing.T) {
+		s := echoServer(t, consumer.Options{})
+		c := s.dialRaw(t, nil)
+		<-s.channels
+		done := make(chan error, 1)
+		go func() { done <- s.srv.Shutdown(timeout(t)) }()
+		c.expectClose(consumer.StatusServiceRestart)
+		c.write(clientFrame(opClose, true, []byte{0x03, 0xf4})) // answer 1012
+		if err := <-done; err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+		s.expectDisconnect(t, consumer.StatusServiceRestart)
+	})
+}
+
+// A connection closed while its reader waits inside a message.
+func TestCloseWhileReading(t *testing.T) {
+	half := clientFrame(opText, true, []byte("never finished"))
+	half = half[:len(half)-4]
+	t.Run("shutdown", func(t *testing.T) {
+		s := echoServer(t, consumer.Options{})
+		c := s.dialRaw(t, nil)
+		c.write(half)
+		time.Sleep(20 * time.Millisecond) // the reader is waiting for the rest
+		done := make(chan error, 1)
+		go func() { done <- s.srv.Shutdown(timeout(t)) }()
+		c.expectClose(consumer.StatusServiceRestart)
+		c.nc.Close()
+		if err := <-done; err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+		s.expectDisconnect(t, consumer.StatusServiceRestart)
+	})
+	t.Run("client vanishes", func(t *testing.T) {
+		s := echoServer(t, consumer.Options{})
+		c := s.dialRaw(t, nil)
+		c.write(half)
+		time.Sleep(20 * time.Millisecond)
+		c.nc.Close()
+		s.expectDisconnect(t, consumer.StatusAbnormal)
+	})
+	t.Run("too big", func(t *testing.T) {
+		s := echoServer(t, consumer.Options{ReadLimit: 100})
+		c := s.dialRaw(t, nil)
+		c.write(clientFrame(opText, true, make([]byte, 1000)), 50)
+		c.expectClose(consumer.StatusTooBig)
+		s.expectDisconnect(t, consumer.StatusTooBig)
+	})
+}
