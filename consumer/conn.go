@@ -26,19 +26,18 @@ type Conn struct {
 	consumer Consumer
 	channel  string
 
-	ctx    context.Context // cancelled when the connection starts closing
+	ctx    context.Context // cancelled when the connection starts closing (see closeWith)
 	cancel context.CancelFunc
 
-	mu       sync.Mutex // serializes calls into the consumer
-	handlers map[string]EventHandler
-	lastType string       // the type of the last event handled, under mu
-	lastH    EventHandler // and its handler: a burst of one type skips the map
+	mu       sync.Mutex    // serializes calls into the consumer
+	handlers []typeHandler // a few: smaller than a map, and as fast
+	lastType string        // the type of the last event handled, under mu
+	lastH    EventHandler  // and its handler: a burst of one type skips the lookup
 
 	out *outQueue
 	t   Transport
 
 	closeOnce   sync.Once
-	closing     chan struct{}
 	closeCode   StatusCode
 	closeReason string
 	closeMode   closeMode
@@ -92,8 +91,29 @@ func (c *Conn) Logger() *slog.Logger { return c.srv.log.With("conn", c.channel, 
 // On registers the handler for layer events of type typ, replacing any
 // earlier one. Events of a type without handler are dropped and logged.
 func (c *Conn) On(typ string, h EventHandler) {
-	c.handlers[typ] = h
 	c.lastType, c.lastH = "", nil
+	for i := range c.handlers {
+		if c.handlers[i].typ == typ {
+			c.handlers[i].h = h
+			return
+		}
+	}
+	c.handlers = append(c.handlers, typeHandler{typ, h})
+}
+
+type typeHandler struct {
+	typ string
+	h   EventHandler
+}
+
+// handler returns the handler of events of type typ, nil if none.
+func (c *Conn) handler(typ string) EventHandler {
+	for _, th := range c.handlers {
+		if th.typ == typ {
+			return th.h
+		}
+	}
+	return nil
 }
 
 // Send queues a text frame. It never blocks: if the outgoing queue is full
@@ -156,7 +176,6 @@ func (c *Conn) closeWith(code StatusCode, reason string, mode closeMode) {
 		if mode != closeFlush {
 			c.out.drop()
 		}
-		close(c.closing)
 		c.cancel()
 		if f := c.srv.opts.OnClosing; f != nil {
 			f(code)
@@ -232,10 +251,8 @@ func (c *Conn) runFlush() {
 // frames, pings. Reading follows (readLoop or readReady), then end.
 func (c *Conn) start() {
 	c.started.Store(true)
-	select {
-	case <-c.closing: // closed between Connect and the handshake
+	if c.ctx.Err() != nil { // closed between Connect and the handshake
 		c.startCloser()
-	default:
 	}
 	if notifier, push := c.srv.layer.(channellayer.Notifier); push {
 		if err := notifier.Notify(c.channel, c.kick); err != nil {
@@ -318,10 +335,8 @@ func (c *Conn) received(typ websocket.MessageType, data []byte, err error) bool 
 		}
 		return false
 	}
-	select {
-	case <-c.closing:
+	if c.ctx.Err() != nil {
 		return true // closing: drain until the transport says it is closed
-	default:
 	}
 	if int64(len(data)) > c.srv.opts.ReadLimit {
 		c.closeWith(StatusTooBig, "frame too big", closeNow)
@@ -354,7 +369,7 @@ func (c *Conn) handle(m channellayer.Message) {
 	defer c.recoverPanic("event")
 	h := c.lastH
 	if m.Type != c.lastType || h == nil {
-		h = c.handlers[m.Type]
+		h = c.handler(m.Type)
 		c.lastType, c.lastH = m.Type, h
 	}
 	if h == nil {
@@ -637,7 +652,9 @@ func (c *Conn) ping() {
 	c.pingMu.Unlock()
 	defer c.pinging.Done()
 
-	ctx, cancel := context.WithTimeout(c.ctx, c.srv.opts.PingTimeout)
+	// Not derived from c.ctx: a closing transport ends the ping anyway,
+	// and a child would leave c.ctx holding a map of children.
+	ctx, cancel := context.WithTimeout(context.Background(), c.srv.opts.PingTimeout)
 	err := c.t.Ping(ctx)
 	cancel()
 	if err != nil {

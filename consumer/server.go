@@ -149,9 +149,7 @@ func (s *Server) Serve(scope Scope, cons Consumer, accept func() (Transport, err
 		channel:  name,
 		ctx:      ctx,
 		cancel:   cancel,
-		handlers: make(map[string]EventHandler),
 		out:      newOutQueue(s.opts.QueueBytes),
-		closing:  make(chan struct{}),
 	}
 	// Connect runs on a goroutine of its own: its deep calls would
 	// otherwise grow the stack of this goroutine, which may live on as the
