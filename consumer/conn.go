@@ -62,10 +62,8 @@ type Conn struct {
 	paceTimer *time.Timer // starts a paced dispatcher; made on first use
 	paced     bool        // paceTimer is set and has not fired
 
-	pingMu    sync.Mutex
-	pingStop  bool
-	pingTimer *time.Timer
-	pinging   sync.WaitGroup
+	pingSlot, pingPos int32       // where the server's pinger keeps it
+	pinging           atomic.Bool // a ping waits for its pong
 
 	// Readiness reading (see readiness.go): a watched connection has a
 	// reader goroutine only while its socket has bytes; armed while the
@@ -264,13 +262,13 @@ func (c *Conn) start() {
 	if c.out.start() {
 		c.startWriter()
 	}
-	c.startPing()
+	c.srv.pinger.add(c)
 }
 
 // end finishes the connection once reading is over: it stops what runs for
 // it, calls Disconnect and releases it.
 func (c *Conn) end() {
-	c.stopPing()
+	c.srv.pinger.remove(c)
 	if notifier, push := c.srv.layer.(channellayer.Notifier); push {
 		_ = notifier.Notify(c.channel, nil)
 	}
@@ -631,52 +629,4 @@ func (c *Conn) writeFrames(frames [][]byte) error {
 		}
 	}
 	return nil
-}
-
-func (c *Conn) startPing() {
-	if c.srv.opts.PingInterval < 0 {
-		return
-	}
-	c.pingMu.Lock()
-	defer c.pingMu.Unlock()
-	c.pingTimer = time.AfterFunc(c.srv.opts.PingInterval, c.ping)
-}
-
-func (c *Conn) ping() {
-	c.pingMu.Lock()
-	if c.pingStop {
-		c.pingMu.Unlock()
-		return
-	}
-	c.pinging.Add(1)
-	c.pingMu.Unlock()
-	defer c.pinging.Done()
-
-	// Not derived from c.ctx: a closing transport ends the ping anyway,
-	// and a child would leave c.ctx holding a map of children.
-	ctx, cancel := context.WithTimeout(context.Background(), c.srv.opts.PingTimeout)
-	err := c.t.Ping(ctx)
-	cancel()
-	if err != nil {
-		if c.ctx.Err() == nil {
-			c.Logger().Info("peer did not answer a ping; closing", "err", err)
-		}
-		c.closeWith(StatusAbnormal, "", closePeer)
-		return
-	}
-	c.pingMu.Lock()
-	if !c.pingStop {
-		c.pingTimer.Reset(c.srv.opts.PingInterval)
-	}
-	c.pingMu.Unlock()
-}
-
-func (c *Conn) stopPing() {
-	c.pingMu.Lock()
-	c.pingStop = true
-	if c.pingTimer != nil {
-		c.pingTimer.Stop()
-	}
-	c.pingMu.Unlock()
-	c.pinging.Wait()
 }

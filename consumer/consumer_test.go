@@ -288,3 +288,50 @@ func TestOnReplacesHandler(t *testing.T) {
 		expectFrame(t, com, want)
 	}
 }
+
+// One pinger serves all connections of a server: connections that leave
+// do not stop the others' pings, so each silent peer is still noticed.
+func TestPingsGoOnAsConnectionsLeave(t *testing.T) {
+	layer, _ := channellayer.NewMemory(channellayer.MemoryOptions{})
+	t.Cleanup(func() { layer.Close(context.Background()) })
+	codes := make(chan consumer.StatusCode, 100)
+	srv, err := consumer.NewServer(consumer.Options{Layer: layer, PingInterval: 16 * time.Millisecond, PingTimeout: 40 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	f := func() consumer.Consumer {
+		return consumer.Funcs{OnDisconnect: func(ctx context.Context, c *consumer.Conn, code consumer.StatusCode) { codes <- code }}
+	}
+	const n = 40
+	var coms []*consumertest.Communicator
+	for i := 0; i < n; i++ {
+		coms = append(coms, connect(t, f, consumertest.Options{Server: srv}))
+	}
+	left, stalled := 0, 0
+	for i, com := range coms {
+		switch {
+		case i%3 == 0:
+			com.Disconnect(timeout(t), consumer.StatusNormal)
+			left++
+		case i%2 == 0:
+			com.Stall()
+			stalled++
+		}
+	}
+	got := map[consumer.StatusCode]int{}
+	for range left + stalled {
+		select {
+		case code := <-codes:
+			got[code]++
+		case <-timeout(t).Done():
+			t.Fatalf("Disconnect codes so far %v; want %d times 1000 and %d times 1006", got, left, stalled)
+		}
+	}
+	if got[consumer.StatusNormal] != left || got[consumer.StatusAbnormal] != stalled {
+		t.Fatalf("Disconnect codes %v; want %d times 1000 and %d times 1006", got, left, stalled)
+	}
+	if srv.Len() != n-left-stalled {
+		t.Fatalf("%d connections open, want %d", srv.Len(), n-left-stalled)
+	}
+}

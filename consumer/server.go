@@ -63,6 +63,7 @@ type Server struct {
 	base   context.Context
 	cancel context.CancelFunc
 	poll   *poller // nil where sockets are not watched
+	pinger pinger
 
 	mu       sync.Mutex
 	conns    map[*Conn]struct{}
