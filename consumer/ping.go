@@ -8,7 +8,7 @@ import (
 
 // pinger pings the connections of a server, each about every PingInterval,
 // from one timer: a connection keeps no timer of its own. The interval is
-// cut into pingSlots slots; a new connection joins the slot that comes
+// cut into pingSlots slots (few pings start at once); a new connection joins the slot that comes
 // round last, and each tick starts a ping for every connection of one slot
 // (unless its last ping is still waiting for the pong).
 type pinger struct {
@@ -20,7 +20,7 @@ type pinger struct {
 	running bool
 }
 
-const pingSlots = 16
+const pingSlots = 64
 
 // add starts pinging c.
 func (p *pinger) add(c *Conn) {
