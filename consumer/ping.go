@@ -8,9 +8,10 @@ import (
 
 // pinger pings the connections of a server, each about every PingInterval,
 // from one timer: a connection keeps no timer of its own. The interval is
-// cut into pingSlots slots (few pings start at once); a new connection joins the slot that comes
-// round last, and each tick starts a ping for every connection of one slot
-// (unless its last ping is still waiting for the pong).
+// cut into pingSlots slots, so that few pings start at once; a new
+// connection joins the slot that comes round last, and each tick starts a
+// ping for every connection of one slot (unless its last ping is still
+// waiting for the pong).
 type pinger struct {
 	mu      sync.Mutex
 	slots   [pingSlots][]*Conn
