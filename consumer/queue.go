@@ -20,9 +20,22 @@ type outQueue struct {
 
 func newOutQueue(limit int) *outQueue { return &outQueue{limit: limit} }
 
-// maxKeptFrames bounds the frame slices a stopped writer keeps for the next
-// batch.
-const maxKeptFrames = 16
+// frameArrays lend a connection the arrays of its frame slices while it
+// writes: a stopped writer gives them back, so an idle connection keeps
+// none, and a busy one allocates none per batch.
+var frameArrays = sync.Pool{New: func() any { return new([8][]byte) }}
+
+func getFrames() [][]byte { return frameArrays.Get().(*[8][]byte)[:0] }
+
+// putFrames gives back a slice from getFrames; a longer one (grown by
+// append) is left to the garbage collector.
+func putFrames(s [][]byte) {
+	if cap(s) == 8 {
+		a := (*[8][]byte)(s[:8])
+		clear(a[:])
+		frameArrays.Put(a)
+	}
+}
 
 // push queues a frame. It reports whether the caller must start a writer.
 func (q *outQueue) push(p []byte) (startWriter bool, err error) {
@@ -35,7 +48,7 @@ func (q *outQueue) push(p []byte) (startWriter bool, err error) {
 		return false, ErrSlow
 	}
 	if q.frames == nil {
-		q.frames = make([][]byte, 0, 8)
+		q.frames = getFrames()
 	}
 	q.frames = append(q.frames, p)
 	q.bytes += len(p)
@@ -105,14 +118,10 @@ func (q *outQueue) written(frames [][]byte) {
 
 func (q *outQueue) stopWriter() {
 	q.flushing = false
-	// Idle connections keep no big buffers; small ones save a busy
-	// connection an allocation per batch.
-	if cap(q.spare) > maxKeptFrames {
-		q.spare = nil
-	}
-	if cap(q.frames) > maxKeptFrames {
-		q.frames = nil
-	}
+	// Idle connections keep no buffers (the writer is done with spare).
+	putFrames(q.spare)
+	putFrames(q.frames)
+	q.frames, q.spare = nil, nil
 	if q.idle != nil {
 		close(q.idle)
 		q.idle = nil
