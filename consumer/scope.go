@@ -11,7 +11,7 @@ type Scope struct {
 	Path       string            // request path
 	Params     map[string]string // path wildcards of the route, e.g. "room"
 	Query      url.Values
-	Header     http.Header
+	Header     http.Header // the request headers the router keeps (routing.Options.ScopeHeaders)
 	RemoteAddr string
 	User       *User // nil: anonymous
 }

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/chatterpro/chatterpro/consumer"
@@ -20,6 +21,11 @@ type Options struct {
 	// Identify tells who makes a websocket request. An error refuses it
 	// with 403; a nil user is anonymous. Defaults to everyone anonymous.
 	Identify func(r *http.Request) (*consumer.User, error)
+	// ScopeHeaders names the request headers kept in Scope.Header for the
+	// consumers, e.g. "User-Agent". Defaults to none: a connection keeps
+	// its scope as long as it is open, and the whole request header would
+	// cost every idle connection about a kilobyte.
+	ScopeHeaders []string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -45,6 +51,10 @@ func New(opts Options) (*Router, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	opts.ScopeHeaders = slices.Clone(opts.ScopeHeaders)
+	for i, h := range opts.ScopeHeaders {
+		opts.ScopeHeaders[i] = http.CanonicalHeaderKey(h)
 	}
 	r := &Router{opts: opts, mux: http.NewServeMux(), origins: oc}
 	r.handler = r.mux
@@ -79,7 +89,7 @@ func (r *Router) Consumer(pattern string, f Factory) {
 			Path:       req.URL.Path,
 			Params:     make(map[string]string, len(names)),
 			Query:      req.URL.Query(),
-			Header:     req.Header,
+			Header:     r.scopeHeader(req.Header),
 			RemoteAddr: req.RemoteAddr,
 		}
 		for _, n := range names {
@@ -95,6 +105,20 @@ func (r *Router) Consumer(pattern string, f Factory) {
 		}
 		r.opts.Server.ServeWebSocket(w, req, scope, f())
 	})))
+}
+
+// scopeHeader copies the headers named in Options.ScopeHeaders.
+func (r *Router) scopeHeader(h http.Header) http.Header {
+	var kept http.Header
+	for _, name := range r.opts.ScopeHeaders {
+		if v := h[name]; len(v) > 0 {
+			if kept == nil {
+				kept = make(http.Header, len(r.opts.ScopeHeaders))
+			}
+			kept[name] = slices.Clone(v)
+		}
+	}
+	return kept
 }
 
 // Handle routes plain HTTP requests matching pattern to h.

@@ -29,7 +29,9 @@ func scopeEcho() consumer.Consumer {
 			if u := c.Scope().User; u != nil {
 				name = u.Name
 			}
-			return c.Send([]byte(c.Scope().Param("room") + "|" + name + "|" + c.Scope().Query.Get("since")))
+			h := c.Scope().Header
+			return c.Send([]byte(c.Scope().Param("room") + "|" + name + "|" + c.Scope().Query.Get("since") +
+				"|" + h.Get("X-Kept") + "|" + h.Get("X-Not-Kept") + "|" + fmt.Sprint(len(h))))
 		},
 		OnReceive: func(ctx context.Context, c *consumer.Conn, text []byte) error { return c.Send(text) },
 	}
@@ -76,16 +78,21 @@ func ctx(t *testing.T) context.Context {
 }
 
 func TestScopeAndEcho(t *testing.T) {
-	s := start(t, routing.Options{Identify: func(r *http.Request) (*consumer.User, error) {
-		return &consumer.User{Name: "ann", Session: "s1"}, nil
-	}})
-	ws, _, err := websocket.Dial(ctx(t), s.ws+"/ws/chat/Chat%20Room/?since=1-0", nil)
+	s := start(t, routing.Options{
+		Identify: func(r *http.Request) (*consumer.User, error) {
+			return &consumer.User{Name: "ann", Session: "s1"}, nil
+		},
+		ScopeHeaders: []string{"x-kept", "X-Absent"},
+	})
+	ws, _, err := websocket.Dial(ctx(t), s.ws+"/ws/chat/Chat%20Room/?since=1-0", &websocket.DialOptions{
+		HTTPHeader: http.Header{"X-Kept": {"yes"}, "X-Not-Kept": {"no"}},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ws.CloseNow()
 	_, b, err := ws.Read(ctx(t))
-	if err != nil || string(b) != "Chat Room|ann|1-0" {
+	if err != nil || string(b) != "Chat Room|ann|1-0|yes||1" {
 		t.Fatalf("first frame %q, %v", b, err)
 	}
 	ws.Write(ctx(t), websocket.MessageText, []byte("hi"))
