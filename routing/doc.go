@@ -2,8 +2,9 @@
 // with the pattern syntax of Go's http.ServeMux ("/ws/chat/{room}/").
 //
 // A websocket route builds the consumer's Scope from the request: the
-// pattern's wildcards, the query, the headers, the remote address and the
-// user that Options.Identify finds (for instance from a session cookie). The
+// pattern's wildcards, the query, the headers named in Options.ScopeHeaders,
+// the remote address and the user that Options.Identify finds (for instance
+// from a session cookie). The
 // origin check is on by default: a browser request (one with an Origin
 // header) from an origin other than the page's own or Options.AllowedOrigins
 // is refused with 403. Plain HTTP routes share the same mux, and middleware
