@@ -86,7 +86,6 @@ type idleReads struct {
 	boundary atomic.Bool // the next socket read starts a frame: return errIdle rather than wait
 	awaiting atomic.Bool // readIdle waits for a data message: a control frame ends at a boundary
 
-	stopMu  sync.Mutex  // orders beginIdleRead and stopIdleReads
 	stopped atomic.Bool // reads wait: Close began, or the poller could not take the socket
 }
 
@@ -136,10 +135,11 @@ func (c *corkConn) readSocket(b []byte) (int, error) {
 }
 
 // beginIdleRead marks a boundary if nothing is buffered; false once idle
-// reads stopped.
-func (r *idleReads) beginIdleRead() bool {
-	r.stopMu.Lock()
-	defer r.stopMu.Unlock()
+// reads stopped. c.mu orders it with stopIdleReads.
+func (c *corkConn) beginIdleRead() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := &c.idleReads
 	if r.stopped.Load() || r.raw == nil {
 		return false
 	}
@@ -162,9 +162,9 @@ func (c *corkConn) stopIdleReads() {
 	if c == nil {
 		return
 	}
-	c.stopMu.Lock()
+	c.mu.Lock()
 	c.stopped.Store(true)
-	c.stopMu.Unlock()
+	c.mu.Unlock()
 }
 
 // The hooks for websocket.AcceptOptions.

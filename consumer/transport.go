@@ -104,10 +104,11 @@ type corkWriter struct {
 // Size of the buffers coder/websocket reads and writes through. Neither
 // holds data while the connection is idle: the reader is refilled from a
 // pooled buffer (see corkConn.Read), and the library writes only control
-// frames (at most 2+125 bytes: each fits whole, so it is one write).
+// frames: a ping or a close frame of ours fits whole (one write), a pong
+// with a long payload takes a few.
 const (
 	wsReadBufSize  = 16
-	wsWriteBufSize = 128
+	wsWriteBufSize = 32
 )
 
 func (w *corkWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
