@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,9 +61,9 @@ type channel struct {
 	capacity int
 	expiry   int64 // nanoseconds
 
-	gmu    sync.Mutex          // guards groups and dead; taken before a shard's lock
-	groups map[string]struct{} // the groups the channel is in
-	dead   bool                // discarded: joins no group again
+	gmu    sync.Mutex // guards groups and dead; taken before a shard's lock
+	groups []string   // the groups the channel is in: few, a slice is smaller than a map
+	dead   bool       // discarded: joins no group again
 
 	mu       sync.Mutex
 	q        []queued // q[head:] are waiting; grows as needed, up to capacity
@@ -329,11 +330,8 @@ func (l *local) groupAdd(group, name string) (first bool, err error) {
 	if ch.dead {
 		return false, l.noChannel("adding to group "+strconv.Quote(group), name)
 	}
-	if _, ok := ch.groups[group]; ok {
+	if slices.Contains(ch.groups, group) {
 		return false, nil
-	}
-	if ch.groups == nil {
-		ch.groups = make(map[string]struct{}, 1)
 	}
 	s := l.shard(group)
 	s.mu.Lock()
@@ -346,7 +344,7 @@ func (l *local) groupAdd(group, name string) (first bool, err error) {
 	g.index[ch] = len(g.list)
 	g.list = append(g.list, ch)
 	s.mu.Unlock()
-	ch.groups[group] = struct{}{}
+	ch.groups = append(ch.groups, group)
 	return first, nil
 }
 
@@ -359,10 +357,11 @@ func (l *local) groupDiscard(group, name string) (last bool) {
 	}
 	ch.gmu.Lock()
 	defer ch.gmu.Unlock()
-	if _, ok := ch.groups[group]; !ok {
+	i := slices.Index(ch.groups, group)
+	if i < 0 {
 		return false
 	}
-	delete(ch.groups, group)
+	ch.groups = slices.Delete(ch.groups, i, i+1)
 	return l.removeMember(group, ch)
 }
 
@@ -403,7 +402,7 @@ func (l *local) discard(name string) (emptied []string) {
 	}
 	ch.gmu.Lock()
 	ch.dead = true
-	for g := range ch.groups {
+	for _, g := range ch.groups {
 		if l.removeMember(g, ch) {
 			emptied = append(emptied, g)
 		}
