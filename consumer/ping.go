@@ -8,47 +8,56 @@ import (
 
 // pinger pings the connections of a server, each about every PingInterval,
 // from one timer: a connection keeps no timer of its own. The interval is
-// cut into pingSlots slots, so that few pings start at once; a new
-// connection joins the slot that comes round last, and each tick starts a
-// ping for every connection of one slot (unless its last ping is still
-// waiting for the pong).
+// cut into slots (64, or one per millisecond if fewer), so that few pings
+// start at once; a new connection joins the slot that comes round last, and
+// each tick starts a ping for every connection of one slot (unless its last
+// ping is still waiting for the pong).
 type pinger struct {
+	used  int           // slots in use; 0: pings are off
+	every time.Duration // time between ticks
+
 	mu      sync.Mutex
-	slots   [pingSlots][]*Conn
-	next    int         // the slot the next tick pings
-	n       int         // connections in the slots
-	timer   *time.Timer // ticks while running
-	running bool
+	slots   [maxPingSlots][]*Conn
+	next    int // the slot the next tick pings
+	n       int // connections in the slots
+	timer   *time.Timer
+	running bool // timer is set
 }
 
-const pingSlots = 64
+const maxPingSlots = 64
+
+// setInterval prepares pings every d; a negative d turns them off.
+func (p *pinger) setInterval(d time.Duration) {
+	if d > 0 {
+		p.used = int(min(max(d/time.Millisecond, 1), maxPingSlots))
+		p.every = d / time.Duration(p.used)
+	}
+}
 
 // add starts pinging c.
 func (p *pinger) add(c *Conn) {
-	interval := c.srv.opts.PingInterval
-	if interval < 0 {
+	if p.used == 0 {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	i := (p.next + pingSlots - 1) % pingSlots
+	i := (p.next + p.used - 1) % p.used
 	c.pingSlot, c.pingPos = int32(i), int32(len(p.slots[i]))
 	p.slots[i] = append(p.slots[i], c)
 	p.n++
 	if !p.running {
 		p.running = true
-		tick := max(interval/pingSlots, time.Millisecond)
 		if p.timer == nil {
-			p.timer = time.AfterFunc(tick, func() { p.tick(tick) })
+			p.timer = time.AfterFunc(p.every, p.tick)
 		} else {
-			p.timer.Reset(tick)
+			p.timer.Reset(p.every)
 		}
 	}
 }
 
 // remove stops pinging c; a ping under way goes on (Conn.end waits for it).
 func (p *pinger) remove(c *Conn) {
-	if c.srv.opts.PingInterval < 0 {
+	if p.used == 0 {
 		return
 	}
 	p.mu.Lock()
@@ -61,7 +70,7 @@ func (p *pinger) remove(c *Conn) {
 	p.n--
 }
 
-func (p *pinger) tick(every time.Duration) {
+func (p *pinger) tick() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range p.slots[p.next] {
@@ -69,9 +78,9 @@ func (p *pinger) tick(every time.Duration) {
 			c.pinging.Store(false)
 		}
 	}
-	p.next = (p.next + 1) % pingSlots
+	p.next = (p.next + 1) % p.used
 	if p.running = p.n > 0; p.running {
-		p.timer.Reset(every)
+		p.timer.Reset(p.every)
 	}
 }
 

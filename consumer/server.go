@@ -99,7 +99,7 @@ func NewServer(opts Options) (*Server, error) {
 		opts.Logger = slog.Default()
 	}
 	base, cancel := context.WithCancel(context.Background())
-	return &Server{
+	s := &Server{
 		opts:   opts,
 		layer:  opts.Layer,
 		log:    opts.Logger,
@@ -107,7 +107,9 @@ func NewServer(opts Options) (*Server, error) {
 		cancel: cancel,
 		poll:   newPoller(opts.Logger),
 		conns:  make(map[*Conn]struct{}),
-	}, nil
+	}
+	s.pinger.setInterval(opts.PingInterval)
+	return s, nil
 }
 
 // ErrShutdown refuses connections to a server that is shutting down.
