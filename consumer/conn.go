@@ -237,6 +237,7 @@ func (c *Conn) track() bool {
 
 func (c *Conn) runDispatch() {
 	defer c.gwg.Done()
+	growStack()
 	c.dispatch()
 }
 
@@ -314,8 +315,13 @@ func (c *Conn) readReady() {
 // it was closed (the poller hears nothing of a socket closed on this side).
 func (c *Conn) wake() {
 	if c.armed.CompareAndSwap(true, false) {
-		go c.readReady()
+		go c.readWoken()
 	}
+}
+
+func (c *Conn) readWoken() {
+	growStack()
+	c.readReady()
 }
 
 // received handles the result of one read. It returns false once reading is
