@@ -295,8 +295,9 @@ func (c *Conn) readLoop() {
 // readiness.go). It ends the connection when the transport is closed.
 func (c *Conn) readReady() {
 	ir := c.t.(idleReader)
+	var linger time.Duration // after a message, wait a little for the next
 	for {
-		typ, data, err := ir.readIdle(context.Background())
+		typ, data, err := ir.readIdle(context.Background(), linger)
 		if errors.Is(err, errIdle) {
 			if c.srv.poll.arm(c) {
 				return
@@ -308,8 +309,13 @@ func (c *Conn) readReady() {
 			c.end()
 			return
 		}
+		linger = readLinger
 	}
 }
+
+// readLinger is how long a reader waits for the next message after one,
+// before it hands the socket back to the poller (see readiness.go).
+var readLinger = 2 * time.Second
 
 // wake starts a reader for an armed connection: its socket is readable, or
 // it was closed (the poller hears nothing of a socket closed on this side).

@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/coder/websocket"
 )
@@ -28,6 +30,11 @@ import (
 // while readIdle waited for a message (the hooks set in ServeWebSocket);
 // never inside a message, so errIdle loses nothing. Once Close began, reads
 // wait again: the close handshake reads the peer's answer.
+//
+// A peer that just sent a message often sends another soon: after one, the
+// reader waits up to readLinger for the next (on Go's own poller, like any
+// read) before it hands the socket back. Chatty connections thus keep their
+// reader, as they would without the poller, and only quiet ones give it up.
 
 // errIdle is returned by reads that would wait for a quiet peer.
 var errIdle = errors.New("consumer: nothing to read yet")
@@ -37,8 +44,8 @@ type idleReader interface {
 	// rawConn returns the socket, nil if there is none to watch.
 	rawConn() syscall.RawConn
 	// readIdle is Read, except that it returns errIdle rather than wait
-	// for a message that has not begun to arrive.
-	readIdle(ctx context.Context) (websocket.MessageType, []byte, error)
+	// longer than linger for a message that has not begun to arrive.
+	readIdle(ctx context.Context, linger time.Duration) (websocket.MessageType, []byte, error)
 	// stopIdleReads makes readIdle wait like Read from now on.
 	stopIdleReads()
 }
@@ -54,9 +61,9 @@ func (t wsTransport) rawConn() syscall.RawConn {
 
 func (t wsTransport) stopIdleReads() { t.cork.stopIdleReads() }
 
-func (t wsTransport) readIdle(ctx context.Context) (websocket.MessageType, []byte, error) {
+func (t wsTransport) readIdle(ctx context.Context, linger time.Duration) (websocket.MessageType, []byte, error) {
 	r := t.cork
-	if !r.beginIdleRead() {
+	if !r.beginIdleRead(linger) {
 		return t.Read(ctx)
 	}
 	typ, msg, err := t.c.Reader(ctx)
@@ -83,8 +90,10 @@ type idleReads struct {
 	pending *[]byte // read from the socket, not yet consumed: (*pending)[off:]
 	off     int
 
-	boundary atomic.Bool // the next socket read starts a frame: return errIdle rather than wait
-	awaiting atomic.Bool // readIdle waits for a data message: a control frame ends at a boundary
+	boundary atomic.Bool   // the next socket read starts a frame: return errIdle rather than wait
+	awaiting atomic.Bool   // readIdle waits for a data message: a control frame ends at a boundary
+	linger   time.Duration // how long a read at a boundary may wait; set by beginIdleRead
+	lingers  bool          // a read waits with a deadline, under corkConn.mu
 
 	stopped atomic.Bool // reads wait: Close began, or the poller could not take the socket
 }
@@ -125,18 +134,38 @@ func (c *corkConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// readSocket reads what the socket has; at a boundary it does not wait.
+// readSocket reads what the socket has; at a boundary it waits at most
+// linger.
 func (c *corkConn) readSocket(b []byte) (int, error) {
 	r := &c.idleReads
-	if r.raw != nil && r.boundary.Load() && !r.stopped.Load() {
+	if r.raw == nil || !r.boundary.Load() || r.stopped.Load() {
+		return c.Conn.Read(b)
+	}
+	if r.linger <= 0 {
 		return readNow(r.raw, b)
 	}
-	return c.Conn.Read(b)
+	c.mu.Lock()
+	if r.stopped.Load() {
+		c.mu.Unlock()
+		return c.Conn.Read(b)
+	}
+	r.lingers = true
+	_ = c.Conn.SetReadDeadline(time.Now().Add(r.linger))
+	c.mu.Unlock()
+	n, err := c.Conn.Read(b)
+	c.mu.Lock()
+	r.lingers = false
+	_ = c.Conn.SetReadDeadline(time.Time{})
+	c.mu.Unlock()
+	if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		return 0, errIdle
+	}
+	return n, err
 }
 
 // beginIdleRead marks a boundary if nothing is buffered; false once idle
 // reads stopped. c.mu orders it with stopIdleReads.
-func (c *corkConn) beginIdleRead() bool {
+func (c *corkConn) beginIdleRead(linger time.Duration) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r := &c.idleReads
@@ -145,6 +174,7 @@ func (c *corkConn) beginIdleRead() bool {
 	}
 	r.awaiting.Store(true)
 	r.boundary.Store(r.br.Buffered() == 0)
+	r.linger = linger
 	return true
 }
 
@@ -157,13 +187,17 @@ func (r *idleReads) controlFrameRead() {
 }
 
 // stopIdleReads makes every read wait from now on. Close calls it first: the
-// close handshake, possibly on another goroutine, reads the peer's answer.
+// close handshake, possibly on another goroutine, reads the peer's answer,
+// and a read that lingers gives way to it at once.
 func (c *corkConn) stopIdleReads() {
 	if c == nil {
 		return
 	}
 	c.mu.Lock()
 	c.stopped.Store(true)
+	if c.lingers {
+		_ = c.Conn.SetReadDeadline(time.Now())
+	}
 	c.mu.Unlock()
 }
 

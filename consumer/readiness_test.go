@@ -445,3 +445,26 @@ func TestCloseWhileReading(t *testing.T) {
 		s.expectDisconnect(t, consumer.StatusTooBig)
 	})
 }
+
+// A connection that just sent keeps its reader a while (readLinger) for the
+// next message, then gives it up.
+func TestReaderLingersAfterAMessage(t *testing.T) {
+	t.Cleanup(consumer.SetReadLinger(200 * time.Millisecond))
+	s := echoServer(t, consumer.Options{PingInterval: -1})
+	c := s.dialRaw(t, nil)
+	for i := 0; i < 3; i++ {
+		msg := fmt.Sprint("chatty ", i)
+		c.write(clientFrame(opText, true, []byte(msg)))
+		c.expect(opText, msg)
+		if n := serverReaders(); n != 1 {
+			t.Fatalf("%d readers right after a message, want the one that waits for the next", n)
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); serverReaders() > 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the reader of a quiet connection did not go away")
+		}
+	}
+	c.write(clientFrame(opText, true, []byte("back")))
+	c.expect(opText, "back")
+}

@@ -1,0 +1,11 @@
+package consumer
+
+import "time"
+
+// SetReadLinger sets how long a reader waits for the next message, for a
+// test; the returned func restores it.
+func SetReadLinger(d time.Duration) (restore func()) {
+	old := readLinger
+	readLinger = d
+	return func() { readLinger = old }
+}
