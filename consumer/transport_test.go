@@ -270,16 +270,17 @@ func (t *batchTransport) CloseNow() error {
 	return nil
 }
 
-// A burst of layer events, even spaced out a little, is handled and
-// written in a few batches, not one write per event, and nothing is lost
-// or reordered.
-func TestBurstIsCoalesced(t *testing.T) {
-	layer, err := channellayer.NewMemory(channellayer.MemoryOptions{})
+// serveGroupEcho serves, over a batchTransport, a consumer in group "g"
+// that sends every "e" event's body to its client; it returns once the
+// consumer has joined. served receives Serve's result.
+func serveGroupEcho(t *testing.T, lo channellayer.MemoryOptions, coalesce time.Duration) (*channellayer.Memory, *Server, *batchTransport, chan error) {
+	t.Helper()
+	layer, err := channellayer.NewMemory(lo)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer layer.Close(context.Background())
-	srv, err := NewServer(Options{Layer: layer, Coalesce: 200 * time.Millisecond})
+	t.Cleanup(func() { layer.Close(context.Background()) })
+	srv, err := NewServer(Options{Layer: layer, Coalesce: coalesce})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,6 +294,14 @@ func TestBurstIsCoalesced(t *testing.T) {
 		}}, func() (Transport, error) { close(joined); return tr, nil })
 	}()
 	<-joined
+	return layer, srv, tr, served
+}
+
+// A burst of layer events, even spaced out a little, is handled and
+// written in a few batches, not one write per event, and nothing is lost
+// or reordered.
+func TestBurstIsCoalesced(t *testing.T) {
+	layer, srv, tr, served := serveGroupEcho(t, channellayer.MemoryOptions{}, 200*time.Millisecond)
 	const n = 30
 	var want []string
 	for i := 0; i < n; i++ {
@@ -365,25 +374,7 @@ func TestPace(t *testing.T) {
 // paceCap waiting events its dispatcher starts at once, long before the
 // layer's channel overflows (which would close it with 1013).
 func TestPacedBurstDoesNotOverflow(t *testing.T) {
-	layer, err := channellayer.NewMemory(channellayer.MemoryOptions{Capacity: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer layer.Close(context.Background())
-	srv, err := NewServer(Options{Layer: layer, Coalesce: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &batchTransport{closed: make(chan struct{})}
-	joined := make(chan struct{})
-	served := make(chan error, 1)
-	go func() {
-		served <- srv.Serve(Scope{Path: "/"}, Funcs{OnConnect: func(ctx context.Context, c *Conn) error {
-			c.On("e", func(ctx context.Context, c *Conn, m channellayer.Message) error { return c.Send(m.Body) })
-			return c.GroupAdd(ctx, "g")
-		}}, func() (Transport, error) { close(joined); return tr, nil })
-	}()
-	<-joined
+	layer, srv, tr, served := serveGroupEcho(t, channellayer.MemoryOptions{Capacity: 100}, time.Hour)
 	const n = 300
 	m, _ := channellayer.NewMessage("e", nil)
 	for i := 0; i < n; i++ {

@@ -55,14 +55,19 @@ func startLBCluster(t testing.TB, n int, args ...string) *lbCluster {
 
 func (cl *lbCluster) layer() string { return "redis://" + cl.redis.Addr() + "/0" }
 
-// history returns the IDs Redis holds in room's history stream.
-func (cl *lbCluster) history(t testing.TB, room string) []string {
-	t.Helper()
+// historyEntries returns what Redis holds in room's history stream.
+func (cl *lbCluster) historyEntries(room string) ([]redis.XMessage, error) {
 	rc := redis.NewClient(&redis.Options{Addr: cl.redis.Addr()})
 	defer rc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	xs, err := rc.XRange(ctx, "chatterpro:{"+room+"}:h", "-", "+").Result()
+	return rc.XRange(ctx, "chatterpro:{"+room+"}:h", "-", "+").Result()
+}
+
+// history returns the IDs Redis holds in room's history stream.
+func (cl *lbCluster) history(t testing.TB, room string) []string {
+	t.Helper()
+	xs, err := cl.historyEntries(room)
 	if err != nil {
 		t.Fatalf("XRANGE of %q's history: %v", room, err)
 	}
@@ -944,11 +949,7 @@ func BenchmarkSlowConsumer(b *testing.B) {
 // layer logs: what a failure report needs to find the cause.
 func (cl *lbCluster) explainMissing(t testing.TB, room string, counters []*lbCounter) {
 	t.Helper()
-	rc := redis.NewClient(&redis.Options{Addr: cl.redis.Addr()})
-	defer rc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	xs, err := rc.XRange(ctx, "chatterpro:{"+room+"}:h", "-", "+").Result()
+	xs, err := cl.historyEntries(room)
 	if err != nil {
 		t.Logf("XRANGE of %q's history: %v", room, err)
 		return
