@@ -22,18 +22,44 @@ func newOutQueue(limit int) *outQueue { return &outQueue{limit: limit} }
 
 // frameArrays lend a connection the arrays of its frame slices while it
 // writes: a stopped writer gives them back, so an idle connection keeps
-// none, and a busy one allocates none per batch.
-var frameArrays = sync.Pool{New: func() any { return new([8][]byte) }}
+// none, and a busy one allocates none per batch. A burst longer than an
+// array moves to an array of the next size, also borrowed: three sizes
+// cover what a paced dispatcher queues at once (see Options.Coalesce).
+var frameArrays = [...]sync.Pool{
+	{New: func() any { return new([8][]byte) }},
+	{New: func() any { return new([64][]byte) }},
+	{New: func() any { return new([512][]byte) }},
+}
 
-func getFrames() [][]byte { return frameArrays.Get().(*[8][]byte)[:0] }
+// getFrames returns an empty slice of a pooled array that holds at least n
+// frames (n at most 512).
+func getFrames(n int) [][]byte {
+	switch {
+	case n <= 8:
+		return frameArrays[0].Get().(*[8][]byte)[:0]
+	case n <= 64:
+		return frameArrays[1].Get().(*[64][]byte)[:0]
+	default:
+		return frameArrays[2].Get().(*[512][]byte)[:0]
+	}
+}
 
-// putFrames gives back a slice from getFrames; a longer one (grown by
-// append) is left to the garbage collector.
+// putFrames gives back a slice from getFrames; any other (grown by append
+// past the largest array) is left to the garbage collector.
 func putFrames(s [][]byte) {
-	if cap(s) == 8 {
+	switch cap(s) {
+	case 8:
 		a := (*[8][]byte)(s[:8])
 		clear(a[:])
-		frameArrays.Put(a)
+		frameArrays[0].Put(a)
+	case 64:
+		a := (*[64][]byte)(s[:64])
+		clear(a[:])
+		frameArrays[1].Put(a)
+	case 512:
+		a := (*[512][]byte)(s[:512])
+		clear(a[:])
+		frameArrays[2].Put(a)
 	}
 }
 
@@ -47,8 +73,10 @@ func (q *outQueue) push(p []byte) (startWriter bool, err error) {
 	if q.bytes+len(p) > q.limit && q.bytes > 0 {
 		return false, ErrSlow
 	}
-	if q.frames == nil {
-		q.frames = getFrames()
+	if n := len(q.frames); n == cap(q.frames) && n < 512 {
+		grown := append(getFrames(n+1), q.frames...)
+		putFrames(q.frames)
+		q.frames = grown
 	}
 	q.frames = append(q.frames, p)
 	q.bytes += len(p)
