@@ -70,3 +70,43 @@ func benchGroupSend(b *testing.B, l channellayer.Layer, members int) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(members), "ns/delivery")
 }
+
+// BenchmarkRedisPublishParallel: many goroutines group-send at once, as
+// the readers of a busy node do. "layer" is the layer's publish path
+// (concurrent publishes share pipelined round trips); "client" is one
+// go-redis PUBLISH per message, as a layer without pipelining sends them.
+// One op is one message published; compare the two in one run.
+func BenchmarkRedisPublishParallel(b *testing.B) {
+	srv := redistest.Start(b)
+	payload := mustMsg(b, "chat", map[string]string{"text": "hello, world"})
+	b.Run("layer", func(b *testing.B) {
+		l := newRedisLayer(b, srv.Addr(), newPrefix(), channellayer.RedisOptions{})
+		b.SetParallelism(16)
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			ctx := context.Background()
+			for pb.Next() {
+				if err := l.GroupSend(ctx, "bench", payload); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	b.Run("client", func(b *testing.B) {
+		c := newClient(b, srv.Addr())
+		b.SetParallelism(16)
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			ctx := context.Background()
+			for pb.Next() {
+				if err := c.Publish(ctx, "bench", payload.Body).Err(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}

@@ -64,6 +64,7 @@ type Redis struct {
 	cancel context.CancelFunc
 	stop   chan struct{} // closed by Close
 	wg     sync.WaitGroup
+	pipe   pipeline      // publishes
 	single *psConn       // the pub/sub connection with one Redis; nil in a cluster
 	kick   chan struct{} // capacity 1: wakes the subscriber
 
@@ -161,6 +162,7 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptio
 		subs:        make(map[string]*groupSub),
 		pending:     make(map[string]string),
 	}
+	r.pipe = pipeline{client: client, ctx: lctx}
 	if cluster {
 		r.proc = &groupSub{channel: r.procChan, proc: true, ready: make(chan struct{})}
 		r.subs[r.procChan] = r.proc
@@ -274,6 +276,9 @@ func idSep(body []byte) string {
 func (r *Redis) fail(ctx context.Context, op string, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if errors.Is(err, ErrClosed) {
+		return err
 	}
 	return fmt.Errorf("channellayer: redis %s: %v: %w", op, err, ErrUnavailable)
 }
@@ -432,11 +437,19 @@ func (r *Redis) GroupSend(ctx context.Context, group string, msg Message) error 
 	return nil
 }
 
+// publish publishes payload, in a pipeline with the publishes of other
+// callers if a round trip is under way (see pipeline).
 func (r *Redis) publish(ctx context.Context, channel, payload string) (int64, error) {
-	if r.cluster {
-		return r.client.SPublish(ctx, channel, payload).Result()
+	cmd, err := r.pipe.do(ctx, func(ctx context.Context, c redis.Cmdable) redis.Cmder {
+		if r.cluster {
+			return c.SPublish(ctx, channel, payload)
+		}
+		return c.Publish(ctx, channel, payload)
+	})
+	if err != nil {
+		return 0, err
 	}
-	return r.client.Publish(ctx, channel, payload).Result()
+	return cmd.(*redis.IntCmd).Result()
 }
 
 func (r *Redis) DiscardChannel(ctx context.Context, channel string) error {
@@ -461,6 +474,7 @@ func (r *Redis) Close(ctx context.Context) error {
 	r.mu.Unlock()
 	close(r.stop)
 	r.cancel()
+	r.pipe.close()
 	if r.single != nil {
 		_ = r.single.ps.Close()
 	}
@@ -516,10 +530,18 @@ func (r *Redis) GroupSendRecorded(ctx context.Context, group string, msg Message
 	if r.cluster {
 		cmd = "SPUBLISH"
 	}
-	id, err := recordScript.Run(ctx, r.client,
-		[]string{r.historyKey(group), r.groupChan(group)},
-		r.historySize, msg.Type, msg.Body, strconv.Itoa(len(msg.Type))+"\n"+msg.Type, idSep(msg.Body), cmd,
-	).Text()
+	keys := []string{r.historyKey(group), r.groupChan(group)}
+	args := []any{r.historySize, msg.Type, msg.Body, strconv.Itoa(len(msg.Type)) + "\n" + msg.Type, idSep(msg.Body), cmd}
+	c, err := r.pipe.do(ctx, func(ctx context.Context, c redis.Cmdable) redis.Cmder {
+		return recordScript.EvalSha(ctx, c, keys, args...)
+	})
+	if err == nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+		c = recordScript.Run(ctx, r.client, keys, args...) // Redis lost its scripts (a restart): load it again
+	}
+	var id string
+	if err == nil {
+		id, err = c.(*redis.Cmd).Text()
+	}
 	if err != nil {
 		return Message{}, r.fail(ctx, "recorded group send", err)
 	}

@@ -5,8 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -41,17 +39,9 @@ const fanoutGroup = "room"
 
 func newFanout(tb testing.TB, members int) *fanout {
 	tb.Helper()
-	layer, err := channellayer.NewMemory(channellayer.MemoryOptions{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv, err := consumer.NewServer(consumer.Options{Layer: layer, PingInterval: -1})
-	if err != nil {
-		tb.Fatal(err)
-	}
 	body := []byte(`{"type":"message","id":"1-0","user":"bench","text":"hello, world","time":"2026-01-01T00:00:00Z"}`)
-	msg := channellayer.Message{Type: "msg", Body: body}
-	f := &fanout{tb: tb, layer: layer, members: members, msg: msg, frame: int64(2 + len(body)), reached: make(chan struct{}, 1)}
+	f := &fanout{tb: tb, members: members, msg: channellayer.Message{Type: "msg", Body: body},
+		frame: int64(2 + len(body)), reached: make(chan struct{}, 1)}
 	var joined atomic.Int64
 	cons := consumer.Funcs{
 		OnConnect: func(ctx context.Context, c *consumer.Conn) error {
@@ -65,26 +55,18 @@ func newFanout(tb testing.TB, members int) *fanout {
 			return nil
 		},
 	}
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		srv.ServeWebSocket(w, r, consumer.Scope{Path: r.URL.Path}, cons)
-	}))
+	s := serveSockets(tb, consumer.Options{PingInterval: -1}, func() consumer.Consumer { return cons })
+	f.layer = s.layer
 	var readers sync.WaitGroup
 	var conns []net.Conn
-	tb.Cleanup(func() {
+	tb.Cleanup(func() { // before the server's: the clients go first
 		for _, nc := range conns {
 			nc.Close()
 		}
 		readers.Wait()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			tb.Errorf("Shutdown: %v", err)
-		}
-		hs.Close()
-		layer.Close(ctx)
 	})
 	for range members {
-		nc, br := rawHandshake(tb, hs.Listener.Addr().String())
+		nc, br := rawHandshake(tb, s.hs.Listener.Addr().String(), nil)
 		conns = append(conns, nc)
 		readers.Add(1)
 		go func() {
@@ -100,27 +82,6 @@ func newFanout(tb testing.TB, members int) *fanout {
 		time.Sleep(time.Millisecond)
 	}
 	return f
-}
-
-// rawHandshake opens a websocket without a client library, so that reading
-// costs nothing but the read.
-func rawHandshake(tb testing.TB, addr string) (net.Conn, *bufio.Reader) {
-	tb.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	req := "GET /ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	if _, err := nc.Write([]byte(req)); err != nil {
-		tb.Fatal(err)
-	}
-	br := bufio.NewReaderSize(nc, 64<<10)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		tb.Fatalf("handshake: %v, %v", resp, err)
-	}
-	return nc, br
 }
 
 // count adds what a client reads to f.read until its socket is closed.

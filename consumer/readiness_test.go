@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -27,10 +25,7 @@ import (
 // arrive (see readiness.go).
 
 type tcpServer struct {
-	srv      *consumer.Server
-	layer    channellayer.Layer
-	hs       *httptest.Server
-	url      string                   // ws://.../ws
+	*socketServer
 	disconn  chan consumer.StatusCode // each Disconnect's code
 	channels chan string              // each connection's channel, once connected
 }
@@ -39,16 +34,7 @@ type tcpServer struct {
 // event and reports its channel and its Disconnect code.
 func echoServer(t *testing.T, opts consumer.Options) *tcpServer {
 	t.Helper()
-	layer, err := channellayer.NewMemory(channellayer.MemoryOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.Layer = layer
-	srv, err := consumer.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &tcpServer{srv: srv, layer: layer, disconn: make(chan consumer.StatusCode, 100), channels: make(chan string, 100)}
+	s := &tcpServer{disconn: make(chan consumer.StatusCode, 100), channels: make(chan string, 100)}
 	cons := consumer.Funcs{
 		OnConnect: func(ctx context.Context, c *consumer.Conn) error {
 			c.On("bye", func(ctx context.Context, c *consumer.Conn, m channellayer.Message) error {
@@ -63,19 +49,7 @@ func echoServer(t *testing.T, opts consumer.Options) *tcpServer {
 			s.disconn <- code
 		},
 	}
-	s.hs = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		srv.ServeWebSocket(w, r, consumer.Scope{Path: r.URL.Path}, cons)
-	}))
-	s.url = "ws" + strings.TrimPrefix(s.hs.URL, "http") + "/ws"
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		s.hs.Close()
-		layer.Close(ctx)
-	})
+	s.socketServer = serveSockets(t, opts, func() consumer.Consumer { return cons })
 	return s
 }
 
@@ -118,22 +92,9 @@ type rawClient struct {
 // request, in the same write.
 func (s *tcpServer) dialRaw(t *testing.T, after []byte) *rawClient {
 	t.Helper()
-	nc, err := net.Dial("tcp", s.hs.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, br := rawHandshake(t, s.hs.Listener.Addr().String(), after)
 	t.Cleanup(func() { nc.Close() })
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	req := "GET /ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	if _, err := nc.Write(append([]byte(req), after...)); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(nc)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("handshake: %v, %v", resp, err)
-	}
 	return &rawClient{t: t, nc: nc, br: br}
 }
 

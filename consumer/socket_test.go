@@ -4,46 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
-	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer"
-	"github.com/chatterpro/chatterpro/routing"
 )
-
-// serveSocket serves the consumers made by f on a real socket and returns
-// the websocket URL of path /ws/.
-func serveSocket(t *testing.T, opts consumer.Options, f func() consumer.Consumer) string {
-	t.Helper()
-	layer, err := channellayer.NewMemory(channellayer.MemoryOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.Layer = layer
-	srv, err := consumer.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	router, err := routing.New(routing.Options{Server: srv})
-	if err != nil {
-		t.Fatal(err)
-	}
-	router.Consumer("/ws/", f)
-	hs := httptest.NewServer(router)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		hs.Close()
-		_ = layer.Close(ctx)
-	})
-	return "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws/"
-}
 
 // Frames queued in bursts reach the client whole and in order, whatever
 // their sizes, while the client pings (the pongs are written by another
@@ -56,7 +23,7 @@ func TestSocketFramesInOrder(t *testing.T) {
 		return b
 	}
 	const n = 400
-	url := serveSocket(t, consumer.Options{QueueBytes: 64 << 20}, func() consumer.Consumer {
+	url := serveSockets(t, consumer.Options{QueueBytes: 64 << 20}, func() consumer.Consumer {
 		return consumer.Funcs{OnReceive: func(ctx context.Context, c *consumer.Conn, text []byte) error {
 			for i := 0; i < n; i++ {
 				if err := c.Send(frame(i)); err != nil {
@@ -65,7 +32,7 @@ func TestSocketFramesInOrder(t *testing.T) {
 			}
 			return nil
 		}}
-	})
+	}).url
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	ws, _, err := websocket.Dial(ctx, url, nil)
@@ -120,7 +87,7 @@ func TestSocketFramesInOrder(t *testing.T) {
 // the connection ends as lost (1006).
 func TestSocketStalledReaderIsCut(t *testing.T) {
 	codes := make(chan consumer.StatusCode, 1)
-	url := serveSocket(t, consumer.Options{
+	url := serveSockets(t, consumer.Options{
 		WriteTimeout: 200 * time.Millisecond,
 		PingInterval: -1,      // only the write timeout may notice
 		QueueBytes:   1 << 30, // and not the queue limit
@@ -140,7 +107,7 @@ func TestSocketStalledReaderIsCut(t *testing.T) {
 			},
 			OnDisconnect: func(ctx context.Context, c *consumer.Conn, code consumer.StatusCode) { codes <- code },
 		}
-	})
+	}).url
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	ws, _, err := websocket.Dial(ctx, url, nil)

@@ -1,0 +1,184 @@
+package channellayer_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/internal/redistest"
+)
+
+// roundTrips counts what a client sends to Redis: publishes and scripts
+// sent alone, and pipelines with the commands in them.
+type roundTrips struct {
+	alone, pipelines, piped atomic.Int64
+}
+
+func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		switch cmd.Name() {
+		case "publish", "evalsha", "eval":
+			h.alone.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		var n int64
+		for _, cmd := range cmds {
+			switch cmd.Name() {
+			case "publish", "evalsha", "eval":
+				n++
+			}
+		}
+		if n > 0 {
+			h.pipelines.Add(1)
+			h.piped.Add(n)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+var _ redis.Hook = (*roundTrips)(nil)
+
+// pause stops Redis from answering anyone for d (CLIENT PAUSE), so that
+// the layer's callers pile up behind one round trip.
+func pause(t *testing.T, addr string, d time.Duration) {
+	t.Helper()
+	c := newClient(t, addr)
+	if err := c.Do(tctx(t, time.Second), "client", "pause", d.Milliseconds(), "all").Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Concurrent senders share round trips: while one is under way the others
+// wait and go together in one pipeline. Each still gets its own result,
+// every message arrives once, and each sender's messages in order.
+func TestRedisPipelinesConcurrentSends(t *testing.T) {
+	srv := redistest.Start(t)
+	client := newClient(t, srv.Addr())
+	trips := &roundTrips{}
+	client.AddHook(trips)
+	l := openRedisLayer(t, client, newPrefix(), channellayer.RedisOptions{Capacity: 1000}, 5*time.Second)
+	const g, senders, each = "busy", 50, 4
+	ch := newChan(t, l, g)
+	if _, err := l.GroupSendRecorded(tctx(t, 5*time.Second), g, mustMsg(t, "warm", nil)); err != nil {
+		t.Fatal(err) // loads the script
+	}
+	recv(t, l, ch)
+	trips.alone.Store(0)
+
+	pause(t, srv.Addr(), 300*time.Millisecond)
+	type body struct{ Sender, Seq int }
+	var wg sync.WaitGroup
+	errs := make(chan error, senders*each)
+	ids := make(chan string, senders*each)
+	for s := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				m, err := channellayer.NewMessage("chat", body{s, i})
+				if err != nil {
+					errs <- err
+					return
+				}
+				if s%2 == 0 { // half recorded (a script), half plain publishes
+					m, err = l.GroupSendRecorded(tctx(t, 5*time.Second), g, m)
+					ids <- m.ID
+				} else {
+					err = l.GroupSend(tctx(t, 5*time.Second), g, m)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("sender %d, message %d: %w", s, i, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	close(ids)
+	for err := range errs {
+		t.Error(err)
+	}
+	seenID := map[string]bool{}
+	for id := range ids {
+		if id == "" || seenID[id] {
+			t.Errorf("recorded send got ID %q (empty or twice)", id)
+		}
+		seenID[id] = true
+	}
+
+	next := make([]int, senders)
+	for range senders * each {
+		var b body
+		if err := json.Unmarshal(recv(t, l, ch).Body, &b); err != nil {
+			t.Fatal(err)
+		}
+		if b.Seq != next[b.Sender] {
+			t.Fatalf("sender %d: got message %d, want %d (lost, repeated or out of order)", b.Sender, b.Seq, next[b.Sender])
+		}
+		next[b.Sender]++
+	}
+	silent(t, l, ch)
+
+	alone, pipes, piped := trips.alone.Load(), trips.pipelines.Load(), trips.piped.Load()
+	t.Logf("%d sends: %d round trips alone, %d pipelines carrying %d", senders*each, alone, pipes, piped)
+	if alone+piped != senders*each {
+		t.Errorf("%d commands reached Redis for %d sends", alone+piped, senders*each)
+	}
+	if alone+pipes > senders*each/4 {
+		t.Errorf("%d round trips for %d concurrent sends; want at most %d (they should share pipelines)", alone+pipes, senders*each, senders*each/4)
+	}
+}
+
+// A caller that gives up while its send waits for a batch takes it back:
+// it gets its context's error and the message is never published.
+func TestRedisPipelineCallerGivesUp(t *testing.T) {
+	srv := redistest.Start(t)
+	l := newRedisLayer(t, srv.Addr(), newPrefix(), channellayer.RedisOptions{})
+	const g = "room"
+	ch := newChan(t, l, g)
+	pause(t, srv.Addr(), 500*time.Millisecond)
+
+	first := make(chan error, 1)
+	go func() { first <- l.GroupSend(tctx(t, 5*time.Second), g, mustMsg(t, "first", nil)) }()
+	time.Sleep(100 * time.Millisecond) // first is under way, held by the pause
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := l.GroupSend(ctx, g, mustMsg(t, "second", nil)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a send whose context ended while it waited: %v, want context.DeadlineExceeded", err)
+	}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, l, ch); m.Type != "first" {
+		t.Fatalf("got %q, want first", m.Type)
+	}
+	silent(t, l, ch) // second was taken back
+}
+
+// After Close, a send fails with ErrClosed, not as Redis being away.
+func TestRedisPipelineClosed(t *testing.T) {
+	srv := redistest.Start(t)
+	l := newRedisLayer(t, srv.Addr(), newPrefix(), channellayer.RedisOptions{})
+	if err := l.Close(tctx(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.GroupSend(tctx(t, time.Second), "g", mustMsg(t, "late", nil)); !errors.Is(err, channellayer.ErrClosed) {
+		t.Fatalf("GroupSend after Close: %v, want ErrClosed", err)
+	}
+}
+
