@@ -181,4 +181,3 @@ func TestRedisPipelineClosed(t *testing.T) {
 		t.Fatalf("GroupSend after Close: %v, want ErrClosed", err)
 	}
 }
-

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -20,6 +21,10 @@ type machine struct {
 	Model     string `json:"cpu_model"`
 	GoVersion string `json:"go_version"`
 	Kernel    string `json:"kernel"`
+	// FileLimit is the hard limit on open files (RLIMIT_NOFILE) of
+	// chatbench and of the servers it starts: no process here can hold
+	// more connections than that.
+	FileLimit uint64 `json:"file_limit"`
 }
 
 type summary struct {
@@ -63,6 +68,10 @@ func readMachine() machine {
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
+	}
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil {
+		m.FileLimit = lim.Max
 	}
 	return m
 }
@@ -264,6 +273,24 @@ func verdicts(rep *report) []verdict {
 				fmt.Sprintf("median %.1f KiB per connection (worst run %.1f) at %.0f connections held past a ping round (bare %.1f), %.0f failed",
 					v, worst, c, s.Medians[targetBare], f)})
 		}
+	}
+	if s := rep.find("idle", "conns"); s != nil {
+		var largest, failedThere float64
+		failed := rep.find("idle", "failed")
+		for i, c := range s.Values[targetOurs] {
+			if c > largest {
+				largest = c
+				if failed != nil && i < len(failed.Values[targetOurs]) {
+					failedThere = failed.Values[targetOurs][i]
+				}
+			}
+		}
+		const want = 100000
+		detail := fmt.Sprintf("largest run: %.0f connections, %.0f failed", largest, failedThere)
+		if largest < want && rep.Machine.FileLimit > 0 && rep.Machine.FileLimit < want+100 {
+			detail += fmt.Sprintf("; not tried: the hard limit on open files here is %d, and one node needs a descriptor per connection", rep.Machine.FileLimit)
+		}
+		out = append(out, verdict{"idle: 100 000 connections held by one node, nothing failing", largest >= want && failedThere == 0, detail})
 	}
 	return out
 }
