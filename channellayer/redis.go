@@ -64,7 +64,7 @@ type Redis struct {
 	cancel context.CancelFunc
 	stop   chan struct{} // closed by Close
 	wg     sync.WaitGroup
-	pipe   pipeline      // publishes
+	pipe   *pipelines    // publishes
 	single *psConn       // the pub/sub connection with one Redis; nil in a cluster
 	kick   chan struct{} // capacity 1: wakes the subscriber
 
@@ -162,7 +162,7 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptio
 		subs:        make(map[string]*groupSub),
 		pending:     make(map[string]string),
 	}
-	r.pipe = pipeline{client: client, ctx: lctx}
+	r.pipe = newPipelines(lctx, client, cluster)
 	if cluster {
 		r.proc = &groupSub{channel: r.procChan, proc: true, ready: make(chan struct{})}
 		r.subs[r.procChan] = r.proc
@@ -440,7 +440,7 @@ func (r *Redis) GroupSend(ctx context.Context, group string, msg Message) error 
 // publish publishes payload, in a pipeline with the publishes of other
 // callers if a round trip is under way (see pipeline).
 func (r *Redis) publish(ctx context.Context, channel, payload string) (int64, error) {
-	cmd, err := r.pipe.do(ctx, func(ctx context.Context, c redis.Cmdable) redis.Cmder {
+	cmd, err := r.pipe.of(channel).do(ctx, func(ctx context.Context, c redis.Cmdable) redis.Cmder {
 		if r.cluster {
 			return c.SPublish(ctx, channel, payload)
 		}
@@ -472,9 +472,10 @@ func (r *Redis) Close(ctx context.Context) error {
 	close(r.changed)
 	r.changed = make(chan struct{})
 	r.mu.Unlock()
+	r.pipe.closing() // before the cancel: no batch starts on a cancelled context
 	close(r.stop)
 	r.cancel()
-	r.pipe.close()
+	r.pipe.wait()
 	if r.single != nil {
 		_ = r.single.ps.Close()
 	}
@@ -532,11 +533,11 @@ func (r *Redis) GroupSendRecorded(ctx context.Context, group string, msg Message
 	}
 	keys := []string{r.historyKey(group), r.groupChan(group)}
 	args := []any{r.historySize, msg.Type, msg.Body, strconv.Itoa(len(msg.Type)) + "\n" + msg.Type, idSep(msg.Body), cmd}
-	c, err := r.pipe.do(ctx, func(ctx context.Context, c redis.Cmdable) redis.Cmder {
+	c, err := r.pipe.of(keys[1]).do(ctx, func(ctx context.Context, c redis.Cmdable) redis.Cmder {
 		return recordScript.EvalSha(ctx, c, keys, args...)
 	})
 	if err == nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
-		c = recordScript.Run(ctx, r.client, keys, args...) // Redis lost its scripts (a restart): load it again
+		c = recordScript.Eval(ctx, r.client, keys, args...) // Redis lost its scripts (a restart): send it whole
 	}
 	var id string
 	if err == nil {

@@ -113,6 +113,21 @@ func TestRedisCluster(t *testing.T) {
 		e.cl.WaitOK(t)
 	})
 
+	t.Run("HashSlot", func(t *testing.T) {
+		keys := []string{"foo", "somekey", "x:{room}:g", "x:{}:g", "x:{a}{b}", "x:}{c}", "chatterpro:proc:{p0a1b2}", "{%7B}"}
+		for i := range 50 {
+			keys = append(keys, "chatterpro:{group-"+strconv.Itoa(i)+"}:g")
+		}
+		for _, k := range keys {
+			want, err := e.cc.ClusterKeySlot(tctx(t, 5*time.Second), k).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := channellayer.HashSlot(k); got != int(want) {
+				t.Errorf("HashSlot(%q) = %d, Redis says %d", k, got, want)
+			}
+		}
+	})
 	t.Run("Spread", func(t *testing.T) { testClusterSpread(t, e) })
 	t.Run("OneShard", func(t *testing.T) { testClusterOneShard(t, e) })
 	t.Run("TwoProcesses", func(t *testing.T) { testClusterTwoProcesses(t, e) })

@@ -2,6 +2,7 @@ package channellayer
 
 import (
 	"context"
+	"strings"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -16,16 +17,20 @@ import (
 //
 // Each caller still gets its own command's result. A caller whose context
 // ends while its command waits takes it back: it is never sent. One sent
-// is as uncertain as any network call cut short.
+// is as uncertain as any network call cut short. A batch is bounded by
+// redisOpTimeout and by Close.
+//
+// In a Redis Cluster each hash slot has its own pipeline (see pipelines):
+// a slow or failing shard holds up only the publishes it owns.
 type pipeline struct {
 	client redis.UniversalClient
 	ctx    context.Context // the layer's: ends batches at Close
+	wg     *sync.WaitGroup // round trips under way, for Close
 
 	mu     sync.Mutex
-	busy   bool           // a round trip is under way
-	queue  []*pipeCall    // waiting for the next batch
-	spare  []*pipeCall    // the array of the batch before, for reuse
-	wg     sync.WaitGroup // batches under way on their own goroutine
+	busy   bool        // a round trip is under way
+	queue  []*pipeCall // waiting for the next batch
+	spare  []*pipeCall // the array of the batch before, for reuse
 	closed bool
 }
 
@@ -39,7 +44,8 @@ type pipeCall struct {
 }
 
 // do runs one command: add issues it on c and returns it. It returns the
-// command with its result, or the context's error if ctx ended first.
+// command with its result, the context's error if ctx ended while the
+// command waited, or ErrClosed once the layer is closing.
 func (p *pipeline) do(ctx context.Context, add func(ctx context.Context, c redis.Cmdable) redis.Cmder) (redis.Cmder, error) {
 	p.mu.Lock()
 	if p.closed {
@@ -48,10 +54,11 @@ func (p *pipeline) do(ctx context.Context, add func(ctx context.Context, c redis
 	}
 	if !p.busy {
 		p.busy = true
+		p.wg.Add(1) // under mu, while not closed: Close waits for it
 		p.mu.Unlock()
-		cmd := add(ctx, p.client)
-		p.next()
-		return cmd, nil
+		defer p.wg.Done()
+		defer p.next() // even if add panics: the queue must move on
+		return add(ctx, p.client), nil
 	}
 	call := &pipeCall{queue: add, done: make(chan struct{})}
 	p.queue = append(p.queue, call)
@@ -84,17 +91,16 @@ func (p *pipeline) next() {
 		if !c.gone {
 			batch = append(batch, c)
 		}
-	}
-	for _, c := range batch {
 		c.taken = true
 	}
+	clear(p.queue[len(batch):]) // the array keeps no abandoned message
 	if len(batch) == 0 || p.closed {
 		for _, c := range batch {
 			close(c.done) // no command: ErrClosed
 		}
+		clear(batch)
 		p.busy = false
-		clear(p.queue)
-		p.queue = p.queue[:0]
+		p.queue = batch[:0]
 		return
 	}
 	p.queue = p.spare[:0]
@@ -104,7 +110,7 @@ func (p *pipeline) next() {
 	for _, c := range batch {
 		c.cmd = c.queue(ctx, pipe)
 	}
-	p.wg.Add(1) // under mu, before closed is set: close waits for it
+	p.wg.Add(1) // under mu, while not closed: Close waits for it
 	go p.send(ctx, cancel, pipe, batch)
 }
 
@@ -124,11 +130,90 @@ func (p *pipeline) send(ctx context.Context, cancel context.CancelFunc, pipe red
 	p.next()
 }
 
-// close refuses new commands and waits for the batches under way (the
-// layer's context, cancelled first, cuts them short).
-func (p *pipeline) close() {
-	p.mu.Lock()
-	p.closed = true
-	p.mu.Unlock()
-	p.wg.Wait()
+// pipelines are the publish pipelines of a layer: one for a single Redis;
+// in a cluster one per hash slot, made on first use.
+type pipelines struct {
+	client  redis.UniversalClient
+	ctx     context.Context
+	cluster bool
+	wg      sync.WaitGroup // round trips under way
+
+	mu     sync.Mutex
+	one    *pipeline
+	bySlot map[uint16]*pipeline
+	closed bool
+}
+
+func newPipelines(ctx context.Context, client redis.UniversalClient, cluster bool) *pipelines {
+	ps := &pipelines{client: client, ctx: ctx, cluster: cluster, bySlot: make(map[uint16]*pipeline)}
+	ps.one = ps.make()
+	return ps
+}
+
+func (ps *pipelines) make() *pipeline {
+	return &pipeline{client: ps.client, ctx: ps.ctx, wg: &ps.wg, closed: ps.closed}
+}
+
+// of returns the pipeline for commands on key (a channel or a key with a
+// hash tag).
+func (ps *pipelines) of(key string) *pipeline {
+	if !ps.cluster {
+		return ps.one
+	}
+	slot := hashSlot(key)
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	p := ps.bySlot[slot]
+	if p == nil {
+		p = ps.make()
+		ps.bySlot[slot] = p
+	}
+	return p
+}
+
+// closing refuses new commands: call it before the layer's context is
+// cancelled, so that nothing starts on a cancelled context.
+func (ps *pipelines) closing() {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ps.closed = true
+	for _, p := range append([]*pipeline{ps.one}, mapValues(ps.bySlot)...) {
+		p.mu.Lock()
+		p.closed = true
+		p.mu.Unlock()
+	}
+}
+
+// wait waits for the round trips under way.
+func (ps *pipelines) wait() { ps.wg.Wait() }
+
+func mapValues[K comparable, V any](m map[K]V) []V {
+	out := make([]V, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
+
+// hashSlot is the Redis Cluster hash slot of key: CRC16 of its hash tag
+// (the part between the first '{' and the next '}', if not empty) or of
+// the whole key, modulo 16384.
+func hashSlot(key string) uint16 {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	var crc uint16
+	for i := 0; i < len(key); i++ {
+		crc ^= uint16(key[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc & 16383
 }

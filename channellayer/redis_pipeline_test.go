@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -179,5 +180,73 @@ func TestRedisPipelineClosed(t *testing.T) {
 	}
 	if err := l.GroupSend(tctx(t, time.Second), "g", mustMsg(t, "late", nil)); !errors.Is(err, channellayer.ErrClosed) {
 		t.Fatalf("GroupSend after Close: %v, want ErrClosed", err)
+	}
+}
+
+// The hash slots of the examples in Redis's cluster specification, and
+// the CRC16 check value.
+func TestHashSlot(t *testing.T) {
+	for _, tc := range []struct {
+		key  string
+		want int
+	}{
+		{"123456789", 0x31C3 & 16383}, // the CRC16 check value
+		{"somekey", 11058},
+		{"foo{hash_tag}", 2515},
+		{"bar{hash_tag}", 2515},
+	} {
+		if got := channellayer.HashSlot(tc.key); got != tc.want {
+			t.Errorf("HashSlot(%q) = %d, want %d", tc.key, got, tc.want)
+		}
+	}
+	// Empty or unclosed tags, several tags: checked against a real cluster
+	// in TestRedisCluster/HashSlot.
+}
+
+// panicHook makes a publish of a message of type "boom" panic after a
+// moment, as a faulty hook of the application's client might.
+type panicHook struct{}
+
+func (panicHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (panicHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		for _, a := range cmd.Args() {
+			if s, ok := a.(string); ok && strings.Contains(s, "boom") {
+				time.Sleep(200 * time.Millisecond)
+				panic("hook failed")
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (panicHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A publish that panics (and is recovered by its caller) does not hold up
+// the publishes that queued behind it.
+func TestRedisPipelineSurvivesPanic(t *testing.T) {
+	srv := redistest.Start(t)
+	client := newClient(t, srv.Addr())
+	client.AddHook(panicHook{})
+	l := openRedisLayer(t, client, newPrefix(), channellayer.RedisOptions{}, 5*time.Second)
+	const g = "room"
+	ch := newChan(t, l, g)
+	panicked := make(chan any, 1)
+	go func() {
+		defer func() { panicked <- recover() }()
+		_ = l.GroupSend(context.Background(), g, mustMsg(t, "boom", nil))
+	}()
+	time.Sleep(50 * time.Millisecond) // the boom is under way
+	if err := l.GroupSend(tctx(t, 5*time.Second), g, mustMsg(t, "after", nil)); err != nil {
+		t.Fatalf("the send queued behind a panicking one: %v", err)
+	}
+	if p := <-panicked; p == nil {
+		t.Fatal("the boom send did not panic: the test proves nothing")
+	}
+	if m := recv(t, l, ch); m.Type != "after" {
+		t.Fatalf("got %q, want after", m.Type)
 	}
 }
