@@ -70,7 +70,7 @@ type channel struct {
 	head     int
 	overflow bool
 	gone     bool
-	notify   chan struct{} // capacity 1: "something changed", for Receive
+	notify   chan struct{} // capacity 1: "something changed"; made by the first Receive that waits
 	onArrive func()        // see Notifier
 }
 
@@ -117,7 +117,6 @@ func (l *local) newChannel() (string, error) {
 		name:     name,
 		capacity: l.capacity,
 		expiry:   int64(l.expiry),
-		notify:   make(chan struct{}, 1),
 	}
 	return name, nil
 }
@@ -166,16 +165,67 @@ func (ch *channel) push(m Message, now int64, group bool) bool {
 			clear(ch.q[n:])
 			ch.q, ch.head = ch.q[:n], 0
 		}
+		if n := len(ch.q); n == cap(ch.q) && n < maxPooledQueue {
+			grown := append(getQueue(n+1), ch.q...)
+			putQueue(ch.q)
+			ch.q = grown
+		}
 		ch.q = append(ch.q, queued{m, now})
 	}
-	f := ch.onArrive
+	f, n := ch.onArrive, ch.notify
 	ch.mu.Unlock()
 	if f != nil {
 		f()
 	} else {
-		ch.wake()
+		wake(n)
 	}
 	return accepted
+}
+
+// queueArrays lend channels the arrays of their queues: a drained channel
+// gives its array back, so an idle one keeps none, and a busy one takes
+// one per burst without allocating. A burst longer than an array moves to
+// an array of the next size.
+var queueArrays = [...]sync.Pool{
+	{New: func() any { return new([8]queued) }},
+	{New: func() any { return new([32]queued) }},
+	{New: func() any { return new([maxPooledQueue]queued) }},
+}
+
+// maxPooledQueue is the longest pooled queue; a channel whose capacity is
+// larger grows past it by append.
+const maxPooledQueue = 128
+
+// getQueue returns an empty queue of a pooled array that holds at least n
+// entries (n at most maxPooledQueue).
+func getQueue(n int) []queued {
+	switch {
+	case n <= 8:
+		return queueArrays[0].Get().(*[8]queued)[:0]
+	case n <= 32:
+		return queueArrays[1].Get().(*[32]queued)[:0]
+	default:
+		return queueArrays[2].Get().(*[maxPooledQueue]queued)[:0]
+	}
+}
+
+// putQueue gives back a queue from getQueue; any other is left to the
+// garbage collector.
+func putQueue(q []queued) {
+	switch cap(q) {
+	case 8:
+		a := (*[8]queued)(q[:8])
+		clear(a[:])
+		queueArrays[0].Put(a)
+	case 32:
+		a := (*[32]queued)(q[:32])
+		clear(a[:])
+		queueArrays[1].Put(a)
+	case maxPooledQueue:
+		a := (*[maxPooledQueue]queued)(q[:maxPooledQueue])
+		clear(a[:])
+		queueArrays[2].Put(a)
+	}
 }
 
 func (ch *channel) dropExpired(now int64) {
@@ -186,19 +236,24 @@ func (ch *channel) dropExpired(now int64) {
 	ch.compact()
 }
 
-// compact rewinds a drained queue. Its array is kept: it grew only as far
-// as a burst needed (a quiet channel holds a few entries), and reusing it
-// keeps a busy fan-out free of allocations.
+// compact gives back the array of a drained queue (see queueArrays).
 func (ch *channel) compact() {
 	if ch.len() == 0 {
-		clear(ch.q)
-		ch.q, ch.head = ch.q[:0], 0
+		ch.release()
 	}
 }
 
-func (ch *channel) wake() {
+// release gives back the queue's array; the queue must be empty or done.
+func (ch *channel) release() {
+	putQueue(ch.q)
+	ch.q, ch.head = nil, 0
+}
+
+// wake tells a waiting Receive that something changed; n is the
+// channel's notify, read under its lock (nil: nobody ever waited).
+func wake(n chan struct{}) {
 	select {
-	case ch.notify <- struct{}{}:
+	case n <- struct{}{}:
 	default:
 	}
 }
@@ -235,12 +290,16 @@ func (l *local) receive(ctx context.Context, name string) (Message, error) {
 			return Message{}, l.noChannel("receiving on", name)
 		}
 		m, ok, err := ch.pop(name)
+		if ch.notify == nil && !ok && err == nil {
+			ch.notify = make(chan struct{}, 1)
+		}
+		notify := ch.notify
 		ch.mu.Unlock()
 		if ok || err != nil {
 			return m, err
 		}
 		select {
-		case <-ch.notify:
+		case <-notify:
 		case <-ctx.Done():
 			return Message{}, ctx.Err()
 		}
@@ -285,8 +344,7 @@ func (l *local) tryReceiveAll(name string, buf []Message) ([]Message, error) {
 			buf = append(buf, e.m)
 		}
 	}
-	clear(ch.q)
-	ch.q, ch.head = ch.q[:0], 0
+	ch.release()
 	return buf, nil
 }
 
@@ -417,11 +475,11 @@ func (l *local) discard(name string) (emptied []string) {
 func (ch *channel) end() {
 	ch.mu.Lock()
 	ch.gone = true
-	ch.q, ch.head = nil, 0
-	f := ch.onArrive
+	ch.release()
+	f, n := ch.onArrive, ch.notify
 	ch.onArrive = nil
 	ch.mu.Unlock()
-	ch.wake()
+	wake(n)
 	if f != nil {
 		f() // the receiver learns the channel is gone
 	}
