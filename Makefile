@@ -6,8 +6,8 @@ SYSTEM_DEPS = redis-server nginx chromium
 
 test: deps vet
 	$(GO) test -race -count=1 -p 1 -timeout 9m ./...
-	# Allocation checks again without the race detector, under which
-	# sync.Pool drops pooled buffers on purpose.
+	# Allocation checks, built without the race detector (under which
+	# sync.Pool drops pooled buffers on purpose; see fanout_alloc_test.go).
 	$(GO) test -count=1 -run 'Allocations' ./consumer
 
 vet:

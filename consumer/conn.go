@@ -52,6 +52,11 @@ type Conn struct {
 	gwg   sync.WaitGroup
 	kicks atomic.Int64 // dispatcher wake-ups not yet handled
 
+	// What those goroutines run, as func values made once per connection:
+	// "go c.runDispatch()" would allocate a closure every time, "go
+	// c.goDispatch()" allocates nothing.
+	goDispatch, goFlush, goRead func()
+
 	// Pacing of a burst (see Options.Coalesce). Only the kick that finds
 	// no dispatcher (kicks 0 to 1) touches them; the kicks counter orders
 	// one such kick after the other.
@@ -321,7 +326,7 @@ var readLinger = 2 * time.Second
 // it was closed (the poller hears nothing of a socket closed on this side).
 func (c *Conn) wake() {
 	if c.armed.CompareAndSwap(true, false) {
-		go c.readWoken()
+		go c.goRead()
 	}
 }
 
@@ -442,7 +447,7 @@ func (c *Conn) kick() {
 		return
 	}
 	if c.track() {
-		go c.runDispatch()
+		go c.goDispatch()
 	}
 }
 
@@ -459,7 +464,7 @@ func (c *Conn) hurry() {
 	}
 	c.paceMu.Unlock()
 	if start && c.track() {
-		go c.runDispatch()
+		go c.goDispatch()
 	}
 }
 
@@ -597,7 +602,7 @@ func (c *Conn) startWriter() {
 		c.out.writerFailed()
 		return
 	}
-	go c.runFlush()
+	go c.goFlush()
 }
 
 // flush writes what is queued, in batches, and stops when the queue is

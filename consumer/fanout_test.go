@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -37,7 +36,7 @@ type fanout struct {
 
 const fanoutGroup = "room"
 
-func newFanout(tb testing.TB, members int) *fanout {
+func newFanout(tb testing.TB, members int, opts consumer.Options) *fanout {
 	tb.Helper()
 	body := []byte(`{"type":"message","id":"1-0","user":"bench","text":"hello, world","time":"2026-01-01T00:00:00Z"}`)
 	f := &fanout{tb: tb, members: members, msg: channellayer.Message{Type: "msg", Body: body},
@@ -55,7 +54,8 @@ func newFanout(tb testing.TB, members int) *fanout {
 			return nil
 		},
 	}
-	s := serveSockets(tb, consumer.Options{PingInterval: -1}, func() consumer.Consumer { return cons })
+	opts.PingInterval = -1
+	s := serveSockets(tb, opts, func() consumer.Consumer { return cons })
 	f.layer = s.layer
 	var readers sync.WaitGroup
 	var conns []net.Conn
@@ -129,11 +129,13 @@ func (f *fanout) send(k int) {
 const fanoutBatch = 16
 
 // BenchmarkFanout: one op is one group send and its delivery to every
-// member's socket. allocs/op must not grow with the members.
+// member's socket. allocs/op must not grow with the members. (The time per
+// op mostly measures pacing: a batch of messages to one connection is
+// written at most once per Options.Coalesce.)
 func BenchmarkFanout(b *testing.B) {
 	for _, members := range []int{1, 100, 1000} {
 		b.Run(fmt.Sprintf("members=%d", members), func(b *testing.B) {
-			f := newFanout(b, members)
+			f := newFanout(b, members, consumer.Options{})
 			f.send(fanoutBatch) // warm up pools and queues
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -143,39 +145,5 @@ func BenchmarkFanout(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(members), "ns/delivery")
 		})
-	}
-}
-
-// TestFanoutAllocationsFlat: a member more costs no allocation on the
-// fan-out path. Under the race detector sync.Pool drops a quarter of what
-// is put back, on purpose, so pooled buffers are reallocated now and then
-// and the bound is looser there (make test also runs this test without it).
-func TestFanoutAllocationsFlat(t *testing.T) {
-	const small, big, msgs = 1, 200, 400
-	perMsg := func(members int) float64 {
-		f := newFanout(t, members)
-		for range 5 {
-			f.send(fanoutBatch)
-		}
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		for sent := 0; sent < msgs; sent += fanoutBatch {
-			f.send(fanoutBatch)
-		}
-		runtime.ReadMemStats(&after)
-		return float64(after.Mallocs-before.Mallocs) / msgs
-	}
-	a1, a2 := perMsg(small), perMsg(big)
-	perMember := (a2 - a1) / (big - small)
-	// One allocation more per member (an encoding, a closure, a timer per
-	// delivery) costs 1 per added member, with or without the detector.
-	bound := 0.05
-	if raceEnabled {
-		bound = 0.5
-	}
-	t.Logf("allocations per message: %.2f with %d member, %.2f with %d; %.4f per added member (bound %.2f)", a1, small, a2, big, perMember, bound)
-	if perMember > bound {
-		t.Errorf("fan-out allocates %.3f times per member and message (%.2f per message with %d members, %.2f with %d); want at most %.2f",
-			perMember, a2, big, a1, small, bound)
 	}
 }

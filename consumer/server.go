@@ -154,6 +154,7 @@ func (s *Server) Serve(scope Scope, cons Consumer, accept func() (Transport, err
 		cancel:   cancel,
 		out:      newOutQueue(s.opts.QueueBytes),
 	}
+	c.goDispatch, c.goFlush, c.goRead = c.runDispatch, c.runFlush, c.readWoken
 	// Connect runs on a goroutine of its own: its deep calls would
 	// otherwise grow the stack of this goroutine, which may live on as the
 	// connection's reader.

@@ -300,3 +300,40 @@ func TestCrossnodeComparedAtSameRate(t *testing.T) {
 		t.Errorf("at-max ratio %+v, want the old figure kept for information", at)
 	}
 }
+
+// The idle memory target holds only if every run is under it, and the
+// 100 000-connection target is judged from the largest run.
+func TestIdleVerdicts(t *testing.T) {
+	idle := func(run int, conns, kib float64) *result {
+		return &result{Scenario: "idle", Target: targetOurs, Run: run,
+			Metrics: map[string]float64{"conns": conns, "failed": 0, "rss_kib_per_conn": kib}}
+	}
+	for _, tc := range []struct {
+		name        string
+		kib         [3]float64
+		conns       float64
+		memory, big bool
+	}{
+		{"all under", [3]float64{10, 11.9, 10.2}, 10000, true, false},
+		{"one run over", [3]float64{10, 12.5, 10.2}, 10000, false, false},
+		{"100k held", [3]float64{9, 9, 9}, 100000, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var rs []*result
+			for i, k := range tc.kib {
+				rs = append(rs, idle(i+1, tc.conns, k))
+			}
+			rep := newReport("test", 3, rs)
+			got := map[string]bool{}
+			for _, v := range rep.Verdicts {
+				got[v.Target] = v.Met
+			}
+			if m, ok := got["idle: <= 12 KiB per connection in every run, nothing failing"]; !ok || m != tc.memory {
+				t.Errorf("memory verdict %v (present %v), want %v; verdicts %+v", m, ok, tc.memory, rep.Verdicts)
+			}
+			if m, ok := got["idle: 100 000 connections held by one node, nothing failing"]; !ok || m != tc.big {
+				t.Errorf("100k verdict %v (present %v), want %v; verdicts %+v", m, ok, tc.big, rep.Verdicts)
+			}
+		})
+	}
+}
