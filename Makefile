@@ -8,7 +8,7 @@ test: deps vet
 	$(GO) test -race -count=1 -p 1 -timeout 9m ./...
 	# Allocation checks, built without the race detector (under which
 	# sync.Pool drops pooled buffers on purpose; see fanout_alloc_test.go).
-	$(GO) test -count=1 -run 'Allocations' ./consumer
+	$(GO) test -count=1 -run 'Allocations' ./consumer ./internal/slicepool
 
 vet:
 	$(GO) vet ./...

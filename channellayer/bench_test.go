@@ -81,32 +81,26 @@ func BenchmarkRedisPublishParallel(b *testing.B) {
 	payload := mustMsg(b, "chat", map[string]string{"text": "hello, world"})
 	b.Run("layer", func(b *testing.B) {
 		l := newRedisLayer(b, srv.Addr(), newPrefix(), channellayer.RedisOptions{})
-		b.SetParallelism(16)
-		b.ReportAllocs()
-		b.ResetTimer()
-		b.RunParallel(func(pb *testing.PB) {
-			ctx := context.Background()
-			for pb.Next() {
-				if err := l.GroupSend(ctx, "bench", payload); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
+		publishParallel(b, func(ctx context.Context) error { return l.GroupSend(ctx, "bench", payload) })
 	})
 	b.Run("client", func(b *testing.B) {
 		c := newClient(b, srv.Addr())
-		b.SetParallelism(16)
-		b.ReportAllocs()
-		b.ResetTimer()
-		b.RunParallel(func(pb *testing.PB) {
-			ctx := context.Background()
-			for pb.Next() {
-				if err := c.Publish(ctx, "bench", payload.Body).Err(); err != nil {
-					b.Error(err)
-					return
-				}
+		publishParallel(b, func(ctx context.Context) error { return c.Publish(ctx, "bench", payload.Body).Err() })
+	})
+}
+
+// publishParallel runs publish from 16 goroutines per CPU, b.N times in all.
+func publishParallel(b *testing.B, publish func(ctx context.Context) error) {
+	b.SetParallelism(16)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		for pb.Next() {
+			if err := publish(ctx); err != nil {
+				b.Error(err)
+				return
 			}
-		})
+		}
 	})
 }

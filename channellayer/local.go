@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/chatterpro/chatterpro/internal/slicepool"
 )
 
 // local is the in-process half every backend shares: the channels this
@@ -165,12 +167,7 @@ func (ch *channel) push(m Message, now int64, group bool) bool {
 			clear(ch.q[n:])
 			ch.q, ch.head = ch.q[:n], 0
 		}
-		if n := len(ch.q); n == cap(ch.q) && n < maxPooledQueue {
-			grown := append(getQueue(n+1), ch.q...)
-			putQueue(ch.q)
-			ch.q = grown
-		}
-		ch.q = append(ch.q, queued{m, now})
+		ch.q = queueArrays.Append(ch.q, queued{m, now})
 	}
 	f, n := ch.onArrive, ch.notify
 	ch.mu.Unlock()
@@ -184,49 +181,9 @@ func (ch *channel) push(m Message, now int64, group bool) bool {
 
 // queueArrays lend channels the arrays of their queues: a drained channel
 // gives its array back, so an idle one keeps none, and a busy one takes
-// one per burst without allocating. A burst longer than an array moves to
-// an array of the next size.
-var queueArrays = [...]sync.Pool{
-	{New: func() any { return new([8]queued) }},
-	{New: func() any { return new([32]queued) }},
-	{New: func() any { return new([maxPooledQueue]queued) }},
-}
-
-// maxPooledQueue is the longest pooled queue; a channel whose capacity is
-// larger grows past it by append.
-const maxPooledQueue = 128
-
-// getQueue returns an empty queue of a pooled array that holds at least n
-// entries (n at most maxPooledQueue).
-func getQueue(n int) []queued {
-	switch {
-	case n <= 8:
-		return queueArrays[0].Get().(*[8]queued)[:0]
-	case n <= 32:
-		return queueArrays[1].Get().(*[32]queued)[:0]
-	default:
-		return queueArrays[2].Get().(*[maxPooledQueue]queued)[:0]
-	}
-}
-
-// putQueue gives back a queue from getQueue; any other is left to the
-// garbage collector.
-func putQueue(q []queued) {
-	switch cap(q) {
-	case 8:
-		a := (*[8]queued)(q[:8])
-		clear(a[:])
-		queueArrays[0].Put(a)
-	case 32:
-		a := (*[32]queued)(q[:32])
-		clear(a[:])
-		queueArrays[1].Put(a)
-	case maxPooledQueue:
-		a := (*[maxPooledQueue]queued)(q[:maxPooledQueue])
-		clear(a[:])
-		queueArrays[2].Put(a)
-	}
-}
+// one per burst without allocating. A channel whose capacity is above the
+// largest size grows past it by append.
+var queueArrays = slicepool.New[queued](8, 32, 128)
 
 func (ch *channel) dropExpired(now int64) {
 	for ch.len() > 0 && now-ch.q[ch.head].at > ch.expiry {
@@ -245,7 +202,7 @@ func (ch *channel) compact() {
 
 // release gives back the queue's array; the queue must be empty or done.
 func (ch *channel) release() {
-	putQueue(ch.q)
+	queueArrays.Put(ch.q)
 	ch.q, ch.head = nil, 0
 }
 

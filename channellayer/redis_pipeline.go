@@ -2,6 +2,7 @@ package channellayer
 
 import (
 	"context"
+	"maps"
 	"strings"
 	"sync"
 
@@ -177,23 +178,20 @@ func (ps *pipelines) closing() {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	ps.closed = true
-	for _, p := range append([]*pipeline{ps.one}, mapValues(ps.bySlot)...) {
-		p.mu.Lock()
-		p.closed = true
-		p.mu.Unlock()
+	ps.one.markClosed()
+	for p := range maps.Values(ps.bySlot) {
+		p.markClosed()
 	}
+}
+
+func (p *pipeline) markClosed() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
 }
 
 // wait waits for the round trips under way.
 func (ps *pipelines) wait() { ps.wg.Wait() }
-
-func mapValues[K comparable, V any](m map[K]V) []V {
-	out := make([]V, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
-}
 
 // hashSlot is the Redis Cluster hash slot of key: CRC16 of its hash tag
 // (the part between the first '{' and the next '}', if not empty) or of

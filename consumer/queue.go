@@ -1,6 +1,10 @@
 package consumer
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/chatterpro/chatterpro/internal/slicepool"
+)
 
 // outQueue is a connection's outgoing queue, bounded in bytes. Senders never
 // wait: a frame that does not fit is refused, and the connection is closed.
@@ -22,46 +26,9 @@ func newOutQueue(limit int) *outQueue { return &outQueue{limit: limit} }
 
 // frameArrays lend a connection the arrays of its frame slices while it
 // writes: a stopped writer gives them back, so an idle connection keeps
-// none, and a busy one allocates none per batch. A burst longer than an
-// array moves to an array of the next size, also borrowed: three sizes
-// cover what a paced dispatcher queues at once (see Options.Coalesce).
-var frameArrays = [...]sync.Pool{
-	{New: func() any { return new([8][]byte) }},
-	{New: func() any { return new([64][]byte) }},
-	{New: func() any { return new([512][]byte) }},
-}
-
-// getFrames returns an empty slice of a pooled array that holds at least n
-// frames (n at most 512).
-func getFrames(n int) [][]byte {
-	switch {
-	case n <= 8:
-		return frameArrays[0].Get().(*[8][]byte)[:0]
-	case n <= 64:
-		return frameArrays[1].Get().(*[64][]byte)[:0]
-	default:
-		return frameArrays[2].Get().(*[512][]byte)[:0]
-	}
-}
-
-// putFrames gives back a slice from getFrames; any other (grown by append
-// past the largest array) is left to the garbage collector.
-func putFrames(s [][]byte) {
-	switch cap(s) {
-	case 8:
-		a := (*[8][]byte)(s[:8])
-		clear(a[:])
-		frameArrays[0].Put(a)
-	case 64:
-		a := (*[64][]byte)(s[:64])
-		clear(a[:])
-		frameArrays[1].Put(a)
-	case 512:
-		a := (*[512][]byte)(s[:512])
-		clear(a[:])
-		frameArrays[2].Put(a)
-	}
-}
+// none, and a busy one allocates none per batch. Three sizes cover what a
+// paced dispatcher queues at once (see Options.Coalesce).
+var frameArrays = slicepool.New[[]byte](8, 64, 512)
 
 // push queues a frame. It reports whether the caller must start a writer.
 func (q *outQueue) push(p []byte) (startWriter bool, err error) {
@@ -73,12 +40,7 @@ func (q *outQueue) push(p []byte) (startWriter bool, err error) {
 	if q.bytes+len(p) > q.limit && q.bytes > 0 {
 		return false, ErrSlow
 	}
-	if n := len(q.frames); n == cap(q.frames) && n < 512 {
-		grown := append(getFrames(n+1), q.frames...)
-		putFrames(q.frames)
-		q.frames = grown
-	}
-	q.frames = append(q.frames, p)
+	q.frames = frameArrays.Append(q.frames, p)
 	q.bytes += len(p)
 	return q.claimWriter(), nil
 }
@@ -147,8 +109,8 @@ func (q *outQueue) written(frames [][]byte) {
 func (q *outQueue) stopWriter() {
 	q.flushing = false
 	// Idle connections keep no buffers (the writer is done with spare).
-	putFrames(q.spare)
-	putFrames(q.frames)
+	frameArrays.Put(q.spare)
+	frameArrays.Put(q.frames)
 	q.frames, q.spare = nil, nil
 	if q.idle != nil {
 		close(q.idle)
