@@ -301,6 +301,62 @@ func TestCrossnodeComparedAtSameRate(t *testing.T) {
 	}
 }
 
+// The one-node-on-Redis target of the cross-node scenario is shown at the
+// same rate as the other two, but a ladder of it that ends early does not
+// lower that rate.
+func TestCrossnodeRedisNodeForInformation(t *testing.T) {
+	ladder := func(target string, cores ...float64) *result {
+		r := &result{Scenario: "crossnode", Target: target, Run: 1}
+		rate := 10.0
+		for _, c := range cores {
+			st := step{MsgsPerSec: rate, DeliveriesPerS: rate * 100, Cores: c, Pass: c > 0}
+			if target != targetOurs {
+				st.RedisCores = 0.01
+			}
+			r.Steps = append(r.Steps, st)
+			rate *= 2
+		}
+		r.Metrics = fanoutMetrics(r.Steps)
+		return r
+	}
+	// 0.5 at the first step, 0.8 at the second.
+	one := ladder(targetOurs, 0.1, 0.2)
+	two := ladder(targetOurs2, 0.2, 0.25)
+
+	short := newReport("test", 1, []*result{one, ladder(targetOursRedis, 0.11, 0), two})
+	s := short.find("crossnode", "deliveries_per_s_per_core_same_rate")
+	if s == nil || s.Ratio != 0.8 {
+		t.Fatalf("ratio %+v, want 0.8 at the second step despite the Redis node's shorter ladder", s)
+	}
+	if _, ok := s.Medians[targetOursRedis]; ok {
+		t.Errorf("the Redis node has a figure at a rate it failed: %v", s.Medians)
+	}
+
+	one, two = ladder(targetOurs, 0.1, 0.2), ladder(targetOurs2, 0.2, 0.25)
+	full := newReport("test", 1, []*result{one, ladder(targetOursRedis, 0.11, 0.22), two})
+	s = full.find("crossnode", "deliveries_per_s_per_core_same_rate")
+	if s == nil || s.Ratio != 0.8 {
+		t.Fatalf("ratio %+v, want 0.8", s)
+	}
+	if got, want := s.Medians[targetOursRedis], 2000/0.22; got != want {
+		t.Errorf("Redis node: %v deliveries/s per core, want %v", got, want)
+	}
+	var detail string
+	for _, v := range full.Verdicts {
+		if strings.HasPrefix(v.Target, "fan-out over two nodes") {
+			detail = v.Detail
+		}
+	}
+	if !strings.Contains(detail, "one node on Redis: median 9091 per server core (0.91x") {
+		t.Errorf("verdict detail %q lacks the one-node-on-Redis figure", detail)
+	}
+	md := full.markdown("")
+	if !strings.Contains(md, "| chatterpro-2nodes / chatterpro | chatterpro-redis | all runs |") ||
+		!strings.Contains(md, "| deliveries_per_s_per_core_same_rate | 8000 | 10000 | 0.80 | 9091 |") {
+		t.Errorf("markdown lacks the Redis node's column:\n%s", md)
+	}
+}
+
 // The idle memory target holds only if every run is under it, and the
 // 100 000-connection target is judged from the largest run.
 func TestIdleVerdicts(t *testing.T) {

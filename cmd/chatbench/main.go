@@ -12,7 +12,9 @@
 // Scenarios: fanout (one room, a ladder of publish rates), rooms (many small
 // rooms, every member sending once a second), idle (memory per connection),
 // connect (join rate), crossnode (fan-out over two nodes sharing Redis,
-// compared with one node), all. Two ladders are compared at the highest
+// compared with one node on the memory layer; one node on Redis is shown
+// beside them, to tell the cost of the Redis path from that of splitting
+// the room), all. Two ladders are compared at the highest
 // rate both passed: CPU per delivery falls as the rate climbs, so each
 // ladder's own highest step would not be a fair match. Server CPU counts
 // every process of a target, redis-server included.

@@ -483,7 +483,7 @@ func scenarioTargets(cfg *config, scenario string) []string {
 	if scenario == "crossnode" {
 		var ts []string
 		if cfg.target != "bare" {
-			ts = []string{targetOurs, targetOurs2}
+			ts = []string{targetOurs, targetOursRedis, targetOurs2}
 		}
 		return ts
 	}
@@ -515,9 +515,11 @@ func runScenario(ctx context.Context, cfg *config, nc *netClient, dir, scenario 
 			case targetBare:
 				t, err = startBare(ctx, dir)
 			case targetOurs2:
-				t, err = startOurs(ctx, cfg, dir, 2, targetOurs2)
+				t, err = startOurs(ctx, cfg, dir, 2, true, targetOurs2)
+			case targetOursRedis:
+				t, err = startOurs(ctx, cfg, dir, 1, true, targetOursRedis)
 			default:
-				t, err = startOurs(ctx, cfg, dir, 1, targetOurs)
+				t, err = startOurs(ctx, cfg, dir, 1, false, targetOurs)
 			}
 			if err != nil {
 				return out, err

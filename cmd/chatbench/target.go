@@ -14,12 +14,16 @@ import (
 
 // Target names in results.
 const (
-	targetOurs   = "chatterpro"
-	targetBare   = "bare"
-	targetOurs2  = "chatterpro-2nodes"
-	benchSecret  = "chatbench-shared-secret-0123456789"
-	bareEnv      = "CHATBENCH_SERVE_BARE"
-	startupSleep = 500 * time.Millisecond
+	targetOurs  = "chatterpro"
+	targetBare  = "bare"
+	targetOurs2 = "chatterpro-2nodes"
+	// One node on Redis, in the cross-node scenario only: between the
+	// single node on the memory layer and the two nodes, it shows what the
+	// Redis path costs and what splitting the room over two processes adds.
+	targetOursRedis = "chatterpro-redis"
+	benchSecret     = "chatbench-shared-secret-0123456789"
+	bareEnv         = "CHATBENCH_SERVE_BARE"
+	startupSleep    = 500 * time.Millisecond
 )
 
 // target is a running system under test: one or more server processes
@@ -103,14 +107,16 @@ func serverBinary(cfg *config, dir string) (string, error) {
 	return out, nil
 }
 
-func startOurs(ctx context.Context, cfg *config, dir string, nodes int, name string) (*target, error) {
+// startOurs starts nodes chat servers, on one Redis of their own when
+// redis is set, else (one node) on the memory layer.
+func startOurs(ctx context.Context, cfg *config, dir string, nodes int, redis bool, name string) (*target, error) {
 	bin, err := serverBinary(cfg, dir)
 	if err != nil {
 		return nil, err
 	}
 	t := &target{name: name}
 	layer := "memory://"
-	if nodes > 1 {
+	if redis {
 		port, err := harness.FreePort()
 		if err != nil {
 			return nil, err
