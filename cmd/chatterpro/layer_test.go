@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/internal/redistest"
+)
+
+// The chat's layer channels hold channelCapacity events, not the layers'
+// default of 100: a connection whose dispatcher is late is not closed
+// while its outgoing queue is far from its byte cap.
+func TestLayerChannelCapacity(t *testing.T) {
+	rs := redistest.Start(t)
+	for _, raw := range []string{"memory://", "redis://" + rs.Addr() + "/0"} {
+		t.Run(raw[:5], func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			l, err := openLayer(ctx, raw, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close(context.Background())
+			ch, err := l.NewChannel(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l.GroupAdd(ctx, "room", ch); err != nil {
+				t.Fatal(err)
+			}
+			// A directed Send reports a full channel at once.
+			m := channellayer.Message{Type: "chat", Body: []byte(`{"text":"hi"}`)}
+			for i := range channelCapacity {
+				if err := l.Send(ctx, ch, m); err != nil {
+					t.Fatalf("send %d of %d: %v", i+1, channelCapacity, err)
+				}
+			}
+			if err := l.Send(ctx, ch, m); !errors.Is(err, channellayer.ErrChannelFull) {
+				t.Fatalf("send %d: %v, want ErrChannelFull", channelCapacity+1, err)
+			}
+			for i := range channelCapacity {
+				if _, err := l.Receive(ctx, ch); err != nil {
+					t.Fatalf("receive %d: %v", i+1, err)
+				}
+			}
+		})
+	}
+}
