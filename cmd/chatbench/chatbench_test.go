@@ -347,7 +347,7 @@ func TestCrossnodeRedisNodeForInformation(t *testing.T) {
 			detail = v.Detail
 		}
 	}
-	if !strings.Contains(detail, "one node on Redis: median 9091 per server core (0.91x") {
+	if !strings.Contains(detail, "one node on Redis: median 9091 per server core (median 0.91x the memory layer's; runs: 0.91)") {
 		t.Errorf("verdict detail %q lacks the one-node-on-Redis figure", detail)
 	}
 	md := full.markdown("")

@@ -259,9 +259,11 @@ func verdicts(rep *report) []verdict {
 		}
 		detail := fmt.Sprintf("median %.0f vs %.0f deliveries/s per server core at the highest rate both passed (server cores of the two nodes include redis-server: median %.2f cores); %s",
 			s.Medians[targetOurs2], s.Medians[targetOurs], redis, ratioText(s))
-		if v, ok := s.Medians[targetOursRedis]; ok && s.Medians[targetOurs] > 0 {
-			detail += fmt.Sprintf(". For comparison, all members on one node on Redis: median %.0f per server core (%.2fx the memory layer's)",
-				v, v/s.Medians[targetOurs])
+		if v, ok := s.Medians[targetOursRedis]; ok {
+			detail += fmt.Sprintf(". For comparison, all members on one node on Redis: median %.0f per server core", v)
+			if rs := rep.runRatios("crossnode", "deliveries_per_s_per_core_same_rate", targetOursRedis, targetOurs); len(rs) > 0 {
+				detail += fmt.Sprintf(" (median %.2fx the memory layer's; runs: %s)", median(rs), joinRatios(rs))
+			}
 		}
 		out = append(out, verdict{"fan-out over two nodes + Redis: >= 0.8x single node per server core", s.Complete && s.Ratio >= 0.8, detail})
 	}
@@ -317,16 +319,41 @@ func verdicts(rep *report) []verdict {
 	return out
 }
 
+// runRatios divides a metric of target num by that of den, run by run,
+// for the runs that have both.
+func (rep *report) runRatios(scenario, metric, num, den string) []float64 {
+	byRun := map[int]map[string]float64{}
+	for _, r := range rep.Results {
+		if v, ok := r.Metrics[metric]; ok && r.Scenario == scenario {
+			if byRun[r.Run] == nil {
+				byRun[r.Run] = map[string]float64{}
+			}
+			byRun[r.Run][r.Target] = v
+		}
+	}
+	var out []float64
+	for _, run := range slices.Sorted(maps.Keys(byRun)) {
+		if a, b := byRun[run][num], byRun[run][den]; a > 0 && b > 0 {
+			out = append(out, a/b)
+		}
+	}
+	return out
+}
+
+func joinRatios(rs []float64) string {
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = fmt.Sprintf("%.2f", r)
+	}
+	return strings.Join(parts, ", ")
+}
+
 // ratioText describes the per-run ratios behind a verdict.
 func ratioText(s *summary) string {
 	if len(s.Ratios) == 0 {
 		return "no ratio: a target reached no passing figure"
 	}
-	var rs []string
-	for _, r := range s.Ratios {
-		rs = append(rs, fmt.Sprintf("%.2f", r))
-	}
-	t := fmt.Sprintf("median ratio %.2f (runs: %s)", s.Ratio, strings.Join(rs, ", "))
+	t := fmt.Sprintf("median ratio %.2f (runs: %s)", s.Ratio, joinRatios(s.Ratios))
 	if !s.Complete {
 		t += "; some runs had no figure for one side, so the target is not met"
 	}
