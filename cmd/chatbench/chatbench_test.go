@@ -200,14 +200,17 @@ func TestParseText(t *testing.T) {
 
 // TestSmokeFanout runs the fan-out scenario at a tiny size against a
 // freshly built chatterpro and the bare hub.
-func TestSmokeFanout(t *testing.T) {
+// smokeLadder runs a two-step ladder of scenario against a fresh build,
+// checks that every target delivered every message to all 5 members once,
+// and returns the results, the targets seen and the Markdown report.
+func smokeLadder(t *testing.T, scenario string) ([]*result, map[string]bool, string) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "chatterpro")
 	build := exec.Command("go", "build", "-o", bin, "github.com/chatterpro/chatterpro/cmd/chatterpro")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building chatterpro: %v\n%s", err, out)
 	}
-	cfg, _, _, err := parseFlags([]string{"-server", bin, "-members", "5", "-senders", "2", "-rate-start", "20",
+	cfg, _, _, err := parseFlags([]string{"-scenario", scenario, "-server", bin, "-members", "5", "-senders", "2", "-rate-start", "20",
 		"-steps", "2", "-step", "1s", "-warmup", "500ms", "-p99-limit", "10s", "-settle", "200ms", "-drain", "2s", "-timeout", "50s",
 		"-json", filepath.Join(dir, "out.json"), "-md", filepath.Join(dir, "out.md")})
 	if err != nil {
@@ -217,7 +220,7 @@ func TestSmokeFanout(t *testing.T) {
 	if err := os.WriteFile(md, []byte("old\n"+notesMarker+"\nhand-written\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	results, err := run(context.Background(), cfg, []string{"-scenario", "fanout"})
+	results, err := run(context.Background(), cfg, []string{"-scenario", scenario})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,20 +240,51 @@ func TestSmokeFanout(t *testing.T) {
 			t.Errorf("%s: no max deliveries/s: %v", r.Target, r.Metrics)
 		}
 	}
-	if !seen[targetOurs] || !seen[targetBare] {
-		t.Errorf("targets run: %v, want both", seen)
+	if _, err := os.Stat(filepath.Join(dir, "out.json")); err != nil {
+		t.Error(err)
 	}
 	b, err := os.ReadFile(md)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"# ChatterPro benchmarks", "## fanout", "max_deliveries_per_s", notesMarker + "\nhand-written"} {
-		if !strings.Contains(string(b), want) {
-			t.Errorf("markdown lacks %q:\n%s", want, b)
+	return results, seen, string(b)
+}
+
+// The cross-node scenario starts its three targets (one node on the
+// memory layer, one on Redis, two on one Redis) and reports all three.
+func TestSmokeCrossnode(t *testing.T) {
+	results, seen, md := smokeLadder(t, "crossnode")
+	if len(seen) != 3 || !seen[targetOurs] || !seen[targetOursRedis] || !seen[targetOurs2] {
+		t.Errorf("targets run: %v, want %s, %s and %s", seen, targetOurs, targetOursRedis, targetOurs2)
+	}
+	for _, r := range results {
+		nodes, layer := 1, "redis"
+		switch r.Target {
+		case targetOurs2:
+			nodes = 2
+		case targetOurs:
+			layer = "memory"
+		}
+		if r.Params["nodes"] != nodes || r.Params["layer"] != layer {
+			t.Errorf("%s: %v nodes on %v, want %d on %s", r.Target, r.Params["nodes"], r.Params["layer"], nodes, layer)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, "out.json")); err != nil {
-		t.Error(err)
+	for _, want := range []string{"## crossnode", "| chatterpro-redis |", "all members on one node on Redis"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+}
+
+func TestSmokeFanout(t *testing.T) {
+	_, seen, md := smokeLadder(t, "fanout")
+	if !seen[targetOurs] || !seen[targetBare] {
+		t.Errorf("targets run: %v, want both", seen)
+	}
+	for _, want := range []string{"# ChatterPro benchmarks", "## fanout", "max_deliveries_per_s", notesMarker + "\nhand-written"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
 	}
 }
 

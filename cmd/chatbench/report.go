@@ -491,7 +491,7 @@ func (rep *report) params(scenario string) string {
 		if r.Scenario == scenario && r.Params != nil {
 			keys := make([]string, 0, len(r.Params))
 			for k := range r.Params {
-				if k != "nodes" && !strings.HasPrefix(k, "loadavg") {
+				if k != "nodes" && k != "layer" && !strings.HasPrefix(k, "loadavg") {
 					keys = append(keys, k)
 				}
 			}

@@ -161,7 +161,7 @@ func runFanout(ctx context.Context, cfg *config, nc *netClient, t *target, label
 	s := cfg.members
 	res := &result{Scenario: "fanout", Target: t.name, Params: map[string]any{
 		"members": s, "senders": min(cfg.senders, s), "step": cfg.stepDur.String(), "rate_start": cfg.rateStart,
-		"rate_factor": cfg.rateFactor, "max_steps": cfg.steps, "warmup": cfg.warmup.String(), "p99_limit_ms": ms(cfg.p99Limit), "nodes": len(t.bases)}}
+		"rate_factor": cfg.rateFactor, "max_steps": cfg.steps, "warmup": cfg.warmup.String(), "p99_limit_ms": ms(cfg.p99Limit), "nodes": len(t.bases), "layer": t.layer}}
 	begin := time.Now()
 	clients, err := connectAll(ctx, nc, s, cfg.conc,
 		func(i int) string { return t.bases[i%len(t.bases)] },

@@ -33,6 +33,7 @@ type target struct {
 	nodes []*proc // chat servers
 	aux   []*proc // redis-server
 	bases []string
+	layer string // "memory" or "redis" for ChatterPro; "" for the bare hub
 }
 
 // cpu returns the CPU time used so far by every process of the target.
@@ -114,7 +115,7 @@ func startOurs(ctx context.Context, cfg *config, dir string, nodes int, redis bo
 	if err != nil {
 		return nil, err
 	}
-	t := &target{name: name}
+	t := &target{name: name, layer: "memory"}
 	layer := "memory://"
 	if redis {
 		port, err := harness.FreePort()
@@ -132,7 +133,7 @@ func startOurs(ctx context.Context, cfg *config, dir string, nodes int, redis bo
 			t.stop()
 			return nil, err
 		}
-		layer = "redis://" + addr + "/0"
+		layer, t.layer = "redis://"+addr+"/0", "redis"
 	}
 	for i := range nodes {
 		port, err := harness.FreePort()
