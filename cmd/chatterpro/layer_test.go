@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,7 +18,8 @@ import (
 func TestLayerChannelCapacity(t *testing.T) {
 	rs := redistest.Start(t)
 	for _, raw := range []string{"memory://", "redis://" + rs.Addr() + "/0"} {
-		t.Run(raw[:5], func(t *testing.T) {
+		kind, _, _ := strings.Cut(raw, ":")
+		t.Run(kind, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			l, err := openLayer(ctx, raw, slog.New(slog.DiscardHandler))
