@@ -189,20 +189,10 @@ func newReport(command string, runs int, results []*result) *report {
 		num, den := ratioPair(s)
 		for _, metric := range keyMetrics[s] {
 			sm := summary{Scenario: s, Metric: metric, Medians: map[string]float64{}, Values: map[string][]float64{}, RatioOf: num + "/" + den}
-			byRun := map[int]map[string]float64{}
 			for _, r := range results {
-				if r.Scenario != s || r.Metrics == nil {
-					continue
+				if v, ok := r.Metrics[metric]; ok && r.Scenario == s {
+					sm.Values[r.Target] = append(sm.Values[r.Target], v)
 				}
-				v, ok := r.Metrics[metric]
-				if !ok {
-					continue
-				}
-				sm.Values[r.Target] = append(sm.Values[r.Target], v)
-				if byRun[r.Run] == nil {
-					byRun[r.Run] = map[string]float64{}
-				}
-				byRun[r.Run][r.Target] = v
 			}
 			if len(sm.Values) == 0 {
 				continue
@@ -210,19 +200,11 @@ func newReport(command string, runs int, results []*result) *report {
 			for t, vs := range sm.Values {
 				sm.Medians[t] = median(vs)
 			}
-			var ratios []float64
-			runs := slices.Sorted(maps.Keys(byRun))
-			for _, run := range runs {
-				m := byRun[run]
-				a, okA := m[num]
-				b, okB := m[den]
-				if okA && okB && b != 0 {
-					ratios = append(ratios, a/b)
-				}
-			}
+			byRun := metricByRun(results, s, metric)
+			ratios := runRatios(byRun, num, den)
 			sm.Ratio = median(ratios)
 			sm.Ratios = ratios
-			sm.Complete = len(ratios) == len(runs) && len(runs) > 0
+			sm.Complete = len(ratios) == len(byRun) && len(byRun) > 0
 			rep.Summary = append(rep.Summary, sm)
 		}
 	}
@@ -261,7 +243,7 @@ func verdicts(rep *report) []verdict {
 			s.Medians[targetOurs2], s.Medians[targetOurs], redis, ratioText(s))
 		if v, ok := s.Medians[targetOursRedis]; ok {
 			detail += fmt.Sprintf(". For comparison, all members on one node on Redis: median %.0f per server core", v)
-			if rs := rep.runRatios("crossnode", "deliveries_per_s_per_core_same_rate", targetOursRedis, targetOurs); len(rs) > 0 {
+			if rs := runRatios(metricByRun(rep.Results, "crossnode", "deliveries_per_s_per_core_same_rate"), targetOursRedis, targetOurs); len(rs) > 0 {
 				detail += fmt.Sprintf(" (median %.2fx the memory layer's; runs: %s)", median(rs), joinRatios(rs))
 			}
 		}
@@ -319,11 +301,11 @@ func verdicts(rep *report) []verdict {
 	return out
 }
 
-// runRatios divides a metric of target num by that of den, run by run,
-// for the runs that have both.
-func (rep *report) runRatios(scenario, metric, num, den string) []float64 {
+// metricByRun gives a scenario's metric by run and target, for the runs
+// where some target has it.
+func metricByRun(results []*result, scenario, metric string) map[int]map[string]float64 {
 	byRun := map[int]map[string]float64{}
-	for _, r := range rep.Results {
+	for _, r := range results {
 		if v, ok := r.Metrics[metric]; ok && r.Scenario == scenario {
 			if byRun[r.Run] == nil {
 				byRun[r.Run] = map[string]float64{}
@@ -331,9 +313,17 @@ func (rep *report) runRatios(scenario, metric, num, den string) []float64 {
 			byRun[r.Run][r.Target] = v
 		}
 	}
+	return byRun
+}
+
+// runRatios divides target num's figure by den's, run by run, for the runs
+// that have both (and a non-zero den).
+func runRatios(byRun map[int]map[string]float64, num, den string) []float64 {
 	var out []float64
 	for _, run := range slices.Sorted(maps.Keys(byRun)) {
-		if a, b := byRun[run][num], byRun[run][den]; a > 0 && b > 0 {
+		a, okA := byRun[run][num]
+		b, okB := byRun[run][den]
+		if okA && okB && b != 0 {
 			out = append(out, a/b)
 		}
 	}
