@@ -53,6 +53,18 @@ type History interface {
 	Since(ctx context.Context, group, id string) ([]Message, error)
 }
 
+// Recorder is implemented by layers that can record a message without its
+// sender waiting for the answer, so that a busy process records many
+// messages in one round trip to its server. Both backends implement it.
+type Recorder interface {
+	// GroupSendRecordedAsync is GroupSendRecorded without waiting: done
+	// gets what GroupSendRecorded would have returned, exactly once, on
+	// another goroutine or before the call returns. The messages of one
+	// caller are recorded, and their done called, in call order. done
+	// must not block: it holds up the results of other callers.
+	GroupSendRecordedAsync(group string, m Message, done func(Message, error))
+}
+
 // Presence is implemented by layers that know who is online in a group,
 // cluster-wide. Entries live until Untrack or until their TTL passes without
 // a refresh; the owner refreshes an entry by tracking it again.

@@ -64,6 +64,7 @@ type memEntry struct {
 var (
 	_ Layer    = (*Memory)(nil)
 	_ History  = (*Memory)(nil)
+	_ Recorder = (*Memory)(nil)
 	_ Presence = (*Memory)(nil)
 )
 
@@ -155,6 +156,12 @@ func (m *Memory) check(ctx context.Context, msg Message) error {
 		return ErrClosed
 	}
 	return nil
+}
+
+// GroupSendRecordedAsync implements Recorder: the memory layer records at
+// once, so done is called before it returns.
+func (m *Memory) GroupSendRecordedAsync(group string, msg Message, done func(Message, error)) {
+	done(m.GroupSendRecorded(context.Background(), group, msg))
 }
 
 // GroupSendRecorded implements History.

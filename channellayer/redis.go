@@ -102,6 +102,7 @@ type groupSub struct {
 var (
 	_ Layer    = (*Redis)(nil)
 	_ History  = (*Redis)(nil)
+	_ Recorder = (*Redis)(nil)
 	_ Presence = (*Redis)(nil)
 	_ Checker  = (*Redis)(nil)
 )
@@ -527,17 +528,66 @@ func (r *Redis) GroupSendRecorded(ctx context.Context, group string, msg Message
 	if err := r.usable(ctx, "recorded group send"); err != nil {
 		return Message{}, err
 	}
+	rec := r.newRecord(group, msg)
+	c, err := r.pipe.of(rec.keys[1]).do(ctx, rec.queue)
+	return rec.result(ctx, c, err)
+}
+
+// GroupSendRecordedAsync implements Recorder. The record joins the next
+// batch of its pipeline; while the layer is busy, a batch waits a few
+// milliseconds for more (see pipeline), so the sender gets on with its
+// next message meanwhile instead of waiting for each round trip.
+func (r *Redis) GroupSendRecordedAsync(group string, msg Message, done func(Message, error)) {
+	if err := checkMessage(msg); err != nil {
+		done(Message{}, err)
+		return
+	}
+	if err := r.usable(context.Background(), "recorded group send"); err != nil {
+		done(Message{}, err)
+		return
+	}
+	rec := r.newRecord(group, msg)
+	r.pipe.of(rec.keys[1]).async(rec.queue, func(c redis.Cmder, err error) {
+		ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout) // bounds the NOSCRIPT retry
+		defer cancel()
+		m, err := rec.result(ctx, c, err)
+		if err != nil && r.ctx.Err() != nil {
+			err = ErrClosed // cut short by Close
+		}
+		done(m, err)
+	})
+}
+
+// record is one call of recordScript.
+type record struct {
+	r    *Redis
+	msg  Message
+	keys []string
+	args []any
+}
+
+func (r *Redis) newRecord(group string, msg Message) *record {
 	cmd := "PUBLISH"
 	if r.cluster {
 		cmd = "SPUBLISH"
 	}
-	keys := []string{r.historyKey(group), r.groupChan(group)}
-	args := []any{r.historySize, msg.Type, msg.Body, strconv.Itoa(len(msg.Type)) + "\n" + msg.Type, idSep(msg.Body), cmd}
-	c, err := r.pipe.of(keys[1]).do(ctx, func(ctx context.Context, c redis.Cmdable) redis.Cmder {
-		return recordScript.EvalSha(ctx, c, keys, args...)
-	})
+	return &record{
+		r:    r,
+		msg:  msg,
+		keys: []string{r.historyKey(group), r.groupChan(group)},
+		args: []any{r.historySize, msg.Type, msg.Body, strconv.Itoa(len(msg.Type)) + "\n" + msg.Type, idSep(msg.Body), cmd},
+	}
+}
+
+func (rec *record) queue(ctx context.Context, c redis.Cmdable) redis.Cmder {
+	return recordScript.EvalSha(ctx, c, rec.keys, rec.args...)
+}
+
+// result turns the script's answer into the recorded message.
+func (rec *record) result(ctx context.Context, c redis.Cmder, err error) (Message, error) {
+	r := rec.r
 	if err == nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
-		c = recordScript.Eval(ctx, r.client, keys, args...) // Redis lost its scripts (a restart): send it whole
+		c = recordScript.Eval(ctx, r.client, rec.keys, rec.args...) // Redis lost its scripts (a restart): send it whole
 	}
 	var id string
 	if err == nil {
@@ -546,7 +596,7 @@ func (r *Redis) GroupSendRecorded(ctx context.Context, group string, msg Message
 	if err != nil {
 		return Message{}, r.fail(ctx, "recorded group send", err)
 	}
-	return Message{Type: msg.Type, ID: id, Body: withID(msg.Body, id)}, nil
+	return Message{Type: rec.msg.Type, ID: id, Body: withID(rec.msg.Body, id)}, nil
 }
 
 // Recent implements History.

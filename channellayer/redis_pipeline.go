@@ -5,6 +5,7 @@ import (
 	"maps"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -16,10 +17,18 @@ import (
 // read for the lot), and so on: a busy node makes one round trip per
 // batch, not one per message, and Redis reads a batch in one go.
 //
-// Each caller still gets its own command's result. A caller whose context
-// ends while its command waits takes it back: it is never sent. One sent
-// is as uncertain as any network call cut short. A batch is bounded by
-// redisOpTimeout and by Close.
+// Callers that do not wait for their result (async) go further: while the
+// pipeline has been busy lately (a round trip began less than pipeBusy
+// ago), the first of them waits pipeLinger for others before its batch
+// goes, unless pipeFull commands gather first. Their senders carry on
+// meanwhile, so a node recording a steady stream of messages makes one
+// round trip, and Redis one write to each subscriber, per few
+// milliseconds instead of one per message.
+//
+// Each caller still gets its own command's result, in the order the
+// commands came. A caller whose context ends while its command waits takes
+// it back: it is never sent. One sent is as uncertain as any network call
+// cut short. A batch is bounded by redisOpTimeout and by Close.
 //
 // In a Redis Cluster each hash slot has its own pipeline (see pipelines):
 // a slow or failing shard holds up only the publishes it owns.
@@ -28,20 +37,41 @@ type pipeline struct {
 	ctx    context.Context // the layer's: ends batches at Close
 	wg     *sync.WaitGroup // round trips under way, for Close
 
-	mu     sync.Mutex
-	busy   bool        // a round trip is under way
-	queue  []*pipeCall // waiting for the next batch
-	spare  []*pipeCall // the array of the batch before, for reuse
-	closed bool
+	mu        sync.Mutex
+	busy      bool        // a round trip is under way, or a batch lingers
+	lingering bool        // the next batch waits for timer
+	timer     *time.Timer // the linger timer, made on first use
+	lastStart time.Time   // when the last round trip began
+	queue     []*pipeCall // waiting for the next batch
+	spare     []*pipeCall // the array of the batch before, for reuse
+	closed    bool
 }
+
+const (
+	pipeLinger = 5 * time.Millisecond  // how long a busy pipeline's async batch waits for more
+	pipeBusy   = 20 * time.Millisecond // a round trip that began this recently makes it busy
+	pipeFull   = 64                    // commands that send a lingering batch at once
+)
 
 // pipeCall is one caller's command, waiting for a batch.
 type pipeCall struct {
 	queue func(ctx context.Context, c redis.Cmdable) redis.Cmder
-	cmd   redis.Cmder   // set when the batch is built; nil if the layer closed first
-	done  chan struct{} // closed when cmd has its result
-	taken bool          // a batch took it (under mu)
-	gone  bool          // the caller gave up before a batch took it (under mu)
+	cmd   redis.Cmder              // set when the batch is built; nil if the layer closed first
+	done  chan struct{}            // a waiting caller's: closed when cmd has its result
+	then  func(redis.Cmder, error) // an async caller's: called with the result instead
+	taken bool                     // a batch took it (under mu)
+	gone  bool                     // the caller gave up before a batch took it (under mu)
+}
+
+// finish hands a call its result: cmd, or ErrClosed if it has none.
+func (c *pipeCall) finish() {
+	if c.then == nil {
+		close(c.done)
+	} else if c.cmd == nil {
+		c.then(nil, ErrClosed)
+	} else {
+		c.then(c.cmd, nil)
+	}
 }
 
 // do runs one command: add issues it on c and returns it. It returns the
@@ -55,6 +85,7 @@ func (p *pipeline) do(ctx context.Context, add func(ctx context.Context, c redis
 	}
 	if !p.busy {
 		p.busy = true
+		p.lastStart = time.Now()
 		p.wg.Add(1) // under mu, while not closed: Close waits for it
 		p.mu.Unlock()
 		defer p.wg.Done()
@@ -82,11 +113,62 @@ func (p *pipeline) do(ctx context.Context, add func(ctx context.Context, c redis
 	return call.cmd, nil
 }
 
+// async queues one command without waiting: then gets its result (see
+// pipeCall.finish), in the order the commands came. then runs on the
+// pipeline's goroutine and must not block.
+func (p *pipeline) async(add func(ctx context.Context, c redis.Cmdable) redis.Cmder, then func(redis.Cmder, error)) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		then(nil, ErrClosed)
+		return
+	}
+	p.queue = append(p.queue, &pipeCall{queue: add, then: then})
+	if p.busy {
+		full := p.lingering && len(p.queue) >= pipeFull && p.timer.Stop()
+		if full {
+			p.lingering = false
+		}
+		p.mu.Unlock()
+		if full {
+			p.lingered()
+		}
+		return
+	}
+	p.busy = true
+	p.wg.Add(1) // under mu, while not closed: Close waits for the batch
+	if time.Since(p.lastStart) < pipeBusy {
+		p.lingering = true
+		if p.timer == nil {
+			p.timer = time.AfterFunc(pipeLinger, p.linger)
+		} else {
+			p.timer.Reset(pipeLinger)
+		}
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	p.lingered()
+}
+
+// linger is the linger timer's: the batch waited long enough.
+func (p *pipeline) linger() {
+	p.mu.Lock()
+	p.lingering = false
+	p.mu.Unlock()
+	p.lingered()
+}
+
+// lingered starts the batch that async held back.
+func (p *pipeline) lingered() {
+	defer p.wg.Done()
+	p.next()
+}
+
 // next starts a batch of what waits, on its own goroutine so that the
 // caller that ended a round trip returns, or marks the pipeline idle.
 func (p *pipeline) next() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	batch := p.queue[:0]
 	for _, c := range p.queue {
 		if !c.gone {
@@ -96,22 +178,24 @@ func (p *pipeline) next() {
 	}
 	clear(p.queue[len(batch):]) // the array keeps no abandoned message
 	if len(batch) == 0 || p.closed {
-		for _, c := range batch {
-			close(c.done) // no command: ErrClosed
-		}
-		clear(batch)
 		p.busy = false
-		p.queue = batch[:0]
+		p.queue = nil
+		p.mu.Unlock()
+		for _, c := range batch {
+			c.finish() // no command: ErrClosed
+		}
 		return
 	}
 	p.queue = p.spare[:0]
 	p.spare = nil
+	p.lastStart = time.Now()
 	pipe := p.client.Pipeline()
 	ctx, cancel := context.WithTimeout(p.ctx, redisOpTimeout)
 	for _, c := range batch {
 		c.cmd = c.queue(ctx, pipe)
 	}
 	p.wg.Add(1) // under mu, while not closed: Close waits for it
+	p.mu.Unlock()
 	go p.send(ctx, cancel, pipe, batch)
 }
 
@@ -120,7 +204,7 @@ func (p *pipeline) send(ctx context.Context, cancel context.CancelFunc, pipe red
 	_, _ = pipe.Exec(ctx) // each command carries its own error
 	cancel()
 	for _, c := range batch {
-		close(c.done)
+		c.finish()
 	}
 	clear(batch)
 	p.mu.Lock()

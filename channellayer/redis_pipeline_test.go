@@ -64,22 +64,31 @@ func pause(t *testing.T, addr string, d time.Duration) {
 	}
 }
 
-// Concurrent senders share round trips: while one is under way the others
-// wait and go together in one pipeline. Each still gets its own result,
-// every message arrives once, and each sender's messages in order.
-func TestRedisPipelinesConcurrentSends(t *testing.T) {
+// countedLayer opens a layer on a fresh Redis whose round trips trips
+// counts, with a channel in group g; one recorded send has loaded the
+// script and is not counted.
+func countedLayer(t *testing.T, g string) (*redistest.Server, *channellayer.Redis, string, *roundTrips) {
+	t.Helper()
 	srv := redistest.Start(t)
 	client := newClient(t, srv.Addr())
 	trips := &roundTrips{}
 	client.AddHook(trips)
 	l := openRedisLayer(t, client, newPrefix(), channellayer.RedisOptions{Capacity: 1000}, 5*time.Second)
-	const g, senders, each = "busy", 50, 4
 	ch := newChan(t, l, g)
 	if _, err := l.GroupSendRecorded(tctx(t, 5*time.Second), g, mustMsg(t, "warm", nil)); err != nil {
-		t.Fatal(err) // loads the script
+		t.Fatal(err)
 	}
 	recv(t, l, ch)
 	trips.alone.Store(0)
+	return srv, l, ch, trips
+}
+
+// Concurrent senders share round trips: while one is under way the others
+// wait and go together in one pipeline. Each still gets its own result,
+// every message arrives once, and each sender's messages in order.
+func TestRedisPipelinesConcurrentSends(t *testing.T) {
+	const g, senders, each = "busy", 50, 4
+	srv, l, ch, trips := countedLayer(t, g)
 
 	pause(t, srv.Addr(), 300*time.Millisecond)
 	type body struct{ Sender, Seq int }
@@ -248,5 +257,100 @@ func TestRedisPipelineSurvivesPanic(t *testing.T) {
 	}
 	if m := recv(t, l, ch); m.Type != "after" {
 		t.Fatalf("got %q, want after", m.Type)
+	}
+}
+
+// recordAsync records n messages with GroupSendRecordedAsync, gap apart,
+// and returns their results in the order done was called.
+func recordAsync(t *testing.T, l *channellayer.Redis, g string, n int, gap time.Duration) []error {
+	t.Helper()
+	var mu sync.Mutex
+	var order []int
+	var errs []error
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		l.GroupSendRecordedAsync(g, mustMsg(t, "chat", map[string]int{"n": i}), func(_ channellayer.Message, err error) {
+			mu.Lock()
+			order = append(order, i)
+			errs = append(errs, err)
+			mu.Unlock()
+			wg.Done()
+		})
+		time.Sleep(gap)
+	}
+	wg.Wait()
+	for k, i := range order {
+		if i != k {
+			t.Fatalf("done called in the order %v, want call order", order)
+		}
+	}
+	return errs
+}
+
+// While a node keeps recording, a message sent without waiting lingers a
+// few milliseconds for the next ones: a stream of messages a millisecond
+// apart (far slower than a round trip on loopback) goes in a few
+// pipelines, not one round trip each, and arrives whole and in order.
+func TestRedisRecordAsyncLingers(t *testing.T) {
+	const g, n = "stream", 30
+	_, l, ch, trips := countedLayer(t, g) // the warm-up makes the pipeline busy
+
+	for i, err := range recordAsync(t, l, g, n, time.Millisecond) {
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	for i := range n {
+		var b struct{ N int }
+		if err := json.Unmarshal(recv(t, l, ch).Body, &b); err != nil {
+			t.Fatal(err)
+		}
+		if b.N != i {
+			t.Fatalf("got message %d, want %d (lost, repeated or out of order)", b.N, i)
+		}
+	}
+	silent(t, l, ch)
+	alone, pipes, piped := trips.alone.Load(), trips.pipelines.Load(), trips.piped.Load()
+	t.Logf("%d messages 1 ms apart: %d round trips alone, %d pipelines carrying %d", n, alone, pipes, piped)
+	if alone+piped != n {
+		t.Errorf("%d commands reached Redis for %d messages", alone+piped, n)
+	}
+	if alone+pipes > n/3 {
+		t.Errorf("%d round trips for %d messages 1 ms apart; want at most %d (they should linger and share)", alone+pipes, n, n/3)
+	}
+}
+
+// Every message sent without waiting gets its done exactly once, also when
+// the layer closes while it lingers: recorded, or ErrClosed.
+func TestRedisRecordAsyncClose(t *testing.T) {
+	srv := redistest.Start(t)
+	l := newRedisLayer(t, srv.Addr(), newPrefix(), channellayer.RedisOptions{})
+	const g = "room"
+	if _, err := l.GroupSendRecorded(tctx(t, 5*time.Second), g, mustMsg(t, "warm", nil)); err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int64
+	results := make(chan error, 10)
+	for range 5 {
+		l.GroupSendRecordedAsync(g, mustMsg(t, "late", nil), func(_ channellayer.Message, err error) {
+			calls.Add(1)
+			results <- err
+		})
+	}
+	if err := l.Close(tctx(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if got := calls.Load(); got != 5 {
+		t.Fatalf("after Close, %d of 5 sends had their done called", got)
+	}
+	for range 5 {
+		if err := <-results; err != nil && !errors.Is(err, channellayer.ErrClosed) {
+			t.Errorf("a send cut short by Close: %v, want nil or ErrClosed", err)
+		}
+	}
+	l.GroupSendRecordedAsync(g, mustMsg(t, "after", nil), func(_ channellayer.Message, err error) { results <- err })
+	if err := <-results; !errors.Is(err, channellayer.ErrClosed) {
+		t.Fatalf("GroupSendRecordedAsync after Close: %v, want ErrClosed", err)
 	}
 }

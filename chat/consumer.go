@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -20,7 +21,10 @@ type roomConsumer struct {
 	user    consumer.User
 	me      *member
 	limiter *rate.Limiter
-	errors  []time.Time // when recent error frames were sent
+	flight  inflight // messages handed to the layer, not yet recorded
+
+	errMu  sync.Mutex  // fail runs on the reader and on the layer's goroutine
+	errors []time.Time // when recent error frames were sent
 	// seen is the newest message ID the client has (from the history
 	// frame); live messages up to it are not sent again.
 	seen string
@@ -131,24 +135,24 @@ func (rc *roomConsumer) Receive(ctx context.Context, c *consumer.Conn, text []by
 		Text *string `json:"text"`
 	}
 	if err := json.Unmarshal(text, &f); err != nil || f.Type == nil {
-		rc.fail(c, codeBadJSON, `send a JSON object like {"type":"message","text":"hi"}`)
+		rc.refuse(ctx, c, codeBadJSON, `send a JSON object like {"type":"message","text":"hi"}`)
 		return nil
 	}
 	if *f.Type != "message" {
-		rc.fail(c, codeUnknownType, `unknown frame type; the only one is "message"`)
+		rc.refuse(ctx, c, codeUnknownType, `unknown frame type; the only one is "message"`)
 		return nil
 	}
 	if f.Text == nil {
-		rc.fail(c, codeBadText, "a message needs a text")
+		rc.refuse(ctx, c, codeBadText, "a message needs a text")
 		return nil
 	}
 	msg, err := ValidText(*f.Text)
 	if err != nil {
-		rc.fail(c, codeBadText, err.Error())
+		rc.refuse(ctx, c, codeBadText, err.Error())
 		return nil
 	}
 	if rc.limiter != nil && !rc.limiter.Allow() {
-		rc.fail(c, codeRateLimited, "slow down: too many messages per second; this one was not sent")
+		rc.refuse(ctx, c, codeRateLimited, "slow down: too many messages per second; this one was not sent")
 		return nil
 	}
 	m, err := messageEvent(rc.user.Name, msg)
@@ -156,19 +160,53 @@ func (rc *roomConsumer) Receive(ctx context.Context, c *consumer.Conn, text []by
 		return err
 	}
 	start := time.Now()
-	_, err = a.history.GroupSendRecorded(ctx, rc.room, m)
+	rec, async := a.history.(channellayer.Recorder)
+	if !async {
+		_, err = a.history.GroupSendRecorded(ctx, rc.room, m)
+		rc.sent(c, start, err)
+		return nil
+	}
+	// The reader goes on to the next frame while the layer records this
+	// one; a few may be under way at once.
+	if err := rc.flight.waitBelow(ctx, maxInFlight); err != nil {
+		return nil // closing
+	}
+	rc.flight.add()
+	rec.GroupSendRecordedAsync(rc.room, m, func(_ channellayer.Message, err error) {
+		rc.sent(c, start, err)
+		rc.flight.done()
+	})
+	return nil
+}
+
+// maxInFlight is how many of one socket's messages may wait for the layer
+// at once; its reader waits for the next frame beyond that.
+const maxInFlight = 32
+
+// sent reports how recording a message went; a failure tells the sender.
+func (rc *roomConsumer) sent(c *consumer.Conn, start time.Time, err error) {
+	a := rc.app
 	a.metrics.observe("group_send_recorded", start, err)
 	if err != nil {
 		a.log.Warn("sending a chat message failed", "room", rc.room, "err", err)
 		rc.fail(c, codeUnavailable, "the chat is temporarily unavailable: your message was not sent, try again")
 	}
-	return nil
+}
+
+// refuse answers a frame with an error, after the socket's earlier
+// messages are recorded or refused: answers keep the order of the frames.
+func (rc *roomConsumer) refuse(ctx context.Context, c *consumer.Conn, code, text string) {
+	if rc.flight.waitBelow(ctx, 1) == nil {
+		rc.fail(c, code, text)
+	}
 }
 
 // fail sends an error frame; more than maxErrors of them within
 // errorWindow close the connection with 1008.
 func (rc *roomConsumer) fail(c *consumer.Conn, code, text string) {
 	rc.app.metrics.errors.WithLabelValues(code).Inc()
+	rc.errMu.Lock()
+	defer rc.errMu.Unlock()
 	now := time.Now()
 	keep := rc.errors[:0]
 	for _, t := range rc.errors {
@@ -220,6 +258,8 @@ func (rc *roomConsumer) Disconnect(ctx context.Context, c *consumer.Conn, code c
 	if rc.me == nil { // never joined
 		return
 	}
+	// The socket's last messages are recorded before any "has left".
+	_ = rc.flight.waitBelow(ctx, 1)
 	a := rc.app
 	a.hub.remove(rc.room, c)
 	a.metrics.conns.Dec()

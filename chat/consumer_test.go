@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,10 +17,36 @@ import (
 )
 
 // flakyLayer is a memory layer whose recorded sends fail while down is set,
-// as if Redis were unreachable.
+// as if Redis were unreachable. Like the Redis layer, it answers
+// GroupSendRecordedAsync later, on another goroutine, in call order; while
+// hold is set those answers wait for it to close.
 type flakyLayer struct {
 	*channellayer.Memory
-	down atomic.Bool
+	down  atomic.Bool
+	calls atomic.Int64 // GroupSendRecordedAsync calls
+
+	mu   sync.Mutex
+	prev chan struct{} // closed when the last async send is done
+	hold chan struct{}
+}
+
+func (f *flakyLayer) GroupSendRecordedAsync(g string, m channellayer.Message, done func(channellayer.Message, error)) {
+	f.calls.Add(1)
+	f.mu.Lock()
+	prev, next, hold := f.prev, make(chan struct{}), f.hold
+	f.prev = next
+	f.mu.Unlock()
+	go func() {
+		defer close(next)
+		if prev != nil {
+			<-prev
+		}
+		if hold != nil {
+			<-hold
+		}
+		time.Sleep(time.Millisecond) // a round trip
+		done(f.GroupSendRecorded(context.Background(), g, m))
+	}()
 }
 
 func (f *flakyLayer) GroupSendRecorded(ctx context.Context, g string, m channellayer.Message) (channellayer.Message, error) {
@@ -306,6 +333,57 @@ func TestUnavailable(t *testing.T) {
 	n.layer.(*flakyLayer).down.Store(false)
 	c.say("back")
 	c.await("message", "back")
+}
+
+// An answer to a frame (here an error) leaves only after the socket's
+// earlier messages are recorded, though the layer records them while the
+// socket's reader goes on: answers keep the order of the frames.
+func TestAnswerAfterEarlierMessagesRecorded(t *testing.T) {
+	n := newNode(t, nil, nil)
+	c := n.join(t, "ann", "s", "r", "")
+	c.joinFrames("ann")
+	const sent = 5
+	for i := range sent {
+		c.say(fmt.Sprint(i))
+	}
+	c.send(map[string]string{"type": "nope"})
+	c.await("error", "")
+	recent, err := n.layer.(*flakyLayer).Recent(ctxT(t), "r", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recent) != sent {
+		t.Fatalf("the unknown_type answer came with %d of the %d earlier messages recorded", len(recent), sent)
+	}
+}
+
+// A socket has at most maxInFlight messages waiting for the layer; its
+// reader takes the next frame when one of them is recorded. None is lost.
+func TestInFlightBounded(t *testing.T) {
+	n := newNode(t, nil, nil)
+	f := n.layer.(*flakyLayer)
+	c := n.join(t, "ann", "s", "r", "")
+	c.joinFrames("ann")
+	hold := make(chan struct{})
+	f.mu.Lock()
+	f.hold = hold
+	f.mu.Unlock()
+	const sent = maxInFlight + 8
+	for i := range sent {
+		c.say(fmt.Sprint(i))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for f.calls.Load() < maxInFlight && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // the reader would have taken more by now
+	if got := f.calls.Load(); got != maxInFlight {
+		t.Fatalf("%d messages handed to the layer while it held them all, want %d", got, maxInFlight)
+	}
+	close(hold)
+	for i := range sent {
+		c.await("message", fmt.Sprint(i))
+	}
 }
 
 func TestRateLimit(t *testing.T) {

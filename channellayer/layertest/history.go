@@ -265,3 +265,73 @@ func checkHistoryCluster(e *env) {
 		e.t.Errorf("Recent(%d) = %s, want the latest IDs in order: %v", keep, ids(got), all[len(all)-keep:])
 	}
 }
+
+// checkHistoryRecordAsync: GroupSendRecordedAsync records like
+// GroupSendRecorded, calls done once per message in call order, and the
+// messages of one caller reach members, and history, in that order.
+func checkHistoryRecordAsync(e *env) {
+	ra, ok := e.a.(channellayer.Recorder)
+	if !ok {
+		e.t.Logf("%T does not implement channellayer.Recorder: rule does not apply", e.a)
+		return
+	}
+	ha, hb, ok := e.history()
+	if !ok {
+		e.t.Fatalf("%T implements channellayer.Recorder but not channellayer.History", e.a)
+	}
+	g := e.name("room")
+	ma, mb := e.member(e.a), e.member(e.peer())
+	e.join(ma.l, g, ma.name)
+	e.join(mb.l, g, mb.name)
+	n := min(20, e.s.Capacity) // members receive after all are sent
+	type result struct {
+		i   int
+		rec channellayer.Message
+		err error
+	}
+	results := make(chan result, 2*n)
+	for i := range n {
+		sent := e.seqMsg(0, i)
+		ra.GroupSendRecordedAsync(g, sent, func(rec channellayer.Message, err error) {
+			results <- result{i, rec, err}
+		})
+	}
+	recs := make([]channellayer.Message, 0, n)
+	for len(recs) < n {
+		var r result
+		select {
+		case r = <-results:
+		case <-e.ctx(waitFor).Done():
+			e.t.Fatalf("GroupSendRecordedAsync: %d of %d done called within %v", len(recs), n, waitFor)
+		}
+		switch {
+		case r.err != nil:
+			e.t.Fatalf("GroupSendRecordedAsync of message %d: %v", r.i, r.err)
+		case r.i != len(recs):
+			e.t.Fatalf("done of message %d called after %d others: want call order", r.i, len(recs))
+		case !channellayer.ValidID(r.rec.ID):
+			e.t.Fatalf("message %d recorded with ID %q, not a valid ID", r.i, r.rec.ID)
+		case len(recs) > 0 && channellayer.CompareID(recs[len(recs)-1].ID, r.rec.ID) >= 0:
+			e.t.Errorf("message %d recorded with ID %q, not after %q", r.i, r.rec.ID, recs[len(recs)-1].ID)
+		}
+		if want := `{"id":"` + r.rec.ID + `"`; !strings.HasPrefix(string(r.rec.Body), want) {
+			e.t.Errorf("recorded body %s does not start with %s", r.rec.Body, want)
+		}
+		recs = append(recs, r.rec)
+	}
+	select {
+	case r := <-results:
+		e.t.Fatalf("done of message %d called twice", r.i)
+	default:
+	}
+	for _, m := range []member{ma, mb} {
+		for i := range n {
+			if got := e.recv(m.l, m.name); got.ID != recs[i].ID || string(got.Body) != string(recs[i].Body) {
+				e.t.Fatalf("member's message %d: %s, want %s (lost, repeated or out of order)", i, got.Body, recs[i].Body)
+			}
+		}
+		e.silent(m.l, m.name, "member after the recorded messages")
+	}
+	e.recent(hb, g, n, recs)
+	e.since(ha, g, recs[0].ID, recs[1:])
+}

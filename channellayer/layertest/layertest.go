@@ -99,6 +99,7 @@ var rules = []rule{
 	{"PresenceExpireOnce", false, checkPresenceExpireOnce},
 
 	{"HistoryRecord", false, checkHistoryRecord},
+	{"HistoryRecordAsync", false, checkHistoryRecordAsync},
 	{"HistorySince", false, checkHistorySince},
 	{"HistoryTrim", false, checkHistoryTrim},
 	{"HistoryCluster", false, checkHistoryCluster},
