@@ -86,7 +86,7 @@ func parseFlags(args []string) (*config, bool, string, error) {
 	fs.IntVar(&cfg.ips, "source-ips", 16, "loopback source addresses to spread connections over (127.0.0.2...)")
 	fs.DurationVar(&cfg.settle, "settle", time.Second, "pause after connecting, before measuring")
 	fs.DurationVar(&cfg.drain, "drain", 2*time.Second, "how long to wait for late deliveries after sending stops")
-	fs.DurationVar(&cfg.timeout, "timeout", 20*time.Minute, "upper bound of the whole command")
+	fs.DurationVar(&cfg.timeout, "timeout", 45*time.Minute, "upper bound of the whole command (-scenario all takes about 7 minutes per run on 2 cores)")
 	fs.IntVar(&cfg.members, "members", 500, "fanout/crossnode: members of the room")
 	fs.IntVar(&cfg.senders, "senders", 4, "fanout/crossnode: members that publish")
 	fs.Float64Var(&cfg.rateStart, "rate-start", 10, "fanout/crossnode: first publish rate (messages/s, all senders)")
@@ -213,7 +213,15 @@ func run(ctx context.Context, cfg *config, args []string) ([]*result, error) {
 		rs, err := runScenario(ctx, cfg, nc, dir, s)
 		results = append(results, rs...)
 		if err != nil {
-			return results, fmt.Errorf("%s: %w", s, err)
+			err = fmt.Errorf("%s: %w", s, err)
+			if cfg.jsonOut != "" && len(results) > 0 {
+				// What finished is kept: render it with -merge.
+				partial := cfg.jsonOut + ".partial"
+				if werr := buildReport(cfg, args, results).writeJSON(partial); werr == nil {
+					err = fmt.Errorf("%w (the runs that finished are in %s)", err, partial)
+				}
+			}
+			return results, err
 		}
 	}
 	rep := buildReport(cfg, args, results)
