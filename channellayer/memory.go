@@ -19,7 +19,7 @@ type MemoryOptions struct {
 }
 
 // Memory is the in-process layer: one process, no server. It implements
-// Layer, History and Presence.
+// Layer, History, Recorder and Presence.
 type Memory struct {
 	local       *local
 	historySize int

@@ -33,7 +33,7 @@ type RedisOptions struct {
 }
 
 // Redis is the layer for many processes sharing one Redis or one Redis
-// Cluster. It implements Layer, History, Presence and Checker.
+// Cluster. It implements Layer, History, Recorder, Presence and Checker.
 //
 // Every process keeps its channels in memory, as Memory does, and holds one
 // pub/sub connection (in a cluster, one per shard it uses): it subscribes to

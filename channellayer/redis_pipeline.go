@@ -180,6 +180,9 @@ func (p *pipeline) next() {
 	if len(batch) == 0 || p.closed {
 		p.busy = false
 		p.queue = nil
+		if len(batch) == 0 {
+			p.queue = batch // keep the array for the next batch
+		}
 		p.mu.Unlock()
 		for _, c := range batch {
 			c.finish() // no command: ErrClosed
