@@ -131,7 +131,7 @@ func (p *pipeline) async(add func(ctx context.Context, c redis.Cmdable) redis.Cm
 		}
 		p.mu.Unlock()
 		if full {
-			p.lingered()
+			p.sendHeld()
 		}
 		return
 	}
@@ -148,7 +148,7 @@ func (p *pipeline) async(add func(ctx context.Context, c redis.Cmdable) redis.Cm
 		return
 	}
 	p.mu.Unlock()
-	p.lingered()
+	p.sendHeld()
 }
 
 // linger is the linger timer's: the batch waited long enough.
@@ -156,11 +156,12 @@ func (p *pipeline) linger() {
 	p.mu.Lock()
 	p.lingering = false
 	p.mu.Unlock()
-	p.lingered()
+	p.sendHeld()
 }
 
-// lingered starts the batch that async held back.
-func (p *pipeline) lingered() {
+// sendHeld starts the batch async made the pipeline busy for, and ends
+// the hold async took on Close.
+func (p *pipeline) sendHeld() {
 	defer p.wg.Done()
 	p.next()
 }
@@ -179,9 +180,10 @@ func (p *pipeline) next() {
 	clear(p.queue[len(batch):]) // the array keeps no abandoned message
 	if len(batch) == 0 || p.closed {
 		p.busy = false
-		p.queue = nil
 		if len(batch) == 0 {
 			p.queue = batch // keep the array for the next batch
+		} else {
+			p.queue = nil // closed: the calls below end with ErrClosed
 		}
 		p.mu.Unlock()
 		for _, c := range batch {
