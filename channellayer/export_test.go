@@ -3,3 +3,12 @@ package channellayer
 // HashSlot exposes hashSlot to the tests: the Redis Cluster hash slot of a
 // key, as the layer computes it to give each slot its own publish pipeline.
 func HashSlot(key string) int { return int(hashSlot(key)) }
+
+// ParseRecorded exposes parseRecorded to the tests: the messages of a
+// recorded envelope as the record script publishes it, and whether it was
+// one and well formed.
+func ParseRecorded(p string) ([]Message, bool) {
+	var ms []Message
+	ok := parseRecorded(p, func(m Message) { ms = append(ms, m) })
+	return ms, ok
+}

@@ -230,8 +230,10 @@ func (r *Redis) procChanOf(process string) string {
 
 // Envelopes. A published message is "<target>\n<id>\n<len(type)>\n<type><body>":
 // target is the channel of a directed send (empty for a group), id the
-// message's ID; the recording script marks its IDs with a leading "!", so
-// that only those take part in gap repair and duplicate suppression.
+// message's ID. Recorded messages, the only ones that take part in gap
+// repair and duplicate suppression, come in the record script's envelope
+// (see parseRecorded); an ID marked with a leading "!" is one recorded by
+// a node that published each record alone, as earlier versions did.
 
 func envelope(target string, m Message) string {
 	t := strconv.Itoa(len(m.Type))
@@ -519,86 +521,6 @@ func (r *Redis) Check(ctx context.Context) error {
 
 // History.
 
-// GroupSendRecorded implements History: one script appends the message to the
-// group's stream and publishes it with its new ID.
-func (r *Redis) GroupSendRecorded(ctx context.Context, group string, msg Message) (Message, error) {
-	if err := checkMessage(msg); err != nil {
-		return Message{}, err
-	}
-	if err := r.usable(ctx, "recorded group send"); err != nil {
-		return Message{}, err
-	}
-	rec := r.newRecord(group, msg)
-	c, err := r.pipe.of(rec.keys[1]).do(ctx, rec.queue)
-	return rec.result(ctx, c, err)
-}
-
-// GroupSendRecordedAsync implements Recorder. The record joins the next
-// batch of its pipeline; while the layer is busy, a batch waits a few
-// milliseconds for more (see pipeline), so the sender gets on with its
-// next message meanwhile instead of waiting for each round trip.
-func (r *Redis) GroupSendRecordedAsync(group string, msg Message, done func(Message, error)) {
-	if err := checkMessage(msg); err != nil {
-		done(Message{}, err)
-		return
-	}
-	if err := r.usable(context.Background(), "recorded group send"); err != nil {
-		done(Message{}, err)
-		return
-	}
-	rec := r.newRecord(group, msg)
-	r.pipe.of(rec.keys[1]).async(rec.queue, func(c redis.Cmder, err error) {
-		ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout) // bounds the NOSCRIPT retry
-		defer cancel()
-		m, err := rec.result(ctx, c, err)
-		if err != nil && r.ctx.Err() != nil {
-			err = ErrClosed // cut short by Close
-		}
-		done(m, err)
-	})
-}
-
-// record is one call of recordScript.
-type record struct {
-	r    *Redis
-	msg  Message
-	keys []string
-	args []any
-}
-
-func (r *Redis) newRecord(group string, msg Message) *record {
-	cmd := "PUBLISH"
-	if r.cluster {
-		cmd = "SPUBLISH"
-	}
-	return &record{
-		r:    r,
-		msg:  msg,
-		keys: []string{r.historyKey(group), r.groupChan(group)},
-		args: []any{r.historySize, msg.Type, msg.Body, strconv.Itoa(len(msg.Type)) + "\n" + msg.Type, idSep(msg.Body), cmd},
-	}
-}
-
-func (rec *record) queue(ctx context.Context, c redis.Cmdable) redis.Cmder {
-	return recordScript.EvalSha(ctx, c, rec.keys, rec.args...)
-}
-
-// result turns the script's answer into the recorded message.
-func (rec *record) result(ctx context.Context, c redis.Cmder, err error) (Message, error) {
-	r := rec.r
-	if err == nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
-		c = recordScript.Eval(ctx, r.client, rec.keys, rec.args...) // Redis lost its scripts (a restart): send it whole
-	}
-	var id string
-	if err == nil {
-		id, err = c.(*redis.Cmd).Text()
-	}
-	if err != nil {
-		return Message{}, r.fail(ctx, "recorded group send", err)
-	}
-	return Message{Type: rec.msg.Type, ID: id, Body: withID(rec.msg.Body, id)}, nil
-}
-
 // Recent implements History.
 func (r *Redis) Recent(ctx context.Context, group string, n int) ([]Message, error) {
 	if err := r.usable(ctx, "history"); err != nil {
@@ -607,6 +529,7 @@ func (r *Redis) Recent(ctx context.Context, group string, n int) ([]Message, err
 	if n <= 0 {
 		return nil, nil
 	}
+	n = min(n, r.historySize) // the stream may hold a few more (see recordScript)
 	xs, err := r.client.XRevRangeN(ctx, r.historyKey(group), "+", "-", int64(n)).Result()
 	if err != nil {
 		return nil, r.fail(ctx, "history", err)
@@ -631,7 +554,9 @@ func (r *Redis) Since(ctx context.Context, group, id string) ([]Message, error) 
 	if err != nil {
 		return nil, r.fail(ctx, "history", err)
 	}
-	if len(xs) == 0 || xs[0].ID != id {
+	// The stream may hold more than the history size (see recordScript):
+	// id is kept only if fewer than that many came after it.
+	if len(xs) == 0 || xs[0].ID != id || len(xs) > r.historySize {
 		return nil, fmt.Errorf("history of %q since %q: %w", group, id, ErrUnknownID)
 	}
 	return streamMessages(xs[1:]), nil

@@ -17,7 +17,7 @@ import (
 // read for the lot), and so on: a busy node makes one round trip per
 // batch, not one per message, and Redis reads a batch in one go.
 //
-// Callers that do not wait for their result (async) go further: while the
+// Callers that do not wait for their result (asyncRecord) go further: while the
 // pipeline has been busy lately (a round trip began less than pipeBusy
 // ago), the first of them waits pipeLinger for others before its batch
 // goes, unless pipeFull commands gather first. Their senders carry on
@@ -59,6 +59,7 @@ type pipeCall struct {
 	cmd   redis.Cmder              // set when the batch is built; nil if the layer closed first
 	done  chan struct{}            // a waiting caller's: closed when cmd has its result
 	then  func(redis.Cmder, error) // an async caller's: called with the result instead
+	batch *recordBatch             // an unwaited record, which may take in the next one
 	taken bool                     // a batch took it (under mu)
 	gone  bool                     // the caller gave up before a batch took it (under mu)
 }
@@ -113,19 +114,26 @@ func (p *pipeline) do(ctx context.Context, add func(ctx context.Context, c redis
 	return call.cmd, nil
 }
 
-// async queues one command without waiting: then gets its result (see
-// pipeCall.finish), in the order the commands came. then runs on the
-// pipeline's goroutine and must not block.
-func (p *pipeline) async(add func(ctx context.Context, c redis.Cmdable) redis.Cmder, then func(redis.Cmder, error)) {
+// asyncRecord queues an unwaited record: b.finish gets its result, in the
+// order the records came, on the pipeline's goroutine. A record queued
+// right behind an unsent one of the same group merges into it (see
+// recordBatch.merge), so that one script call records both.
+func (p *pipeline) asyncRecord(b *recordBatch) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		then(nil, ErrClosed)
+		b.finish(nil, ErrClosed)
 		return
 	}
-	p.queue = append(p.queue, &pipeCall{queue: add, then: then})
+	var full bool
+	if n := len(p.queue); n > 0 && p.queue[n-1].batch != nil && p.queue[n-1].batch.merge(b) {
+		full = p.queue[n-1].batch.full()
+	} else {
+		p.queue = append(p.queue, &pipeCall{queue: b.queue, then: b.finish, batch: b})
+		full = len(p.queue) >= pipeFull
+	}
 	if p.busy {
-		full := p.lingering && len(p.queue) >= pipeFull && p.timer.Stop()
+		full = full && p.lingering && p.timer.Stop()
 		if full {
 			p.lingering = false
 		}
@@ -159,8 +167,8 @@ func (p *pipeline) linger() {
 	p.sendHeld()
 }
 
-// sendHeld starts the batch async made the pipeline busy for, and ends
-// the hold async took on Close.
+// sendHeld starts the batch asyncRecord made the pipeline busy for, and
+// ends the hold asyncRecord took on Close.
 func (p *pipeline) sendHeld() {
 	defer p.wg.Done()
 	p.next()

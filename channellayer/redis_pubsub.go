@@ -489,6 +489,12 @@ func (r *Redis) handle(c *psConn, pm *redis.Message) {
 	if s == nil || elsewhere {
 		return // no local member left, or the group lives on another connection now
 	}
+	if strings.HasPrefix(pm.Payload, recordedMark) {
+		if !parseRecorded(pm.Payload, func(m Message) { r.deliverRecorded(s, m) }) {
+			r.log.Warn("channellayer: redis recorded message malformed, rest dropped", "group", s.group)
+		}
+		return
+	}
 	_, m, recorded, ok := parseEnvelope(pm.Payload)
 	if !ok {
 		return

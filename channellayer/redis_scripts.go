@@ -2,21 +2,31 @@ package channellayer
 
 import "github.com/redis/go-redis/v9"
 
-// recordScript appends a message to a group's history stream and publishes
-// it with its new ID, atomically, and returns the ID.
+// recordScript appends messages to a group's history stream and publishes
+// them with their new IDs in one pub/sub message (see parseRecorded),
+// atomically, and returns the IDs.
 //
 // KEYS[1] history stream, KEYS[2] the group's pub/sub channel (a key, so a
 // cluster routes the script to the group's shard).
-// ARGV[1] history size, ARGV[2] type, ARGV[3] body (without "id"),
-// ARGV[4] the envelope's type head ("<len>\n<type>"), ARGV[5] the separator
-// after the inserted "id" field ("," or ""), ARGV[6] PUBLISH or SPUBLISH.
+// ARGV[1] history size, ARGV[2] PUBLISH or SPUBLISH; then per message its
+// type, its body (without "id") and the separator after the inserted "id"
+// field ("," or "").
 //
-// The published body is the stored one with "id" inserted first: the same
-// bytes withID produces. The envelope marks the ID as recorded with "!".
+// A published body is the stored one with "id" inserted first: the same
+// bytes withID produces. The stream is trimmed to about the history size
+// (whole nodes at a time, which costs Redis far less than trimming on every
+// message); reads keep to the last history size messages.
 var recordScript = redis.NewScript(`
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', 't', ARGV[2], 'd', ARGV[3])
-redis.call(ARGV[6], KEYS[2], '\n!' .. id .. '\n' .. ARGV[4] .. '{"id":"' .. id .. '"' .. ARGV[5] .. string.sub(ARGV[3], 2))
-return id
+local out, ids = {'\n*'}, {}
+for i = 3, #ARGV, 3 do
+  local t, d = ARGV[i], ARGV[i+1]
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 't', t, 'd', d)
+  local body = '{"id":"' .. id .. '"' .. ARGV[i+2] .. string.sub(d, 2)
+  out[#out+1] = '\n' .. id .. '\n' .. #t .. '\n' .. #body .. '\n' .. t .. body
+  ids[#ids+1] = id
+end
+redis.call(ARGV[2], KEYS[2], table.concat(out))
+return ids
 `)
 
 // trackScript adds or refreshes a presence entry.

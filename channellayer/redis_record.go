@@ -1,0 +1,186 @@
+package channellayer
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// GroupSendRecorded implements History: one script appends the message to the
+// group's stream and publishes it with its new ID.
+func (r *Redis) GroupSendRecorded(ctx context.Context, group string, msg Message) (Message, error) {
+	if err := checkMessage(msg); err != nil {
+		return Message{}, err
+	}
+	if err := r.usable(ctx, "recorded group send"); err != nil {
+		return Message{}, err
+	}
+	b := r.newRecordBatch(group, msg, nil)
+	c, err := r.pipe.of(b.keys[1]).do(ctx, b.queue)
+	msgs, err := b.result(ctx, c, err)
+	if err != nil {
+		return Message{}, err
+	}
+	return msgs[0], nil
+}
+
+// GroupSendRecordedAsync implements Recorder. The record joins the next
+// batch of its pipeline; while the layer is busy, a batch waits a few
+// milliseconds for more (see pipeline), so the sender gets on with its
+// next message meanwhile instead of waiting for each round trip. A record
+// queued right behind an unsent one of the same group joins its script
+// call: a busy group costs Redis one script call and one pub/sub message
+// per batch, not per message.
+func (r *Redis) GroupSendRecordedAsync(group string, msg Message, done func(Message, error)) {
+	if err := checkMessage(msg); err != nil {
+		done(Message{}, err)
+		return
+	}
+	if err := r.usable(context.Background(), "recorded group send"); err != nil {
+		done(Message{}, err)
+		return
+	}
+	b := r.newRecordBatch(group, msg, done)
+	r.pipe.of(b.keys[1]).asyncRecord(b)
+}
+
+// Limits of one script call: a batch that reaches either goes as it is.
+const (
+	recordBatchMax   = 64        // messages
+	recordBatchBytes = 256 << 10 // bytes of bodies
+)
+
+// recordBatch is one call of recordScript: messages of one group, recorded
+// and published in their order.
+type recordBatch struct {
+	r     *Redis
+	keys  []string // history stream, pub/sub channel
+	msgs  []Message
+	done  []func(Message, error) // unwaited records': one per message
+	bytes int
+	args  []any // as sent, for a NOSCRIPT retry
+}
+
+func (r *Redis) newRecordBatch(group string, msg Message, done func(Message, error)) *recordBatch {
+	b := &recordBatch{r: r, keys: []string{r.historyKey(group), r.groupChan(group)}}
+	b.msgs = append(b.msgs, msg)
+	b.bytes = len(msg.Body)
+	if done != nil {
+		b.done = append(b.done, done)
+	}
+	return b
+}
+
+// merge takes in next, an unwaited record of one message queued right
+// behind b, if both are of the same group and b has room for it. The
+// pipeline calls it under its lock, before b is sent.
+func (b *recordBatch) merge(next *recordBatch) bool {
+	if b.done == nil || next.done == nil || b.keys[0] != next.keys[0] || b.full() ||
+		b.bytes+next.bytes > recordBatchBytes {
+		return false
+	}
+	b.msgs = append(b.msgs, next.msgs...)
+	b.done = append(b.done, next.done...)
+	b.bytes += next.bytes
+	return true
+}
+
+// full reports whether b takes no more messages.
+func (b *recordBatch) full() bool {
+	return len(b.msgs) >= recordBatchMax || b.bytes >= recordBatchBytes
+}
+
+func (b *recordBatch) queue(ctx context.Context, c redis.Cmdable) redis.Cmder {
+	cmd := "PUBLISH"
+	if b.r.cluster {
+		cmd = "SPUBLISH"
+	}
+	b.args = make([]any, 0, 2+3*len(b.msgs))
+	b.args = append(b.args, b.r.historySize, cmd)
+	for _, m := range b.msgs {
+		b.args = append(b.args, m.Type, m.Body, idSep(m.Body))
+	}
+	return recordScript.EvalSha(ctx, c, b.keys, b.args...)
+}
+
+// result turns the script's answer into the recorded messages.
+func (b *recordBatch) result(ctx context.Context, c redis.Cmder, err error) ([]Message, error) {
+	r := b.r
+	if err == nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+		c = recordScript.Eval(ctx, r.client, b.keys, b.args...) // Redis lost its scripts (a restart): send it whole
+	}
+	var ids []string
+	if err == nil {
+		ids, err = c.(*redis.Cmd).StringSlice()
+	}
+	if err == nil && len(ids) != len(b.msgs) {
+		err = fmt.Errorf("record script answered %d IDs for %d messages", len(ids), len(b.msgs))
+	}
+	if err != nil {
+		return nil, r.fail(ctx, "recorded group send", err)
+	}
+	out := make([]Message, len(ids))
+	for i, id := range ids {
+		m := b.msgs[i]
+		out[i] = Message{Type: m.Type, ID: id, Body: withID(m.Body, id)}
+	}
+	return out, nil
+}
+
+// finish hands each unwaited record its result.
+func (b *recordBatch) finish(c redis.Cmder, err error) {
+	r := b.r
+	ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout) // bounds the NOSCRIPT retry
+	defer cancel()
+	msgs, err := b.result(ctx, c, err)
+	if err != nil && r.ctx.Err() != nil {
+		err = ErrClosed // cut short by Close
+	}
+	for i, done := range b.done {
+		if err != nil {
+			done(Message{}, err)
+		} else {
+			done(msgs[i], nil)
+		}
+	}
+}
+
+// Recorded envelopes. The record script publishes a batch as "\n*" and then,
+// per message, "\n<id>\n<len(type)>\n<len(body)>\n<type><body>", the body
+// with its "id" inserted as withID does.
+
+const recordedMark = "\n*"
+
+// parseRecorded calls each for the messages of a recorded envelope, in
+// order, and reports whether p was one and well formed (each has been
+// called for the messages before a malformed part). The bodies share one
+// copy of p.
+func parseRecorded(p string, each func(Message)) bool {
+	rest, ok := strings.CutPrefix(p, recordedMark)
+	if !ok {
+		return false
+	}
+	buf := []byte(rest)
+	for len(rest) > 0 {
+		var id, lt, lb string
+		var ok1, ok2, ok3 bool
+		if rest, ok = strings.CutPrefix(rest, "\n"); !ok {
+			return false
+		}
+		id, rest, ok1 = strings.Cut(rest, "\n")
+		lt, rest, ok2 = strings.Cut(rest, "\n")
+		lb, rest, ok3 = strings.Cut(rest, "\n")
+		nt, err1 := strconv.Atoi(lt)
+		nb, err2 := strconv.Atoi(lb)
+		if !ok1 || !ok2 || !ok3 || err1 != nil || err2 != nil || nt <= 0 || nb <= 0 || nt+nb > len(rest) {
+			return false
+		}
+		at := len(buf) - len(rest) + nt // the body's offset in buf
+		each(Message{Type: rest[:nt], ID: id, Body: buf[at : at+nb : at+nb]})
+		rest = rest[nt+nb:]
+	}
+	return true
+}

@@ -1,0 +1,52 @@
+package channellayer_test
+
+import (
+	"testing"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+)
+
+// A recorded envelope carries its messages whole, whatever their bytes
+// (newlines, the envelope's own mark); a malformed one yields the messages
+// before the damage and reports it.
+func TestParseRecorded(t *testing.T) {
+	type msg struct{ typ, id, body string }
+	cases := []struct {
+		name    string
+		payload string
+		want    []msg
+		ok      bool
+	}{
+		{"one", "\n*\n1-0\n4\n10\nchat{\"id\":\"1\"}", []msg{{"chat", "1-0", `{"id":"1"}`}}, true},
+		{"two, bodies with newlines and the mark",
+			"\n*\n1-0\n1\n7\nx{\"a\":\n}\n1-1\n2\n7\nyz{\n*\n\n*}",
+			[]msg{{"x", "1-0", "{\"a\":\n}"}, {"yz", "1-1", "{\n*\n\n*}"}}, true},
+		{"not recorded", "\n1-0\n4\nchat{}", nil, false},
+		{"empty batch", "\n*", nil, true},
+		{"body cut short", "\n*\n1-0\n4\n10\nchat{\"id\":", nil, false},
+		{"second cut short", "\n*\n1-0\n1\n2\nx{}\n1-1\n1\n3\ny{}", []msg{{"x", "1-0", "{}"}}, false},
+		{"length not a number", "\n*\n1-0\nfour\n2\nchat{}", nil, false},
+		{"negative length", "\n*\n1-0\n-1\n2\nchat{}", nil, false},
+		{"missing separator", "\n*1-0\n4\n2\nchat{}", nil, false},
+		{"trailing bytes", "\n*\n1-0\n1\n2\nx{}junk", []msg{{"x", "1-0", "{}"}}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ms, ok := channellayer.ParseRecorded(c.payload)
+			if ok != c.ok {
+				t.Errorf("well formed: %v, want %v", ok, c.ok)
+			}
+			if len(ms) != len(c.want) {
+				t.Fatalf("%d messages, want %d: %q", len(ms), len(c.want), ms)
+			}
+			for i, m := range ms {
+				if w := c.want[i]; m.Type != w.typ || m.ID != w.id || string(m.Body) != w.body {
+					t.Errorf("message %d: %q %q %q, want %q %q %q", i, m.Type, m.ID, m.Body, w.typ, w.id, w.body)
+				}
+				if cap(m.Body) != len(m.Body) {
+					t.Errorf("message %d: body has room to grow into the next one (cap %d, len %d)", i, cap(m.Body), len(m.Body))
+				}
+			}
+		})
+	}
+}
