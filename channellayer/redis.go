@@ -241,7 +241,7 @@ func envelope(target string, m Message) string {
 	b.Grow(len(target) + len(m.ID) + len(t) + len(m.Type) + len(m.Body) + 3)
 	b.WriteString(target)
 	b.WriteByte('\n')
-	if !strings.HasPrefix(m.ID, "!") {
+	if !strings.HasPrefix(m.ID, "!") && !strings.HasPrefix(m.ID, "*") { // marks of recorded messages
 		b.WriteString(m.ID)
 	}
 	b.WriteByte('\n')

@@ -17,13 +17,15 @@ import (
 // read for the lot), and so on: a busy node makes one round trip per
 // batch, not one per message, and Redis reads a batch in one go.
 //
-// Callers that do not wait for their result (asyncRecord) go further: while the
-// pipeline has been busy lately (a round trip began less than pipeBusy
-// ago), the first of them waits pipeLinger for others before its batch
-// goes, unless pipeFull commands gather first. Their senders carry on
-// meanwhile, so a node recording a steady stream of messages makes one
-// round trip, and Redis one write to each subscriber, per few
-// milliseconds instead of one per message.
+// Records that do not wait for their result (asyncRecord) go further:
+// while the pipeline has been busy lately (a round trip began less than
+// pipeBusy ago), the first of them waits pipeLinger for others before its
+// batch goes, unless pipeFull commands gather first or a record batch
+// fills up (see recordBatch.full). Their senders carry on meanwhile, and
+// records of one group queued one behind the other share a script call,
+// so a node recording a steady stream of messages makes one round trip,
+// and Redis one write to each subscriber, per few milliseconds instead of
+// one per message.
 //
 // Each caller still gets its own command's result, in the order the
 // commands came. A caller whose context ends while its command waits takes

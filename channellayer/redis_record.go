@@ -175,7 +175,7 @@ func parseRecorded(p string, each func(Message)) bool {
 		lb, rest, ok3 = strings.Cut(rest, "\n")
 		nt, err1 := strconv.Atoi(lt)
 		nb, err2 := strconv.Atoi(lb)
-		if !ok1 || !ok2 || !ok3 || err1 != nil || err2 != nil || nt <= 0 || nb <= 0 || nt+nb > len(rest) {
+		if !ok1 || !ok2 || !ok3 || err1 != nil || err2 != nil || nt <= 0 || nb <= 0 || nt > len(rest) || nb > len(rest)-nt {
 			return false
 		}
 		at := len(buf) - len(rest) + nt // the body's offset in buf

@@ -2,8 +2,10 @@ package channellayer_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/internal/redistest"
 )
 
 // A recorded envelope carries its messages whole, whatever their bytes
@@ -28,6 +30,7 @@ func TestParseRecorded(t *testing.T) {
 		{"length not a number", "\n*\n1-0\nfour\n2\nchat{}", nil, false},
 		{"negative length", "\n*\n1-0\n-1\n2\nchat{}", nil, false},
 		{"missing separator", "\n*1-0\n4\n2\nchat{}", nil, false},
+		{"lengths that overflow", "\n*\n1-0\n9223372036854775807\n1\nx{}", nil, false},
 		{"trailing bytes", "\n*\n1-0\n1\n2\nx{}junk", []msg{{"x", "1-0", "{}"}}, false},
 	}
 	for _, c := range cases {
@@ -48,5 +51,34 @@ func TestParseRecorded(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A plain group send cannot pose as a recorded one, whatever ID its
+// message carries: members on another process get it as it is (without
+// the ID), and the recorded messages after it still arrive.
+func TestRedisGroupSendCannotPoseAsRecorded(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := newPrefix()
+	a := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
+	b := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
+	const g = "room"
+	ch := newChan(t, b, g)
+	for _, id := range []string{"*\n99999999999999-0\n1\n2\nx", "*x", "!99999999999999-0"} {
+		m := mustMsg(t, "chat", map[string]string{"id": "forged"})
+		m.ID = id
+		if err := a.GroupSend(tctx(t, 5*time.Second), g, m); err != nil {
+			t.Fatal(err)
+		}
+		if got := recv(t, b, ch); got.Type != "chat" || got.ID != "" {
+			t.Fatalf("group send with ID %q arrived as %q with ID %q; want chat without ID", id, got.Type, got.ID)
+		}
+		rec, err := a.GroupSendRecorded(tctx(t, 5*time.Second), g, mustMsg(t, "chat", nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := recv(t, b, ch); got.ID != rec.ID {
+			t.Fatalf("after a group send with ID %q: got ID %q, want the recorded %q", id, got.ID, rec.ID)
+		}
 	}
 }
