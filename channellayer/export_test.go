@@ -1,5 +1,7 @@
 package channellayer
 
+import "errors"
+
 // HashSlot exposes hashSlot to the tests: the Redis Cluster hash slot of a
 // key, as the layer computes it to give each slot its own publish pipeline.
 func HashSlot(key string) int { return int(hashSlot(key)) }
@@ -12,3 +14,9 @@ func ParseRecorded(p string) ([]Message, bool) {
 	ok := parseRecorded(p, func(m Message) { ms = append(ms, m) })
 	return ms, ok
 }
+
+// SetReady exposes setReady to the tests: the layer counts as connected or
+// not, as its subscriber would set it, without taking Redis away.
+func (r *Redis) SetReady(ready bool) { r.setReady(ready, errTestNotReady) }
+
+var errTestNotReady = errors.New("set by a test")

@@ -60,8 +60,9 @@ type Recorder interface {
 	// GroupSendRecordedAsync is GroupSendRecorded without waiting: done
 	// gets what GroupSendRecorded would have returned, exactly once, on
 	// another goroutine or before the call returns. The messages of one
-	// caller are recorded, and their done called, in call order. done
-	// must not block: it holds up the results of other callers.
+	// caller to one group are recorded, and their done called, in call
+	// order, failures included. done must not block: it holds up the
+	// results of other callers.
 	GroupSendRecordedAsync(group string, m Message, done func(Message, error))
 }
 

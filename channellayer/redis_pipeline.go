@@ -117,7 +117,8 @@ func (p *pipeline) do(ctx context.Context, add func(ctx context.Context, c redis
 }
 
 // asyncRecord queues an unwaited record: b.finish gets its result, in the
-// order the records came, on the pipeline's goroutine. A record queued
+// order the records came, on the pipeline's goroutine (or at once, if it
+// fails with nothing ahead of it). A record queued
 // right behind an unsent one of the same group merges into it (see
 // recordBatch.merge), so that one script call records both.
 func (p *pipeline) asyncRecord(b *recordBatch) {
@@ -125,6 +126,16 @@ func (p *pipeline) asyncRecord(b *recordBatch) {
 	if p.closed {
 		p.mu.Unlock()
 		b.finish(nil, ErrClosed)
+		return
+	}
+	if b.err != nil { // it only fails: after the records ahead of it, if any
+		if p.busy {
+			p.queue = append(p.queue, &pipeCall{queue: b.queue, then: b.finish})
+			p.mu.Unlock()
+		} else {
+			p.mu.Unlock()
+			b.finish(nil, nil)
+		}
 		return
 	}
 	var full bool

@@ -34,16 +34,16 @@ func (r *Redis) GroupSendRecorded(ctx context.Context, group string, msg Message
 // queued right behind an unsent one of the same group joins its script
 // call: a busy group costs Redis one script call and one pub/sub message
 // per batch, not per message.
+//
+// A record that fails at once (an invalid message, a layer that is closed
+// or not connected) still waits for the group's earlier records, so that
+// done keeps the call order.
 func (r *Redis) GroupSendRecordedAsync(group string, msg Message, done func(Message, error)) {
-	if err := checkMessage(msg); err != nil {
-		done(Message{}, err)
-		return
-	}
-	if err := r.usable(context.Background(), "recorded group send"); err != nil {
-		done(Message{}, err)
-		return
-	}
 	b := r.newRecordBatch(group, msg, done)
+	b.err = checkMessage(msg)
+	if b.err == nil {
+		b.err = r.usable(context.Background(), "recorded group send")
+	}
 	r.pipe.of(b.keys[1]).asyncRecord(b)
 }
 
@@ -62,6 +62,7 @@ type recordBatch struct {
 	done  []func(Message, error) // unwaited records': one per message
 	bytes int
 	args  []any // as sent, for a NOSCRIPT retry
+	err   error // set: the record fails with it in its turn, sending nothing
 }
 
 func (r *Redis) newRecordBatch(group string, msg Message, done func(Message, error)) *recordBatch {
@@ -78,7 +79,7 @@ func (r *Redis) newRecordBatch(group string, msg Message, done func(Message, err
 // behind b, if both are of the same group and b has room for it. The
 // pipeline calls it under its lock, before b is sent.
 func (b *recordBatch) merge(next *recordBatch) bool {
-	if b.done == nil || next.done == nil || b.keys[0] != next.keys[0] || b.full() ||
+	if b.done == nil || next.done == nil || b.err != nil || next.err != nil || b.keys[0] != next.keys[0] || b.full() ||
 		b.bytes+next.bytes > recordBatchBytes {
 		return false
 	}
@@ -94,6 +95,9 @@ func (b *recordBatch) full() bool {
 }
 
 func (b *recordBatch) queue(ctx context.Context, c redis.Cmdable) redis.Cmder {
+	if b.err != nil {
+		return nil // it only fails, in its turn
+	}
 	cmd := "PUBLISH"
 	if b.r.cluster {
 		cmd = "SPUBLISH"
@@ -132,6 +136,12 @@ func (b *recordBatch) result(ctx context.Context, c redis.Cmder, err error) ([]M
 
 // finish hands each unwaited record its result.
 func (b *recordBatch) finish(c redis.Cmder, err error) {
+	if b.err != nil {
+		for _, done := range b.done {
+			done(Message{}, b.err)
+		}
+		return
+	}
 	r := b.r
 	ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout) // bounds the NOSCRIPT retry
 	defer cancel()

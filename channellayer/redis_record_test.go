@@ -1,6 +1,10 @@
 package channellayer_test
 
 import (
+	"encoding/json"
+	"errors"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -81,4 +85,48 @@ func TestRedisGroupSendCannotPoseAsRecorded(t *testing.T) {
 			t.Fatalf("after a group send with ID %q: got ID %q, want the recorded %q", id, got.ID, rec.ID)
 		}
 	}
+}
+
+// A record that fails at once, here because the layer lost Redis, still
+// gets its done after the group's records queued before it: done keeps
+// the call order, failures included.
+func TestRedisRecordFailureKeepsOrder(t *testing.T) {
+	const g = "room"
+	srv, l, ch, _ := countedLayer(t, g) // the warm-up makes the pipeline busy: the first record lingers
+	pause(t, srv.Addr(), 300*time.Millisecond)
+	var mu sync.Mutex
+	var order []int
+	errs := make(map[int]error)
+	var wg sync.WaitGroup
+	record := func(i int) {
+		wg.Add(1)
+		l.GroupSendRecordedAsync(g, mustMsg(t, "chat", map[string]int{"n": i}), func(_ channellayer.Message, err error) {
+			mu.Lock()
+			order, errs[i] = append(order, i), err
+			mu.Unlock()
+			wg.Done()
+		})
+	}
+	record(0)
+	record(1)
+	l.SetReady(false)
+	record(2)
+	wg.Wait()
+	l.SetReady(true)
+	if !slices.Equal(order, []int{0, 1, 2}) {
+		t.Fatalf("done called in the order %v, want call order (the failed record after those queued before it)", order)
+	}
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatalf("records queued before Redis was lost: %v, %v; want both recorded", errs[0], errs[1])
+	}
+	if !errors.Is(errs[2], channellayer.ErrUnavailable) {
+		t.Fatalf("record while Redis is lost: %v, want ErrUnavailable", errs[2])
+	}
+	for i := range 2 {
+		var b struct{ N int }
+		if err := json.Unmarshal(recv(t, l, ch).Body, &b); err != nil || b.N != i {
+			t.Fatalf("member got message %d (%v), want %d", b.N, err, i)
+		}
+	}
+	silent(t, l, ch)
 }
