@@ -63,9 +63,7 @@ func TestParseRecorded(t *testing.T) {
 // the ID), and the recorded messages after it still arrive.
 func TestRedisGroupSendCannotPoseAsRecorded(t *testing.T) {
 	srv := redistest.Start(t)
-	prefix := newPrefix()
-	a := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
-	b := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
+	a, b := peerLayers(t, srv.Addr())
 	const g = "room"
 	ch := newChan(t, b, g)
 	for _, id := range []string{"*\n99999999999999-0\n1\n2\nx", "*x", "!99999999999999-0"} {

@@ -71,6 +71,14 @@ func newClient(t testing.TB, addr string) *redis.Client {
 	return c
 }
 
+// peerLayers opens two layers on the Redis at addr that share a fresh
+// prefix: two processes of one deployment.
+func peerLayers(t testing.TB, addr string) (a, b *channellayer.Redis) {
+	t.Helper()
+	prefix := newPrefix()
+	return newRedisLayer(t, addr, prefix, channellayer.RedisOptions{}), newRedisLayer(t, addr, prefix, channellayer.RedisOptions{})
+}
+
 func newRedisLayer(t testing.TB, addr, prefix string, opts channellayer.RedisOptions) *channellayer.Redis {
 	t.Helper()
 	return openRedisLayer(t, newClient(t, addr), prefix, opts, 5*time.Second)
@@ -213,9 +221,7 @@ func TestRedisConformance(t *testing.T) {
 // every group message once and in order, whichever layer sent it.
 func TestRedisGroupSendTwoProcesses(t *testing.T) {
 	eachStore(t, func(t *testing.T, s *store) {
-		prefix := newPrefix()
-		a := newRedisLayer(t, s.addr, prefix, channellayer.RedisOptions{})
-		b := newRedisLayer(t, s.addr, prefix, channellayer.RedisOptions{})
+		a, b := peerLayers(t, s.addr)
 		const g = "room {1}%"
 		a1, a2 := newChan(t, a, g), newChan(t, a, g)
 		b1 := newChan(t, b, g)
@@ -251,9 +257,7 @@ func TestRedisGroupSendTwoProcesses(t *testing.T) {
 // channel of a process that is gone is ErrNoChannel.
 func TestRedisDirectedSend(t *testing.T) {
 	eachStore(t, func(t *testing.T, s *store) {
-		prefix := newPrefix()
-		a := newRedisLayer(t, s.addr, prefix, channellayer.RedisOptions{})
-		b := newRedisLayer(t, s.addr, prefix, channellayer.RedisOptions{})
+		a, b := peerLayers(t, s.addr)
 		ach := newChan(t, a)
 		want := mustMsg(t, "direct", map[string]string{"x": "y"})
 		if err := b.Send(tctx(t, 5*time.Second), ach, want); err != nil {
@@ -328,9 +332,7 @@ func TestRedisRecorded(t *testing.T) {
 // handed to one Expire call only.
 func TestRedisPresence(t *testing.T) {
 	eachStore(t, func(t *testing.T, s *store) {
-		prefix := newPrefix()
-		a := newRedisLayer(t, s.addr, prefix, channellayer.RedisOptions{})
-		b := newRedisLayer(t, s.addr, prefix, channellayer.RedisOptions{})
+		a, b := peerLayers(t, s.addr)
 		ctx := tctx(t, 5*time.Second)
 		if err := a.Track(ctx, "g", "k1", []byte("one"), time.Hour); err != nil {
 			t.Fatal(err)
@@ -454,9 +456,7 @@ func commandCalls(t testing.TB, c *redis.Client) map[string]int {
 // to members on two processes is one PUBLISH, and a recorded one one script.
 func TestRedisOnePublishPerGroupSend(t *testing.T) {
 	srv := redistest.Start(t)
-	prefix := newPrefix()
-	a := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
-	b := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
+	a, b := peerLayers(t, srv.Addr())
 	c := newClient(t, srv.Addr())
 	const g = "big"
 	var chans []string
@@ -511,9 +511,7 @@ func TestRedisOnePublishPerGroupSend(t *testing.T) {
 // and work again by themselves once it is back.
 func TestRedisRestart(t *testing.T) {
 	srv := redistest.Start(t)
-	prefix := newPrefix()
-	a := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
-	b := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
+	a, b := peerLayers(t, srv.Addr())
 	const g = "restart"
 	ach, bch := newChan(t, a, g), newChan(t, b, g)
 	if err := a.Check(tctx(t, 5*time.Second)); err != nil {
@@ -722,9 +720,7 @@ func TestRedisGapRepair(t *testing.T) {
 // arrives once, in order.
 func TestRedisPubSubKilled(t *testing.T) {
 	srv := redistest.Start(t)
-	prefix := newPrefix()
-	a := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
-	b := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
+	a, b := peerLayers(t, srv.Addr())
 	c := newClient(t, srv.Addr())
 	const g = "killed"
 	ach, bch := newChan(t, a, g), newChan(t, b, g)
@@ -789,9 +785,7 @@ func TestRedisOptions(t *testing.T) {
 // layer stays ready and working.
 func TestRedisIdle(t *testing.T) {
 	srv := redistest.Start(t)
-	prefix := newPrefix()
-	a := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
-	b := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
+	a, b := peerLayers(t, srv.Addr())
 	const g = "idle"
 	bch := newChan(t, b, g)
 	time.Sleep(2500 * time.Millisecond)
