@@ -19,7 +19,7 @@ func (r *Redis) GroupSendRecorded(ctx context.Context, group string, msg Message
 		return Message{}, err
 	}
 	b := r.newRecordBatch(group, msg, nil)
-	c, err := r.pipe.of(b.keys[1]).do(ctx, b.queue)
+	c, err := r.pipe.of(b.channel).do(ctx, b.queue)
 	msgs, err := b.result(ctx, c, err)
 	if err != nil {
 		return Message{}, err
@@ -44,7 +44,7 @@ func (r *Redis) GroupSendRecordedAsync(group string, msg Message, done func(Mess
 	if b.err == nil {
 		b.err = r.usable(context.Background(), "recorded group send")
 	}
-	r.pipe.of(b.keys[1]).asyncRecord(b)
+	r.pipe.of(b.channel).asyncRecord(b)
 }
 
 // Limits of one script call: a batch that reaches either goes as it is.
@@ -56,17 +56,19 @@ const (
 // recordBatch is one call of recordScript: messages of one group, recorded
 // and published in their order.
 type recordBatch struct {
-	r     *Redis
-	keys  []string // history stream, pub/sub channel
-	msgs  []Message
-	done  []func(Message, error) // unwaited records': one per message
-	bytes int
-	args  []any // as sent, for a NOSCRIPT retry
-	err   error // set: the record fails with it in its turn, sending nothing
+	r       *Redis
+	group   string
+	channel string   // the group's pub/sub channel, which picks the pipeline
+	keys    []string // history stream and channel, made when the batch is sent
+	msgs    []Message
+	done    []func(Message, error) // unwaited records': one per message
+	bytes   int
+	args    []any // as sent, for a NOSCRIPT retry
+	err     error // set: the record fails with it in its turn, sending nothing
 }
 
 func (r *Redis) newRecordBatch(group string, msg Message, done func(Message, error)) *recordBatch {
-	b := &recordBatch{r: r, keys: []string{r.historyKey(group), r.groupChan(group)}}
+	b := &recordBatch{r: r, group: group, channel: r.groupChan(group)}
 	b.msgs = append(b.msgs, msg)
 	b.bytes = len(msg.Body)
 	if done != nil {
@@ -79,7 +81,7 @@ func (r *Redis) newRecordBatch(group string, msg Message, done func(Message, err
 // behind b, if both are of the same group and b has room for it. The
 // pipeline calls it under its lock, before b is sent.
 func (b *recordBatch) merge(next *recordBatch) bool {
-	if b.done == nil || next.done == nil || b.err != nil || next.err != nil || b.keys[0] != next.keys[0] || b.full() ||
+	if b.done == nil || next.done == nil || b.err != nil || next.err != nil || b.group != next.group || b.full() ||
 		b.bytes+next.bytes > recordBatchBytes {
 		return false
 	}
@@ -102,6 +104,7 @@ func (b *recordBatch) queue(ctx context.Context, c redis.Cmdable) redis.Cmder {
 	if b.r.cluster {
 		cmd = "SPUBLISH"
 	}
+	b.keys = []string{b.r.historyKey(b.group), b.channel}
 	b.args = make([]any, 0, 2+3*len(b.msgs))
 	b.args = append(b.args, b.r.historySize, cmd)
 	for _, m := range b.msgs {
