@@ -464,3 +464,15 @@ func TestPartialResultsKept(t *testing.T) {
 		t.Fatalf("partial results %+v, want the bare hub's one-step fan-out", rep.Results)
 	}
 }
+
+func TestBareFlag(t *testing.T) {
+	for _, flag := range []string{"-bare", "--bare", "-serve-bare"} {
+		_, bare, addr, err := parseFlags([]string{flag, "-addr", "127.0.0.1:4100"})
+		if err != nil || !bare || addr != "127.0.0.1:4100" {
+			t.Errorf("%s -addr 127.0.0.1:4100: bare %v, addr %q, err %v; want the bare hub on that address", flag, bare, addr, err)
+		}
+	}
+	if _, bare, addr, err := parseFlags(nil); err != nil || bare || addr != "127.0.0.1:4000" {
+		t.Errorf("no flags: bare %v, addr %q, err %v; want a benchmark run, the bare hub's address at its default", bare, addr, err)
+	}
+}

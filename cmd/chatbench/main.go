@@ -19,7 +19,7 @@
 // ladder's own highest step would not be a fair match. Server CPU counts
 // every process of a target, redis-server included.
 //
-// chatbench -serve-bare -addr 127.0.0.1:4000 runs only the bare hub.
+// chatbench -bare -addr 127.0.0.1:4000 runs only the bare hub.
 package main
 
 import (
@@ -108,8 +108,10 @@ func parseFlags(args []string) (*config, bool, string, error) {
 	fs.StringVar(&cfg.mdOut, "md", "", "write a Markdown report to this file (a section after the notes marker is kept)")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write chatbench's own CPU profile to this file")
 	fs.StringVar(&cfg.merge, "merge", "", "only render: merge these JSON reports (comma-separated; later scenarios replace earlier) into -md and -json")
-	serveBareFlag := fs.Bool("serve-bare", false, "only run the bare hub on -addr")
-	addr := fs.String("addr", "127.0.0.1:4000", "with -serve-bare: listen address")
+	var serveBareFlag bool
+	fs.BoolVar(&serveBareFlag, "bare", false, "only run the bare hub on -addr, until interrupted")
+	fs.BoolVar(&serveBareFlag, "serve-bare", false, "the same as -bare")
+	addr := fs.String("addr", "127.0.0.1:4000", "with -bare: listen address")
 	if err := fs.Parse(args); err != nil {
 		return nil, false, "", err
 	}
@@ -125,7 +127,7 @@ func parseFlags(args []string) (*config, bool, string, error) {
 	default:
 		return nil, false, "", fmt.Errorf("-target must be both, ours or bare")
 	}
-	return cfg, *serveBareFlag, *addr, nil
+	return cfg, serveBareFlag, *addr, nil
 }
 
 var allScenarios = []string{"fanout", "crossnode", "rooms", "idle", "connect"}
