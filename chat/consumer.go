@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,6 +29,9 @@ type roomConsumer struct {
 	// seen is the newest message ID the client has (from the history
 	// frame); live messages up to it are not sent again.
 	seen string
+	// ownJoin is the "has joined" notice Connect sent for this socket,
+	// until its own copy arrives and is dropped.
+	ownJoin []byte
 }
 
 func (a *App) newConsumer() consumer.Consumer {
@@ -58,22 +62,21 @@ func (rc *roomConsumer) Connect(ctx context.Context, c *consumer.Conn) error {
 	if err := a.hub.track(ctx, room, rc.me.key, rc.me.info, a.cfg.PresenceTTL); err != nil {
 		return rc.unavailable(err)
 	}
-	// Announce before joining the group: the joiner gets its own welcome,
-	// the others the join notice. A session already here (another tab, or
-	// back within its grace period) is not announced again.
-	if !before.known[rc.user.Session] {
-		count := len(before.sessions) + 1
-		a.hub.announce(ctx, room, rc.user.Name+" has joined the chat", count)
-	} else if _, listed := before.sessions[rc.user.Session]; !listed {
-		a.hub.send(ctx, room, eventPresence, "") // back from a drained node: listed again
-	}
-
 	c.On(eventMessage, rc.onMessage)
 	c.On(eventNotice, rc.onNotice)
 	c.On(eventPresence, rc.onPresence)
 	if err := c.GroupAdd(ctx, room); err != nil {
 		rc.untrack(ctx)
 		return rc.unavailable(err)
+	}
+	// The others get the join notice, the joiner its own welcome instead:
+	// it is in the group now, so its copy of the notice reaches it on every
+	// layer, whenever the layer delivers it, and onNotice drops that copy.
+	// A session already here (another tab, or back within its grace period)
+	// is not announced again.
+	if _, listed := before.sessions[rc.user.Session]; !listed {
+		count := len(before.sessions) + 1
+		rc.ownJoin = a.hub.announce(ctx, room, rc.user.Name+" has joined the chat", count)
 	}
 
 	history, reset, err := rc.history(ctx, scope.Query.Get("since"))
@@ -243,6 +246,10 @@ func (rc *roomConsumer) onMessage(ctx context.Context, c *consumer.Conn, m chann
 
 func (rc *roomConsumer) onNotice(ctx context.Context, c *consumer.Conn, m channellayer.Message) error {
 	rc.app.hub.markDirty(rc.room)
+	if rc.ownJoin != nil && bytes.Equal(m.Body, rc.ownJoin) {
+		rc.ownJoin = nil // the joiner's own "has joined"
+		return nil
+	}
 	if c.Send(m.Body) == nil {
 		rc.app.metrics.out.Inc()
 	}
@@ -282,22 +289,13 @@ func (rc *roomConsumer) Disconnect(ctx context.Context, c *consumer.Conn, code c
 				a.log.Warn("untracking a waiting presence entry failed", "room", rc.room, "err", err)
 			}
 		}
-		if st.known[rc.user.Session] {
-			delete(st.sessions, rc.user.Session)
-		}
+		delete(st.sessions, rc.user.Session)
 		a.hub.announce(ctx, rc.room, rc.user.Name+" has left the chat", len(st.sessions))
-	case consumer.StatusServiceRestart:
-		// This node is draining: off the list at once, but the session is
-		// remembered for the grace period so that its reconnect elsewhere
-		// is not announced; the sweep announces it if it does not return.
-		rc.me.info.State = "drain"
-		if err := a.hub.track(ctx, rc.room, rc.me.key, rc.me.info, a.cfg.Grace); err != nil {
-			a.log.Warn("handing over presence failed", "room", rc.room, "err", err)
-		}
-		a.hub.send(ctx, rc.room, eventPresence, "")
 	default:
-		// Lost (network, tab killed): still listed for the grace period;
-		// the sweep announces the departure unless the session is back.
+		// Lost (network, tab killed, this node draining with 1012): still
+		// listed for the grace period, during which the entry outlives this
+		// node; the sweep (on any node) announces the departure unless the
+		// session is back, here or elsewhere.
 		rc.me.info.State = "grace"
 		if err := a.hub.track(ctx, rc.room, rc.me.key, rc.me.info, a.cfg.Grace); err != nil {
 			a.log.Warn("keeping presence for the grace period failed", "room", rc.room, "err", err)

@@ -56,6 +56,49 @@ func (f *flakyLayer) GroupSendRecorded(ctx context.Context, g string, m channell
 	return f.Memory.GroupSendRecorded(ctx, g, m)
 }
 
+// lateLayer is a memory layer that delivers group sends a little later,
+// in order, from a goroutine of its own, as Redis's pub/sub does.
+type lateLayer struct {
+	*channellayer.Memory
+	q chan lateSend
+}
+
+type lateSend struct {
+	g string
+	m channellayer.Message
+}
+
+func newLateLayer(t *testing.T, delay time.Duration) *lateLayer {
+	mem, err := channellayer.NewMemory(channellayer.MemoryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &lateLayer{Memory: mem, q: make(chan lateSend, 64)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for s := range l.q {
+			time.Sleep(delay)
+			l.Memory.GroupSend(context.Background(), s.g, s.m)
+		}
+	}()
+	t.Cleanup(func() {
+		close(l.q)
+		<-done
+		mem.Close(context.Background())
+	})
+	return l
+}
+
+func (l *lateLayer) GroupSend(ctx context.Context, g string, m channellayer.Message) error {
+	select {
+	case l.q <- lateSend{g, m}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 type testNode struct {
 	app   *App
 	layer channellayer.Layer
@@ -205,6 +248,29 @@ func (c *client) quiet(typ, text string, d time.Duration) {
 		json.Unmarshal(b, &f)
 		if f.Type == typ && (text == "" || f.Text == text) {
 			c.t.Fatalf("unexpected %s frame %s", typ, b)
+		}
+	}
+}
+
+// keepsUsers asserts that for d no notice arrives and every users frame
+// lists exactly names.
+func (c *client) keepsUsers(d time.Duration, names ...string) {
+	c.t.Helper()
+	want := strings.Join(names, ",")
+	deadline := time.Now().Add(d)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		none, b := c.com.ReceiveNothing(left)
+		if none {
+			return
+		}
+		var f frame
+		json.Unmarshal(b, &f)
+		if f.Type == "notice" || (f.Type == "users" && userNames(f) != want) {
+			c.t.Fatalf("unexpected frame %s while the list should stay %s", b, want)
 		}
 	}
 }
@@ -575,6 +641,24 @@ func TestBigRoomHasNoNotices(t *testing.T) {
 	watcher.quiet("notice", "u099 has joined the chat", 100*time.Millisecond)
 }
 
+// On a layer that delivers group sends later, as Redis does, the joiner
+// is in the group by the time its own "has joined" arrives: it gets the
+// welcome instead, and the others' notices as before.
+func TestJoinerNotToldOfItsOwnJoin(t *testing.T) {
+	n := newNode(t, newLateLayer(t, 20*time.Millisecond), nil)
+	a := n.join(t, "ann", "s1", "r", "")
+	a.joinFrames("ann")
+	b := n.join(t, "bob", "s2", "r", "")
+	b.joinFrames("ann", "bob")
+	a.await("notice", "bob has joined the chat")
+	b.quiet("notice", "bob has joined the chat", 200*time.Millisecond)
+	c := n.join(t, "cid", "s3", "r", "")
+	c.joinFrames("ann", "bob", "cid")
+	b.await("notice", "cid has joined the chat")
+	a.await("notice", "cid has joined the chat")
+	c.quiet("notice", "cid has joined the chat", 200*time.Millisecond)
+}
+
 func TestTwoNodesAndDrain(t *testing.T) {
 	mem, _ := channellayer.NewMemory(channellayer.MemoryOptions{})
 	t.Cleanup(func() { mem.Close(context.Background()) })
@@ -588,8 +672,9 @@ func TestTwoNodesAndDrain(t *testing.T) {
 	b.say("cross")
 	a.await("message", "cross")
 
-	// Node 2 drains: bob gets 1012, leaves ann's list at once, and is not
-	// announced when he is back (on node 1) within the grace period.
+	// Node 2 drains: bob gets 1012 and, like any loss but a leave, stays on
+	// ann's list for the grace period: no users frame, no notice. Back (on
+	// node 1) within it, he is not announced at all.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := n2.app.Shutdown(ctx); err != nil {
@@ -598,11 +683,26 @@ func TestTwoNodesAndDrain(t *testing.T) {
 	if code := b.closed(); code != consumer.StatusServiceRestart {
 		t.Fatalf("closed with %d, want 1012", code)
 	}
-	a.awaitUsers("ann")
+	a.keepsUsers(300*time.Millisecond, "ann", "bob")
 	b2 := n1.join(t, "bob", "s2", "r", "")
 	b2.joinFrames("ann", "bob")
+	a.keepsUsers(2500*time.Millisecond, "ann", "bob") // past node 2's grace of 2 s
+
+	// A drained session that does not come back is announced once its
+	// grace period is over, by a node that is still up.
+	n3 := newNode(t, mem, func(c *Config) { c.Grace = time.Second })
+	c := n3.join(t, "cid", "s3", "r", "")
+	c.joinFrames("ann", "bob", "cid")
+	a.await("notice", "cid has joined the chat")
+	if err := n3.app.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	a.await("notice", "cid has left the chat")
+	if d := time.Since(start); d < 800*time.Millisecond {
+		t.Fatalf("drained session announced after %v, before its grace period of 1 s", d)
+	}
 	a.awaitUsers("ann", "bob")
-	a.quiet("notice", "", 300*time.Millisecond)
 }
 
 // A session that lost its socket, came back within the grace period, and

@@ -77,8 +77,8 @@ type presenceInfo struct {
 	Session string `json:"s"`
 	Name    string `json:"n"`
 	// State is "" while connected, "grace" while a lost connection may
-	// still come back (listed), "drain" after its node shut down (not
-	// listed; it only keeps the session from being announced again).
+	// still come back (listed all the same). Nodes of earlier versions
+	// wrote "drain" for sockets their shutdown closed: listed as well.
 	State string `json:"st,omitempty"`
 	// At is when the entry was last written, in Unix milliseconds.
 	At int64 `json:"at"`
@@ -102,16 +102,14 @@ type usersFrame struct {
 
 // roomState is a room's online list, computed from its presence entries.
 type roomState struct {
-	sessions map[string]string   // session → nickname of listed sessions
-	known    map[string]bool     // every session with an entry, drained included
+	sessions map[string]string   // session → nickname, for every session with an entry
 	live     map[string]bool     // sessions with a connected socket
-	waiting  map[string][]string // session → keys of its grace and drain entries
+	waiting  map[string][]string // session → keys of its entries in their grace period
 }
 
 func newRoomState(members []channellayer.Member) roomState {
 	s := roomState{
 		sessions: make(map[string]string),
-		known:    make(map[string]bool),
 		live:     make(map[string]bool),
 		waiting:  make(map[string][]string),
 	}
@@ -120,10 +118,7 @@ func newRoomState(members []channellayer.Member) roomState {
 		if !ok {
 			continue
 		}
-		s.known[p.Session] = true
-		if p.State != "drain" {
-			s.sessions[p.Session] = p.Name
-		}
+		s.sessions[p.Session] = p.Name
 		if p.State == "" {
 			s.live[p.Session] = true
 		} else {

@@ -182,7 +182,7 @@ func (h *hub) sweep() {
 		announced := make(map[string]bool)
 		for _, m := range expired {
 			p, ok := decodeInfo(m.Info)
-			if !ok || st.known[p.Session] || announced[p.Session] {
+			if _, still := st.sessions[p.Session]; !ok || still || announced[p.Session] {
 				continue
 			}
 			announced[p.Session] = true
@@ -244,16 +244,19 @@ func (h *hub) roomNames() []string {
 
 // announce tells the room that its online list changed: with a bot notice
 // while the room, after the change, has at most maxListed users; silently
-// (only the users frames change) in bigger rooms.
-func (h *hub) announce(ctx context.Context, room, text string, countAfter int) {
+// (only the users frames change) in bigger rooms. It returns the notice it
+// sent, nil if none.
+func (h *hub) announce(ctx context.Context, room, text string, countAfter int) []byte {
 	if countAfter <= maxListed {
-		h.send(ctx, room, eventNotice, text)
-		return
+		return h.send(ctx, room, eventNotice, text)
 	}
 	h.send(ctx, room, eventPresence, "")
+	return nil
 }
 
-func (h *hub) send(ctx context.Context, room, typ, text string) {
+// send sends the room an event of type typ and returns its body, or nil if
+// the layer refused it.
+func (h *hub) send(ctx context.Context, room, typ, text string) []byte {
 	var m channellayer.Message
 	var err error
 	if typ == eventNotice {
@@ -268,5 +271,7 @@ func (h *hub) send(ctx context.Context, room, typ, text string) {
 	}
 	if err != nil {
 		h.log.Warn("announcing a presence change failed", "room", room, "err", err)
+		return nil
 	}
+	return m.Body
 }
