@@ -30,6 +30,11 @@ type RedisOptions struct {
 	Prefix string
 	// Logger receives the layer's connection events. Defaults to slog.Default().
 	Logger *slog.Logger
+	// NoWait makes NewRedis return at once, whether or not Redis can be
+	// reached yet: the layer starts not ready (Check fails, calls that need
+	// Redis fail with ErrUnavailable) and connects by itself, as after a
+	// Redis restart. Defaults to waiting (see NewRedis).
+	NoWait bool
 }
 
 // Redis is the layer for many processes sharing one Redis or one Redis
@@ -123,7 +128,7 @@ const (
 // uses sharded pub/sub (SPUBLISH, SSUBSCRIBE on the shard that owns each
 // channel); any other client is one Redis. NewRedis waits until Redis has
 // confirmed the layer's subscription; if ctx ends first it returns an error
-// wrapping ErrUnavailable.
+// wrapping ErrUnavailable. With RedisOptions.NoWait it does not wait.
 func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptions) (*Redis, error) {
 	if client == nil {
 		return nil, fmt.Errorf("%w: redis layer needs a client", ErrInvalid)
@@ -176,6 +181,9 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptio
 		r.wg.Add(2)
 		go r.single.receiveLoop()
 		go r.subscriber()
+	}
+	if opts.NoWait {
+		return r, nil
 	}
 	for {
 		r.mu.Lock()

@@ -582,6 +582,50 @@ func TestRedisRestart(t *testing.T) {
 	}
 }
 
+// TestRedisNoWait opens two layers before their Redis runs: they start
+// not ready, fail fast, and work by themselves once Redis is up.
+func TestRedisNoWait(t *testing.T) {
+	port, err := redistest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	prefix := newPrefix()
+	// A context that has already ended: NoWait must not wait on it.
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	layers := make([]*channellayer.Redis, 2)
+	for i := range layers {
+		l, err := channellayer.NewRedis(ended, newClient(t, addr), channellayer.RedisOptions{
+			Prefix: prefix, NoWait: true, Logger: slog.New(slog.DiscardHandler),
+		})
+		if err != nil {
+			t.Fatalf("NewRedis with NoWait and no Redis: %v", err)
+		}
+		t.Cleanup(func() { l.Close(context.Background()) })
+		layers[i] = l
+	}
+	a, b := layers[0], layers[1]
+	if err := a.Check(tctx(t, time.Second)); !errors.Is(err, channellayer.ErrUnavailable) {
+		t.Fatalf("Check before Redis runs: %v, want ErrUnavailable", err)
+	}
+	if err := a.GroupSend(tctx(t, 3*time.Second), "g", mustMsg(t, "x", nil)); !errors.Is(err, channellayer.ErrUnavailable) {
+		t.Fatalf("GroupSend before Redis runs: %v, want ErrUnavailable", err)
+	}
+
+	redistest.StartOpts(t, redistest.Options{Port: port})
+	for _, l := range layers {
+		eventually(t, "ready once Redis runs", func() error { return l.Check(tctx(t, time.Second)) })
+	}
+	bch := newChan(t, b, "g")
+	if err := a.GroupSend(tctx(t, 5*time.Second), "g", mustMsg(t, "hello", nil)); err != nil {
+		t.Fatalf("GroupSend once Redis runs: %v", err)
+	}
+	if m := recv(t, b, bch); m.Type != "hello" {
+		t.Fatalf("got %q, want hello", m.Type)
+	}
+}
+
 // proxy is a TCP proxy to Redis that a test can cut, to take one layer off
 // Redis while others stay on.
 type proxy struct {

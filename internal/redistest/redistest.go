@@ -28,6 +28,9 @@ type Options struct {
 	// Args are extra command-line arguments for redis-server, such as
 	// "--maxmemory", "10mb". Defaults to none.
 	Args []string
+	// Port is the port to listen on, for a server that others were told
+	// about before it started. Defaults to a free one.
+	Port int
 }
 
 // Server is one redis-server process. Its methods are safe for concurrent use.
@@ -57,14 +60,19 @@ func StartOpts(t testing.TB, opts Options) *Server {
 	t.Cleanup(s.Stop)
 	var lastErr error
 	for range 5 { // a free port may be taken between probing and binding it
-		port, err := FreePort()
-		if err != nil {
-			t.Fatalf("redistest: finding a free port: %v", err)
+		port, err := opts.Port, error(nil)
+		if port == 0 {
+			if port, err = FreePort(); err != nil {
+				t.Fatalf("redistest: finding a free port: %v", err)
+			}
 		}
 		s.port = port
-		if lastErr = s.start(); lastErr == nil {
-			return s
+		if lastErr = s.start(); lastErr == nil || opts.Port != 0 {
+			break
 		}
+	}
+	if lastErr == nil {
+		return s
 	}
 	t.Fatalf("redistest: %v", lastErr)
 	return nil
