@@ -9,6 +9,7 @@ import (
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/url"
 	"path"
@@ -90,7 +91,9 @@ func newPages(cfg pagesConfig) (*pages, error) {
 		}
 	}
 	for _, o := range cfg.AllowedOrigins {
-		o = strings.TrimSpace(o)
+		// Lower case, as browsers send origins and as sameOrigin compares
+		// them; the websocket's origin check ignores case too.
+		o = strings.ToLower(strings.TrimSpace(o))
 		if o == "" {
 			continue
 		}
@@ -98,9 +101,6 @@ func newPages(cfg pagesConfig) (*pages, error) {
 			return nil, fmt.Errorf("chat: new pages: allowed origin: %w", err)
 		}
 	}
-	p.cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p.renderError(w, http.StatusForbidden, "Forbidden", "This request came from another site and was refused.")
-	}))
 
 	err := fs.WalkDir(static.FS, ".", func(name string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || path.Ext(name) == ".go" {
@@ -134,9 +134,9 @@ func newPages(cfg pagesConfig) (*pages, error) {
 // register adds the pages' routes to mux.
 func (p *pages) register(mux *http.ServeMux) {
 	mux.Handle("GET /{$}", p.secure(http.HandlerFunc(p.joinPage)))
-	mux.Handle("POST /join", p.secure(p.cop.Handler(http.HandlerFunc(p.join))))
+	mux.Handle("POST /join", p.secure(p.sameOrigin(http.HandlerFunc(p.join))))
 	mux.Handle("GET /chat/{room}", p.secure(http.HandlerFunc(p.chatPage)))
-	mux.Handle("POST /leave", p.secure(p.cop.Handler(http.HandlerFunc(p.leave))))
+	mux.Handle("POST /leave", p.secure(p.sameOrigin(http.HandlerFunc(p.leave))))
 	mux.Handle("GET /static/", p.secure(http.HandlerFunc(p.serveStatic)))
 }
 
@@ -148,6 +148,24 @@ func (p *pages) secure(next http.Handler) http.Handler {
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "same-origin")
 		h.Set("X-Frame-Options", "DENY")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// sameOrigin refuses cross-origin requests as http.CrossOriginProtection
+// does, but ignores the case of the Origin and Host, as the websocket's
+// origin check does.
+func (p *pages) sameOrigin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := r.Clone(r.Context())
+		c.Host = strings.ToLower(r.Host)
+		if o := r.Header.Get("Origin"); o != "" {
+			c.Header.Set("Origin", strings.ToLower(o))
+		}
+		if err := p.cop.Check(c); err != nil {
+			p.renderError(w, http.StatusForbidden, "Forbidden", "This request came from another site and was refused.")
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
 }
@@ -187,8 +205,7 @@ func (p *pages) joinPage(w http.ResponseWriter, r *http.Request) {
 
 // join serves POST /join.
 func (p *pages) join(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-	if err := r.ParseForm(); err != nil {
+	if err := parsePostForm(w, r); err != nil {
 		p.render(w, http.StatusBadRequest, "join.html", p.joinForm("", "", "The form could not be read. Please try again."))
 		return
 	}
@@ -212,6 +229,26 @@ func (p *pages) join(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	p.render(w, http.StatusBadRequest, "join.html", p.joinForm(nickRaw, strings.TrimSpace(roomRaw), err.Error()))
+}
+
+// parsePostForm reads the body of a form POST into r.PostForm: URL-encoded
+// (an HTML form) or multipart/form-data (curl -F, fetch with a FormData),
+// at most maxFormBytes either way. A multipart form with a file is refused:
+// no form here takes one. Only the body counts: fields in the query string
+// are not in r.PostForm, whatever the encoding.
+func parsePostForm(w http.ResponseWriter, r *http.Request) error {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "multipart/form-data" {
+		return r.ParseForm()
+	}
+	if err := r.ParseMultipartForm(maxFormBytes); err != nil {
+		return err
+	}
+	defer r.MultipartForm.RemoveAll() // a file part may have gone to a temporary file
+	if len(r.MultipartForm.File) > 0 {
+		return errors.New("chat: the form takes no files")
+	}
+	return nil
 }
 
 type chatData struct {

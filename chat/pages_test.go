@@ -1,10 +1,12 @@
 package chat
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -217,6 +219,100 @@ func TestJoinValid(t *testing.T) {
 	}
 }
 
+// pageMultipart builds a multipart/form-data POST, as curl -F or fetch with a
+// FormData sends it; files maps field names to file contents.
+func pageMultipart(t *testing.T, target string, fields map[string]string, files map[string]string) *http.Request {
+	t.Helper()
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	for k, v := range fields {
+		if err := mw.WriteField(k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for k, v := range files {
+		fw, err := mw.CreateFormFile(k, k+".txt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fw.Write([]byte(v))
+	}
+	if err := mw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest(http.MethodPost, target, &body)
+	r.Header.Set("Content-Type", mw.FormDataContentType())
+	return r
+}
+
+// POST /join reads a multipart body like a URL-encoded one, within the same
+// size limit and without files; query-string fields never count.
+func TestJoinMultipart(t *testing.T) {
+	tests := []struct {
+		name    string
+		req     func(t *testing.T) *http.Request
+		want    int
+		wantLoc string // on 303
+		wantErr string // on 400
+	}{
+		{"multipart", func(t *testing.T) *http.Request {
+			return pageMultipart(t, "/join", map[string]string{"nickname": "Zoë", "room": "Chat Room"}, nil)
+		}, http.StatusSeeOther, "/chat/Chat%20Room", ""},
+		{"multipart other room", func(t *testing.T) *http.Request {
+			return pageMultipart(t, "/join", map[string]string{"nickname": "Zoë", "room": "Chat Room", "room-other": "Café"}, nil)
+		}, http.StatusSeeOther, "/chat/Caf%C3%A9", ""},
+		{"multipart invalid nickname", func(t *testing.T) *http.Request {
+			return pageMultipart(t, "/join", map[string]string{"nickname": " ", "room": "Chat Room"}, nil)
+		}, http.StatusBadRequest, "", "Please enter a nickname."},
+		{"multipart with a file", func(t *testing.T) *http.Request {
+			return pageMultipart(t, "/join", map[string]string{"nickname": "Zoë", "room": "Chat Room"}, map[string]string{"avatar": "GIF89a"})
+		}, http.StatusBadRequest, "", "The form could not be read."},
+		{"multipart too large", func(t *testing.T) *http.Request {
+			return pageMultipart(t, "/join", map[string]string{"nickname": "Zoë", "room": "Chat Room", "pad": strings.Repeat("x", maxFormBytes)}, nil)
+		}, http.StatusBadRequest, "", "The form could not be read."},
+		{"urlencoded too large", func(t *testing.T) *http.Request {
+			return pagePost("/join", url.Values{"nickname": {"Zoë"}, "room": {"Chat Room"}, "pad": {strings.Repeat("x", maxFormBytes)}})
+		}, http.StatusBadRequest, "", "The form could not be read."},
+		{"multipart: query fields ignored", func(t *testing.T) *http.Request {
+			return pageMultipart(t, "/join?nickname=Eve&room=Chat+Room", map[string]string{"room": "Gaming Room"}, nil)
+		}, http.StatusBadRequest, "", "Please enter a nickname."},
+		{"urlencoded: query fields ignored", func(t *testing.T) *http.Request {
+			return pagePost("/join?nickname=Eve&room=Chat+Room", url.Values{"room": {"Gaming Room"}})
+		}, http.StatusBadRequest, "", "Please enter a nickname."},
+		{"multipart: body wins over query", func(t *testing.T) *http.Request {
+			return pageMultipart(t, "/join?room=Chat+Room", map[string]string{"nickname": "Zoë", "room": "Gaming Room"}, nil)
+		}, http.StatusSeeOther, "/chat/Gaming%20Room", ""},
+	}
+	h, s := newTestPages(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := pageDo(t, h, tt.req(t))
+			if res.code != tt.want {
+				t.Fatalf("POST /join = %d, want %d; body:\n%s", res.code, tt.want, res.body)
+			}
+			if tt.want == http.StatusBadRequest {
+				if !strings.Contains(res.body, tt.wantErr) {
+					t.Errorf("400 page lacks error %q:\n%s", tt.wantErr, res.body)
+				}
+				if c := res.resp.Cookies(); len(c) != 0 {
+					t.Errorf("invalid join set cookies %v", c)
+				}
+				return
+			}
+			if loc := res.h.Get("Location"); loc != tt.wantLoc {
+				t.Errorf("Location = %q, want %q", loc, tt.wantLoc)
+			}
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			for _, c := range res.resp.Cookies() {
+				r.AddCookie(c)
+			}
+			if sess, err := s.FromRequest(r); err != nil || sess.Nickname != "Zoë" {
+				t.Errorf("session = %+v, %v; want nickname Zoë", sess, err)
+			}
+		})
+	}
+}
+
 // TestJoinThenChat follows the redirect of a join to the chat page.
 func TestJoinThenChat(t *testing.T) {
 	h, _ := newTestPages(t)
@@ -384,6 +480,58 @@ func TestCrossOrigin(t *testing.T) {
 					t.Errorf("refused request set cookies %v", c)
 				}
 				checkPageHeaders(t, res.h)
+			}
+		})
+	}
+}
+
+// POST /join and the websocket judge an Origin alike: its scheme and host
+// match the allowed origins whatever their case, on either side.
+func TestOriginCheckAgrees(t *testing.T) {
+	n := newNode(t, nil, func(c *Config) {
+		c.AllowedOrigins = []string{"HTTP://UP.EXAMPLE", "http://a.example:8080"}
+	})
+	hs := httptest.NewServer(n.app)
+	t.Cleanup(hs.Close)
+	cookie := pageCookie(t, n.app.sessions, "alice")
+	tests := []struct {
+		origin string
+		ok     bool
+	}{
+		{"http://up.example", true},
+		{"HTTP://UP.EXAMPLE", true},
+		{"http://a.example:8080", true},
+		{"http://A.example:8080", true},
+		{"https://up.example", false},
+		{"http://a.example:8081", false},
+		{"http://evil.example", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.origin, func(t *testing.T) {
+			form := url.Values{"nickname": {"alice"}, "room": {"Chat Room"}}
+			req, _ := http.NewRequest(http.MethodPost, hs.URL+"/join", strings.NewReader(form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Origin", tt.origin)
+			resp, err := http.DefaultTransport.RoundTrip(req) // no redirects followed
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if want := map[bool]int{true: http.StatusSeeOther, false: http.StatusForbidden}[tt.ok]; resp.StatusCode != want {
+				t.Errorf("POST /join = %d, want %d", resp.StatusCode, want)
+			}
+
+			h := http.Header{"Origin": {tt.origin}}
+			h.Set("Cookie", cookie.Name+"="+cookie.Value)
+			ws, wsResp, err := websocket.Dial(ctxT(t), "ws"+strings.TrimPrefix(hs.URL, "http")+"/ws/chat/r/", &websocket.DialOptions{HTTPHeader: h})
+			if err == nil {
+				ws.Close(websocket.StatusNormalClosure, "")
+			}
+			switch {
+			case tt.ok && err != nil:
+				t.Errorf("websocket refused: %v", err)
+			case !tt.ok && (err == nil || wsResp == nil || wsResp.StatusCode != http.StatusForbidden):
+				t.Errorf("websocket: %v, %v; want 403", wsResp, err)
 			}
 		})
 	}

@@ -68,9 +68,13 @@ var wildcard = regexp.MustCompile(`\{([A-Za-z_][A-Za-z0-9_]*)(\.\.\.)?\}`)
 
 // Consumer routes websocket requests matching pattern (e.g.
 // "/ws/chat/{room}/") to a new consumer from f. The pattern's wildcards
-// become Scope.Params. Requests from a foreign Origin are refused with 403,
-// requests Identify refuses with 403, and non-websocket requests with 426.
-// It panics if the pattern is invalid, like http.ServeMux.
+// become Scope.Params. A pattern ending in a slash matches that path only,
+// as if it ended in "{$}": for "/ws/chat/{room}/", "/ws/chat/r/x" is 404,
+// while "/ws/chat/r" is redirected to "/ws/chat/r/", as ServeMux does.
+//
+// Requests are refused in this order: from a foreign Origin with 403, those
+// Identify refuses with 403, then non-websocket requests with 426. It
+// panics if the pattern is invalid, like http.ServeMux.
 func (r *Router) Consumer(pattern string, f Factory) {
 	if strings.ContainsAny(pattern, " \t") {
 		panic("routing: a consumer pattern is a path only (GET is implied): " + pattern)
@@ -79,7 +83,21 @@ func (r *Router) Consumer(pattern string, f Factory) {
 	for _, m := range wildcard.FindAllStringSubmatch(pattern, -1) {
 		names = append(names, m[1])
 	}
+	if strings.HasSuffix(pattern, "/") {
+		pattern += "{$}"
+	}
 	r.mux.Handle("GET "+pattern, r.origins.wrap(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		// Identity before protocol: a request Identify refuses is 403
+		// whether or not it asks for a websocket.
+		var user *consumer.User
+		if r.opts.Identify != nil {
+			u, err := r.opts.Identify(req)
+			if err != nil {
+				http.Error(w, "forbidden: "+err.Error(), http.StatusForbidden)
+				return
+			}
+			user = u
+		}
 		if !isUpgrade(req) {
 			w.Header().Set("Upgrade", "websocket")
 			http.Error(w, "this is a websocket endpoint", http.StatusUpgradeRequired)
@@ -91,17 +109,10 @@ func (r *Router) Consumer(pattern string, f Factory) {
 			Query:      req.URL.Query(),
 			Header:     r.scopeHeader(req.Header),
 			RemoteAddr: req.RemoteAddr,
+			User:       user,
 		}
 		for _, n := range names {
 			scope.Params[n] = req.PathValue(n)
-		}
-		if r.opts.Identify != nil {
-			u, err := r.opts.Identify(req)
-			if err != nil {
-				http.Error(w, "forbidden: "+err.Error(), http.StatusForbidden)
-				return
-			}
-			scope.User = u
 		}
 		r.opts.Server.ServeWebSocket(w, req, scope, f())
 	})))

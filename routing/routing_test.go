@@ -161,6 +161,62 @@ func TestRefusals(t *testing.T) {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
 	})
+	t.Run("plain GET that identify refuses is 403", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodGet, s.hs.URL+"/ws/chat/r/", nil)
+		req.Header.Set("X-Deny", "1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("status %d, want 403", resp.StatusCode)
+		}
+	})
+}
+
+// A consumer pattern ending in a slash is one path: not a subtree, and not
+// reached by redirect from the path without the slash. Escaped slashes and
+// dots in a wildcard reach the consumer as they did.
+func TestConsumerPatternIsExact(t *testing.T) {
+	s := start(t, routing.Options{})
+	cases := []struct {
+		name string
+		path string
+		room string // the room param the consumer sees; "" means refused
+		want int    // status when refused
+	}{
+		{name: "the route", path: "/ws/chat/r/", room: "r"},
+		{name: "below the route", path: "/ws/chat/r/x", want: http.StatusNotFound},
+		{name: "below the route with a slash", path: "/ws/chat/r/x/", want: http.StatusNotFound},
+		{name: "no trailing slash: redirected to the route", path: "/ws/chat/r", room: "r"},
+		{name: "escaped slash", path: "/ws/chat/a%2Fb/", room: "a/b"},
+		{name: "dots", path: "/ws/chat/a.b/", room: "a.b"},
+		{name: "escaped dot", path: "/ws/chat/%2E/", room: "."},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ws, resp, err := websocket.Dial(ctx(t), s.ws+tc.path, nil)
+			if tc.room == "" {
+				if err == nil {
+					ws.CloseNow()
+					t.Fatal("accepted")
+				}
+				if resp == nil || resp.StatusCode != tc.want {
+					t.Fatalf("response %v, want status %d", resp, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			defer ws.CloseNow()
+			if _, b, err := ws.Read(ctx(t)); err != nil || !strings.HasPrefix(string(b), tc.room+"|") {
+				t.Fatalf("first frame %q, %v; want room %q", b, err, tc.room)
+			}
+			ws.Close(websocket.StatusNormalClosure, "")
+		})
+	}
 }
 
 func TestOverLimitIs1009(t *testing.T) {
