@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseFlagsLogLevel(t *testing.T) {
@@ -22,5 +23,115 @@ func TestParseFlagsLogLevel(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"--log-level", "loud"}); err == nil || !strings.Contains(err.Error(), "log-level") {
 		t.Fatalf("--log-level loud: err %v; want an error naming the flag", err)
+	}
+}
+
+// --rate (and CHATTERPRO_RATE) takes 0 or a positive, finite number; NaN
+// and infinities would turn the limit off unnoticed.
+func TestFlagRate(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     string // CHATTERPRO_RATE, if not empty
+		args    []string
+		want    float64
+		wantErr string
+	}{
+		{name: "default", want: 10},
+		{name: "zero turns it off", args: []string{"--rate", "0"}, want: 0},
+		{name: "fraction", args: []string{"--rate", "0.5"}, want: 0.5},
+		{name: "from the environment", env: "2.5", want: 2.5},
+		{name: "negative", args: []string{"--rate", "-1"}, wantErr: "--rate must be 0 (off) or a positive number"},
+		{name: "NaN", args: []string{"--rate", "NaN"}, wantErr: "--rate must be 0 (off) or a positive number"},
+		{name: "Inf", args: []string{"--rate", "Inf"}, wantErr: "--rate must be 0 (off) or a positive number"},
+		{name: "+Inf", args: []string{"--rate", "+Inf"}, wantErr: "--rate must be 0 (off) or a positive number"},
+		{name: "-Inf", args: []string{"--rate", "-Inf"}, wantErr: "--rate must be 0 (off) or a positive number"},
+		{name: "infinity", args: []string{"--rate", "infinity"}, wantErr: "--rate must be 0 (off) or a positive number"},
+		{name: "NaN from the environment", env: "NaN", wantErr: "CHATTERPRO_RATE must be 0 (off) or a positive number"},
+		{name: "Inf from the environment", env: "Inf", wantErr: "CHATTERPRO_RATE must be 0 (off) or a positive number"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.env != "" {
+				t.Setenv("CHATTERPRO_RATE", tt.env)
+			}
+			o, err := parseFlags(tt.args)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "\n") {
+					t.Fatalf("rate %v, err %v; want one line containing %q", o.rate, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || o.rate != tt.want {
+				t.Fatalf("rate %v, err %v; want %v", o.rate, err, tt.want)
+			}
+		})
+	}
+}
+
+// A CHATTERPRO_<NAME> variable sets its flag unless the command line gives
+// it; an empty variable counts as unset; an error names where the bad value
+// came from.
+func TestEnvVariables(t *testing.T) {
+	defaults, err := parseFlags(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		want    func(o *options) // changes from the defaults
+		wantErr string
+		notErr  string
+	}{
+		{
+			name: "empty variables are unset",
+			env: map[string]string{"CHATTERPRO_RATE": "", "CHATTERPRO_PRESENCE_TTL": "", "CHATTERPRO_GRACE": "",
+				"CHATTERPRO_LOG_LEVEL": "", "CHATTERPRO_LAYER": "", "CHATTERPRO_ADDR": "", "CHATTERPRO_ROOMS": ""},
+		},
+		{
+			name: "variables set flags",
+			env:  map[string]string{"CHATTERPRO_RATE": "2.5", "CHATTERPRO_PRESENCE_TTL": "5s", "CHATTERPRO_ALLOWED_ORIGINS": "https://a.example"},
+			want: func(o *options) { o.rate, o.presenceTTL, o.allowedOrigins = 2.5, 5*time.Second, "https://a.example" },
+		},
+		{
+			name: "the command line wins",
+			env:  map[string]string{"CHATTERPRO_RATE": "3", "CHATTERPRO_ADDR": "localhost:1"},
+			args: []string{"--rate", "4", "--addr", "localhost:2"},
+			want: func(o *options) { o.rate, o.addr = 4, "localhost:2" },
+		},
+		{
+			name: "a variable the command line overrides is not parsed",
+			env:  map[string]string{"CHATTERPRO_RATE": "abc", "CHATTERPRO_PRESENCE_TTL": "soon", "CHATTERPRO_LOG_LEVEL": "loud"},
+			args: []string{"--rate", "5", "--presence-ttl", "1m", "--log-level", "debug"},
+			want: func(o *options) { o.rate, o.presenceTTL, o.logLevel = 5, time.Minute, slog.LevelDebug },
+		},
+		{name: "unparsable variable", env: map[string]string{"CHATTERPRO_RATE": "abc"}, wantErr: `CHATTERPRO_RATE="abc"`},
+		{name: "negative rate variable", env: map[string]string{"CHATTERPRO_RATE": "-2"}, wantErr: "CHATTERPRO_RATE must be", notErr: "--rate"},
+		{name: "negative rate flag", env: map[string]string{"CHATTERPRO_RATE": "2"}, args: []string{"--rate", "-2"}, wantErr: "--rate must be", notErr: "CHATTERPRO_RATE"},
+		{name: "zero presence TTL variable", env: map[string]string{"CHATTERPRO_PRESENCE_TTL": "0s"}, wantErr: "CHATTERPRO_PRESENCE_TTL must be positive", notErr: "--"},
+		{name: "negative grace variable", env: map[string]string{"CHATTERPRO_GRACE": "-1s"}, wantErr: "CHATTERPRO_GRACE must be positive", notErr: "--"},
+		{name: "zero grace flag", args: []string{"--grace", "0s"}, wantErr: "--grace must be positive"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			o, err := parseFlags(tt.args)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || (tt.notErr != "" && strings.Contains(err.Error(), tt.notErr)) {
+					t.Fatalf("err %v; want one naming %q (and not %q)", err, tt.wantErr, tt.notErr)
+				}
+				return
+			}
+			want := defaults
+			if tt.want != nil {
+				tt.want(&want)
+			}
+			if err != nil || o != want {
+				t.Fatalf("parseFlags = %+v, %v; want %+v", o, err, want)
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -26,9 +27,13 @@ const channelCapacity = 1024
 
 // openLayer builds the channel layer a --layer URL names.
 func openLayer(ctx context.Context, raw string, log *slog.Logger) (channellayer.Layer, error) {
+	shown := redactURL(raw) // errors show this, never the password
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("--layer %q: %w", raw, err)
+		if shown != raw { // url's error would quote the password
+			return nil, errors.New("--layer is not a valid URL: percent-encode special characters such as @ : / # in the user name and password")
+		}
+		return nil, fmt.Errorf("--layer: %w", err)
 	}
 	switch u.Scheme {
 	case "memory":
@@ -37,11 +42,11 @@ func openLayer(ctx context.Context, raw string, log *slog.Logger) (channellayer.
 		db := 0
 		if p := strings.Trim(u.Path, "/"); p != "" {
 			if db, err = strconv.Atoi(p); err != nil {
-				return nil, fmt.Errorf("--layer %q: the path must be a database number", raw)
+				return nil, fmt.Errorf("--layer %q: the path must be a database number", shown)
 			}
 		}
 		if u.Host == "" {
-			return nil, fmt.Errorf("--layer %q: give the server as redis://host:port/db", raw)
+			return nil, fmt.Errorf("--layer %q: give the server as redis://host:port/db", shown)
 		}
 		o := &redis.Options{Addr: u.Host, DB: db}
 		if u.User != nil {
@@ -53,7 +58,7 @@ func openLayer(ctx context.Context, raw string, log *slog.Logger) (channellayer.
 	case "redis-cluster":
 		addrs := strings.Split(u.Host, ",")
 		if u.Host == "" {
-			return nil, fmt.Errorf("--layer %q: give the cluster as redis-cluster://host:port[,host:port...]", raw)
+			return nil, fmt.Errorf("--layer %q: give the cluster as redis-cluster://host:port[,host:port...]", shown)
 		}
 		o := &redis.ClusterOptions{Addrs: addrs}
 		if u.User != nil {
@@ -63,7 +68,7 @@ func openLayer(ctx context.Context, raw string, log *slog.Logger) (channellayer.
 		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries)
 		return newRedis(ctx, redis.NewClusterClient(o), log)
 	}
-	return nil, fmt.Errorf("--layer %q: unknown kind %q (use memory://, redis://host:port/db or redis-cluster://host:port,...)", raw, u.Scheme)
+	return nil, fmt.Errorf("--layer %q: unknown kind %q (use memory://, redis://host:port/db or redis-cluster://host:port,...)", shown, u.Scheme)
 }
 
 // tune makes calls fail fast while Redis is away instead of queueing up.

@@ -15,8 +15,10 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -78,32 +80,54 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.grace, "grace", 10*time.Second, "how long a lost connection may take to come back before its departure is announced")
 	fs.Float64Var(&o.rate, "rate", 10, "chat messages per second per connection (burst twice that); 0 turns the limit off")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "least important log level written: debug, info, warn or error")
-	// Environment variables first, so that command-line flags win.
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		name := "CHATTERPRO_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(name); ok {
-			if err := f.Value.Set(v); err != nil && envErr == nil {
-				envErr = fmt.Errorf("%s=%q: %v", name, v, err)
-			}
-		}
-	})
-	if envErr != nil {
-		return o, envErr
-	}
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q (flags only; see -h)", fs.Args())
 	}
-	if o.rate < 0 {
-		return o, errors.New("--rate must be 0 (off) or positive")
+	// A flag not given on the command line takes its environment variable,
+	// unless that is unset or empty.
+	given := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	fromEnv := func(flagName string) bool { return !given[flagName] && os.Getenv(envName(flagName)) != "" }
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if envErr != nil || !fromEnv(f.Name) {
+			return
+		}
+		name := envName(f.Name)
+		v := os.Getenv(name)
+		if err := f.Value.Set(v); err != nil {
+			envErr = fmt.Errorf("%s=%q: %v (it sets --%s; see -h)", name, v, err, f.Name)
+		}
+	})
+	if envErr != nil {
+		return o, envErr
 	}
-	if o.presenceTTL <= 0 || o.grace <= 0 {
-		return o, errors.New("--presence-ttl and --grace must be positive")
+	// source names where a flag's value came from, for the errors below.
+	source := func(flagName string) string {
+		if fromEnv(flagName) {
+			return envName(flagName)
+		}
+		return "--" + flagName
+	}
+	if o.rate < 0 || math.IsNaN(o.rate) || math.IsInf(o.rate, 0) {
+		return o, fmt.Errorf("%s must be 0 (off) or a positive number of messages per second, not %v", source("rate"), o.rate)
+	}
+	if o.presenceTTL <= 0 {
+		return o, fmt.Errorf("%s must be positive, like 30s", source("presence-ttl"))
+	}
+	if o.grace <= 0 {
+		return o, fmt.Errorf("%s must be positive, like 10s", source("grace"))
 	}
 	return o, nil
+}
+
+// envName is the environment variable of a flag: CHATTERPRO_PRESENCE_TTL
+// for --presence-ttl.
+func envName(flagName string) string {
+	return "CHATTERPRO_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
 func splitList(s string) []string {
@@ -164,7 +188,7 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	hs := &http.Server{Handler: app, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
-	log.Info("ChatterPro is running: open http://"+displayAddr(ln.Addr().String()), "addr", ln.Addr().String(), "layer", o.layer)
+	log.Info("ChatterPro is running: open http://"+displayAddr(ln.Addr().String()), "addr", ln.Addr().String(), "layer", redactURL(o.layer))
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -188,6 +212,24 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// redactURL returns raw, a --layer URL, for logs and errors: as given, or
+// with its password replaced by "xxxxx" if it has one (url.URL.Redacted,
+// which keeps redis-cluster's comma-separated hosts). A URL with user info
+// that does not parse is not shown at all.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		if strings.Contains(raw, "@") {
+			return "(not shown: it may hold a password)"
+		}
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		return u.Redacted()
+	}
+	return raw
 }
 
 func displayAddr(a string) string {

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatterpro/chatterpro/internal/redistest"
+	"github.com/chatterpro/chatterpro/internal/testnode"
+)
+
+// The password of a --layer URL never reaches the log: the startup line
+// shows the URL redacted.
+func TestLayerPasswordNotLogged(t *testing.T) {
+	rs := redistest.StartOpts(t, redistest.Options{Args: []string{"--user", "ops", "on", ">s3cret", "~*", "&*", "+@all"}})
+	n := testnode.Start(t, testnode.Options{Layer: "redis://ops:s3cret@" + rs.Addr() + "/0"})
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(n.Log(), "ChatterPro is running"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no startup line in the log:\n%s", n.Log())
+		}
+	}
+	log := n.Log()
+	if strings.Contains(log, "s3cret") {
+		t.Errorf("the log shows the password:\n%s", log)
+	}
+	if want := "layer=redis://ops:xxxxx@" + rs.Addr() + "/0"; !strings.Contains(log, want) {
+		t.Errorf("the log lacks %q:\n%s", want, log)
+	}
+}
+
+// Nor does it reach an error about the --layer URL, whatever its form.
+func TestLayerPasswordNotInErrors(t *testing.T) {
+	tests := []struct {
+		name  string
+		layer string
+		want  string // in the error
+	}{
+		{"path not a number", "redis://:s3cret@127.0.0.1:1/abc", `"redis://:xxxxx@127.0.0.1:1/abc": the path must be a database number`},
+		{"user and password", "redis://ops:s3cret@127.0.0.1:1/abc", `"redis://ops:xxxxx@127.0.0.1:1/abc"`},
+		{"no host", "redis://:s3cret@/0", `"redis://:xxxxx@/0": give the server`},
+		{"cluster without hosts", "redis-cluster://ops:s3cret@", `"redis-cluster://ops:xxxxx@": give the cluster`},
+		{"unknown kind", "rediss://:s3cret@h1:1,h2:2/0", `"rediss://:xxxxx@h1:1,h2:2/0": unknown kind "rediss"`},
+		{"not a URL: # in the password", "redis://:s3cret#1@127.0.0.1:1/0", "--layer is not a valid URL"},
+		{"not a URL: space in the password", "redis://:s3cret 1@127.0.0.1:1/0", "--layer is not a valid URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			log := slog.New(slog.NewTextHandler(&buf, nil))
+			err := run(context.Background(), []string{"--addr", "127.0.0.1:0", "--secret", testnode.DefaultSecret, "--layer", tt.layer}, log)
+			if err == nil {
+				t.Fatal("run succeeded")
+			}
+			log.Error("chatterpro stopped", "err", err) // as main does
+			if strings.Contains(buf.String(), "s3cret") {
+				t.Errorf("the password is in the log:\n%s", buf.String())
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q; want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	tests := []struct {
+		name, raw, want string
+	}{
+		{"memory", "memory://", "memory://"},
+		{"no user info", "redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"},
+		{"user only", "redis://ops@127.0.0.1:6379/0", "redis://ops@127.0.0.1:6379/0"},
+		{"password only", "redis://:pw@127.0.0.1:6379/0", "redis://:xxxxx@127.0.0.1:6379/0"},
+		{"user and password", "redis://ops:pw@127.0.0.1:6379/0", "redis://ops:xxxxx@127.0.0.1:6379/0"},
+		{"escaped password", "redis://:p%40w@127.0.0.1:6379/0", "redis://:xxxxx@127.0.0.1:6379/0"},
+		{"cluster", "redis-cluster://ops:pw@10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000", "redis-cluster://ops:xxxxx@10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000"},
+		{"not a URL, with user info", "redis://:p#w@127.0.0.1:6379/0", "(not shown: it may hold a password)"},
+		{"not a URL, without", "redis://127.0.0.1:port/0", "redis://127.0.0.1:port/0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := redactURL(tt.raw); got != tt.want {
+				t.Errorf("redactURL(%q) = %q, want %q", tt.raw, got, tt.want)
+			}
+		})
+	}
+}
