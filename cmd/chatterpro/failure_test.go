@@ -2,8 +2,11 @@ package main_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -327,4 +330,71 @@ func (k *lbCounter) crossAfter(ms int64, sender string) []time.Time {
 		}
 	}
 	return out
+}
+
+// A node started while its Redis is down serves anyway, not ready: /readyz
+// 503 and joins refused with 503. Once Redis is up it is ready and chats,
+// without a restart.
+func TestFailureStartBeforeRedis(t *testing.T) {
+	port, err := redistest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := testnode.Start(t, testnode.Options{Layer: fmt.Sprintf("redis://127.0.0.1:%d/0", port)})
+	if code, err := n.Ready(); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz before Redis runs: %d, %v; want 503", code, err)
+	}
+	ctx := timeout(t, 40*time.Second)
+	const room = "Early Room"
+	early, err := testnode.Join(ctx, n.URL(), "Early", room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := early.Dial(ctx, ""); testnode.HandshakeStatus(err) != http.StatusServiceUnavailable {
+		t.Fatalf("joining before Redis runs: %v; want HTTP 503", err)
+	}
+
+	redistest.StartOpts(t, redistest.Options{Port: port})
+	if took, err := lbReady(n, http.StatusOK, 10*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, n.Log())
+	} else {
+		t.Logf("ready %v after Redis started", took)
+	}
+	a := connect(ctx, t, n.URL(), "Ann", room)
+	b := connect(ctx, t, n.URL(), "Bob", room)
+	if err := a.Send(ctx, "hello once Redis is up"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Await(ctx, "message", func(f testnode.Frame) bool { return f.Text == "hello once Redis is up" }); err != nil {
+		t.Fatalf("bob: %v", err)
+	}
+}
+
+// A Redis that answers with an error is a setting to fix: the node does
+// not start, and says what Redis answered.
+func TestFailureWrongRedisSettings(t *testing.T) {
+	rs := redistest.Start(t)
+	locked := redistest.StartOpts(t, redistest.Options{Args: []string{"--requirepass", "rightpass"}})
+	bin := testnode.Build(t)
+	for _, tc := range []struct{ layer, want string }{
+		{"redis://" + rs.Addr() + "/99", "DB index is out of range"},
+		{"redis://:nopass@" + locked.Addr() + "/0", "WRONGPASS"},
+		{"redis://" + locked.Addr() + "/0", "NOAUTH"},
+		{"redis-cluster://" + rs.Addr(), "cluster support disabled"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		out, err := exec.CommandContext(ctx, bin, "--addr", "127.0.0.1:0", "--secret", testnode.DefaultSecret, "--layer", tc.layer).CombinedOutput()
+		cancel()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("--layer %s: %v; want exit code 1\n%s", tc.layer, err, out)
+			continue
+		}
+		if !strings.Contains(string(out), "Redis refused the connection") || !strings.Contains(string(out), tc.want) {
+			t.Errorf("--layer %s: output does not say Redis refused it with %q:\n%s", tc.layer, tc.want, out)
+		}
+		if strings.Contains(string(out), "nopass") {
+			t.Errorf("--layer %s: the password is in the output:\n%s", tc.layer, out)
+		}
+	}
 }

@@ -54,7 +54,7 @@ func openLayer(ctx context.Context, raw string, log *slog.Logger) (channellayer.
 			o.Password, _ = u.User.Password()
 		}
 		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries)
-		return newRedis(ctx, redis.NewClient(o), log)
+		return newRedis(ctx, redis.NewClient(o), shown, log)
 	case "redis-cluster":
 		addrs := strings.Split(u.Host, ",")
 		if u.Host == "" {
@@ -66,7 +66,7 @@ func openLayer(ctx context.Context, raw string, log *slog.Logger) (channellayer.
 			o.Password, _ = u.User.Password()
 		}
 		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries)
-		return newRedis(ctx, redis.NewClusterClient(o), log)
+		return newRedis(ctx, redis.NewClusterClient(o), shown, log)
 	}
 	return nil, fmt.Errorf("--layer %q: unknown kind %q (use memory://, redis://host:port/db or redis-cluster://host:port,...)", shown, u.Scheme)
 }
@@ -77,13 +77,32 @@ func tune(dial, read, write, pool *time.Duration, retries *int) {
 	*retries = 1
 }
 
-func newRedis(ctx context.Context, c redis.UniversalClient, log *slog.Logger) (channellayer.Layer, error) {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+// newRedis opens the Redis layer on c. A Redis that answers with an error
+// (a wrong password or database number, a plain Redis named as a cluster)
+// is a setting to fix: the node does not start. A Redis that cannot be
+// reached is an outage, which never stops a node: it serves without Redis,
+// not ready (/readyz 503, joins refused with 503), and connects by itself
+// once Redis is back.
+func newRedis(ctx context.Context, c redis.UniversalClient, shown string, log *slog.Logger) (channellayer.Layer, error) {
+	opts := channellayer.RedisOptions{Logger: log, Capacity: channelCapacity}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err := c.Ping(pctx).Err()
+	cancel()
+	var answer redis.Error
+	switch {
+	case errors.As(err, &answer):
+		_ = c.Close()
+		return nil, fmt.Errorf("--layer %q: Redis refused the connection: %v (check the database number, user and password, and whether it is one Redis, redis://, or a cluster, redis-cluster://)", shown, err)
+	case err != nil:
+		log.Warn("Redis cannot be reached yet: serving without it, not ready until it can be", "layer", shown, "err", err)
+		opts.NoWait = true
+	}
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	l, err := channellayer.NewRedis(ctx, c, channellayer.RedisOptions{Logger: log, Capacity: channelCapacity})
+	l, err := channellayer.NewRedis(wctx, c, opts)
 	if err != nil {
 		_ = c.Close()
-		return nil, fmt.Errorf("opening the Redis layer (is Redis running at the --layer address?): %w", err)
+		return nil, fmt.Errorf("--layer %q: opening the Redis layer: %w", shown, err)
 	}
 	return &ownedClient{Redis: l, client: c}, nil
 }

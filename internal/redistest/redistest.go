@@ -157,7 +157,8 @@ func (s *Server) start() error {
 	}
 }
 
-// Ping sends PING to a Redis server and checks for PONG.
+// Ping sends PING to a Redis server and checks that it answers: PONG, or
+// NOAUTH from a server that wants a password.
 func Ping(addr string) error {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
@@ -173,7 +174,8 @@ func Ping(addr string) error {
 	if err != nil {
 		return err
 	}
-	if !bytes.HasPrefix(buf[:n], []byte("+PONG")) {
+	// A server started with --requirepass answers NOAUTH: it is up too.
+	if !bytes.HasPrefix(buf[:n], []byte("+PONG")) && !bytes.HasPrefix(buf[:n], []byte("-NOAUTH")) {
 		return fmt.Errorf("redistest: unexpected PING reply %q", buf[:n])
 	}
 	return nil
