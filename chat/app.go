@@ -179,7 +179,9 @@ func (a *App) Connections() int { return a.server.Len() }
 // another node, hands their presence over (see Config.Grace), and stops the
 // node's background work. It does not close the layer.
 func (a *App) Shutdown(ctx context.Context) error {
-	err := a.server.Shutdown(ctx)
+	// The hub's refresh stops first: a refresh that snapshot a socket
+	// before it closed would otherwise write it back as connected, over
+	// the grace entry its Disconnect wrote.
 	a.hub.close()
-	return err
+	return a.server.Shutdown(ctx)
 }

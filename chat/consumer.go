@@ -69,16 +69,6 @@ func (rc *roomConsumer) Connect(ctx context.Context, c *consumer.Conn) error {
 		rc.untrack(ctx)
 		return rc.unavailable(err)
 	}
-	// The others get the join notice, the joiner its own welcome instead:
-	// it is in the group now, so its copy of the notice reaches it on every
-	// layer, whenever the layer delivers it, and onNotice drops that copy.
-	// A session already here (another tab, or back within its grace period)
-	// is not announced again.
-	if _, listed := before.sessions[rc.user.Session]; !listed {
-		count := len(before.sessions) + 1
-		rc.ownJoin = a.hub.announce(ctx, room, rc.user.Name+" has joined the chat", count)
-	}
-
 	history, reset, err := rc.history(ctx, scope.Query.Get("since"))
 	if err != nil {
 		rc.untrack(ctx)
@@ -93,6 +83,15 @@ func (rc *roomConsumer) Connect(ctx context.Context, c *consumer.Conn) error {
 	if err != nil {
 		rc.untrack(ctx)
 		return rc.unavailable(err)
+	}
+	// Nothing can refuse the joiner now: tell the others. The joiner gets
+	// its own welcome instead: it is in the group, so its copy of the notice
+	// reaches it on every layer, whenever the layer delivers it, and
+	// onNotice drops that copy. A session already here (another tab, or
+	// back within its grace period) is not announced again.
+	if _, listed := before.sessions[rc.user.Session]; !listed {
+		count := len(before.sessions) + 1
+		rc.ownJoin = a.hub.announce(ctx, room, rc.user.Name+" has joined the chat", count)
 	}
 	rc.send(c, newHistoryFrame(history, reset))
 	rc.send(c, after.frame(room))

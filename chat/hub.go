@@ -245,7 +245,7 @@ func (h *hub) roomNames() []string {
 // announce tells the room that its online list changed: with a bot notice
 // while the room, after the change, has at most maxListed users; silently
 // (only the users frames change) in bigger rooms. It returns the notice it
-// sent, nil if none.
+// sent (see send), nil if none.
 func (h *hub) announce(ctx context.Context, room, text string, countAfter int) []byte {
 	if countAfter <= maxListed {
 		return h.send(ctx, room, eventNotice, text)
@@ -254,8 +254,8 @@ func (h *hub) announce(ctx context.Context, room, text string, countAfter int) [
 	return nil
 }
 
-// send sends the room an event of type typ and returns its body, or nil if
-// the layer refused it.
+// send sends the room an event of type typ and returns its body, also when
+// the layer reports an error (a publish that timed out may still arrive).
 func (h *hub) send(ctx context.Context, room, typ, text string) []byte {
 	var m channellayer.Message
 	var err error
@@ -271,7 +271,6 @@ func (h *hub) send(ctx context.Context, room, typ, text string) []byte {
 	}
 	if err != nil {
 		h.log.Warn("announcing a presence change failed", "room", room, "err", err)
-		return nil
 	}
 	return m.Body
 }

@@ -175,9 +175,9 @@ func TestRefusals(t *testing.T) {
 	})
 }
 
-// A consumer pattern ending in a slash is one path: not a subtree, and not
-// reached by redirect from the path without the slash. Escaped slashes and
-// dots in a wildcard reach the consumer as they did.
+// A consumer pattern ending in a slash is one path, not a subtree; the path
+// without the slash is redirected to it, as ServeMux does. Escaped slashes
+// and dots in a wildcard reach the consumer as they did.
 func TestConsumerPatternIsExact(t *testing.T) {
 	s := start(t, routing.Options{})
 	cases := []struct {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -395,6 +397,66 @@ func TestFailureWrongRedisSettings(t *testing.T) {
 		}
 		if strings.Contains(string(out), "nopass") {
 			t.Errorf("--layer %s: the password is in the output:\n%s", tc.layer, out)
+		}
+	}
+}
+
+// A Redis that answers but cannot serve yet (LOADING its data after a
+// restart) is an outage, not a wrong setting: the node starts, not ready.
+func TestFailureStartWhileRedisLoads(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() { // answers every command as a loading Redis does
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				buf := make([]byte, 4096)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					// One answer per command: each starts a line with '*'.
+					cmds := strings.Count("\n"+string(buf[:n]), "\n*")
+					answer := strings.Repeat("-LOADING Redis is loading the dataset in memory\r\n", cmds)
+					if _, err := c.Write([]byte(answer)); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	n := testnode.Start(t, testnode.Options{Layer: "redis://" + ln.Addr().String() + "/0"})
+	if code, err := n.Ready(); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz while Redis loads: %d, %v; want 503", code, err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(n.Log(), "LOADING"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the log does not say why Redis cannot be used yet:\n%s", n.Log())
 		}
 	}
 }

@@ -29,10 +29,12 @@ const channelCapacity = 1024
 func openLayer(ctx context.Context, raw string, log *slog.Logger) (channellayer.Layer, error) {
 	shown := redactURL(raw) // errors show this, never the password
 	u, err := url.Parse(raw)
+	if strings.Contains(raw, "@") && (err != nil || u.User == nil || strings.Contains(u.Host+u.Path+u.RawQuery+u.Fragment, "@")) {
+		// The user info did not parse as such: its password may have become
+		// a host, path or error text. Never dial it, never show it.
+		return nil, errors.New("--layer is not a valid URL: percent-encode special characters such as @ : / ? # in the user name and password")
+	}
 	if err != nil {
-		if shown != raw { // url's error would quote the password
-			return nil, errors.New("--layer is not a valid URL: percent-encode special characters such as @ : / # in the user name and password")
-		}
 		return nil, fmt.Errorf("--layer: %w", err)
 	}
 	switch u.Scheme {
@@ -88,23 +90,49 @@ func newRedis(ctx context.Context, c redis.UniversalClient, shown string, log *s
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err := c.Ping(pctx).Err()
 	cancel()
-	var answer redis.Error
-	switch {
-	case errors.As(err, &answer):
+	if settingError(err) {
 		_ = c.Close()
 		return nil, fmt.Errorf("--layer %q: Redis refused the connection: %v (check the database number, user and password, and whether it is one Redis, redis://, or a cluster, redis-cluster://)", shown, err)
-	case err != nil:
-		log.Warn("Redis cannot be reached yet: serving without it, not ready until it can be", "layer", shown, "err", err)
-		opts.NoWait = true
 	}
-	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	l, err := channellayer.NewRedis(wctx, c, opts)
+	if err == nil {
+		// Redis answers: wait (a little) for the layer's subscription, so
+		// that the node is ready when it starts serving.
+		wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		l, werr := channellayer.NewRedis(wctx, c, opts)
+		cancel()
+		if werr == nil {
+			return &ownedClient{Redis: l, client: c}, nil
+		}
+		err = werr
+	}
+	// An outage, now or since the PING (Redis gone again, a shard failing
+	// over): serve without Redis, not ready until the layer connects.
+	log.Warn("Redis cannot be used yet: serving without it, not ready until it can be", "layer", shown, "err", err)
+	opts.NoWait = true
+	l, err := channellayer.NewRedis(ctx, c, opts)
 	if err != nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("--layer %q: opening the Redis layer: %w", shown, err)
 	}
 	return &ownedClient{Redis: l, client: c}, nil
+}
+
+// settingError reports whether err, Redis's answer to the first PING, means
+// the --layer URL is wrong rather than Redis busy for now (LOADING after a
+// restart, BUSY, MASTERDOWN, CLUSTERDOWN, max clients: an outage).
+func settingError(err error) bool {
+	if redis.IsAuthError(err) || redis.IsPermissionError(err) { // NOAUTH, WRONGPASS, NOPERM
+		return true
+	}
+	for _, p := range []string{
+		"DB index is out of range", "invalid DB index", "SELECT is not allowed in cluster mode",
+		"This instance has cluster support disabled", "invalid password", "Client sent AUTH, but no password is set",
+	} {
+		if redis.HasErrorPrefix(err, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // ownedClient closes the Redis client with the layer.

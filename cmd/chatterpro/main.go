@@ -18,7 +18,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -214,22 +213,20 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	return nil
 }
 
-// redactURL returns raw, a --layer URL, for logs and errors: as given, or
-// with its password replaced by "xxxxx" if it has one (url.URL.Redacted,
-// which keeps redis-cluster's comma-separated hosts). A URL with user info
-// that does not parse is not shown at all.
+// redactURL returns raw, a --layer URL, for logs and errors: as given if
+// it has no user info, else with everything before its last "@" after the
+// scheme shown as "xxxxx". It works on the text, not on a parse, because a
+// password with an unescaped "/", "?" or "#" would parse as a host or path.
 func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		if strings.Contains(raw, "@") {
-			return "(not shown: it may hold a password)"
-		}
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
 		return raw
 	}
-	if _, ok := u.User.Password(); ok {
-		return u.Redacted()
+	scheme := strings.Index(raw, "://")
+	if scheme < 0 || scheme > at {
+		return "(not shown: it may hold a password)"
 	}
-	return raw
+	return raw[:scheme] + "://xxxxx@" + raw[at+1:]
 }
 
 func displayAddr(a string) string {

@@ -26,7 +26,7 @@ func TestLayerPasswordNotLogged(t *testing.T) {
 	if strings.Contains(log, "s3cret") {
 		t.Errorf("the log shows the password:\n%s", log)
 	}
-	if want := "layer=redis://ops:xxxxx@" + rs.Addr() + "/0"; !strings.Contains(log, want) {
+	if want := "layer=redis://xxxxx@" + rs.Addr() + "/0"; !strings.Contains(log, want) {
 		t.Errorf("the log lacks %q:\n%s", want, log)
 	}
 }
@@ -38,13 +38,18 @@ func TestLayerPasswordNotInErrors(t *testing.T) {
 		layer string
 		want  string // in the error
 	}{
-		{"path not a number", "redis://:s3cret@127.0.0.1:1/abc", `"redis://:xxxxx@127.0.0.1:1/abc": the path must be a database number`},
-		{"user and password", "redis://ops:s3cret@127.0.0.1:1/abc", `"redis://ops:xxxxx@127.0.0.1:1/abc"`},
-		{"no host", "redis://:s3cret@/0", `"redis://:xxxxx@/0": give the server`},
-		{"cluster without hosts", "redis-cluster://ops:s3cret@", `"redis-cluster://ops:xxxxx@": give the cluster`},
-		{"unknown kind", "rediss://:s3cret@h1:1,h2:2/0", `"rediss://:xxxxx@h1:1,h2:2/0": unknown kind "rediss"`},
+		{"path not a number", "redis://:s3cret@127.0.0.1:1/abc", `"redis://xxxxx@127.0.0.1:1/abc": the path must be a database number`},
+		{"user and password", "redis://ops:s3cret@127.0.0.1:1/abc", `"redis://xxxxx@127.0.0.1:1/abc"`},
+		{"no host", "redis://:s3cret@/0", `"redis://xxxxx@/0": give the server`},
+		{"cluster without hosts", "redis-cluster://ops:s3cret@", `"redis-cluster://xxxxx@": give the cluster`},
+		{"unknown kind", "rediss://:s3cret@h1:1,h2:2/0", `"rediss://xxxxx@h1:1,h2:2/0": unknown kind "rediss"`},
 		{"not a URL: # in the password", "redis://:s3cret#1@127.0.0.1:1/0", "--layer is not a valid URL"},
 		{"not a URL: space in the password", "redis://:s3cret 1@127.0.0.1:1/0", "--layer is not a valid URL"},
+		// These parse, but with the password as host or path.
+		{"slash in the password", "redis://ops:123/s3cret@127.0.0.1:1/0", "--layer is not a valid URL"},
+		{"password after a colon and slash", "redis://:/s3cret@127.0.0.1:1/0", "--layer is not a valid URL"},
+		{"question mark in the password", "redis://ops:?s3cret@127.0.0.1/0", "--layer is not a valid URL"},
+		{"hash after digits in the password", "redis://:12#s3cret@127.0.0.1/0", "--layer is not a valid URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -71,12 +76,15 @@ func TestRedactURL(t *testing.T) {
 	}{
 		{"memory", "memory://", "memory://"},
 		{"no user info", "redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"},
-		{"user only", "redis://ops@127.0.0.1:6379/0", "redis://ops@127.0.0.1:6379/0"},
-		{"password only", "redis://:pw@127.0.0.1:6379/0", "redis://:xxxxx@127.0.0.1:6379/0"},
-		{"user and password", "redis://ops:pw@127.0.0.1:6379/0", "redis://ops:xxxxx@127.0.0.1:6379/0"},
-		{"escaped password", "redis://:p%40w@127.0.0.1:6379/0", "redis://:xxxxx@127.0.0.1:6379/0"},
-		{"cluster", "redis-cluster://ops:pw@10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000", "redis-cluster://ops:xxxxx@10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000"},
-		{"not a URL, with user info", "redis://:p#w@127.0.0.1:6379/0", "(not shown: it may hold a password)"},
+		{"user only", "redis://ops@127.0.0.1:6379/0", "redis://xxxxx@127.0.0.1:6379/0"},
+		{"password only", "redis://:pw@127.0.0.1:6379/0", "redis://xxxxx@127.0.0.1:6379/0"},
+		{"user and password", "redis://ops:pw@127.0.0.1:6379/0", "redis://xxxxx@127.0.0.1:6379/0"},
+		{"escaped password", "redis://:p%40w@127.0.0.1:6379/0", "redis://xxxxx@127.0.0.1:6379/0"},
+		{"cluster", "redis-cluster://ops:pw@10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000", "redis-cluster://xxxxx@10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000"},
+		{"# in the password", "redis://:p#w@127.0.0.1:6379/0", "redis://xxxxx@127.0.0.1:6379/0"},
+		{"slash in the password", "redis://ops:123/pw@127.0.0.1:6379/0", "redis://xxxxx@127.0.0.1:6379/0"},
+		{"@ in the password", "redis://ops:p@w@127.0.0.1:6379/0", "redis://xxxxx@127.0.0.1:6379/0"},
+		{"no scheme", "ops:pw@127.0.0.1:6379", "(not shown: it may hold a password)"},
 		{"not a URL, without", "redis://127.0.0.1:port/0", "redis://127.0.0.1:port/0"},
 	}
 	for _, tt := range tests {
