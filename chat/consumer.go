@@ -268,6 +268,7 @@ func (rc *roomConsumer) Disconnect(ctx context.Context, c *consumer.Conn, code c
 	_ = rc.flight.waitBelow(ctx, 1)
 	a := rc.app
 	a.hub.remove(rc.room, c)
+	rc.me.leave() // no refresh writes its entry after this
 	a.metrics.conns.Dec()
 	switch code {
 	case consumer.StatusNormal:

@@ -99,6 +99,25 @@ func (l *lateLayer) GroupSend(ctx context.Context, g string, m channellayer.Mess
 	}
 }
 
+// holdLayer is a memory layer that holds the next Track of a live entry
+// of one session (a refresh, once the session has joined) until release
+// is closed, and closes entered when it starts holding.
+type holdLayer struct {
+	*channellayer.Memory
+	session          atomic.Value // string; "" holds nothing
+	entered, release chan struct{}
+}
+
+func (l *holdLayer) Track(ctx context.Context, group, key string, info []byte, ttl time.Duration) error {
+	if s, _ := l.session.Load().(string); s != "" {
+		if p, ok := decodeInfo(info); ok && p.Session == s && p.State == "" && l.session.CompareAndSwap(s, "") {
+			close(l.entered)
+			<-l.release
+		}
+	}
+	return l.Memory.Track(ctx, group, key, info, ttl)
+}
+
 type testNode struct {
 	app   *App
 	layer channellayer.Layer
@@ -657,6 +676,43 @@ func TestJoinerNotToldOfItsOwnJoin(t *testing.T) {
 	b.await("notice", "cid has joined the chat")
 	a.await("notice", "cid has joined the chat")
 	c.quiet("notice", "cid has joined the chat", 200*time.Millisecond)
+}
+
+// A presence refresh that took a member before it left must not write its
+// entry back after the leave: the leaver would be listed again, and "has
+// left" announced a second time when that entry expired.
+func TestRefreshDoesNotUndoLeave(t *testing.T) {
+	mem, _ := channellayer.NewMemory(channellayer.MemoryOptions{})
+	t.Cleanup(func() { mem.Close(context.Background()) })
+	l := &holdLayer{Memory: mem, entered: make(chan struct{}), release: make(chan struct{})}
+	n := newNode(t, l, func(c *Config) { c.PresenceTTL = 300 * time.Millisecond }) // refresh every 100 ms
+	a := n.join(t, "ann", "s1", "r", "")
+	a.joinFrames("ann")
+	b := n.join(t, "bob", "s2", "r", "")
+	b.joinFrames("ann", "bob")
+	l.session.Store("s2")
+	select {
+	case <-l.entered: // a refresh of bob's entry is under way
+	case <-time.After(5 * time.Second):
+		t.Fatal("no presence refresh of bob within 5 s")
+	}
+	left := make(chan error, 1)
+	go func() { left <- b.com.Disconnect(ctxT(t), consumer.StatusNormal) }()
+	time.Sleep(100 * time.Millisecond) // room for the leave to overtake the refresh
+	close(l.release)
+	if err := <-left; err != nil {
+		t.Fatal(err)
+	}
+	members, err := mem.List(ctxT(t), "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members {
+		if p, _ := decodeInfo(m.Info); p.Session == "s2" {
+			t.Fatalf("bob is listed again after leaving: %s", m.Info)
+		}
+	}
+	a.await("notice", "bob has left the chat")
 }
 
 func TestTwoNodesAndDrain(t *testing.T) {

@@ -41,6 +41,20 @@ type localRoom struct {
 type member struct {
 	key  string
 	info presenceInfo
+
+	// mu orders the hub's refresh of the entry before the connection's
+	// last word on it (Disconnect's untrack or grace entry): a refresh
+	// that took the member before it left must not write it back after.
+	mu   sync.Mutex
+	gone bool
+}
+
+// leave marks the member gone, after any refresh of its entry in flight.
+// The caller owns its presence entry from then on.
+func (m *member) leave() {
+	m.mu.Lock()
+	m.gone = true
+	m.mu.Unlock()
 }
 
 func newHub(layer channellayer.Layer, p channellayer.Presence, ttl, interval time.Duration, log *slog.Logger, m *metrics) *hub {
@@ -204,22 +218,26 @@ func (h *hub) sweep() {
 func (h *hub) refresh() {
 	type entry struct {
 		room string
-		m    member
+		m    *member
 	}
 	h.mu.Lock()
 	var all []entry
 	for room, r := range h.rooms {
 		for _, m := range r.conns {
-			all = append(all, entry{room, *m})
+			all = append(all, entry{room, m})
 		}
 	}
 	h.mu.Unlock()
 	for _, e := range all {
-		ctx, cancel := h.ctx()
-		if err := h.track(ctx, e.room, e.m.key, e.m.info, h.ttl); err != nil {
-			h.log.Warn("refreshing presence failed", "room", e.room, "err", err)
+		e.m.mu.Lock()
+		if !e.m.gone {
+			ctx, cancel := h.ctx()
+			if err := h.track(ctx, e.room, e.m.key, e.m.info, h.ttl); err != nil {
+				h.log.Warn("refreshing presence failed", "room", e.room, "err", err)
+			}
+			cancel()
 		}
-		cancel()
+		e.m.mu.Unlock()
 	}
 }
 
