@@ -77,6 +77,11 @@ type Redis struct {
 	closed  bool
 	ready   bool
 	changed chan struct{}        // closed and replaced at every change of ready
+	// Why the layer is still not ready, as last logged, and when: a
+	// failure that goes on is logged again when it changes, or once in a
+	// while (see setReady).
+	downErr string
+	downLog time.Time
 	subs    map[string]*groupSub // wanted subscriptions, by pub/sub channel
 	pending map[string]string    // pub/sub channel → group, for the subscriber to reconcile
 	proc    *groupSub            // cluster: the subscription of procChan (also in subs)
@@ -121,6 +126,9 @@ const (
 	redisHealth = time.Second
 	// redisOpTimeout bounds the layer's own calls (not the caller's).
 	redisOpTimeout = 2 * time.Second
+	// redisDownLog is how often an unchanged reason for not being ready
+	// is logged again.
+	redisDownLog = 30 * time.Second
 )
 
 // NewRedis returns a layer on a Redis client that the caller builds and owns:

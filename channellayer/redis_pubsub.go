@@ -61,9 +61,24 @@ func (r *Redis) wake() {
 // for a change.
 func (r *Redis) setReady(ready bool, err error) {
 	r.mu.Lock()
+	if !r.closed && !ready && !r.ready && err != nil {
+		// Still not ready (or never was, with NoWait): say why when the
+		// reason changes, else every redisDownLog, so that a wrong
+		// setting or a long outage does not go unseen.
+		why, now := err.Error(), time.Now()
+		if why != r.downErr || now.Sub(r.downLog) >= redisDownLog {
+			r.downErr, r.downLog = why, now
+			r.mu.Unlock()
+			r.log.Warn("channellayer: redis still unavailable", "err", err)
+			return
+		}
+	}
 	if r.closed || r.ready == ready {
 		r.mu.Unlock()
 		return
+	}
+	if !ready && err != nil {
+		r.downErr, r.downLog = err.Error(), time.Now()
 	}
 	r.ready = ready
 	close(r.changed)

@@ -594,10 +594,11 @@ func TestRedisNoWait(t *testing.T) {
 	// A context that has already ended: NoWait must not wait on it.
 	ended, cancel := context.WithCancel(context.Background())
 	cancel()
+	var logs logBuffer
 	layers := make([]*channellayer.Redis, 2)
 	for i := range layers {
 		l, err := channellayer.NewRedis(ended, newClient(t, addr), channellayer.RedisOptions{
-			Prefix: prefix, NoWait: true, Logger: slog.New(slog.DiscardHandler),
+			Prefix: prefix, NoWait: true, Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 		})
 		if err != nil {
 			t.Fatalf("NewRedis with NoWait and no Redis: %v", err)
@@ -612,6 +613,14 @@ func TestRedisNoWait(t *testing.T) {
 	if err := a.GroupSend(tctx(t, 3*time.Second), "g", mustMsg(t, "x", nil)); !errors.Is(err, channellayer.ErrUnavailable) {
 		t.Fatalf("GroupSend before Redis runs: %v, want ErrUnavailable", err)
 	}
+	// A layer that never was ready says why, so that an outage or a wrong
+	// address does not go unseen.
+	eventually(t, "a log line saying why the layer is not ready", func() error {
+		if out := logs.String(); !strings.Contains(out, "redis still unavailable") || !strings.Contains(out, "connection refused") {
+			return fmt.Errorf("log so far: %q", out)
+		}
+		return nil
+	})
 
 	redistest.StartOpts(t, redistest.Options{Port: port})
 	for _, l := range layers {
@@ -624,6 +633,24 @@ func TestRedisNoWait(t *testing.T) {
 	if m := recv(t, b, bch); m.Type != "hello" {
 		t.Fatalf("got %q, want hello", m.Type)
 	}
+}
+
+// logBuffer collects log output written from several goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // proxy is a TCP proxy to Redis that a test can cut, to take one layer off
