@@ -206,7 +206,15 @@ func (p *pages) joinPage(w http.ResponseWriter, r *http.Request) {
 // join serves POST /join.
 func (p *pages) join(w http.ResponseWriter, r *http.Request) {
 	if err := parsePostForm(w, r); err != nil {
-		p.render(w, http.StatusBadRequest, "join.html", p.joinForm("", "", "The form could not be read. Please try again."))
+		msg := "The form could not be read. Please try again."
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.Is(err, errFormFiles):
+			msg = "The form takes a nickname and a room, no files."
+		case errors.As(err, &tooBig):
+			msg = "The form is too large: a nickname and a room are all it takes."
+		}
+		p.render(w, http.StatusBadRequest, "join.html", p.joinForm(r.PostForm.Get("nickname"), strings.TrimSpace(r.PostForm.Get("room")), msg))
 		return
 	}
 	nickRaw := r.PostForm.Get("nickname")
@@ -231,6 +239,9 @@ func (p *pages) join(w http.ResponseWriter, r *http.Request) {
 	p.render(w, http.StatusBadRequest, "join.html", p.joinForm(nickRaw, strings.TrimSpace(roomRaw), err.Error()))
 }
 
+// errFormFiles refuses a form with a file: no form here takes one.
+var errFormFiles = errors.New("chat: the form takes no files")
+
 // parsePostForm reads the body of a form POST into r.PostForm: URL-encoded
 // (an HTML form) or multipart/form-data (curl -F, fetch with a FormData),
 // at most maxFormBytes either way. A multipart form with a file is refused:
@@ -246,7 +257,7 @@ func parsePostForm(w http.ResponseWriter, r *http.Request) error {
 	}
 	defer r.MultipartForm.RemoveAll() // a file part may have gone to a temporary file
 	if len(r.MultipartForm.File) > 0 {
-		return errors.New("chat: the form takes no files")
+		return errFormFiles
 	}
 	return nil
 }

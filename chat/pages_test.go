@@ -266,13 +266,16 @@ func TestJoinMultipart(t *testing.T) {
 		}, http.StatusBadRequest, "", "Please enter a nickname."},
 		{"multipart with a file", func(t *testing.T) *http.Request {
 			return pageMultipart(t, "/join", map[string]string{"nickname": "Zoë", "room": "Chat Room"}, map[string]string{"avatar": "GIF89a"})
-		}, http.StatusBadRequest, "", "The form could not be read."},
+		}, http.StatusBadRequest, "", "The form takes a nickname and a room, no files."},
+		{"multipart with a file: the nickname stays in the form", func(t *testing.T) *http.Request {
+			return pageMultipart(t, "/join", map[string]string{"nickname": "Zoë", "room": "Chat Room"}, map[string]string{"avatar": "GIF89a"})
+		}, http.StatusBadRequest, "", `value="Zoë"`},
 		{"multipart too large", func(t *testing.T) *http.Request {
 			return pageMultipart(t, "/join", map[string]string{"nickname": "Zoë", "room": "Chat Room", "pad": strings.Repeat("x", maxFormBytes)}, nil)
-		}, http.StatusBadRequest, "", "The form could not be read."},
+		}, http.StatusBadRequest, "", "The form is too large"},
 		{"urlencoded too large", func(t *testing.T) *http.Request {
 			return pagePost("/join", url.Values{"nickname": {"Zoë"}, "room": {"Chat Room"}, "pad": {strings.Repeat("x", maxFormBytes)}})
-		}, http.StatusBadRequest, "", "The form could not be read."},
+		}, http.StatusBadRequest, "", "The form is too large"},
 		{"multipart: query fields ignored", func(t *testing.T) *http.Request {
 			return pageMultipart(t, "/join?nickname=Eve&room=Chat+Room", map[string]string{"room": "Gaming Room"}, nil)
 		}, http.StatusBadRequest, "", "Please enter a nickname."},
