@@ -76,7 +76,7 @@ type Redis struct {
 	mu      sync.Mutex
 	closed  bool
 	ready   bool
-	changed chan struct{}        // closed and replaced at every change of ready
+	changed chan struct{} // closed and replaced at every change of ready
 	// Why the layer is still not ready, as last logged, and when: a
 	// failure that goes on is logged again when it changes, or once in a
 	// while (see setReady).

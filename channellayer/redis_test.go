@@ -19,6 +19,7 @@ import (
 
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/channellayer/layertest"
+	"github.com/chatterpro/chatterpro/internal/harness"
 	"github.com/chatterpro/chatterpro/internal/redistest"
 )
 
@@ -594,7 +595,7 @@ func TestRedisNoWait(t *testing.T) {
 	// A context that has already ended: NoWait must not wait on it.
 	ended, cancel := context.WithCancel(context.Background())
 	cancel()
-	var logs logBuffer
+	var logs harness.Log
 	layers := make([]*channellayer.Redis, 2)
 	for i := range layers {
 		l, err := channellayer.NewRedis(ended, newClient(t, addr), channellayer.RedisOptions{
@@ -633,24 +634,6 @@ func TestRedisNoWait(t *testing.T) {
 	if m := recv(t, b, bch); m.Type != "hello" {
 		t.Fatalf("got %q, want hello", m.Type)
 	}
-}
-
-// logBuffer collects log output written from several goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // proxy is a TCP proxy to Redis that a test can cut, to take one layer off

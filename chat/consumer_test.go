@@ -253,22 +253,11 @@ func userNames(f frame) string {
 // quiet asserts that no frame of type typ with text arrives within d.
 func (c *client) quiet(typ, text string, d time.Duration) {
 	c.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return
-		}
-		none, b := c.com.ReceiveNothing(left)
-		if none {
-			return
-		}
-		var f frame
-		json.Unmarshal(b, &f)
+	c.during(d, func(f frame, b []byte) {
 		if f.Type == typ && (text == "" || f.Text == text) {
 			c.t.Fatalf("unexpected %s frame %s", typ, b)
 		}
-	}
+	})
 }
 
 // keepsUsers asserts that for d no notice arrives and every users frame
@@ -276,6 +265,16 @@ func (c *client) quiet(typ, text string, d time.Duration) {
 func (c *client) keepsUsers(d time.Duration, names ...string) {
 	c.t.Helper()
 	want := strings.Join(names, ",")
+	c.during(d, func(f frame, b []byte) {
+		if f.Type == "notice" || (f.Type == "users" && userNames(f) != want) {
+			c.t.Fatalf("unexpected frame %s while the list should stay %s", b, want)
+		}
+	})
+}
+
+// during hands check every frame that arrives within d.
+func (c *client) during(d time.Duration, check func(f frame, b []byte)) {
+	c.t.Helper()
 	deadline := time.Now().Add(d)
 	for {
 		left := time.Until(deadline)
@@ -288,9 +287,7 @@ func (c *client) keepsUsers(d time.Duration, names ...string) {
 		}
 		var f frame
 		json.Unmarshal(b, &f)
-		if f.Type == "notice" || (f.Type == "users" && userNames(f) != want) {
-			c.t.Fatalf("unexpected frame %s while the list should stay %s", b, want)
-		}
+		check(f, b)
 	}
 }
 

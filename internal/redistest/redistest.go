@@ -43,7 +43,7 @@ type Server struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done <-chan struct{} // closed when cmd has been waited for
-	out  *lockedWriter   // the running server's output
+	out  *harness.Log    // the running server's output
 }
 
 // Start starts a redis-server without persistence and registers its end with
@@ -128,7 +128,7 @@ func (s *Server) args() []string {
 func (s *Server) start() error {
 	cmd := exec.Command(s.bin, s.args()...)
 	cmd.Dir = s.dir
-	out := &lockedWriter{w: new(bytes.Buffer)}
+	out := &harness.Log{}
 	cmd.Stdout = out
 	cmd.Stderr = out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -219,22 +219,4 @@ func (s *Server) Running() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cmd != nil
-}
-
-// lockedWriter collects the server's output.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-func (l *lockedWriter) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.String()
 }
