@@ -79,12 +79,12 @@ func tune(dial, read, write, pool *time.Duration, retries *int) {
 	*retries = 1
 }
 
-// newRedis opens the Redis layer on c. A Redis that answers with an error
-// (a wrong password or database number, a plain Redis named as a cluster)
-// is a setting to fix: the node does not start. A Redis that cannot be
-// reached is an outage, which never stops a node: it serves without Redis,
-// not ready (/readyz 503, joins refused with 503), and connects by itself
-// once Redis is back.
+// newRedis opens the Redis layer on c. A Redis that refuses the settings
+// (see settingError: a wrong password or database number, a plain Redis
+// named as a cluster) stops the node. A Redis that cannot be used yet (not
+// reachable, or answering LOADING, BUSY and the like) is an outage, which
+// never stops a node: it serves without Redis, not ready (/readyz 503,
+// joins refused with 503), and connects by itself once Redis is back.
 func newRedis(ctx context.Context, c redis.UniversalClient, shown string, log *slog.Logger) (channellayer.Layer, error) {
 	opts := channellayer.RedisOptions{Logger: log, Capacity: channelCapacity}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
