@@ -66,6 +66,17 @@ type Recorder interface {
 	GroupSendRecordedAsync(group string, m Message, done func(Message, error))
 }
 
+// ExceptSender is implemented by layers that can send to a group except one
+// of its channels, as Phoenix's broadcast_from does: the sender's own
+// connection does not get its copy. The message is encoded once, as for
+// GroupSend; only the process that owns the excepted channel skips it. Both
+// backends implement it.
+type ExceptSender interface {
+	// GroupSendExcept is GroupSend that skips the channel except (which
+	// may be in the group or not).
+	GroupSendExcept(ctx context.Context, group string, m Message, except string) error
+}
+
 // Presence is implemented by layers that know who is online in a group,
 // cluster-wide. Entries live until Untrack or until their TTL passes without
 // a refresh; the owner refreshes an entry by tracking it again.

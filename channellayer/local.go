@@ -456,6 +456,25 @@ func (l *local) deliver(group string, m Message) {
 	s.mu.RUnlock()
 }
 
+// deliverExcept is deliver that skips the channel named except.
+func (l *local) deliverExcept(group string, m Message, except string) {
+	if except == "" || !l.owns(except) {
+		l.deliver(group, m)
+		return
+	}
+	now := time.Now().UnixNano()
+	s := l.shard(group)
+	s.mu.RLock()
+	if g := s.groups[group]; g != nil {
+		for _, ch := range g.list {
+			if ch.name != except {
+				ch.push(m, now, true)
+			}
+		}
+	}
+	s.mu.RUnlock()
+}
+
 // hasGroup reports whether a group has local members.
 func (l *local) hasGroup(group string) bool {
 	s := l.shard(group)

@@ -31,6 +31,9 @@ type Memory struct {
 }
 
 // groupHistory returns a group's history, made if create is set.
+
+var _ ExceptSender = (*Memory)(nil)
+
 func (m *Memory) groupHistory(group string, create bool) *memHistory {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -126,6 +129,15 @@ func (m *Memory) GroupSend(ctx context.Context, group string, msg Message) error
 		return err
 	}
 	m.local.deliver(group, msg)
+	return nil
+}
+
+// GroupSendExcept implements ExceptSender.
+func (m *Memory) GroupSendExcept(ctx context.Context, group string, msg Message, except string) error {
+	if err := m.check(ctx, msg); err != nil {
+		return err
+	}
+	m.local.deliverExcept(group, msg, except)
 	return nil
 }
 

@@ -22,7 +22,10 @@ type Message struct {
 }
 
 // NewMessage encodes v, which must encode as a JSON object, into a message of
-// the given type; a "type" field is added first (v must not have one).
+// the given type; a "type" field is added first. v must not have a "type"
+// field of its own: the body would carry two, and decoders disagree on which
+// wins (ParseMessage and browsers take the last, dispatch the first), so
+// NewMessage refuses it with ErrInvalid.
 func NewMessage(typ string, v any) (Message, error) {
 	if typ == "" {
 		return Message{}, fmt.Errorf("%w: message type is empty", ErrInvalid)
@@ -35,7 +38,36 @@ func NewMessage(typ string, v any) (Message, error) {
 		}
 		fields = b
 	}
+	if hasTypeField(fields) {
+		return Message{}, fmt.Errorf("%w: the body of a %q message has a \"type\" field of its own; remove it (the type is NewMessage's first argument)", ErrInvalid, typ)
+	}
 	return newMessage(typ, fields)
+}
+
+// hasTypeField reports whether the encoded JSON object b has a top-level
+// "type" key. Most bodies do not mention "type" at all, and are not decoded.
+func hasTypeField(b []byte) bool {
+	if !bytes.Contains(b, []byte(`"type"`)) && !bytes.Contains(b, []byte(`\u`)) {
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return false
+	}
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		if k == "type" {
+			return true
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return false
+		}
+	}
+	return false
 }
 
 func newMessage(typ string, fields []byte) (Message, error) {

@@ -137,6 +137,9 @@ const (
 // channel); any other client is one Redis. NewRedis waits until Redis has
 // confirmed the layer's subscription; if ctx ends first it returns an error
 // wrapping ErrUnavailable. With RedisOptions.NoWait it does not wait.
+
+var _ ExceptSender = (*Redis)(nil)
+
 func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptions) (*Redis, error) {
 	if client == nil {
 		return nil, fmt.Errorf("%w: redis layer needs a client", ErrInvalid)
@@ -245,7 +248,8 @@ func (r *Redis) procChanOf(process string) string {
 }
 
 // Envelopes. A published message is "<target>\n<id>\n<len(type)>\n<type><body>":
-// target is the channel of a directed send (empty for a group), id the
+// target is the channel of a directed send (for a group: the channel a
+// GroupSendExcept skips, or empty), id the
 // message's ID. Recorded messages, the only ones that take part in gap
 // repair and duplicate suppression, come in the record script's envelope
 // (see parseRecorded); an ID marked with a leading "!" is one recorded by
@@ -451,6 +455,23 @@ func (r *Redis) GroupSend(ctx context.Context, group string, msg Message) error 
 		return err
 	}
 	if _, err := r.publish(ctx, r.groupChan(group), envelope("", msg)); err != nil {
+		return r.fail(ctx, "group send", err)
+	}
+	return nil
+}
+
+// GroupSendExcept implements ExceptSender: the envelope names the excepted
+// channel where a directed send names its target, and only the process that
+// owns it skips it (a process of an earlier version ignores the field, and
+// owns no channel of this one).
+func (r *Redis) GroupSendExcept(ctx context.Context, group string, msg Message, except string) error {
+	if err := checkMessage(msg); err != nil {
+		return err
+	}
+	if err := r.usable(ctx, "group send"); err != nil {
+		return err
+	}
+	if _, err := r.publish(ctx, r.groupChan(group), envelope(except, msg)); err != nil {
 		return r.fail(ctx, "group send", err)
 	}
 	return nil

@@ -510,12 +510,12 @@ func (r *Redis) handle(c *psConn, pm *redis.Message) {
 		}
 		return
 	}
-	_, m, recorded, ok := parseEnvelope(pm.Payload)
+	except, m, recorded, ok := parseEnvelope(pm.Payload)
 	if !ok {
 		return
 	}
 	if !recorded {
-		r.local.deliver(s.group, m)
+		r.local.deliverExcept(s.group, m, except)
 		return
 	}
 	r.deliverRecorded(s, m)

@@ -88,6 +88,7 @@ var rules = []rule{
 	{"Body", false, checkBody},
 	{"Notify", false, checkNotify},
 	{"Drain", false, checkDrain},
+	{"GroupSendExcept", false, checkGroupSendExcept},
 
 	{"Capacity", false, checkCapacity},
 	{"GroupOverflow", false, checkGroupOverflow},
