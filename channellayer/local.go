@@ -445,6 +445,7 @@ func (ch *channel) end() {
 // deliver hands m to every local member of a group: the same Message value,
 // so the body is shared and nothing is allocated per member.
 func (l *local) deliver(group string, m Message) {
+	m.Group = group
 	now := time.Now().UnixNano()
 	s := l.shard(group)
 	s.mu.RLock()
@@ -462,6 +463,7 @@ func (l *local) deliverExcept(group string, m Message, except string) {
 		l.deliver(group, m)
 		return
 	}
+	m.Group = group
 	now := time.Now().UnixNano()
 	s := l.shard(group)
 	s.mu.RLock()

@@ -19,6 +19,9 @@ type Message struct {
 	ID string
 	// Body is the encoded JSON object, "type" (and "id" if recorded) included.
 	Body []byte
+	// Group is the group a received message was sent to, set by the layer
+	// on delivery; empty for a directed Send and for messages being sent.
+	Group string
 }
 
 // NewMessage encodes v, which must encode as a JSON object, into a message of

@@ -104,6 +104,7 @@ var rules = []rule{
 	{"HistorySince", false, checkHistorySince},
 	{"HistoryTrim", false, checkHistoryTrim},
 	{"HistoryCluster", false, checkHistoryCluster},
+	{"Recovery", false, checkRecovery},
 }
 
 // Run runs the conformance suite: one subtest of t per rule, each on a
