@@ -75,6 +75,11 @@ type Conn struct {
 	// poller holds the socket instead.
 	pollID uint64
 	armed  atomic.Bool
+
+	// Under mu: joins "since" an ID whose live repeats are dropped (see
+	// GroupAddSince), and the state of the JSON convention (see json.go).
+	resumes map[string]*channellayer.Recovery
+	frames  *frameState
 }
 
 // Scope describes the connection.
@@ -92,7 +97,10 @@ func (c *Conn) Layer() channellayer.Layer { return c.srv.layer }
 func (c *Conn) Logger() *slog.Logger { return c.srv.log.With("conn", c.channel, "path", c.scope.Path) }
 
 // On registers the handler for layer events of type typ, replacing any
-// earlier one. Events of a type without handler are dropped and logged.
+// earlier one. Call it from the consumer's methods and handlers, or from a
+// function run by Do: never from another goroutine directly. Events of a
+// type without handler are dropped, counted (Options.OnUnhandled) and
+// logged at warn level, once per type and server.
 func (c *Conn) On(typ string, h EventHandler) {
 	c.lastType, c.lastH = "", nil
 	for i := range c.handlers {
@@ -155,12 +163,71 @@ func (c *Conn) GroupAdd(ctx context.Context, group string) error {
 
 // GroupDiscard leaves a group.
 func (c *Conn) GroupDiscard(ctx context.Context, group string) error {
+	delete(c.resumes, group)
 	return c.srv.layer.GroupDiscard(ctx, group, c.channel)
 }
 
 // GroupSend sends a layer event to every member of a group.
 func (c *Conn) GroupSend(ctx context.Context, group string, m channellayer.Message) error {
 	return c.srv.layer.GroupSend(ctx, group, m)
+}
+
+// GroupSendOthers sends a layer event to every member of a group except
+// this connection (Phoenix's broadcast_from), encoded once like GroupSend.
+// The layer must implement channellayer.ExceptSender (both backends do).
+func (c *Conn) GroupSendOthers(ctx context.Context, group string, m channellayer.Message) error {
+	x, ok := c.srv.layer.(channellayer.ExceptSender)
+	if !ok {
+		return fmt.Errorf("consumer: the layer %T cannot send to a group except one channel (channellayer.ExceptSender)", c.srv.layer)
+	}
+	return x.GroupSendExcept(ctx, group, m, c.channel)
+}
+
+// GroupAddSince joins a group "since" a message ID the client already has
+// (from a previous connection, for instance) and returns what it missed:
+// everything the group's history recorded after since, with Recovered set,
+// or, if since is empty or the history no longer reaches back to it, the
+// latest recent messages with Recovered false. Live events of the group
+// that repeat a message of the returned Messages never reach a handler:
+// send Messages first, then the stream goes on with nothing repeated and
+// nothing skipped. The layer must implement channellayer.History.
+func (c *Conn) GroupAddSince(ctx context.Context, group, since string, recent int) (channellayer.Recovery, error) {
+	rec, err := channellayer.JoinSince(ctx, c.srv.layer, group, c.channel, since, recent)
+	if err != nil {
+		return rec, err
+	}
+	if c.resumes == nil {
+		c.resumes = make(map[string]*channellayer.Recovery, 1)
+	}
+	filter := rec
+	c.resumes[group] = &filter
+	return rec, nil
+}
+
+// Do runs fn in the consumer's one-at-a-time order, from any goroutine (a
+// timer, an HTTP handler, a job): fn never runs concurrently with the
+// consumer's methods and handlers, so it may touch the consumer's state
+// and call every method of c. Do waits for fn and returns its error; an
+// error or panic closes the connection with 1011, as in a handler. Do
+// returns ErrClosed without running fn once the connection is closing.
+// Never call Do from the consumer's own methods or handlers: they already
+// hold the order, and Do would wait for itself.
+func (c *Conn) Do(fn func(ctx context.Context, c *Conn) error) error {
+	if c.ctx.Err() != nil {
+		return ErrClosed
+	}
+	var ran bool
+	c.call("do", func(ctx context.Context) error {
+		if ctx.Err() != nil {
+			return nil
+		}
+		ran = true
+		return fn(ctx, c)
+	})
+	if !ran {
+		return ErrClosed
+	}
+	return nil
 }
 
 // How a close proceeds.
@@ -387,8 +454,13 @@ func (c *Conn) handle(m channellayer.Message) {
 		h = c.handler(m.Type)
 		c.lastType, c.lastH = m.Type, h
 	}
+	if m.ID != "" && c.resumes != nil {
+		if r := c.resumes[m.Group]; r != nil && !r.Fresh(m) {
+			return // a repeat of what GroupAddSince returned
+		}
+	}
 	if h == nil {
-		c.Logger().Debug("no handler for layer event; dropped", "type", m.Type)
+		c.srv.unhandled(c, m.Type)
 		return
 	}
 	if err := h(c.ctx, c, m); err != nil {

@@ -19,13 +19,18 @@ type Consumer interface {
 	// Connect runs before the websocket handshake completes. Returning nil
 	// accepts the connection; an error refuses it with an HTTP status (see
 	// Refuse; other errors answer 500). Frames sent here are delivered
-	// right after the handshake, before any other.
+	// right after the handshake, before any other. Its ctx is the
+	// connection's: it lives until the connection starts closing, so it
+	// may be kept by what the consumer starts for the connection.
 	Connect(ctx context.Context, c *Conn) error
 	// Receive handles one text frame from the client. An error closes the
-	// connection with 1011 and is logged.
+	// connection with 1011 and is logged. Its ctx is the connection's, as
+	// for Connect and for every event handler.
 	Receive(ctx context.Context, c *Conn, text []byte) error
 	// Disconnect runs once the connection is closed, with the close code.
-	// The connection's groups are discarded after it returns.
+	// The connection's groups are discarded after it returns. Its ctx is
+	// a fresh one, bounded by Options.DisconnectTimeout (the connection's
+	// own has ended).
 	Disconnect(ctx context.Context, c *Conn, code StatusCode)
 }
 

@@ -49,6 +49,11 @@ type Options struct {
 	// OnClosing, if set, is called once per connection as it starts
 	// closing, with its close code (for metrics). It must not block.
 	OnClosing func(code StatusCode)
+	// OnUnhandled, if set, is called for every layer event that reached a
+	// connection with no handler for its type (see Conn.On), for a
+	// metric. It must not block. Such events are also logged at warn
+	// level, once per type.
+	OnUnhandled func(typ string)
 	// Logger receives the server's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -69,6 +74,18 @@ type Server struct {
 	conns    map[*Conn]struct{}
 	shutdown bool
 	running  sync.WaitGroup
+
+	warned sync.Map // event types without handler already logged
+}
+
+// unhandled counts and reports an event that no handler took.
+func (s *Server) unhandled(c *Conn, typ string) {
+	if f := s.opts.OnUnhandled; f != nil {
+		f(typ)
+	}
+	if _, seen := s.warned.LoadOrStore(typ, true); !seen {
+		c.Logger().Warn("layer event with no handler dropped; register one with Conn.On (logged once per type)", "type", typ)
+	}
 }
 
 // NewServer returns a server for consumers on opts.Layer.

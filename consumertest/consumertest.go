@@ -38,6 +38,7 @@ type Options struct {
 // runs the framework's real connection loops over an in-memory pipe.
 type Communicator struct {
 	t     testing.TB
+	layer channellayer.Layer
 	srv   *consumer.Server
 	own   bool // srv was made here: shut it down with the test
 	scope consumer.Scope
@@ -74,10 +75,14 @@ func New(t testing.TB, f func() consumer.Consumer, opts Options) *Communicator {
 	if opts.Scope.Path == "" {
 		opts.Scope.Path = "/"
 	}
-	c := &Communicator{t: t, srv: srv, own: opts.Server == nil, scope: opts.Scope, newC: f, pipe: newPipe(opts.Buffer), done: make(chan error, 1)}
+	c := &Communicator{t: t, layer: opts.Layer, srv: srv, own: opts.Server == nil, scope: opts.Scope, newC: f, pipe: newPipe(opts.Buffer), done: make(chan error, 1)}
 	t.Cleanup(c.cleanup)
 	return c
 }
+
+// Layer returns the layer the consumer runs on (Options.Layer, or the
+// memory layer made for it), to send it events from the test.
+func (c *Communicator) Layer() channellayer.Layer { return c.layer }
 
 // Connect runs the consumer's Connect. It returns nil if the connection was
 // accepted, or the consumer's refusal (a *consumer.RefuseError, see
