@@ -98,6 +98,7 @@ var rules = []rule{
 	{"Presence", false, checkPresence},
 	{"PresenceTTL", false, checkPresenceTTL},
 	{"PresenceExpireOnce", false, checkPresenceExpireOnce},
+	{"PresenceTrackAll", false, checkPresenceTrackAll},
 
 	{"HistoryRecord", false, checkHistoryRecord},
 	{"HistoryRecordAsync", false, checkHistoryRecordAsync},

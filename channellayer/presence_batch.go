@@ -1,0 +1,66 @@
+package channellayer
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// PresenceRefresher is implemented by layers that can add or refresh many
+// presence entries, of many groups, in one call: a process refreshing the
+// entries of all its connections costs one round trip to its server, not
+// one per entry. Both backends implement it.
+type PresenceRefresher interface {
+	// TrackAll adds or refreshes every entry of groups (group → entries);
+	// each expires ttl from now, as if tracked one by one with Track.
+	TrackAll(ctx context.Context, groups map[string][]Member, ttl time.Duration) error
+}
+
+var (
+	_ PresenceRefresher = (*Memory)(nil)
+	_ PresenceRefresher = (*Redis)(nil)
+)
+
+func checkTrackAll(groups map[string][]Member, ttl time.Duration) error {
+	if ttl <= 0 {
+		return fmt.Errorf("%w: presence needs a positive TTL", ErrInvalid)
+	}
+	for g, entries := range groups {
+		if g == "" {
+			return fmt.Errorf("%w: presence needs a group", ErrInvalid)
+		}
+		for _, e := range entries {
+			if e.Key == "" {
+				return fmt.Errorf("%w: presence needs a key (group %q)", ErrInvalid, g)
+			}
+		}
+	}
+	return nil
+}
+
+// TrackAll implements PresenceRefresher.
+func (m *Memory) TrackAll(ctx context.Context, groups map[string][]Member, ttl time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := checkTrackAll(groups, ttl); err != nil {
+		return err
+	}
+	expires := time.Now().Add(ttl)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	for group, entries := range groups {
+		g := m.presence[group]
+		if g == nil {
+			g = make(map[string]memEntry, len(entries))
+			m.presence[group] = g
+		}
+		for _, e := range entries {
+			g[e.Key] = memEntry{info: append([]byte(nil), e.Info...), expires: expires}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,71 @@
+package channellayer
+
+import (
+	"context"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// trackAllScript adds or refreshes many presence entries of one group.
+//
+// KEYS as trackScript. ARGV[1] expiry in ms since the epoch, ARGV[2] how
+// long the keys must live at least (see trackScript), then key, info pairs.
+var trackAllScript = redis.NewScript(`
+local hset = {}
+local zadd = {}
+for i = 3, #ARGV, 2 do
+  hset[#hset + 1] = ARGV[i]
+  hset[#hset + 1] = ARGV[i + 1]
+  zadd[#zadd + 1] = ARGV[1]
+  zadd[#zadd + 1] = ARGV[i]
+end
+if #hset > 0 then
+  redis.call('HSET', KEYS[1], unpack(hset))
+  redis.call('ZADD', KEYS[2], unpack(zadd))
+end
+local keep = tonumber(ARGV[2])
+for i = 1, 2 do
+  if redis.call('PTTL', KEYS[i]) < keep then
+    redis.call('PEXPIRE', KEYS[i], keep)
+  end
+end
+return 1
+`)
+
+// trackAllChunk bounds the entries of one script call (Lua's unpack has a
+// limit of a few thousand values).
+const trackAllChunk = 500
+
+// TrackAll implements PresenceRefresher: one script call per group (per
+// 500 entries), all in one pipeline, so one round trip (in a cluster, one
+// per shard).
+func (r *Redis) TrackAll(ctx context.Context, groups map[string][]Member, ttl time.Duration) error {
+	if err := checkTrackAll(groups, ttl); err != nil {
+		return err
+	}
+	if err := r.usable(ctx, "presence track"); err != nil {
+		return err
+	}
+	expires := time.Now().Add(ttl).UnixMilli()
+	keep := presenceKeep(ttl)
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for group, entries := range groups {
+			keys := []string{r.presenceKey(group), r.expiryKey(group)}
+			for start := 0; start < len(entries); start += trackAllChunk {
+				chunk := entries[start:min(len(entries), start+trackAllChunk)]
+				args := make([]any, 0, 2+2*len(chunk))
+				args = append(args, expires, keep)
+				for _, e := range chunk {
+					args = append(args, e.Key, e.Info)
+				}
+				trackAllScript.Eval(ctx, p, keys, args...)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return r.fail(ctx, "presence track", err)
+	}
+	return nil
+}
