@@ -135,7 +135,7 @@ func (j *JSON) Receive(ctx context.Context, c *Conn, text []byte) error {
 // convention for some frames.
 func (c *Conn) ReceiveFrame(ctx context.Context, text []byte) error {
 	var head struct {
-		Type *string        `json:"type"`
+		Type *string         `json:"type"`
 		Ref  json.RawMessage `json:"ref"`
 	}
 	if err := json.Unmarshal(text, &head); err != nil || head.Type == nil {
