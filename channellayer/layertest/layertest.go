@@ -99,6 +99,12 @@ var rules = []rule{
 	{"PresenceTTL", false, checkPresenceTTL},
 	{"PresenceExpireOnce", false, checkPresenceExpireOnce},
 	{"PresenceTrackAll", false, checkPresenceTrackAll},
+	{"TrackerMerge", false, checkTrackerMerge},
+	{"TrackerDiffs", false, checkTrackerDiffs},
+	{"TrackerBurst", false, checkTrackerBurst},
+	{"TrackerGrace", false, checkTrackerGrace},
+	{"TrackerFinal", false, checkTrackerFinal},
+	{"TrackerRefreshAndDeath", false, checkTrackerRefreshAndDeath},
 
 	{"HistoryRecord", false, checkHistoryRecord},
 	{"HistoryRecordAsync", false, checkHistoryRecordAsync},
