@@ -80,6 +80,7 @@ type Conn struct {
 	// GroupAddSince), and the state of the JSON convention (see json.go).
 	resumes map[string]*channellayer.Recovery
 	frames  *frameState
+	tracked []string // groups of Track
 }
 
 // Scope describes the connection.

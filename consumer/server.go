@@ -12,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/presence"
 )
 
 // Options configures a Server. Only Layer is required.
@@ -54,6 +55,15 @@ type Options struct {
 	// metric. It must not block. Such events are also logged at warn
 	// level, once per type.
 	OnUnhandled func(typ string)
+	// Presence configures the presence of connections (Conn.Track): its
+	// TTL (how long a dead node's entries outlive it; defaults to 30 s)
+	// and Interval (least time between two diffs of a group on this node;
+	// defaults to 1 s).
+	Presence presence.Options
+	// PresenceGrace is how long the presence entries of a connection lost
+	// without a normal close stay listed, so that a quick reconnect is not
+	// a leave. Defaults to 0: removed at once.
+	PresenceGrace time.Duration
 	// Logger receives the server's logs. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -76,6 +86,10 @@ type Server struct {
 	running  sync.WaitGroup
 
 	warned sync.Map // event types without handler already logged
+
+	trackerMu     sync.Mutex
+	presence      *presence.Tracker // made by the first Conn.Track
+	trackerClosed bool
 }
 
 // unhandled counts and reports an event that no handler took.
@@ -237,6 +251,7 @@ func (s *Server) finish(c *Conn) {
 		}()
 		c.consumer.Disconnect(ctx, c, c.closeCode)
 	}()
+	c.leavePresence(ctx, true)
 	c.mu.Unlock()
 	s.releaseCtx(ctx, c)
 }
@@ -245,6 +260,9 @@ func (s *Server) release(c *Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.DisconnectTimeout)
 	defer cancel()
 	c.cancel()
+	c.mu.Lock()
+	c.leavePresence(ctx, false)
+	c.mu.Unlock()
 	s.releaseCtx(ctx, c)
 }
 
@@ -316,7 +334,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 		s.cancel()
-		return nil
+		return s.closeTracker(ctx)
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.conns {
@@ -327,6 +345,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.mu.Unlock()
 		s.cancel()
 		<-done
+		_ = s.closeTracker(context.Background())
 		return ctx.Err()
 	}
 }
