@@ -390,4 +390,3 @@ func TestAddrLimiter(t *testing.T) {
 		t.Fatalf("at 61 s, holding %d addresses; want 1 (the one just seen)", n)
 	}
 }
-
