@@ -159,7 +159,9 @@ func TestFlagCaps(t *testing.T) {
 			name: "variables",
 			env: map[string]string{"CHATTERPRO_MAX_SESSION_CONNS": "0", "CHATTERPRO_MAX_ADDR_CONNS": "40",
 				"CHATTERPRO_JOIN_RATE": "6", "CHATTERPRO_TRUSTED_PROXIES": "fd00::/8"},
-			want: func(o *options) { o.maxSessionConns, o.maxAddrConns, o.joinRate, o.trustedProxies = 0, 40, 6, "fd00::/8" },
+			want: func(o *options) {
+				o.maxSessionConns, o.maxAddrConns, o.joinRate, o.trustedProxies = 0, 40, 6, "fd00::/8"
+			},
 		},
 		{name: "negative session cap", args: []string{"--max-session-conns", "-1"}, wantErr: "--max-session-conns must be 0 (off) or a positive number"},
 		{name: "negative address cap variable", env: map[string]string{"CHATTERPRO_MAX_ADDR_CONNS": "-5"}, wantErr: "CHATTERPRO_MAX_ADDR_CONNS must be 0 (off) or a positive number"},
