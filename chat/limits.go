@@ -1,12 +1,15 @@
 package chat
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/chatterpro/chatterpro/routing"
 )
@@ -36,7 +39,49 @@ func newLimits(cfg Config) (limits, error) {
 			return l, fmt.Errorf("chat: %w", err)
 		}
 	}
-	return l, nil
+	return l, l.register(cfg.Registry)
+}
+
+// register adds chatterpro_refused_total{cap} to reg: what each cap has
+// refused on this node (0 for a cap that is off), so that an operator sees
+// whether the caps bite.
+func (l limits) register(reg prometheus.Registerer) error {
+	counts := map[string]func() uint64{
+		"session_conns": func() uint64 {
+			if l.conns == nil {
+				return 0
+			}
+			n, _ := l.conns.Refused()
+			return n
+		},
+		"addr_conns": func() uint64 {
+			if l.conns == nil {
+				return 0
+			}
+			_, n := l.conns.Refused()
+			return n
+		},
+		"join_rate": func() uint64 {
+			if l.joins == nil {
+				return 0
+			}
+			return l.joins.Refused()
+		},
+	}
+	for name, count := range counts {
+		c := prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "chatterpro_refused_total",
+			Help:        "Requests refused with 429 by a cap, by cap: session_conns, addr_conns (sockets) and join_rate (POST /join).",
+			ConstLabels: prometheus.Labels{"cap": name},
+		}, func() float64 { return float64(count()) })
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return fmt.Errorf("chat: registering metrics: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // allowJoin takes one join of r's client address; if it is over the join

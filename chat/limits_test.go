@@ -31,6 +31,26 @@ func postJoin(t *testing.T, base, xff, nickname string) (*http.Response, string)
 	return resp, string(b)
 }
 
+// metric returns the value of the sample line that starts with series
+// ("name{labels}") on the node's /metrics.
+func metric(t *testing.T, base, series string) string {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctxT(t), http.MethodGet, base+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			return v
+		}
+	}
+	t.Fatalf("/metrics has no %s", series)
+	return ""
+}
+
 // POST /join over --join-rate is 429 with Retry-After and the form saying
 // so; other addresses join on.
 func TestJoinRate(t *testing.T) {
@@ -71,6 +91,15 @@ func TestJoinRate(t *testing.T) {
 	// A made-up X-Forwarded-For entry left of the proxy's does not help.
 	if resp, _ := postJoin(t, hs.URL, "203.0.113.77, 198.51.100.1", "ada"); resp.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("a spoofed entry: %d; want 429", resp.StatusCode)
+	}
+	for series, want := range map[string]string{
+		`chatterpro_refused_total{cap="join_rate"}`:     "2",
+		`chatterpro_refused_total{cap="session_conns"}`: "0",
+		`chatterpro_refused_total{cap="addr_conns"}`:    "0",
+	} {
+		if got := metric(t, hs.URL, series); got != want {
+			t.Errorf("%s = %s; want %s", series, got, want)
+		}
 	}
 }
 
@@ -130,6 +159,9 @@ func TestSessionConnsThroughTheChat(t *testing.T) {
 	}
 	if c, status, body := dial("bob", bob); c == nil {
 		t.Fatalf("another session: %d %q; want accepted", status, body)
+	}
+	if got := metric(t, hs.URL, `chatterpro_refused_total{cap="session_conns"}`); got != "1" {
+		t.Fatalf("session_conns refusals %s; want 1", got)
 	}
 	a1.Close(websocket.StatusNormalClosure, "")
 	deadline := time.Now().Add(5 * time.Second)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"github.com/chatterpro/chatterpro/consumer"
 )
@@ -44,6 +45,8 @@ type ConnCounter struct {
 	mu       sync.Mutex
 	sessions map[string]int
 	addrs    map[string]int
+
+	refusedSession, refusedAddr atomic.Uint64
 }
 
 // NewConnCounter returns a counter that enforces limits.
@@ -73,9 +76,11 @@ func (cc *ConnCounter) Acquire(session string, addr netip.Addr) (release func(),
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	if session != "" && cc.sessions[session] >= cc.limits.PerSession {
+		cc.refusedSession.Add(1)
 		return nil, ErrSessionConns
 	}
 	if key != "" && cc.addrs[key] >= cc.limits.PerAddr {
+		cc.refusedAddr.Add(1)
 		return nil, ErrAddrConns
 	}
 	if session != "" {
@@ -112,6 +117,12 @@ func (cc *ConnCounter) Held() (sessions, addrs int) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	return len(cc.sessions), len(cc.addrs)
+}
+
+// Refused returns how many connections the counter has refused so far, for
+// its session cap and for its address cap.
+func (cc *ConnCounter) Refused() (session, addr uint64) {
+	return cc.refusedSession.Load(), cc.refusedAddr.Load()
 }
 
 // Limit wraps cons so that its connection takes a slot before cons's

@@ -299,6 +299,9 @@ func TestConnCounter(t *testing.T) {
 	if sessions, addrs := cc.Held(); sessions != 2 || addrs != 1 {
 		t.Fatalf("held %d sessions, %d addresses; want 2, 1", sessions, addrs)
 	}
+	if s, a := cc.Refused(); s != 1 || a != 1 {
+		t.Fatalf("refused %d for the session, %d for the address; want 1, 1", s, a)
+	}
 	r1()
 	r1() // a second release does nothing
 	if _, err := cc.Acquire("u", a); err != nil {
@@ -350,6 +353,9 @@ func TestAddrLimiter(t *testing.T) {
 	}
 	if ok, _ := l.Allow(a); ok {
 		t.Fatal("a second event within 6 s was allowed")
+	}
+	if n := l.Refused(); n != 3 {
+		t.Fatalf("refused %d; want 3", n)
 	}
 	if ok, _ := l.Allow(netip.Addr{}); !ok {
 		t.Fatal("the zero Addr (unknown) was limited")

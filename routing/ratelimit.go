@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -25,6 +26,8 @@ type AddrLimiter struct {
 	mu        sync.Mutex
 	buckets   map[string]*rate.Limiter
 	lastSweep time.Time
+
+	refused atomic.Uint64
 }
 
 // NewAddrLimiter allows each address perMinute events a minute, in bursts
@@ -64,6 +67,7 @@ func (l *AddrLimiter) Allow(addr netip.Addr) (ok bool, retryAfter time.Duration)
 	if b.AllowN(now, 1) {
 		return true, 0
 	}
+	l.refused.Add(1)
 	// Whole milliseconds, rounded up; the epsilon absorbs the float error
 	// of a wait that is a whole number of them.
 	ms := (1 - b.TokensAt(now)) / float64(l.limit) * 1000
@@ -90,3 +94,6 @@ func (l *AddrLimiter) Len() int {
 	defer l.mu.Unlock()
 	return len(l.buckets)
 }
+
+// Refused returns how many events the limiter has refused so far.
+func (l *AddrLimiter) Refused() uint64 { return l.refused.Load() }
