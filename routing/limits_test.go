@@ -86,8 +86,9 @@ func TestNewTrustedProxies(t *testing.T) {
 }
 
 // limitServer serves /ws/chat/{room}/ behind the given caps. The session
-// is the X-Session header (none: anonymous). A consumer refuses with 403
-// on "X-Refuse" and closes the connection in Connect on "X-Close".
+// is the X-Session header (none: anonymous). The consumer refuses with 403
+// on "X-Refuse", panics on "X-Panic" and closes the connection in Connect
+// on "X-Close".
 func limitServer(t *testing.T, limits routing.ConnLimits, proxies []string) (*server, *routing.ConnCounter) {
 	t.Helper()
 	cc, err := routing.NewConnCounter(limits)
@@ -107,7 +108,7 @@ func limitServer(t *testing.T, limits routing.ConnLimits, proxies []string) (*se
 			}
 			return nil, nil
 		},
-		ScopeHeaders: []string{"X-Refuse", "X-Close"},
+		ScopeHeaders: []string{"X-Refuse", "X-Close", "X-Panic"},
 	})
 	return s, cc
 }
@@ -253,11 +254,11 @@ func TestAddrConnCap(t *testing.T) {
 	})
 }
 
-// A connection that its consumer refuses, or closes during Connect, gives
-// its slot back: the consumer's Disconnect never runs for it.
+// A connection that its consumer refuses, closes or panics in during
+// Connect gives its slot back: the consumer's Disconnect never runs for it.
 func TestRefusedConnectionsFreeTheirSlot(t *testing.T) {
 	s, cc := limitServer(t, routing.ConnLimits{PerSession: 1, PerAddr: 1}, nil)
-	for _, h := range []string{"X-Refuse", "X-Close"} {
+	for _, h := range []string{"X-Refuse", "X-Close", "X-Panic"} {
 		d := dialer{t: t, s: s, header: http.Header{"X-Session": {"ann"}, h: {"1"}}}
 		for range 3 {
 			if ws, status, body := d.dial(); ws != nil || status == http.StatusTooManyRequests {
