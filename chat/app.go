@@ -43,6 +43,19 @@ type Config struct {
 	// Rate is how many chat messages per second one connection may send
 	// (burst twice that). 0: no limit.
 	Rate float64
+	// MaxSessionConns caps the sockets one session may hold on this node;
+	// more are refused with 429. 0: no cap.
+	MaxSessionConns int
+	// MaxAddrConns caps the sockets from one client address on this node;
+	// more are refused with 429. 0: no cap.
+	MaxAddrConns int
+	// JoinRate is how many POST /join one client address may make per
+	// minute (burst half that); over it: 429 with Retry-After. 0: no limit.
+	JoinRate int
+	// TrustedProxies are the CIDRs of reverse proxies whose
+	// X-Forwarded-For tells the client address the caps count. Defaults to
+	// none: the TCP peer is the client.
+	TrustedProxies []string
 	// Registry receives the metrics. Defaults to a new registry, served
 	// on /metrics.
 	Registry *prometheus.Registry
@@ -65,6 +78,7 @@ type App struct {
 	server   *consumer.Server
 	hub      *hub
 	metrics  *metrics
+	limits   limits // every transport's sockets count in limits.conns
 	handler  http.Handler
 }
 
@@ -83,6 +97,9 @@ func New(cfg Config) (*App, error) {
 	}
 	if cfg.Rate < 0 || cfg.PresenceTTL < 0 || cfg.Grace < 0 || cfg.UsersInterval < 0 {
 		return nil, errors.New("chat: Rate, PresenceTTL, Grace and UsersInterval must not be negative")
+	}
+	if cfg.MaxSessionConns < 0 || cfg.MaxAddrConns < 0 || cfg.JoinRate < 0 {
+		return nil, errors.New("chat: MaxSessionConns, MaxAddrConns and JoinRate must not be negative (0 is no limit)")
 	}
 	if len(cfg.Rooms) == 0 {
 		cfg.Rooms = DefaultRooms()
@@ -123,8 +140,15 @@ func New(cfg Config) (*App, error) {
 		cfg: cfg, log: cfg.Logger, layer: cfg.Layer, history: history, presence: presence,
 		sessions: sessions, server: srv, metrics: m,
 	}
+	lim, err := newLimits(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.limits = lim
 	router, err := routing.New(routing.Options{
 		Server:         srv,
+		Conns:          lim.conns,
+		Proxies:        lim.proxies,
 		AllowedOrigins: cfg.AllowedOrigins,
 		Identify:       a.identify,
 		Logger:         cfg.Logger,
@@ -134,7 +158,7 @@ func New(cfg Config) (*App, error) {
 	}
 	router.Consumer("/ws/chat/{room}/", a.newConsumer)
 
-	p, err := newPages(pagesConfig{Sessions: sessions, Rooms: cfg.Rooms, AllowedOrigins: cfg.AllowedOrigins, Logger: cfg.Logger})
+	p, err := newPages(pagesConfig{Sessions: sessions, Rooms: cfg.Rooms, AllowedOrigins: cfg.AllowedOrigins, Limits: lim, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}

@@ -41,6 +41,8 @@ type pagesConfig struct {
 	// AllowedOrigins ("scheme://host[:port]") may POST besides the page's
 	// own origin. Defaults to none.
 	AllowedOrigins []string
+	// Limits rate-limits POST /join. Defaults to no limit.
+	Limits limits
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -54,6 +56,7 @@ type pages struct {
 	log      *slog.Logger
 	tmpl     *template.Template
 	cop      *http.CrossOriginProtection
+	limits   limits
 	files    map[string]staticFile // by name in static.FS
 }
 
@@ -72,6 +75,7 @@ func newPages(cfg pagesConfig) (*pages, error) {
 		sessions: cfg.Sessions,
 		log:      cfg.Logger,
 		cop:      http.NewCrossOriginProtection(),
+		limits:   cfg.Limits,
 		files:    make(map[string]staticFile),
 	}
 	if p.log == nil {
@@ -205,7 +209,12 @@ func (p *pages) joinPage(w http.ResponseWriter, r *http.Request) {
 
 // join serves POST /join.
 func (p *pages) join(w http.ResponseWriter, r *http.Request) {
-	if err := parsePostForm(w, r); err != nil {
+	parseErr := parsePostForm(w, r)
+	if ok, wait := p.limits.allowJoin(r); !ok {
+		p.refuseJoin(w, r, wait)
+		return
+	}
+	if err := parseErr; err != nil {
 		msg := "The form could not be read. Please try again."
 		var tooBig *http.MaxBytesError
 		switch {

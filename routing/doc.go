@@ -9,4 +9,12 @@
 // header) from an origin other than the page's own or Options.AllowedOrigins
 // is refused with 403. Plain HTTP routes share the same mux, and middleware
 // is func(http.Handler) http.Handler, composed with Use or Chain.
+//
+// Against abuse, a ConnCounter (Options.Conns) caps the connections one
+// session and one client address hold on a node: a connection over a cap is
+// refused with 429 before the handshake, and its slot is given back when it
+// ends. Any other transport that serves consumers wraps them with the same
+// counter's Limit. TrustedProxies tells the client address behind reverse
+// proxies (X-Forwarded-For, read only from a trusted peer), and an
+// AddrLimiter rate-limits what one address does, such as logging in.
 package routing

@@ -26,6 +26,14 @@ type Options struct {
 	// its scope as long as it is open, and the whole request header would
 	// cost every idle connection about a kilobyte.
 	ScopeHeaders []string
+	// Conns caps the connections per session and per client address; share
+	// one counter between every handler that serves consumers. Defaults to
+	// nil: no caps.
+	Conns *ConnCounter
+	// Proxies are the reverse proxies whose X-Forwarded-For tells the
+	// client address that Conns counts. Defaults to nil: the TCP peer is
+	// the client.
+	Proxies *TrustedProxies
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -73,7 +81,8 @@ var wildcard = regexp.MustCompile(`\{([A-Za-z_][A-Za-z0-9_]*)(\.\.\.)?\}`)
 // while "/ws/chat/r" is redirected to "/ws/chat/r/", as ServeMux does.
 //
 // Requests are refused in this order: from a foreign Origin with 403, those
-// Identify refuses with 403, then non-websocket requests with 426. It
+// Identify refuses with 403, non-websocket requests with 426, then those
+// over a cap of Options.Conns with 429 (before the consumer's Connect). It
 // panics if the pattern is invalid, like http.ServeMux.
 func (r *Router) Consumer(pattern string, f Factory) {
 	if strings.ContainsAny(pattern, " \t") {
@@ -114,7 +123,15 @@ func (r *Router) Consumer(pattern string, f Factory) {
 		for _, n := range names {
 			scope.Params[n] = req.PathValue(n)
 		}
-		r.opts.Server.ServeWebSocket(w, req, scope, f())
+		cons := f()
+		if r.opts.Conns != nil {
+			session := ""
+			if user != nil {
+				session = user.Session
+			}
+			cons = r.opts.Conns.Limit(session, r.opts.Proxies.ClientAddr(req), cons)
+		}
+		r.opts.Server.ServeWebSocket(w, req, scope, cons)
 	})))
 }
 

@@ -25,6 +25,18 @@ func TestMain(m *testing.M) { leakcheck.Main(m) }
 func scopeEcho() consumer.Consumer {
 	return consumer.Funcs{
 		OnConnect: func(ctx context.Context, c *consumer.Conn) error {
+			// Three headers, when kept in the scope, make it refuse the
+			// connection, panic or close it at once (see limitServer).
+			if c.Scope().Header.Get("X-Refuse") != "" {
+				return consumer.Refuse(http.StatusForbidden, "refused")
+			}
+			if c.Scope().Header.Get("X-Panic") != "" {
+				panic("panicking in Connect, as asked")
+			}
+			if c.Scope().Header.Get("X-Close") != "" {
+				c.Close(websocket.StatusPolicyViolation, "closed in Connect")
+				return nil
+			}
 			name := "anonymous"
 			if u := c.Scope().User; u != nil {
 				name = u.Name

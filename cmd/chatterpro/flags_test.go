@@ -135,3 +135,68 @@ func TestEnvVariables(t *testing.T) {
 		})
 	}
 }
+
+// The abuse caps take 0 (off) or a positive number, from a flag or its
+// variable; --trusted-proxies takes CIDRs or addresses.
+func TestFlagCaps(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		want    func(o *options) // changes from the defaults
+		wantErr string           // one line containing it
+	}{
+		{name: "defaults: 10 sockets per session, the rest off"},
+		{name: "zero turns the session cap off", args: []string{"--max-session-conns", "0"}, want: func(o *options) { o.maxSessionConns = 0 }},
+		{
+			name: "flags",
+			args: []string{"--max-session-conns", "3", "--max-addr-conns", "50", "--join-rate", "20", "--trusted-proxies", "10.0.0.0/8, 127.0.0.1"},
+			want: func(o *options) {
+				o.maxSessionConns, o.maxAddrConns, o.joinRate, o.trustedProxies = 3, 50, 20, "10.0.0.0/8, 127.0.0.1"
+			},
+		},
+		{
+			name: "variables",
+			env: map[string]string{"CHATTERPRO_MAX_SESSION_CONNS": "0", "CHATTERPRO_MAX_ADDR_CONNS": "40",
+				"CHATTERPRO_JOIN_RATE": "6", "CHATTERPRO_TRUSTED_PROXIES": "fd00::/8"},
+			want: func(o *options) {
+				o.maxSessionConns, o.maxAddrConns, o.joinRate, o.trustedProxies = 0, 40, 6, "fd00::/8"
+			},
+		},
+		{name: "negative session cap", args: []string{"--max-session-conns", "-1"}, wantErr: "--max-session-conns must be 0 (off) or a positive number"},
+		{name: "negative address cap variable", env: map[string]string{"CHATTERPRO_MAX_ADDR_CONNS": "-5"}, wantErr: "CHATTERPRO_MAX_ADDR_CONNS must be 0 (off) or a positive number"},
+		{name: "negative join rate", args: []string{"--join-rate", "-2"}, wantErr: "--join-rate must be 0 (off) or a positive number"},
+		{name: "fractional join rate", args: []string{"--join-rate", "1.5"}, wantErr: "join-rate"},
+		{name: "unparsable variable", env: map[string]string{"CHATTERPRO_MAX_SESSION_CONNS": "ten"}, wantErr: `CHATTERPRO_MAX_SESSION_CONNS="ten"`},
+		{name: "bad CIDR", args: []string{"--trusted-proxies", "10.0.0.0/8,10.0.0.0/40"}, wantErr: `--trusted-proxies: routing: trusted proxy "10.0.0.0/40" is not a CIDR`},
+		{name: "host name variable", env: map[string]string{"CHATTERPRO_TRUSTED_PROXIES": "proxy.local"}, wantErr: `CHATTERPRO_TRUSTED_PROXIES: routing: trusted proxy "proxy.local"`},
+	}
+	defaults, err := parseFlags(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if defaults.maxSessionConns != 10 || defaults.maxAddrConns != 0 || defaults.joinRate != 0 || defaults.trustedProxies != "" {
+		t.Fatalf("defaults %+v; want 10 sockets per session, the rest off", defaults)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			o, err := parseFlags(tt.args)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "\n") {
+					t.Fatalf("err %v; want one line containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			want := defaults
+			if tt.want != nil {
+				tt.want(&want)
+			}
+			if err != nil || o != want {
+				t.Fatalf("parseFlags = %+v, %v; want %+v", o, err, want)
+			}
+		})
+	}
+}

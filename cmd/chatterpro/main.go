@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/chatterpro/chatterpro/chat"
+	"github.com/chatterpro/chatterpro/routing"
 )
 
 func main() {
@@ -65,6 +66,11 @@ type options struct {
 	presenceTTL    time.Duration
 	grace          time.Duration
 	rate           float64
+	// Abuse caps (0: off) and the proxies whose X-Forwarded-For is read.
+	maxSessionConns int
+	maxAddrConns    int
+	joinRate        int
+	trustedProxies  string
 }
 
 func parseFlags(args []string) (options, error) {
@@ -78,6 +84,10 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.presenceTTL, "presence-ttl", 30*time.Second, "how long a dead node's presence entries outlive it")
 	fs.DurationVar(&o.grace, "grace", 10*time.Second, "how long a lost connection may take to come back before its departure is announced")
 	fs.Float64Var(&o.rate, "rate", 10, "chat messages per second per connection (burst twice that); 0 turns the limit off")
+	fs.IntVar(&o.maxSessionConns, "max-session-conns", 10, "sockets one session may hold on this node; more are refused with 429; 0 turns the cap off")
+	fs.IntVar(&o.maxAddrConns, "max-addr-conns", 0, "sockets from one client address on this node; more are refused with 429; 0 (the default) turns the cap off")
+	fs.IntVar(&o.joinRate, "join-rate", 0, "POST /join per minute per client address (burst half that); over it 429 with Retry-After; 0 (the default) turns the limit off")
+	fs.StringVar(&o.trustedProxies, "trusted-proxies", "", "CIDRs (comma-separated) of proxies whose X-Forwarded-For names the client address; default none")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "least important log level written: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -113,6 +123,17 @@ func parseFlags(args []string) (options, error) {
 	}
 	if o.rate < 0 || math.IsNaN(o.rate) || math.IsInf(o.rate, 0) {
 		return o, fmt.Errorf("%s must be 0 (off) or a positive number of messages per second, not %v", source("rate"), o.rate)
+	}
+	for _, c := range []struct {
+		name string
+		v    int
+	}{{"max-session-conns", o.maxSessionConns}, {"max-addr-conns", o.maxAddrConns}, {"join-rate", o.joinRate}} {
+		if c.v < 0 {
+			return o, fmt.Errorf("%s must be 0 (off) or a positive number, not %d", source(c.name), c.v)
+		}
+	}
+	if _, err := routing.NewTrustedProxies(splitList(o.trustedProxies)); err != nil {
+		return o, fmt.Errorf("%s: %v", source("trusted-proxies"), err)
 	}
 	if o.presenceTTL <= 0 {
 		return o, fmt.Errorf("%s must be positive, like 30s", source("presence-ttl"))
@@ -174,6 +195,11 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 		Grace:          o.grace,
 		Rate:           o.rate,
 		Logger:         log,
+		// Abuse caps.
+		MaxSessionConns: o.maxSessionConns,
+		MaxAddrConns:    o.maxAddrConns,
+		JoinRate:        o.joinRate,
+		TrustedProxies:  splitList(o.trustedProxies),
 	})
 	if err != nil {
 		return err
