@@ -69,6 +69,8 @@ type Server struct {
 	conns    map[*Conn]struct{}
 	shutdown bool
 	running  sync.WaitGroup
+
+	sse sseHub // event streams of the fallback transport (sse.go)
 }
 
 // NewServer returns a server for consumers on opts.Layer.
@@ -285,6 +287,7 @@ func (s *Server) Len() int {
 // (service restart) so its client reconnects elsewhere, and waits for them
 // to finish, or for ctx; then it cuts whatever is left.
 func (s *Server) Shutdown(ctx context.Context) error {
+	defer s.sse.close()
 	s.mu.Lock()
 	s.shutdown = true
 	for c := range s.conns {
