@@ -73,7 +73,9 @@ func (n *sseNode) stop(t *testing.T) {
 	n.hs.Close()
 }
 
-func (n *sseNode) route(room string) string { return n.hs.URL + "/ws/chat/" + url.PathEscape(room) + "/" }
+func (n *sseNode) route(room string) string {
+	return n.hs.URL + "/ws/chat/" + url.PathEscape(room) + "/"
+}
 
 // sseEcho refuses the room "bad" with 400, greets with the room, the user,
 // and the query's keys, then echoes each frame.
