@@ -64,13 +64,12 @@ type Server struct {
 	cancel context.CancelFunc
 	poll   *poller // nil where sockets are not watched
 	pinger pinger
+	sse    sseHub // event streams of the fallback transport (sse.go)
 
 	mu       sync.Mutex
 	conns    map[*Conn]struct{}
 	shutdown bool
 	running  sync.WaitGroup
-
-	sse sseHub // event streams of the fallback transport (sse.go)
 }
 
 // NewServer returns a server for consumers on opts.Layer.
