@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/chatterpro/chatterpro/channellayer"
 )
@@ -87,9 +86,7 @@ func (s *Server) openSSE(w http.ResponseWriter, r *http.Request, scope Scope) (*
 	if scope.User != nil {
 		st.session = scope.User.Session
 	}
-	st.keep = time.AfterFunc(st.every, st.keepalive)
 	if err := s.sse.open(s, st); err != nil {
-		st.keep.Stop()
 		return nil, err
 	}
 	h := w.Header()
@@ -104,6 +101,7 @@ func (s *Server) openSSE(w http.ResponseWriter, r *http.Request, scope Scope) (*
 		st.done()
 		return nil, err
 	}
+	st.startKeepalive()
 	return st, nil
 }
 

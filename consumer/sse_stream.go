@@ -42,13 +42,15 @@ type sseStream struct {
 	dead bool       // CloseNow ran: the deadline stays in the past
 
 	wmu   sync.Mutex
-	ended bool  // the close event was written, or the handler is done: no more writes
-	werr  error // a write failed: the stream is broken
-	keep  *time.Timer
+	ended bool        // the close event was written, or the handler is done: no more writes
+	werr  error       // a write failed: the stream is broken
+	keep  *time.Timer // nil until the open event is written
 
-	graceful atomic.Bool // the close event went out: the response may end cleanly
-	goneOnce sync.Once
-	gone     chan struct{} // closed when the stream can no longer be used
+	graceful   atomic.Bool // the close event went out: the response may end cleanly
+	tooBig     atomic.Bool // Read reported a frame too big: CloseNow writes the close event
+	peerClosed atomic.Bool // the client closed the stream: its response may end cleanly
+	goneOnce   sync.Once
+	gone       chan struct{} // closed when the stream can no longer be used
 }
 
 // sseKeepalive is how often an idle stream gets a comment, so that proxies
@@ -66,12 +68,17 @@ var _ BatchWriter = (*sseStream)(nil)
 // Read returns the next client frame, in the order the client sent them.
 // After the client closed the stream it returns a websocket.CloseError with
 // the client's code; after a frame over the size limit, an error wrapping
-// websocket.ErrMessageTooBig (the close event is written by then).
+// websocket.ErrMessageTooBig, and CloseNow then writes the close event 1009
+// (the connection closes with it as if the peer had: see Conn.received).
 func (s *sseStream) Read(ctx context.Context) (websocket.MessageType, []byte, error) {
 	f, err := s.in.read(ctx, s.gone, s.reqDone)
 	if err != nil {
-		if errors.Is(err, websocket.ErrMessageTooBig) {
-			_ = s.Close(StatusTooBig, "frame too big")
+		var ce websocket.CloseError
+		switch {
+		case errors.Is(err, websocket.ErrMessageTooBig):
+			s.tooBig.Store(true)
+		case errors.As(err, &ce):
+			s.peerClosed.Store(true)
 		}
 		return 0, nil, err
 	}
@@ -124,10 +131,14 @@ type sseClose struct {
 }
 
 // CloseNow ends the stream at once. A write under way is cut short, and
-// unless the close event went out the response ends abruptly.
+// unless the close event went out (or the client closed the stream) the
+// response ends abruptly.
 func (s *sseStream) CloseNow() error {
+	if s.tooBig.Load() && !s.graceful.Load() {
+		_ = s.Close(StatusTooBig, "frame too big")
+	}
 	s.markGone()
-	if !s.graceful.Load() {
+	if !s.graceful.Load() && !s.peerClosed.Load() {
 		s.dmu.Lock()
 		s.dead = true
 		_ = s.rc.SetWriteDeadline(time.Now())
@@ -197,8 +208,19 @@ func (s *sseStream) done() {
 	s.markGone()
 	s.wmu.Lock()
 	s.ended = true
-	s.keep.Stop()
+	if s.keep != nil {
+		s.keep.Stop()
+	}
 	s.wmu.Unlock()
+}
+
+// startKeepalive sets the first keepalive comment, after the open event.
+func (s *sseStream) startKeepalive() {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if !s.ended {
+		s.keep = time.AfterFunc(s.every, s.keepalive)
+	}
 }
 
 // owns reports whether secret and session are the stream's (secret in
