@@ -458,3 +458,26 @@ func TestSSEConcurrentStreams(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A write the client does not take within the write timeout means the
+// stream is dead: the connection ends (1006) though its queue never filled.
+func TestSSEWriteTimeoutIsDead(t *testing.T) {
+	huge := []byte(`"` + strings.Repeat("x", 32<<20) + `"`) // more than the socket buffers hold
+	s := serveSSE(t, consumer.Options{QueueBytes: 64 << 20, WriteTimeout: 300 * time.Millisecond}, func() consumer.Consumer {
+		return consumer.Funcs{OnReceive: func(ctx context.Context, c *consumer.Conn, text []byte) error {
+			return c.Send(huge)
+		}}
+	})
+	req, _ := http.NewRequestWithContext(timeout(t), http.MethodGet, s.route+"?transport=sse", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	id := readOpen(t, bufio.NewReader(resp.Body))
+	n, err := ssetest.Poster(s.route, id, nil).Send(timeout(t), `"go"`)
+	expectStatus(t, "POST", n, err, http.StatusNoContent)
+	if code := s.disconnected(t); code != consumer.StatusAbnormal {
+		t.Fatalf("Disconnect code %d, want 1006", code)
+	}
+}

@@ -9,4 +9,9 @@
 // header) from an origin other than the page's own or Options.AllowedOrigins
 // is refused with 403. Plain HTTP routes share the same mux, and middleware
 // is func(http.Handler) http.Handler, composed with Use or Chain.
+//
+// A consumer's route also serves the fallback transport for clients that
+// cannot open a websocket: ?transport=sse opens an event stream (GET) and
+// carries the client's frames (POST), after the same origin and Identify
+// checks, to the same consumer with the same Scope.
 package routing
