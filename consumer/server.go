@@ -79,6 +79,7 @@ type Server struct {
 	cancel context.CancelFunc
 	poll   *poller // nil where sockets are not watched
 	pinger pinger
+	sse    sseHub // event streams of the fallback transport (sse.go)
 
 	mu       sync.Mutex
 	conns    map[*Conn]struct{}
@@ -320,6 +321,7 @@ func (s *Server) Len() int {
 // (service restart) so its client reconnects elsewhere, and waits for them
 // to finish, or for ctx; then it cuts whatever is left.
 func (s *Server) Shutdown(ctx context.Context) error {
+	defer s.sse.close()
 	s.mu.Lock()
 	s.shutdown = true
 	for c := range s.conns {

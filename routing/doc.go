@@ -17,4 +17,9 @@
 // counter's Limit. TrustedProxies tells the client address behind reverse
 // proxies (X-Forwarded-For, read only from a trusted peer), and an
 // AddrLimiter rate-limits what one address does, such as logging in.
+//
+// A consumer's route also serves the fallback transport for clients that
+// cannot open a websocket: ?transport=sse opens an event stream (GET) and
+// carries the client's frames (POST), after the same origin and Identify
+// checks, to the same consumer with the same Scope.
 package routing

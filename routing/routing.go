@@ -80,9 +80,17 @@ var wildcard = regexp.MustCompile(`\{([A-Za-z_][A-Za-z0-9_]*)(\.\.\.)?\}`)
 // as if it ended in "{$}": for "/ws/chat/{room}/", "/ws/chat/r/x" is 404,
 // while "/ws/chat/r" is redirected to "/ws/chat/r/", as ServeMux does.
 //
+// The same route serves the fallback transport (?transport=sse): a GET opens
+// an event stream to a new consumer with the same Scope (the query without
+// "transport"), a POST carries the client's frames to it, whichever node it
+// lands on (see consumer.Server.ServeSSE and ServeSSEPost); the POST's user
+// must have the stream's session.
+//
 // Requests are refused in this order: from a foreign Origin with 403, those
-// Identify refuses with 403, non-websocket requests with 426, then those
-// over a cap of Options.Conns with 429 (before the consumer's Connect). It
+// Identify refuses with 403, then GETs that are neither a websocket nor
+// ?transport=sse with 426, POSTs without ?transport=sse with 405, then
+// connections over a cap of Options.Conns with 429 (before the consumer's
+// Connect; an event stream counts like a websocket). It
 // panics if the pattern is invalid, like http.ServeMux.
 func (r *Router) Consumer(pattern string, f Factory) {
 	if strings.ContainsAny(pattern, " \t") {
@@ -95,7 +103,7 @@ func (r *Router) Consumer(pattern string, f Factory) {
 	if strings.HasSuffix(pattern, "/") {
 		pattern += "{$}"
 	}
-	r.mux.Handle("GET "+pattern, r.origins.wrap(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	h := r.origins.wrap(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		// Identity before protocol: a request Identify refuses is 403
 		// whether or not it asks for a websocket.
 		var user *consumer.User
@@ -107,9 +115,18 @@ func (r *Router) Consumer(pattern string, f Factory) {
 			}
 			user = u
 		}
-		if !isUpgrade(req) {
+		sse := isSSE(req)
+		switch {
+		case req.Method == http.MethodPost && sse:
+			r.opts.Server.ServeSSEPost(w, req, user)
+			return
+		case req.Method == http.MethodPost:
+			w.Header().Set("Allow", "GET")
+			http.Error(w, "POST needs ?transport=sse", http.StatusMethodNotAllowed)
+			return
+		case !sse && !isUpgrade(req):
 			w.Header().Set("Upgrade", "websocket")
-			http.Error(w, "this is a websocket endpoint", http.StatusUpgradeRequired)
+			http.Error(w, "this is a websocket endpoint (or ?transport=sse)", http.StatusUpgradeRequired)
 			return
 		}
 		scope := consumer.Scope{
@@ -131,8 +148,15 @@ func (r *Router) Consumer(pattern string, f Factory) {
 			}
 			cons = r.opts.Conns.Limit(session, r.opts.Proxies.ClientAddr(req), cons)
 		}
+		if sse {
+			scope.Query.Del("transport") // the consumer sees what a websocket's would
+			r.opts.Server.ServeSSE(w, req, scope, cons)
+			return
+		}
 		r.opts.Server.ServeWebSocket(w, req, scope, cons)
-	})))
+	}))
+	r.mux.Handle("GET "+pattern, h)
+	r.mux.Handle("POST "+pattern, h)
 }
 
 // scopeHeader copies the headers named in Options.ScopeHeaders.
@@ -171,6 +195,10 @@ func Chain(h http.Handler, mw ...func(http.Handler) http.Handler) http.Handler {
 	}
 	return h
 }
+
+// isSSE reports whether r is a request of the fallback transport
+// (Server-Sent Events and POST, see consumer.Server.ServeSSE).
+func isSSE(r *http.Request) bool { return r.URL.Query().Get("transport") == "sse" }
 
 func isUpgrade(r *http.Request) bool {
 	return headerHas(r.Header, "Connection", "upgrade") && headerHas(r.Header, "Upgrade", "websocket")

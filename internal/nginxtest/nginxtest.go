@@ -37,6 +37,10 @@ type Options struct {
 	Workers int
 	// Port is the port to listen on. Defaults to a free one.
 	Port int
+	// Conf is the configuration to run, rewritten as the shipped one is
+	// (see Config), for a test of nginx's defaults. Defaults to
+	// deploy/nginx.conf.
+	Conf string
 }
 
 // Nginx is one running nginx (its master process and workers).
@@ -80,7 +84,11 @@ func StartOpts(t testing.TB, opts Options, upstreams ...string) *Nginx {
 				t.Fatalf("nginxtest: finding a free port: %v", err)
 			}
 		}
-		n.conf, err = Config(deploy.NginxConf(), ConfigParams{
+		conf := opts.Conf
+		if conf == "" {
+			conf = deploy.NginxConf()
+		}
+		n.conf, err = Config(conf, ConfigParams{
 			Listen:    n.Addr(),
 			Upstreams: upstreams,
 			Dir:       n.dir,

@@ -1,0 +1,190 @@
+package consumer
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+)
+
+// The fallback transport serves a consumer where a websocket cannot be
+// opened: Server-Sent Events carry the server's frames, POSTs the client's.
+// Routing serves it on the websocket's own route with ?transport=sse (see
+// package routing); the consumer cannot tell it from a websocket. The
+// requests are documented in docs/protocol.md:
+//
+//	GET  {route}?transport=sse[&since=…]                 the event stream
+//	POST {route}?transport=sse&stream=<id>               {"seq":n,"frames":[…]}
+//	POST {route}?transport=sse&stream=<id>&close=<code>  the client closes
+//
+// A stream's ID holds 128 random bits and the name of the layer channel on
+// which its node receives the POSTs other nodes forward, so a POST may land
+// on any node: no sticky sessions.
+
+// sseSecretLen is the length of a stream ID's secret: 16 random bytes in
+// unpadded base64url.
+const sseSecretLen = 22
+
+// ServeSSE serves the GET that opens an event stream for cons: Connect, then
+// an "open" event with the stream's ID, then each frame the consumer sends
+// as a "message" event, a comment every 15 s while idle, and at the end a
+// "close" event with the close code and reason. The client's frames come
+// through ServeSSEPost. Refusals answer with an HTTP status, as
+// ServeWebSocket does. The origin is not checked here: routing does that
+// before (see package routing).
+func (s *Server) ServeSSE(w http.ResponseWriter, r *http.Request, scope Scope, cons Consumer) {
+	var st *sseStream
+	err := s.Serve(scope, cons, func() (Transport, error) {
+		var err error
+		st, err = s.openSSE(w, r, scope)
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	})
+	if st != nil {
+		st.done() // nothing writes to w once this handler returns
+	}
+	var refuse *RefuseError
+	switch {
+	case err == nil:
+	case errors.As(err, &refuse):
+		http.Error(w, refuse.Reason, refuse.Status)
+	case errors.Is(err, ErrShutdown):
+		http.Error(w, "server restarting, try another", http.StatusServiceUnavailable)
+	case st != nil:
+		s.log.Debug("event stream failed at its start", "path", scope.Path, "err", err)
+	case errors.Is(err, channellayer.ErrUnavailable):
+		http.Error(w, "temporarily unavailable, retry shortly", http.StatusServiceUnavailable)
+	default:
+		s.log.Error("event stream failed", "path", scope.Path, "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+	}
+}
+
+// openSSE registers a stream and starts its response: the headers and the
+// open event.
+func (s *Server) openSSE(w http.ResponseWriter, r *http.Request, scope Scope) (*sseStream, error) {
+	var key [16]byte
+	_, _ = rand.Read(key[:]) // never fails (crypto/rand)
+	st := &sseStream{
+		secret:  base64.RawURLEncoding.EncodeToString(key[:]),
+		in:      newSSEInbox(4 * s.ssePostLimit()),
+		hub:     &s.sse,
+		w:       w,
+		rc:      http.NewResponseController(w),
+		timeout: s.opts.WriteTimeout,
+		every:   sseKeepalive,
+		reqDone: r.Context().Done(),
+		gone:    make(chan struct{}),
+	}
+	if scope.User != nil {
+		st.session = scope.User.Session
+	}
+	if err := s.sse.open(s, st); err != nil {
+		return nil, err
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no") // nginx: pass each event on at once
+	w.WriteHeader(http.StatusOK)
+	open, _ := json.Marshal(struct {
+		Stream string `json:"stream"`
+	}{st.id})
+	if err := st.write(r.Context(), func(w http.ResponseWriter) error { return writeEvent(w, "open", open) }); err != nil {
+		st.done()
+		return nil, err
+	}
+	st.startKeepalive()
+	return st, nil
+}
+
+// ssePostLimit bounds a POST's body: eight frames of the read limit, and
+// room for the JSON around them.
+func (s *Server) ssePostLimit() int { return 8*int(s.opts.ReadLimit) + 1024 }
+
+// ServeSSEPost serves a POST of the fallback transport: frames for the
+// stream named by ?stream=, or with ?close=<code> the client's close of it.
+// user is who makes the POST (as for a websocket, routing finds it): its
+// session must be the stream's. The POST may land on any node; it reaches
+// the stream's node through the layer. The answer is 204 once the frames
+// are in the stream's order (or were already), 400 for a malformed request,
+// 403 when the session is not the stream's, 404 for an unknown or closed
+// stream, 413 for a body or a frame over the size limit (the stream is
+// closed with 1009, as a websocket would be), 429 when the POST is too far
+// ahead of the stream's order or too many frames wait for the consumer, 503
+// when the layer or the stream's node did not answer.
+func (s *Server) ServeSSEPost(w http.ResponseWriter, r *http.Request, user *User) {
+	status := s.ssePost(w, r, user)
+	switch status {
+	case http.StatusNoContent:
+		w.WriteHeader(status)
+		return
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", "1")
+	}
+	http.Error(w, ssePostRefusals[status], status)
+}
+
+var ssePostRefusals = map[int]string{
+	http.StatusBadRequest:            `bad request: the body must be {"seq":<n from 1>,"frames":[...]}, or ?close=<code> with 1000, 1001 or 3000-4999`,
+	http.StatusForbidden:             "forbidden: the stream belongs to another session",
+	http.StatusNotFound:              "unknown or closed stream: open a new one",
+	http.StatusRequestEntityTooLarge: "too large: a frame or the body is over the size limit",
+	http.StatusTooManyRequests:       "too many: wait for the answers to earlier POSTs",
+	http.StatusServiceUnavailable:    "temporarily unavailable, retry shortly",
+}
+
+func (s *Server) ssePost(w http.ResponseWriter, r *http.Request, user *User) int {
+	q := r.URL.Query()
+	secret, num, inbox, ok := parseStreamID(q.Get("stream"))
+	if !ok {
+		return http.StatusNotFound
+	}
+	p := ssePost{Stream: num, Secret: secret}
+	if user != nil {
+		p.Session = user.Session
+	}
+	if c := q.Get("close"); c != "" {
+		code, err := strconv.Atoi(c)
+		if err != nil || !(code == 1000 || code == 1001 || code >= 3000 && code <= 4999) {
+			return http.StatusBadRequest
+		}
+		p.Close = code
+		return s.forwardSSE(r.Context(), inbox, p)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(s.ssePostLimit())))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		p.TooBig = true
+	case err != nil:
+		return http.StatusBadRequest
+	default:
+		var in struct {
+			Seq    uint64            `json:"seq"`
+			Frames []json.RawMessage `json:"frames"`
+		}
+		if json.Unmarshal(body, &in) != nil || in.Seq == 0 {
+			return http.StatusBadRequest
+		}
+		p.Seq, p.Frames = in.Seq, in.Frames
+		for _, f := range in.Frames {
+			if int64(len(f)) > s.opts.ReadLimit {
+				p.TooBig, p.Frames = true, nil
+				break
+			}
+		}
+	}
+	status := s.forwardSSE(r.Context(), inbox, p)
+	if p.TooBig && status == http.StatusNoContent {
+		status = http.StatusRequestEntityTooLarge
+	}
+	return status
+}
