@@ -78,7 +78,7 @@ func TestHandler(t *testing.T) {
 			}
 			tests := []struct {
 				name, token, body string
-				status           int
+				status            int
 			}{
 				{"no token", "", `{"type":"alert"}`, 401},
 				{"wrong token", "guess", `{"type":"alert"}`, 401},
