@@ -120,7 +120,9 @@ func (p *pollConsumer) tally() map[string]int {
 	return t
 }
 
-func forward(ctx context.Context, c *consumer.Conn, m channellayer.Message) error { return c.Send(m.Body) }
+func forward(ctx context.Context, c *consumer.Conn, m channellayer.Message) error {
+	return c.Send(m.Body)
+}
 
 //go:embed index.html
 var page embed.FS
