@@ -406,6 +406,7 @@ export class Client {
       // Any frame shows the peer is alive.
       clearTimeout(this._pongTimer);
       this._pongTimer = null;
+      this._armPing(this._pingInterval);
     }
     let f;
     try {
