@@ -273,7 +273,11 @@ export class Client {
     if (code !== 1000 && !(code >= 3000 && code <= 4999)) {
       throw new RangeError("chatterpro: a client closes with 1000 or 3000-4999, not " + code);
     }
-    if (this._stopped && !this._t) return Promise.resolve();
+    if (this._stopped) {
+      // Closed already, or closing: wait for that.
+      if (!this._t) return Promise.resolve();
+      return new Promise((resolve) => this._closeWaiters.push(resolve));
+    }
     this._stop();
     const t = this._t;
     if (!t) {
@@ -429,6 +433,7 @@ export class Client {
   }
 
   _countError(code) {
+    this._pruneErrors();
     this._errors.push(Date.now());
     if (code === "rate_limited" && this._bucket) this._bucket.drain();
     this._pump();
@@ -461,7 +466,6 @@ export class Client {
       return;
     }
     if (!opened) this._failed();
-    if (code === 1012) this._attempt = 0; // the node restarts: go elsewhere now
     this._scheduleReconnect();
   }
 
@@ -534,10 +538,14 @@ export class Client {
   // means send it now (and a token was spent).
   _wait(e) {
     if (e.internal) return 0;
+    this._pruneErrors();
+    if (this._errors.length >= this._errPause) return this._errors[0] + this._errWindow - Date.now() + 1;
+    return this._bucket ? this._bucket.take() : 0;
+  }
+
+  _pruneErrors() {
     const now = Date.now();
     while (this._errors.length && now - this._errors[0] >= this._errWindow) this._errors.shift();
-    if (this._errors.length >= this._errPause) return this._errors[0] + this._errWindow - now + 1;
-    return this._bucket ? this._bucket.take() : 0;
   }
 
   _pump() {
@@ -668,7 +676,8 @@ class SSETransport {
     this.ended = false;
     this.retry = null;
     this.waiting = null; // the entries of a POST waiting to be retried
-    const es = new client._EventSource(url);
+    // Cookies go along, as on a websocket, also to another allowed origin.
+    const es = new client._EventSource(url, { withCredentials: true });
     this.es = es;
     // The server's first event is named "open" too; the browser's own open
     // event has no data.
@@ -737,7 +746,7 @@ class SSETransport {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body,
-      credentials: "same-origin",
+      credentials: "include",
       cache: "no-store",
     }).then(
       (res) => {
@@ -779,7 +788,7 @@ class SSETransport {
     this.client
       ._fetch(this.postURL({ close: String(code) }), {
         method: "POST",
-        credentials: "same-origin",
+        credentials: "include",
         cache: "no-store",
         keepalive: true,
       })

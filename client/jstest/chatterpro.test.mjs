@@ -119,6 +119,26 @@ test("state events: connecting, open, reconnecting, offline", async (t) => {
   tick(60000);
   assert.equal(FakeWebSocket.instances.length, n, "no reconnect after close()");
   assert.throws(() => c.close(1008), RangeError);
+  await c.close(); // again: nothing more to do
+});
+
+test("close while closing waits for the same close", async (t) => {
+  const { make, net } = setup(t, () => 0);
+  const c = make("http://h/ws/x/", { transports: ["sse"] });
+  await settle();
+  FakeEventSource.last().open("s");
+  let first = false;
+  let second = false;
+  c.close(1000).then(() => (first = true));
+  c.close(4000).then(() => (second = true));
+  await settle();
+  assert.equal(net.calls.length, 1, "one close POST");
+  assert.equal(net.calls[0].url.searchParams.get("close"), "1000");
+  assert.equal(first || second, false);
+  net.calls[0].respond(204);
+  await settle();
+  assert.ok(first && second);
+  assert.equal(c.state, "offline");
 });
 
 test("no reconnect after the server closes with 1000 or 1008", async (t) => {
