@@ -181,8 +181,10 @@ export class Client {
     this._onOnline = () => this.reconnectNow();
     this._onVisible = () => {
       if (globalThis.document && globalThis.document.visibilityState !== "visible") return;
-      if (this._t && this._t.opened) this._ping();
-      else this.reconnectNow();
+      if (!this._t || !this._t.opened) return this.reconnectNow();
+      // Timers sleep in a hidden page: check the connection now, unless
+      // it spoke lately (a tab switched back and forth pings rarely).
+      if (Date.now() - this._lastRx >= Math.min(5000, this._pingInterval / 2)) this._ping();
     };
     if (typeof globalThis.addEventListener === "function") globalThis.addEventListener("online", this._onOnline);
     if (globalThis.document && typeof globalThis.document.addEventListener === "function") {

@@ -571,7 +571,11 @@ test("the page coming back online or visible reconnects at once", async (t) => {
   doc.dispatchEvent(new Event("visibilitychange"));
   assert.equal(FakeWebSocket.instances.length, 3, "visible: at once");
   FakeWebSocket.last().open();
-  // Visible while open: a ping checks the connection now.
+  // Visible while open: a ping checks the connection now, unless it just
+  // spoke.
+  doc.dispatchEvent(new Event("visibilitychange"));
+  assert.deepEqual(FakeWebSocket.last().sent, []);
+  tick(600);
   doc.dispatchEvent(new Event("visibilitychange"));
   assert.deepEqual(FakeWebSocket.last().sent, [{ type: "ping" }]);
   await c.close();
