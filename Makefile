@@ -2,9 +2,9 @@
 GO ?= go
 SYSTEM_DEPS = redis-server nginx chromium
 
-.PHONY: test deps vet run lb-demo soak bench
+.PHONY: test deps vet run lb-demo soak bench js-test
 
-test: deps vet
+test: deps vet js-test
 	$(GO) test -race -count=1 -p 1 -timeout 9m ./...
 	# Allocation checks, built without the race detector (under which
 	# sync.Pool drops pooled buffers on purpose; see fanout_alloc_test.go).
@@ -12,6 +12,14 @@ test: deps vet
 
 vet:
 	$(GO) vet ./...
+
+# The JavaScript client's unit tests (Node's test runner, fake sockets), and
+# its declarations checked by tsc, installed into .node-tools when missing.
+TSC = .node-tools/node_modules/.bin/tsc
+js-test:
+	node --test client/jstest/
+	@[ -x $(TSC) ] || npm install --prefix .node-tools --no-save --no-audit --no-fund typescript@5
+	$(TSC) --noEmit -p client/jstest
 
 # The tests start their own redis-server, nginx and headless chromium;
 # install them when missing (Debian; needs root, as in CI).
