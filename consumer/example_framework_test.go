@@ -47,7 +47,9 @@ func read(ws *websocket.Conn) string {
 	return string(b)
 }
 
-func write(ws *websocket.Conn, s string) { ws.Write(context.Background(), websocket.MessageText, []byte(s)) }
+func write(ws *websocket.Conn, s string) {
+	ws.Write(context.Background(), websocket.MessageText, []byte(s))
+}
 
 // A JSON consumer registers a handler per client frame type; a frame with a
 // "ref" gets exactly one reply, ok with the handler's data or an error.
