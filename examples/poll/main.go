@@ -26,6 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/client"
 	"github.com/chatterpro/chatterpro/consumer"
 	"github.com/chatterpro/chatterpro/presence"
 	"github.com/chatterpro/chatterpro/routing"
@@ -139,6 +140,7 @@ func newApp(srv *consumer.Server, layer channellayer.Layer) (http.Handler, error
 	}
 	router.Consumer("/ws/poll/{poll}/", func() consumer.Consumer { return &pollConsumer{} })
 	router.Handle("GET /{$}", http.FileServerFS(page))
+	router.Handle("GET /static/", client.Handler())
 	return router, nil
 }
 
