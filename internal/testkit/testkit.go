@@ -12,6 +12,9 @@ package testkit
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -45,14 +48,16 @@ var errNotYet = fmt.Errorf("condition not met")
 // fails the test with what and the last error if it never does.
 func EventuallyNil(t testing.TB, within time.Duration, f func() error, what string) {
 	t.Helper()
-	if err := poll(within, f); err != nil {
+	if err := Poll(within, f); err != nil {
 		t.Fatalf("%s: not within %v: %v", what, within, err)
 	}
 }
 
-// poll calls f until it returns nil or within has passed, pausing a little
-// longer each time (1 ms up to 50 ms); it returns f's last error.
-func poll(within time.Duration, f func() error) error {
+// Poll calls f until it returns nil or within has passed, pausing a little
+// longer each time (1 ms up to 50 ms), and returns f's last error: nil if
+// f succeeded in time. It is EventuallyNil for a caller that reports the
+// failure itself (with t.Errorf, say, to go on with the test).
+func Poll(within time.Duration, f func() error) error {
 	deadline := time.Now().Add(within)
 	pause := time.Millisecond
 	for {
@@ -104,6 +109,77 @@ func Receive[T any](t testing.TB, ch <-chan T, d time.Duration, what string) T {
 		t.Fatalf("%s: nothing within %v", what, d)
 	}
 	panic("unreachable")
+}
+
+// GoroutineID returns the id of the calling goroutine, for WaitBlocked.
+func GoroutineID() uint64 {
+	var buf [64]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	// "goroutine 123 [running]:..."
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		panic("testkit: unexpected stack header " + string(b))
+	}
+	id, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		panic("testkit: unexpected stack header " + string(b))
+	}
+	return id
+}
+
+// WaitBlocked waits, for at most within, until goroutine id (from
+// GoroutineID) is blocked waiting for an event: a channel operation, a
+// select, a condition variable, network I/O or a sleep; waiting for a
+// mutex does not count. It fails the test saying what was awaited if the
+// goroutine never blocks or has ended.
+//
+// It replaces the sleep that would give a goroutine "time to start
+// waiting" (for a message, say) before the test acts on it.
+func WaitBlocked(t testing.TB, within time.Duration, id uint64, what string) {
+	t.Helper()
+	EventuallyNil(t, within, func() error {
+		state, ok := goroutineState(id)
+		switch {
+		case !ok:
+			return fmt.Errorf("goroutine %d has ended", id)
+		case !blockedState(state):
+			return fmt.Errorf("goroutine %d is %s", id, state)
+		}
+		return nil
+	}, what)
+}
+
+// goroutineState returns the state of goroutine id as runtime.Stack
+// prints it ("select", "chan receive, 2 minutes", "running"), and whether
+// the goroutine exists.
+func goroutineState(id uint64) (string, bool) {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	prefix := "goroutine " + strconv.FormatUint(id, 10) + " ["
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if rest, ok := strings.CutPrefix(g, prefix); ok {
+			state, _, _ := strings.Cut(rest, "]")
+			return state, true
+		}
+	}
+	return "", false
+}
+
+// blockedState reports whether a goroutine in state waits for an event.
+func blockedState(state string) bool {
+	state, _, _ = strings.Cut(state, ",") // drop ", 2 minutes", ", locked to thread"
+	switch state {
+	case "running", "runnable", "syscall", "sync.Mutex.Lock", "sync.RWMutex.Lock", "sync.RWMutex.RLock", "semacquire", "preempted":
+		return false
+	}
+	return true
 }
 
 // Context returns a context for the test's blocking calls: it ends after

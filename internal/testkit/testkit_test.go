@@ -131,3 +131,44 @@ func TestClock(t *testing.T) {
 		t.Fatalf("after Advance(90s) the clock moved %v", got)
 	}
 }
+
+func TestWaitBlocked(t *testing.T) {
+	ids := make(chan uint64, 1)
+	release := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ids <- testkit.GoroutineID()
+		<-release
+	}()
+	id := <-ids
+	if msg := run(t, func(tb testing.TB) { testkit.WaitBlocked(tb, 5*time.Second, id, "waiting on release") }); msg != "" {
+		t.Fatalf("WaitBlocked on a goroutine in a channel receive failed: %q", msg)
+	}
+	close(release)
+	<-done
+	if msg := run(t, func(tb testing.TB) { testkit.WaitBlocked(tb, 20*time.Millisecond, id, "ended") }); !strings.Contains(msg, "ended") {
+		t.Errorf("WaitBlocked on an ended goroutine failed with %q", msg)
+	}
+	spin := make(chan struct{})
+	go func() {
+		ids <- testkit.GoroutineID()
+		for {
+			select {
+			case <-spin:
+				return
+			default:
+				runtime.Gosched()
+			}
+		}
+	}()
+	id = <-ids
+	msg := run(t, func(tb testing.TB) { testkit.WaitBlocked(tb, 50*time.Millisecond, id, "spinning") })
+	close(spin)
+	if !strings.Contains(msg, "spinning") {
+		t.Errorf("WaitBlocked on a busy goroutine failed with %q, want a failure", msg)
+	}
+	if err := testkit.Poll(10*time.Millisecond, func() error { return errors.New("no") }); err == nil {
+		t.Error("Poll of a failing function returned nil")
+	}
+}
