@@ -138,21 +138,60 @@ func GoroutineID() uint64 {
 func WaitBlocked(t testing.TB, within time.Duration, id uint64, what string) {
 	t.Helper()
 	EventuallyNil(t, within, func() error {
-		state, ok := goroutineState(id)
-		switch {
-		case !ok:
-			return fmt.Errorf("goroutine %d has ended", id)
-		case !blockedState(state):
-			return fmt.Errorf("goroutine %d is %s", id, state)
+		for _, g := range Goroutines() {
+			if g.ID != id {
+				continue
+			}
+			if !g.Blocked() {
+				return fmt.Errorf("goroutine %d is %s", id, g.State)
+			}
+			return nil
 		}
-		return nil
+		return fmt.Errorf("goroutine %d has ended", id)
 	}, what)
 }
 
-// goroutineState returns the state of goroutine id as runtime.Stack
-// prints it ("select", "chan receive, 2 minutes", "running"), and whether
-// the goroutine exists.
-func goroutineState(id uint64) (string, bool) {
+// Goroutine is one goroutine of a dump of all (see Goroutines).
+type Goroutine struct {
+	ID    uint64
+	State string // as the runtime prints it: "select", "IO wait, 2 minutes", "running"
+	Stack string // the dump's frames, innermost first
+}
+
+// Blocked reports whether g waits for an event: a channel operation, a
+// select, a condition variable, network I/O or a sleep. Waiting for a
+// mutex does not count (see LockWait).
+func (g Goroutine) Blocked() bool {
+	switch g.state() {
+	case "running", "runnable", "syscall", "preempted":
+		return false
+	}
+	return !g.LockWait()
+}
+
+// LockWait reports whether g waits for a mutex.
+func (g Goroutine) LockWait() bool {
+	switch g.state() {
+	case "sync.Mutex.Lock", "sync.RWMutex.Lock", "sync.RWMutex.RLock", "semacquire":
+		return true
+	}
+	return false
+}
+
+// state is State without its qualifiers (", 2 minutes").
+func (g Goroutine) state() string {
+	s, _, _ := strings.Cut(g.State, ",")
+	return s
+}
+
+// In reports whether function (as the dump names it:
+// "chat.(*inflight).waitBelow") is on g's stack.
+func (g Goroutine) In(function string) bool {
+	return strings.Contains(g.Stack, function+"(")
+}
+
+// Goroutines returns every goroutine of the program, from runtime.Stack.
+func Goroutines() []Goroutine {
 	buf := make([]byte, 1<<20)
 	for {
 		n := runtime.Stack(buf, true)
@@ -162,24 +201,34 @@ func goroutineState(id uint64) (string, bool) {
 		}
 		buf = make([]byte, 2*len(buf))
 	}
-	prefix := "goroutine " + strconv.FormatUint(id, 10) + " ["
+	var out []Goroutine
 	for g := range strings.SplitSeq(string(buf), "\n\n") {
-		if rest, ok := strings.CutPrefix(g, prefix); ok {
-			state, _, _ := strings.Cut(rest, "]")
-			return state, true
+		// "goroutine 123 [select]:\n..."
+		rest, ok := strings.CutPrefix(g, "goroutine ")
+		if !ok {
+			continue
 		}
+		idText, rest, _ := strings.Cut(rest, " [")
+		state, stack, _ := strings.Cut(rest, "]:\n")
+		id, err := strconv.ParseUint(idText, 10, 64)
+		if err != nil {
+			continue
+		}
+		out = append(out, Goroutine{ID: id, State: state, Stack: stack})
 	}
-	return "", false
+	return out
 }
 
-// blockedState reports whether a goroutine in state waits for an event.
-func blockedState(state string) bool {
-	state, _, _ = strings.Cut(state, ",") // drop ", 2 minutes", ", locked to thread"
-	switch state {
-	case "running", "runnable", "syscall", "sync.Mutex.Lock", "sync.RWMutex.Lock", "sync.RWMutex.RLock", "semacquire", "preempted":
-		return false
+// BlockedIn reports whether a goroutine with function on its stack is
+// blocked waiting for an event (see Goroutine.Blocked); poll it with
+// Eventually to wait until a call has come to wait.
+func BlockedIn(function string) bool {
+	for _, g := range Goroutines() {
+		if g.In(function) && g.Blocked() {
+			return true
+		}
 	}
-	return true
+	return false
 }
 
 // Context returns a context for the test's blocking calls: it ends after

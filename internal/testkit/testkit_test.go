@@ -172,3 +172,37 @@ func TestWaitBlocked(t *testing.T) {
 		t.Error("Poll of a failing function returned nil")
 	}
 }
+
+//go:noinline
+func parkHere(release chan struct{}) { <-release }
+
+func TestBlockedIn(t *testing.T) {
+	const fn = "testkit_test.parkHere"
+	if testkit.BlockedIn(fn) {
+		t.Fatal("BlockedIn before any goroutine parked there")
+	}
+	release := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		parkHere(release)
+	}()
+	testkit.Eventually(t, 5*time.Second, func() bool { return testkit.BlockedIn(fn) }, "a goroutine parked in parkHere")
+	var found bool
+	for _, g := range testkit.Goroutines() {
+		if g.In(fn) {
+			found = true
+			if g.State != "chan receive" || g.LockWait() {
+				t.Errorf("goroutine %d in parkHere: state %q, lock wait %v", g.ID, g.State, g.LockWait())
+			}
+		}
+	}
+	if !found {
+		t.Error("Goroutines lists no goroutine in parkHere")
+	}
+	close(release)
+	<-done
+	if testkit.BlockedIn(fn) {
+		t.Error("BlockedIn after the goroutine ended")
+	}
+}
