@@ -14,6 +14,7 @@ import (
 	"github.com/chatterpro/chatterpro/auth"
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer"
+	"github.com/chatterpro/chatterpro/internal/clock"
 	"github.com/chatterpro/chatterpro/routing"
 )
 
@@ -66,6 +67,7 @@ type App struct {
 	hub      *hub
 	metrics  *metrics
 	handler  http.Handler
+	clock    clock.Clock // paces the message rate limit; a test moves it
 }
 
 // New builds the chat. Call Shutdown to stop it.
@@ -121,7 +123,7 @@ func New(cfg Config) (*App, error) {
 	}
 	a := &App{
 		cfg: cfg, log: cfg.Logger, layer: cfg.Layer, history: history, presence: presence,
-		sessions: sessions, server: srv, metrics: m,
+		sessions: sessions, server: srv, metrics: m, clock: clock.Real,
 	}
 	router, err := routing.New(routing.Options{
 		Server:         srv,
