@@ -14,6 +14,7 @@ import (
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/channellayer/layertest"
 	"github.com/chatterpro/chatterpro/internal/redistest"
+	"github.com/chatterpro/chatterpro/internal/testkit"
 )
 
 func newClusterClient(t testing.TB, addrs []string) *redis.ClusterClient {
@@ -333,10 +334,10 @@ func testClusterPubSubKilled(t *testing.T, e *clusterEnv) {
 		}
 		for _, g := range groups {
 			msg := mustMsg(t, "chat", map[string]int{"n": i})
-			eventually(t, "recorded send", func() error {
+			testkit.EventuallyNil(t, 5*time.Second, func() error {
 				_, err := a.GroupSendRecorded(tctx(t, time.Second), g, msg)
 				return err
-			})
+			}, "recorded send")
 		}
 	}
 	for _, m := range members {
@@ -405,10 +406,10 @@ func testClusterReshard(t *testing.T, e *clusterEnv) {
 	send := func() {
 		t.Helper()
 		msg := mustMsg(t, "chat", map[string]int{"n": n})
-		eventually(t, "recorded send", func() error {
+		testkit.EventuallyNil(t, 5*time.Second, func() error {
 			_, err := a.GroupSendRecorded(tctx(t, time.Second), g, msg)
 			return err
-		})
+		}, "recorded send")
 		n++
 	}
 	for range 5 {
@@ -420,7 +421,7 @@ func testClusterReshard(t *testing.T, e *clusterEnv) {
 	}
 	e.moveSlot(t, int(slot), 0, 1)
 	gch := prefix + ":{" + g + "}:g"
-	eventually(t, "subscriptions on the new owner", func() error {
+	testkit.EventuallyNil(t, 5*time.Second, func() error {
 		subs, err := e.nodes[1].PubSubShardNumSub(tctx(t, time.Second), gch).Result()
 		if err != nil {
 			return err
@@ -429,7 +430,7 @@ func testClusterReshard(t *testing.T, e *clusterEnv) {
 			return fmt.Errorf("%d subscribers on the new owner, want 2", subs[gch])
 		}
 		return nil
-	})
+	}, "subscriptions on the new owner")
 	for range 5 {
 		send()
 	}
@@ -470,12 +471,12 @@ func testClusterNodeRestart(t *testing.T, e *clusterEnv) {
 	e.cl.Node(victim).Kill()
 	start := time.Now()
 	for _, l := range []*channellayer.Redis{a, b} {
-		eventually(t, "not ready while a master is down", func() error {
+		testkit.EventuallyNil(t, 5*time.Second, func() error {
 			if err := l.Check(tctx(t, time.Second)); !errors.Is(err, channellayer.ErrUnavailable) {
 				return fmt.Errorf("Check = %v, want ErrUnavailable", err)
 			}
 			return nil
-		})
+		}, "not ready while a master is down")
 	}
 	t.Logf("outage noticed after %v", time.Since(start))
 	callStart := time.Now()
@@ -490,33 +491,17 @@ func testClusterNodeRestart(t *testing.T, e *clusterEnv) {
 	e.cl.Node(victim).Restart(t)
 	restarted := time.Now()
 	for _, l := range []*channellayer.Redis{a, b} {
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			err := l.Check(tctx(t, time.Second))
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("not ready 20s after the restart: %v", err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		testkit.EventuallyNil(t, 20*time.Second, func() error { return l.Check(tctx(t, time.Second)) }, "ready after the restart")
 	}
 	t.Logf("ready again %v after the restart", time.Since(restarted))
 	for i, g := range groups {
 		msg := mustMsg(t, "after", map[string]int{"n": i})
 		var sent channellayer.Message
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		testkit.EventuallyNil(t, 10*time.Second, func() error {
 			var err error
-			if sent, err = b.GroupSendRecorded(tctx(t, time.Second), g, msg); err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("group %s: recorded send after the restart: %v", g, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			sent, err = b.GroupSendRecorded(tctx(t, time.Second), g, msg)
+			return err
+		}, "group "+g+": recorded send after the restart")
 		for _, m := range members[i] {
 			got := recv(t, m.l, m.ch)
 			if got.ID != sent.ID {

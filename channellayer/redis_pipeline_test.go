@@ -16,6 +16,7 @@ import (
 
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/internal/redistest"
+	"github.com/chatterpro/chatterpro/internal/testkit"
 )
 
 // roundTrips counts what a client sends to Redis: publishes and scripts
@@ -159,14 +160,18 @@ func TestRedisPipelinesConcurrentSends(t *testing.T) {
 // it gets its context's error and the message is never published.
 func TestRedisPipelineCallerGivesUp(t *testing.T) {
 	srv := redistest.Start(t)
-	l := newRedisLayer(t, srv.Addr(), newPrefix(), channellayer.RedisOptions{})
+	client := newClient(t, srv.Addr())
+	trips := &roundTrips{}
+	client.AddHook(trips)
+	l := openRedisLayer(t, client, newPrefix(), channellayer.RedisOptions{}, 5*time.Second)
 	const g = "room"
 	ch := newChan(t, l, g)
 	pause(t, srv.Addr(), 500*time.Millisecond)
 
 	first := make(chan error, 1)
 	go func() { first <- l.GroupSend(tctx(t, 5*time.Second), g, mustMsg(t, "first", nil)) }()
-	time.Sleep(100 * time.Millisecond) // first is under way, held by the pause
+	testkit.Eventually(t, 5*time.Second, func() bool { return trips.alone.Load()+trips.pipelines.Load() > 0 },
+		"first under way, held by the pause")
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	if err := l.GroupSend(ctx, g, mustMsg(t, "second", nil)); !errors.Is(err, context.DeadlineExceeded) {
@@ -214,15 +219,19 @@ func TestHashSlot(t *testing.T) {
 }
 
 // panicHook makes a publish of a message of type "boom" panic after a
-// moment, as a faulty hook of the application's client might.
-type panicHook struct{}
+// moment, as a faulty hook of the application's client might. It tells
+// entered when the boom reaches it.
+type panicHook struct{ entered chan struct{} }
 
 func (panicHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
-func (panicHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+func (h panicHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		for _, a := range cmd.Args() {
 			if s, ok := a.(string); ok && strings.Contains(s, "boom") {
+				h.entered <- struct{}{}
+				// The hook's slow work: the send after the boom queues
+				// behind it meanwhile.
 				time.Sleep(200 * time.Millisecond)
 				panic("hook failed")
 			}
@@ -240,7 +249,8 @@ func (panicHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proce
 func TestRedisPipelineSurvivesPanic(t *testing.T) {
 	srv := redistest.Start(t)
 	client := newClient(t, srv.Addr())
-	client.AddHook(panicHook{})
+	hook := panicHook{entered: make(chan struct{}, 1)}
+	client.AddHook(hook)
 	l := openRedisLayer(t, client, newPrefix(), channellayer.RedisOptions{}, 5*time.Second)
 	const g = "room"
 	ch := newChan(t, l, g)
@@ -249,7 +259,7 @@ func TestRedisPipelineSurvivesPanic(t *testing.T) {
 		defer func() { panicked <- recover() }()
 		_ = l.GroupSend(context.Background(), g, mustMsg(t, "boom", nil))
 	}()
-	time.Sleep(50 * time.Millisecond) // the boom is under way
+	testkit.Receive(t, hook.entered, 5*time.Second, "the boom under way")
 	if err := l.GroupSend(tctx(t, 5*time.Second), g, mustMsg(t, "after", nil)); err != nil {
 		t.Fatalf("the send queued behind a panicking one: %v", err)
 	}
@@ -278,7 +288,7 @@ func recordAsync(t *testing.T, l *channellayer.Redis, g string, n int, gap time.
 			mu.Unlock()
 			wg.Done()
 		})
-		time.Sleep(gap)
+		time.Sleep(gap) // the pace of the stream is what is tested
 	}
 	wg.Wait()
 	for k, i := range order {
@@ -339,9 +349,7 @@ func TestRedisRecordMergesNeighboursOnly(t *testing.T) {
 		_, err := l.GroupSendRecorded(tctx(t, 5*time.Second), g2, mustMsg(t, "chat", map[string]int{"n": -1}))
 		held <- err
 	}()
-	for trips.alone.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(t, 5*time.Second, func() bool { return trips.alone.Load() > 0 }, "the held send under way")
 	groups := []string{g1, g1, g1, g2, g1, g2, g2} // 4 runs of one group
 	var mu sync.Mutex
 	var order []int

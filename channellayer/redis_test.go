@@ -21,6 +21,7 @@ import (
 	"github.com/chatterpro/chatterpro/channellayer/layertest"
 	"github.com/chatterpro/chatterpro/internal/harness"
 	"github.com/chatterpro/chatterpro/internal/redistest"
+	"github.com/chatterpro/chatterpro/internal/testkit"
 )
 
 // store is a Redis for a test: miniredis or a real redis-server.
@@ -109,11 +110,7 @@ func openRedisLayer(t testing.TB, client redis.UniversalClient, prefix string, o
 	return l
 }
 
-func tctx(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
+func tctx(t testing.TB, d time.Duration) context.Context { return testkit.ContextWithin(t, d) }
 
 func mustMsg(t testing.TB, typ string, v any) channellayer.Message {
 	t.Helper()
@@ -166,22 +163,6 @@ func seqOf(t testing.TB, m channellayer.Message) int {
 	return v.N
 }
 
-// eventually polls f until it returns nil, failing the test after 5 s.
-func eventually(t testing.TB, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestRedisConformance(t *testing.T) {
 	for i, start := range stores(t) {
 		t.Run([]string{"miniredis", "redis-server"}[i], func(t *testing.T) {
@@ -197,6 +178,8 @@ func TestRedisConformance(t *testing.T) {
 					HistorySize: 16,
 				}
 				if s.mini != nil {
+					// Real time passes too: the layer holds messages
+					// in its own buffers, which expire by the clock.
 					setup.Sleep = func(d time.Duration) { time.Sleep(d); s.mini.FastForward(d) }
 					setup.Restart = func(t *testing.T, down func()) {
 						s.mini.Close()
@@ -271,12 +254,12 @@ func TestRedisDirectedSend(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Redis notices the closed connection a moment later.
-		eventually(t, "Send to a closed process", func() error {
+		testkit.EventuallyNil(t, 5*time.Second, func() error {
 			if err := b.Send(tctx(t, 5*time.Second), ach, want); !errors.Is(err, channellayer.ErrNoChannel) {
 				return fmt.Errorf("Send = %v, want ErrNoChannel", err)
 			}
 			return nil
-		})
+		}, "Send to a closed process")
 		if err := a.Send(tctx(t, 5*time.Second), ach, want); !errors.Is(err, channellayer.ErrClosed) {
 			t.Fatalf("Send on a closed layer: %v, want ErrClosed", err)
 		}
@@ -345,11 +328,12 @@ func TestRedisPresence(t *testing.T) {
 		if err != nil || len(list) != 2 || list[0].Key != "k1" || string(list[0].Info) != "one" || list[1].Key != "k2" {
 			t.Fatalf("List = %v, %v", list, err)
 		}
-		time.Sleep(80 * time.Millisecond)
-		list, _ = a.List(ctx, "g")
-		if len(list) != 1 || list[0].Key != "k1" {
-			t.Fatalf("List after expiry = %v", list)
-		}
+		testkit.EventuallyNil(t, 5*time.Second, func() error {
+			if list, _ = a.List(ctx, "g"); len(list) != 1 || list[0].Key != "k1" {
+				return fmt.Errorf("List = %v, want k1 alone", list)
+			}
+			return nil
+		}, "k2's entry expiring")
 		var total atomic.Int64
 		var wg sync.WaitGroup
 		for _, l := range []*channellayer.Redis{a, b, a, b} {
@@ -410,21 +394,21 @@ func TestRedisUnsubscribe(t *testing.T) {
 		if err := b.GroupDiscard(ctx, g, b1); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "b unsubscribes", func() error {
+		testkit.EventuallyNil(t, 5*time.Second, func() error {
 			if n := numsub(t, c, gch); n != 1 {
 				return fmt.Errorf("NUMSUB = %d, want 1", n)
 			}
 			return nil
-		})
+		}, "b unsubscribes")
 		if err := a.DiscardChannel(ctx, a2); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "a unsubscribes", func() error {
+		testkit.EventuallyNil(t, 5*time.Second, func() error {
 			if n := numsub(t, c, gch); n != 0 {
 				return fmt.Errorf("NUMSUB = %d, want 0", n)
 			}
 			return nil
-		})
+		}, "a unsubscribes")
 		// Joining again subscribes again.
 		b2 := newChan(t, b, g)
 		if err := a.GroupSend(ctx, g, mustMsg(t, "x", nil)); err != nil {
@@ -521,12 +505,12 @@ func TestRedisRestart(t *testing.T) {
 
 	srv.Kill()
 	for _, l := range []*channellayer.Redis{a, b} {
-		eventually(t, "not ready while Redis is down", func() error {
+		testkit.EventuallyNil(t, 5*time.Second, func() error {
 			if err := l.Check(tctx(t, time.Second)); !errors.Is(err, channellayer.ErrUnavailable) {
 				return fmt.Errorf("Check = %v, want ErrUnavailable", err)
 			}
 			return nil
-		})
+		}, "not ready while Redis is down")
 	}
 	calls := []struct {
 		name string
@@ -563,7 +547,7 @@ func TestRedisRestart(t *testing.T) {
 
 	srv.Restart(t)
 	for _, l := range []*channellayer.Redis{a, b} {
-		eventually(t, "ready after restart", func() error { return l.Check(tctx(t, time.Second)) })
+		testkit.EventuallyNil(t, 5*time.Second, func() error { return l.Check(tctx(t, time.Second)) }, "ready after restart")
 	}
 	for i, l := range []*channellayer.Redis{a, b} {
 		if err := l.GroupSend(tctx(t, 5*time.Second), g, mustMsg(t, "after", map[string]int{"n": i})); err != nil {
@@ -616,16 +600,16 @@ func TestRedisNoWait(t *testing.T) {
 	}
 	// A layer that never was ready says why, so that an outage or a wrong
 	// address does not go unseen.
-	eventually(t, "a log line saying why the layer is not ready", func() error {
+	testkit.EventuallyNil(t, 5*time.Second, func() error {
 		if out := logs.String(); !strings.Contains(out, "redis still unavailable") || !strings.Contains(out, "connection refused") {
 			return fmt.Errorf("log so far: %q", out)
 		}
 		return nil
-	})
+	}, "a log line saying why the layer is not ready")
 
 	redistest.StartOpts(t, redistest.Options{Port: port})
 	for _, l := range layers {
-		eventually(t, "ready once Redis runs", func() error { return l.Check(tctx(t, time.Second)) })
+		testkit.EventuallyNil(t, 5*time.Second, func() error { return l.Check(tctx(t, time.Second)) }, "ready once Redis runs")
 	}
 	bch := newChan(t, b, "g")
 	if err := a.GroupSend(tctx(t, 5*time.Second), "g", mustMsg(t, "hello", nil)); err != nil {
@@ -741,17 +725,17 @@ func TestRedisGapRepair(t *testing.T) {
 		send()
 		recv(t, b, bch)
 		p.setCut(true)
-		eventually(t, "b notices", func() error {
+		testkit.EventuallyNil(t, 5*time.Second, func() error {
 			if err := b.Check(tctx(t, time.Second)); err == nil {
 				return errors.New("still ready")
 			}
 			return nil
-		})
+		}, "b notices")
 		for range 5 {
 			send()
 		}
 		p.setCut(false)
-		eventually(t, "b is back", func() error { return b.Check(tctx(t, time.Second)) })
+		testkit.EventuallyNil(t, 5*time.Second, func() error { return b.Check(tctx(t, time.Second)) }, "b is back")
 		for range 3 {
 			send()
 		}
@@ -786,10 +770,10 @@ func TestRedisPubSubKilled(t *testing.T) {
 			}
 		}
 		msg := mustMsg(t, "chat", map[string]int{"n": i})
-		eventually(t, "recorded send", func() error {
+		testkit.EventuallyNil(t, 5*time.Second, func() error {
 			_, err := a.GroupSendRecorded(tctx(t, time.Second), g, msg)
 			return err
-		})
+		}, "recorded send")
 	}
 	for _, m := range []struct {
 		l  *channellayer.Redis
@@ -842,7 +826,7 @@ func TestRedisIdle(t *testing.T) {
 	a, b := peerLayers(t, srv.Addr())
 	const g = "idle"
 	bch := newChan(t, b, g)
-	time.Sleep(2500 * time.Millisecond)
+	time.Sleep(2500 * time.Millisecond) // real idle time is what is tested: the connections idle past the pings
 	for _, l := range []*channellayer.Redis{a, b} {
 		if err := l.Check(tctx(t, time.Second)); err != nil {
 			t.Fatalf("Check after idling: %v", err)

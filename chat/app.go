@@ -14,6 +14,7 @@ import (
 	"github.com/chatterpro/chatterpro/auth"
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer"
+	"github.com/chatterpro/chatterpro/internal/clock"
 	"github.com/chatterpro/chatterpro/routing"
 )
 
@@ -80,6 +81,7 @@ type App struct {
 	metrics  *metrics
 	limits   limits // every transport's sockets count in limits.conns
 	handler  http.Handler
+	clock    clock.Clock // paces the message rate limit; a test moves it
 }
 
 // New builds the chat. Call Shutdown to stop it.
@@ -138,7 +140,7 @@ func New(cfg Config) (*App, error) {
 	}
 	a := &App{
 		cfg: cfg, log: cfg.Logger, layer: cfg.Layer, history: history, presence: presence,
-		sessions: sessions, server: srv, metrics: m,
+		sessions: sessions, server: srv, metrics: m, clock: clock.Real,
 	}
 	lim, err := newLimits(cfg)
 	if err != nil {

@@ -153,7 +153,7 @@ func (rc *roomConsumer) Receive(ctx context.Context, c *consumer.Conn, text []by
 		rc.refuse(ctx, c, codeBadText, err.Error())
 		return nil
 	}
-	if rc.limiter != nil && !rc.limiter.Allow() {
+	if rc.limiter != nil && !rc.limiter.AllowN(rc.app.clock.Now(), 1) {
 		rc.refuse(ctx, c, codeRateLimited, "slow down: too many messages per second; this one was not sent")
 		return nil
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer"
 	"github.com/chatterpro/chatterpro/consumertest"
+	"github.com/chatterpro/chatterpro/internal/testkit"
 )
 
 // flakyLayer is a memory layer whose recorded sends fail while down is set,
@@ -44,7 +45,7 @@ func (f *flakyLayer) GroupSendRecordedAsync(g string, m channellayer.Message, do
 		if hold != nil {
 			<-hold
 		}
-		time.Sleep(time.Millisecond) // a round trip
+		time.Sleep(time.Millisecond) // a round trip: the fake's latency
 		done(f.GroupSendRecorded(context.Background(), g, m))
 	}()
 }
@@ -78,7 +79,7 @@ func newLateLayer(t *testing.T, delay time.Duration) *lateLayer {
 	go func() {
 		defer close(done)
 		for s := range l.q {
-			time.Sleep(delay)
+			time.Sleep(delay) // the fake's latency
 			l.Memory.GroupSend(context.Background(), s.g, s.m)
 		}
 	}()
@@ -186,11 +187,7 @@ func (n *testNode) dial(t *testing.T, nick, session, room, since string) *client
 	return &client{t: t, com: com}
 }
 
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctxT(t *testing.T) context.Context { return testkit.ContextWithin(t, 10*time.Second) }
 
 type frame struct {
 	Type     string            `json:"type"`
@@ -454,11 +451,9 @@ func TestInFlightBounded(t *testing.T) {
 	for i := range sent {
 		c.say(fmt.Sprint(i))
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for f.calls.Load() < maxInFlight && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	time.Sleep(100 * time.Millisecond) // the reader would have taken more by now
+	testkit.Eventually(t, 5*time.Second, func() bool { return f.calls.Load() >= maxInFlight }, "the first messages handed to the layer")
+	// The reader waits for a slot: it takes no more until one is recorded.
+	testkit.Eventually(t, 5*time.Second, func() bool { return testkit.BlockedIn("chat.(*inflight).waitBelow") }, "the reader waiting for a slot")
 	if got := f.calls.Load(); got != maxInFlight {
 		t.Fatalf("%d messages handed to the layer while it held them all, want %d", got, maxInFlight)
 	}
@@ -470,6 +465,8 @@ func TestInFlightBounded(t *testing.T) {
 
 func TestRateLimit(t *testing.T) {
 	n := newNode(t, nil, func(c *Config) { c.Rate = 2 }) // burst 4
+	clk := testkit.NewClock(time.Now())
+	n.app.clock = clk
 	c := n.join(t, "ann", "s", "r", "")
 	c.joinFrames("ann")
 	for i := 0; i < 5; i++ {
@@ -491,7 +488,7 @@ func TestRateLimit(t *testing.T) {
 	if msgs != 4 || limited != 1 {
 		t.Fatalf("%d messages went out and %d were limited, want 4 and 1", msgs, limited)
 	}
-	time.Sleep(600 * time.Millisecond) // one token back
+	clk.Advance(600 * time.Millisecond) // one token back
 	c.say("later")
 	c.await("message", "later")
 }
@@ -695,7 +692,16 @@ func TestRefreshDoesNotUndoLeave(t *testing.T) {
 	}
 	left := make(chan error, 1)
 	go func() { left <- b.com.Disconnect(ctxT(t), consumer.StatusNormal) }()
-	time.Sleep(100 * time.Millisecond) // room for the leave to overtake the refresh
+	// The leave reaches bob's entry while the refresh holds it (or, were
+	// they not ordered, is done already).
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		for _, g := range testkit.Goroutines() {
+			if g.In("chat.(*member).leave") && g.LockWait() {
+				return true
+			}
+		}
+		return len(left) > 0
+	}, "the leave reaching bob's entry during the refresh")
 	close(l.release)
 	if err := <-left; err != nil {
 		t.Fatal(err)

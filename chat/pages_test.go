@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/chatterpro/chatterpro/auth"
+	"github.com/chatterpro/chatterpro/internal/testkit"
 	"github.com/chromedp/chromedp"
 	"github.com/coder/websocket"
 )
@@ -845,12 +847,15 @@ func TestBrowserClient(t *testing.T) {
 	}
 	waitJS := func(js string) {
 		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for time.Now().Before(deadline) {
-			if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js)); err == nil && ok {
-				return
+		err := testkit.Poll(15*time.Second, func() error {
+			ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js))
+			if err == nil && !ok {
+				err = errors.New("false")
 			}
-			time.Sleep(50 * time.Millisecond)
+			return err
+		})
+		if err == nil {
+			return
 		}
 		html, _ := chromedp.Run(ctx, chromedp.OuterHTML("body"))
 		t.Fatalf("timeout waiting for %s\n%s\n%v", js, html, logs)
@@ -912,7 +917,12 @@ func TestBrowserClient(t *testing.T) {
 	// reset history after an abrupt drop: notice, no duplicates
 	fc.dropAll(0)
 	waitJS(`document.getElementById("status").dataset.state === "open" && [...document.querySelectorAll("li.notice span.text")].some(e => /missing/.test(e.textContent))`)
-	time.Sleep(300 * time.Millisecond)
+	// Whatever the server sent before a marker has been shown once the
+	// marker is.
+	fc.mu.Lock()
+	fc.broadcast(map[string]any{"type": "notice", "text": "marker after the reset", "time": time.Now().UTC().Format(time.RFC3339)})
+	fc.mu.Unlock()
+	waitJS(`[...document.querySelectorAll("li.notice span.text")].some(e => e.textContent === "marker after the reset")`)
 	n := evalInt(`document.querySelectorAll("#messages li.message").length`)
 	if n != 4 {
 		t.Errorf("after reset %d messages, want 4", n)
@@ -929,14 +939,22 @@ func TestBrowserClient(t *testing.T) {
 	waitJS(`!document.getElementById("toast").hidden`)
 
 	// Leave: close 1000, POST /leave, back at /
+	fc.mu.Lock()
+	closesBefore := len(fc.closes)
+	fc.mu.Unlock()
 	chromedp.Do(ctx, chromedp.Click("#leave"))
 	waitJS(`location.pathname === "/" && !!document.getElementById("join-form")`)
-	time.Sleep(100 * time.Millisecond)
-	fc.mu.Lock()
-	if last := fc.closes[len(fc.closes)-1]; last != websocket.StatusNormalClosure {
-		t.Errorf("leave close code = %v (all %v)", last, fc.closes)
-	}
-	fc.mu.Unlock()
+	testkit.EventuallyNil(t, 5*time.Second, func() error {
+		fc.mu.Lock()
+		defer fc.mu.Unlock()
+		if len(fc.closes) == closesBefore {
+			return errors.New("the socket's end not seen yet")
+		}
+		if last := fc.closes[len(fc.closes)-1]; last != websocket.StatusNormalClosure {
+			t.Errorf("leave close code = %v (all %v)", last, fc.closes)
+		}
+		return nil
+	}, "the leave's close 1000")
 	got = evalStr(`document.body.dataset.pwned || ""`)
 	if got != "" {
 		t.Errorf("XSS ran")
@@ -956,6 +974,8 @@ func TestBrowserClient(t *testing.T) {
 	fc.mu.Unlock()
 	fc.dropAll(websocket.StatusPolicyViolation)
 	waitJS(`document.getElementById("status").dataset.state === "closed"`)
+	// Real time is what is tested: no reconnect within three times the
+	// first backoff (500 ms, jittered up to 750 ms).
 	time.Sleep(1500 * time.Millisecond)
 	fc.mu.Lock()
 	if fc.connects != before {

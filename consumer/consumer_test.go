@@ -13,15 +13,14 @@ import (
 	"github.com/chatterpro/chatterpro/consumer"
 	"github.com/chatterpro/chatterpro/consumertest"
 	"github.com/chatterpro/chatterpro/internal/leakcheck"
+	"github.com/chatterpro/chatterpro/internal/testkit"
 )
 
 func TestMain(m *testing.M) { leakcheck.Main(m) }
 
 func timeout(t *testing.T) context.Context {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	t.Cleanup(cancel)
-	return ctx
+	return testkit.ContextWithin(t, 10*time.Second)
 }
 
 func connect(t *testing.T, f func() consumer.Consumer, opts consumertest.Options) *consumertest.Communicator {
@@ -218,7 +217,7 @@ func TestEventsAreSerialized(t *testing.T) {
 		if inside.Add(1) > 1 {
 			overlaps.Add(1)
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Millisecond) // stay inside a moment: an overlap would be seen
 		inside.Add(-1)
 	}
 	com := connect(t, func() consumer.Consumer {

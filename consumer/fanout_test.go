@@ -12,6 +12,7 @@ import (
 
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer"
+	"github.com/chatterpro/chatterpro/internal/testkit"
 )
 
 // The fan-out path end to end: a group send on the layer, the arrival
@@ -74,13 +75,12 @@ func newFanout(tb testing.TB, members int, opts consumer.Options) *fanout {
 			f.count(br)
 		}()
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for joined.Load() < int64(members) {
-		if time.Now().After(deadline) {
-			tb.Fatalf("%d of %d members joined", joined.Load(), members)
+	testkit.EventuallyNil(tb, 20*time.Second, func() error {
+		if n := joined.Load(); n < int64(members) {
+			return fmt.Errorf("%d of %d members joined", n, members)
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	}, "members joining")
 	return f
 }
 

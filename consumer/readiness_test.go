@@ -18,6 +18,7 @@ import (
 
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer"
+	"github.com/chatterpro/chatterpro/internal/testkit"
 )
 
 // These tests serve consumers over real sockets, where an idle connection
@@ -142,7 +143,7 @@ func (c *rawClient) write(b []byte, pieces ...int) {
 			c.t.Fatal(err)
 		}
 		b = b[n:]
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // real time between the pieces keeps them apart
 	}
 	if len(b) > 0 {
 		if _, err := c.nc.Write(b); err != nil {
@@ -270,17 +271,17 @@ func TestPingPongOnIdleConnections(t *testing.T) {
 	}
 	// A reader runs now and then, for a pong; if a pong left its reader
 	// behind, there would be n of them all the time.
-	time.Sleep(100 * time.Millisecond) // every connection pinged a few times
 	least := n
-	for deadline := time.Now().Add(500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	testkit.EventuallyNil(t, 5*time.Second, func() error {
 		least = min(least, serverReaders())
-	}
-	if pings.Load() < 3*n {
-		t.Fatalf("%d pings in 500ms to %d clients, pinging every 20ms", pings.Load(), n)
-	}
-	if least > 2 {
-		t.Fatalf("%d idle connections answering pings keep %d readers all the time, want none", n, least)
-	}
+		switch {
+		case pings.Load() < 3*n:
+			return fmt.Errorf("%d pings to %d clients, pinging every 20ms; want every connection pinged a few times", pings.Load(), n)
+		case least > 2:
+			return fmt.Errorf("%d idle connections answering pings keep %d readers all the time, want none", n, least)
+		}
+		return nil
+	}, "idle connections pinged, without readers")
 	for i, ws := range clients {
 		msg := fmt.Sprint("alive ", i)
 		ws.Write(timeout(t), websocket.MessageText, []byte(msg))
@@ -299,6 +300,19 @@ func serverReaders() int {
 	buf := make([]byte, 1<<20)
 	n := runtime.Stack(buf, true)
 	return strings.Count(string(buf[:n]), "consumer.(*Conn).readReady(") + strings.Count(string(buf[:n]), "consumer.(*Conn).readLoop(")
+}
+
+// readerWaiting reports whether a server reader is blocked reading its
+// socket.
+func readerWaiting() bool {
+	buf := make([]byte, 1<<20)
+	n := runtime.Stack(buf, true)
+	for g := range strings.SplitSeq(string(buf[:n]), "\n\n") {
+		if strings.Contains(g, "[IO wait") && (strings.Contains(g, "consumer.(*Conn).readReady(") || strings.Contains(g, "consumer.(*Conn).readLoop(")) {
+			return true
+		}
+	}
+	return false
 }
 
 // A peer that stops answering pings is closed with 1006, although its
@@ -337,7 +351,7 @@ func TestCloseWhileIdle(t *testing.T) {
 		c := s.dialRaw(t, nil)
 		s.send(t, "bye")
 		c.expectClose(4000)
-		time.Sleep(20 * time.Millisecond) // the server waits for the answer
+		time.Sleep(20 * time.Millisecond) // the answer comes late: time between the close and the answer is the case tested
 		c.write(clientFrame(opClose, true, []byte{0x0f, 0xa0}))
 		s.expectDisconnect(t, 4000)
 	})
@@ -380,7 +394,7 @@ func TestCloseWhileReading(t *testing.T) {
 		s := echoServer(t, consumer.Options{})
 		c := s.dialRaw(t, nil)
 		c.write(half)
-		time.Sleep(20 * time.Millisecond) // the reader is waiting for the rest
+		testkit.Eventually(t, 5*time.Second, readerWaiting, "the reader waiting for the rest")
 		done := make(chan error, 1)
 		go func() { done <- s.srv.Shutdown(timeout(t)) }()
 		c.expectClose(consumer.StatusServiceRestart)
@@ -394,7 +408,7 @@ func TestCloseWhileReading(t *testing.T) {
 		s := echoServer(t, consumer.Options{})
 		c := s.dialRaw(t, nil)
 		c.write(half)
-		time.Sleep(20 * time.Millisecond)
+		testkit.Eventually(t, 5*time.Second, readerWaiting, "the reader waiting for the rest")
 		c.nc.Close()
 		s.expectDisconnect(t, consumer.StatusAbnormal)
 	})
@@ -421,11 +435,7 @@ func TestReaderLingersAfterAMessage(t *testing.T) {
 			t.Fatalf("%d readers right after a message, want the one that waits for the next", n)
 		}
 	}
-	for deadline := time.Now().Add(5 * time.Second); serverReaders() > 0; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the reader of a quiet connection did not go away")
-		}
-	}
+	testkit.Eventually(t, 5*time.Second, func() bool { return serverReaders() == 0 }, "the reader of a quiet connection going away")
 	c.write(clientFrame(opText, true, []byte("back")))
 	c.expect(opText, "back")
 }

@@ -100,7 +100,7 @@ func TestSocketStalledReaderIsCut(t *testing.T) {
 						if c.Send(big) != nil {
 							return
 						}
-						time.Sleep(time.Millisecond)
+						time.Sleep(time.Millisecond) // a steady producer, faster than the stalled reader
 					}
 				}()
 				return nil

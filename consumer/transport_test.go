@@ -16,6 +16,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/internal/testkit"
 )
 
 // readFrame reads one unmasked frame.
@@ -141,25 +142,44 @@ func TestCorkConnBatchWaitsForLibraryFrame(t *testing.T) {
 	defer c.Close()
 	ping := libFrameBytes(0x9, []byte("half and half"))
 	started := make(chan struct{})
+	proceed := make(chan struct{})
 	done := make(chan error, 2)
 	go func() {
 		_, err := c.Write(ping[:5])
 		close(started)
 		if err == nil {
-			time.Sleep(50 * time.Millisecond) // the batch comes meanwhile
+			<-proceed // the batch comes meanwhile
 			_, err = c.Write(ping[5:])
 		}
 		done <- err
 	}()
+	batcher := make(chan uint64, 1)
 	go func() {
 		<-started
+		batcher <- testkit.GoroutineID()
 		done <- c.writeFrames([][]byte{[]byte("text")})
 	}()
-	r := bufio.NewReader(client)
+	type frame struct {
+		op  byte
+		err error
+	}
+	frames := make(chan frame, 2)
+	go func() {
+		r := bufio.NewReader(client)
+		for range 2 {
+			op, _, err := readFrame(r)
+			frames <- frame{op, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	testkit.WaitBlocked(t, 5*time.Second, testkit.Receive(t, batcher, 5*time.Second, "the batch starting"), "the batch waiting")
+	close(proceed)
 	for i, want := range []byte{0x9, 0x1} {
-		op, _, err := readFrame(r)
-		if err != nil || op != want {
-			t.Fatalf("frame %d: opcode %d, %v; want %d", i, op, err, want)
+		f := testkit.Receive(t, frames, 5*time.Second, "a frame")
+		if f.err != nil || f.op != want {
+			t.Fatalf("frame %d: opcode %d, %v; want %d", i, f.op, f.err, want)
 		}
 	}
 	for range 2 {
@@ -313,26 +333,24 @@ func TestBurstIsCoalesced(t *testing.T) {
 		if err := layer.GroupSend(context.Background(), "g", m); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(2 * time.Millisecond) // each event alone, unless paced
+		time.Sleep(2 * time.Millisecond) // each event alone, unless paced: the pace is what is tested
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var got []string
+	var batches int
+	testkit.EventuallyNil(t, 10*time.Second, func() error {
 		tr.mu.Lock()
-		got, batches := slices.Clone(tr.frames), tr.batches
+		got, batches = slices.Clone(tr.frames), tr.batches
 		tr.mu.Unlock()
-		if len(got) >= n {
-			if !slices.Equal(got, want) {
-				t.Fatalf("frames %q, want %q", got, want)
-			}
-			if batches > n/3 {
-				t.Fatalf("%d events 2 ms apart went out in %d writes", n, batches)
-			}
-			break
+		if len(got) < n {
+			return fmt.Errorf("%d of %d frames arrived", len(got), n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d frames arrived", len(got), n)
-		}
-		time.Sleep(5 * time.Millisecond)
+		return nil
+	}, "the burst's frames")
+	if !slices.Equal(got, want) {
+		t.Fatalf("frames %q, want %q", got, want)
+	}
+	if batches > n/3 {
+		t.Fatalf("%d events 2 ms apart went out in %d writes", n, batches)
 	}
 	tr.CloseNow()
 	if err := <-served; err != nil {
@@ -381,10 +399,9 @@ func TestPacedBurstDoesNotOverflow(t *testing.T) {
 		if err := layer.GroupSend(context.Background(), "g", m); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(200 * time.Microsecond)
+		time.Sleep(200 * time.Microsecond) // a burst spread in time, as events come
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.EventuallyNil(t, 10*time.Second, func() error {
 		select {
 		case <-tr.closed:
 			t.Fatal("the connection was closed: its events overflowed while paced")
@@ -393,14 +410,11 @@ func TestPacedBurstDoesNotOverflow(t *testing.T) {
 		tr.mu.Lock()
 		got := len(tr.frames)
 		tr.mu.Unlock()
-		if got > n-paceCap {
-			break
+		if got <= n-paceCap {
+			return fmt.Errorf("%d of %d frames written; at most %d may wait for the tick", got, n, paceCap-1)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d frames written; at most %d may wait for the tick", got, n, paceCap-1)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	}, "the paced burst's frames")
 	tr.CloseNow()
 	if err := <-served; err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer"
 	"github.com/chatterpro/chatterpro/internal/leakcheck"
+	"github.com/chatterpro/chatterpro/internal/testkit"
 	"github.com/chatterpro/chatterpro/routing"
 )
 
@@ -83,11 +84,7 @@ func start(t *testing.T, opts routing.Options) *server {
 	return &server{srv: srv, hs: hs, ws: "ws" + strings.TrimPrefix(hs.URL, "http")}
 }
 
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
+func ctx(t *testing.T) context.Context { return testkit.ContextWithin(t, 10*time.Second) }
 
 func TestScopeAndEcho(t *testing.T) {
 	s := start(t, routing.Options{
@@ -284,7 +281,6 @@ func TestShutdownCloses1012(t *testing.T) {
 func TestIdleConnectionsKeepNoGoroutine(t *testing.T) {
 	s := start(t, routing.Options{})
 	const n = 50
-	time.Sleep(100 * time.Millisecond)
 	before := runtime.NumGoroutine()
 	var conns []*websocket.Conn
 	for i := 0; i < n; i++ {
@@ -301,15 +297,12 @@ func TestIdleConnectionsKeepNoGoroutine(t *testing.T) {
 	// The client side of a coder/websocket conn starts no goroutine while
 	// it is not read; so the growth is the server's: its poller, and
 	// readers, writers or handler goroutines that have not ended yet.
-	growth := 0
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if growth = runtime.NumGoroutine() - before; growth <= 2 {
-			break
+	testkit.EventuallyNil(t, 5*time.Second, func() error {
+		if growth := runtime.NumGoroutine() - before; growth > 2 {
+			return fmt.Errorf("%d idle connections keep %d goroutines, want at most 2 in all (the poller)", n, growth)
 		}
-	}
-	if growth > 2 {
-		t.Fatalf("%d idle connections keep %d goroutines, want at most 2 in all (the poller)", n, growth)
-	}
+		return nil
+	}, "idle connections without goroutines")
 	// Still served: each echoes, then goes idle again.
 	for i, ws := range conns {
 		msg := fmt.Sprint("still there ", i)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/internal/testkit"
 )
 
 // checkNewChannel: channel names are non-empty and unique across processes.
@@ -45,7 +46,9 @@ func checkSendReceive(e *env) {
 	// A Receive that is already waiting.
 	got := make(chan channellayer.Message, 1)
 	errc := make(chan error, 1)
+	ids := make(chan uint64, 1)
 	go func() {
+		ids <- testkit.GoroutineID()
 		m, err := a.Receive(e.ctx(waitFor), c)
 		if err != nil {
 			errc <- err
@@ -53,7 +56,7 @@ func checkSendReceive(e *env) {
 		}
 		got <- m
 	}()
-	time.Sleep(20 * time.Millisecond)
+	testkit.WaitBlocked(e.t, waitFor, <-ids, "a Receive waiting on an empty channel")
 	m4 := e.seqMsg(1, 4)
 	e.send(b, c, m4)
 	select {
@@ -130,11 +133,13 @@ func checkNoChannel(e *env) {
 	// A Receive waiting when its channel is discarded returns.
 	c = e.newChannel(a)
 	errc := make(chan error, 1)
+	ids := make(chan uint64, 1)
 	go func() {
+		ids <- testkit.GoroutineID()
 		_, err := a.Receive(e.ctx(waitFor), c)
 		errc <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	testkit.WaitBlocked(e.t, waitFor, <-ids, "a Receive waiting on an empty channel")
 	if err := a.DiscardChannel(e.ctx(waitFor), c); err != nil {
 		e.t.Fatalf("DiscardChannel: %v", err)
 	}
@@ -174,11 +179,13 @@ func checkClosed(e *env) {
 	g := e.name("g")
 	e.join(a, g, c)
 	errc := make(chan error, 1)
+	ids := make(chan uint64, 1)
 	go func() {
+		ids <- testkit.GoroutineID()
 		_, err := a.Receive(e.ctx(waitFor), c)
 		errc <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	testkit.WaitBlocked(e.t, waitFor, <-ids, "a Receive waiting on an empty channel")
 
 	e.within(waitFor, "Close", func() {
 		if err := a.Close(e.ctx(waitFor)); err != nil {

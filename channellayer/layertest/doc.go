@@ -66,6 +66,8 @@
 // The rules are subtests named after what they check (NewChannel,
 // GroupSend, OrderConcurrent, Capacity, GroupOverflow, Expiry, Presence,
 // HistorySince, Restart, ...); run one with go test -run 'TestRedis/Expiry'.
-// Rules for a capability the backend lacks pass with a log line. Every wait
-// is bounded: a broken backend fails, it does not hang the test.
+// A rule for a capability the backend lacks (History, Presence, Notifier,
+// Drainer, Recorder, a Restart hook) is skipped, with the reason: a PASS
+// always means the rule ran. Every wait is bounded: a broken backend fails,
+// it does not hang the test.
 package layertest

@@ -117,8 +117,8 @@ var rules = []rule{
 // Run runs the conformance suite: one subtest of t per rule, each on a
 // fresh store from newSetup. Most rules run in parallel, so newSetup must be
 // safe to call concurrently. Rules about an optional capability (History,
-// Presence, Checker, Restart) pass with a log line when the backend does not
-// have it.
+// Presence, Notifier, Drainer, Recorder, Restart) are skipped, saying why,
+// when the backend does not have it.
 //
 // The suite closes Layer and every layer Peer returns when a rule ends,
 // before the cleanups newSetup registered run; closing a layer twice

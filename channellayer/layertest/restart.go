@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/internal/testkit"
 )
 
 const (
@@ -26,7 +27,7 @@ const (
 // processes again, once each and in order, and Check passes.
 func checkRestart(e *env) {
 	if e.s.Restart == nil {
-		e.t.Log("Setup.Restart is nil: rule does not apply")
+		e.t.Skip("Setup.Restart is nil (the backend has no server to restart): rule does not apply")
 		return
 	}
 	a, b := e.a, e.peer()
@@ -105,23 +106,19 @@ func checkRestart(e *env) {
 			if !ok {
 				continue
 			}
-			deadline := time.Now().Add(waitFor)
-			for {
+			err := testkit.Poll(waitFor, func() error {
 				ctx, cancel := context.WithTimeout(e.t.Context(), callTimeout)
-				err := c.Check(ctx)
-				cancel()
-				if err != nil {
-					break
+				defer cancel()
+				if c.Check(ctx) == nil {
+					return errors.New("Check returned nil")
 				}
-				if time.Now().After(deadline) {
-					e.t.Errorf("layer %d: Check kept returning nil for %v while the server was away", i, waitFor)
-					break
-				}
-				time.Sleep(50 * time.Millisecond)
+				return nil
+			})
+			if err != nil {
+				e.t.Errorf("layer %d: Check kept returning nil for %v while the server was away", i, waitFor)
 			}
 		}
-		// Let the outage be noticed everywhere, then send into it.
-		time.Sleep(300 * time.Millisecond)
+		// The outage is noticed everywhere (Check fails): send into it.
 		for i, l := range e.both() {
 			ctx, cancel := context.WithTimeout(e.t.Context(), callTimeout)
 			start := time.Now()
@@ -140,19 +137,13 @@ func checkRestart(e *env) {
 		if !ok {
 			continue
 		}
-		deadline := time.Now().Add(recoverWithin)
-		for {
+		err := testkit.Poll(recoverWithin, func() error {
 			ctx, cancel := context.WithTimeout(e.t.Context(), callTimeout)
-			err := c.Check(ctx)
-			cancel()
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				e.t.Errorf("layer %d: Check still fails %v after the server came back: %v", i, recoverWithin, err)
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
+			defer cancel()
+			return c.Check(ctx)
+		})
+		if err != nil {
+			e.t.Errorf("layer %d: Check still fails %v after the server came back: %v", i, recoverWithin, err)
 		}
 	}
 	close(stop)
@@ -248,12 +239,11 @@ func (e *env) awaitRecovery(g string, members []member) {
 		}
 		return true
 	}
-	deadline := time.Now().Add(recoverWithin)
 	var lastErr error
-	for k := 0; !done(); k++ {
-		if time.Now().After(deadline) {
-			e.t.Fatalf("%v after the server came back, group sends still do not reach every member on both processes (member×sender reached: %v; last error: %v)", recoverWithin, got, lastErr)
-		}
+	k := 0
+	// One round: each sender sends, each member takes what came.
+	round := func() {
+		defer func() { k++ }()
 		for s, l := range senders {
 			ctx, cancel := context.WithTimeout(e.t.Context(), callTimeout)
 			if err := l.GroupSend(ctx, g, e.seqMsg(10+s, k)); err != nil {
@@ -270,8 +260,7 @@ func (e *env) awaitRecovery(g string, members []member) {
 					break
 				}
 				if err != nil {
-					lastErr = err
-					time.Sleep(50 * time.Millisecond)
+					lastErr = err // Poll pauses before the next round
 					break
 				}
 				if s, err := decodeSeq(msg); err == nil && s.Sender >= 10 && s.Sender < 10+len(senders) {
@@ -279,6 +268,16 @@ func (e *env) awaitRecovery(g string, members []member) {
 				}
 			}
 		}
+	}
+	err := testkit.Poll(recoverWithin, func() error {
+		round()
+		if !done() {
+			return errors.New("not reached yet")
+		}
+		return nil
+	})
+	if err != nil {
+		e.t.Fatalf("%v after the server came back, group sends still do not reach every member on both processes (member×sender reached: %v; last error: %v)", recoverWithin, got, lastErr)
 	}
 }
 

@@ -3,6 +3,7 @@ package main_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/chatterpro/chatterpro/internal/redistest"
+	"github.com/chatterpro/chatterpro/internal/testkit"
 	"github.com/chatterpro/chatterpro/internal/testnode"
 )
 
@@ -113,18 +115,17 @@ func eval[T any](b *browser, js string) T {
 // waitFor polls a JavaScript condition for up to d.
 func (b *browser) waitFor(d time.Duration, what, js string) {
 	b.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
+	err := testkit.Poll(d, func() error {
 		ctx, cancel := context.WithTimeout(b.ctx, time.Second)
+		defer cancel()
 		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js))
-		cancel()
-		if err == nil && ok {
-			return
+		if err == nil && !ok {
+			err = errors.New("false")
 		}
-		if time.Now().After(deadline) {
-			b.t.Fatalf("%s: not within %v: %s (last error %v)\n%s", b.name, d, what, err, b.body())
-		}
-		time.Sleep(50 * time.Millisecond)
+		return err
+	})
+	if err != nil {
+		b.t.Fatalf("%s: not within %v: %s (last error %v)\n%s", b.name, d, what, err, b.body())
 	}
 }
 
@@ -216,7 +217,8 @@ func TestBrowsersOnTwoNodes(t *testing.T) {
 	grace.say(xss)
 	ada.waitFor(5*time.Second, "the markup message as text", hasMessageJS("Grace", xss))
 	grace.waitFor(5*time.Second, "the markup message acknowledged", hasMessageJS("Grace", xss))
-	time.Sleep(300 * time.Millisecond) // an injected onerror would have run by now
+	// The message is text: no img element exists whose onerror could run
+	// (counted below, right after the render the waits above saw).
 	for _, br := range []*browser{ada, grace} {
 		if title := eval[string](br, `document.title`); title == "pwned" {
 			t.Errorf("%s: a message's markup ran (title %q)", br.name, title)

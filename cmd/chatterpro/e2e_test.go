@@ -11,6 +11,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/chatterpro/chatterpro/internal/redistest"
+	"github.com/chatterpro/chatterpro/internal/testkit"
 	"github.com/chatterpro/chatterpro/internal/testnode"
 )
 
@@ -21,9 +22,7 @@ func TestMain(m *testing.M) { testnode.Main(m) }
 
 func timeout(t *testing.T, d time.Duration) context.Context {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
+	return testkit.ContextWithin(t, d)
 }
 
 // connect joins room on baseURL as nickname, opens the socket and checks

@@ -16,6 +16,7 @@ import (
 
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/internal/redistest"
+	"github.com/chatterpro/chatterpro/internal/testkit"
 	"github.com/chatterpro/chatterpro/internal/testnode"
 )
 
@@ -99,7 +100,10 @@ func TestFailureKilledNodeLeavesOnlineListsOnce(t *testing.T) {
 		}
 		t.Logf("%s: victims gone from the list %v after the kill (TTL %v)", w.Nickname, time.Since(killed), ttl)
 	}
-	time.Sleep(2 * time.Second) // a second announcement would come by now
+	// Real time is what is tested: each node sweeps every second, and a
+	// node in another process gives no sign of having swept; two sweeps
+	// each would have sent a second announcement by now.
+	time.Sleep(2 * time.Second)
 	for _, w := range []*testnode.Client{watchA, watchC} {
 		for _, v := range []string{"Victim 1", "Victim 2"} {
 			if n := lbNotices(w, v+" has left the chat"); n != 1 {
@@ -181,6 +185,8 @@ func TestFailureDrainHandsPresenceOver(t *testing.T) {
 	lbAwaitUsers(ctx, t, watcher, 3*time.Second, "listing the mover, without the quitter", func(f testnode.Frame) bool {
 		return f.HasUser("Mover") && !f.HasUser("Quitter") && f.Count == 2
 	})
+	// Real time: a node sweeps every second and gives no sign of it; a
+	// late announcement would come within this window.
 	time.Sleep(1500 * time.Millisecond)
 	for text, want := range map[string]int{
 		"Quitter has left the chat": 1,
@@ -200,15 +206,16 @@ func TestFailureDrainHandsPresenceOver(t *testing.T) {
 func lbReady(n *testnode.Node, want int, d time.Duration) (time.Duration, error) {
 	start := time.Now()
 	last := 0
-	for time.Since(start) < d {
-		code, _ := n.Ready()
-		if code == want {
-			return time.Since(start), nil
+	err := testkit.Poll(d, func() error {
+		if last, _ = n.Ready(); last != want {
+			return errors.New("not yet")
 		}
-		last = code
-		time.Sleep(50 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("/readyz of %s still %d after %v; want %d", n.Addr(), last, d, want)
 	}
-	return 0, fmt.Errorf("/readyz of %s still %d after %v; want %d", n.Addr(), last, d, want)
+	return time.Since(start), nil
 }
 
 func TestFailureRedisRestartUnderTraffic(t *testing.T) {
@@ -227,7 +234,7 @@ func TestFailureRedisRestartUnderTraffic(t *testing.T) {
 	stop := lbRun(counters, 250*time.Millisecond)
 	defer stop()
 	lbSetSending(counters, true)
-	time.Sleep(2 * time.Second)
+	lbAwaitAcked(t, counters, 8, 15*time.Second, "traffic from everyone before Redis dies") // about 2 s of it
 
 	cl.redis.Kill()
 	for _, n := range cl.nodes {
@@ -237,7 +244,7 @@ func TestFailureRedisRestartUnderTraffic(t *testing.T) {
 			t.Logf("%s: /readyz 503 %v after Redis died", n.Addr(), took)
 		}
 	}
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // the outage lasting, under traffic, is the case tested
 	for _, n := range cl.nodes {
 		if code, _ := n.Ready(); code != http.StatusServiceUnavailable {
 			t.Errorf("%s: /readyz %d while Redis is down; want 503", n.Addr(), code)
@@ -257,7 +264,7 @@ func TestFailureRedisRestartUnderTraffic(t *testing.T) {
 			t.Logf("%s: /readyz 200 %v after Redis returned", n.Addr(), took)
 		}
 	}
-	time.Sleep(3 * time.Second)
+	lbAwaitAcked(t, counters, 12, 20*time.Second, "traffic from everyone after Redis returned") // about 3 s of it
 	lbSetSending(counters, false)
 	if err := lbDrain(ctx, counters, 5*time.Second); err != nil {
 		t.Error(err)
@@ -454,9 +461,10 @@ func TestFailureStartWhileRedisLoads(t *testing.T) {
 	if code, err := n.Ready(); code != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz while Redis loads: %d, %v; want 503", code, err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(n.Log(), "LOADING"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the log does not say why Redis cannot be used yet:\n%s", n.Log())
+	testkit.EventuallyNil(t, 5*time.Second, func() error {
+		if log := n.Log(); !strings.Contains(log, "LOADING") {
+			return fmt.Errorf("the log does not say why Redis cannot be used yet:\n%s", log)
 		}
-	}
+		return nil
+	}, "the log saying Redis is loading")
 }

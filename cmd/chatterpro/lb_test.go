@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -24,6 +25,7 @@ import (
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/internal/nginxtest"
 	"github.com/chatterpro/chatterpro/internal/redistest"
+	"github.com/chatterpro/chatterpro/internal/testkit"
 	"github.com/chatterpro/chatterpro/internal/testnode"
 )
 
@@ -405,9 +407,9 @@ func lbDrain(ctx context.Context, counters []*lbCounter, d time.Duration) error 
 		_ = k.c.SendRaw(wctx, []byte(`{"type":"drain"}`))
 		cancel()
 	}
-	deadline := time.Now().Add(d)
-	for {
-		var behind []string
+	var behind []string
+	err := testkit.Poll(d, func() error {
+		behind = behind[:0]
 		for i, k := range counters {
 			k.mu.Lock()
 			if !k.down && k.drained == before[i] {
@@ -415,14 +417,15 @@ func lbDrain(ctx context.Context, counters []*lbCounter, d time.Duration) error 
 			}
 			k.mu.Unlock()
 		}
-		if len(behind) == 0 {
-			return nil
+		if len(behind) > 0 {
+			return errors.New("behind")
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("after %v no answer to the drain marker from %s", d, strings.Join(behind, ", "))
-		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("after %v no answer to the drain marker from %s", d, strings.Join(behind, ", "))
 	}
+	return nil
 }
 
 // lbAllAcked returns the acknowledged IDs of all counters.
@@ -437,29 +440,53 @@ func lbAllAcked(counters []*lbCounter) []string {
 // lbSettle waits (up to d) until every counter is connected and has every
 // acknowledged message and every ID in extra.
 func lbSettle(counters []*lbCounter, d time.Duration, extra func() []string) error {
-	deadline := time.Now().Add(d)
-	for {
+	var behind []string
+	err := testkit.Poll(d, func() error {
 		want := lbAllAcked(counters)
 		if extra != nil {
 			want = append(want, extra()...)
 		}
-		var behind []string
+		behind = behind[:0]
 		for _, k := range counters {
 			if n := k.missing(want); n > 0 || k.isDown() {
 				behind = append(behind, fmt.Sprintf("%s (missing %d, down %v)", k.name, n, k.isDown()))
 			}
 		}
-		if len(behind) == 0 {
-			return nil
+		if len(behind) > 0 {
+			return errors.New("behind")
 		}
-		if time.Now().After(deadline) {
-			if len(behind) > 10 {
-				behind = append(behind[:10], fmt.Sprintf("and %d more", len(behind)-10))
-			}
-			return fmt.Errorf("after %v still behind: %s", d, strings.Join(behind, ", "))
+		return nil
+	})
+	if err != nil {
+		if len(behind) > 10 {
+			behind = append(behind[:10], fmt.Sprintf("and %d more", len(behind)-10))
 		}
-		time.Sleep(100 * time.Millisecond)
+		return fmt.Errorf("after %v still behind: %s", d, strings.Join(behind, ", "))
 	}
+	return nil
+}
+
+// lbAwaitAcked waits (up to d) until every counter is connected and has n
+// more of its own messages acknowledged than when it was called: traffic
+// flows from everyone.
+func lbAwaitAcked(t *testing.T, counters []*lbCounter, n int, d time.Duration, what string) {
+	t.Helper()
+	base := make([]int, len(counters))
+	for i, k := range counters {
+		base[i] = len(k.ackedIDs())
+	}
+	testkit.EventuallyNil(t, d, func() error {
+		var behind []string
+		for i, k := range counters {
+			if got := len(k.ackedIDs()) - base[i]; got < n || k.isDown() {
+				behind = append(behind, fmt.Sprintf("%s (%d acknowledged, down %v)", k.name, got, k.isDown()))
+			}
+		}
+		if len(behind) > 0 {
+			return fmt.Errorf("want %d more acknowledged each; behind: %s", n, strings.Join(behind, ", "))
+		}
+		return nil
+	}, what)
 }
 
 func TestLBKillNodeNothingLost(t *testing.T) {
@@ -478,12 +505,12 @@ func TestLBKillNodeNothingLost(t *testing.T) {
 	}
 	victim, survivor := cl.nodes[1], cl.nodes[0]
 	var onVictim, onSurvivor int
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		onVictim, onSurvivor = lbConnections(victim), lbConnections(survivor)
-		if onVictim+onSurvivor == len(counters) || time.Now().After(deadline) {
-			break
+	testkit.Poll(5*time.Second, func() error {
+		if onVictim, onSurvivor = lbConnections(victim), lbConnections(survivor); onVictim+onSurvivor != len(counters) {
+			return errors.New("not all counted")
 		}
-	}
+		return nil
+	})
 	if onVictim < 1 || onSurvivor < 1 || onVictim+onSurvivor != len(counters) {
 		t.Fatalf("nginx spread the %d sockets as %d and %d; want both nodes used", len(counters), onSurvivor, onVictim)
 	}
@@ -492,10 +519,10 @@ func TestLBKillNodeNothingLost(t *testing.T) {
 	stop := lbRun(counters, 300*time.Millisecond)
 	defer stop()
 	lbSetSending(counters, true)
-	time.Sleep(2 * time.Second)
+	lbAwaitAcked(t, counters, 7, 15*time.Second, "traffic from everyone before the kill") // about 2 s of it
 	killed := time.Now()
 	victim.Kill()
-	time.Sleep(5 * time.Second)
+	lbAwaitAcked(t, counters, 17, 25*time.Second, "traffic from everyone again after the kill") // about 5 s of it
 	lbSetSending(counters, false)
 	if err := lbDrain(ctx, counters, 5*time.Second); err != nil {
 		t.Error(err)
@@ -819,22 +846,23 @@ func (s *lbSlowRoom) closedSlow(ctx context.Context) bool {
 
 // waitAll waits up to d until every reader has want messages.
 func (s *lbSlowRoom) waitAll(d time.Duration, want int) error {
-	deadline := time.Now().Add(d)
-	for {
-		var behind []string
+	var behind []string
+	err := testkit.Poll(d, func() error {
+		behind = behind[:0]
 		for _, r := range s.readers {
 			if n := r.count(); n < want {
 				behind = append(behind, fmt.Sprintf("%s has %d", r.name, n))
 			}
 		}
-		if len(behind) == 0 {
-			return nil
+		if len(behind) > 0 {
+			return errors.New("behind")
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("after %v, of %d messages: %s", d, want, strings.Join(behind, ", "))
-		}
-		time.Sleep(50 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("after %v, of %d messages: %s", d, want, strings.Join(behind, ", "))
 	}
+	return nil
 }
 
 // latencies returns every reader's latencies, sorted.

@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chatterpro/chatterpro/internal/redistest"
+	"github.com/chatterpro/chatterpro/internal/testkit"
 	"github.com/chatterpro/chatterpro/internal/testnode"
 )
 
@@ -17,11 +19,12 @@ import (
 func TestLayerPasswordNotLogged(t *testing.T) {
 	rs := redistest.StartOpts(t, redistest.Options{Args: []string{"--user", "ops", "on", ">s3cret", "~*", "&*", "+@all"}})
 	n := testnode.Start(t, testnode.Options{Layer: "redis://ops:s3cret@" + rs.Addr() + "/0"})
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(n.Log(), "ChatterPro is running"); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no startup line in the log:\n%s", n.Log())
+	testkit.EventuallyNil(t, 10*time.Second, func() error {
+		if log := n.Log(); !strings.Contains(log, "ChatterPro is running") {
+			return fmt.Errorf("no startup line in the log:\n%s", log)
 		}
-	}
+		return nil
+	}, "the startup line")
 	log := n.Log()
 	if strings.Contains(log, "s3cret") {
 		t.Errorf("the log shows the password:\n%s", log)

@@ -64,10 +64,10 @@ func TestSoak(t *testing.T) {
 	for round := 1; time.Since(begin) < duration; round++ {
 		wait := time.Until(begin.Add(time.Duration(round) * time.Minute))
 		if rest := time.Until(begin.Add(duration)); rest < wait {
-			time.Sleep(rest)
+			time.Sleep(rest) // the soak's duration is real time under load
 			break
 		}
-		time.Sleep(wait)
+		time.Sleep(wait) // one node restart a minute, under load
 		n := cl.nodes[round%len(cl.nodes)]
 		if round%2 == 1 {
 			n.Term()
