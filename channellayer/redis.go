@@ -105,7 +105,10 @@ type Redis struct {
 	pending map[string]string    // pub/sub channel → group, for the subscriber to reconcile
 	proc    *groupSub            // cluster: the subscription of procChan (also in subs)
 	dead    []*psConn            // cluster: shard connections that failed, for the subscriber
-	moved   []moved              // cluster: channels a shard dropped, for the subscriber
+
+	holdMu sync.Mutex       // guards holds; held while delivering what it guards
+	holds  map[string]*hold // by group: local delivery held for replicas (see holdGroup)
+	moved  []moved          // cluster: channels a shard dropped, for the subscriber
 }
 
 // groupSub is the subscription of one group with local members.
@@ -202,6 +205,7 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptio
 		changed:     make(chan struct{}),
 		subs:        make(map[string]*groupSub),
 		pending:     make(map[string]string),
+		holds:       make(map[string]*hold),
 	}
 	r.pipe = newPipelines(lctx, client, cluster, opts.Replicas, opts.ReplicaTimeout)
 	if cluster {

@@ -110,7 +110,7 @@ func (b *recordBatch) queue(ctx context.Context, c redis.Cmdable) redis.Cmder {
 		cmd = "SPUBLISH"
 	}
 	if b.r.replicas > 0 {
-		cmd = "" // published once replicas have it (see settleHeld)
+		b.r.holdGroup(b.group) // released by settleHeld
 	}
 	b.keys = []string{b.r.historyKey(b.group), b.channel}
 	b.args = make([]any, 0, 3+3*len(b.msgs))

@@ -8,8 +8,7 @@ import "github.com/redis/go-redis/v9"
 //
 // KEYS[1] history stream, KEYS[2] the group's pub/sub channel (a key, so a
 // cluster routes the script to the group's shard).
-// ARGV[1] history size, ARGV[2] PUBLISH or SPUBLISH, or "" to return the
-// pub/sub message after the IDs instead of publishing it; ARGV[3] how long,
+// ARGV[1] history size, ARGV[2] PUBLISH or SPUBLISH; ARGV[3] how long,
 // in ms, the stream lives after this record (0: for ever); then per
 // message its type, its body (without "id") and the separator after the
 // inserted "id" field ("," or "").
@@ -30,11 +29,7 @@ end
 if ARGV[3] ~= '0' then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
-if ARGV[2] == '' then
-  ids[#ids+1] = table.concat(out)
-else
-  redis.call(ARGV[2], KEYS[2], table.concat(out))
-end
+redis.call(ARGV[2], KEYS[2], table.concat(out))
 return ids
 `)
 
