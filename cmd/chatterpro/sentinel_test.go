@@ -2,8 +2,10 @@ package main_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -141,4 +143,32 @@ func TestSentinelFailoverUnderTraffic(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged, %d of them lost, %d refused as unavailable, %d in history", acked, lost, unavailable, len(xs))
+}
+
+// Sentinels that refuse the password, or none of which knows the
+// primary's name, are settings to fix: the node does not start and says
+// so, without showing the password.
+func TestSentinelWrongSettings(t *testing.T) {
+	s := redistest.StartSentinel(t, redistest.SentinelOptions{SentinelPassword: "rightpass"})
+	addrs := strings.Join(s.Addrs(), ",")
+	bin := testnode.Build(t)
+	for _, tc := range []struct{ layer, want string }{
+		{"redis-sentinel://" + addrs + "/" + s.MasterName() + "?sentinel_password=nopass", "refused the connection"},
+		{"redis-sentinel://" + addrs + "/nosuchmaster?sentinel_password=rightpass", "no Sentinel knows a primary named"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		out, err := exec.CommandContext(ctx, bin, "--addr", "127.0.0.1:0", "--secret", testnode.DefaultSecret, "--layer", tc.layer).CombinedOutput()
+		cancel()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("--layer %s: %v; want exit code 1\n%s", tc.layer, err, out)
+			continue
+		}
+		if !strings.Contains(string(out), tc.want) {
+			t.Errorf("--layer %s: output does not say %q:\n%s", tc.layer, tc.want, out)
+		}
+		if strings.Contains(string(out), "nopass") || strings.Contains(string(out), "rightpass") {
+			t.Errorf("--layer %s: the password is in the output:\n%s", tc.layer, out)
+		}
+	}
 }
