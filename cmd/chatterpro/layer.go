@@ -45,7 +45,7 @@ func openLayer(ctx context.Context, raw string, set layerSettings, log *slog.Log
 	}
 	switch u.Scheme {
 	case "memory":
-		return channellayer.NewMemory(channellayer.MemoryOptions{Capacity: channelCapacity})
+		return channellayer.NewMemory(channellayer.MemoryOptions{Capacity: channelCapacity, GroupTTL: set.roomTTL})
 	case "redis":
 		db := 0
 		if p := strings.Trim(u.Path, "/"); p != "" {
@@ -105,7 +105,7 @@ func tune(dial, read, write, pool *time.Duration, retries *int) {
 // never stops a node: it serves without Redis, not ready (/readyz 503,
 // joins refused with 503), and connects by itself once Redis is back.
 func newRedis(ctx context.Context, c redis.UniversalClient, set layerSettings, shown string, log *slog.Logger) (channellayer.Layer, error) {
-	opts := channellayer.RedisOptions{Logger: log, Capacity: channelCapacity, Replicas: set.replicas}
+	opts := channellayer.RedisOptions{Logger: log, Capacity: channelCapacity, Replicas: set.replicas, GroupTTL: set.roomTTL}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err := c.Ping(pctx).Err()
 	cancel()
