@@ -34,8 +34,8 @@ type Memory struct {
 	history   map[string]*memHistory
 	lastSweep time.Time // when forgotten histories were last looked for
 	floor     streamID  // the last ID of the histories forgotten: new IDs come after it
-	presence map[string]map[string]memEntry
-	closed   bool
+	presence  map[string]map[string]memEntry
+	closed    bool
 }
 
 // groupHistory returns a group's history, made if create is set. With a
@@ -213,7 +213,7 @@ func (m *Memory) GroupSendRecorded(ctx context.Context, group string, msg Messag
 		return Message{}, err
 	}
 	h := m.groupHistory(group, true)
-	h.mu.Lock() // held across delivery: IDs reach members in order
+	h.mu.Lock()  // held across delivery: IDs reach members in order
 	for h.gone { // forgotten meanwhile
 		h.mu.Unlock()
 		h = m.groupHistory(group, true)
