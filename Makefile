@@ -1,6 +1,6 @@
 # ChatterPro — make test runs everything CI runs.
 GO ?= go
-SYSTEM_DEPS = redis-server nginx chromium
+SYSTEM_DEPS = redis-server redis-sentinel nginx chromium
 
 .PHONY: test deps vet run lb-demo soak bench js-test
 
@@ -21,12 +21,13 @@ js-test:
 	@[ -x $(TSC) ] || npm install --prefix .node-tools --no-save --no-audit --no-fund typescript@5
 	$(TSC) --noEmit -p client/jstest
 
-# The tests start their own redis-server, nginx and headless chromium;
+# The tests start their own redis-server (Sentinels too), nginx and headless chromium;
 # install them when missing (Debian; needs root, as in CI).
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v redis-sentinel >/dev/null 2>&1 || missing="$$missing redis-sentinel"; \
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \

@@ -1,6 +1,9 @@
 package channellayer
 
-import "errors"
+import (
+	"errors"
+	"time"
+)
 
 // HashSlot exposes hashSlot to the tests: the Redis Cluster hash slot of a
 // key, as the layer computes it to give each slot its own publish pipeline.
@@ -20,3 +23,11 @@ func ParseRecorded(p string) ([]Message, bool) {
 func (r *Redis) SetReady(ready bool) { r.setReady(ready, errTestNotReady) }
 
 var errTestNotReady = errors.New("set by a test")
+
+// SetClock exposes the clock of MemoryOptions.GroupTTL to the tests: now
+// replaces time.Now for deciding whether a group's history is idle.
+func (m *Memory) SetClock(now func() time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.now = now
+}

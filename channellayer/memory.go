@@ -16,39 +16,79 @@ type MemoryOptions struct {
 	Expiry time.Duration
 	// HistorySize is how many messages a group's history keeps. Defaults to 100.
 	HistorySize int
+	// GroupTTL is how long a group's history is kept after its last
+	// recorded message; then the group's history is forgotten. Defaults to
+	// 0: kept for ever.
+	GroupTTL time.Duration
 }
-
-// Memory is the in-process layer: one process, no server. It implements
-// Layer, History, Recorder and Presence.
-type Memory struct {
-	local       *local
-	historySize int
-
-	mu       sync.Mutex // guards the history map, presence and closed
-	history  map[string]*memHistory
-	presence map[string]map[string]memEntry
-	closed   bool
-}
-
-// groupHistory returns a group's history, made if create is set.
 
 var _ ExceptSender = (*Memory)(nil)
 
+// Memory is the in-process layer: one process, no server. It implements
+// Layer, History, Recorder, Presence, PresenceRefresher and ExceptSender.
+type Memory struct {
+	local       *local
+	historySize int
+	groupTTL    time.Duration
+	now         func() time.Time // the clock of GroupTTL; time.Now but in tests
+
+	mu        sync.Mutex // guards the history map, presence and closed
+	history   map[string]*memHistory
+	lastSweep time.Time // when forgotten histories were last looked for
+	floor     streamID  // the last ID of the histories forgotten: new IDs come after it
+	presence  map[string]map[string]memEntry
+	closed    bool
+}
+
+// groupHistory returns a group's history, made if create is set. With a
+// GroupTTL it forgets, now and then, the histories idle for that long.
 func (m *Memory) groupHistory(group string, create bool) *memHistory {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.groupTTL > 0 && create {
+		if now := m.now(); now.Sub(m.lastSweep) >= min(m.groupTTL, time.Minute) {
+			m.lastSweep = now
+			for g, h := range m.history {
+				h.mu.Lock()
+				if h.idle(now, m.groupTTL) {
+					if m.floor.less(h.last) {
+						m.floor = h.last
+					}
+					h.gone = true
+					delete(m.history, g)
+				}
+				h.mu.Unlock()
+			}
+		}
+	}
 	h := m.history[group]
 	if h == nil && create {
-		h = &memHistory{}
+		h = &memHistory{last: m.floor}
 		m.history[group] = h
 	}
 	return h
 }
 
 type memHistory struct {
-	mu   sync.Mutex // per group: rooms do not wait for each other
-	last streamID
-	msgs []Message // oldest first; the last historySize are kept (see kept)
+	mu      sync.Mutex // per group: rooms do not wait for each other
+	last    streamID
+	msgs    []Message // oldest first; the last historySize are kept (see kept)
+	written time.Time // when the last message was recorded
+	gone    bool      // forgotten (see groupHistory): a record must find the new one
+}
+
+// idle reports whether the history has had no message for ttl (h.mu held).
+func (h *memHistory) idle(now time.Time, ttl time.Duration) bool {
+	return ttl > 0 && now.Sub(h.written) >= ttl
+}
+
+// kept returns the messages the history still keeps, oldest first; none
+// once the group has been idle for ttl (h.mu held).
+func (m *Memory) kept(h *memHistory) []Message {
+	if h.idle(m.now(), m.groupTTL) {
+		return nil
+	}
+	return h.kept(m.historySize)
 }
 
 // kept returns the messages the history still keeps, oldest first.
@@ -73,7 +113,7 @@ var (
 
 // NewMemory returns an in-process layer.
 func NewMemory(opts MemoryOptions) (*Memory, error) {
-	if opts.Capacity < 0 || opts.Expiry < 0 || opts.HistorySize < 0 {
+	if opts.Capacity < 0 || opts.Expiry < 0 || opts.HistorySize < 0 || opts.GroupTTL < 0 {
 		return nil, fmt.Errorf("%w: memory layer options must not be negative", ErrInvalid)
 	}
 	if opts.HistorySize == 0 {
@@ -82,6 +122,8 @@ func NewMemory(opts MemoryOptions) (*Memory, error) {
 	return &Memory{
 		local:       newLocal(opts.Capacity, opts.Expiry),
 		historySize: opts.HistorySize,
+		groupTTL:    opts.GroupTTL,
+		now:         time.Now,
 		history:     make(map[string]*memHistory),
 		presence:    make(map[string]map[string]memEntry),
 	}, nil
@@ -182,8 +224,18 @@ func (m *Memory) GroupSendRecorded(ctx context.Context, group string, msg Messag
 		return Message{}, err
 	}
 	h := m.groupHistory(group, true)
-	h.mu.Lock() // held across delivery: IDs reach members in order
+	h.mu.Lock()  // held across delivery: IDs reach members in order
+	for h.gone { // forgotten meanwhile
+		h.mu.Unlock()
+		h = m.groupHistory(group, true)
+		h.mu.Lock()
+	}
 	defer h.mu.Unlock()
+	if h.idle(m.now(), m.groupTTL) {
+		clear(h.msgs) // idle for GroupTTL: forgotten
+		h.msgs = h.msgs[:0]
+	}
+	h.written = m.now()
 	ms := uint64(time.Now().UnixMilli())
 	id := streamID{ms: ms}
 	if ms <= h.last.ms {
@@ -215,7 +267,7 @@ func (m *Memory) Recent(ctx context.Context, group string, n int) ([]Message, er
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	msgs := h.kept(m.historySize)
+	msgs := m.kept(h)
 	if len(msgs) > n {
 		msgs = msgs[len(msgs)-n:]
 	}
@@ -233,7 +285,7 @@ func (m *Memory) Since(ctx context.Context, group, id string) ([]Message, error)
 	if h := m.groupHistory(group, false); h != nil {
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		kept := h.kept(m.historySize)
+		kept := m.kept(h)
 		for i, msg := range kept {
 			if msg.ID == id {
 				return append([]Message(nil), kept[i+1:]...), nil

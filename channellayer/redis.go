@@ -30,6 +30,23 @@ type RedisOptions struct {
 	Prefix string
 	// Logger receives the layer's connection events. Defaults to slog.Default().
 	Logger *slog.Logger
+	// Replicas is how many replicas must have a recorded message before it
+	// is acknowledged: after each batch of records the layer asks Redis to
+	// WAIT for them (one WAIT per round trip, bounded by ReplicaTimeout),
+	// and publishes the batch only once they have it, so that a message
+	// acknowledged to its sender survives a failover to a replica. A batch
+	// they do not confirm in time fails with ErrUnavailable (it may be
+	// kept, and seen by those who resume from history). Not supported on a
+	// Redis Cluster. Defaults to 0: a record is acknowledged once the
+	// primary has it.
+	Replicas int
+	// ReplicaTimeout is how long a record waits for Replicas. Defaults to 1 s.
+	ReplicaTimeout time.Duration
+	// GroupTTL is how long a group's history is kept after its last
+	// recorded message; every record sets its expiry again (PEXPIRE).
+	// Presence keys expire by themselves once nobody refreshes their
+	// entries (see Track). Defaults to 0: history is kept for ever.
+	GroupTTL time.Duration
 	// NoWait makes NewRedis return at once, whether or not Redis can be
 	// reached yet: the layer starts not ready (Check fails, calls that need
 	// Redis fail with ErrUnavailable) and connects by itself, as after a
@@ -63,7 +80,9 @@ type Redis struct {
 	log         *slog.Logger
 	prefix      string
 	historySize int
-	procChan    string // this process's pub/sub channel
+	procChan    string        // this process's pub/sub channel
+	replicas    int           // RedisOptions.Replicas
+	groupTTL    time.Duration // RedisOptions.GroupTTL
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -86,7 +105,10 @@ type Redis struct {
 	pending map[string]string    // pub/sub channel → group, for the subscriber to reconcile
 	proc    *groupSub            // cluster: the subscription of procChan (also in subs)
 	dead    []*psConn            // cluster: shard connections that failed, for the subscriber
-	moved   []moved              // cluster: channels a shard dropped, for the subscriber
+
+	holdMu sync.Mutex       // guards holds; held while delivering what it guards
+	holds  map[string]*hold // by group: local delivery held for replicas (see holdGroup)
+	moved  []moved          // cluster: channels a shard dropped, for the subscriber
 }
 
 // groupSub is the subscription of one group with local members.
@@ -131,21 +153,26 @@ const (
 	redisDownLog = 30 * time.Second
 )
 
+var _ ExceptSender = (*Redis)(nil)
+
 // NewRedis returns a layer on a Redis client that the caller builds and owns:
 // Close does not close the client. With a *redis.ClusterClient the layer
 // uses sharded pub/sub (SPUBLISH, SSUBSCRIBE on the shard that owns each
 // channel); any other client is one Redis. NewRedis waits until Redis has
 // confirmed the layer's subscription; if ctx ends first it returns an error
 // wrapping ErrUnavailable. With RedisOptions.NoWait it does not wait.
-
-var _ ExceptSender = (*Redis)(nil)
-
 func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptions) (*Redis, error) {
 	if client == nil {
 		return nil, fmt.Errorf("%w: redis layer needs a client", ErrInvalid)
 	}
-	if opts.Capacity < 0 || opts.Expiry < 0 || opts.HistorySize < 0 {
+	if opts.Capacity < 0 || opts.Expiry < 0 || opts.HistorySize < 0 || opts.Replicas < 0 || opts.ReplicaTimeout < 0 || opts.GroupTTL < 0 {
 		return nil, fmt.Errorf("%w: redis layer options must not be negative", ErrInvalid)
+	}
+	if _, cluster := client.(*redis.ClusterClient); cluster && opts.Replicas > 0 {
+		return nil, fmt.Errorf("%w: redis layer: Replicas is not supported on a Redis Cluster", ErrInvalid)
+	}
+	if opts.ReplicaTimeout == 0 {
+		opts.ReplicaTimeout = time.Second
 	}
 	if strings.ContainsAny(opts.Prefix, "{}\n") {
 		return nil, fmt.Errorf("%w: redis key prefix %q must not contain '{', '}' or a newline", ErrInvalid, opts.Prefix)
@@ -170,6 +197,8 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptio
 		log:         opts.Logger,
 		prefix:      opts.Prefix,
 		historySize: opts.HistorySize,
+		replicas:    opts.Replicas,
+		groupTTL:    opts.GroupTTL,
 		procChan:    opts.Prefix + ":proc:{" + strings.TrimSuffix(l.prefix, "!") + "}",
 		ctx:         lctx,
 		cancel:      cancel,
@@ -178,8 +207,9 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptio
 		changed:     make(chan struct{}),
 		subs:        make(map[string]*groupSub),
 		pending:     make(map[string]string),
+		holds:       make(map[string]*hold),
 	}
-	r.pipe = newPipelines(lctx, client, cluster)
+	r.pipe = newPipelines(lctx, client, cluster, opts.Replicas, opts.ReplicaTimeout)
 	if cluster {
 		r.proc = &groupSub{channel: r.procChan, proc: true, ready: make(chan struct{})}
 		r.subs[r.procChan] = r.proc

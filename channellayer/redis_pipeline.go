@@ -38,6 +38,11 @@ type pipeline struct {
 	client redis.UniversalClient
 	ctx    context.Context // the layer's: ends batches at Close
 	wg     *sync.WaitGroup // round trips under way, for Close
+	// With replicas > 0 a round trip that records ends with one WAIT for
+	// them (at most replicaWait), and its records are published after it
+	// (see settleHeld).
+	replicas    int
+	replicaWait time.Duration
 
 	mu        sync.Mutex
 	busy      bool        // a round trip is under way, or a batch lingers
@@ -62,6 +67,7 @@ type pipeCall struct {
 	done  chan struct{}            // a waiting caller's: closed when cmd has its result
 	then  func(redis.Cmder, error) // an async caller's: called with the result instead
 	batch *recordBatch             // an unwaited record, which may take in the next one
+	held  *recordBatch             // a record published only once replicas have it (waited or not)
 	taken bool                     // a batch took it (under mu)
 	gone  bool                     // the caller gave up before a batch took it (under mu)
 }
@@ -81,6 +87,11 @@ func (c *pipeCall) finish() {
 // command with its result, the context's error if ctx ended while the
 // command waited, or ErrClosed once the layer is closing.
 func (p *pipeline) do(ctx context.Context, add func(ctx context.Context, c redis.Cmdable) redis.Cmder) (redis.Cmder, error) {
+	return p.doCall(ctx, &pipeCall{queue: add, done: make(chan struct{})})
+}
+
+// doCall is do with the call made.
+func (p *pipeline) doCall(ctx context.Context, call *pipeCall) (redis.Cmder, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -93,9 +104,11 @@ func (p *pipeline) do(ctx context.Context, add func(ctx context.Context, c redis
 		p.mu.Unlock()
 		defer p.wg.Done()
 		defer p.next() // even if add panics: the queue must move on
-		return add(ctx, p.client), nil
+		if call.held != nil {
+			return p.heldAlone(ctx, call), nil
+		}
+		return call.queue(ctx, p.client), nil
 	}
-	call := &pipeCall{queue: add, done: make(chan struct{})}
 	p.queue = append(p.queue, call)
 	p.mu.Unlock()
 	select {
@@ -142,7 +155,7 @@ func (p *pipeline) asyncRecord(b *recordBatch) {
 	if n := len(p.queue); n > 0 && p.queue[n-1].batch != nil && p.queue[n-1].batch.merge(b) {
 		full = p.queue[n-1].batch.full()
 	} else {
-		p.queue = append(p.queue, &pipeCall{queue: b.queue, then: b.finish, batch: b})
+		p.queue = append(p.queue, &pipeCall{queue: b.queue, then: b.finish, batch: b, held: p.hold(b)})
 		full = len(p.queue) >= pipeFull
 	}
 	if p.busy {
@@ -217,17 +230,26 @@ func (p *pipeline) next() {
 	p.lastStart = time.Now()
 	pipe := p.client.Pipeline()
 	ctx, cancel := context.WithTimeout(p.ctx, redisOpTimeout)
+	holds := false
 	for _, c := range batch {
 		c.cmd = c.queue(ctx, pipe)
+		holds = holds || c.held != nil && c.cmd != nil
+	}
+	var wait *redis.Cmd // after every record of the batch
+	if holds {
+		wait = p.queueWait(ctx, pipe)
 	}
 	p.wg.Add(1) // under mu, while not closed: Close waits for it
 	p.mu.Unlock()
-	go p.send(ctx, cancel, pipe, batch)
+	go p.send(ctx, cancel, pipe, batch, wait)
 }
 
-func (p *pipeline) send(ctx context.Context, cancel context.CancelFunc, pipe redis.Pipeliner, batch []*pipeCall) {
+func (p *pipeline) send(ctx context.Context, cancel context.CancelFunc, pipe redis.Pipeliner, batch []*pipeCall, wait *redis.Cmd) {
 	defer p.wg.Done()
 	_, _ = pipe.Exec(ctx) // each command carries its own error
+	if wait != nil {
+		p.settleHeld(ctx, batch, wait)
+	}
 	cancel()
 	for _, c := range batch {
 		c.finish()
@@ -249,20 +271,23 @@ type pipelines struct {
 	cluster bool
 	wg      sync.WaitGroup // round trips under way
 
+	replicas    int           // see pipeline
+	replicaWait time.Duration // see pipeline
+
 	mu     sync.Mutex
 	one    *pipeline
 	bySlot map[uint16]*pipeline
 	closed bool
 }
 
-func newPipelines(ctx context.Context, client redis.UniversalClient, cluster bool) *pipelines {
-	ps := &pipelines{client: client, ctx: ctx, cluster: cluster, bySlot: make(map[uint16]*pipeline)}
+func newPipelines(ctx context.Context, client redis.UniversalClient, cluster bool, replicas int, replicaWait time.Duration) *pipelines {
+	ps := &pipelines{client: client, ctx: ctx, cluster: cluster, replicas: replicas, replicaWait: replicaWait, bySlot: make(map[uint16]*pipeline)}
 	ps.one = ps.make()
 	return ps
 }
 
 func (ps *pipelines) make() *pipeline {
-	return &pipeline{client: ps.client, ctx: ps.ctx, wg: &ps.wg, closed: ps.closed}
+	return &pipeline{client: ps.client, ctx: ps.ctx, wg: &ps.wg, closed: ps.closed, replicas: ps.replicas, replicaWait: ps.replicaWait}
 }
 
 // of returns the pipeline for commands on key (a channel or a key with a

@@ -533,6 +533,6 @@ func (r *Redis) deliverRecorded(s *groupSub, m Message) bool {
 		return false
 	}
 	s.last, s.hasLast = id, true
-	r.local.deliver(s.group, m)
+	r.deliverLocal(s.group, m)
 	return true
 }

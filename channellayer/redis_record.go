@@ -19,7 +19,7 @@ func (r *Redis) GroupSendRecorded(ctx context.Context, group string, msg Message
 		return Message{}, err
 	}
 	b := r.newRecordBatch(group, msg, nil)
-	c, err := r.pipe.of(b.channel).do(ctx, b.queue)
+	c, err := r.pipe.of(b.channel).doRecord(ctx, b)
 	msgs, err := b.result(ctx, c, err)
 	if err != nil {
 		return Message{}, err
@@ -65,6 +65,11 @@ type recordBatch struct {
 	bytes   int
 	args    []any // as sent, for a NOSCRIPT retry
 	err     error // set: the record fails with it in its turn, sending nothing
+
+	// With RedisOptions.Replicas, the outcome settleHeld decided.
+	settled bool
+	ids     []string // the recorded IDs, if the replicas confirmed them
+	heldErr error
 }
 
 func (r *Redis) newRecordBatch(group string, msg Message, done func(Message, error)) *recordBatch {
@@ -104,9 +109,12 @@ func (b *recordBatch) queue(ctx context.Context, c redis.Cmdable) redis.Cmder {
 	if b.r.cluster {
 		cmd = "SPUBLISH"
 	}
+	if b.r.replicas > 0 {
+		b.r.holdGroup(b.group) // released by settleHeld
+	}
 	b.keys = []string{b.r.historyKey(b.group), b.channel}
-	b.args = make([]any, 0, 2+3*len(b.msgs))
-	b.args = append(b.args, b.r.historySize, cmd)
+	b.args = make([]any, 0, 3+3*len(b.msgs))
+	b.args = append(b.args, b.r.historySize, cmd, b.r.groupTTL.Milliseconds())
 	for _, m := range b.msgs {
 		b.args = append(b.args, m.Type, m.Body, idSep(m.Body))
 	}
@@ -116,6 +124,9 @@ func (b *recordBatch) queue(ctx context.Context, c redis.Cmdable) redis.Cmder {
 // result turns the script's answer into the recorded messages.
 func (b *recordBatch) result(ctx context.Context, c redis.Cmder, err error) ([]Message, error) {
 	r := b.r
+	if b.settled {
+		return b.recorded(b.ids, b.heldErr)
+	}
 	if err == nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
 		c = recordScript.Eval(ctx, r.client, b.keys, b.args...) // Redis lost its scripts (a restart): send it whole
 	}
@@ -128,6 +139,14 @@ func (b *recordBatch) result(ctx context.Context, c redis.Cmder, err error) ([]M
 	}
 	if err != nil {
 		return nil, r.fail(ctx, "recorded group send", err)
+	}
+	return b.recorded(ids, nil)
+}
+
+// recorded returns b's messages with their IDs, or err.
+func (b *recordBatch) recorded(ids []string, err error) ([]Message, error) {
+	if err != nil {
+		return nil, err
 	}
 	out := make([]Message, len(ids))
 	for i, id := range ids {

@@ -8,9 +8,10 @@ import "github.com/redis/go-redis/v9"
 //
 // KEYS[1] history stream, KEYS[2] the group's pub/sub channel (a key, so a
 // cluster routes the script to the group's shard).
-// ARGV[1] history size, ARGV[2] PUBLISH or SPUBLISH; then per message its
-// type, its body (without "id") and the separator after the inserted "id"
-// field ("," or "").
+// ARGV[1] history size, ARGV[2] PUBLISH or SPUBLISH; ARGV[3] how long,
+// in ms, the stream lives after this record (0: for ever); then per
+// message its type, its body (without "id") and the separator after the
+// inserted "id" field ("," or "").
 //
 // A published body is the stored one with "id" inserted first: the same
 // bytes withID produces. The stream is trimmed to about the history size
@@ -18,12 +19,15 @@ import "github.com/redis/go-redis/v9"
 // message); reads keep to the last history size messages.
 var recordScript = redis.NewScript(`
 local out, ids = {'\n*'}, {}
-for i = 3, #ARGV, 3 do
+for i = 4, #ARGV, 3 do
   local t, d = ARGV[i], ARGV[i+1]
   local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 't', t, 'd', d)
   local body = '{"id":"' .. id .. '"' .. ARGV[i+2] .. string.sub(d, 2)
   out[#out+1] = '\n' .. id .. '\n' .. #t .. '\n' .. #body .. '\n' .. t .. body
   ids[#ids+1] = id
+end
+if ARGV[3] ~= '0' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
 redis.call(ARGV[2], KEYS[2], table.concat(out))
 return ids

@@ -200,3 +200,27 @@ func TestFlagCaps(t *testing.T) {
 		})
 	}
 }
+
+// --room-ttl and --redis-replicas, from the command line or the
+// environment, with their defaults and their limits.
+func TestFlagsRoomTTLAndReplicas(t *testing.T) {
+	o, err := parseFlags(nil)
+	if err != nil || o.roomTTL != 168*time.Hour || o.redisReplicas != 0 {
+		t.Fatalf("defaults: room TTL %v, replicas %d, err %v; want 168h and 0", o.roomTTL, o.redisReplicas, err)
+	}
+	o, err = parseFlags([]string{"--room-ttl", "2h", "--redis-replicas", "1"})
+	if err != nil || o.roomTTL != 2*time.Hour || o.redisReplicas != 1 {
+		t.Fatalf("flags: room TTL %v, replicas %d, err %v", o.roomTTL, o.redisReplicas, err)
+	}
+	t.Setenv("CHATTERPRO_ROOM_TTL", "30m")
+	t.Setenv("CHATTERPRO_REDIS_REPLICAS", "2")
+	o, err = parseFlags(nil)
+	if err != nil || o.roomTTL != 30*time.Minute || o.redisReplicas != 2 {
+		t.Fatalf("environment: room TTL %v, replicas %d, err %v", o.roomTTL, o.redisReplicas, err)
+	}
+	for _, tc := range []struct{ args []string }{{[]string{"--room-ttl", "0s"}}, {[]string{"--redis-replicas", "-1"}}} {
+		if _, err := parseFlags(tc.args); err == nil {
+			t.Errorf("%v: no error", tc.args)
+		}
+	}
+}

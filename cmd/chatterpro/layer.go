@@ -25,8 +25,14 @@ import (
 // and costs nothing while the channel is drained.
 const channelCapacity = 1024
 
+// layerSettings are the flags that tune the layer, whichever its kind.
+type layerSettings struct {
+	replicas int           // --redis-replicas: replicas that must have a record before it is acknowledged
+	roomTTL  time.Duration // --room-ttl: how long an idle group's history and presence are kept
+}
+
 // openLayer builds the channel layer a --layer URL names.
-func openLayer(ctx context.Context, raw string, log *slog.Logger) (channellayer.Layer, error) {
+func openLayer(ctx context.Context, raw string, set layerSettings, log *slog.Logger) (channellayer.Layer, error) {
 	shown := redactURL(raw) // errors show this, never the password
 	u, err := url.Parse(raw)
 	if strings.Contains(raw, "@") && (err != nil || u.User == nil || strings.Contains(u.Host+u.Path+u.RawQuery+u.Fragment, "@")) {
@@ -39,7 +45,7 @@ func openLayer(ctx context.Context, raw string, log *slog.Logger) (channellayer.
 	}
 	switch u.Scheme {
 	case "memory":
-		return channellayer.NewMemory(channellayer.MemoryOptions{Capacity: channelCapacity})
+		return channellayer.NewMemory(channellayer.MemoryOptions{Capacity: channelCapacity, GroupTTL: set.roomTTL})
 	case "redis":
 		db := 0
 		if p := strings.Trim(u.Path, "/"); p != "" {
@@ -56,7 +62,7 @@ func openLayer(ctx context.Context, raw string, log *slog.Logger) (channellayer.
 			o.Password, _ = u.User.Password()
 		}
 		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries)
-		return newRedis(ctx, redis.NewClient(o), shown, log)
+		return newRedis(ctx, redis.NewClient(o), set, shown, log)
 	case "redis-cluster":
 		addrs := strings.Split(u.Host, ",")
 		if u.Host == "" {
@@ -68,9 +74,22 @@ func openLayer(ctx context.Context, raw string, log *slog.Logger) (channellayer.
 			o.Password, _ = u.User.Password()
 		}
 		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries)
-		return newRedis(ctx, redis.NewClusterClient(o), shown, log)
+		if set.replicas > 0 {
+			return nil, fmt.Errorf("--redis-replicas works with redis:// and redis-sentinel://, not with a Redis Cluster (--layer %q)", shown)
+		}
+		return newRedis(ctx, redis.NewClusterClient(o), set, shown, log)
+	case "redis-sentinel":
+		o, err := failoverOptions(u, shown)
+		if err != nil {
+			return nil, err
+		}
+		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries)
+		if err := checkSentinels(ctx, o); err != nil {
+			return nil, fmt.Errorf("--layer %q: %w", shown, err)
+		}
+		return newRedis(ctx, redis.NewFailoverClient(o), set, shown, log)
 	}
-	return nil, fmt.Errorf("--layer %q: unknown kind %q (use memory://, redis://host:port/db or redis-cluster://host:port,...)", shown, u.Scheme)
+	return nil, fmt.Errorf("--layer %q: unknown kind %q (use memory://, redis://host:port/db, redis-sentinel://host:port[,host:port...]/master or redis-cluster://host:port,...)", shown, u.Scheme)
 }
 
 // tune makes calls fail fast while Redis is away instead of queueing up.
@@ -85,8 +104,8 @@ func tune(dial, read, write, pool *time.Duration, retries *int) {
 // reachable, or answering LOADING, BUSY and the like) is an outage, which
 // never stops a node: it serves without Redis, not ready (/readyz 503,
 // joins refused with 503), and connects by itself once Redis is back.
-func newRedis(ctx context.Context, c redis.UniversalClient, shown string, log *slog.Logger) (channellayer.Layer, error) {
-	opts := channellayer.RedisOptions{Logger: log, Capacity: channelCapacity}
+func newRedis(ctx context.Context, c redis.UniversalClient, set layerSettings, shown string, log *slog.Logger) (channellayer.Layer, error) {
+	opts := channellayer.RedisOptions{Logger: log, Capacity: channelCapacity, Replicas: set.replicas, GroupTTL: set.roomTTL}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err := c.Ping(pctx).Err()
 	cancel()

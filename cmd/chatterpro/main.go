@@ -71,13 +71,15 @@ type options struct {
 	maxAddrConns    int
 	joinRate        int
 	trustedProxies  string
+	redisReplicas   int
+	roomTTL         time.Duration
 }
 
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("chatterpro", flag.ContinueOnError)
 	fs.StringVar(&o.addr, "addr", "localhost:3000", "listen address")
-	fs.StringVar(&o.layer, "layer", "memory://", "channel layer: memory://, redis://host:port/db or redis-cluster://host:port[,host:port...]")
+	fs.StringVar(&o.layer, "layer", "memory://", "channel layer: memory://, redis://host:port/db, redis-sentinel://[user:password@]host:port[,host:port...]/master-name[/db][?sentinel_password=...] or redis-cluster://host:port[,host:port...]")
 	fs.StringVar(&o.secret, "secret", "", "session signing key shared by every node behind one balancer (at least 16 bytes; default: random per process)")
 	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "extra origins (scheme://host[:port], comma-separated) allowed for websocket and POST")
 	fs.StringVar(&o.rooms, "rooms", strings.Join(chat.DefaultRooms(), ","), "rooms offered on the join page, comma-separated")
@@ -88,6 +90,8 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.maxAddrConns, "max-addr-conns", 0, "sockets from one client address on this node; more are refused with 429; 0 (the default) turns the cap off")
 	fs.IntVar(&o.joinRate, "join-rate", 0, "POST /join per minute per client address (burst half that); over it 429 with Retry-After; 0 (the default) turns the limit off")
 	fs.StringVar(&o.trustedProxies, "trusted-proxies", "", "CIDRs (comma-separated) of proxies whose X-Forwarded-For names the client address; default none")
+	fs.IntVar(&o.redisReplicas, "redis-replicas", 0, "acknowledge a chat message only once this many Redis replicas have it (survives a failover); 0: once the primary has it")
+	fs.DurationVar(&o.roomTTL, "room-ttl", 168*time.Hour, "a room's stored history and presence expire after this long without a message")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "least important log level written: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -141,6 +145,12 @@ func parseFlags(args []string) (options, error) {
 	if o.grace <= 0 {
 		return o, fmt.Errorf("%s must be positive, like 10s", source("grace"))
 	}
+	if o.redisReplicas < 0 {
+		return o, fmt.Errorf("%s must be 0 or a positive number of replicas", source("redis-replicas"))
+	}
+	if o.roomTTL <= 0 {
+		return o, fmt.Errorf("%s must be positive, like 168h", source("room-ttl"))
+	}
 	return o, nil
 }
 
@@ -176,7 +186,7 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 		log.Warn("no --secret given: using a random one, so sessions end when this process does and other nodes cannot read them; set --secret (or CHATTERPRO_SECRET) on every node")
 	}
 
-	layer, err := openLayer(ctx, o.layer, log)
+	layer, err := openLayer(ctx, o.layer, layerSettings{replicas: o.redisReplicas, roomTTL: o.roomTTL}, log)
 	if err != nil {
 		return err
 	}
@@ -241,18 +251,19 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 
 // redactURL returns raw, a --layer URL, for logs and errors: as given if
 // it has no user info, else with everything before its last "@" after the
-// scheme shown as "xxxxx". It works on the text, not on a parse, because a
-// password with an unescaped "/", "?" or "#" would parse as a host or path.
+// scheme shown as "xxxxx"; a query's values (the Sentinel password) are
+// hidden too. It works on the text, not on a parse, because a password
+// with an unescaped "/", "?" or "#" would parse as a host or path.
 func redactURL(raw string) string {
 	at := strings.LastIndex(raw, "@")
 	if at < 0 {
-		return raw
+		return hideQuery(raw)
 	}
 	scheme := strings.Index(raw, "://")
 	if scheme < 0 || scheme > at {
 		return "(not shown: it may hold a password)"
 	}
-	return raw[:scheme] + "://xxxxx@" + raw[at+1:]
+	return raw[:scheme] + "://xxxxx@" + hideQuery(raw[at+1:])
 }
 
 func displayAddr(a string) string {

@@ -53,12 +53,23 @@ func TestLayerPasswordNotInErrors(t *testing.T) {
 		{"password after a colon and slash", "redis://:/s3cret@127.0.0.1:1/0", "--layer is not a valid URL"},
 		{"question mark in the password", "redis://ops:?s3cret@127.0.0.1/0", "--layer is not a valid URL"},
 		{"hash after digits in the password", "redis://:12#s3cret@127.0.0.1/0", "--layer is not a valid URL"},
+		{"sentinel: no master name", "redis-sentinel://:s3cret@127.0.0.1:1?sentinel_password=s3cret", `"redis-sentinel://xxxxx@127.0.0.1:1?xxxxx": the path must be the primary's name`},
+		{"sentinel: database not a number", "redis-sentinel://127.0.0.1:1/m/x?sentinel_password=s3cret", `the database (after the primary's name) must be a number`},
+		{"sentinel: password as an unknown parameter", "redis-sentinel://127.0.0.1:1/m?s3cret", "unknown query parameter"},
+		{"sentinel: too many path parts", "redis-sentinel://:s3cret@127.0.0.1:1/m/0/1", "the path must be the primary's name"},
+		{"sentinel: no hosts", "redis-sentinel://:s3cret@/m", "give the Sentinels"},
+		{"sentinel: @ in the sentinel password", "redis-sentinel://127.0.0.1:1/m?sentinel_password=s3@cret", "--layer is not a valid URL"},
+		{"replicas on a cluster", "redis-cluster://:s3cret@127.0.0.1:1", "--redis-replicas works with redis:// and redis-sentinel://"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var buf bytes.Buffer
 			log := slog.New(slog.NewTextHandler(&buf, nil))
-			err := run(context.Background(), []string{"--addr", "127.0.0.1:0", "--secret", testnode.DefaultSecret, "--layer", tt.layer}, log)
+			args := []string{"--addr", "127.0.0.1:0", "--secret", testnode.DefaultSecret, "--layer", tt.layer}
+			if strings.HasPrefix(tt.name, "replicas") {
+				args = append(args, "--redis-replicas", "1")
+			}
+			err := run(context.Background(), args, log)
 			if err == nil {
 				t.Fatal("run succeeded")
 			}
@@ -87,6 +98,10 @@ func TestRedactURL(t *testing.T) {
 		{"# in the password", "redis://:p#w@127.0.0.1:6379/0", "redis://xxxxx@127.0.0.1:6379/0"},
 		{"slash in the password", "redis://ops:123/pw@127.0.0.1:6379/0", "redis://xxxxx@127.0.0.1:6379/0"},
 		{"@ in the password", "redis://ops:p@w@127.0.0.1:6379/0", "redis://xxxxx@127.0.0.1:6379/0"},
+		{"sentinel", "redis-sentinel://ops:pw@10.0.0.1:26379,10.0.0.2:26379/mymaster/0", "redis-sentinel://xxxxx@10.0.0.1:26379,10.0.0.2:26379/mymaster/0"},
+		{"sentinel password", "redis-sentinel://10.0.0.1:26379/mymaster?sentinel_password=pw", "redis-sentinel://10.0.0.1:26379/mymaster?xxxxx"},
+		{"both passwords", "redis-sentinel://:pw@10.0.0.1:26379/mymaster?sentinel_password=spw", "redis-sentinel://xxxxx@10.0.0.1:26379/mymaster?xxxxx"},
+		{"& and # in the sentinel password", "redis-sentinel://h:1/m?sentinel_password=a&b#c", "redis-sentinel://h:1/m?xxxxx"},
 		{"no scheme", "ops:pw@127.0.0.1:6379", "(not shown: it may hold a password)"},
 		{"not a URL, without", "redis://127.0.0.1:port/0", "redis://127.0.0.1:port/0"},
 	}

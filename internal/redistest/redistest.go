@@ -39,6 +39,8 @@ type Server struct {
 	port int
 	dir  string
 	opts Options
+	// sentinelConf is the configuration file of a Sentinel; "" for a data node.
+	sentinelConf string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -106,6 +108,9 @@ func (s *Server) Port() int { return s.port }
 func (s *Server) Dir() string { return s.dir }
 
 func (s *Server) args() []string {
+	if s.sentinelConf != "" {
+		return s.sentinelArgs()
+	}
 	args := []string{
 		"--bind", "127.0.0.1",
 		"--port", strconv.Itoa(s.port),
