@@ -46,6 +46,7 @@ type memHistory struct {
 	mu   sync.Mutex // per group: rooms do not wait for each other
 	last streamID
 	msgs []Message // oldest first; the last historySize are kept (see kept)
+	keys map[string]string // record key → ID (see GroupSendRecordedOnce)
 }
 
 // kept returns the messages the history still keeps, oldest first.
@@ -66,6 +67,8 @@ var (
 	_ History  = (*Memory)(nil)
 	_ Recorder = (*Memory)(nil)
 	_ Presence = (*Memory)(nil)
+
+	_ IdempotentRecorder = (*Memory)(nil)
 )
 
 // NewMemory returns an in-process layer.
@@ -172,6 +175,11 @@ func (m *Memory) GroupSendRecorded(ctx context.Context, group string, msg Messag
 	h := m.groupHistory(group, true)
 	h.mu.Lock() // held across delivery: IDs reach members in order
 	defer h.mu.Unlock()
+	return m.record(group, h, msg), nil
+}
+
+// record records msg in h and delivers it; h.mu is held.
+func (m *Memory) record(group string, h *memHistory, msg Message) Message {
 	ms := uint64(time.Now().UnixMilli())
 	id := streamID{ms: ms}
 	if ms <= h.last.ms {
@@ -189,7 +197,7 @@ func (m *Memory) GroupSendRecorded(ctx context.Context, group string, msg Messag
 	}
 	h.msgs = append(h.msgs, msg)
 	m.local.deliver(group, msg)
-	return msg, nil
+	return msg
 }
 
 // Recent implements History.

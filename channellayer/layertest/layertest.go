@@ -103,6 +103,8 @@ var rules = []rule{
 	{"HistorySince", false, checkHistorySince},
 	{"HistoryTrim", false, checkHistoryTrim},
 	{"HistoryCluster", false, checkHistoryCluster},
+	{"HistoryRecordOnce", false, checkHistoryRecordOnce},
+	{"HistoryRecordOnceTrim", false, checkHistoryRecordOnceTrim},
 }
 
 // Run runs the conformance suite: one subtest of t per rule, each on a

@@ -1,0 +1,48 @@
+package channellayer
+
+import (
+	"context"
+	"sort"
+)
+
+// GroupSendRecordedOnce implements IdempotentRecorder.
+func (m *Memory) GroupSendRecordedOnce(ctx context.Context, group, key string, msg Message) (Message, bool, error) {
+	if err := checkRecordKey(key); err != nil {
+		return Message{}, false, err
+	}
+	if err := m.check(ctx, msg); err != nil {
+		return Message{}, false, err
+	}
+	h := m.groupHistory(group, true)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	kept := h.kept(m.historySize)
+	if id, ok := h.keys[key]; ok {
+		if i, found := findID(kept, id); found {
+			return kept[i], true, nil
+		}
+		delete(h.keys, key) // its message is no longer kept
+	}
+	rec := m.record(group, h, msg)
+	if h.keys == nil {
+		h.keys = make(map[string]string)
+	}
+	h.keys[key] = rec.ID
+	if len(h.keys) > 2*m.historySize {
+		// Forget the keys of messages no longer kept: at most once every
+		// historySize keyed records, so it costs O(1) per record.
+		oldest := h.kept(m.historySize)[0].ID
+		for k, id := range h.keys {
+			if CompareID(id, oldest) < 0 {
+				delete(h.keys, k)
+			}
+		}
+	}
+	return rec, false, nil
+}
+
+// findID returns the index of id in msgs, which are in ID order.
+func findID(msgs []Message, id string) (int, bool) {
+	i := sort.Search(len(msgs), func(i int) bool { return CompareID(msgs[i].ID, id) >= 0 })
+	return i, i < len(msgs) && msgs[i].ID == id
+}
