@@ -45,7 +45,7 @@ func (m *Memory) groupHistory(group string, create bool) *memHistory {
 type memHistory struct {
 	mu   sync.Mutex // per group: rooms do not wait for each other
 	last streamID
-	msgs []Message // oldest first; the last historySize are kept (see kept)
+	msgs []Message         // oldest first; the last historySize are kept (see kept)
 	keys map[string]string // record key → ID (see GroupSendRecordedOnce)
 }
 
