@@ -19,8 +19,9 @@ import (
 
 // Config configures the chat. Layer and Secret are required.
 type Config struct {
-	// Layer carries the rooms; it must implement channellayer.History and
-	// channellayer.Presence (both backends do). Required.
+	// Layer carries the rooms; it must implement channellayer.History,
+	// channellayer.Presence and channellayer.IdempotentRecorder (both
+	// backends do). Required.
 	Layer channellayer.Layer
 	// Secret signs session cookies; every node behind one balancer needs
 	// the same. Required, at least 16 bytes.
@@ -61,6 +62,7 @@ type App struct {
 	layer    channellayer.Layer
 	history  channellayer.History
 	presence channellayer.Presence
+	once     channellayer.IdempotentRecorder
 	sessions *auth.Sessions
 	server   *consumer.Server
 	hub      *hub
@@ -80,6 +82,10 @@ func New(cfg Config) (*App, error) {
 	presence, ok := cfg.Layer.(channellayer.Presence)
 	if !ok {
 		return nil, fmt.Errorf("chat: the layer %T tracks no presence; use the memory or Redis layer", cfg.Layer)
+	}
+	once, ok := cfg.Layer.(channellayer.IdempotentRecorder)
+	if !ok {
+		return nil, fmt.Errorf("chat: the layer %T cannot record a message once per client ID; use the memory or Redis layer", cfg.Layer)
 	}
 	if cfg.Rate < 0 || cfg.PresenceTTL < 0 || cfg.Grace < 0 || cfg.UsersInterval < 0 {
 		return nil, errors.New("chat: Rate, PresenceTTL, Grace and UsersInterval must not be negative")
@@ -120,7 +126,7 @@ func New(cfg Config) (*App, error) {
 		return nil, fmt.Errorf("chat: %w", err)
 	}
 	a := &App{
-		cfg: cfg, log: cfg.Logger, layer: cfg.Layer, history: history, presence: presence,
+		cfg: cfg, log: cfg.Logger, layer: cfg.Layer, history: history, presence: presence, once: once,
 		sessions: sessions, server: srv, metrics: m,
 	}
 	router, err := routing.New(routing.Options{

@@ -129,19 +129,37 @@ func (rc *roomConsumer) history(ctx context.Context, since string) ([]channellay
 	return msgs, since != "", err
 }
 
+// clientFrame is a frame from the browser. Fields are decoded as raw JSON
+// so that a field of the wrong kind gets an answer that names it.
+type clientFrame struct {
+	Type   *string         `json:"type"`
+	Text   *string         `json:"text"`
+	CID    json.RawMessage `json:"cid"`
+	Before json.RawMessage `json:"before"`
+}
+
 func (rc *roomConsumer) Receive(ctx context.Context, c *consumer.Conn, text []byte) error {
-	a := rc.app
-	a.metrics.in.Inc()
-	var f struct {
-		Type *string `json:"type"`
-		Text *string `json:"text"`
-	}
+	rc.app.metrics.in.Inc()
+	var f clientFrame
 	if err := json.Unmarshal(text, &f); err != nil || f.Type == nil {
 		rc.refuse(ctx, c, codeBadJSON, `send a JSON object like {"type":"message","text":"hi"}`)
 		return nil
 	}
-	if *f.Type != "message" {
-		rc.refuse(ctx, c, codeUnknownType, `unknown frame type; the only one is "message"`)
+	switch *f.Type {
+	case "message":
+		return rc.receiveMessage(ctx, c, f)
+	}
+	rc.refuse(ctx, c, codeUnknownType, `unknown frame type; the types are "message", "typing" and "older"`)
+	return nil
+}
+
+// receiveMessage records a chat message and sends it to the room; with a
+// cid, once per session and cid (see recordOnce).
+func (rc *roomConsumer) receiveMessage(ctx context.Context, c *consumer.Conn, f clientFrame) error {
+	a := rc.app
+	cid, ok := parseCID(f.CID)
+	if !ok {
+		rc.refuse(ctx, c, codeBadJSON, "cid must be a string of 1 to 64 printable ASCII characters")
 		return nil
 	}
 	if f.Text == nil {
@@ -153,13 +171,17 @@ func (rc *roomConsumer) Receive(ctx context.Context, c *consumer.Conn, text []by
 		rc.refuse(ctx, c, codeBadText, err.Error())
 		return nil
 	}
-	if rc.limiter != nil && !rc.limiter.Allow() {
+	if !rc.allow() {
 		rc.refuse(ctx, c, codeRateLimited, "slow down: too many messages per second; this one was not sent")
 		return nil
 	}
-	m, err := messageEvent(rc.user.Name, msg)
+	m, err := messageEvent(rc.user.Name, msg, cid, false)
 	if err != nil {
 		return err
+	}
+	if cid != "" {
+		rc.recordOnce(ctx, c, cid, m)
+		return nil
 	}
 	start := time.Now()
 	rec, async := a.history.(channellayer.Recorder)
@@ -180,6 +202,26 @@ func (rc *roomConsumer) Receive(ctx context.Context, c *consumer.Conn, text []by
 	})
 	return nil
 }
+
+// recordOnce records a message with a cid: once per session and cid in the
+// room, on any socket and node, while the room's history keeps it. A
+// repeat is not sent again: its sender alone gets the original back. The
+// socket's earlier messages are recorded first, so its messages keep their
+// order.
+func (rc *roomConsumer) recordOnce(ctx context.Context, c *consumer.Conn, cid string, m channellayer.Message) {
+	if rc.flight.waitBelow(ctx, 1) != nil {
+		return // closing
+	}
+	start := time.Now()
+	rec, again, err := rc.app.once.GroupSendRecordedOnce(ctx, rc.room, recordKey(rc.user.Session, cid), m)
+	rc.sent(c, start, err)
+	if err == nil && again && c.Send(rec.Body) == nil {
+		rc.app.metrics.out.Inc()
+	}
+}
+
+// allow takes a token of the connection's rate limit, if it has one.
+func (rc *roomConsumer) allow() bool { return rc.limiter == nil || rc.limiter.Allow() }
 
 // maxInFlight is how many of one socket's messages may wait for the layer
 // at once; its reader waits for the next frame beyond that.

@@ -1,6 +1,8 @@
 package chat
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"sort"
 	"strings"
@@ -64,12 +66,45 @@ func noticeEvent(text string) (channellayer.Message, error) {
 	}{text, now()})
 }
 
-func messageEvent(user, text string) (channellayer.Message, error) {
+// messageEvent is a chat message, as its frame: cid is the sender's
+// client ID (omitted if empty), bot marks a message of the publish API.
+func messageEvent(user, text, cid string, bot bool) (channellayer.Message, error) {
 	return channellayer.NewMessage(eventMessage, struct {
 		User string `json:"user"`
 		Text string `json:"text"`
 		Time string `json:"time"`
-	}{user, text, now()})
+		CID  string `json:"cid,omitempty"`
+		Bot  bool   `json:"bot,omitempty"`
+	}{user, text, now(), cid, bot})
+}
+
+// maxCID is the longest client ID of a message, in characters.
+const maxCID = 64
+
+// parseCID reads the optional "cid" of a message frame: absent is "", a
+// string of 1 to 64 printable ASCII characters is itself, anything else
+// is refused.
+func parseCID(raw json.RawMessage) (string, bool) {
+	if raw == nil {
+		return "", true
+	}
+	var cid string
+	if json.Unmarshal(raw, &cid) != nil || cid == "" || len(cid) > maxCID {
+		return "", false
+	}
+	for i := 0; i < len(cid); i++ {
+		if cid[i] < 0x20 || cid[i] > 0x7e {
+			return "", false
+		}
+	}
+	return cid, true
+}
+
+// recordKey is the layer's record key of a session's message cid: a hash,
+// so that neither the session ID nor the cid is stored as such.
+func recordKey(session, cid string) string {
+	sum := sha256.Sum256([]byte(session + "\x00" + cid))
+	return "cid:" + hex.EncodeToString(sum[:16])
 }
 
 // presenceInfo is what a connection's presence entry holds.
