@@ -69,6 +69,7 @@ var (
 	_ Presence = (*Memory)(nil)
 
 	_ IdempotentRecorder = (*Memory)(nil)
+	_ Pager              = (*Memory)(nil)
 )
 
 // NewMemory returns an in-process layer.

@@ -20,8 +20,9 @@ import (
 // Config configures the chat. Layer and Secret are required.
 type Config struct {
 	// Layer carries the rooms; it must implement channellayer.History,
-	// channellayer.Presence and channellayer.IdempotentRecorder (both
-	// backends do). Required.
+	// channellayer.Presence, channellayer.IdempotentRecorder and
+	// channellayer.Pager (both backends do); its history size is what
+	// "older" requests can reach. Required.
 	Layer channellayer.Layer
 	// Secret signs session cookies; every node behind one balancer needs
 	// the same. Required, at least 16 bytes.
@@ -63,6 +64,7 @@ type App struct {
 	history  channellayer.History
 	presence channellayer.Presence
 	once     channellayer.IdempotentRecorder
+	pager    channellayer.Pager
 	sessions *auth.Sessions
 	server   *consumer.Server
 	hub      *hub
@@ -86,6 +88,10 @@ func New(cfg Config) (*App, error) {
 	once, ok := cfg.Layer.(channellayer.IdempotentRecorder)
 	if !ok {
 		return nil, fmt.Errorf("chat: the layer %T cannot record a message once per client ID; use the memory or Redis layer", cfg.Layer)
+	}
+	pager, ok := cfg.Layer.(channellayer.Pager)
+	if !ok {
+		return nil, fmt.Errorf("chat: the layer %T cannot page through history; use the memory or Redis layer", cfg.Layer)
 	}
 	if cfg.Rate < 0 || cfg.PresenceTTL < 0 || cfg.Grace < 0 || cfg.UsersInterval < 0 {
 		return nil, errors.New("chat: Rate, PresenceTTL, Grace and UsersInterval must not be negative")
@@ -126,7 +132,7 @@ func New(cfg Config) (*App, error) {
 		return nil, fmt.Errorf("chat: %w", err)
 	}
 	a := &App{
-		cfg: cfg, log: cfg.Logger, layer: cfg.Layer, history: history, presence: presence, once: once,
+		cfg: cfg, log: cfg.Logger, layer: cfg.Layer, history: history, presence: presence, once: once, pager: pager,
 		sessions: sessions, server: srv, metrics: m,
 	}
 	router, err := routing.New(routing.Options{

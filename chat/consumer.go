@@ -148,6 +148,9 @@ func (rc *roomConsumer) Receive(ctx context.Context, c *consumer.Conn, text []by
 	switch *f.Type {
 	case "message":
 		return rc.receiveMessage(ctx, c, f)
+	case "older":
+		rc.receiveOlder(ctx, c, f)
+		return nil
 	}
 	rc.refuse(ctx, c, codeUnknownType, `unknown frame type; the types are "message", "typing" and "older"`)
 	return nil
@@ -217,6 +220,36 @@ func (rc *roomConsumer) recordOnce(ctx context.Context, c *consumer.Conn, cid st
 	rc.sent(c, start, err)
 	if err == nil && again && c.Send(rec.Body) == nil {
 		rc.app.metrics.out.Inc()
+	}
+}
+
+// receiveOlder answers a request for the messages before one the client
+// has: a page of up to olderPage, oldest first.
+func (rc *roomConsumer) receiveOlder(ctx context.Context, c *consumer.Conn, f clientFrame) {
+	var before string
+	if json.Unmarshal(f.Before, &before) != nil || !channellayer.ValidID(before) {
+		rc.refuse(ctx, c, codeBadID, `"before" must be the ID of a message of the room`)
+		return
+	}
+	if !rc.allow() {
+		rc.refuse(ctx, c, codeRateLimited, "slow down: too many requests per second; ask again in a moment")
+		return
+	}
+	start := time.Now()
+	msgs, more, err := rc.app.pager.Before(ctx, rc.room, before, olderPage)
+	rc.app.metrics.observe("history_before", start, err)
+	switch {
+	case errors.Is(err, channellayer.ErrUnknownID):
+		rc.refuse(ctx, c, codeBadID, "that message is unknown or no longer kept: the room keeps nothing older")
+	case err != nil:
+		rc.app.log.Warn("reading older messages failed", "room", rc.room, "err", err)
+		rc.refuse(ctx, c, codeUnavailable, "the chat is temporarily unavailable: older messages could not be read, try again")
+	default:
+		f := olderFrame{Type: "older", Messages: make([]json.RawMessage, 0, len(msgs)), More: more}
+		for _, m := range msgs {
+			f.Messages = append(f.Messages, m.Body)
+		}
+		rc.send(c, f)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 const (
 	maxListed      = 100              // users listed in a users frame; notices only in rooms up to this size
 	historyOnJoin  = 50               // messages in the first history frame
+	olderPage      = 50               // messages in an older frame
 	maxErrors      = 20               // error frames a connection may earn...
 	errorWindow    = 10 * time.Second // ...within this window before it is closed with 1008
 	frameReadLimit = 16 << 10
@@ -25,6 +26,7 @@ const (
 	codeBadJSON     = "bad_json"
 	codeUnknownType = "unknown_type"
 	codeBadText     = "bad_text"
+	codeBadID       = "bad_id"
 	codeRateLimited = "rate_limited"
 	codeUnavailable = "unavailable"
 )
@@ -49,6 +51,13 @@ type historyFrame struct {
 	Type     string            `json:"type"`
 	Messages []json.RawMessage `json:"messages"`
 	Reset    bool              `json:"reset,omitempty"`
+}
+
+// olderFrame answers an "older" request.
+type olderFrame struct {
+	Type     string            `json:"type"`
+	Messages []json.RawMessage `json:"messages"`
+	More     bool              `json:"more"`
 }
 
 func newHistoryFrame(msgs []channellayer.Message, reset bool) historyFrame {

@@ -62,6 +62,9 @@
 //   - IdempotentRecorder (if implemented): a keyed record is recorded and
 //     delivered once, also when both processes race to send it; a repeat
 //     returns the original; a key lives as long as its message is kept.
+//   - Pager (if implemented): Before pages back from a kept ID, oldest
+//     first, with "more" exact at the history's edge; ErrUnknownID for
+//     malformed, unknown and trimmed IDs.
 //   - Restart: while the server is away every call returns within a bound and
 //     Check fails; once it is back, group sends reach members on both
 //     processes again, once each and in order, and Check passes.

@@ -105,6 +105,7 @@ var rules = []rule{
 	{"HistoryCluster", false, checkHistoryCluster},
 	{"HistoryRecordOnce", false, checkHistoryRecordOnce},
 	{"HistoryRecordOnceTrim", false, checkHistoryRecordOnceTrim},
+	{"HistoryBefore", false, checkHistoryBefore},
 }
 
 // Run runs the conformance suite: one subtest of t per rule, each on a

@@ -25,8 +25,9 @@ import (
 // and costs nothing while the channel is drained.
 const channelCapacity = 1024
 
-// openLayer builds the channel layer a --layer URL names.
-func openLayer(ctx context.Context, raw string, log *slog.Logger) (channellayer.Layer, error) {
+// openLayer builds the channel layer a --layer URL names, keeping history
+// messages per group (--history).
+func openLayer(ctx context.Context, raw string, history int, log *slog.Logger) (channellayer.Layer, error) {
 	shown := redactURL(raw) // errors show this, never the password
 	u, err := url.Parse(raw)
 	if strings.Contains(raw, "@") && (err != nil || u.User == nil || strings.Contains(u.Host+u.Path+u.RawQuery+u.Fragment, "@")) {
@@ -39,7 +40,7 @@ func openLayer(ctx context.Context, raw string, log *slog.Logger) (channellayer.
 	}
 	switch u.Scheme {
 	case "memory":
-		return channellayer.NewMemory(channellayer.MemoryOptions{Capacity: channelCapacity})
+		return channellayer.NewMemory(channellayer.MemoryOptions{Capacity: channelCapacity, HistorySize: history})
 	case "redis":
 		db := 0
 		if p := strings.Trim(u.Path, "/"); p != "" {
@@ -56,7 +57,7 @@ func openLayer(ctx context.Context, raw string, log *slog.Logger) (channellayer.
 			o.Password, _ = u.User.Password()
 		}
 		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries)
-		return newRedis(ctx, redis.NewClient(o), shown, log)
+		return newRedis(ctx, redis.NewClient(o), shown, history, log)
 	case "redis-cluster":
 		addrs := strings.Split(u.Host, ",")
 		if u.Host == "" {
@@ -68,7 +69,7 @@ func openLayer(ctx context.Context, raw string, log *slog.Logger) (channellayer.
 			o.Password, _ = u.User.Password()
 		}
 		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries)
-		return newRedis(ctx, redis.NewClusterClient(o), shown, log)
+		return newRedis(ctx, redis.NewClusterClient(o), shown, history, log)
 	}
 	return nil, fmt.Errorf("--layer %q: unknown kind %q (use memory://, redis://host:port/db or redis-cluster://host:port,...)", shown, u.Scheme)
 }
@@ -85,8 +86,8 @@ func tune(dial, read, write, pool *time.Duration, retries *int) {
 // reachable, or answering LOADING, BUSY and the like) is an outage, which
 // never stops a node: it serves without Redis, not ready (/readyz 503,
 // joins refused with 503), and connects by itself once Redis is back.
-func newRedis(ctx context.Context, c redis.UniversalClient, shown string, log *slog.Logger) (channellayer.Layer, error) {
-	opts := channellayer.RedisOptions{Logger: log, Capacity: channelCapacity}
+func newRedis(ctx context.Context, c redis.UniversalClient, shown string, history int, log *slog.Logger) (channellayer.Layer, error) {
+	opts := channellayer.RedisOptions{Logger: log, Capacity: channelCapacity, HistorySize: history}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err := c.Ping(pctx).Err()
 	cancel()

@@ -65,6 +65,7 @@ type options struct {
 	presenceTTL    time.Duration
 	grace          time.Duration
 	rate           float64
+	history        int
 }
 
 func parseFlags(args []string) (options, error) {
@@ -78,6 +79,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.presenceTTL, "presence-ttl", 30*time.Second, "how long a dead node's presence entries outlive it")
 	fs.DurationVar(&o.grace, "grace", 10*time.Second, "how long a lost connection may take to come back before its departure is announced")
 	fs.Float64Var(&o.rate, "rate", 10, "chat messages per second per connection (burst twice that); 0 turns the limit off")
+	fs.IntVar(&o.history, "history", 1000, "messages each room keeps for resume and for paging back")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "least important log level written: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -113,6 +115,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	if o.rate < 0 || math.IsNaN(o.rate) || math.IsInf(o.rate, 0) {
 		return o, fmt.Errorf("%s must be 0 (off) or a positive number of messages per second, not %v", source("rate"), o.rate)
+	}
+	if o.history <= 0 {
+		return o, fmt.Errorf("%s must be a positive number of messages, like 1000", source("history"))
 	}
 	if o.presenceTTL <= 0 {
 		return o, fmt.Errorf("%s must be positive, like 30s", source("presence-ttl"))
@@ -155,7 +160,7 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 		log.Warn("no --secret given: using a random one, so sessions end when this process does and other nodes cannot read them; set --secret (or CHATTERPRO_SECRET) on every node")
 	}
 
-	layer, err := openLayer(ctx, o.layer, log)
+	layer, err := openLayer(ctx, o.layer, o.history, log)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package channellayer
 
 import (
 	"context"
+	"fmt"
 	"sort"
 )
 
@@ -45,4 +46,27 @@ func (m *Memory) GroupSendRecordedOnce(ctx context.Context, group, key string, m
 func findID(msgs []Message, id string) (int, bool) {
 	i := sort.Search(len(msgs), func(i int) bool { return CompareID(msgs[i].ID, id) >= 0 })
 	return i, i < len(msgs) && msgs[i].ID == id
+}
+
+// Before implements Pager.
+func (m *Memory) Before(ctx context.Context, group, id string, n int) ([]Message, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, false, err
+	}
+	if ValidID(id) {
+		if h := m.groupHistory(group, false); h != nil {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			kept := h.kept(m.historySize)
+			if i, ok := findID(kept, id); ok {
+				start := max(0, i-max(n, 0))
+				var out []Message
+				if start < i {
+					out = append(out, kept[start:i]...)
+				}
+				return out, start > 0, nil
+			}
+		}
+	}
+	return nil, false, fmt.Errorf("history of %q before %q: %w", group, id, ErrUnknownID)
 }
