@@ -43,8 +43,12 @@ type Config struct {
 	// room from this node. Defaults to 1 s.
 	UsersInterval time.Duration
 	// Rate is how many chat messages per second one connection may send
-	// (burst twice that). 0: no limit.
+	// (burst twice that); "older" requests and forwarded typing signals
+	// count too. 0: no limit.
 	Rate float64
+	// TypingInterval is the least time between two typing signals of one
+	// connection that are forwarded to the room. Defaults to 2 s.
+	TypingInterval time.Duration
 	// Registry receives the metrics. Defaults to a new registry, served
 	// on /metrics.
 	Registry *prometheus.Registry
@@ -109,6 +113,9 @@ func New(cfg Config) (*App, error) {
 	}
 	if cfg.Grace == 0 {
 		cfg.Grace = 10 * time.Second
+	}
+	if cfg.TypingInterval <= 0 {
+		cfg.TypingInterval = 2 * time.Second
 	}
 	if cfg.UsersInterval == 0 {
 		cfg.UsersInterval = time.Second

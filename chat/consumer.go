@@ -32,6 +32,10 @@ type roomConsumer struct {
 	// ownJoin is the "has joined" notice Connect sent for this socket,
 	// until its own copy arrives and is dropped.
 	ownJoin []byte
+	// marker tells this socket's typing events from the others' (see
+	// typingEvent); typedAt is when the reader last forwarded one.
+	marker  string
+	typedAt time.Time
 }
 
 func (a *App) newConsumer() consumer.Consumer {
@@ -65,6 +69,8 @@ func (rc *roomConsumer) Connect(ctx context.Context, c *consumer.Conn) error {
 	c.On(eventMessage, rc.onMessage)
 	c.On(eventNotice, rc.onNotice)
 	c.On(eventPresence, rc.onPresence)
+	rc.marker = newMarker()
+	c.On(eventTyping, rc.onTyping)
 	if err := c.GroupAdd(ctx, room); err != nil {
 		rc.untrack(ctx)
 		return rc.unavailable(err)
@@ -148,6 +154,9 @@ func (rc *roomConsumer) Receive(ctx context.Context, c *consumer.Conn, text []by
 	switch *f.Type {
 	case "message":
 		return rc.receiveMessage(ctx, c, f)
+	case "typing":
+		rc.receiveTyping(ctx, c)
+		return nil
 	case "older":
 		rc.receiveOlder(ctx, c, f)
 		return nil
@@ -221,6 +230,40 @@ func (rc *roomConsumer) recordOnce(ctx context.Context, c *consumer.Conn, cid st
 	if err == nil && again && c.Send(rec.Body) == nil {
 		rc.app.metrics.out.Inc()
 	}
+}
+
+// receiveTyping forwards "is typing" to the others in the room, at most
+// once per Config.TypingInterval: extra ones are dropped without an error,
+// as are those over the rate limit (each forwarded one takes a token) and
+// those the layer cannot send. Nothing is recorded.
+func (rc *roomConsumer) receiveTyping(ctx context.Context, c *consumer.Conn) {
+	a := rc.app
+	now := time.Now()
+	if !rc.typedAt.IsZero() && now.Sub(rc.typedAt) < a.cfg.TypingInterval {
+		return
+	}
+	if !rc.allow() {
+		return
+	}
+	rc.typedAt = now
+	m, err := typingEvent(rc.user.Name, rc.marker)
+	if err == nil {
+		err = a.layer.GroupSend(ctx, rc.room, m)
+		a.metrics.observe("group_send", now, err)
+	}
+	if err != nil {
+		a.log.Debug("forwarding a typing signal failed", "room", rc.room, "err", err)
+	}
+}
+
+// onTyping sends a typing event on to the client, unless it is the
+// socket's own, without its marker.
+func (rc *roomConsumer) onTyping(ctx context.Context, c *consumer.Conn, m channellayer.Message) error {
+	f, own, ok := typingFrame(m.Body, rc.marker)
+	if ok && !own && c.Send(f) == nil {
+		rc.app.metrics.out.Inc()
+	}
+	return nil
 }
 
 // receiveOlder answers a request for the messages before one the client

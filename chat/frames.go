@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -37,6 +38,7 @@ const (
 	eventMessage  = "message"
 	eventNotice   = "notice"
 	eventPresence = "presence"
+	eventTyping   = "typing"
 )
 
 func now() string { return time.Now().UTC().Format(time.RFC3339) }
@@ -85,6 +87,41 @@ func messageEvent(user, text, cid string, bot bool) (channellayer.Message, error
 		CID  string `json:"cid,omitempty"`
 		Bot  bool   `json:"bot,omitempty"`
 	}{user, text, now(), cid, bot})
+}
+
+// typingEvent says that user is typing: the client frame
+// {"type":"typing","user":...} with the sender's marker as a last field
+// "from", which typingFrame takes off again.
+func typingEvent(user, marker string) (channellayer.Message, error) {
+	return channellayer.NewMessage(eventTyping, struct {
+		User string `json:"user"`
+		From string `json:"from"`
+	}{user, marker})
+}
+
+// markerLen is the length of a socket's typing marker (hex).
+const markerLen = 16
+
+// newMarker returns a random typing marker.
+func newMarker() string {
+	var b [markerLen / 2]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// typingFrame returns the client frame of a typing event's body (the body
+// without its "from" field) and whether marker sent it; ok is false for a
+// body not made by typingEvent.
+func typingFrame(body []byte, marker string) (frame []byte, own, ok bool) {
+	const from = `,"from":"`
+	n := len(body) - len(from) - markerLen - len(`"}`)
+	if n <= 0 || string(body[n:n+len(from)]) != from || string(body[len(body)-2:]) != `"}` {
+		return nil, false, false
+	}
+	if string(body[n+len(from):len(body)-2]) == marker {
+		return nil, true, true
+	}
+	return append(body[:n:n], '}'), false, true
 }
 
 // maxCID is the longest client ID of a message, in characters.
