@@ -49,6 +49,11 @@ type Config struct {
 	// TypingInterval is the least time between two typing signals of one
 	// connection that are forwarded to the room. Defaults to 2 s.
 	TypingInterval time.Duration
+	// APIToken is the bearer token of the publish API, POST
+	// /api/rooms/{room}/messages (each room takes Rate of its messages per
+	// second on each node, burst twice that). Defaults to empty: the API is
+	// off and answers 404.
+	APIToken string
 	// Registry receives the metrics. Defaults to a new registry, served
 	// on /metrics.
 	Registry *prometheus.Registry
@@ -160,6 +165,7 @@ func New(cfg Config) (*App, error) {
 	mux := http.NewServeMux()
 	p.register(mux)
 	mux.Handle("/ws/", router)
+	mux.Handle("POST /api/rooms/{room}/messages", newPublishAPI(a))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", a.ready)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))

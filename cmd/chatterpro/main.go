@@ -66,6 +66,7 @@ type options struct {
 	grace          time.Duration
 	rate           float64
 	history        int
+	apiToken       string
 }
 
 func parseFlags(args []string) (options, error) {
@@ -80,6 +81,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.grace, "grace", 10*time.Second, "how long a lost connection may take to come back before its departure is announced")
 	fs.Float64Var(&o.rate, "rate", 10, "chat messages per second per connection (burst twice that); 0 turns the limit off")
 	fs.IntVar(&o.history, "history", 1000, "messages each room keeps for resume and for paging back")
+	fs.StringVar(&o.apiToken, "api-token", "", "bearer token of the server-side publish API (POST /api/rooms/{room}/messages); empty turns the API off")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "least important log level written: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -178,6 +180,7 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 		PresenceTTL:    o.presenceTTL,
 		Grace:          o.grace,
 		Rate:           o.rate,
+		APIToken:       o.apiToken,
 		Logger:         log,
 	})
 	if err != nil {
