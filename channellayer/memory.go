@@ -28,6 +28,9 @@ type Memory struct {
 	history  map[string]*memHistory
 	presence map[string]map[string]memEntry
 	closed   bool
+
+	dirMu sync.Mutex                     // guards dir
+	dir   map[string]map[string]memCount // directory: index → name → entry
 }
 
 // groupHistory returns a group's history, made if create is set.

@@ -65,6 +65,8 @@
 //   - Pager (if implemented): Before pages back from a kept ID, oldest
 //     first, with "more" exact at the history's edge; ErrUnknownID for
 //     malformed, unknown and trimmed IDs.
+//   - Directory (if implemented): counts set on either process, read on
+//     both, highest first; zero removes an entry, its TTL ends it.
 //   - Restart: while the server is away every call returns within a bound and
 //     Check fails; once it is back, group sends reach members on both
 //     processes again, once each and in order, and Check passes.

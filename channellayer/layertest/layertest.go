@@ -106,6 +106,8 @@ var rules = []rule{
 	{"HistoryRecordOnce", false, checkHistoryRecordOnce},
 	{"HistoryRecordOnceTrim", false, checkHistoryRecordOnceTrim},
 	{"HistoryBefore", false, checkHistoryBefore},
+
+	{"Directory", false, checkDirectory},
 }
 
 // Run runs the conformance suite: one subtest of t per rule, each on a
