@@ -21,8 +21,8 @@ import (
 type Config struct {
 	// Layer carries the rooms; it must implement channellayer.History,
 	// channellayer.Presence, channellayer.IdempotentRecorder and
-	// channellayer.Pager (both backends do); its history size is what
-	// "older" requests can reach. Required.
+	// channellayer.Pager and channellayer.Directory (both backends do);
+	// its history size is what "older" requests can reach. Required.
 	Layer channellayer.Layer
 	// Secret signs session cookies; every node behind one balancer needs
 	// the same. Required, at least 16 bytes.
@@ -77,6 +77,7 @@ type App struct {
 	sessions *auth.Sessions
 	server   *consumer.Server
 	hub      *hub
+	dir      *directory
 	metrics  *metrics
 	handler  http.Handler
 }
@@ -101,6 +102,10 @@ func New(cfg Config) (*App, error) {
 	pager, ok := cfg.Layer.(channellayer.Pager)
 	if !ok {
 		return nil, fmt.Errorf("chat: the layer %T cannot page through history; use the memory or Redis layer", cfg.Layer)
+	}
+	dir, ok := cfg.Layer.(channellayer.Directory)
+	if !ok {
+		return nil, fmt.Errorf("chat: the layer %T keeps no directory; use the memory or Redis layer", cfg.Layer)
 	}
 	if cfg.Rate < 0 || cfg.PresenceTTL < 0 || cfg.Grace < 0 || cfg.UsersInterval < 0 {
 		return nil, errors.New("chat: Rate, PresenceTTL, Grace and UsersInterval must not be negative")
@@ -170,7 +175,10 @@ func New(cfg Config) (*App, error) {
 	mux.HandleFunc("GET /readyz", a.ready)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
 	a.handler = mux
-	a.hub = newHub(cfg.Layer, presence, cfg.PresenceTTL, cfg.UsersInterval, cfg.Logger, m)
+	a.dir = newDirectory(dir, p.rooms, cfg.PresenceTTL, cfg.Logger, m)
+	mux.Handle("GET /rooms", a.dir)
+	a.hub = newHub(cfg.Layer, presence, cfg.PresenceTTL, cfg.UsersInterval, cfg.Logger, m, a.dir.update)
+	a.dir.start(a.hub.roomNames)
 	return a, nil
 }
 
@@ -208,5 +216,6 @@ func (a *App) Shutdown(ctx context.Context) error {
 	// before it closed would otherwise write it back as connected, over
 	// the grace entry its Disconnect wrote.
 	a.hub.close()
+	a.dir.close()
 	return a.server.Shutdown(ctx)
 }

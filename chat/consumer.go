@@ -99,6 +99,7 @@ func (rc *roomConsumer) Connect(ctx context.Context, c *consumer.Conn) error {
 		count := len(before.sessions) + 1
 		rc.ownJoin = a.hub.announce(ctx, room, rc.user.Name+" has joined the chat", count)
 	}
+	a.dir.update(room, len(after.sessions))
 	rc.send(c, newHistoryFrame(history, reset))
 	rc.send(c, after.frame(room))
 	rc.send(c, struct {
@@ -408,6 +409,7 @@ func (rc *roomConsumer) Disconnect(ctx context.Context, c *consumer.Conn, code c
 			}
 		}
 		delete(st.sessions, rc.user.Session)
+		a.dir.update(rc.room, len(st.sessions))
 		a.hub.announce(ctx, rc.room, rc.user.Name+" has left the chat", len(st.sessions))
 	default:
 		// Lost (network, tab killed, this node draining with 1012): still
