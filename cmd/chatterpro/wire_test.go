@@ -111,4 +111,21 @@ func TestWireAdditionsOnRedis(t *testing.T) {
 	if err != nil || len(older.Messages) != 10 || older.More {
 		t.Fatalf("older: %d messages, more %v, %v; want the 10 more the room keeps", len(older.Messages), older.More, err)
 	}
+
+	// The room directory, on either node, counts the three sessions (Alice
+	// has two tabs), after the configured rooms.
+	want := `{"rooms":[{"name":"Chat Room","online":0},{"name":"Business Room","online":0},{"name":"Gaming Room","online":0},{"name":"Wire Room","online":3}]}`
+	for _, n := range []*testnode.Node{a, b} {
+		var body string
+		for deadline := time.Now().Add(10 * time.Second); body != want && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			r, err := n.Get(ctx, "/rooms")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body = r.Body
+		}
+		if body != want {
+			t.Fatalf("GET /rooms = %s, want %s", body, want)
+		}
+	}
 }
