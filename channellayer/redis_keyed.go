@@ -23,12 +23,13 @@ import (
 // key hash. ARGV[1] history size, ARGV[2] PUBLISH or SPUBLISH, ARGV[3] the
 // key, ARGV[4] type, ARGV[5] body (without "id"), ARGV[6] the separator
 // after the inserted "id" field.
-var recordOnceScript = redis.NewScript(`
+var recordOnceScript = redis.NewScript(keptFloorLua + `
 local size = tonumber(ARGV[1])
 local old = redis.call('HGET', KEYS[3], ARGV[3])
 if old then
-  local xs = redis.call('XRANGE', KEYS[1], old, '+', 'COUNT', size + 1)
-  if #xs > 0 and #xs <= size and xs[1][1] == old then
+  local xs = redis.call('XRANGE', KEYS[1], old, old)
+  local f = floor(KEYS[1], size)
+  if #xs > 0 and (f == nil or before(f, old)) then
     local f, t, d = xs[1][2], nil, nil
     for i = 1, #f, 2 do
       if f[i] == 't' then t = f[i+1] elseif f[i] == 'd' then d = f[i+1] end

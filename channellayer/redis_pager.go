@@ -8,45 +8,61 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// keptFloorLua defines, for the scripts that need it, before(a, b) (is
+// stream ID a older than b) and floor(stream, size): the ID of the newest
+// entry the stream still holds that reads no longer keep (it may hold a few
+// more than the history size; see recordScript), or nil. It reads only
+// those extra entries, so it costs O(1) per call however long the history.
+const keptFloorLua = `
+local function before(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as < bs)
+end
+local function floor(stream, size)
+  local extra = redis.call('XLEN', stream) - size
+  if extra <= 0 then
+    return nil
+  end
+  local gone = redis.call('XRANGE', stream, '-', '+', 'COUNT', extra)
+  return gone[#gone][1]
+end
+`
+
 // beforeScript reads a page of a group's history before an ID, keeping to
-// the last history size entries of the stream (it may hold a few more; see
-// recordScript).
+// the last history size entries of the stream.
 //
 // KEYS[1] history stream. ARGV[1] the ID, ARGV[2] how many messages at
 // most, ARGV[3] the history size. It answers nil if the ID is not kept,
 // else {more, id, type, body, id, type, body, ...}, newest first, more
 // being 1 if older messages are still kept.
-var beforeScript = redis.NewScript(`
+var beforeScript = redis.NewScript(keptFloorLua + `
 local n, size = tonumber(ARGV[2]), tonumber(ARGV[3])
-local after = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', size + 1)
-if #after == 0 or after[1][1] ~= ARGV[1] or #after > size then
+if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then
   return false
 end
-local room = size - #after -- kept entries older than the ID
-local k = math.min(n, room)
+local f = floor(KEYS[1], size)
+if f and not before(f, ARGV[1]) then
+  return false
+end
 local out = {0}
-if k <= 0 then
-  if room > 0 then
-    out[1] = 1
+local xs = redis.call('XREVRANGE', KEYS[1], ARGV[1], '-', 'COUNT', math.max(n, 0) + 2)
+for i = 2, #xs do -- xs[1] is the ID itself
+  if f and not before(f, xs[i][1]) then
+    break
   end
-  return out
-end
-local want = k + 1 -- the ID itself first
-if room > k then
-  want = want + 1 -- one more tells whether older ones are kept
-end
-local xs = redis.call('XREVRANGE', KEYS[1], ARGV[1], '-', 'COUNT', want)
-for i = 2, math.min(#xs, k + 1) do
-  local f, t, d = xs[i][2], '', ''
-  for j = 1, #f, 2 do
-    if f[j] == 't' then t = f[j+1] elseif f[j] == 'd' then d = f[j+1] end
+  if i > n + 1 then
+    out[1] = 1
+    break
+  end
+  local fs, t, d = xs[i][2], '', ''
+  for j = 1, #fs, 2 do
+    if fs[j] == 't' then t = fs[j+1] elseif fs[j] == 'd' then d = fs[j+1] end
   end
   out[#out+1] = xs[i][1]
   out[#out+1] = t
   out[#out+1] = d
-end
-if #xs > k + 1 then
-  out[1] = 1
 end
 return out
 `)
