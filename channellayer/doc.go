@@ -13,7 +13,9 @@
 // lives on one shard and uses sharded pub/sub). Both also implement the
 // optional capabilities History (the last messages of a group, with
 // cluster-wide increasing IDs), Presence (who is online in a group) and
-// Notifier (an arrival callback, so an idle consumer needs no goroutine);
+// Notifier (an arrival callback, so an idle consumer needs no goroutine),
+// IdempotentRecorder (record a message once per key, for retries), Pager
+// (page back through history) and Directory (cluster-wide named counts);
 // Redis also implements Checker (is the server reachable, for a readiness
 // probe). Find them by type assertion:
 //

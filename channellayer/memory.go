@@ -38,6 +38,9 @@ type Memory struct {
 	floor     streamID  // the last ID of the histories forgotten: new IDs come after it
 	presence  map[string]map[string]memEntry
 	closed    bool
+
+	dirMu sync.Mutex                     // guards dir
+	dir   map[string]map[string]memCount // directory: index → name → entry
 }
 
 // groupHistory returns a group's history, made if create is set. With a
@@ -72,9 +75,10 @@ func (m *Memory) groupHistory(group string, create bool) *memHistory {
 type memHistory struct {
 	mu      sync.Mutex // per group: rooms do not wait for each other
 	last    streamID
-	msgs    []Message // oldest first; the last historySize are kept (see kept)
-	written time.Time // when the last message was recorded
-	gone    bool      // forgotten (see groupHistory): a record must find the new one
+	msgs    []Message         // oldest first; the last historySize are kept (see kept)
+	keys    map[string]string // record key → ID (see GroupSendRecordedOnce)
+	written time.Time         // when the last message was recorded
+	gone    bool              // forgotten (see groupHistory): a record must find the new one
 }
 
 // idle reports whether the history has had no message for ttl (h.mu held).
@@ -109,6 +113,9 @@ var (
 	_ History  = (*Memory)(nil)
 	_ Recorder = (*Memory)(nil)
 	_ Presence = (*Memory)(nil)
+
+	_ IdempotentRecorder = (*Memory)(nil)
+	_ Pager              = (*Memory)(nil)
 )
 
 // NewMemory returns an in-process layer.
@@ -231,9 +238,15 @@ func (m *Memory) GroupSendRecorded(ctx context.Context, group string, msg Messag
 		h.mu.Lock()
 	}
 	defer h.mu.Unlock()
+	return m.record(group, h, msg), nil
+}
+
+// record records msg in h and delivers it; h.mu is held.
+func (m *Memory) record(group string, h *memHistory, msg Message) Message {
 	if h.idle(m.now(), m.groupTTL) {
-		clear(h.msgs) // idle for GroupTTL: forgotten
+		clear(h.msgs) // idle for GroupTTL: forgotten, keys too
 		h.msgs = h.msgs[:0]
+		clear(h.keys)
 	}
 	h.written = m.now()
 	ms := uint64(time.Now().UnixMilli())
@@ -253,7 +266,7 @@ func (m *Memory) GroupSendRecorded(ctx context.Context, group string, msg Messag
 	}
 	h.msgs = append(h.msgs, msg)
 	m.local.deliver(group, msg)
-	return msg, nil
+	return msg
 }
 
 // Recent implements History.

@@ -20,8 +20,10 @@ import (
 
 // Config configures the chat. Layer and Secret are required.
 type Config struct {
-	// Layer carries the rooms; it must implement channellayer.History and
-	// channellayer.Presence (both backends do). Required.
+	// Layer carries the rooms; it must implement channellayer.History,
+	// channellayer.Presence, channellayer.IdempotentRecorder and
+	// channellayer.Pager and channellayer.Directory (both backends do);
+	// its history size is what "older" requests can reach. Required.
 	Layer channellayer.Layer
 	// Secret signs session cookies; every node behind one balancer needs
 	// the same. Required, at least 16 bytes.
@@ -42,7 +44,8 @@ type Config struct {
 	// room from this node. Defaults to 1 s.
 	UsersInterval time.Duration
 	// Rate is how many chat messages per second one connection may send
-	// (burst twice that). 0: no limit.
+	// (burst twice that); "older" requests and forwarded typing signals
+	// count too. 0: no limit.
 	Rate float64
 	// MaxSessionConns caps the sockets one session may hold on this node;
 	// more are refused with 429. 0: no cap.
@@ -57,6 +60,14 @@ type Config struct {
 	// X-Forwarded-For tells the client address the caps count. Defaults to
 	// none: the TCP peer is the client.
 	TrustedProxies []string
+	// TypingInterval is the least time between two typing signals of one
+	// connection that are forwarded to the room. Defaults to 2 s.
+	TypingInterval time.Duration
+	// APIToken is the bearer token of the publish API, POST
+	// /api/rooms/{room}/messages (each room takes Rate of its messages per
+	// second on each node, burst twice that). Defaults to empty: the API is
+	// off and answers 404.
+	APIToken string
 	// Registry receives the metrics. Defaults to a new registry, served
 	// on /metrics.
 	Registry *prometheus.Registry
@@ -75,9 +86,12 @@ type App struct {
 	layer    channellayer.Layer
 	history  channellayer.History
 	presence channellayer.Presence
+	once     channellayer.IdempotentRecorder
+	pager    channellayer.Pager
 	sessions *auth.Sessions
 	server   *consumer.Server
 	hub      *hub
+	dir      *directory
 	metrics  *metrics
 	limits   limits // every transport's sockets count in limits.conns
 	handler  http.Handler
@@ -96,6 +110,18 @@ func New(cfg Config) (*App, error) {
 	presence, ok := cfg.Layer.(channellayer.Presence)
 	if !ok {
 		return nil, fmt.Errorf("chat: the layer %T tracks no presence; use the memory or Redis layer", cfg.Layer)
+	}
+	once, ok := cfg.Layer.(channellayer.IdempotentRecorder)
+	if !ok {
+		return nil, fmt.Errorf("chat: the layer %T cannot record a message once per client ID; use the memory or Redis layer", cfg.Layer)
+	}
+	pager, ok := cfg.Layer.(channellayer.Pager)
+	if !ok {
+		return nil, fmt.Errorf("chat: the layer %T cannot page through history; use the memory or Redis layer", cfg.Layer)
+	}
+	dir, ok := cfg.Layer.(channellayer.Directory)
+	if !ok {
+		return nil, fmt.Errorf("chat: the layer %T keeps no directory; use the memory or Redis layer", cfg.Layer)
 	}
 	if cfg.Rate < 0 || cfg.PresenceTTL < 0 || cfg.Grace < 0 || cfg.UsersInterval < 0 {
 		return nil, errors.New("chat: Rate, PresenceTTL, Grace and UsersInterval must not be negative")
@@ -116,6 +142,9 @@ func New(cfg Config) (*App, error) {
 	}
 	if cfg.Grace == 0 {
 		cfg.Grace = 10 * time.Second
+	}
+	if cfg.TypingInterval <= 0 {
+		cfg.TypingInterval = 2 * time.Second
 	}
 	if cfg.UsersInterval == 0 {
 		cfg.UsersInterval = time.Second
@@ -139,7 +168,7 @@ func New(cfg Config) (*App, error) {
 		return nil, fmt.Errorf("chat: %w", err)
 	}
 	a := &App{
-		cfg: cfg, log: cfg.Logger, layer: cfg.Layer, history: history, presence: presence,
+		cfg: cfg, log: cfg.Logger, layer: cfg.Layer, history: history, presence: presence, once: once, pager: pager,
 		sessions: sessions, server: srv, metrics: m, clock: clock.Real,
 	}
 	lim, err := newLimits(cfg)
@@ -167,11 +196,15 @@ func New(cfg Config) (*App, error) {
 	mux := http.NewServeMux()
 	p.register(mux)
 	mux.Handle("/ws/", router)
+	mux.Handle("POST /api/rooms/{room}/messages", newPublishAPI(a))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", a.ready)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
 	a.handler = mux
-	a.hub = newHub(cfg.Layer, presence, cfg.PresenceTTL, cfg.UsersInterval, cfg.Logger, m)
+	a.dir = newDirectory(dir, p.rooms, cfg.PresenceTTL, cfg.Logger, m)
+	mux.Handle("GET /rooms", a.dir)
+	a.hub = newHub(cfg.Layer, presence, cfg.PresenceTTL, cfg.UsersInterval, cfg.Logger, m, a.dir.update)
+	a.dir.start(a.hub.roomNames)
 	return a, nil
 }
 
@@ -209,5 +242,6 @@ func (a *App) Shutdown(ctx context.Context) error {
 	// before it closed would otherwise write it back as connected, over
 	// the grace entry its Disconnect wrote.
 	a.hub.close()
+	a.dir.close()
 	return a.server.Shutdown(ctx)
 }

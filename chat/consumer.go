@@ -32,6 +32,10 @@ type roomConsumer struct {
 	// ownJoin is the "has joined" notice Connect sent for this socket,
 	// until its own copy arrives and is dropped.
 	ownJoin []byte
+	// marker tells this socket's typing events from the others' (see
+	// typingEvent); typedAt is when the reader last forwarded one.
+	marker  string
+	typedAt time.Time
 }
 
 func (a *App) newConsumer() consumer.Consumer {
@@ -65,6 +69,8 @@ func (rc *roomConsumer) Connect(ctx context.Context, c *consumer.Conn) error {
 	c.On(eventMessage, rc.onMessage)
 	c.On(eventNotice, rc.onNotice)
 	c.On(eventPresence, rc.onPresence)
+	rc.marker = newMarker()
+	c.On(eventTyping, rc.onTyping)
 	if err := c.GroupAdd(ctx, room); err != nil {
 		rc.untrack(ctx)
 		return rc.unavailable(err)
@@ -93,6 +99,7 @@ func (rc *roomConsumer) Connect(ctx context.Context, c *consumer.Conn) error {
 		count := len(before.sessions) + 1
 		rc.ownJoin = a.hub.announce(ctx, room, rc.user.Name+" has joined the chat", count)
 	}
+	a.dir.update(room, len(after.sessions))
 	rc.send(c, newHistoryFrame(history, reset))
 	rc.send(c, after.frame(room))
 	rc.send(c, struct {
@@ -129,19 +136,43 @@ func (rc *roomConsumer) history(ctx context.Context, since string) ([]channellay
 	return msgs, since != "", err
 }
 
+// clientFrame is a frame from the browser. Fields are decoded as raw JSON
+// so that a field of the wrong kind gets an answer that names it.
+type clientFrame struct {
+	Type   *string         `json:"type"`
+	Text   *string         `json:"text"`
+	CID    json.RawMessage `json:"cid"`
+	Before json.RawMessage `json:"before"`
+}
+
 func (rc *roomConsumer) Receive(ctx context.Context, c *consumer.Conn, text []byte) error {
-	a := rc.app
-	a.metrics.in.Inc()
-	var f struct {
-		Type *string `json:"type"`
-		Text *string `json:"text"`
-	}
+	rc.app.metrics.in.Inc()
+	var f clientFrame
 	if err := json.Unmarshal(text, &f); err != nil || f.Type == nil {
 		rc.refuse(ctx, c, codeBadJSON, `send a JSON object like {"type":"message","text":"hi"}`)
 		return nil
 	}
-	if *f.Type != "message" {
-		rc.refuse(ctx, c, codeUnknownType, `unknown frame type; the only one is "message"`)
+	switch *f.Type {
+	case "message":
+		return rc.receiveMessage(ctx, c, f)
+	case "typing":
+		rc.receiveTyping(ctx, c)
+		return nil
+	case "older":
+		rc.receiveOlder(ctx, c, f)
+		return nil
+	}
+	rc.refuse(ctx, c, codeUnknownType, `unknown frame type; the types are "message", "typing" and "older"`)
+	return nil
+}
+
+// receiveMessage records a chat message and sends it to the room; with a
+// cid, once per session and cid (see recordOnce).
+func (rc *roomConsumer) receiveMessage(ctx context.Context, c *consumer.Conn, f clientFrame) error {
+	a := rc.app
+	cid, ok := parseCID(f.CID)
+	if !ok {
+		rc.refuse(ctx, c, codeBadJSON, "cid must be a string of 1 to 64 printable ASCII characters")
 		return nil
 	}
 	if f.Text == nil {
@@ -153,13 +184,17 @@ func (rc *roomConsumer) Receive(ctx context.Context, c *consumer.Conn, text []by
 		rc.refuse(ctx, c, codeBadText, err.Error())
 		return nil
 	}
-	if rc.limiter != nil && !rc.limiter.AllowN(rc.app.clock.Now(), 1) {
+	if !rc.allow() {
 		rc.refuse(ctx, c, codeRateLimited, "slow down: too many messages per second; this one was not sent")
 		return nil
 	}
-	m, err := messageEvent(rc.user.Name, msg)
+	m, err := messageEvent(rc.user.Name, msg, cid, false)
 	if err != nil {
 		return err
+	}
+	if cid != "" {
+		rc.recordOnce(ctx, c, cid, m)
+		return nil
 	}
 	start := time.Now()
 	rec, async := a.history.(channellayer.Recorder)
@@ -179,6 +214,92 @@ func (rc *roomConsumer) Receive(ctx context.Context, c *consumer.Conn, text []by
 		rc.flight.done()
 	})
 	return nil
+}
+
+// recordOnce records a message with a cid: once per session and cid in the
+// room, on any socket and node, while the room's history keeps it. A
+// repeat is not sent again: its sender alone gets the original back. The
+// socket's earlier messages are recorded first, so its messages keep their
+// order.
+func (rc *roomConsumer) recordOnce(ctx context.Context, c *consumer.Conn, cid string, m channellayer.Message) {
+	if rc.flight.waitBelow(ctx, 1) != nil {
+		return // closing
+	}
+	start := time.Now()
+	rec, again, err := rc.app.once.GroupSendRecordedOnce(ctx, rc.room, recordKey(rc.user.Session, cid), m)
+	rc.sent(c, start, err)
+	if err == nil && again && c.Send(rec.Body) == nil {
+		rc.app.metrics.out.Inc()
+	}
+}
+
+// receiveTyping forwards "is typing" to the others in the room, at most
+// once per Config.TypingInterval: extra ones are dropped without an error,
+// as are those over the rate limit (each forwarded one takes a token) and
+// those the layer cannot send. Nothing is recorded.
+func (rc *roomConsumer) receiveTyping(ctx context.Context, c *consumer.Conn) {
+	a := rc.app
+	now := time.Now()
+	if !rc.typedAt.IsZero() && now.Sub(rc.typedAt) < a.cfg.TypingInterval {
+		return
+	}
+	if !rc.allow() {
+		return
+	}
+	rc.typedAt = now
+	m, err := typingEvent(rc.user.Name, rc.marker)
+	if err == nil {
+		err = a.layer.GroupSend(ctx, rc.room, m)
+		a.metrics.observe("group_send", now, err)
+	}
+	if err != nil {
+		a.log.Debug("forwarding a typing signal failed", "room", rc.room, "err", err)
+	}
+}
+
+// onTyping sends a typing event on to the client, unless it is the
+// socket's own, without its marker.
+func (rc *roomConsumer) onTyping(ctx context.Context, c *consumer.Conn, m channellayer.Message) error {
+	f, own, ok := typingFrame(m.Body, rc.marker)
+	if ok && !own && c.Send(f) == nil {
+		rc.app.metrics.out.Inc()
+	}
+	return nil
+}
+
+// receiveOlder answers a request for the messages before one the client
+// has: a page of up to olderPage, oldest first.
+func (rc *roomConsumer) receiveOlder(ctx context.Context, c *consumer.Conn, f clientFrame) {
+	var before string
+	if json.Unmarshal(f.Before, &before) != nil || !channellayer.ValidID(before) {
+		rc.refuse(ctx, c, codeBadID, `"before" must be the ID of a message of the room`)
+		return
+	}
+	if !rc.allow() {
+		rc.refuse(ctx, c, codeRateLimited, "slow down: too many requests per second; ask again in a moment")
+		return
+	}
+	start := time.Now()
+	msgs, more, err := rc.app.pager.Before(ctx, rc.room, before, olderPage)
+	rc.app.metrics.observe("history_before", start, err)
+	switch {
+	case errors.Is(err, channellayer.ErrUnknownID):
+		rc.refuse(ctx, c, codeBadID, "that message is unknown or no longer kept: the room keeps nothing older")
+	case err != nil:
+		rc.app.log.Warn("reading older messages failed", "room", rc.room, "err", err)
+		rc.refuse(ctx, c, codeUnavailable, "the chat is temporarily unavailable: older messages could not be read, try again")
+	default:
+		f := olderFrame{Type: "older", Messages: make([]json.RawMessage, 0, len(msgs)), More: more}
+		for _, m := range msgs {
+			f.Messages = append(f.Messages, m.Body)
+		}
+		rc.send(c, f)
+	}
+}
+
+// allow takes a token of the connection's rate limit, if it has one.
+func (rc *roomConsumer) allow() bool {
+	return rc.limiter == nil || rc.limiter.AllowN(rc.app.clock.Now(), 1)
 }
 
 // maxInFlight is how many of one socket's messages may wait for the layer
@@ -290,6 +411,7 @@ func (rc *roomConsumer) Disconnect(ctx context.Context, c *consumer.Conn, code c
 			}
 		}
 		delete(st.sessions, rc.user.Session)
+		a.dir.update(rc.room, len(st.sessions))
 		a.hub.announce(ctx, rc.room, rc.user.Name+" has left the chat", len(st.sessions))
 	default:
 		// Lost (network, tab killed, this node draining with 1012): still

@@ -57,6 +57,13 @@ func (f *flakyLayer) GroupSendRecorded(ctx context.Context, g string, m channell
 	return f.Memory.GroupSendRecorded(ctx, g, m)
 }
 
+func (f *flakyLayer) GroupSendRecordedOnce(ctx context.Context, g, key string, m channellayer.Message) (channellayer.Message, bool, error) {
+	if f.down.Load() {
+		return channellayer.Message{}, false, fmt.Errorf("redis: connection refused: %w", channellayer.ErrUnavailable)
+	}
+	return f.Memory.GroupSendRecordedOnce(ctx, g, key, m)
+}
+
 // lateLayer is a memory layer that delivers group sends a little later,
 // in order, from a goroutine of its own, as Redis's pub/sub does.
 type lateLayer struct {
@@ -201,6 +208,9 @@ type frame struct {
 	Users    []userEntry       `json:"users"`
 	Messages []json.RawMessage `json:"messages"`
 	Reset    bool              `json:"reset"`
+	CID      string            `json:"cid"`
+	Bot      bool              `json:"bot"`
+	More     bool              `json:"more"`
 }
 
 func (c *client) next() frame {
@@ -573,7 +583,7 @@ func TestResumeDoesNotRepeat(t *testing.T) {
 	go func() {
 		defer close(done)
 		for i := 0; i < 30; i++ {
-			m, _ := messageEvent("ann", fmt.Sprint("flow", i))
+			m, _ := messageEvent("ann", fmt.Sprint("flow", i), "", false)
 			n.app.history.GroupSendRecorded(context.Background(), "r", m)
 		}
 	}()

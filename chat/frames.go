@@ -1,6 +1,9 @@
 package chat
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"sort"
 	"strings"
@@ -13,6 +16,7 @@ import (
 const (
 	maxListed      = 100              // users listed in a users frame; notices only in rooms up to this size
 	historyOnJoin  = 50               // messages in the first history frame
+	olderPage      = 50               // messages in an older frame
 	maxErrors      = 20               // error frames a connection may earn...
 	errorWindow    = 10 * time.Second // ...within this window before it is closed with 1008
 	frameReadLimit = 16 << 10
@@ -23,6 +27,7 @@ const (
 	codeBadJSON     = "bad_json"
 	codeUnknownType = "unknown_type"
 	codeBadText     = "bad_text"
+	codeBadID       = "bad_id"
 	codeRateLimited = "rate_limited"
 	codeUnavailable = "unavailable"
 )
@@ -33,6 +38,7 @@ const (
 	eventMessage  = "message"
 	eventNotice   = "notice"
 	eventPresence = "presence"
+	eventTyping   = "typing"
 )
 
 func now() string { return time.Now().UTC().Format(time.RFC3339) }
@@ -47,6 +53,13 @@ type historyFrame struct {
 	Type     string            `json:"type"`
 	Messages []json.RawMessage `json:"messages"`
 	Reset    bool              `json:"reset,omitempty"`
+}
+
+// olderFrame answers an "older" request.
+type olderFrame struct {
+	Type     string            `json:"type"`
+	Messages []json.RawMessage `json:"messages"`
+	More     bool              `json:"more"`
 }
 
 func newHistoryFrame(msgs []channellayer.Message, reset bool) historyFrame {
@@ -64,12 +77,80 @@ func noticeEvent(text string) (channellayer.Message, error) {
 	}{text, now()})
 }
 
-func messageEvent(user, text string) (channellayer.Message, error) {
+// messageEvent is a chat message, as its frame: cid is the sender's
+// client ID (omitted if empty), bot marks a message of the publish API.
+func messageEvent(user, text, cid string, bot bool) (channellayer.Message, error) {
 	return channellayer.NewMessage(eventMessage, struct {
 		User string `json:"user"`
 		Text string `json:"text"`
 		Time string `json:"time"`
-	}{user, text, now()})
+		CID  string `json:"cid,omitempty"`
+		Bot  bool   `json:"bot,omitempty"`
+	}{user, text, now(), cid, bot})
+}
+
+// typingEvent says that user is typing: the client frame
+// {"type":"typing","user":...} with the sender's marker as a last field
+// "from", which typingFrame takes off again.
+func typingEvent(user, marker string) (channellayer.Message, error) {
+	return channellayer.NewMessage(eventTyping, struct {
+		User string `json:"user"`
+		From string `json:"from"`
+	}{user, marker})
+}
+
+// markerLen is the length of a socket's typing marker (hex).
+const markerLen = 16
+
+// newMarker returns a random typing marker.
+func newMarker() string {
+	var b [markerLen / 2]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// typingFrame returns the client frame of a typing event's body (the body
+// without its "from" field) and whether marker sent it; ok is false for a
+// body not made by typingEvent.
+func typingFrame(body []byte, marker string) (frame []byte, own, ok bool) {
+	const from = `,"from":"`
+	n := len(body) - len(from) - markerLen - len(`"}`)
+	if n <= 0 || string(body[n:n+len(from)]) != from || string(body[len(body)-2:]) != `"}` {
+		return nil, false, false
+	}
+	if string(body[n+len(from):len(body)-2]) == marker {
+		return nil, true, true
+	}
+	return append(body[:n:n], '}'), false, true
+}
+
+// maxCID is the longest client ID of a message, in characters.
+const maxCID = 64
+
+// parseCID reads the optional "cid" of a message frame: absent is "", a
+// string of 1 to 64 printable ASCII characters is itself, anything else
+// is refused.
+func parseCID(raw json.RawMessage) (string, bool) {
+	if raw == nil {
+		return "", true
+	}
+	var cid string
+	if json.Unmarshal(raw, &cid) != nil || cid == "" || len(cid) > maxCID {
+		return "", false
+	}
+	for i := 0; i < len(cid); i++ {
+		if cid[i] < 0x20 || cid[i] > 0x7e {
+			return "", false
+		}
+	}
+	return cid, true
+}
+
+// recordKey is the layer's record key of a session's message cid: a hash,
+// so that neither the session ID nor the cid is stored as such.
+func recordKey(session, cid string) string {
+	sum := sha256.Sum256([]byte(session + "\x00" + cid))
+	return "cid:" + hex.EncodeToString(sum[:16])
 }
 
 // presenceInfo is what a connection's presence entry holds.

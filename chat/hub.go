@@ -23,6 +23,7 @@ type hub struct {
 	interval time.Duration
 	log      *slog.Logger
 	metrics  *metrics
+	counted  func(room string, online int) // told each room's count flush reads
 
 	mu    sync.Mutex
 	rooms map[string]*localRoom
@@ -57,9 +58,9 @@ func (m *member) leave() {
 	m.mu.Unlock()
 }
 
-func newHub(layer channellayer.Layer, p channellayer.Presence, ttl, interval time.Duration, log *slog.Logger, m *metrics) *hub {
+func newHub(layer channellayer.Layer, p channellayer.Presence, ttl, interval time.Duration, log *slog.Logger, m *metrics, counted func(string, int)) *hub {
 	h := &hub{
-		layer: layer, presence: p, ttl: ttl, interval: interval, log: log, metrics: m,
+		layer: layer, presence: p, ttl: ttl, interval: interval, log: log, metrics: m, counted: counted,
 		rooms: make(map[string]*localRoom),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
@@ -150,6 +151,7 @@ func (h *hub) flush() {
 			h.markDirty(room)
 			continue
 		}
+		h.counted(room, len(st.sessions))
 		b, _ := json.Marshal(st.frame(room))
 		h.mu.Lock()
 		var conns []*consumer.Conn

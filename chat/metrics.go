@@ -51,7 +51,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			}
 		}
 	}
-	for _, code := range []string{codeBadJSON, codeUnknownType, codeBadText, codeRateLimited, codeUnavailable} {
+	for _, code := range []string{codeBadJSON, codeUnknownType, codeBadText, codeBadID, codeRateLimited, codeUnavailable} {
 		m.errors.WithLabelValues(code)
 	}
 	return m, nil

@@ -59,6 +59,14 @@
 //   - History: increasing cluster-wide IDs, also first in the body and on the
 //     delivered message; Recent, Since, trimming to HistorySize, and
 //     ErrUnknownID for malformed, unknown and trimmed IDs.
+//   - IdempotentRecorder (if implemented): a keyed record is recorded and
+//     delivered once, also when both processes race to send it; a repeat
+//     returns the original; a key lives as long as its message is kept.
+//   - Pager (if implemented): Before pages back from a kept ID, oldest
+//     first, with "more" exact at the history's edge; ErrUnknownID for
+//     malformed, unknown and trimmed IDs.
+//   - Directory (if implemented): counts set on either process, read on
+//     both, highest first; zero removes an entry, its TTL ends it.
 //   - Restart: while the server is away every call returns within a bound and
 //     Check fails; once it is back, group sends reach members on both
 //     processes again, once each and in order, and Check passes.

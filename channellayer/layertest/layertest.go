@@ -112,6 +112,11 @@ var rules = []rule{
 	{"HistoryTrim", false, checkHistoryTrim},
 	{"HistoryCluster", false, checkHistoryCluster},
 	{"Recovery", false, checkRecovery},
+	{"HistoryRecordOnce", false, checkHistoryRecordOnce},
+	{"HistoryRecordOnceTrim", false, checkHistoryRecordOnceTrim},
+	{"HistoryBefore", false, checkHistoryBefore},
+
+	{"Directory", false, checkDirectory},
 }
 
 // Run runs the conformance suite: one subtest of t per rule, each on a

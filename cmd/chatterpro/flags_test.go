@@ -112,6 +112,10 @@ func TestEnvVariables(t *testing.T) {
 		{name: "zero presence TTL variable", env: map[string]string{"CHATTERPRO_PRESENCE_TTL": "0s"}, wantErr: "CHATTERPRO_PRESENCE_TTL must be positive", notErr: "--"},
 		{name: "negative grace variable", env: map[string]string{"CHATTERPRO_GRACE": "-1s"}, wantErr: "CHATTERPRO_GRACE must be positive", notErr: "--"},
 		{name: "zero grace flag", args: []string{"--grace", "0s"}, wantErr: "--grace must be positive"},
+		{name: "history default", want: func(o *options) { o.history = 1000 }},
+		{name: "history variable", env: map[string]string{"CHATTERPRO_HISTORY": "50"}, want: func(o *options) { o.history = 50 }},
+		{name: "zero history flag", args: []string{"--history", "0"}, wantErr: "--history must be a positive number"},
+		{name: "negative history variable", env: map[string]string{"CHATTERPRO_HISTORY": "-5"}, wantErr: "CHATTERPRO_HISTORY must be", notErr: "--"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

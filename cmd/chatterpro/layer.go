@@ -29,6 +29,7 @@ const channelCapacity = 1024
 type layerSettings struct {
 	replicas int           // --redis-replicas: replicas that must have a record before it is acknowledged
 	roomTTL  time.Duration // --room-ttl: how long an idle group's history and presence are kept
+	history  int           // --history: messages each group keeps (0: the layer's default)
 }
 
 // openLayer builds the channel layer a --layer URL names.
@@ -45,7 +46,7 @@ func openLayer(ctx context.Context, raw string, set layerSettings, log *slog.Log
 	}
 	switch u.Scheme {
 	case "memory":
-		return channellayer.NewMemory(channellayer.MemoryOptions{Capacity: channelCapacity, GroupTTL: set.roomTTL})
+		return channellayer.NewMemory(channellayer.MemoryOptions{Capacity: channelCapacity, GroupTTL: set.roomTTL, HistorySize: set.history})
 	case "redis":
 		db := 0
 		if p := strings.Trim(u.Path, "/"); p != "" {
@@ -105,7 +106,7 @@ func tune(dial, read, write, pool *time.Duration, retries *int) {
 // never stops a node: it serves without Redis, not ready (/readyz 503,
 // joins refused with 503), and connects by itself once Redis is back.
 func newRedis(ctx context.Context, c redis.UniversalClient, set layerSettings, shown string, log *slog.Logger) (channellayer.Layer, error) {
-	opts := channellayer.RedisOptions{Logger: log, Capacity: channelCapacity, Replicas: set.replicas, GroupTTL: set.roomTTL}
+	opts := channellayer.RedisOptions{Logger: log, Capacity: channelCapacity, Replicas: set.replicas, GroupTTL: set.roomTTL, HistorySize: set.history}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err := c.Ping(pctx).Err()
 	cancel()

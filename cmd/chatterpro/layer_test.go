@@ -22,7 +22,7 @@ func TestLayerChannelCapacity(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			l, err := openLayer(ctx, raw, layerSettings{}, slog.New(slog.DiscardHandler))
+			l, err := openLayer(ctx, raw, layerSettings{history: 1000}, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -73,6 +73,8 @@ type options struct {
 	trustedProxies  string
 	redisReplicas   int
 	roomTTL         time.Duration
+	history        int
+	apiToken       string
 }
 
 func parseFlags(args []string) (options, error) {
@@ -92,6 +94,8 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.trustedProxies, "trusted-proxies", "", "CIDRs (comma-separated) of proxies whose X-Forwarded-For names the client address; default none")
 	fs.IntVar(&o.redisReplicas, "redis-replicas", 0, "acknowledge a chat message only once this many Redis replicas have it (survives a failover); 0: once the primary has it")
 	fs.DurationVar(&o.roomTTL, "room-ttl", 168*time.Hour, "a room's stored history and presence expire after this long without a message")
+	fs.IntVar(&o.history, "history", 1000, "messages each room keeps for resume and for paging back")
+	fs.StringVar(&o.apiToken, "api-token", "", "bearer token of the server-side publish API (POST /api/rooms/{room}/messages); empty turns the API off")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "least important log level written: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -138,6 +142,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	if _, err := routing.NewTrustedProxies(splitList(o.trustedProxies)); err != nil {
 		return o, fmt.Errorf("%s: %v", source("trusted-proxies"), err)
+	}
+	if o.history <= 0 {
+		return o, fmt.Errorf("%s must be a positive number of messages, like 1000", source("history"))
 	}
 	if o.presenceTTL <= 0 {
 		return o, fmt.Errorf("%s must be positive, like 30s", source("presence-ttl"))
@@ -186,7 +193,7 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 		log.Warn("no --secret given: using a random one, so sessions end when this process does and other nodes cannot read them; set --secret (or CHATTERPRO_SECRET) on every node")
 	}
 
-	layer, err := openLayer(ctx, o.layer, layerSettings{replicas: o.redisReplicas, roomTTL: o.roomTTL}, log)
+	layer, err := openLayer(ctx, o.layer, layerSettings{replicas: o.redisReplicas, roomTTL: o.roomTTL, history: o.history}, log)
 	if err != nil {
 		return err
 	}
@@ -204,6 +211,7 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 		PresenceTTL:    o.presenceTTL,
 		Grace:          o.grace,
 		Rate:           o.rate,
+		APIToken:       o.apiToken,
 		Logger:         log,
 		// Abuse caps.
 		MaxSessionConns: o.maxSessionConns,

@@ -27,6 +27,9 @@ type Frame struct {
 	Users    []User  `json:"users,omitempty"`
 	Messages []Frame `json:"messages,omitempty"`
 	Reset    bool    `json:"reset,omitempty"`
+	CID      string  `json:"cid,omitempty"`
+	Bot      bool    `json:"bot,omitempty"`
+	More     bool    `json:"more,omitempty"`
 	// Raw is the frame as received.
 	Raw json.RawMessage `json:"-"`
 }

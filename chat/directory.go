@@ -1,0 +1,186 @@
+package chat
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+)
+
+// Room directory: GET /rooms lists the configured rooms and the busiest
+// others with their cluster-wide online counts (one per session, as the
+// users frame counts). The counts live in the layer's Directory index,
+// written when a node learns a room's state (a join, a leave, a users
+// frame) and refreshed while the node has members there, so a request
+// reads the busiest rooms without looking at every room.
+const (
+	roomsIndex     = "rooms"     // the Directory index of the rooms
+	maxDirectory   = 50          // rooms GET /rooms lists at most
+	directoryCache = time.Second // how long a node reuses its answer
+)
+
+type directory struct {
+	dir     channellayer.Directory
+	rooms   []string      // configured, listed first
+	ttl     time.Duration // an entry not refreshed within it is gone
+	log     *slog.Logger
+	metrics *metrics
+	local   func() []string // rooms with members on this node
+
+	mu     sync.Mutex
+	counts map[string]int // the count this node last set, by room
+	body   []byte         // the last answer...
+	at     time.Time      // ...and when it was made
+
+	stop, done chan struct{}
+	stopOnce   sync.Once
+}
+
+func newDirectory(dir channellayer.Directory, rooms []string, ttl time.Duration, log *slog.Logger, m *metrics) *directory {
+	return &directory{
+		dir: dir, rooms: rooms, ttl: ttl, log: log, metrics: m,
+		counts: make(map[string]int),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+}
+
+// start refreshes, every third of the TTL, the entries of the rooms that
+// have members on this node (local lists them), until close.
+func (d *directory) start(local func() []string) {
+	d.local = local
+	go d.run()
+}
+
+func (d *directory) close() {
+	d.stopOnce.Do(func() { close(d.stop) })
+	<-d.done
+}
+
+func (d *directory) run() {
+	defer close(d.done)
+	tick := time.NewTicker(d.ttl / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-tick.C:
+		}
+		here := d.local()
+		d.mu.Lock()
+		refresh := make(map[string]int, len(here))
+		for room, n := range d.counts {
+			if slices.Contains(here, room) {
+				refresh[room] = n
+			} else {
+				delete(d.counts, room) // others' to keep, or to let expire
+			}
+		}
+		d.mu.Unlock()
+		for room, n := range refresh {
+			d.set(room, n)
+		}
+	}
+}
+
+// update records a room's online count, if it is not what this node last
+// set (the refresh keeps that alive).
+func (d *directory) update(room string, n int) {
+	d.mu.Lock()
+	last, ok := d.counts[room]
+	if n > 0 {
+		d.counts[room] = n
+	} else {
+		delete(d.counts, room)
+	}
+	d.mu.Unlock()
+	if ok && last == n {
+		return
+	}
+	d.set(room, n)
+}
+
+func (d *directory) set(room string, n int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := d.dir.SetCount(ctx, roomsIndex, room, n, d.ttl)
+	d.metrics.observe("directory_set", start, err)
+	if err != nil {
+		d.log.Warn("updating the room directory failed; the next change or refresh retries", "room", room, "err", err)
+		d.mu.Lock()
+		if d.counts[room] == n {
+			delete(d.counts, room) // not set: the next update must not skip it
+		}
+		d.mu.Unlock()
+	}
+}
+
+type roomEntry struct {
+	Name   string `json:"name"`
+	Online int    `json:"online"`
+}
+
+// ServeHTTP serves GET /rooms.
+func (d *directory) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	d.mu.Lock()
+	body := d.body
+	if time.Since(d.at) >= directoryCache {
+		body = nil
+	}
+	d.mu.Unlock()
+	if body == nil {
+		var err error
+		if body, err = d.list(r.Context()); err != nil {
+			d.log.Warn("reading the room directory failed", "err", err)
+			apiError(w, http.StatusServiceUnavailable, codeUnavailable, "the room directory is temporarily unavailable")
+			return
+		}
+		d.mu.Lock()
+		d.body, d.at = body, time.Now()
+		d.mu.Unlock()
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(body)
+}
+
+// list reads the directory: the configured rooms in their order, then the
+// busiest others, at most maxDirectory in all.
+func (d *directory) list(ctx context.Context) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	counts, err := d.dir.Counts(ctx, roomsIndex, d.rooms)
+	if err == nil {
+		var top []channellayer.Count
+		top, err = d.dir.Top(ctx, roomsIndex, maxDirectory)
+		if err == nil {
+			d.metrics.observe("directory_read", start, nil)
+			out := struct {
+				Rooms []roomEntry `json:"rooms"`
+			}{Rooms: make([]roomEntry, 0, maxDirectory)}
+			for i, room := range d.rooms {
+				if len(out.Rooms) < maxDirectory {
+					out.Rooms = append(out.Rooms, roomEntry{room, counts[i]})
+				}
+			}
+			for _, c := range top {
+				if len(out.Rooms) < maxDirectory && !slices.Contains(d.rooms, c.Name) {
+					out.Rooms = append(out.Rooms, roomEntry{c.Name, c.N})
+				}
+			}
+			return json.Marshal(out)
+		}
+	}
+	d.metrics.observe("directory_read", start, err)
+	return nil, err
+}
