@@ -73,8 +73,8 @@ type options struct {
 	trustedProxies  string
 	redisReplicas   int
 	roomTTL         time.Duration
-	history        int
-	apiToken       string
+	history         int
+	apiToken        string
 }
 
 func parseFlags(args []string) (options, error) {
