@@ -15,6 +15,7 @@ import (
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer"
 	"github.com/chatterpro/chatterpro/internal/clock"
+	"github.com/chatterpro/chatterpro/presence"
 	"github.com/chatterpro/chatterpro/routing"
 )
 
@@ -85,7 +86,6 @@ type App struct {
 	log      *slog.Logger
 	layer    channellayer.Layer
 	history  channellayer.History
-	presence channellayer.Presence
 	once     channellayer.IdempotentRecorder
 	pager    channellayer.Pager
 	sessions *auth.Sessions
@@ -107,8 +107,7 @@ func New(cfg Config) (*App, error) {
 	if !ok {
 		return nil, fmt.Errorf("chat: the layer %T keeps no history; use the memory or Redis layer", cfg.Layer)
 	}
-	presence, ok := cfg.Layer.(channellayer.Presence)
-	if !ok {
+	if _, ok := cfg.Layer.(channellayer.Presence); !ok {
 		return nil, fmt.Errorf("chat: the layer %T tracks no presence; use the memory or Redis layer", cfg.Layer)
 	}
 	once, ok := cfg.Layer.(channellayer.IdempotentRecorder)
@@ -163,12 +162,17 @@ func New(cfg Config) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chat: registering metrics: %w", err)
 	}
-	srv, err := consumer.NewServer(consumer.Options{Layer: cfg.Layer, ReadLimit: frameReadLimit, OnClosing: m.closed, Logger: cfg.Logger})
+	srv, err := consumer.NewServer(consumer.Options{
+		Layer: cfg.Layer, ReadLimit: frameReadLimit, OnClosing: m.closed, Logger: cfg.Logger,
+		OnUnhandled:   m.unhandled,
+		Presence:      presence.Options{TTL: cfg.PresenceTTL, Interval: cfg.UsersInterval, Logger: cfg.Logger},
+		PresenceGrace: cfg.Grace,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("chat: %w", err)
 	}
 	a := &App{
-		cfg: cfg, log: cfg.Logger, layer: cfg.Layer, history: history, presence: presence, once: once, pager: pager,
+		cfg: cfg, log: cfg.Logger, layer: cfg.Layer, history: history, once: once, pager: pager,
 		sessions: sessions, server: srv, metrics: m, clock: clock.Real,
 	}
 	lim, err := newLimits(cfg)
@@ -203,7 +207,7 @@ func New(cfg Config) (*App, error) {
 	a.handler = mux
 	a.dir = newDirectory(dir, p.rooms, cfg.PresenceTTL, cfg.Logger, m)
 	mux.Handle("GET /rooms", a.dir)
-	a.hub = newHub(cfg.Layer, presence, cfg.PresenceTTL, cfg.UsersInterval, cfg.Logger, m, a.dir.update)
+	a.hub = newHub(srv, cfg.UsersInterval, cfg.Logger, m, a.dir.update)
 	a.dir.start(a.hub.roomNames)
 	return a, nil
 }
@@ -238,10 +242,10 @@ func (a *App) Connections() int { return a.server.Len() }
 // another node, hands their presence over (see Config.Grace), and stops the
 // node's background work. It does not close the layer.
 func (a *App) Shutdown(ctx context.Context) error {
-	// The hub's refresh stops first: a refresh that snapshot a socket
-	// before it closed would otherwise write it back as connected, over
-	// the grace entry its Disconnect wrote.
+	// The sockets close first, handing their presence over for the grace
+	// period (the framework does); then the node's own work stops.
+	err := a.server.Shutdown(ctx)
 	a.hub.close()
 	a.dir.close()
-	return a.server.Shutdown(ctx)
+	return err
 }

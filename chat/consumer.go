@@ -1,7 +1,6 @@
 package chat
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer"
+	"github.com/chatterpro/chatterpro/presence"
 )
 
 // roomConsumer serves one chat socket: one person's tab in one room.
@@ -20,18 +20,12 @@ type roomConsumer struct {
 	app     *App
 	room    string
 	user    consumer.User
-	me      *member
+	joined  bool // Connect accepted the socket
 	limiter *rate.Limiter
 	flight  inflight // messages handed to the layer, not yet recorded
 
 	errMu  sync.Mutex  // fail runs on the reader and on the layer's goroutine
 	errors []time.Time // when recent error frames were sent
-	// seen is the newest message ID the client has (from the history
-	// frame); live messages up to it are not sent again.
-	seen string
-	// ownJoin is the "has joined" notice Connect sent for this socket,
-	// until its own copy arrives and is dropped.
-	ownJoin []byte
 	// marker tells this socket's typing events from the others' (see
 	// typingEvent); typedAt is when the reader last forwarded one.
 	marker  string
@@ -57,57 +51,38 @@ func (rc *roomConsumer) Connect(ctx context.Context, c *consumer.Conn) error {
 		return consumer.Refuse(http.StatusBadRequest, err.Error())
 	}
 	rc.room, rc.user = room, *scope.User
-	rc.me = &member{key: c.Channel(), info: presenceInfo{Session: rc.user.Session, Name: rc.user.Name}}
-
-	before, err := a.hub.state(ctx, room)
-	if err != nil {
-		return rc.unavailable(err)
-	}
-	if err := a.hub.track(ctx, room, rc.me.key, rc.me.info, a.cfg.PresenceTTL); err != nil {
-		return rc.unavailable(err)
-	}
-	c.On(eventMessage, rc.onMessage)
-	c.On(eventNotice, rc.onNotice)
-	c.On(eventPresence, rc.onPresence)
 	rc.marker = newMarker()
+	c.On(eventMessage, rc.forward)
 	c.On(eventTyping, rc.onTyping)
-	if err := c.GroupAdd(ctx, room); err != nil {
-		rc.untrack(ctx)
-		return rc.unavailable(err)
-	}
-	history, reset, err := rc.history(ctx, scope.Query.Get("since"))
+	c.On(presence.DiffType, rc.onPresence)
+
+	// Listed under the session: the tabs of one person are one user. The
+	// framework keeps the entry, and ends it when the socket closes (at
+	// once after 1000, after the grace period otherwise); the others learn
+	// of the join from the diff it causes, the joiner from the frames below.
+	start := time.Now()
+	err = c.Track(ctx, room, rc.user.Session, userMeta{Name: rc.user.Name})
+	a.metrics.observe("presence_track", start, err)
 	if err != nil {
-		rc.untrack(ctx)
 		return rc.unavailable(err)
 	}
-	if len(history) > 0 {
-		rc.seen = history[len(history)-1].ID
-	} else if !reset {
-		rc.seen = scope.Query.Get("since")
-	}
-	after, err := a.hub.state(ctx, room)
+	since := scope.Query.Get("since")
+	start = time.Now()
+	rec, err := c.GroupAddSince(ctx, room, since, historyOnJoin)
+	a.metrics.observe("history", start, err)
 	if err != nil {
-		rc.untrack(ctx)
 		return rc.unavailable(err)
 	}
-	// Nothing can refuse the joiner now: tell the others. The joiner gets
-	// its own welcome instead: it is in the group, so its copy of the notice
-	// reaches it on every layer, whenever the layer delivers it, and
-	// onNotice drops that copy. A session already here (another tab, or
-	// back within its grace period) is not announced again.
-	if _, listed := before.sessions[rc.user.Session]; !listed {
-		count := len(before.sessions) + 1
-		rc.ownJoin = a.hub.announce(ctx, room, rc.user.Name+" has joined the chat", count)
+	users, err := a.hub.users(ctx, room)
+	if err != nil {
+		return rc.unavailable(err)
 	}
-	a.dir.update(room, len(after.sessions))
-	rc.send(c, newHistoryFrame(history, reset))
-	rc.send(c, after.frame(room))
-	rc.send(c, struct {
-		Type string `json:"type"`
-		Text string `json:"text"`
-		Time string `json:"time"`
-	}{"notice", "Welcome to ChatterPro!", now()})
-	a.hub.add(room, c, rc.me)
+	a.dir.update(room, users.Count)
+	rc.send(c, newHistoryFrame(rec.Messages, since != "" && !rec.Recovered))
+	rc.send(c, users)
+	rc.send(c, noticeFrame{Type: "notice", Text: "Welcome to ChatterPro!", Time: now()})
+	a.hub.add(room, c)
+	rc.joined = true
 	a.metrics.conns.Inc()
 	return nil
 }
@@ -115,25 +90,6 @@ func (rc *roomConsumer) Connect(ctx context.Context, c *consumer.Conn) error {
 func (rc *roomConsumer) unavailable(err error) error {
 	rc.app.log.Warn("joining a room failed", "room", rc.room, "err", err)
 	return consumer.Refuse(http.StatusServiceUnavailable, "chat temporarily unavailable, retry shortly")
-}
-
-// history returns what the joiner gets first: what came after since, or the
-// latest messages with reset set if since cannot be resumed from.
-func (rc *roomConsumer) history(ctx context.Context, since string) ([]channellayer.Message, bool, error) {
-	h := rc.app.history
-	start := time.Now()
-	defer func() { rc.app.metrics.observe("history", start, nil) }()
-	if since != "" {
-		msgs, err := h.Since(ctx, rc.room, since)
-		if err == nil {
-			return msgs, false, nil
-		}
-		if !errors.Is(err, channellayer.ErrUnknownID) {
-			return nil, false, err
-		}
-	}
-	msgs, err := h.Recent(ctx, rc.room, historyOnJoin)
-	return msgs, since != "", err
 }
 
 // clientFrame is a frame from the browser. Fields are decoded as raw JSON
@@ -351,85 +307,35 @@ func (rc *roomConsumer) send(c *consumer.Conn, v any) {
 	}
 }
 
-func (rc *roomConsumer) onMessage(ctx context.Context, c *consumer.Conn, m channellayer.Message) error {
-	if rc.seen != "" && m.ID != "" {
-		if channellayer.CompareID(m.ID, rc.seen) <= 0 {
-			return nil // already in the history frame
-		}
-		rc.seen = ""
-	}
+// forward sends a room event on to the client as it is (its body is the
+// client frame, encoded once for the whole room).
+func (rc *roomConsumer) forward(ctx context.Context, c *consumer.Conn, m channellayer.Message) error {
 	if c.Send(m.Body) == nil {
 		rc.app.metrics.out.Inc()
 	}
 	return nil
 }
 
-func (rc *roomConsumer) onNotice(ctx context.Context, c *consumer.Conn, m channellayer.Message) error {
-	rc.app.hub.markDirty(rc.room)
-	if rc.ownJoin != nil && bytes.Equal(m.Body, rc.ownJoin) {
-		rc.ownJoin = nil // the joiner's own "has joined"
-		return nil
-	}
-	if c.Send(m.Body) == nil {
-		rc.app.metrics.out.Inc()
-	}
-	return nil
-}
-
+// onPresence turns a presence diff of the room into join and leave notices
+// about the others, and asks for the next users frame.
 func (rc *roomConsumer) onPresence(ctx context.Context, c *consumer.Conn, m channellayer.Message) error {
+	for _, n := range rc.app.hub.notices(m) {
+		if n.session != rc.user.Session && c.Send(n.body) == nil {
+			rc.app.metrics.out.Inc()
+		}
+	}
 	rc.app.hub.markDirty(rc.room)
 	return nil
 }
 
+// Disconnect lets the socket's last messages be recorded before its
+// presence ends (the framework ends it after Disconnect, which starts the
+// "has left" of the last socket of a session).
 func (rc *roomConsumer) Disconnect(ctx context.Context, c *consumer.Conn, code consumer.StatusCode) {
-	if rc.me == nil { // never joined
+	if !rc.joined {
 		return
 	}
-	// The socket's last messages are recorded before any "has left".
 	_ = rc.flight.waitBelow(ctx, 1)
-	a := rc.app
-	a.hub.remove(rc.room, c)
-	rc.me.leave() // no refresh writes its entry after this
-	a.metrics.conns.Dec()
-	switch code {
-	case consumer.StatusNormal:
-		// Left on purpose: gone at once, announced if it was the session's
-		// last socket in the room. Entries its lost sockets left waiting
-		// for the grace period (on any node) go with it: a leave is final.
-		rc.untrack(ctx)
-		st, err := a.hub.state(ctx, rc.room)
-		if err != nil {
-			a.log.Warn("announcing a departure failed", "room", rc.room, "err", err)
-			return
-		}
-		if st.live[rc.user.Session] {
-			return // another tab is still here
-		}
-		for _, key := range st.waiting[rc.user.Session] {
-			if err := a.presence.Untrack(ctx, rc.room, key); err != nil {
-				a.log.Warn("untracking a waiting presence entry failed", "room", rc.room, "err", err)
-			}
-		}
-		delete(st.sessions, rc.user.Session)
-		a.dir.update(rc.room, len(st.sessions))
-		a.hub.announce(ctx, rc.room, rc.user.Name+" has left the chat", len(st.sessions))
-	default:
-		// Lost (network, tab killed, this node draining with 1012): still
-		// listed for the grace period, during which the entry outlives this
-		// node; the sweep (on any node) announces the departure unless the
-		// session is back, here or elsewhere.
-		rc.me.info.State = "grace"
-		if err := a.hub.track(ctx, rc.room, rc.me.key, rc.me.info, a.cfg.Grace); err != nil {
-			a.log.Warn("keeping presence for the grace period failed", "room", rc.room, "err", err)
-		}
-	}
-}
-
-func (rc *roomConsumer) untrack(ctx context.Context) {
-	start := time.Now()
-	err := rc.app.presence.Untrack(ctx, rc.room, rc.me.key)
-	rc.app.metrics.observe("presence_untrack", start, err)
-	if err != nil {
-		rc.app.log.Warn("untracking presence failed; it expires with its TTL", "room", rc.room, "err", err)
-	}
+	rc.app.hub.remove(rc.room, c)
+	rc.app.metrics.conns.Dec()
 }

@@ -117,13 +117,41 @@ type holdLayer struct {
 }
 
 func (l *holdLayer) Track(ctx context.Context, group, key string, info []byte, ttl time.Duration) error {
-	if s, _ := l.session.Load().(string); s != "" {
-		if p, ok := decodeInfo(info); ok && p.Session == s && p.State == "" && l.session.CompareAndSwap(s, "") {
+	l.hold([]channellayer.Member{{Key: key, Info: info}})
+	return l.Memory.Track(ctx, group, key, info, ttl)
+}
+
+// TrackAll is how the framework refreshes entries.
+func (l *holdLayer) TrackAll(ctx context.Context, groups map[string][]channellayer.Member, ttl time.Duration) error {
+	for _, entries := range groups {
+		l.hold(entries)
+	}
+	return l.Memory.TrackAll(ctx, groups, ttl)
+}
+
+func (l *holdLayer) hold(entries []channellayer.Member) {
+	s, _ := l.session.Load().(string)
+	if s == "" {
+		return
+	}
+	for _, e := range entries {
+		if session, grace := entrySession(e.Info); session == s && !grace && l.session.CompareAndSwap(s, "") {
 			close(l.entered)
 			<-l.release
+			return
 		}
 	}
-	return l.Memory.Track(ctx, group, key, info, ttl)
+}
+
+// entrySession reads the session (the key) of a presence entry the
+// framework wrote, and whether it waits out a grace period.
+func entrySession(info []byte) (session string, grace bool) {
+	var e struct {
+		K string `json:"k"`
+		G bool   `json:"g"`
+	}
+	_ = json.Unmarshal(info, &e)
+	return e.K, e.G
 }
 
 type testNode struct {
@@ -706,7 +734,7 @@ func TestRefreshDoesNotUndoLeave(t *testing.T) {
 	// they not ordered, is done already).
 	testkit.Eventually(t, 5*time.Second, func() bool {
 		for _, g := range testkit.Goroutines() {
-			if g.In("chat.(*member).leave") && g.LockWait() {
+			if g.In("presence.(*Tracker).Leave") && g.LockWait() {
 				return true
 			}
 		}
@@ -721,7 +749,7 @@ func TestRefreshDoesNotUndoLeave(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, m := range members {
-		if p, _ := decodeInfo(m.Info); p.Session == "s2" {
+		if session, _ := entrySession(m.Info); session == "s2" {
 			t.Fatalf("bob is listed again after leaving: %s", m.Info)
 		}
 	}

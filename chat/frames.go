@@ -5,8 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/chatterpro/chatterpro/channellayer"
@@ -153,23 +151,6 @@ func recordKey(session, cid string) string {
 	return "cid:" + hex.EncodeToString(sum[:16])
 }
 
-// presenceInfo is what a connection's presence entry holds.
-type presenceInfo struct {
-	Session string `json:"s"`
-	Name    string `json:"n"`
-	// State is "" while connected, "grace" while a lost connection may
-	// still come back (listed all the same). Nodes of earlier versions
-	// wrote "drain" for sockets their shutdown closed: listed as well.
-	State string `json:"st,omitempty"`
-	// At is when the entry was last written, in Unix milliseconds.
-	At int64 `json:"at"`
-}
-
-func decodeInfo(b []byte) (presenceInfo, bool) {
-	var p presenceInfo
-	return p, json.Unmarshal(b, &p) == nil && p.Session != ""
-}
-
 type userEntry struct {
 	Name string `json:"name"`
 }
@@ -179,55 +160,4 @@ type usersFrame struct {
 	Room  string      `json:"room"`
 	Count int         `json:"count"`
 	Users []userEntry `json:"users"`
-}
-
-// roomState is a room's online list, computed from its presence entries.
-type roomState struct {
-	sessions map[string]string   // session → nickname, for every session with an entry
-	live     map[string]bool     // sessions with a connected socket
-	waiting  map[string][]string // session → keys of its entries in their grace period
-}
-
-func newRoomState(members []channellayer.Member) roomState {
-	s := roomState{
-		sessions: make(map[string]string),
-		live:     make(map[string]bool),
-		waiting:  make(map[string][]string),
-	}
-	for _, m := range members {
-		p, ok := decodeInfo(m.Info)
-		if !ok {
-			continue
-		}
-		s.sessions[p.Session] = p.Name
-		if p.State == "" {
-			s.live[p.Session] = true
-		} else {
-			s.waiting[p.Session] = append(s.waiting[p.Session], m.Key)
-		}
-	}
-	return s
-}
-
-func (s roomState) frame(room string) usersFrame {
-	type entry struct{ name, session string }
-	all := make([]entry, 0, len(s.sessions))
-	for sess, name := range s.sessions {
-		all = append(all, entry{name, sess})
-	}
-	sort.Slice(all, func(i, j int) bool {
-		a, b := strings.ToLower(all[i].name), strings.ToLower(all[j].name)
-		if a != b {
-			return a < b
-		}
-		if all[i].name != all[j].name {
-			return all[i].name < all[j].name
-		}
-		return all[i].session < all[j].session
-	})
-	f := usersFrame{Type: "users", Room: room, Count: len(all), Users: make([]userEntry, 0, min(len(all), maxListed))}
-	for i := 0; i < len(all) && i < maxListed; i++ {
-		f.Users = append(f.Users, userEntry{all[i].name})
-	}
-	return f
 }

@@ -4,29 +4,32 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer"
+	"github.com/chatterpro/chatterpro/presence"
 )
 
-// hub is the node's view of its rooms: which local connections are in
-// which room, and the work done once per node rather than once per
-// connection: coalesced users frames, presence refresh, and the sweep that
-// announces members whose entries expired (a dead node's, or a lost
-// connection's after its grace period).
+// hub is the node's view of its rooms: which local sockets are in which
+// room, and the work done once per node rather than once per socket: the
+// users frame of a room, encoded once and sent to its local sockets at most
+// once per interval, and the join and leave notices of a presence diff,
+// encoded once. Presence itself (tracking, refresh, grace, a dead node's
+// entries) is the framework's (consumer.Conn.Track).
 type hub struct {
-	layer    channellayer.Layer
-	presence channellayer.Presence
-	ttl      time.Duration
+	server   *consumer.Server
 	interval time.Duration
 	log      *slog.Logger
 	metrics  *metrics
-	counted  func(room string, online int) // told each room's count flush reads
+	counted  func(room string, online int) // each room's count, as a flush lists it
 
 	mu    sync.Mutex
 	rooms map[string]*localRoom
+	diff  decodedDiff // the last presence diff decoded (its sockets share one body)
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -34,33 +37,29 @@ type hub struct {
 }
 
 type localRoom struct {
-	conns map[*consumer.Conn]*member
+	conns map[*consumer.Conn]struct{}
 	dirty bool
 }
 
-// member is one local connection's presence entry.
-type member struct {
-	key  string
-	info presenceInfo
-
-	// mu orders the hub's refresh of the entry before the connection's
-	// last word on it (Disconnect's untrack or grace entry): a refresh
-	// that took the member before it left must not write it back after.
-	mu   sync.Mutex
-	gone bool
+// userMeta is the meta of a socket's presence entry; its key is the session.
+type userMeta struct {
+	Name string `json:"n"`
 }
 
-// leave marks the member gone, after any refresh of its entry in flight.
-// The caller owns its presence entry from then on.
-func (m *member) leave() {
-	m.mu.Lock()
-	m.gone = true
-	m.mu.Unlock()
+// notice is a join or leave notice of a diff, and whose it is.
+type notice struct {
+	session string
+	body    []byte
 }
 
-func newHub(layer channellayer.Layer, p channellayer.Presence, ttl, interval time.Duration, log *slog.Logger, m *metrics, counted func(string, int)) *hub {
+type decodedDiff struct {
+	body    []byte // the diff's body, as the layer delivered it to every socket
+	notices []notice
+}
+
+func newHub(server *consumer.Server, interval time.Duration, log *slog.Logger, m *metrics, counted func(string, int)) *hub {
 	h := &hub{
-		layer: layer, presence: p, ttl: ttl, interval: interval, log: log, metrics: m, counted: counted,
+		server: server, interval: interval, log: log, metrics: m, counted: counted,
 		rooms: make(map[string]*localRoom),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
@@ -74,15 +73,15 @@ func (h *hub) close() {
 	<-h.done
 }
 
-func (h *hub) add(room string, c *consumer.Conn, m *member) {
+func (h *hub) add(room string, c *consumer.Conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r := h.rooms[room]
 	if r == nil {
-		r = &localRoom{conns: make(map[*consumer.Conn]*member)}
+		r = &localRoom{conns: make(map[*consumer.Conn]struct{})}
 		h.rooms[room] = r
 	}
-	r.conns[c] = m
+	r.conns[c] = struct{}{}
 }
 
 func (h *hub) remove(room string, c *consumer.Conn) {
@@ -96,7 +95,7 @@ func (h *hub) remove(room string, c *consumer.Conn) {
 	}
 }
 
-// markDirty asks for a users frame to the room's local members at the next tick.
+// markDirty asks for a users frame to the room's local sockets at the next tick.
 func (h *hub) markDirty(room string) {
 	h.mu.Lock()
 	if r := h.rooms[room]; r != nil {
@@ -105,32 +104,31 @@ func (h *hub) markDirty(room string) {
 	h.mu.Unlock()
 }
 
+func (h *hub) roomNames() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]string, 0, len(h.rooms))
+	for r := range h.rooms {
+		out = append(out, r)
+	}
+	return out
+}
+
 func (h *hub) run() {
 	defer close(h.done)
 	tick := time.NewTicker(h.interval)
 	defer tick.Stop()
-	refreshEvery := h.ttl / 3
-	lastRefresh := time.Now()
 	for {
 		select {
 		case <-h.stop:
 			return
 		case <-tick.C:
-		}
-		h.sweep()
-		h.flush()
-		if time.Since(lastRefresh) >= refreshEvery {
-			lastRefresh = time.Now()
-			h.refresh()
+			h.flush()
 		}
 	}
 }
 
-func (h *hub) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), 2*time.Second)
-}
-
-// flush sends each dirty room's latest users frame to its local members:
+// flush sends each dirty room's latest users frame to its local sockets:
 // one frame per room per tick, encoded once.
 func (h *hub) flush() {
 	h.mu.Lock()
@@ -143,16 +141,18 @@ func (h *hub) flush() {
 	}
 	h.mu.Unlock()
 	for _, room := range dirty {
-		ctx, cancel := h.ctx()
-		st, err := h.state(ctx, room)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		f, err := h.users(ctx, room)
 		cancel()
 		if err != nil {
 			h.log.Warn("listing a room's users failed; will retry", "room", room, "err", err)
 			h.markDirty(room)
 			continue
 		}
-		h.counted(room, len(st.sessions))
-		b, _ := json.Marshal(st.frame(room))
+		if h.counted != nil {
+			h.counted(room, f.Count)
+		}
+		b, _ := json.Marshal(f)
 		h.mu.Lock()
 		var conns []*consumer.Conn
 		if r := h.rooms[room]; r != nil {
@@ -169,128 +169,81 @@ func (h *hub) flush() {
 	}
 }
 
-func (h *hub) state(ctx context.Context, room string) (roomState, error) {
+// users returns the room's users frame, cluster-wide.
+func (h *hub) users(ctx context.Context, room string) (usersFrame, error) {
 	start := time.Now()
-	members, err := h.presence.List(ctx, room)
+	who, err := h.server.Presence(ctx, room)
 	h.metrics.observe("presence_list", start, err)
 	if err != nil {
-		return roomState{}, err
+		return usersFrame{}, err
 	}
-	return newRoomState(members), nil
+	return newUsersFrame(room, who), nil
 }
 
-// sweep removes expired presence entries of the rooms this node serves and
-// announces the sessions that are gone. Expire hands each entry to one
-// caller cluster-wide, so each departure is announced once.
-func (h *hub) sweep() {
-	for _, room := range h.roomNames() {
-		ctx, cancel := h.ctx()
-		expired, err := h.presence.Expire(ctx, room)
-		if err != nil || len(expired) == 0 {
-			cancel()
-			continue
-		}
-		st, err := h.state(ctx, room)
-		if err != nil {
-			cancel()
-			continue
-		}
-		announced := make(map[string]bool)
-		for _, m := range expired {
-			p, ok := decodeInfo(m.Info)
-			if _, still := st.sessions[p.Session]; !ok || still || announced[p.Session] {
-				continue
-			}
-			announced[p.Session] = true
-			// An entry that expired long ago (nobody swept the room since)
-			// is not news: it only refreshes the list.
-			if time.Since(time.UnixMilli(p.At)) > h.ttl+time.Minute {
-				continue
-			}
-			h.announce(ctx, room, p.Name+" has left the chat", len(st.sessions))
-		}
-		if len(announced) == 0 {
-			h.send(ctx, room, eventPresence, "")
-		}
-		cancel()
-	}
-}
-
-// refresh re-tracks the local members' entries before their TTL runs out.
-func (h *hub) refresh() {
-	type entry struct {
-		room string
-		m    *member
-	}
-	h.mu.Lock()
-	var all []entry
-	for room, r := range h.rooms {
-		for _, m := range r.conns {
-			all = append(all, entry{room, m})
-		}
-	}
-	h.mu.Unlock()
-	for _, e := range all {
-		e.m.mu.Lock()
-		if !e.m.gone {
-			ctx, cancel := h.ctx()
-			if err := h.track(ctx, e.room, e.m.key, e.m.info, h.ttl); err != nil {
-				h.log.Warn("refreshing presence failed", "room", e.room, "err", err)
-			}
-			cancel()
-		}
-		e.m.mu.Unlock()
-	}
-}
-
-func (h *hub) track(ctx context.Context, room, key string, info presenceInfo, ttl time.Duration) error {
-	info.At = time.Now().UnixMilli()
-	b, _ := json.Marshal(info)
-	start := time.Now()
-	err := h.presence.Track(ctx, room, key, b, ttl)
-	h.metrics.observe("presence_track", start, err)
-	return err
-}
-
-func (h *hub) roomNames() []string {
+// notices returns the join and leave notices of a presence diff, decoded
+// and encoded once for all the node's sockets (they get the same body).
+// A room with more than maxListed users after the change gets none.
+func (h *hub) notices(m channellayer.Message) []notice {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := make([]string, 0, len(h.rooms))
-	for r := range h.rooms {
-		out = append(out, r)
+	if len(m.Body) > 0 && len(h.diff.body) == len(m.Body) && &h.diff.body[0] == &m.Body[0] {
+		return h.diff.notices
 	}
+	var d presence.Diff
+	var out []notice
+	if err := json.Unmarshal(m.Body, &d); err == nil && d.Count <= maxListed {
+		add := func(keys map[string][]json.RawMessage, what string) {
+			sessions := make([]string, 0, len(keys))
+			for s := range keys {
+				sessions = append(sessions, s)
+			}
+			sort.Strings(sessions)
+			for _, s := range sessions {
+				var meta userMeta
+				if metas := keys[s]; len(metas) > 0 && json.Unmarshal(metas[0], &meta) == nil && meta.Name != "" {
+					b, _ := json.Marshal(noticeFrame{Type: "notice", Text: meta.Name + what, Time: now()})
+					out = append(out, notice{session: s, body: b})
+				}
+			}
+		}
+		add(d.Leaves, " has left the chat")
+		add(d.Joins, " has joined the chat")
+	}
+	h.diff = decodedDiff{body: m.Body, notices: out}
 	return out
 }
 
-// announce tells the room that its online list changed: with a bot notice
-// while the room, after the change, has at most maxListed users; silently
-// (only the users frames change) in bigger rooms. It returns the notice it
-// sent (see send), nil if none.
-func (h *hub) announce(ctx context.Context, room, text string, countAfter int) []byte {
-	if countAfter <= maxListed {
-		return h.send(ctx, room, eventNotice, text)
-	}
-	h.send(ctx, room, eventPresence, "")
-	return nil
+type noticeFrame struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+	Time string `json:"time"`
 }
 
-// send sends the room an event of type typ and returns its body, also when
-// the layer reports an error (a publish that timed out may still arrive).
-func (h *hub) send(ctx context.Context, room, typ, text string) []byte {
-	var m channellayer.Message
-	var err error
-	if typ == eventNotice {
-		m, err = noticeEvent(text)
-	} else {
-		m, err = channellayer.NewMessage(typ, nil)
+// newUsersFrame is the users frame of a room's presence: one entry per
+// session, sorted by name case-insensitively, the first maxListed listed.
+func newUsersFrame(room string, who []presence.Presence) usersFrame {
+	type entry struct{ name, session string }
+	all := make([]entry, 0, len(who))
+	for _, p := range who {
+		var meta userMeta
+		if len(p.Metas) == 0 || json.Unmarshal(p.Metas[0], &meta) != nil || meta.Name == "" {
+			continue
+		}
+		all = append(all, entry{meta.Name, p.Key})
 	}
-	if err == nil {
-		start := time.Now()
-		err = h.layer.GroupSend(ctx, room, m)
-		h.metrics.observe("group_send", start, err)
+	sort.Slice(all, func(i, j int) bool {
+		a, b := strings.ToLower(all[i].name), strings.ToLower(all[j].name)
+		if a != b {
+			return a < b
+		}
+		if all[i].name != all[j].name {
+			return all[i].name < all[j].name
+		}
+		return all[i].session < all[j].session
+	})
+	f := usersFrame{Type: "users", Room: room, Count: len(all), Users: make([]userEntry, 0, min(len(all), maxListed))}
+	for i := 0; i < len(all) && i < maxListed; i++ {
+		f.Users = append(f.Users, userEntry{all[i].name})
 	}
-	if err != nil {
-		h.log.Warn("announcing a presence change failed", "room", room, "err", err)
-	}
-	return m.Body
+	return f
 }

@@ -18,6 +18,9 @@ type metrics struct {
 	errors *prometheus.CounterVec
 	closes *prometheus.CounterVec
 	layer  *prometheus.HistogramVec
+	// unhandledEvents counts layer events that reached a socket with no
+	// handler for their type (a bug or a newer node's event).
+	unhandledEvents *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -42,8 +45,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Latency of channel layer calls, by operation and outcome.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"op", "outcome"}),
+		unhandledEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatterpro_unhandled_events_total", Help: "Layer events dropped because their type had no handler, by type.",
+		}, []string{"type"}),
 	}
-	for _, c := range []prometheus.Collector{m.conns, m.in, m.out, m.errors, m.closes, m.layer} {
+	for _, c := range []prometheus.Collector{m.conns, m.in, m.out, m.errors, m.closes, m.layer, m.unhandledEvents} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -59,6 +65,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 
 func (m *metrics) closed(code consumer.StatusCode) {
 	m.closes.WithLabelValues(strconv.Itoa(int(code))).Inc()
+}
+
+func (m *metrics) unhandled(typ string) {
+	if len(typ) > 64 {
+		typ = typ[:64] // a label stays small whatever a peer sends
+	}
+	m.unhandledEvents.WithLabelValues(typ).Inc()
 }
 
 func (m *metrics) observe(op string, start time.Time, err error) {

@@ -121,3 +121,14 @@ func (s *Server) closeTracker(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Presence returns the presence of group, cluster-wide, as Conn.Presence
+// does, for code outside a connection (a node's periodic work, an HTTP
+// handler). The layer must implement channellayer.Presence.
+func (s *Server) Presence(ctx context.Context, group string) ([]presence.Presence, error) {
+	tr, err := s.tracker(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return tr.List(ctx, group)
+}
