@@ -117,8 +117,13 @@ func (rc *roomConsumer) Receive(ctx context.Context, c *consumer.Conn, text []by
 	case "older":
 		rc.receiveOlder(ctx, c, f)
 		return nil
+	case "ping": // the framework's convention: browsers cannot see websocket pings
+		rc.send(c, struct {
+			Type string `json:"type"`
+		}{"pong"})
+		return nil
 	}
-	rc.refuse(ctx, c, codeUnknownType, `unknown frame type; the types are "message", "typing" and "older"`)
+	rc.refuse(ctx, c, codeUnknownType, `unknown frame type; the types are "message", "typing", "older" and "ping"`)
 	return nil
 }
 

@@ -823,3 +823,16 @@ func TestLeaveAfterResumeIsImmediate(t *testing.T) {
 	}
 	a.quiet("notice", "bob has left the chat", 200*time.Millisecond)
 }
+
+// A ping is answered with a pong at any time, and costs no error.
+func TestPingPong(t *testing.T) {
+	n := newNode(t, nil, nil)
+	a := n.join(t, "ann", "s1", "r", "")
+	a.joinFrames("ann")
+	for range 3 * maxErrors { // more than the error budget: none is an error
+		a.send(map[string]string{"type": "ping"})
+		if f := a.next(); f.Type != "pong" {
+			t.Fatalf("got %+v, want a pong", f)
+		}
+	}
+}
