@@ -71,13 +71,18 @@ type config struct {
 	mdOut      string
 	cpuProfile string
 	merge      string
+
+	centrifuge    bool
+	centrifugeBin string
 }
 
 func parseFlags(args []string) (*config, bool, string, error) {
 	cfg := &config{}
 	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
 	fs.StringVar(&cfg.scenario, "scenario", "fanout", "fanout, rooms, idle, connect, crossnode (comma-separated), or all")
-	fs.StringVar(&cfg.target, "target", "both", "both (chatterpro and the bare hub), ours, or bare")
+	fs.StringVar(&cfg.target, "target", "both", "both (chatterpro and its anchors: the bare hub, and centrifuge unless -centrifuge=false), ours, bare, or centrifuge")
+	fs.BoolVar(&cfg.centrifuge, "centrifuge", true, "with -target both: also run the centrifuge anchor (fanout, crossnode, rooms; built from "+anchorDir+")")
+	fs.StringVar(&cfg.centrifugeBin, "centrifuge-bin", "", "centrifuge anchor binary (default: go build of "+anchorDir+")")
 	fs.StringVar(&cfg.server, "server", "", "chatterpro binary (default: go build of -pkg)")
 	fs.StringVar(&cfg.pkg, "pkg", "./cmd/chatterpro", "package built when -server is empty")
 	fs.StringVar(&cfg.redis, "redis", "/usr/bin/redis-server", "redis-server binary for crossnode")
@@ -123,9 +128,9 @@ func parseFlags(args []string) (*config, bool, string, error) {
 		return nil, false, "", fmt.Errorf("sizes must be positive and -rate-factor above 1")
 	}
 	switch cfg.target {
-	case "both", "ours", "bare":
+	case "both", "ours", "bare", "centrifuge":
 	default:
-		return nil, false, "", fmt.Errorf("-target must be both, ours or bare")
+		return nil, false, "", fmt.Errorf("-target must be both, ours, bare or centrifuge")
 	}
 	return cfg, serveBareFlag, *addr, nil
 }
