@@ -141,7 +141,7 @@ func TestLatencyView(t *testing.T) {
 	for name, want := range map[string]bool{
 		"fan-out vs centrifuge, one node, ChatterPro on the memory layer: p50 geometric mean of per-step ratios <= 1.0 (every step <= 1.15), p99 <= 1.1 (every step <= 1.3)": false,
 		"fan-out vs centrifuge, one node, ChatterPro on the memory layer: CPU per delivery <= 0.5x centrifuge's at the highest rate both passed":                             true,
-		"many rooms on Redis: p99 <= centrifuge's, nothing lost or duplicated":                                                                                                true,
+		"many rooms on Redis: p99 <= centrifuge's, nothing lost or duplicated":                                                                                               true,
 	} {
 		if m, ok := got[name]; !ok || m != want {
 			t.Errorf("verdict %q: met %v (present %v), want %v", name, m, ok, want)
