@@ -12,6 +12,8 @@ test: deps vet
 
 vet:
 	$(GO) vet ./...
+	# chatbench's centrifuge anchor is a module of its own.
+	cd cmd/chatbench/anchors/centrifuge && $(GO) vet ./...
 
 # The tests start their own redis-server, nginx and headless chromium;
 # install them when missing (Debian; needs root, as in CI).
@@ -39,7 +41,7 @@ lb-demo: deps
 soak: deps
 	$(GO) test -tags soak -run TestSoak -count=1 -timeout 20m -v ./cmd/chatterpro
 
-# Load scenarios against ChatterPro and a bare coder/websocket hub in the
-# same run; rewrites the tables of BENCHMARKS.md (a few minutes on 2 cores).
+# Load scenarios against ChatterPro, a bare coder/websocket hub and
+# centrifuge in the same run; rewrites the tables of BENCHMARKS.md.
 bench:
 	$(GO) run ./cmd/chatbench -scenario all -runs 1 -step 3s -json bench-results.json -md BENCHMARKS.md

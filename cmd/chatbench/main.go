@@ -4,6 +4,11 @@
 // speaks the chat's wire interface to them, and reports deliveries per
 // second, latency percentiles, losses, duplicates, server CPU and memory,
 // and every figure of ChatterPro as a ratio to the bare hub of the same run.
+// It also runs a centrifuge server (anchors/centrifuge, a Go module of its
+// own that chatbench builds; its Redis broker without history) in the
+// fan-out, cross-node and many-rooms scenarios, speaking centrifuge's
+// protocol to it, and reports ChatterPro / centrifuge ratios and the
+// latency of every ladder step beside centrifuge's and the bare hub's.
 //
 //	go run ./cmd/chatbench -scenario fanout
 //	go run ./cmd/chatbench -scenario all -runs 3 -json bench.json -md BENCHMARKS.md
