@@ -96,7 +96,7 @@ func parseFlags(args []string) (*config, bool, string, error) {
 	fs.IntVar(&cfg.ips, "source-ips", 16, "loopback source addresses to spread connections over (127.0.0.2...)")
 	fs.DurationVar(&cfg.settle, "settle", time.Second, "pause after connecting, before measuring")
 	fs.DurationVar(&cfg.drain, "drain", 2*time.Second, "how long to wait for late deliveries after sending stops")
-	fs.DurationVar(&cfg.timeout, "timeout", 45*time.Minute, "upper bound of the whole command (-scenario all takes about 7 minutes per run on 2 cores)")
+	fs.DurationVar(&cfg.timeout, "timeout", 90*time.Minute, "upper bound of the whole command (-scenario all took about 7 minutes per run on 2 cores before the centrifuge targets, which add five ladders or rooms runs)")
 	fs.IntVar(&cfg.members, "members", 500, "fanout/crossnode: members of the room")
 	fs.IntVar(&cfg.senders, "senders", 4, "fanout/crossnode: members that publish")
 	fs.Float64Var(&cfg.rateStart, "rate-start", 10, "fanout/crossnode: first publish rate (messages/s, all senders)")
