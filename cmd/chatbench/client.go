@@ -80,8 +80,8 @@ type client struct {
 }
 
 // join logs in over HTTP and opens the room's websocket; it returns once
-// the first frame (history) has arrived.
-// A base that is a websocket URL is a centrifuge anchor's endpoint.
+// the first frame (history) has arrived. A base that is a websocket URL is
+// a centrifuge anchor's endpoint (see joinCentrifuge).
 func (nc *netClient) join(ctx context.Context, base string, id int, room string) (*client, error) {
 	if isCentrifuge(base) {
 		return nc.joinCentrifuge(ctx, base, id, room)

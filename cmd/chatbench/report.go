@@ -49,17 +49,18 @@ type verdict struct {
 }
 
 type report struct {
-	Command string    `json:"command"`
-	Runs    int       `json:"runs"`
-	Date    string    `json:"date"`
-	Machine machine   `json:"machine"`
-	Results []*result `json:"results"`
-	Summary []summary `json:"summary"`
+	Command  string    `json:"command"`
+	Runs     int       `json:"runs"`
+	Date     string    `json:"date"`
+	Machine  machine   `json:"machine"`
+	Results  []*result `json:"results"`
+	Summary  []summary `json:"summary"`
+	Verdicts []verdict `json:"verdicts"`
+	runs     int
+
 	// Latency compares ChatterPro's fan-out ladders with centrifuge's,
 	// step by step (see anchors.go).
-	Latency  []ladderCompare `json:"latency,omitempty"`
-	Verdicts []verdict       `json:"verdicts"`
-	runs     int
+	Latency []ladderCompare `json:"latency,omitempty"`
 }
 
 func readMachine() machine {
