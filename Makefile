@@ -48,7 +48,14 @@ lb-demo: deps
 soak: deps
 	$(GO) test -tags soak -run TestSoak -count=1 -timeout 20m -v ./cmd/chatterpro
 
-# Load scenarios against ChatterPro and a bare coder/websocket hub in the
-# same run; rewrites the tables of BENCHMARKS.md (a few minutes on 2 cores).
+# Load scenarios against ChatterPro, a bare coder/websocket hub and
+# centrifuge in the same run; rewrites the tables of BENCHMARKS.md.
 bench:
 	$(GO) run ./cmd/chatbench -scenario all -runs 1 -step 3s -json bench-results.json -md BENCHMARKS.md
+
+# chatbench's centrifuge anchor is a Go module of its own, which ./... at
+# the root skips.
+.PHONY: vet-anchor
+vet: vet-anchor
+vet-anchor:
+	cd cmd/chatbench/anchors/centrifuge && $(GO) vet ./...

@@ -70,11 +70,22 @@ type client struct {
 	closed  atomic.Bool
 	readErr error
 	done    chan struct{}
+
+	// centrifuge is set on a client of the centrifuge anchor, which speaks
+	// centrifuge's protocol: commands numbered by cmdID, messages
+	// published with pubPrefix (see centrifuge.go).
+	centrifuge bool
+	cmdID      atomic.Uint32
+	pubPrefix  []byte
 }
 
 // join logs in over HTTP and opens the room's websocket; it returns once
-// the first frame (history) has arrived.
+// the first frame (history) has arrived. A base that is a websocket URL is
+// a centrifuge anchor's endpoint (see joinCentrifuge).
 func (nc *netClient) join(ctx context.Context, base string, id int, room string) (*client, error) {
+	if isCentrifuge(base) {
+		return nc.joinCentrifuge(ctx, base, id, room)
+	}
 	form := url.Values{"nickname": {"m" + strconv.Itoa(id)}, "room": {room}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/join", strings.NewReader(form.Encode()))
 	if err != nil {
@@ -154,7 +165,11 @@ func (c *client) readLoop() {
 				return
 			}
 		}
-		c.handle(buf, time.Now())
+		if c.centrifuge {
+			c.handleCentrifuge(buf, time.Now())
+		} else {
+			c.handle(buf, time.Now())
+		}
 	}
 }
 
@@ -162,17 +177,17 @@ func (c *client) readLoop() {
 func (c *client) handle(f []byte, now time.Time) {
 	head := f[:min(len(f), 80)] // "type" may follow a history "id"
 	if bytes.Contains(head, typeErr) {
-		c.mu.Lock()
-		c.errors++
-		if c.first == "" {
-			c.first = string(f)
-		}
-		c.mu.Unlock()
+		c.recordError(f)
 		return
 	}
 	if !bytes.Contains(head, typeMsg) {
 		return
 	}
+	c.record(f, now)
+}
+
+// record measures one frame carrying a benchmark message, received at now.
+func (c *client) record(f []byte, now time.Time) {
 	sender, seq, sched, ok := parseText(f)
 	if !ok {
 		return
@@ -215,6 +230,15 @@ func messageFrame(buf []byte, sender, seq uint32, sched time.Time) []byte {
 	buf = append(buf, ' ')
 	buf = strconv.AppendInt(buf, sched.UnixNano(), 10)
 	return append(buf, `"}`...)
+}
+
+// frame is the client's frame carrying one benchmark message, in its
+// server's protocol.
+func (c *client) frame(buf []byte, sender, seq uint32, sched time.Time) []byte {
+	if c.centrifuge {
+		return c.centrifugeFrame(buf, sender, seq, sched)
+	}
+	return messageFrame(buf, sender, seq, sched)
 }
 
 // take returns the measurement so far and starts a new one.

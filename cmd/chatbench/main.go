@@ -4,6 +4,11 @@
 // speaks the chat's wire interface to them, and reports deliveries per
 // second, latency percentiles, losses, duplicates, server CPU and memory,
 // and every figure of ChatterPro as a ratio to the bare hub of the same run.
+// It also runs a centrifuge server (anchors/centrifuge, a Go module of its
+// own that chatbench builds; its Redis broker without history) in the
+// fan-out, cross-node and many-rooms scenarios, speaking centrifuge's
+// protocol to it, and reports ChatterPro / centrifuge ratios and the
+// latency of every ladder step beside centrifuge's and the bare hub's.
 //
 //	go run ./cmd/chatbench -scenario fanout
 //	go run ./cmd/chatbench -scenario all -runs 3 -json bench.json -md BENCHMARKS.md
@@ -71,13 +76,18 @@ type config struct {
 	mdOut      string
 	cpuProfile string
 	merge      string
+
+	centrifuge    bool
+	centrifugeBin string
 }
 
 func parseFlags(args []string) (*config, bool, string, error) {
 	cfg := &config{}
 	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
 	fs.StringVar(&cfg.scenario, "scenario", "fanout", "fanout, rooms, idle, connect, crossnode (comma-separated), or all")
-	fs.StringVar(&cfg.target, "target", "both", "both (chatterpro and the bare hub), ours, or bare")
+	fs.StringVar(&cfg.target, "target", "both", "both (chatterpro and its anchors: the bare hub, and centrifuge unless -centrifuge=false), ours, bare, or centrifuge")
+	fs.BoolVar(&cfg.centrifuge, "centrifuge", true, "with -target both: also run the centrifuge anchor (fanout, crossnode, rooms; built from "+anchorDir+")")
+	fs.StringVar(&cfg.centrifugeBin, "centrifuge-bin", "", "centrifuge anchor binary (default: go build of "+anchorDir+")")
 	fs.StringVar(&cfg.server, "server", "", "chatterpro binary (default: go build of -pkg)")
 	fs.StringVar(&cfg.pkg, "pkg", "./cmd/chatterpro", "package built when -server is empty")
 	fs.StringVar(&cfg.redis, "redis", "/usr/bin/redis-server", "redis-server binary for crossnode")
@@ -86,7 +96,7 @@ func parseFlags(args []string) (*config, bool, string, error) {
 	fs.IntVar(&cfg.ips, "source-ips", 16, "loopback source addresses to spread connections over (127.0.0.2...)")
 	fs.DurationVar(&cfg.settle, "settle", time.Second, "pause after connecting, before measuring")
 	fs.DurationVar(&cfg.drain, "drain", 2*time.Second, "how long to wait for late deliveries after sending stops")
-	fs.DurationVar(&cfg.timeout, "timeout", 45*time.Minute, "upper bound of the whole command (-scenario all takes about 7 minutes per run on 2 cores)")
+	fs.DurationVar(&cfg.timeout, "timeout", 90*time.Minute, "upper bound of the whole command (-scenario all took about 7 minutes per run on 2 cores before the centrifuge targets, which add five ladders or rooms runs)")
 	fs.IntVar(&cfg.members, "members", 500, "fanout/crossnode: members of the room")
 	fs.IntVar(&cfg.senders, "senders", 4, "fanout/crossnode: members that publish")
 	fs.Float64Var(&cfg.rateStart, "rate-start", 10, "fanout/crossnode: first publish rate (messages/s, all senders)")
@@ -123,9 +133,9 @@ func parseFlags(args []string) (*config, bool, string, error) {
 		return nil, false, "", fmt.Errorf("sizes must be positive and -rate-factor above 1")
 	}
 	switch cfg.target {
-	case "both", "ours", "bare":
+	case "both", "ours", "bare", "centrifuge":
 	default:
-		return nil, false, "", fmt.Errorf("-target must be both, ours or bare")
+		return nil, false, "", fmt.Errorf("-target must be both, ours, bare or centrifuge")
 	}
 	return cfg, serveBareFlag, *addr, nil
 }

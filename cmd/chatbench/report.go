@@ -37,6 +37,9 @@ type summary struct {
 	Complete bool                 `json:"complete"`
 	RatioOf  string               `json:"ratio_of,omitempty"`
 	Values   map[string][]float64 `json:"values"`
+	// Anchors are ChatterPro's figures divided by centrifuge's (see
+	// anchorPairs), run by run like Ratio.
+	Anchors []anchorRatio `json:"anchor_ratios,omitempty"`
 }
 
 type verdict struct {
@@ -54,6 +57,10 @@ type report struct {
 	Summary  []summary `json:"summary"`
 	Verdicts []verdict `json:"verdicts"`
 	runs     int
+
+	// Latency compares ChatterPro's fan-out ladders with centrifuge's,
+	// step by step (see anchors.go).
+	Latency []ladderCompare `json:"latency,omitempty"`
 }
 
 func readMachine() machine {
@@ -78,8 +85,8 @@ func readMachine() machine {
 
 // keyMetrics are the metrics summarized per scenario, in table order.
 var keyMetrics = map[string][]string{
-	"fanout":    {"max_deliveries_per_s", "max_msgs_per_s", "p99_ms_at_max", "server_cores_at_max", "cpu_us_per_delivery_at_max", "same_rate_msgs_per_s", "cpu_us_per_delivery_same_rate", "deliveries_per_s_per_core"},
-	"crossnode": {"same_rate_msgs_per_s", "cpu_us_per_delivery_same_rate", "deliveries_per_s_per_core_same_rate", "redis_cores_same_rate", "max_deliveries_per_s", "max_msgs_per_s", "p99_ms_at_max", "server_cores_at_max", "deliveries_per_s_per_core"},
+	"fanout":    {"max_deliveries_per_s", "max_msgs_per_s", "p99_ms_at_max", "server_cores_at_max", "cpu_us_per_delivery_at_max", "same_rate_msgs_per_s", "cpu_us_per_delivery_same_rate", "deliveries_per_s_per_core", "p50_ms_same_rate", "p99_ms_same_rate", "loadgen_cores_same_rate"},
+	"crossnode": {"same_rate_msgs_per_s", "cpu_us_per_delivery_same_rate", "deliveries_per_s_per_core_same_rate", "redis_cores_same_rate", "max_deliveries_per_s", "max_msgs_per_s", "p99_ms_at_max", "server_cores_at_max", "deliveries_per_s_per_core", "p50_ms_same_rate", "p99_ms_same_rate", "loadgen_cores_same_rate"},
 	"rooms":     {"deliveries_per_s", "p50_ms", "p99_ms", "p999_ms", "lost", "dups", "closed_conns", "cpu_us_per_delivery", "server_cores", "loadgen_cores"},
 	"idle":      {"conns", "failed", "rss_kib_per_conn", "rss_kib_per_conn_at_connect", "rss_after_mib", "connect_s"},
 	"connect":   {"conns_per_s", "p50_ms", "p99_ms", "cpu_us_per_conn"},
@@ -95,8 +102,13 @@ func ratioPair(scenario string) (num, den string) {
 
 // extraTargets are shown beside the ratio's two, for information.
 func extraTargets(scenario string) []string {
-	if scenario == "crossnode" {
-		return []string{targetOursRedis}
+	switch scenario {
+	case "crossnode":
+		return []string{targetOursRedis, targetCentrifuge, targetCentrifuge2}
+	case "fanout":
+		return []string{targetCentrifuge}
+	case "rooms":
+		return []string{targetOursRedis, targetCentrifuge}
 	}
 	return nil
 }
@@ -156,6 +168,8 @@ func addSameRate(results []*result) {
 			st := r.Steps[common-1]
 			r.Metrics["same_rate_msgs_per_s"] = st.MsgsPerSec
 			r.Metrics["cpu_us_per_delivery_same_rate"] = st.CPUusPerDel
+			r.Metrics["p50_ms_same_rate"], r.Metrics["p99_ms_same_rate"] = st.P50ms, st.P99ms
+			r.Metrics["loadgen_cores_same_rate"] = st.LoadgenCores
 			if st.Cores > 0 {
 				r.Metrics["deliveries_per_s_per_core_same_rate"] = st.DeliveriesPerS / st.Cores
 			}
@@ -205,9 +219,11 @@ func newReport(command string, runs int, results []*result) *report {
 			sm.Ratio = median(ratios)
 			sm.Ratios = ratios
 			sm.Complete = len(ratios) == len(byRun) && len(byRun) > 0
+			sm.Anchors = anchorRatios(byRun, s)
 			rep.Summary = append(rep.Summary, sm)
 		}
 	}
+	rep.Latency = compareLadders(results)
 	rep.Verdicts = verdicts(rep)
 	rep.Runs = runs
 	return rep
@@ -298,7 +314,7 @@ func verdicts(rep *report) []verdict {
 		}
 		out = append(out, verdict{"idle: 100 000 connections held by one node, nothing failing", largest >= want && failedThere == 0, detail})
 	}
-	return out
+	return append(out, anchorVerdicts(rep)...)
 }
 
 // metricByRun gives a scenario's metric by run and target, for the runs
@@ -413,13 +429,17 @@ func (rep *report) markdown(notes string) string {
 			scenario = s.Scenario
 			num, den := ratioPair(scenario)
 			fmt.Fprintf(&b, "## %s\n\n%s\n\n| metric | %s | %s | %s / %s |", scenario, rep.params(scenario), num, den, num, den)
-			for _, t := range extraTargets(scenario) {
+			for _, t := range rep.shownExtras(scenario) {
 				fmt.Fprintf(&b, " %s |", t)
 			}
-			fmt.Fprintf(&b, " all runs |\n|---|---|---|---|%s---|\n", strings.Repeat("---|", len(extraTargets(scenario))))
+			pairs := rep.shownPairs(scenario)
+			for _, p := range pairs {
+				fmt.Fprintf(&b, " %s / %s |", p[0], p[1])
+			}
+			fmt.Fprintf(&b, " all runs |\n|---|---|---|---|%s---|\n", strings.Repeat("---|", len(rep.shownExtras(scenario))+len(pairs)))
 		}
 		num, den := ratioPair(scenario)
-		extra := extraTargets(scenario)
+		extra := rep.shownExtras(scenario)
 		ratio := "—"
 		if s.Ratio != 0 {
 			ratio = fmt.Sprintf("%.2f", s.Ratio)
@@ -444,12 +464,16 @@ func (rep *report) markdown(notes string) string {
 		for _, t := range extra {
 			fmt.Fprintf(&b, " %s |", med(t))
 		}
+		for _, p := range rep.shownPairs(scenario) {
+			fmt.Fprintf(&b, " %s |", s.anchorRatioText(p))
+		}
 		fmt.Fprintf(&b, " %s |\n", strings.Join(all, "; "))
 		if next := rep.nextScenario(s); next != scenario {
 			b.WriteString("\n")
 			rep.ladders(&b, scenario)
 		}
 	}
+	rep.latencyMarkdown(&b)
 	for _, r := range rep.Results {
 		if r.Error != "" {
 			fmt.Fprintf(&b, "Error in %s against %s, run %d: `%s`\n\n", r.Scenario, r.Target, r.Run, strings.SplitN(r.Error, "\n", 2)[0])

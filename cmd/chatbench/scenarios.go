@@ -135,7 +135,7 @@ func sendPaced(ctx context.Context, c *client, id uint32, start time.Time, offse
 		if d := time.Until(sched); d > 0 {
 			time.Sleep(d)
 		}
-		buf = messageFrame(buf, id, seq, sched)
+		buf = c.frame(buf, id, seq, sched)
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := c.ws.Write(wctx, websocket.MessageText, buf)
 		cancel()
@@ -480,9 +480,14 @@ var errNoTarget = errors.New("chatbench: scenario has no target to run")
 
 // scenarioTargets lists which targets a scenario runs against.
 func scenarioTargets(cfg *config, scenario string) []string {
+	return append(ownTargets(cfg, scenario), anchorTargets(cfg, scenario)...)
+}
+
+// ownTargets lists ChatterPro's targets and the bare hub's.
+func ownTargets(cfg *config, scenario string) []string {
 	if scenario == "crossnode" {
 		var ts []string
-		if cfg.target != "bare" {
+		if cfg.target == "both" || cfg.target == "ours" {
 			ts = []string{targetOurs, targetOursRedis, targetOurs2}
 		}
 		return ts
@@ -492,6 +497,8 @@ func scenarioTargets(cfg *config, scenario string) []string {
 		return []string{targetOurs}
 	case "bare":
 		return []string{targetBare}
+	case "centrifuge":
+		return nil
 	}
 	return []string{targetOurs, targetBare}
 }
@@ -518,6 +525,10 @@ func runScenario(ctx context.Context, cfg *config, nc *netClient, dir, scenario 
 				t, err = startOurs(ctx, cfg, dir, 2, true, targetOurs2)
 			case targetOursRedis:
 				t, err = startOurs(ctx, cfg, dir, 1, true, targetOursRedis)
+			case targetCentrifuge:
+				t, err = startCentrifuge(ctx, cfg, dir, 1, targetCentrifuge)
+			case targetCentrifuge2:
+				t, err = startCentrifuge(ctx, cfg, dir, 2, targetCentrifuge2)
 			default:
 				t, err = startOurs(ctx, cfg, dir, 1, false, targetOurs)
 			}
