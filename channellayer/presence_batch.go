@@ -14,6 +14,11 @@ type PresenceRefresher interface {
 	// TrackAll adds or refreshes every entry of groups (group → entries);
 	// each expires ttl from now, as if tracked one by one with Track.
 	TrackAll(ctx context.Context, groups map[string][]Member, ttl time.Duration) error
+	// ExpireAll is Expire for many groups in one call: it removes their
+	// expired entries and returns them by group (groups with none are
+	// left out). Each expired entry is returned by exactly one call,
+	// cluster-wide, as with Expire.
+	ExpireAll(ctx context.Context, groups []string) (map[string][]Member, error)
 }
 
 var (
@@ -63,4 +68,19 @@ func (m *Memory) TrackAll(ctx context.Context, groups map[string][]Member, ttl t
 		}
 	}
 	return nil
+}
+
+// ExpireAll implements PresenceRefresher.
+func (m *Memory) ExpireAll(ctx context.Context, groups []string) (map[string][]Member, error) {
+	out := make(map[string][]Member)
+	for _, g := range groups {
+		expired, err := m.Expire(ctx, g)
+		if err != nil {
+			return nil, err
+		}
+		if len(expired) > 0 {
+			out[g] = expired
+		}
+	}
+	return out, nil
 }

@@ -2,6 +2,7 @@ package channellayer
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -68,4 +69,38 @@ func (r *Redis) TrackAll(ctx context.Context, groups map[string][]Member, ttl ti
 		return r.fail(ctx, "presence track", err)
 	}
 	return nil
+}
+
+// ExpireAll implements PresenceRefresher: one expire script per group, all
+// in one pipeline.
+func (r *Redis) ExpireAll(ctx context.Context, groups []string) (map[string][]Member, error) {
+	if err := r.usable(ctx, "presence expire"); err != nil {
+		return nil, err
+	}
+	now := time.Now().UnixMilli()
+	cmds := make([]*redis.Cmd, len(groups))
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, g := range groups {
+			cmds[i] = expireScript.Eval(ctx, p, []string{r.presenceKey(g), r.expiryKey(g)}, now)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, r.fail(ctx, "presence expire", err)
+	}
+	out := make(map[string][]Member)
+	for i, c := range cmds {
+		res, err := c.StringSlice()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, r.fail(ctx, "presence expire", err)
+		}
+		for j := 0; j+1 < len(res); j += 2 {
+			m := Member{Key: res[j]}
+			if res[j+1] != "" {
+				m.Info = []byte(res[j+1])
+			}
+			out[groups[i]] = append(out[groups[i]], m)
+		}
+	}
+	return out, nil
 }

@@ -480,13 +480,27 @@ func (t *Tracker) sweep() {
 		names = append(names, name)
 	}
 	t.mu.Unlock()
+	if len(names) == 0 {
+		return
+	}
+	ctx, cancel := t.callCtx()
+	defer cancel()
+	if r, ok := t.layer.(channellayer.PresenceRefresher); ok { // one round trip
+		expired, err := r.ExpireAll(ctx, names)
+		if err != nil {
+			t.log.Warn("presence: sweeping expired entries failed; will retry", "err", err)
+			return
+		}
+		for name := range expired {
+			t.changed(ctx, name)
+		}
+		return
+	}
 	for _, name := range names {
-		ctx, cancel := t.callCtx()
 		expired, err := t.p.Expire(ctx, name)
 		if err == nil && len(expired) > 0 {
 			t.changed(ctx, name)
 		}
-		cancel()
 	}
 }
 

@@ -99,6 +99,7 @@ var rules = []rule{
 	{"PresenceTTL", false, checkPresenceTTL},
 	{"PresenceExpireOnce", false, checkPresenceExpireOnce},
 	{"PresenceTrackAll", false, checkPresenceTrackAll},
+	{"PresenceExpireAll", false, checkPresenceExpireAll},
 	{"TrackerMerge", false, checkTrackerMerge},
 	{"TrackerDiffs", false, checkTrackerDiffs},
 	{"TrackerBurst", false, checkTrackerBurst},

@@ -48,3 +48,36 @@ func checkPresenceTrackAll(e *env) {
 		e.t.Error("TrackAll with an empty group name succeeded")
 	}
 }
+
+// checkPresenceExpireAll: ExpireAll removes the expired entries of many
+// groups at once and hands each to one caller, like Expire.
+func checkPresenceExpireAll(e *env) {
+	pa, pb, ok := e.presence()
+	if !ok {
+		e.t.Skip("the backend does not implement channellayer.Presence")
+	}
+	ra, okA := e.a.(channellayer.PresenceRefresher)
+	rb, okB := e.peer().(channellayer.PresenceRefresher)
+	if !okA || !okB {
+		e.t.Skip("the backend does not implement channellayer.PresenceRefresher")
+	}
+	g1, g2, g3 := e.name("room"), e.name("room"), e.name("room")
+	short := 200 * time.Millisecond
+	e.track(pa, g1, "a", "1", short)
+	e.track(pb, g2, "b", "2", short)
+	e.track(pa, g2, "c", "3", time.Minute)
+	e.track(pb, g3, "d", "4", time.Minute)
+	e.s.Sleep(2 * short)
+	got, err := ra.ExpireAll(e.ctx(waitFor), []string{g1, g2, g3})
+	if err != nil {
+		e.t.Fatalf("ExpireAll: %v", err)
+	}
+	if len(got) != 2 || formatMembers(got[g1]) != "[a=1]" || formatMembers(got[g2]) != "[b=2]" {
+		e.t.Errorf("ExpireAll = %v, want a in %s and b in %s", got, g1, g2)
+	}
+	again, err := rb.ExpireAll(e.ctx(waitFor), []string{g1, g2, g3})
+	if err != nil || len(again) != 0 {
+		e.t.Errorf("a second ExpireAll = %v, %v; want nothing (each entry once)", again, err)
+	}
+	e.list(pb, g2, "the live entry stays", mem("c", "3"))
+}

@@ -16,7 +16,7 @@ import (
 // cleanup of a dead process, cluster-wide.
 
 const (
-	trackTTL      = 600 * time.Millisecond
+	trackTTL      = 1500 * time.Millisecond
 	trackInterval = 50 * time.Millisecond
 )
 
