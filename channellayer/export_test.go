@@ -20,3 +20,15 @@ func ParseRecorded(p string) ([]Message, bool) {
 func (r *Redis) SetReady(ready bool) { r.setReady(ready, errTestNotReady) }
 
 var errTestNotReady = errors.New("set by a test")
+
+// Envelope and ParseEnvelope expose the envelope of a directed or plain
+// group message on pub/sub, for the fuzz tests.
+func Envelope(target string, m Message) string { return envelope(target, m) }
+
+// ParseEnvelope exposes parseEnvelope.
+func ParseEnvelope(p string) (target string, m Message, recorded, ok bool) {
+	return parseEnvelope(p)
+}
+
+// WithID exposes withID: the body with "id" inserted first.
+func WithID(body []byte, id string) []byte { return withID(body, id) }
