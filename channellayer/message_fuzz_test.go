@@ -3,9 +3,11 @@ package channellayer_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/chatterpro/chatterpro/channellayer"
 )
@@ -116,9 +118,9 @@ func FuzzMessage(f *testing.F) {
 			fields[key] = value
 		}
 		nm, err := channellayer.NewMessage(typ, fields)
-		if typ == "" {
-			if err == nil {
-				t.Fatal("NewMessage with an empty type succeeded")
+		if typ == "" || !utf8.ValidString(typ) {
+			if !errors.Is(err, channellayer.ErrInvalid) {
+				t.Fatalf("NewMessage(%q): %v, want ErrInvalid for a type that is empty or not UTF-8", typ, err)
 			}
 			return
 		}
@@ -137,6 +139,9 @@ func FuzzMessage(f *testing.F) {
 			t.Fatalf("decoding %q: %v", nm.Body, err)
 		}
 		for k, v := range fields {
+			if !utf8.ValidString(k) || !utf8.ValidString(v) {
+				continue // encoding/json writes invalid UTF-8 as U+FFFD
+			}
 			if got[k] != v {
 				t.Fatalf("field %q of %q = %q, want %q", k, nm.Body, got[k], v)
 			}
