@@ -1,6 +1,10 @@
 package channellayer
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/redis/go-redis/v9"
+)
 
 // HashSlot exposes hashSlot to the tests: the Redis Cluster hash slot of a
 // key, as the layer computes it to give each slot its own publish pipeline.
@@ -32,3 +36,9 @@ func ParseEnvelope(p string) (target string, m Message, recorded, ok bool) {
 
 // WithID exposes withID: the body with "id" inserted first.
 func WithID(body []byte, id string) []byte { return withID(body, id) }
+
+// StreamMessage exposes streamMessage: a history entry read back from a
+// Redis stream (fields "t" and "d"), and whether it was one.
+func StreamMessage(id string, values map[string]any) (Message, bool) {
+	return streamMessage(redis.XMessage{ID: id, Values: values})
+}
