@@ -2,7 +2,7 @@
 GO ?= go
 SYSTEM_DEPS = redis-server redis-sentinel nginx chromium
 
-.PHONY: test deps vet run lb-demo soak bench js-test
+.PHONY: test deps vet run lb-demo soak bench js-test fuzz
 
 test: deps vet js-test
 	$(GO) test -race -count=1 -p 1 -timeout 9m ./...
@@ -59,3 +59,15 @@ bench:
 vet: vet-anchor
 vet-anchor:
 	cd cmd/chatbench/anchors/centrifuge && $(GO) vet ./...
+
+# Not part of make test (which runs the seed corpora): runs each fuzz
+# target (func Fuzz... in a *_fuzz_test.go file) for FUZZTIME, one at a
+# time: go test -fuzz takes one target per run.
+FUZZTIME ?= 30s
+fuzz:
+	@set -e; for file in $$(find . -name '*_fuzz_test.go' | sort); do \
+		for target in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$file); do \
+			echo "fuzzing $$(dirname $$file) $$target for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) ./$$(dirname $$file); \
+		done; \
+	done

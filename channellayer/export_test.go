@@ -3,6 +3,8 @@ package channellayer
 import (
 	"errors"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // HashSlot exposes hashSlot to the tests: the Redis Cluster hash slot of a
@@ -30,4 +32,22 @@ func (m *Memory) SetClock(now func() time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.now = now
+}
+
+// Envelope and ParseEnvelope expose the envelope of a directed or plain
+// group message on pub/sub, for the fuzz tests.
+func Envelope(target string, m Message) string { return envelope(target, m) }
+
+// ParseEnvelope exposes parseEnvelope.
+func ParseEnvelope(p string) (target string, m Message, recorded, ok bool) {
+	return parseEnvelope(p)
+}
+
+// WithID exposes withID: the body with "id" inserted first.
+func WithID(body []byte, id string) []byte { return withID(body, id) }
+
+// StreamMessage exposes streamMessage: a history entry read back from a
+// Redis stream (fields "t" and "d"), and whether it was one.
+func StreamMessage(id string, values map[string]any) (Message, bool) {
+	return streamMessage(redis.XMessage{ID: id, Values: values})
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Message is what travels on a layer: a JSON object whose "type" field routes
@@ -25,13 +26,19 @@ type Message struct {
 }
 
 // NewMessage encodes v, which must encode as a JSON object, into a message of
-// the given type; a "type" field is added first. v must not have a "type"
-// field of its own: the body would carry two, and decoders disagree on which
-// wins (ParseMessage and browsers take the last, dispatch the first), so
-// NewMessage refuses it with ErrInvalid.
+// the given type; a "type" field is added first. The type must be
+// non-empty valid UTF-8, so that the body says the same type. v must not
+// have a "type" field of its own: the body would carry two, and decoders
+// disagree on which wins (ParseMessage and browsers take the last, dispatch
+// the first), so NewMessage refuses it with ErrInvalid.
 func NewMessage(typ string, v any) (Message, error) {
 	if typ == "" {
 		return Message{}, fmt.Errorf("%w: message type is empty", ErrInvalid)
+	}
+	if !utf8.ValidString(typ) {
+		// JSON would carry it as U+FFFD: other processes would read
+		// another type than this one's Message.Type.
+		return Message{}, fmt.Errorf("%w: message type %q is not valid UTF-8", ErrInvalid, typ)
 	}
 	var fields []byte
 	if v != nil {
