@@ -17,13 +17,14 @@ import (
 
 // A client frame is whatever a stranger writes on the socket. Each one is
 // answered by exactly one frame: a chat message whose text passed
-// ValidText (sent by this user, to the room), or an error frame with one
-// of the documented codes; never a panic or a closed connection. The
-// frame after it, a valid message, is still answered.
+// ValidText (sent by this user, to the room), a pong to a ping, an older
+// page, or an error frame with one of the documented codes; a typing
+// signal by none (it goes to the others); never a panic or a closed
+// connection. The frame after it, a valid message, is still answered.
 func FuzzReceive(f *testing.F) {
 	for _, s := range []string{
 		`{"type":"message","text":"hi"}`, `{"type":"message","text":"  spaced  "}`,
-		`{"type":"message","text":""}`, `{"type":"message"}`, `{"type":"typing"}`, `{"text":"no type"}`,
+		`{"type":"message","text":""}`, `{"type":"message"}`, `{"type":"typing"}`, `{"type":"ping"}`, `{"type":"older","before":"1-1"}`, `{"text":"no type"}`,
 		`{"type":null,"text":"x"}`, `{"type":"message","text":123}`, `{"TYPE":"message","Text":"case"}`,
 		`[]`, `null`, `"message"`, `{`, ``, `{"type":"message","text":"a","text":"b"}`,
 		`{"type":"message","text":"\u0000\ud800"}`, "{\"type\":\"message\",\"text\":\"\xff\"}",
@@ -45,7 +46,7 @@ func FuzzReceive(f *testing.F) {
 		defer cancel()
 		app.Shutdown(ctx)
 	})
-	codes := map[string]bool{codeBadJSON: true, codeUnknownType: true, codeBadText: true}
+	codes := map[string]bool{codeBadJSON: true, codeUnknownType: true, codeBadText: true, codeBadID: true, codeRateLimited: true}
 	var n atomic.Int64
 	f.Fuzz(func(t *testing.T, in string) {
 		i := n.Add(1)
@@ -81,9 +82,18 @@ func FuzzReceive(f *testing.F) {
 			if fr.Type == "message" && fr.Text == marker {
 				break
 			}
-			if fr.Type == "message" || fr.Type == "error" {
+			if fr.Type == "message" || fr.Type == "error" || fr.Type == "pong" || fr.Type == "older" {
 				answers = append(answers, fr)
 			}
+		}
+		if frameOfType(in, "typing") {
+			if len(answers) != 0 {
+				t.Fatalf("typing frame %q got answers %+v, want none", in, answers)
+			}
+			if err := com.Disconnect(ctx, consumer.StatusNormal); err != nil {
+				t.Fatal(err)
+			}
+			return
 		}
 		if len(answers) != 1 {
 			t.Fatalf("frame %q got %d answers, want 1: %+v", in, len(answers), answers)
@@ -92,6 +102,14 @@ func FuzzReceive(f *testing.F) {
 		case "error":
 			if !codes[a.Code] || a.Text == "" {
 				t.Fatalf("frame %q answered with error %q %q, not a documented code", in, a.Code, a.Text)
+			}
+		case "pong":
+			if !frameOfType(in, "ping") {
+				t.Fatalf("frame %q answered with a pong", in)
+			}
+		case "older":
+			if !frameOfType(in, "older") {
+				t.Fatalf("frame %q answered with an older page", in)
 			}
 		case "message":
 			if v, err := ValidText(a.Text); err != nil || v != a.Text || a.User != nick || a.ID == "" {
@@ -109,15 +127,11 @@ func FuzzReceive(f *testing.F) {
 
 // messageFrame reports whether s is a JSON object with a "type" key (in
 // any letter case, as encoding/json matches) holding "message".
-func messageFrame(s string) bool {
-	var obj map[string]any
-	if json.Unmarshal([]byte(s), &obj) != nil {
-		return false
-	}
-	for k, v := range obj {
-		if strings.EqualFold(k, "type") && v == "message" {
-			return true
-		}
-	}
-	return false
+func messageFrame(s string) bool { return frameOfType(s, "message") }
+
+// frameOfType reports whether s is a JSON object whose "type" (as
+// encoding/json matches keys: the last one, in any letter case) is typ.
+func frameOfType(s, typ string) bool {
+	var f struct{ Type *string }
+	return json.Unmarshal([]byte(s), &f) == nil && f.Type != nil && *f.Type == typ
 }
