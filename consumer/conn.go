@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/consumer/internal/outq"
 )
 
 // Conn is a consumer's handle on its connection: send frames, close, join
@@ -34,7 +35,7 @@ type Conn struct {
 	lastType string        // the type of the last event handled, under mu
 	lastH    EventHandler  // and its handler: a burst of one type skips the lookup
 
-	out *outQueue
+	out *outq.Queue
 	t   Transport
 
 	closeOnce   sync.Once
@@ -132,14 +133,19 @@ func (c *Conn) handler(typ string) EventHandler {
 // the connection is closed with 1013 and ErrSlow is returned. The bytes must
 // not be modified afterwards; the same slice may be sent to many connections.
 func (c *Conn) Send(text []byte) error {
-	startWriter, err := c.out.push(text)
-	if errors.Is(err, ErrSlow) {
+	writer, err := c.out.Push(text)
+	switch err {
+	case nil:
+	case outq.ErrFull:
 		c.closeWith(StatusTryAgainLater, "slow consumer", closeNow)
+		return ErrSlow
+	default:
+		return ErrClosed
 	}
-	if startWriter {
+	if writer {
 		c.startWriter()
 	}
-	return err
+	return nil
 }
 
 // SendJSON encodes v and queues it as a text frame (see Send).
@@ -245,7 +251,7 @@ func (c *Conn) closeWith(code StatusCode, reason string, mode closeMode) {
 	c.closeOnce.Do(func() {
 		c.closeCode, c.closeReason, c.closeMode = code, reason, mode
 		if mode != closeFlush {
-			c.out.drop()
+			c.out.Drop()
 		}
 		c.cancel()
 		if f := c.srv.opts.OnClosing; f != nil {
@@ -267,7 +273,7 @@ func (c *Conn) closeTransport() {
 	switch c.closeMode {
 	case closePeer:
 	case closeFlush:
-		if done, write := c.out.close(); write {
+		if done, write := c.out.Close(); write {
 			c.flush()
 		} else {
 			select {
@@ -333,7 +339,7 @@ func (c *Conn) start() {
 	} else {
 		c.spawn(c.receiveLoop)
 	}
-	if c.out.start() {
+	if c.out.Start() {
 		c.startWriter()
 	}
 	c.srv.pinger.add(c)
@@ -586,9 +592,9 @@ func (c *Conn) runPaced() {
 func (c *Conn) dispatch() {
 	n := c.srv.layer.(channellayer.Notifier)
 	d, _ := n.(channellayer.Drainer)
-	c.out.hold()
+	c.out.Hold()
 	defer func() {
-		if c.out.release() {
+		if c.out.Release() {
 			c.flush()
 		}
 	}()
@@ -672,7 +678,7 @@ func (c *Conn) receiveLoop() {
 
 func (c *Conn) startWriter() {
 	if !c.track() {
-		c.out.writerFailed()
+		c.out.WriterFailed()
 		return
 	}
 	go c.goFlush()
@@ -686,7 +692,7 @@ func (c *Conn) flush() {
 		own = t.flusher()
 	}
 	for {
-		frames := c.out.take()
+		frames := c.out.Take()
 		if frames == nil {
 			return
 		}
@@ -697,11 +703,11 @@ func (c *Conn) flush() {
 			err = c.writeFrames(frames)
 		}
 		if err != nil {
-			c.out.writerFailed()
+			c.out.WriterFailed()
 			c.closeWith(StatusAbnormal, "", closePeer)
 			return
 		}
-		c.out.written(frames)
+		c.out.Written(frames)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/consumer/internal/outq"
 	"github.com/chatterpro/chatterpro/presence"
 )
 
@@ -184,7 +185,7 @@ func (s *Server) Serve(scope Scope, cons Consumer, accept func() (Transport, err
 		channel:  name,
 		ctx:      ctx,
 		cancel:   cancel,
-		out:      newOutQueue(s.opts.QueueBytes),
+		out:      outq.New(s.opts.QueueBytes),
 	}
 	c.goDispatch, c.goFlush, c.goRead = c.runDispatch, c.runFlush, c.readWoken
 	// Connect runs on a goroutine of its own: its deep calls would
