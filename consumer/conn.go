@@ -15,6 +15,7 @@ import (
 
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer/internal/outq"
+	"github.com/chatterpro/chatterpro/consumer/internal/wsconn"
 )
 
 // Conn is a consumer's handle on its connection: send frames, close, join
@@ -371,17 +372,17 @@ func (c *Conn) readLoop() {
 
 // readReady reads what the socket has, then hands the socket to the poller
 // and returns; the poller runs it again when more bytes arrive (see
-// readiness.go). It ends the connection when the transport is closed.
+// poll_linux.go). It ends the connection when the transport is closed.
 func (c *Conn) readReady() {
-	ir := c.t.(idleReader)
+	ws := c.t.(*wsconn.Conn)
 	var linger time.Duration // after a message, wait a little for the next
 	for {
-		typ, data, err := ir.readIdle(context.Background(), linger)
-		if errors.Is(err, errIdle) {
+		typ, data, err := ws.ReadIdle(context.Background(), linger)
+		if errors.Is(err, wsconn.ErrIdle) {
 			if c.srv.poll.arm(c) {
 				return
 			}
-			ir.stopIdleReads() // the poller could not take it: keep reading here
+			ws.StopIdleReads() // the poller could not take it: keep reading here
 			continue
 		}
 		if !c.received(typ, data, err) {
@@ -393,7 +394,8 @@ func (c *Conn) readReady() {
 }
 
 // readLinger is how long a reader waits for the next message after one,
-// before it hands the socket back to the poller (see readiness.go).
+// before it hands the socket back to the poller: chatty connections keep
+// their reader, only quiet ones give it up.
 var readLinger = 2 * time.Second
 
 // wake starts a reader for an armed connection: its socket is readable, or
@@ -687,18 +689,16 @@ func (c *Conn) startWriter() {
 // flush writes what is queued, in batches, and stops when the queue is
 // empty; the next Send starts it again.
 func (c *Conn) flush() {
-	var own flusher
-	if t, ok := c.t.(wsTransport); ok {
-		own = t.flusher()
-	}
+	ws, _ := c.t.(*wsconn.Conn)
+	own := ws != nil && ws.OwnWrites()
 	for {
 		frames := c.out.Take()
 		if frames == nil {
 			return
 		}
 		var err error
-		if own != nil {
-			err = own.writeBatch(frames)
+		if own {
+			err = ws.WriteFrames(frames)
 		} else {
 			err = c.writeFrames(frames)
 		}

@@ -3,13 +3,13 @@
 package consumer
 
 import (
-	"io"
 	"log/slog"
-	"net"
 	"os"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/chatterpro/chatterpro/consumer/internal/wsconn"
 )
 
 // poller watches the sockets of a server's idle connections with an epoll
@@ -38,8 +38,8 @@ func newPoller(log *slog.Logger) *poller {
 // watch registers c; false if its transport has no socket to watch (or
 // epoll fails): then a goroutine must read it.
 func (p *poller) watch(c *Conn) bool {
-	ir, ok := c.t.(idleReader)
-	if !ok || ir.rawConn() == nil {
+	ws, ok := c.t.(*wsconn.Conn)
+	if !ok || ws.RawConn() == nil {
 		return false
 	}
 	p.mu.Lock()
@@ -68,7 +68,7 @@ func (p *poller) arm(c *Conn) bool {
 	defer p.mu.RUnlock()
 	c.armed.Store(true) // from here on an event or Conn.wake may start a reader
 	var err error
-	cerr := c.t.(idleReader).rawConn().Control(func(fd uintptr) {
+	cerr := c.t.(*wsconn.Conn).RawConn().Control(func(fd uintptr) {
 		err = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
 		if err == syscall.ENOENT { // the first time
 			err = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
@@ -163,42 +163,4 @@ func drain(fd int) {
 			return
 		}
 	}
-}
-
-// rawConnOf returns the socket under nc if the poller can watch it.
-func rawConnOf(nc net.Conn) syscall.RawConn {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return nil
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return raw
-}
-
-// readNow reads what the socket has without waiting: errIdle if nothing.
-func readNow(raw syscall.RawConn, b []byte) (int, error) {
-	var n int
-	var err error
-	cerr := raw.Read(func(fd uintptr) bool {
-		for {
-			n, err = syscall.Read(int(fd), b)
-			if err != syscall.EINTR {
-				return true // done, whatever it read: never wait here
-			}
-		}
-	})
-	switch {
-	case cerr != nil:
-		return 0, cerr
-	case err == syscall.EAGAIN:
-		return 0, errIdle
-	case err != nil:
-		return 0, os.NewSyscallError("read", err)
-	case n == 0:
-		return 0, io.EOF
-	}
-	return n, nil
 }

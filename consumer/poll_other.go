@@ -2,11 +2,7 @@
 
 package consumer
 
-import (
-	"log/slog"
-	"net"
-	"syscall"
-)
+import "log/slog"
 
 // poller watches sockets only on Linux; elsewhere every connection keeps a
 // reading goroutine.
@@ -19,7 +15,3 @@ func (p *poller) watch(*Conn) bool { return false }
 func (p *poller) arm(*Conn) bool { return false }
 
 func (p *poller) forget(*Conn) {}
-
-func rawConnOf(net.Conn) syscall.RawConn { return nil }
-
-func readNow(syscall.RawConn, []byte) (int, error) { return 0, errIdle } // not reached: no raw conn

@@ -9,10 +9,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer/internal/outq"
+	"github.com/chatterpro/chatterpro/consumer/internal/wsconn"
 	"github.com/chatterpro/chatterpro/presence"
 )
 
@@ -278,21 +277,12 @@ func (s *Server) releaseCtx(ctx context.Context, c *Conn) {
 // checked here: routing does that before (see package routing).
 func (s *Server) ServeWebSocket(w http.ResponseWriter, r *http.Request, scope Scope, cons Consumer) {
 	err := s.Serve(scope, cons, func() (Transport, error) {
-		cw := &corkWriter{ResponseWriter: w, conn: &corkConn{}}
-		ws, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
-			InsecureSkipVerify: true, // origin checked by routing
-			CompressionMode:    websocket.CompressionDisabled,
-			OnPingReceived:     cw.conn.onPing,
-			OnPongReceived:     cw.conn.onPong,
-		})
+		// The origin was checked by routing.
+		ws, err := wsconn.Accept(w, r, wsconn.Options{ReadLimit: s.opts.ReadLimit, WriteTimeout: s.opts.WriteTimeout})
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", errAcceptFailed, err)
 		}
-		ws.SetReadLimit(s.opts.ReadLimit)
-		if cw.conn != nil {
-			cw.conn.timeout = s.opts.WriteTimeout
-		}
-		return wsTransport{c: ws, cork: cw.conn}, nil
+		return ws, nil
 	})
 	var refuse *RefuseError
 	switch {

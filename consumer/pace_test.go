@@ -1,0 +1,189 @@
+package consumer
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+)
+
+// batchTransport records the batches written to it; Read waits until it is
+// closed.
+type batchTransport struct {
+	mu      sync.Mutex
+	frames  []string
+	batches int
+	closed  chan struct{}
+	once    sync.Once
+}
+
+func (t *batchTransport) Read(ctx context.Context) (websocket.MessageType, []byte, error) {
+	<-t.closed
+	return 0, nil, websocket.CloseError{Code: StatusNormal}
+}
+
+func (t *batchTransport) Write(ctx context.Context, text []byte) error {
+	return t.WriteBatch(ctx, [][]byte{text})
+}
+
+func (t *batchTransport) WriteBatch(ctx context.Context, texts [][]byte) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.batches++
+	for _, p := range texts {
+		t.frames = append(t.frames, string(p))
+	}
+	return nil
+}
+
+func (t *batchTransport) Ping(ctx context.Context) error { return nil }
+func (t *batchTransport) Close(code StatusCode, reason string) error {
+	return t.CloseNow()
+}
+func (t *batchTransport) CloseNow() error {
+	t.once.Do(func() { close(t.closed) })
+	return nil
+}
+
+// serveGroupEcho serves, over a batchTransport, a consumer in group "g"
+// that sends every "e" event's body to its client; it returns once the
+// consumer has joined. served receives Serve's result.
+func serveGroupEcho(t *testing.T, lo channellayer.MemoryOptions, coalesce time.Duration) (*channellayer.Memory, *Server, *batchTransport, chan error) {
+	t.Helper()
+	layer, err := channellayer.NewMemory(lo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { layer.Close(context.Background()) })
+	srv, err := NewServer(Options{Layer: layer, Coalesce: coalesce})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &batchTransport{closed: make(chan struct{})}
+	joined := make(chan struct{})
+	served := make(chan error, 1)
+	go func() {
+		served <- srv.Serve(Scope{Path: "/"}, Funcs{OnConnect: func(ctx context.Context, c *Conn) error {
+			c.On("e", func(ctx context.Context, c *Conn, m channellayer.Message) error { return c.Send(m.Body) })
+			return c.GroupAdd(ctx, "g")
+		}}, func() (Transport, error) { close(joined); return tr, nil })
+	}()
+	<-joined
+	return layer, srv, tr, served
+}
+
+// A burst of layer events, even spaced out a little, is handled and
+// written in a few batches, not one write per event, and nothing is lost
+// or reordered.
+func TestBurstIsCoalesced(t *testing.T) {
+	layer, srv, tr, served := serveGroupEcho(t, channellayer.MemoryOptions{}, 200*time.Millisecond)
+	const n = 30
+	var want []string
+	for i := 0; i < n; i++ {
+		m, err := channellayer.NewMessage("e", map[string]int{"n": i})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, string(m.Body))
+		if err := layer.GroupSend(context.Background(), "g", m); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond) // each event alone, unless paced
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tr.mu.Lock()
+		got, batches := slices.Clone(tr.frames), tr.batches
+		tr.mu.Unlock()
+		if len(got) >= n {
+			if !slices.Equal(got, want) {
+				t.Fatalf("frames %q, want %q", got, want)
+			}
+			if batches > n/3 {
+				t.Fatalf("%d events 2 ms apart went out in %d writes", n, batches)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d frames arrived", len(got), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	tr.CloseNow()
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	_ = srv.Shutdown(context.Background())
+}
+
+func TestPace(t *testing.T) {
+	const ms = int64(time.Millisecond)
+	c := &Conn{srv: &Server{opts: Options{Coalesce: 10 * time.Millisecond}}}
+	steps := []struct {
+		at   int64
+		wait time.Duration
+	}{
+		{1000 * ms, 0},                     // alone
+		{1020 * ms, 0},                     // alone: 20 ms after
+		{1025 * ms, 0},                     // 5 ms after: one close call is no burst
+		{1030 * ms, 5 * time.Millisecond},  // the second in a row: waits for 1025+10
+		{1041 * ms, 4 * time.Millisecond},  // in the burst: 1035+10
+		{1045 * ms, 10 * time.Millisecond}, // just after the batch due at 1045: at 1055
+		{1100 * ms, 0},                     // a pause ends the burst
+		{1105 * ms, 0},
+	}
+	for i, s := range steps {
+		if got := c.pace(s.at); got != s.wait {
+			t.Fatalf("step %d at %d ms: wait %v, want %v", i, s.at/ms, got, s.wait)
+		}
+	}
+	off := &Conn{srv: &Server{opts: Options{Coalesce: -1}}}
+	for i := int64(0); i < 5; i++ {
+		if got := off.pace(1000*ms + i); got != 0 {
+			t.Fatalf("disabled: wait %v", got)
+		}
+	}
+}
+
+// A paced connection does not wait for its tick while events pile up: past
+// paceCap waiting events its dispatcher starts at once, long before the
+// layer's channel overflows (which would close it with 1013).
+func TestPacedBurstDoesNotOverflow(t *testing.T) {
+	layer, srv, tr, served := serveGroupEcho(t, channellayer.MemoryOptions{Capacity: 100}, time.Hour)
+	const n = 300
+	m, _ := channellayer.NewMessage("e", nil)
+	for i := 0; i < n; i++ {
+		if err := layer.GroupSend(context.Background(), "g", m); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		select {
+		case <-tr.closed:
+			t.Fatal("the connection was closed: its events overflowed while paced")
+		default:
+		}
+		tr.mu.Lock()
+		got := len(tr.frames)
+		tr.mu.Unlock()
+		if got > n-paceCap {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d frames written; at most %d may wait for the tick", got, n, paceCap-1)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	tr.CloseNow()
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	_ = srv.Shutdown(context.Background())
+}
