@@ -15,6 +15,7 @@ import (
 
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer/internal/outq"
+	"github.com/chatterpro/chatterpro/consumer/internal/poll"
 	"github.com/chatterpro/chatterpro/consumer/internal/wsconn"
 )
 
@@ -72,11 +73,9 @@ type Conn struct {
 	pingSlot, pingPos int32       // where the server's pinger keeps it
 	pinging           atomic.Bool // a ping waits for its pong
 
-	// Readiness reading (see readiness.go): a watched connection has a
-	// reader goroutine only while its socket has bytes; armed while the
-	// poller holds the socket instead.
-	pollID uint64
-	armed  atomic.Bool
+	// A watched connection has a reader goroutine only while its socket
+	// has bytes (see package poll).
+	rd poll.Handle
 
 	// Under mu: joins "since" an ID whose live repeats are dropped (see
 	// GroupAddSince), and the state of the JSON convention (see json.go).
@@ -287,7 +286,7 @@ func (c *Conn) closeTransport() {
 		_ = c.t.Close(c.closeCode, c.closeReason)
 	}
 	_ = c.t.CloseNow()
-	c.wake() // an idle watched connection has no reader to notice the close
+	c.rd.Wake() // an idle watched connection has no reader to notice the close
 }
 
 // spawn runs f on a tracked goroutine; false once the connection is done.
@@ -357,7 +356,7 @@ func (c *Conn) end() {
 	c.gstop = true
 	c.gmu.Unlock()
 	c.gwg.Wait()
-	c.srv.poll.forget(c)
+	c.rd.Forget()
 	c.srv.track(c, false)
 	c.srv.finish(c)
 	c.cancel()
@@ -372,14 +371,14 @@ func (c *Conn) readLoop() {
 
 // readReady reads what the socket has, then hands the socket to the poller
 // and returns; the poller runs it again when more bytes arrive (see
-// poll_linux.go). It ends the connection when the transport is closed.
+// package poll). It ends the connection when the transport is closed.
 func (c *Conn) readReady() {
 	ws := c.t.(*wsconn.Conn)
 	var linger time.Duration // after a message, wait a little for the next
 	for {
 		typ, data, err := ws.ReadIdle(context.Background(), linger)
 		if errors.Is(err, wsconn.ErrIdle) {
-			if c.srv.poll.arm(c) {
+			if c.rd.Arm() {
 				return
 			}
 			ws.StopIdleReads() // the poller could not take it: keep reading here
@@ -397,14 +396,6 @@ func (c *Conn) readReady() {
 // before it hands the socket back to the poller: chatty connections keep
 // their reader, only quiet ones give it up.
 var readLinger = 2 * time.Second
-
-// wake starts a reader for an armed connection: its socket is readable, or
-// it was closed (the poller hears nothing of a socket closed on this side).
-func (c *Conn) wake() {
-	if c.armed.CompareAndSwap(true, false) {
-		go c.goRead()
-	}
-}
 
 func (c *Conn) readWoken() {
 	growStack()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer/internal/outq"
+	"github.com/chatterpro/chatterpro/consumer/internal/poll"
 	"github.com/chatterpro/chatterpro/consumer/internal/wsconn"
 	"github.com/chatterpro/chatterpro/presence"
 )
@@ -77,7 +78,7 @@ type Server struct {
 
 	base   context.Context
 	cancel context.CancelFunc
-	poll   *poller // nil where sockets are not watched
+	poll   *poll.Poller // nil where sockets are not watched
 	pinger pinger
 	sse    sseHub // event streams of the fallback transport (sse.go)
 
@@ -137,7 +138,7 @@ func NewServer(opts Options) (*Server, error) {
 		log:    opts.Logger,
 		base:   base,
 		cancel: cancel,
-		poll:   newPoller(opts.Logger),
+		poll:   poll.New(opts.Logger),
 		conns:  make(map[*Conn]struct{}),
 	}
 	s.pinger.setInterval(opts.PingInterval)
@@ -216,8 +217,10 @@ func (s *Server) Serve(scope Scope, cons Consumer, accept func() (Transport, err
 	c.t = t
 	s.track(c, true)
 	servingOn = true
+	ws, _ := t.(*wsconn.Conn)
+	watched := ws != nil && s.poll.Watch(&c.rd, ws.RawConn(), c.goRead)
 	c.start()
-	if s.poll.watch(c) {
+	if watched {
 		c.readReady() // what came with the handshake; then the poller takes over
 		return nil
 	}

@@ -1,6 +1,6 @@
 //go:build linux
 
-package consumer
+package poll
 
 import (
 	"log/slog"
@@ -8,38 +8,38 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/chatterpro/chatterpro/consumer/internal/wsconn"
 )
 
-// poller watches the sockets of a server's idle connections with an epoll
-// instance of its own, so that an idle connection keeps no goroutine (see
-// readiness.go). One goroutine waits in epoll_wait while any connection is
-// watched; it starts a connection's reader when its socket has bytes or was
-// closed by the peer.
+// Poller watches the sockets of a server's idle connections with an epoll
+// instance of its own. One goroutine waits in epoll_wait while any socket
+// is watched, and stops when none is left.
 //
-// Each socket is armed one-shot: one event, then nothing until the reader
-// re-arms it. Events carry the connection's registration number, not its
+// Each socket is armed one-shot: one event, then nothing until its reader
+// arms it again. Events carry the Handle's registration number, not the
 // file descriptor, which the kernel reuses once the socket is closed.
-type poller struct {
+//
+// mu's Lock guards the fields below it; its RLock keeps epfd open while a
+// socket is armed.
+type Poller struct {
 	log *slog.Logger
 
-	mu    sync.RWMutex // Lock: the fields below; RLock: epfd stays open
-	epfd  int          // -1 while no connection is watched
-	wakeW int          // write end of the pipe that stops the goroutine
-	conns map[uint64]*Conn
+	mu    sync.RWMutex
+	epfd  int // -1 while no socket is watched
+	wakeW int // write end of the pipe that stops the goroutine
+	conns map[uint64]*Handle
 	last  uint64 // registration numbers; 0 is the pipe
 }
 
-func newPoller(log *slog.Logger) *poller {
-	return &poller{log: log, epfd: -1, conns: make(map[uint64]*Conn)}
+// New returns a poller; it logs to log why a socket could not be watched.
+func New(log *slog.Logger) *Poller {
+	return &Poller{log: log, epfd: -1, conns: make(map[uint64]*Handle)}
 }
 
-// watch registers c; false if its transport has no socket to watch (or
-// epoll fails): then a goroutine must read it.
-func (p *poller) watch(c *Conn) bool {
-	ws, ok := c.t.(*wsconn.Conn)
-	if !ok || ws.RawConn() == nil {
+// Watch registers raw in h, whose wake will start the socket's reader. It
+// returns false if raw is nil or epoll fails: then a goroutine must read the
+// socket. h must stay where it is until Forget.
+func (p *Poller) Watch(h *Handle, raw syscall.RawConn, wake func()) bool {
+	if p == nil || raw == nil {
 		return false
 	}
 	p.mu.Lock()
@@ -51,24 +51,25 @@ func (p *poller) watch(c *Conn) bool {
 		}
 	}
 	p.last++
-	c.pollID = p.last
-	p.conns[c.pollID] = c
+	h.p, h.id, h.raw, h.wake = p, p.last, raw, wake
+	p.conns[h.id] = h
 	return true
 }
 
-// arm hands c's socket to the poller: the next bytes (or the peer's close)
+// Arm hands the socket to the poller: the next bytes (or the peer's close)
 // start a reader. It returns false if that failed and the caller must go on
-// reading c itself.
-func (p *poller) arm(c *Conn) bool {
+// reading itself.
+func (h *Handle) Arm() bool {
+	p := h.p
 	ev := syscall.EpollEvent{
 		Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT,
-		Fd:     int32(c.pollID), Pad: int32(c.pollID >> 32),
+		Fd:     int32(h.id), Pad: int32(h.id >> 32),
 	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	c.armed.Store(true) // from here on an event or Conn.wake may start a reader
+	h.armed.Store(true) // from here on an event or Wake may start a reader
 	var err error
-	cerr := c.t.(*wsconn.Conn).RawConn().Control(func(fd uintptr) {
+	cerr := h.raw.Control(func(fd uintptr) {
 		err = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
 		if err == syscall.ENOENT { // the first time
 			err = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
@@ -82,24 +83,26 @@ func (p *poller) arm(c *Conn) bool {
 	}
 	// Closed or not watched: unless a reader started meanwhile, it is the
 	// caller's to read.
-	return !c.armed.CompareAndSwap(true, false)
+	return !h.armed.CompareAndSwap(true, false)
 }
 
-// forget unregisters c, whose socket is closed or about to be.
-func (p *poller) forget(c *Conn) {
-	if c.pollID == 0 {
+// Forget unregisters h, whose socket is closed or about to be. It does
+// nothing if h was never watched.
+func (h *Handle) Forget() {
+	p := h.p
+	if p == nil {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	delete(p.conns, c.pollID)
+	delete(p.conns, h.id)
 	if len(p.conns) == 0 {
-		_, _ = syscall.Write(p.wakeW, []byte{1}) // the goroutine stops until the next connection
+		_, _ = syscall.Write(p.wakeW, []byte{1}) // the goroutine stops until the next socket
 	}
 }
 
 // open creates the epoll instance and starts its goroutine; p.mu is held.
-func (p *poller) open() error {
+func (p *Poller) open() error {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return os.NewSyscallError("epoll_create1", err)
@@ -121,8 +124,8 @@ func (p *poller) open() error {
 	return nil
 }
 
-// run waits for events and starts readers, until no connection is left.
-func (p *poller) run(epfd, wakeR int) {
+// run waits for events and starts readers, until no socket is left.
+func (p *Poller) run(epfd, wakeR int) {
 	events := make([]syscall.EpollEvent, 128)
 	for {
 		n, err := syscall.EpollWait(epfd, events, -1)
@@ -140,8 +143,8 @@ func (p *poller) run(epfd, wakeR int) {
 			if id == 0 {
 				drain(wakeR)
 				stop = len(p.conns) == 0
-			} else if c := p.conns[id]; c != nil {
-				c.wake()
+			} else if h := p.conns[id]; h != nil {
+				h.Wake()
 			}
 		}
 		if stop {
