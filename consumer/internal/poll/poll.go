@@ -35,4 +35,3 @@ func (h *Handle) Wake() {
 		go h.wake()
 	}
 }
-

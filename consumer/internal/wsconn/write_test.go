@@ -225,4 +225,3 @@ func TestLibFrameLengths(t *testing.T) {
 		t.Fatal("after a masked frame: still mid-frame")
 	}
 }
-
