@@ -15,7 +15,9 @@ import (
 
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer/internal/outq"
+	"github.com/chatterpro/chatterpro/consumer/internal/ping"
 	"github.com/chatterpro/chatterpro/consumer/internal/poll"
+	"github.com/chatterpro/chatterpro/consumer/internal/tasks"
 	"github.com/chatterpro/chatterpro/consumer/internal/wsconn"
 )
 
@@ -49,10 +51,8 @@ type Conn struct {
 
 	// Goroutines besides the reader run only while they have work: the
 	// writer while frames wait, the dispatcher while layer events wait,
-	// the closer once. spawn tracks them so serve can wait for them.
-	gmu   sync.Mutex
-	gstop bool
-	gwg   sync.WaitGroup
+	// the closer once, a ping. end stops them and waits for them.
+	tasks tasks.Group
 	kicks atomic.Int64 // dispatcher wake-ups not yet handled
 
 	// What those goroutines run, as func values made once per connection:
@@ -70,8 +70,7 @@ type Conn struct {
 	paceTimer *time.Timer // starts a paced dispatcher; made on first use
 	paced     bool        // paceTimer is set and has not fired
 
-	pingSlot, pingPos int32       // where the server's pinger keeps it
-	pinging           atomic.Bool // a ping waits for its pong
+	ping ping.Entry // the connection's place in the server's pinger
 
 	// A watched connection has a reader goroutine only while its socket
 	// has bytes (see package poll).
@@ -264,7 +263,7 @@ func (c *Conn) closeWith(code StatusCode, reason string, mode closeMode) {
 }
 
 func (c *Conn) startCloser() {
-	c.closerOnce.Do(func() { c.spawn(c.closeTransport) })
+	c.closerOnce.Do(func() { c.tasks.Go(c.closeTransport) })
 }
 
 // closeTransport ends the connection on the wire: after the queued frames
@@ -289,39 +288,14 @@ func (c *Conn) closeTransport() {
 	c.rd.Wake() // an idle watched connection has no reader to notice the close
 }
 
-// spawn runs f on a tracked goroutine; false once the connection is done.
-func (c *Conn) spawn(f func()) bool {
-	if !c.track() {
-		return false
-	}
-	go func() {
-		defer c.gwg.Done()
-		f()
-	}()
-	return true
-}
-
-// track counts a goroutine about to start (see spawn); false once the
-// connection is done. The hot paths (kick, startWriter) start theirs
-// without a closure, so a delivery allocates nothing.
-func (c *Conn) track() bool {
-	c.gmu.Lock()
-	defer c.gmu.Unlock()
-	if c.gstop {
-		return false
-	}
-	c.gwg.Add(1)
-	return true
-}
-
 func (c *Conn) runDispatch() {
-	defer c.gwg.Done()
-	growStack()
+	defer c.tasks.Done()
+	tasks.GrowStack()
 	c.dispatch()
 }
 
 func (c *Conn) runFlush() {
-	defer c.gwg.Done()
+	defer c.tasks.Done()
 	c.flush()
 }
 
@@ -337,25 +311,22 @@ func (c *Conn) start() {
 			c.closeWith(StatusInternalError, "internal error", closeNow)
 		}
 	} else {
-		c.spawn(c.receiveLoop)
+		c.tasks.Go(c.receiveLoop)
 	}
 	if c.out.Start() {
 		c.startWriter()
 	}
-	c.srv.pinger.add(c)
+	c.srv.pinger.Add(&c.ping, c.startPing)
 }
 
 // end finishes the connection once reading is over: it stops what runs for
 // it, calls Disconnect and releases it.
 func (c *Conn) end() {
-	c.srv.pinger.remove(c)
+	c.srv.pinger.Remove(&c.ping)
 	if notifier, push := c.srv.layer.(channellayer.Notifier); push {
 		_ = notifier.Notify(c.channel, nil)
 	}
-	c.gmu.Lock()
-	c.gstop = true
-	c.gmu.Unlock()
-	c.gwg.Wait()
+	c.tasks.Stop()
 	c.rd.Forget()
 	c.srv.track(c, false)
 	c.srv.finish(c)
@@ -398,7 +369,7 @@ func (c *Conn) readReady() {
 var readLinger = 2 * time.Second
 
 func (c *Conn) readWoken() {
-	growStack()
+	tasks.GrowStack()
 	c.readReady()
 }
 
@@ -518,7 +489,7 @@ func (c *Conn) kick() {
 		c.paceMu.Unlock()
 		return
 	}
-	if c.track() {
+	if c.tasks.Add() {
 		go c.goDispatch()
 	}
 }
@@ -535,7 +506,7 @@ func (c *Conn) hurry() {
 		c.paced = false
 	}
 	c.paceMu.Unlock()
-	if start && c.track() {
+	if start && c.tasks.Add() {
 		go c.goDispatch()
 	}
 }
@@ -574,7 +545,7 @@ func (c *Conn) runPaced() {
 	c.paceMu.Lock()
 	c.paced = false
 	c.paceMu.Unlock()
-	if c.track() {
+	if c.tasks.Add() {
 		c.runDispatch()
 	}
 }
@@ -670,7 +641,7 @@ func (c *Conn) receiveLoop() {
 }
 
 func (c *Conn) startWriter() {
-	if !c.track() {
+	if !c.tasks.Add() {
 		c.out.WriterFailed()
 		return
 	}

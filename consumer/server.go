@@ -11,6 +11,7 @@ import (
 
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer/internal/outq"
+	"github.com/chatterpro/chatterpro/consumer/internal/ping"
 	"github.com/chatterpro/chatterpro/consumer/internal/poll"
 	"github.com/chatterpro/chatterpro/consumer/internal/wsconn"
 	"github.com/chatterpro/chatterpro/presence"
@@ -79,7 +80,7 @@ type Server struct {
 	base   context.Context
 	cancel context.CancelFunc
 	poll   *poll.Poller // nil where sockets are not watched
-	pinger pinger
+	pinger *ping.Pinger
 	sse    sseHub // event streams of the fallback transport (sse.go)
 
 	mu       sync.Mutex
@@ -140,8 +141,8 @@ func NewServer(opts Options) (*Server, error) {
 		cancel: cancel,
 		poll:   poll.New(opts.Logger),
 		conns:  make(map[*Conn]struct{}),
+		pinger: ping.New(opts.PingInterval),
 	}
-	s.pinger.setInterval(opts.PingInterval)
 	return s, nil
 }
 
