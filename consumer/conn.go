@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/consumer/internal/dispatch"
 	"github.com/chatterpro/chatterpro/consumer/internal/outq"
 	"github.com/chatterpro/chatterpro/consumer/internal/ping"
 	"github.com/chatterpro/chatterpro/consumer/internal/poll"
@@ -53,22 +54,12 @@ type Conn struct {
 	// writer while frames wait, the dispatcher while layer events wait,
 	// the closer once, a ping. end stops them and waits for them.
 	tasks tasks.Group
-	kicks atomic.Int64 // dispatcher wake-ups not yet handled
+	disp  dispatch.Dispatcher // layer events to the consumer
 
-	// What those goroutines run, as func values made once per connection:
-	// "go c.runDispatch()" would allocate a closure every time, "go
-	// c.goDispatch()" allocates nothing.
-	goDispatch, goFlush, goRead func()
-
-	// Pacing of a burst (see Options.Coalesce). Only the kick that finds
-	// no dispatcher (kicks 0 to 1) touches them; the kicks counter orders
-	// one such kick after the other.
-	lastStart int64 // when the last dispatcher was due (monoNow)
-	streak    int   // kicks in a row that came less than Coalesce apart
-
-	paceMu    sync.Mutex
-	paceTimer *time.Timer // starts a paced dispatcher; made on first use
-	paced     bool        // paceTimer is set and has not fired
+	// What the writer and a woken reader run, as func values made once
+	// per connection: "go c.runFlush()" would allocate a closure every
+	// time, "go c.goFlush()" allocates nothing.
+	goFlush, goRead func()
 
 	ping ping.Entry // the connection's place in the server's pinger
 
@@ -288,12 +279,6 @@ func (c *Conn) closeTransport() {
 	c.rd.Wake() // an idle watched connection has no reader to notice the close
 }
 
-func (c *Conn) runDispatch() {
-	defer c.tasks.Done()
-	tasks.GrowStack()
-	c.dispatch()
-}
-
 func (c *Conn) runFlush() {
 	defer c.tasks.Done()
 	c.flush()
@@ -306,12 +291,8 @@ func (c *Conn) start() {
 	if c.ctx.Err() != nil { // closed between Connect and the handshake
 		c.startCloser()
 	}
-	if notifier, push := c.srv.layer.(channellayer.Notifier); push {
-		if err := notifier.Notify(c.channel, c.kick); err != nil {
-			c.closeWith(StatusInternalError, "internal error", closeNow)
-		}
-	} else {
-		c.tasks.Go(c.receiveLoop)
+	if err := c.disp.Start(); err != nil {
+		c.closeWith(StatusInternalError, "internal error", closeNow)
 	}
 	if c.out.Start() {
 		c.startWriter()
@@ -323,9 +304,7 @@ func (c *Conn) start() {
 // it, calls Disconnect and releases it.
 func (c *Conn) end() {
 	c.srv.pinger.Remove(&c.ping)
-	if notifier, push := c.srv.layer.(channellayer.Notifier); push {
-		_ = notifier.Notify(c.channel, nil)
-	}
+	c.disp.Stop()
 	c.tasks.Stop()
 	c.rd.Forget()
 	c.srv.track(c, false)
@@ -468,175 +447,17 @@ func (c *Conn) layerFailed(err error) {
 	}
 }
 
-// kick is the layer's arrival callback: it starts a dispatcher unless one
-// is running or due. It never blocks.
-func (c *Conn) kick() {
-	n := c.kicks.Add(1)
-	if n == paceCap {
-		c.hurry()
-	}
-	if n != 1 {
-		return
-	}
-	if wait := c.pace(monoNow()); wait > 0 {
-		c.paceMu.Lock()
-		if c.paceTimer == nil {
-			c.paceTimer = time.AfterFunc(wait, c.runPaced)
-		} else {
-			c.paceTimer.Reset(wait)
-		}
-		c.paced = true
-		c.paceMu.Unlock()
-		return
-	}
-	if c.tasks.Add() {
-		go c.goDispatch()
-	}
-}
+// events is Conn as the host of its dispatcher (see package dispatch),
+// with methods that stay out of Conn's own.
+type events Conn
 
-// paceCap is how many events may wait for a paced dispatcher before it
-// starts at once, well before the layer's channel (100 by default) fills.
-const paceCap = 32
+func (h *events) Handle(m channellayer.Message) { (*Conn)(h).handle(m) }
+func (h *events) Failed(err error)              { (*Conn)(h).layerFailed(err) }
+func (h *events) Begin()                        { h.out.Hold() }
 
-// hurry starts a paced dispatcher now, if its timer has not fired.
-func (c *Conn) hurry() {
-	c.paceMu.Lock()
-	start := c.paced && c.paceTimer.Stop()
-	if start {
-		c.paced = false
-	}
-	c.paceMu.Unlock()
-	if start && c.tasks.Add() {
-		go c.goDispatch()
-	}
-}
-
-// burstAfter is how many events in a row, each less than Coalesce after
-// the one before, make a burst.
-const burstAfter = 2
-
-// pace returns how long the dispatcher of a kick at now (monoNow) must
-// wait: nothing unless the connection is in a burst (see Options.Coalesce).
-func (c *Conn) pace(now int64) time.Duration {
-	w := int64(c.srv.opts.Coalesce)
-	if w <= 0 {
-		return 0
-	}
-	if c.lastStart == 0 || now-c.lastStart >= w {
-		c.streak, c.lastStart = 0, now
-		return 0
-	}
-	c.streak++
-	if c.streak < burstAfter {
-		c.lastStart = now
-		return 0
-	}
-	c.lastStart += w
-	return time.Duration(c.lastStart - now)
-}
-
-var clockBase = time.Now()
-
-// monoNow reads the monotonic clock, in nanoseconds.
-func monoNow() int64 { return int64(time.Since(clockBase)) }
-
-// runPaced is the dispatcher of a paced kick, on the timer's goroutine.
-func (c *Conn) runPaced() {
-	c.paceMu.Lock()
-	c.paced = false
-	c.paceMu.Unlock()
-	if c.tasks.Add() {
-		c.runDispatch()
-	}
-}
-
-// dispatch hands waiting layer events to the consumer, then stops. A kick
-// that arrives while it drains makes it look again before it stops, so no
-// event is left waiting without a dispatcher.
-func (c *Conn) dispatch() {
-	n := c.srv.layer.(channellayer.Notifier)
-	d, _ := n.(channellayer.Drainer)
-	c.out.Hold()
-	defer func() {
-		if c.out.Release() {
-			c.flush()
-		}
-	}()
-	for {
-		seen := c.kicks.Load()
-		var ok bool
-		if d != nil {
-			ok = c.dispatchAll(d)
-		} else {
-			ok = c.dispatchEach(n)
-		}
-		if !ok {
-			return // closing: kicks stay non-zero, no dispatcher starts again
-		}
-		if c.kicks.CompareAndSwap(seen, 0) {
-			return
-		}
-	}
-}
-
-// eventBufs hold the events a dispatcher took at once, between uses.
-var eventBufs = sync.Pool{New: func() any { return new([]channellayer.Message) }}
-
-// dispatchAll hands every waiting event to the consumer, taken from the
-// layer in one call; false if the connection is closing.
-func (c *Conn) dispatchAll(d channellayer.Drainer) bool {
-	if c.ctx.Err() != nil {
-		return false
-	}
-	buf := eventBufs.Get().(*[]channellayer.Message)
-	msgs, err := d.TryReceiveAll(c.channel, (*buf)[:0])
-	ok := true
-	for _, m := range msgs {
-		if c.ctx.Err() != nil {
-			ok = false
-			break
-		}
-		c.handle(m)
-	}
-	clear(msgs) // the pool keeps no bodies alive
-	if cap(msgs) <= 1024 {
-		*buf = msgs[:0]
-		eventBufs.Put(buf)
-	}
-	if ok && err != nil {
-		c.layerFailed(err)
-		ok = false
-	}
-	return ok
-}
-
-// dispatchEach is dispatchAll for a layer that hands out one event per call.
-func (c *Conn) dispatchEach(n channellayer.Notifier) bool {
-	for {
-		if c.ctx.Err() != nil {
-			return false
-		}
-		m, ok, err := n.TryReceive(c.channel)
-		if err != nil {
-			c.layerFailed(err)
-			return false
-		}
-		if !ok {
-			return true
-		}
-		c.handle(m)
-	}
-}
-
-// receiveLoop serves layers without Notifier: a goroutine waits in Receive.
-func (c *Conn) receiveLoop() {
-	for {
-		m, err := c.srv.layer.Receive(c.ctx, c.channel)
-		if err != nil {
-			c.layerFailed(err)
-			return
-		}
-		c.handle(m)
+func (h *events) End() {
+	if h.out.Release() {
+		(*Conn)(h).flush()
 	}
 }
 

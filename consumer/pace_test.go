@@ -10,6 +10,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/consumer/internal/dispatch"
 )
 
 // batchTransport records the batches written to it; Read waits until it is
@@ -121,37 +122,8 @@ func TestBurstIsCoalesced(t *testing.T) {
 	_ = srv.Shutdown(context.Background())
 }
 
-func TestPace(t *testing.T) {
-	const ms = int64(time.Millisecond)
-	c := &Conn{srv: &Server{opts: Options{Coalesce: 10 * time.Millisecond}}}
-	steps := []struct {
-		at   int64
-		wait time.Duration
-	}{
-		{1000 * ms, 0},                     // alone
-		{1020 * ms, 0},                     // alone: 20 ms after
-		{1025 * ms, 0},                     // 5 ms after: one close call is no burst
-		{1030 * ms, 5 * time.Millisecond},  // the second in a row: waits for 1025+10
-		{1041 * ms, 4 * time.Millisecond},  // in the burst: 1035+10
-		{1045 * ms, 10 * time.Millisecond}, // just after the batch due at 1045: at 1055
-		{1100 * ms, 0},                     // a pause ends the burst
-		{1105 * ms, 0},
-	}
-	for i, s := range steps {
-		if got := c.pace(s.at); got != s.wait {
-			t.Fatalf("step %d at %d ms: wait %v, want %v", i, s.at/ms, got, s.wait)
-		}
-	}
-	off := &Conn{srv: &Server{opts: Options{Coalesce: -1}}}
-	for i := int64(0); i < 5; i++ {
-		if got := off.pace(1000*ms + i); got != 0 {
-			t.Fatalf("disabled: wait %v", got)
-		}
-	}
-}
-
 // A paced connection does not wait for its tick while events pile up: past
-// paceCap waiting events its dispatcher starts at once, long before the
+// dispatch.PaceCap waiting events its dispatcher starts at once, long before the
 // layer's channel overflows (which would close it with 1013).
 func TestPacedBurstDoesNotOverflow(t *testing.T) {
 	layer, srv, tr, served := serveGroupEcho(t, channellayer.MemoryOptions{Capacity: 100}, time.Hour)
@@ -173,11 +145,11 @@ func TestPacedBurstDoesNotOverflow(t *testing.T) {
 		tr.mu.Lock()
 		got := len(tr.frames)
 		tr.mu.Unlock()
-		if got > n-paceCap {
+		if got > n-dispatch.PaceCap {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d frames written; at most %d may wait for the tick", got, n, paceCap-1)
+			t.Fatalf("%d of %d frames written; at most %d may wait for the tick", got, n, dispatch.PaceCap-1)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

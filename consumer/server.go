@@ -188,7 +188,8 @@ func (s *Server) Serve(scope Scope, cons Consumer, accept func() (Transport, err
 		cancel:   cancel,
 		out:      outq.New(s.opts.QueueBytes),
 	}
-	c.goDispatch, c.goFlush, c.goRead = c.runDispatch, c.runFlush, c.readWoken
+	c.goFlush, c.goRead = c.runFlush, c.readWoken
+	c.disp.Init(ctx, s.layer, name, s.opts.Coalesce, &c.tasks, (*events)(c))
 	// Connect runs on a goroutine of its own: its deep calls would
 	// otherwise grow the stack of this goroutine, which may live on as the
 	// connection's reader.
