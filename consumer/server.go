@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/chatterpro/chatterpro/channellayer"
-	"github.com/chatterpro/chatterpro/consumer/internal/outq"
 	"github.com/chatterpro/chatterpro/consumer/internal/ping"
 	"github.com/chatterpro/chatterpro/consumer/internal/poll"
+	"github.com/chatterpro/chatterpro/consumer/internal/wire"
 	"github.com/chatterpro/chatterpro/consumer/internal/wsconn"
 	"github.com/chatterpro/chatterpro/presence"
 )
@@ -186,10 +186,10 @@ func (s *Server) Serve(scope Scope, cons Consumer, accept func() (Transport, err
 		channel:  name,
 		ctx:      ctx,
 		cancel:   cancel,
-		out:      outq.New(s.opts.QueueBytes),
 	}
-	c.goFlush, c.goRead = c.runFlush, c.readWoken
-	c.disp.Init(ctx, s.layer, name, s.opts.Coalesce, &c.tasks, (*events)(c))
+	c.goRead = c.readWoken
+	c.wire.Init(s.opts.QueueBytes, s.opts.WriteTimeout, &c.tasks, (*hooks)(c))
+	c.disp.Init(ctx, s.layer, name, s.opts.Coalesce, &c.tasks, (*hooks)(c))
 	// Connect runs on a goroutine of its own: its deep calls would
 	// otherwise grow the stack of this goroutine, which may live on as the
 	// connection's reader.
@@ -212,7 +212,7 @@ func (s *Server) Serve(scope Scope, cons Consumer, accept func() (Transport, err
 	}
 	t, err := accept()
 	if err != nil {
-		c.closeWith(StatusAbnormal, "", closePeer)
+		c.wire.Close(StatusAbnormal, "", wire.Peer)
 		s.finish(c)
 		return err
 	}
@@ -240,7 +240,7 @@ func (s *Server) track(c *Conn, open bool) {
 	}
 	s.conns[c] = struct{}{}
 	if s.shutdown { // Shutdown ran between Connect and here
-		c.closeWith(StatusServiceRestart, "server restarting", closeFlush)
+		c.wire.Close(StatusServiceRestart, "server restarting", wire.Flush)
 	}
 }
 
@@ -255,7 +255,7 @@ func (s *Server) finish(c *Conn) {
 				c.Logger().Error("consumer panicked in Disconnect", "panic", p)
 			}
 		}()
-		c.consumer.Disconnect(ctx, c, c.closeCode)
+		c.consumer.Disconnect(ctx, c, c.wire.Code())
 	}()
 	c.leavePresence(ctx, true)
 	c.mu.Unlock()
@@ -321,7 +321,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.shutdown = true
 	for c := range s.conns {
-		c.closeWith(StatusServiceRestart, "server restarting", closeFlush)
+		c.wire.Close(StatusServiceRestart, "server restarting", wire.Flush)
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})
