@@ -11,6 +11,7 @@ import (
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer/internal/ping"
 	"github.com/chatterpro/chatterpro/consumer/internal/poll"
+	"github.com/chatterpro/chatterpro/consumer/internal/sse"
 	"github.com/chatterpro/chatterpro/consumer/internal/wire"
 	"github.com/chatterpro/chatterpro/consumer/internal/wsconn"
 	"github.com/chatterpro/chatterpro/presence"
@@ -27,7 +28,7 @@ type Server struct {
 	cancel context.CancelFunc
 	poll   *poll.Poller // nil where sockets are not watched
 	pinger *ping.Pinger
-	sse    sseHub // event streams of the fallback transport (sse.go)
+	sse    *sse.Hub // event streams of the fallback transport (sse.go)
 
 	mu       sync.Mutex
 	conns    map[*Conn]struct{}
@@ -67,6 +68,7 @@ func NewServer(opts Options) (*Server, error) {
 		poll:   poll.New(opts.Logger),
 		conns:  make(map[*Conn]struct{}),
 		pinger: ping.New(opts.PingInterval),
+		sse:    sse.NewHub(opts.Layer, opts.Logger),
 	}
 	return s, nil
 }
@@ -242,7 +244,7 @@ func (s *Server) Len() int {
 // (service restart) so its client reconnects elsewhere, and waits for them
 // to finish, or for ctx; then it cuts whatever is left.
 func (s *Server) Shutdown(ctx context.Context) error {
-	defer s.sse.close()
+	defer s.sse.Close()
 	s.mu.Lock()
 	s.shutdown = true
 	for c := range s.conns {

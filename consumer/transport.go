@@ -5,6 +5,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/chatterpro/chatterpro/consumer/internal/sse"
 	"github.com/chatterpro/chatterpro/consumer/internal/wsconn"
 )
 
@@ -35,4 +36,6 @@ type BatchWriter interface {
 var (
 	_ Transport   = (*wsconn.Conn)(nil)
 	_ BatchWriter = (*wsconn.Conn)(nil)
+	_ Transport   = (*sse.Stream)(nil)
+	_ BatchWriter = (*sse.Stream)(nil)
 )
