@@ -13,10 +13,67 @@ import (
 	"github.com/chatterpro/chatterpro/consumer/internal/wsconn"
 )
 
-// The connection's runtime: how its pieces (package consumer/internal/...)
-// are started, fed and stopped. Serve calls start, then reads (readLoop,
-// or readReady where the poller watches the socket), and the reader calls
+// The connection's runtime: how its pieces are made, started, fed and
+// stopped. Each piece owns its state (see its package under internal/):
+//
+//	tasks     the goroutines a connection starts while it has work
+//	wire      the outgoing queue, the writer, the close sequence
+//	dispatch  layer events to the consumer, bursts paced
+//	ping      pings from one timer per server
+//	poll      the socket of an idle connection, watched with epoll
+//	wsconn    the websocket: our own frames, reads that stop when idle
+//	sse       the fallback transport
+//
+// Serve makes the connection (newConn), runs Connect (connect), and once
+// the transport is accepted, serve starts it and reads; the reader calls
 // end when the transport is closed.
+
+// newConn makes the connection of cons on the layer channel name, with
+// its runtime ready to start.
+func newConn(s *Server, scope Scope, cons Consumer, name string, ctx context.Context, cancel context.CancelFunc) *Conn {
+	c := &Conn{srv: s, scope: scope, consumer: cons, channel: name, ctx: ctx, cancel: cancel}
+	c.goRead = c.readWoken
+	c.wire.Init(s.opts.QueueBytes, s.opts.WriteTimeout, &c.tasks, (*hooks)(c))
+	c.disp.Init(ctx, s.layer, name, s.opts.Coalesce, &c.tasks, (*hooks)(c))
+	return c
+}
+
+// connect runs the consumer's Connect and returns its refusal, if any.
+func (c *Conn) connect() error {
+	// Connect runs on a goroutine of its own: its deep calls would
+	// otherwise grow the stack of this goroutine, which may live on as the
+	// connection's reader.
+	var err error
+	connected := make(chan struct{})
+	go func() {
+		defer close(connected)
+		c.call("connect", func(ctx context.Context) error {
+			err = c.consumer.Connect(ctx, c)
+			return nil
+		})
+	}()
+	<-connected
+	if err == nil && c.ctx.Err() != nil {
+		err = errors.New("consumer: Connect panicked or closed the connection")
+	}
+	return err
+}
+
+// serve runs the connection over its accepted transport (c.t): it starts
+// it and reads. Where the poller watches the socket it returns as soon as
+// nothing is left to read; the connection lives on until its reader calls
+// end.
+func (c *Conn) serve() {
+	ws, _ := c.t.(*wsconn.Conn)
+	watched := ws != nil && c.srv.poll.Watch(&c.rd, ws.RawConn(), c.goRead)
+	c.start()
+	if watched {
+		c.readReady() // what came with the handshake; then the poller takes over
+		return
+	}
+	c.readLoop()
+	c.end()
+}
 
 // start begins serving an accepted connection: queued frames, layer
 // events, pings.

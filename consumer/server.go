@@ -106,33 +106,8 @@ func (s *Server) Serve(scope Scope, cons Consumer, accept func() (Transport, err
 	if err != nil {
 		return fmt.Errorf("consumer: creating the connection's channel: %w", err)
 	}
-	c := &Conn{
-		srv:      s,
-		scope:    scope,
-		consumer: cons,
-		channel:  name,
-		ctx:      ctx,
-		cancel:   cancel,
-	}
-	c.goRead = c.readWoken
-	c.wire.Init(s.opts.QueueBytes, s.opts.WriteTimeout, &c.tasks, (*hooks)(c))
-	c.disp.Init(ctx, s.layer, name, s.opts.Coalesce, &c.tasks, (*hooks)(c))
-	// Connect runs on a goroutine of its own: its deep calls would
-	// otherwise grow the stack of this goroutine, which may live on as the
-	// connection's reader.
-	var connectErr error
-	connected := make(chan struct{})
-	go func() {
-		defer close(connected)
-		c.call("connect", func(ctx context.Context) error {
-			connectErr = cons.Connect(ctx, c)
-			return nil
-		})
-	}()
-	<-connected
-	if connectErr == nil && c.ctx.Err() != nil {
-		connectErr = errors.New("consumer: Connect panicked or closed the connection")
-	}
+	c := newConn(s, scope, cons, name, ctx, cancel)
+	connectErr := c.connect()
 	if connectErr != nil {
 		s.release(c)
 		return connectErr
@@ -143,18 +118,10 @@ func (s *Server) Serve(scope Scope, cons Consumer, accept func() (Transport, err
 		s.finish(c)
 		return err
 	}
-	c.t = t
+	c.t = t // before track: Shutdown may cut it
 	s.track(c, true)
 	servingOn = true
-	ws, _ := t.(*wsconn.Conn)
-	watched := ws != nil && s.poll.Watch(&c.rd, ws.RawConn(), c.goRead)
-	c.start()
-	if watched {
-		c.readReady() // what came with the handshake; then the poller takes over
-		return nil
-	}
-	c.readLoop()
-	c.end()
+	c.serve()
 	return nil
 }
 
