@@ -18,6 +18,7 @@ import (
 //
 //	tasks     the goroutines a connection starts while it has work
 //	wire      the outgoing queue, the writer, the close sequence
+//	outq      the queue itself: bounded in bytes, one writer at a time
 //	dispatch  layer events to the consumer, bursts paced
 //	ping      pings from one timer per server
 //	poll      the socket of an idle connection, watched with epoll
