@@ -3,84 +3,48 @@ package consumer
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"sync"
-	"sync/atomic"
-	"time"
-
-	"github.com/coder/websocket"
 
 	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/consumer/internal/dispatch"
+	"github.com/chatterpro/chatterpro/consumer/internal/outq"
+	"github.com/chatterpro/chatterpro/consumer/internal/ping"
+	"github.com/chatterpro/chatterpro/consumer/internal/poll"
+	"github.com/chatterpro/chatterpro/consumer/internal/tasks"
+	"github.com/chatterpro/chatterpro/consumer/internal/wire"
 )
 
 // Conn is a consumer's handle on its connection: send frames, close, join
 // groups, read the scope. Send, SendJSON and Close are safe to call from any
 // goroutine and never block; the other methods are meant for the consumer's
-// own methods and handlers.
+// own methods and handlers, or a function run by Do.
 type Conn struct {
+	// Fixed before the connection starts.
 	srv      *Server
 	scope    Scope
 	consumer Consumer
 	channel  string
+	t        Transport
+	ctx      context.Context // the connection's; cancelled as it starts closing
+	cancel   context.CancelFunc
 
-	ctx    context.Context // cancelled when the connection starts closing (see closeWith)
-	cancel context.CancelFunc
+	// The consumer's one-at-a-time order (order.go): mu is held by every
+	// call into the consumer, and guards what those calls touch.
+	mu       sync.Mutex
+	handlers handlerTable                      // layer event types (On)
+	resumes  map[string]*channellayer.Recovery // joins "since" an ID (GroupAddSince)
+	frames   *frameState                       // the JSON convention (json.go)
+	tracked  []string                          // groups of Track (presence.go)
 
-	mu       sync.Mutex    // serializes calls into the consumer
-	handlers []typeHandler // a few: smaller than a map, and as fast
-	lastType string        // the type of the last event handled, under mu
-	lastH    EventHandler  // and its handler: a burst of one type skips the lookup
-
-	out *outQueue
-	t   Transport
-
-	closeOnce   sync.Once
-	closeCode   StatusCode
-	closeReason string
-	closeMode   closeMode
-	started     atomic.Bool // serve has begun: the transport exists
-	closerOnce  sync.Once
-
-	// Goroutines besides the reader run only while they have work: the
-	// writer while frames wait, the dispatcher while layer events wait,
-	// the closer once. spawn tracks them so serve can wait for them.
-	gmu   sync.Mutex
-	gstop bool
-	gwg   sync.WaitGroup
-	kicks atomic.Int64 // dispatcher wake-ups not yet handled
-
-	// What those goroutines run, as func values made once per connection:
-	// "go c.runDispatch()" would allocate a closure every time, "go
-	// c.goDispatch()" allocates nothing.
-	goDispatch, goFlush, goRead func()
-
-	// Pacing of a burst (see Options.Coalesce). Only the kick that finds
-	// no dispatcher (kicks 0 to 1) touches them; the kicks counter orders
-	// one such kick after the other.
-	lastStart int64 // when the last dispatcher was due (monoNow)
-	streak    int   // kicks in a row that came less than Coalesce apart
-
-	paceMu    sync.Mutex
-	paceTimer *time.Timer // starts a paced dispatcher; made on first use
-	paced     bool        // paceTimer is set and has not fired
-
-	pingSlot, pingPos int32       // where the server's pinger keeps it
-	pinging           atomic.Bool // a ping waits for its pong
-
-	// Readiness reading (see readiness.go): a watched connection has a
-	// reader goroutine only while its socket has bytes; armed while the
-	// poller holds the socket instead.
-	pollID uint64
-	armed  atomic.Bool
-
-	// Under mu: joins "since" an ID whose live repeats are dropped (see
-	// GroupAddSince), and the state of the JSON convention (see json.go).
-	resumes map[string]*channellayer.Recovery
-	frames  *frameState
-	tracked []string // groups of Track
+	// The runtime (run.go): each piece owns its state, see its package.
+	tasks  tasks.Group         // the goroutines besides the reader
+	wire   wire.Wire           // outgoing frames, and the close sequence
+	disp   dispatch.Dispatcher // layer events to the consumer
+	ping   ping.Entry          // the connection's place in the server's pinger
+	rd     poll.Handle         // the socket, while the poller watches it
+	goRead func()              // readWoken, made once: a woken reader starts without allocating
 }
 
 // Scope describes the connection.
@@ -102,44 +66,20 @@ func (c *Conn) Logger() *slog.Logger { return c.srv.log.With("conn", c.channel, 
 // function run by Do: never from another goroutine directly. Events of a
 // type without handler are dropped, counted (Options.OnUnhandled) and
 // logged at warn level, once per type and server.
-func (c *Conn) On(typ string, h EventHandler) {
-	c.lastType, c.lastH = "", nil
-	for i := range c.handlers {
-		if c.handlers[i].typ == typ {
-			c.handlers[i].h = h
-			return
-		}
-	}
-	c.handlers = append(c.handlers, typeHandler{typ, h})
-}
-
-type typeHandler struct {
-	typ string
-	h   EventHandler
-}
-
-// handler returns the handler of events of type typ, nil if none.
-func (c *Conn) handler(typ string) EventHandler {
-	for _, th := range c.handlers {
-		if th.typ == typ {
-			return th.h
-		}
-	}
-	return nil
-}
+func (c *Conn) On(typ string, h EventHandler) { c.handlers.set(typ, h) }
 
 // Send queues a text frame. It never blocks: if the outgoing queue is full
 // the connection is closed with 1013 and ErrSlow is returned. The bytes must
 // not be modified afterwards; the same slice may be sent to many connections.
 func (c *Conn) Send(text []byte) error {
-	startWriter, err := c.out.push(text)
-	if errors.Is(err, ErrSlow) {
-		c.closeWith(StatusTryAgainLater, "slow consumer", closeNow)
+	switch err := c.wire.Send(text); err {
+	case nil:
+		return nil
+	case outq.ErrFull:
+		return ErrSlow
+	default:
+		return ErrClosed
 	}
-	if startWriter {
-		c.startWriter()
-	}
-	return err
 }
 
 // SendJSON encodes v and queues it as a text frame (see Send).
@@ -154,7 +94,7 @@ func (c *Conn) SendJSON(v any) error {
 // Close closes the connection with a code and reason after the frames
 // already queued are written. It returns at once.
 func (c *Conn) Close(code StatusCode, reason string) {
-	c.closeWith(code, reason, closeFlush)
+	c.wire.Close(code, reason, wire.Flush)
 }
 
 // GroupAdd joins a group; the connection leaves it when it closes.
@@ -218,505 +158,17 @@ func (c *Conn) Do(fn func(ctx context.Context, c *Conn) error) error {
 		return ErrClosed
 	}
 	var ran bool
+	var err error
 	c.call("do", func(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
 		ran = true
-		return fn(ctx, c)
+		err = fn(ctx, c)
+		return err
 	})
 	if !ran {
 		return ErrClosed
 	}
-	return nil
-}
-
-// How a close proceeds.
-type closeMode int
-
-const (
-	closeFlush closeMode = iota // write what is queued, then the close frame
-	closeNow                    // drop what is queued, then the close frame
-	closePeer                   // the peer closed or vanished: nothing to write
-)
-
-// closeWith starts closing once; later calls do nothing.
-func (c *Conn) closeWith(code StatusCode, reason string, mode closeMode) {
-	c.closeOnce.Do(func() {
-		c.closeCode, c.closeReason, c.closeMode = code, reason, mode
-		if mode != closeFlush {
-			c.out.drop()
-		}
-		c.cancel()
-		if f := c.srv.opts.OnClosing; f != nil {
-			f(code)
-		}
-		if c.started.Load() {
-			c.startCloser()
-		}
-	})
-}
-
-func (c *Conn) startCloser() {
-	c.closerOnce.Do(func() { c.spawn(c.closeTransport) })
-}
-
-// closeTransport ends the connection on the wire: after the queued frames
-// for a flushing close, at once otherwise.
-func (c *Conn) closeTransport() {
-	switch c.closeMode {
-	case closePeer:
-	case closeFlush:
-		if done, write := c.out.close(); write {
-			c.flush()
-		} else {
-			select {
-			case <-done:
-			case <-time.After(c.srv.opts.WriteTimeout):
-			}
-		}
-		_ = c.t.Close(c.closeCode, c.closeReason)
-	case closeNow:
-		_ = c.t.Close(c.closeCode, c.closeReason)
-	}
-	_ = c.t.CloseNow()
-	c.wake() // an idle watched connection has no reader to notice the close
-}
-
-// spawn runs f on a tracked goroutine; false once the connection is done.
-func (c *Conn) spawn(f func()) bool {
-	if !c.track() {
-		return false
-	}
-	go func() {
-		defer c.gwg.Done()
-		f()
-	}()
-	return true
-}
-
-// track counts a goroutine about to start (see spawn); false once the
-// connection is done. The hot paths (kick, startWriter) start theirs
-// without a closure, so a delivery allocates nothing.
-func (c *Conn) track() bool {
-	c.gmu.Lock()
-	defer c.gmu.Unlock()
-	if c.gstop {
-		return false
-	}
-	c.gwg.Add(1)
-	return true
-}
-
-func (c *Conn) runDispatch() {
-	defer c.gwg.Done()
-	growStack()
-	c.dispatch()
-}
-
-func (c *Conn) runFlush() {
-	defer c.gwg.Done()
-	c.flush()
-}
-
-// start begins serving an accepted connection: layer events, queued
-// frames, pings. Reading follows (readLoop or readReady), then end.
-func (c *Conn) start() {
-	c.started.Store(true)
-	if c.ctx.Err() != nil { // closed between Connect and the handshake
-		c.startCloser()
-	}
-	if notifier, push := c.srv.layer.(channellayer.Notifier); push {
-		if err := notifier.Notify(c.channel, c.kick); err != nil {
-			c.closeWith(StatusInternalError, "internal error", closeNow)
-		}
-	} else {
-		c.spawn(c.receiveLoop)
-	}
-	if c.out.start() {
-		c.startWriter()
-	}
-	c.srv.pinger.add(c)
-}
-
-// end finishes the connection once reading is over: it stops what runs for
-// it, calls Disconnect and releases it.
-func (c *Conn) end() {
-	c.srv.pinger.remove(c)
-	if notifier, push := c.srv.layer.(channellayer.Notifier); push {
-		_ = notifier.Notify(c.channel, nil)
-	}
-	c.gmu.Lock()
-	c.gstop = true
-	c.gmu.Unlock()
-	c.gwg.Wait()
-	c.srv.poll.forget(c)
-	c.srv.track(c, false)
-	c.srv.finish(c)
-	c.cancel()
-	c.srv.running.Done()
-}
-
-// readLoop reads on one goroutine until the transport is closed.
-func (c *Conn) readLoop() {
-	for c.received(c.t.Read(context.Background())) {
-	}
-}
-
-// readReady reads what the socket has, then hands the socket to the poller
-// and returns; the poller runs it again when more bytes arrive (see
-// readiness.go). It ends the connection when the transport is closed.
-func (c *Conn) readReady() {
-	ir := c.t.(idleReader)
-	var linger time.Duration // after a message, wait a little for the next
-	for {
-		typ, data, err := ir.readIdle(context.Background(), linger)
-		if errors.Is(err, errIdle) {
-			if c.srv.poll.arm(c) {
-				return
-			}
-			ir.stopIdleReads() // the poller could not take it: keep reading here
-			continue
-		}
-		if !c.received(typ, data, err) {
-			c.end()
-			return
-		}
-		linger = readLinger
-	}
-}
-
-// readLinger is how long a reader waits for the next message after one,
-// before it hands the socket back to the poller (see readiness.go).
-var readLinger = 2 * time.Second
-
-// wake starts a reader for an armed connection: its socket is readable, or
-// it was closed (the poller hears nothing of a socket closed on this side).
-func (c *Conn) wake() {
-	if c.armed.CompareAndSwap(true, false) {
-		go c.goRead()
-	}
-}
-
-func (c *Conn) readWoken() {
-	growStack()
-	c.readReady()
-}
-
-// received handles the result of one read. It returns false once reading is
-// over: the transport is closed.
-func (c *Conn) received(typ websocket.MessageType, data []byte, err error) bool {
-	if err != nil {
-		code := websocket.CloseStatus(err)
-		switch {
-		case errors.Is(err, websocket.ErrMessageTooBig):
-			c.closeWith(StatusTooBig, "frame too big", closePeer) // the library sent the close frame
-		case code != -1:
-			c.closeWith(code, "", closePeer)
-		default:
-			c.closeWith(StatusAbnormal, "", closePeer)
-		}
-		return false
-	}
-	if c.ctx.Err() != nil {
-		return true // closing: drain until the transport says it is closed
-	}
-	if int64(len(data)) > c.srv.opts.ReadLimit {
-		c.closeWith(StatusTooBig, "frame too big", closeNow)
-		return true // the transport closes; reading fails next
-	}
-	if typ != websocket.MessageText {
-		c.closeWith(StatusUnsupported, "text frames only", closeNow)
-		return true
-	}
-	c.call("receive", func(ctx context.Context) error { return c.consumer.Receive(ctx, c, data) })
-	return true
-}
-
-// call runs fn under the consumer lock, turning an error or a panic into a
-// 1011 close.
-func (c *Conn) call(what string, fn func(ctx context.Context) error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	defer c.recoverPanic(what)
-	if err := fn(c.ctx); err != nil {
-		c.failed(what, err)
-	}
-}
-
-// handle dispatches one layer event to the handler of its type, like call
-// but without a closure per event.
-func (c *Conn) handle(m channellayer.Message) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	defer c.recoverPanic("event")
-	h := c.lastH
-	if m.Type != c.lastType || h == nil {
-		h = c.handler(m.Type)
-		c.lastType, c.lastH = m.Type, h
-	}
-	if m.ID != "" && c.resumes != nil {
-		if r := c.resumes[m.Group]; r != nil && !r.Fresh(m) {
-			return // a repeat of what GroupAddSince returned
-		}
-	}
-	if h == nil {
-		c.srv.unhandled(c, m.Type)
-		return
-	}
-	if err := h(c.ctx, c, m); err != nil {
-		c.failed("event "+m.Type, err)
-	}
-}
-
-// recoverPanic, deferred, turns a panic in the consumer into a 1011 close.
-func (c *Conn) recoverPanic(what string) {
-	if p := recover(); p != nil {
-		c.Logger().Error("consumer panicked; closing connection", "in", what, "panic", p, "stack", string(debug.Stack()))
-		c.closeWith(StatusInternalError, "internal error", closeNow)
-	}
-}
-
-// failed closes the connection after the consumer returned an error.
-func (c *Conn) failed(what string, err error) {
-	if c.ctx.Err() != nil {
-		return // closing anyway
-	}
-	c.Logger().Error("consumer failed; closing connection", "in", what, "err", err)
-	c.closeWith(StatusInternalError, "internal error", closeNow)
-}
-
-// layerFailed closes the connection after its channel failed.
-func (c *Conn) layerFailed(err error) {
-	switch {
-	case c.ctx.Err() != nil:
-	case errors.Is(err, channellayer.ErrOverflow):
-		c.closeWith(StatusTryAgainLater, "slow consumer", closeNow)
-	default:
-		c.Logger().Error("receiving from the layer failed; closing connection", "err", err)
-		c.closeWith(StatusInternalError, "internal error", closeNow)
-	}
-}
-
-// kick is the layer's arrival callback: it starts a dispatcher unless one
-// is running or due. It never blocks.
-func (c *Conn) kick() {
-	n := c.kicks.Add(1)
-	if n == paceCap {
-		c.hurry()
-	}
-	if n != 1 {
-		return
-	}
-	if wait := c.pace(monoNow()); wait > 0 {
-		c.paceMu.Lock()
-		if c.paceTimer == nil {
-			c.paceTimer = time.AfterFunc(wait, c.runPaced)
-		} else {
-			c.paceTimer.Reset(wait)
-		}
-		c.paced = true
-		c.paceMu.Unlock()
-		return
-	}
-	if c.track() {
-		go c.goDispatch()
-	}
-}
-
-// paceCap is how many events may wait for a paced dispatcher before it
-// starts at once, well before the layer's channel (100 by default) fills.
-const paceCap = 32
-
-// hurry starts a paced dispatcher now, if its timer has not fired.
-func (c *Conn) hurry() {
-	c.paceMu.Lock()
-	start := c.paced && c.paceTimer.Stop()
-	if start {
-		c.paced = false
-	}
-	c.paceMu.Unlock()
-	if start && c.track() {
-		go c.goDispatch()
-	}
-}
-
-// burstAfter is how many events in a row, each less than Coalesce after
-// the one before, make a burst.
-const burstAfter = 2
-
-// pace returns how long the dispatcher of a kick at now (monoNow) must
-// wait: nothing unless the connection is in a burst (see Options.Coalesce).
-func (c *Conn) pace(now int64) time.Duration {
-	w := int64(c.srv.opts.Coalesce)
-	if w <= 0 {
-		return 0
-	}
-	if c.lastStart == 0 || now-c.lastStart >= w {
-		c.streak, c.lastStart = 0, now
-		return 0
-	}
-	c.streak++
-	if c.streak < burstAfter {
-		c.lastStart = now
-		return 0
-	}
-	c.lastStart += w
-	return time.Duration(c.lastStart - now)
-}
-
-var clockBase = time.Now()
-
-// monoNow reads the monotonic clock, in nanoseconds.
-func monoNow() int64 { return int64(time.Since(clockBase)) }
-
-// runPaced is the dispatcher of a paced kick, on the timer's goroutine.
-func (c *Conn) runPaced() {
-	c.paceMu.Lock()
-	c.paced = false
-	c.paceMu.Unlock()
-	if c.track() {
-		c.runDispatch()
-	}
-}
-
-// dispatch hands waiting layer events to the consumer, then stops. A kick
-// that arrives while it drains makes it look again before it stops, so no
-// event is left waiting without a dispatcher.
-func (c *Conn) dispatch() {
-	n := c.srv.layer.(channellayer.Notifier)
-	d, _ := n.(channellayer.Drainer)
-	c.out.hold()
-	defer func() {
-		if c.out.release() {
-			c.flush()
-		}
-	}()
-	for {
-		seen := c.kicks.Load()
-		var ok bool
-		if d != nil {
-			ok = c.dispatchAll(d)
-		} else {
-			ok = c.dispatchEach(n)
-		}
-		if !ok {
-			return // closing: kicks stay non-zero, no dispatcher starts again
-		}
-		if c.kicks.CompareAndSwap(seen, 0) {
-			return
-		}
-	}
-}
-
-// eventBufs hold the events a dispatcher took at once, between uses.
-var eventBufs = sync.Pool{New: func() any { return new([]channellayer.Message) }}
-
-// dispatchAll hands every waiting event to the consumer, taken from the
-// layer in one call; false if the connection is closing.
-func (c *Conn) dispatchAll(d channellayer.Drainer) bool {
-	if c.ctx.Err() != nil {
-		return false
-	}
-	buf := eventBufs.Get().(*[]channellayer.Message)
-	msgs, err := d.TryReceiveAll(c.channel, (*buf)[:0])
-	ok := true
-	for _, m := range msgs {
-		if c.ctx.Err() != nil {
-			ok = false
-			break
-		}
-		c.handle(m)
-	}
-	clear(msgs) // the pool keeps no bodies alive
-	if cap(msgs) <= 1024 {
-		*buf = msgs[:0]
-		eventBufs.Put(buf)
-	}
-	if ok && err != nil {
-		c.layerFailed(err)
-		ok = false
-	}
-	return ok
-}
-
-// dispatchEach is dispatchAll for a layer that hands out one event per call.
-func (c *Conn) dispatchEach(n channellayer.Notifier) bool {
-	for {
-		if c.ctx.Err() != nil {
-			return false
-		}
-		m, ok, err := n.TryReceive(c.channel)
-		if err != nil {
-			c.layerFailed(err)
-			return false
-		}
-		if !ok {
-			return true
-		}
-		c.handle(m)
-	}
-}
-
-// receiveLoop serves layers without Notifier: a goroutine waits in Receive.
-func (c *Conn) receiveLoop() {
-	for {
-		m, err := c.srv.layer.Receive(c.ctx, c.channel)
-		if err != nil {
-			c.layerFailed(err)
-			return
-		}
-		c.handle(m)
-	}
-}
-
-func (c *Conn) startWriter() {
-	if !c.track() {
-		c.out.writerFailed()
-		return
-	}
-	go c.goFlush()
-}
-
-// flush writes what is queued, in batches, and stops when the queue is
-// empty; the next Send starts it again.
-func (c *Conn) flush() {
-	var own flusher
-	if t, ok := c.t.(wsTransport); ok {
-		own = t.flusher()
-	}
-	for {
-		frames := c.out.take()
-		if frames == nil {
-			return
-		}
-		var err error
-		if own != nil {
-			err = own.writeBatch(frames)
-		} else {
-			err = c.writeFrames(frames)
-		}
-		if err != nil {
-			c.out.writerFailed()
-			c.closeWith(StatusAbnormal, "", closePeer)
-			return
-		}
-		c.out.written(frames)
-	}
-}
-
-// writeFrames writes through the Transport interface, each batch bounded
-// by WriteTimeout.
-func (c *Conn) writeFrames(frames [][]byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), c.srv.opts.WriteTimeout)
-	defer cancel()
-	if batch, ok := c.t.(BatchWriter); ok {
-		return batch.WriteBatch(ctx, frames)
-	}
-	for _, f := range frames {
-		if err := c.t.Write(ctx, f); err != nil {
-			return err
-		}
-	}
-	return nil
+	return err
 }

@@ -73,7 +73,7 @@ func (c *Conn) leavePresence(ctx context.Context, accepted bool) {
 	if err != nil {
 		return
 	}
-	grace, final := c.srv.opts.PresenceGrace, c.closeCode == StatusNormal
+	grace, final := c.srv.opts.PresenceGrace, c.wire.Code() == StatusNormal
 	if !accepted {
 		grace, final = 0, false
 	}

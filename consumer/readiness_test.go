@@ -23,7 +23,7 @@ import (
 
 // These tests serve consumers over real sockets, where an idle connection
 // has no reading goroutine: the server's poller starts one when bytes
-// arrive (see readiness.go).
+// arrive (see package consumer/internal/poll).
 
 type tcpServer struct {
 	*socketServer

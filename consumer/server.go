@@ -7,66 +7,15 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
-	"time"
-
-	"github.com/coder/websocket"
 
 	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/consumer/internal/ping"
+	"github.com/chatterpro/chatterpro/consumer/internal/poll"
+	"github.com/chatterpro/chatterpro/consumer/internal/sse"
+	"github.com/chatterpro/chatterpro/consumer/internal/wire"
+	"github.com/chatterpro/chatterpro/consumer/internal/wsconn"
 	"github.com/chatterpro/chatterpro/presence"
 )
-
-// Options configures a Server. Only Layer is required.
-type Options struct {
-	// Layer carries events between consumers. Required.
-	Layer channellayer.Layer
-	// ReadLimit is the largest frame a client may send; a bigger one
-	// closes the connection with 1009. Defaults to 32 KiB.
-	ReadLimit int64
-	// QueueBytes caps a connection's outgoing queue; a client that falls
-	// this far behind is closed with 1013. Defaults to 1 MiB.
-	QueueBytes int
-	// PingInterval is how often an idle peer is pinged. Defaults to 25 s;
-	// negative disables pings.
-	PingInterval time.Duration
-	// PingTimeout is how long a pong may take before the peer is
-	// considered dead. Defaults to 15 s.
-	PingTimeout time.Duration
-	// WriteTimeout bounds one write to the network (a batch of frames):
-	// a peer that takes nothing for that long is dropped. Defaults to 10 s.
-	WriteTimeout time.Duration
-	// Coalesce paces the layer events of a connection in a burst. From
-	// the third event in a row that comes less than Coalesce after the one
-	// before, events wait until Coalesce after the previous batch was
-	// taken, and are handled and written together, in one write (32
-	// waiting events start the batch at once). Events that come alone are
-	// never delayed; in a burst an event waits at most Coalesce. It trades
-	// that little latency, on busy connections only, for far fewer writes
-	// and wake-ups when a big group is busy. Defaults to 10 ms; negative
-	// disables it.
-	Coalesce time.Duration
-	// DisconnectTimeout bounds the consumer's Disconnect and the cleanup
-	// after it. Defaults to 5 s.
-	DisconnectTimeout time.Duration
-	// OnClosing, if set, is called once per connection as it starts
-	// closing, with its close code (for metrics). It must not block.
-	OnClosing func(code StatusCode)
-	// OnUnhandled, if set, is called for every layer event that reached a
-	// connection with no handler for its type (see Conn.On), for a
-	// metric. It must not block. Such events are also logged at warn
-	// level, once per type.
-	OnUnhandled func(typ string)
-	// Presence configures the presence of connections (Conn.Track): its
-	// TTL (how long a dead node's entries outlive it; defaults to 30 s)
-	// and Interval (least time between two diffs of a group on this node;
-	// defaults to 1 s).
-	Presence presence.Options
-	// PresenceGrace is how long the presence entries of a connection lost
-	// without a normal close stay listed, so that a quick reconnect is not
-	// a leave. Defaults to 0: removed at once.
-	PresenceGrace time.Duration
-	// Logger receives the server's logs. Defaults to slog.Default().
-	Logger *slog.Logger
-}
 
 // Server runs consumers: it owns their connections' read and write loops,
 // tracks every open connection, and closes them all on Shutdown.
@@ -77,9 +26,9 @@ type Server struct {
 
 	base   context.Context
 	cancel context.CancelFunc
-	poll   *poller // nil where sockets are not watched
-	pinger pinger
-	sse    sseHub // event streams of the fallback transport (sse.go)
+	poll   *poll.Poller // nil where sockets are not watched
+	pinger *ping.Pinger
+	sse    *sse.Hub // event streams of the fallback transport (sse.go)
 
 	mu       sync.Mutex
 	conns    map[*Conn]struct{}
@@ -105,30 +54,9 @@ func (s *Server) unhandled(c *Conn, typ string) {
 
 // NewServer returns a server for consumers on opts.Layer.
 func NewServer(opts Options) (*Server, error) {
-	if opts.Layer == nil {
-		return nil, errors.New("consumer: Options.Layer is required (use channellayer.NewMemory for one process)")
-	}
-	if opts.ReadLimit < 0 || opts.QueueBytes < 0 || opts.PingTimeout < 0 || opts.WriteTimeout < 0 || opts.DisconnectTimeout < 0 {
-		return nil, errors.New("consumer: limits and timeouts in Options must not be negative")
-	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
-		}
-	}
-	if opts.ReadLimit == 0 {
-		opts.ReadLimit = 32 << 10
-	}
-	if opts.QueueBytes == 0 {
-		opts.QueueBytes = 1 << 20
-	}
-	def(&opts.PingInterval, 25*time.Second)
-	def(&opts.PingTimeout, 15*time.Second)
-	def(&opts.WriteTimeout, 10*time.Second)
-	def(&opts.DisconnectTimeout, 5*time.Second)
-	def(&opts.Coalesce, 10*time.Millisecond)
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	base, cancel := context.WithCancel(context.Background())
 	s := &Server{
@@ -137,10 +65,11 @@ func NewServer(opts Options) (*Server, error) {
 		log:    opts.Logger,
 		base:   base,
 		cancel: cancel,
-		poll:   newPoller(opts.Logger),
+		poll:   poll.New(opts.Logger),
 		conns:  make(map[*Conn]struct{}),
+		pinger: ping.New(opts.PingInterval),
+		sse:    sse.NewHub(opts.Layer, opts.Logger),
 	}
-	s.pinger.setInterval(opts.PingInterval)
 	return s, nil
 }
 
@@ -177,52 +106,22 @@ func (s *Server) Serve(scope Scope, cons Consumer, accept func() (Transport, err
 	if err != nil {
 		return fmt.Errorf("consumer: creating the connection's channel: %w", err)
 	}
-	c := &Conn{
-		srv:      s,
-		scope:    scope,
-		consumer: cons,
-		channel:  name,
-		ctx:      ctx,
-		cancel:   cancel,
-		out:      newOutQueue(s.opts.QueueBytes),
-	}
-	c.goDispatch, c.goFlush, c.goRead = c.runDispatch, c.runFlush, c.readWoken
-	// Connect runs on a goroutine of its own: its deep calls would
-	// otherwise grow the stack of this goroutine, which may live on as the
-	// connection's reader.
-	var connectErr error
-	connected := make(chan struct{})
-	go func() {
-		defer close(connected)
-		c.call("connect", func(ctx context.Context) error {
-			connectErr = cons.Connect(ctx, c)
-			return nil
-		})
-	}()
-	<-connected
-	if connectErr == nil && c.ctx.Err() != nil {
-		connectErr = errors.New("consumer: Connect panicked or closed the connection")
-	}
+	c := newConn(s, scope, cons, name, ctx, cancel)
+	connectErr := c.connect()
 	if connectErr != nil {
 		s.release(c)
 		return connectErr
 	}
 	t, err := accept()
 	if err != nil {
-		c.closeWith(StatusAbnormal, "", closePeer)
+		c.wire.Close(StatusAbnormal, "", wire.Peer)
 		s.finish(c)
 		return err
 	}
-	c.t = t
+	c.t = t // before track: Shutdown may cut it
 	s.track(c, true)
 	servingOn = true
-	c.start()
-	if s.poll.watch(c) {
-		c.readReady() // what came with the handshake; then the poller takes over
-		return nil
-	}
-	c.readLoop()
-	c.end()
+	c.serve()
 	return nil
 }
 
@@ -235,7 +134,7 @@ func (s *Server) track(c *Conn, open bool) {
 	}
 	s.conns[c] = struct{}{}
 	if s.shutdown { // Shutdown ran between Connect and here
-		c.closeWith(StatusServiceRestart, "server restarting", closeFlush)
+		c.wire.Close(StatusServiceRestart, "server restarting", wire.Flush)
 	}
 }
 
@@ -250,7 +149,7 @@ func (s *Server) finish(c *Conn) {
 				c.Logger().Error("consumer panicked in Disconnect", "panic", p)
 			}
 		}()
-		c.consumer.Disconnect(ctx, c, c.closeCode)
+		c.consumer.Disconnect(ctx, c, c.wire.Code())
 	}()
 	c.leavePresence(ctx, true)
 	c.mu.Unlock()
@@ -277,21 +176,12 @@ func (s *Server) releaseCtx(ctx context.Context, c *Conn) {
 // checked here: routing does that before (see package routing).
 func (s *Server) ServeWebSocket(w http.ResponseWriter, r *http.Request, scope Scope, cons Consumer) {
 	err := s.Serve(scope, cons, func() (Transport, error) {
-		cw := &corkWriter{ResponseWriter: w, conn: &corkConn{}}
-		ws, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
-			InsecureSkipVerify: true, // origin checked by routing
-			CompressionMode:    websocket.CompressionDisabled,
-			OnPingReceived:     cw.conn.onPing,
-			OnPongReceived:     cw.conn.onPong,
-		})
+		// The origin was checked by routing.
+		ws, err := wsconn.Accept(w, r, wsconn.Options{ReadLimit: s.opts.ReadLimit, WriteTimeout: s.opts.WriteTimeout})
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", errAcceptFailed, err)
 		}
-		ws.SetReadLimit(s.opts.ReadLimit)
-		if cw.conn != nil {
-			cw.conn.timeout = s.opts.WriteTimeout
-		}
-		return wsTransport{c: ws, cork: cw.conn}, nil
+		return ws, nil
 	})
 	var refuse *RefuseError
 	switch {
@@ -321,11 +211,11 @@ func (s *Server) Len() int {
 // (service restart) so its client reconnects elsewhere, and waits for them
 // to finish, or for ctx; then it cuts whatever is left.
 func (s *Server) Shutdown(ctx context.Context) error {
-	defer s.sse.close()
+	defer s.sse.Close()
 	s.mu.Lock()
 	s.shutdown = true
 	for c := range s.conns {
-		c.closeWith(StatusServiceRestart, "server restarting", closeFlush)
+		c.wire.Close(StatusServiceRestart, "server restarting", wire.Flush)
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})

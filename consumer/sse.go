@@ -1,15 +1,15 @@
 package consumer
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/consumer/internal/sse"
 )
 
 // The fallback transport serves a consumer where a websocket cannot be
@@ -26,9 +26,9 @@ import (
 // which its node receives the POSTs other nodes forward, so a POST may land
 // on any node: no sticky sessions.
 
-// sseSecretLen is the length of a stream ID's secret: 16 random bytes in
-// unpadded base64url.
-const sseSecretLen = 22
+// sseKeepalive is how often an idle stream gets a comment, so that proxies
+// and the client's own timeouts see it alive.
+var sseKeepalive = 15 * time.Second
 
 // ServeSSE serves the GET that opens an event stream for cons: Connect, then
 // an "open" event with the stream's ID, then each frame the consumer sends
@@ -38,17 +38,28 @@ const sseSecretLen = 22
 // ServeWebSocket does. The origin is not checked here: routing does that
 // before (see package routing).
 func (s *Server) ServeSSE(w http.ResponseWriter, r *http.Request, scope Scope, cons Consumer) {
-	var st *sseStream
+	opts := sse.Options{
+		InboxBytes:   4 * s.ssePostLimit(),
+		WriteTimeout: s.opts.WriteTimeout,
+		Keepalive:    sseKeepalive,
+	}
+	if scope.User != nil {
+		opts.Session = scope.User.Session
+	}
+	var st *sse.Stream
 	err := s.Serve(scope, cons, func() (Transport, error) {
 		var err error
-		st, err = s.openSSE(w, r, scope)
-		if err != nil {
+		st, err = s.sse.Open(s.base, w, r, opts)
+		switch {
+		case errors.Is(err, sse.ErrClosed):
+			return nil, ErrShutdown
+		case err != nil:
 			return nil, err
 		}
 		return st, nil
 	})
 	if st != nil {
-		st.done() // nothing writes to w once this handler returns
+		st.Done() // nothing writes to w once this handler returns
 	}
 	var refuse *RefuseError
 	switch {
@@ -65,44 +76,6 @@ func (s *Server) ServeSSE(w http.ResponseWriter, r *http.Request, scope Scope, c
 		s.log.Error("event stream failed", "path", scope.Path, "err", err)
 		http.Error(w, "internal error", http.StatusInternalServerError)
 	}
-}
-
-// openSSE registers a stream and starts its response: the headers and the
-// open event.
-func (s *Server) openSSE(w http.ResponseWriter, r *http.Request, scope Scope) (*sseStream, error) {
-	var key [16]byte
-	_, _ = rand.Read(key[:]) // never fails (crypto/rand)
-	st := &sseStream{
-		secret:  base64.RawURLEncoding.EncodeToString(key[:]),
-		in:      newSSEInbox(4 * s.ssePostLimit()),
-		hub:     &s.sse,
-		w:       w,
-		rc:      http.NewResponseController(w),
-		timeout: s.opts.WriteTimeout,
-		every:   sseKeepalive,
-		reqDone: r.Context().Done(),
-		gone:    make(chan struct{}),
-	}
-	if scope.User != nil {
-		st.session = scope.User.Session
-	}
-	if err := s.sse.open(s, st); err != nil {
-		return nil, err
-	}
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no") // nginx: pass each event on at once
-	w.WriteHeader(http.StatusOK)
-	open, _ := json.Marshal(struct {
-		Stream string `json:"stream"`
-	}{st.id})
-	if err := st.write(r.Context(), func(w http.ResponseWriter) error { return writeEvent(w, "open", open) }); err != nil {
-		st.done()
-		return nil, err
-	}
-	st.startKeepalive()
-	return st, nil
 }
 
 // ssePostLimit bounds a POST's body: eight frames of the read limit, and
@@ -143,11 +116,11 @@ var ssePostRefusals = map[int]string{
 
 func (s *Server) ssePost(w http.ResponseWriter, r *http.Request, user *User) int {
 	q := r.URL.Query()
-	secret, num, inbox, ok := parseStreamID(q.Get("stream"))
+	secret, num, inbox, ok := sse.ParseID(q.Get("stream"))
 	if !ok {
 		return http.StatusNotFound
 	}
-	p := ssePost{Stream: num, Secret: secret}
+	p := sse.Post{Stream: num, Secret: secret}
 	if user != nil {
 		p.Session = user.Session
 	}
@@ -157,7 +130,7 @@ func (s *Server) ssePost(w http.ResponseWriter, r *http.Request, user *User) int
 			return http.StatusBadRequest
 		}
 		p.Close = code
-		return s.forwardSSE(r.Context(), inbox, p)
+		return s.sse.Forward(r.Context(), inbox, p)
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(s.ssePostLimit())))
 	var tooBig *http.MaxBytesError
@@ -182,7 +155,7 @@ func (s *Server) ssePost(w http.ResponseWriter, r *http.Request, user *User) int
 			}
 		}
 	}
-	status := s.forwardSSE(r.Context(), inbox, p)
+	status := s.sse.Forward(r.Context(), inbox, p)
 	if p.TooBig && status == http.StatusNoContent {
 		status = http.StatusRequestEntityTooLarge
 	}

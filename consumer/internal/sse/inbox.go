@@ -1,4 +1,4 @@
-package consumer
+package sse
 
 import (
 	"context"
@@ -6,12 +6,12 @@ import (
 	"sync"
 )
 
-// sseInbox holds the client frames of one event stream between the POSTs
-// that bring them and the connection's reader (sseStream.Read). It applies
+// inbox holds the client frames of one event stream between the POSTs
+// that bring them and the connection's reader (Stream.Read). It applies
 // POSTs in the order of their seq, whichever node they landed on: a POST
 // that comes before its turn waits here (a few, bounded), a repeat of one
 // already applied is ignored. Its state is its own, under mu.
-type sseInbox struct {
+type inbox struct {
 	limit int // bytes that may wait here, applied or early
 
 	mu    sync.Mutex
@@ -23,20 +23,20 @@ type sseInbox struct {
 	wake  chan struct{}       // signalled when queue or end changes; capacity 1
 }
 
-// sseMaxEarly is how far ahead of the next expected seq a POST may be:
+// maxEarly is how far ahead of the next expected seq a POST may be:
 // a client waits for each answer before its next POST, so only retries and
 // pipelining clients ever get ahead, and not by much.
-const sseMaxEarly = 8
+const maxEarly = 8
 
-func newSSEInbox(limit int) *sseInbox {
-	return &sseInbox{limit: limit, next: 1, wake: make(chan struct{}, 1)}
+func newInbox(limit int) *inbox {
+	return &inbox{limit: limit, next: 1, wake: make(chan struct{}, 1)}
 }
 
 // deliver applies the POST seq carrying frames, or keeps it until its turn.
 // It returns the HTTP status for the POST: 204 applied, kept or repeated;
 // 404 the client ended the stream; 429 too far ahead or too many bytes
 // waiting for the consumer (the client retries the same seq later).
-func (in *sseInbox) deliver(seq uint64, frames [][]byte) int {
+func (in *inbox) deliver(seq uint64, frames [][]byte) int {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	switch {
@@ -44,7 +44,7 @@ func (in *sseInbox) deliver(seq uint64, frames [][]byte) int {
 		return http.StatusNotFound
 	case seq < in.next:
 		return http.StatusNoContent // a repeat: applied already
-	case seq >= in.next+sseMaxEarly:
+	case seq >= in.next+maxEarly:
 		return http.StatusTooManyRequests
 	}
 	if _, kept := in.early[seq]; kept {
@@ -82,7 +82,7 @@ func (in *sseInbox) deliver(seq uint64, frames [][]byte) int {
 
 // finish ends the client's side with err, after the frames already applied;
 // the first call wins. It reports whether it was the first.
-func (in *sseInbox) finish(err error) bool {
+func (in *inbox) finish(err error) bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.end != nil {
@@ -94,7 +94,7 @@ func (in *sseInbox) finish(err error) bool {
 	return true
 }
 
-func (in *sseInbox) signal() {
+func (in *inbox) signal() {
 	select {
 	case in.wake <- struct{}{}:
 	default:
@@ -103,7 +103,7 @@ func (in *sseInbox) signal() {
 
 // take returns the next applied frame, or the end once every frame was
 // taken, or neither (nil, nil) when it must wait for wake.
-func (in *sseInbox) take() ([]byte, error) {
+func (in *inbox) take() ([]byte, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if len(in.queue) > 0 {
@@ -121,8 +121,8 @@ func (in *sseInbox) take() ([]byte, error) {
 
 // read waits for the next frame or the end, until gone or left is closed
 // (the stream is closed, the client went away) or ctx ends; it then
-// returns errSSEGone or ctx's error.
-func (in *sseInbox) read(ctx context.Context, gone, left <-chan struct{}) ([]byte, error) {
+// returns errGone or ctx's error.
+func (in *inbox) read(ctx context.Context, gone, left <-chan struct{}) ([]byte, error) {
 	for {
 		f, err := in.take()
 		if f != nil || err != nil {
@@ -131,9 +131,9 @@ func (in *sseInbox) read(ctx context.Context, gone, left <-chan struct{}) ([]byt
 		select {
 		case <-in.wake:
 		case <-gone:
-			return nil, errSSEGone
+			return nil, errGone
 		case <-left:
-			return nil, errSSEGone
+			return nil, errGone
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

@@ -1,4 +1,4 @@
-package consumer
+package sse
 
 import (
 	"context"
@@ -17,34 +17,35 @@ import (
 	"github.com/chatterpro/chatterpro/channellayer"
 )
 
-// sseHub finds this server's event streams for the POSTs that name them.
+// Hub finds this server's event streams for the POSTs that name them.
 // A POST may land on any node: the node that holds the stream receives it
 // on its inbox, one layer channel for all its streams, and answers on the
 // reply channel the POST's node made for it. A POST that lands on the
 // holding node itself skips the layer.
 //
 // The hub starts with the server's first stream: it makes the inbox and
-// one goroutine that receives on it, both ended by close (Server.Shutdown).
-type sseHub struct {
+// one goroutine that receives on it, both ended by Close (Server.Shutdown).
+// layer and log are fixed by NewHub; the rest is under mu.
+type Hub struct {
 	mu      sync.Mutex
 	layer   channellayer.Layer
 	log     *slog.Logger
-	inbox   string                // "" until the first stream
-	streams map[string]*sseStream // by sseStream.num
-	last    uint64                // numbers streams
+	inbox   string             // "" until the first stream
+	streams map[string]*Stream // by Stream.num
+	last    uint64             // numbers streams
 	closed  bool
 	stop    context.CancelFunc // ends the receiver
 	done    chan struct{}      // closed when the receiver has ended
 }
 
-// sseReplyTimeout bounds how long a POST waits for the holding node's answer.
-const sseReplyTimeout = 5 * time.Second
+// replyTimeout bounds how long a POST waits for the holding node's answer.
+const replyTimeout = 5 * time.Second
 
-// ssePost is a POST on its way to the node that holds its stream: frames
+// Post is a POST on its way to the node that holds its stream: frames
 // in their turn, or the client's close, or word that a frame was over the
 // size limit.
-type ssePost struct {
-	Stream  string            `json:"stream"`  // sseStream.num
+type Post struct {
+	Stream  string            `json:"stream"`  // Stream.num
 	Secret  string            `json:"secret"`  // as the client gave it
 	Session string            `json:"session"` // the POST's session, "" anonymous
 	Seq     uint64            `json:"seq,omitempty"`
@@ -54,28 +55,37 @@ type ssePost struct {
 	Reply   string            `json:"reply,omitempty"`   // the channel for the answer, for a POST from another node
 }
 
-// sseAnswer is the holding node's answer to a POST from another node.
-type sseAnswer struct {
+// answer is the holding node's answer to a POST from another node.
+type answer struct {
 	Status int `json:"status"`
 }
 
-// open registers st, giving it its number and ID.
-func (h *sseHub) open(srv *Server, st *sseStream) error {
+// ErrClosed refuses a stream once the hub is closed.
+var ErrClosed = errors.New("sse: hub closed")
+
+// NewHub returns the hub of a server's event streams on layer. Close ends it.
+func NewHub(layer channellayer.Layer, log *slog.Logger) *Hub {
+	return &Hub{layer: layer, log: log}
+}
+
+// open registers st, giving it its number and ID; it makes the inbox (with
+// ctx) for the first stream.
+func (h *Hub) open(ctx context.Context, st *Stream) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return ErrShutdown
+		return ErrClosed
 	}
 	if h.inbox == "" {
-		name, err := srv.layer.NewChannel(srv.base)
+		name, err := h.layer.NewChannel(ctx)
 		if err != nil {
-			return fmt.Errorf("consumer: creating the event streams' inbox: %w", err)
+			return fmt.Errorf("sse: creating the event streams' inbox: %w", err)
 		}
-		ctx, stop := context.WithCancel(context.Background())
-		h.layer, h.log, h.inbox = srv.layer, srv.log, name
-		h.streams = make(map[string]*sseStream)
+		rctx, stop := context.WithCancel(context.Background())
+		h.inbox = name
+		h.streams = make(map[string]*Stream)
 		h.stop, h.done = stop, make(chan struct{})
-		go h.receive(ctx, name)
+		go h.receive(rctx, name)
 	}
 	h.last++
 	st.num = strconv.FormatUint(h.last, 36)
@@ -85,7 +95,7 @@ func (h *sseHub) open(srv *Server, st *sseStream) error {
 }
 
 // remove forgets st: POSTs that name it from now on get 404.
-func (h *sseHub) remove(st *sseStream) {
+func (h *Hub) remove(st *Stream) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.streams[st.num] == st {
@@ -94,17 +104,17 @@ func (h *sseHub) remove(st *sseStream) {
 }
 
 // local reports whether inbox is this hub's.
-func (h *sseHub) local(inbox string) bool {
+func (h *Hub) local(inbox string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.inbox != "" && inbox == h.inbox
 }
 
-// close ends the receiver and releases the inbox.
-func (h *sseHub) close() {
+// Close refuses new streams, ends the receiver and releases the inbox.
+func (h *Hub) Close() {
 	h.mu.Lock()
 	h.closed = true
-	stop, done, inbox, layer := h.stop, h.done, h.inbox, h.layer
+	stop, done, inbox := h.stop, h.done, h.inbox
 	h.stop = nil
 	h.mu.Unlock()
 	if stop == nil {
@@ -114,12 +124,12 @@ func (h *sseHub) close() {
 	<-done
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_ = layer.DiscardChannel(ctx, inbox)
+	_ = h.layer.DiscardChannel(ctx, inbox)
 }
 
 // receive applies the POSTs other nodes forward, one at a time, and answers
 // each, until ctx ends or the layer closes.
-func (h *sseHub) receive(ctx context.Context, inbox string) {
+func (h *Hub) receive(ctx context.Context, inbox string) {
 	defer close(h.done)
 	for {
 		m, err := h.layer.Receive(ctx, inbox)
@@ -136,7 +146,7 @@ func (h *sseHub) receive(ctx context.Context, inbox string) {
 			}
 			continue
 		}
-		var p ssePost
+		var p Post
 		if err := m.Decode(&p); err != nil {
 			h.log.Debug("dropped a malformed forwarded POST", "channel", inbox, "err", err)
 			continue
@@ -145,7 +155,7 @@ func (h *sseHub) receive(ctx context.Context, inbox string) {
 		if p.Reply == "" {
 			continue
 		}
-		answer, _ := channellayer.NewMessage("sse.answer", sseAnswer{Status: status})
+		answer, _ := channellayer.NewMessage("sse.answer", answer{Status: status})
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		if err := h.layer.Send(sctx, p.Reply, answer); err != nil {
 			h.log.Debug("answering a forwarded POST failed", "channel", p.Reply, "err", err)
@@ -155,7 +165,7 @@ func (h *sseHub) receive(ctx context.Context, inbox string) {
 }
 
 // apply hands a POST to the stream it names and returns its HTTP status.
-func (h *sseHub) apply(p ssePost) int {
+func (h *Hub) apply(p Post) int {
 	h.mu.Lock()
 	st := h.streams[p.Stream]
 	h.mu.Unlock()
@@ -170,10 +180,10 @@ func (h *sseHub) apply(p ssePost) int {
 	}
 	switch {
 	case p.TooBig:
-		st.in.finish(fmt.Errorf("consumer: a POST to the event stream: %w", websocket.ErrMessageTooBig))
+		st.in.finish(fmt.Errorf("sse: a POST to the event stream: %w", websocket.ErrMessageTooBig))
 		return http.StatusRequestEntityTooLarge
 	case p.Close != 0:
-		st.in.finish(websocket.CloseError{Code: StatusCode(p.Close)})
+		st.in.finish(websocket.CloseError{Code: websocket.StatusCode(p.Close)})
 		return http.StatusNoContent
 	}
 	frames := make([][]byte, len(p.Frames))
@@ -183,51 +193,55 @@ func (h *sseHub) apply(p ssePost) int {
 	return st.in.deliver(p.Seq, frames)
 }
 
-// forward takes p to the hub of the node that holds its stream (inbox) and
-// returns that hub's answer, or 404 if that node is gone, 503 if the layer
-// failed or the answer did not come in time.
-func (s *Server) forwardSSE(ctx context.Context, inbox string, p ssePost) int {
-	if s.sse.local(inbox) {
-		return s.sse.apply(p)
+// Forward takes p to the hub of the node that holds its stream (inbox) and
+// returns that hub's answer as an HTTP status, or 404 if that node is gone,
+// 503 if the layer failed or the answer did not come in time.
+func (h *Hub) Forward(ctx context.Context, inbox string, p Post) int {
+	if h.local(inbox) {
+		return h.apply(p)
 	}
-	ctx, cancel := context.WithTimeout(ctx, sseReplyTimeout)
+	ctx, cancel := context.WithTimeout(ctx, replyTimeout)
 	defer cancel()
-	reply, err := s.layer.NewChannel(ctx)
+	reply, err := h.layer.NewChannel(ctx)
 	if err != nil {
 		return http.StatusServiceUnavailable
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_ = s.layer.DiscardChannel(dctx, reply)
+		_ = h.layer.DiscardChannel(dctx, reply)
 	}()
 	p.Reply = reply
 	m, err := channellayer.NewMessage("sse.post", p)
 	if err != nil {
 		return http.StatusBadRequest
 	}
-	if err := s.layer.Send(ctx, inbox, m); err != nil {
+	if err := h.layer.Send(ctx, inbox, m); err != nil {
 		if errors.Is(err, channellayer.ErrNoChannel) || errors.Is(err, channellayer.ErrInvalid) {
 			return http.StatusNotFound
 		}
 		return http.StatusServiceUnavailable
 	}
-	m, err = s.layer.Receive(ctx, reply)
+	m, err = h.layer.Receive(ctx, reply)
 	if err != nil {
 		return http.StatusServiceUnavailable
 	}
-	var a sseAnswer
+	var a answer
 	if err := m.Decode(&a); err != nil || a.Status == 0 {
 		return http.StatusServiceUnavailable
 	}
 	return a.Status
 }
 
-// parseStreamID splits a stream ID, "<secret>.<number>.<inbox channel>".
-func parseStreamID(id string) (secret, num, inbox string, ok bool) {
+// secretLen is the length of a stream ID's secret: 16 random bytes in
+// unpadded base64url.
+const secretLen = 22
+
+// ParseID splits a stream ID, "<secret>.<number>.<inbox channel>".
+func ParseID(id string) (secret, num, inbox string, ok bool) {
 	secret, rest, ok1 := strings.Cut(id, ".")
 	num, inbox, ok2 := strings.Cut(rest, ".")
-	if !ok1 || !ok2 || len(secret) != sseSecretLen || num == "" || inbox == "" {
+	if !ok1 || !ok2 || len(secret) != secretLen || num == "" || inbox == "" {
 		return "", "", "", false
 	}
 	return secret, num, inbox, true

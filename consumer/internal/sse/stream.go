@@ -1,4 +1,4 @@
-package consumer
+package sse
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 	"github.com/coder/websocket"
 )
 
-// sseStream is the Transport of a connection over the fallback transport:
+// Stream is the consumer.Transport of a connection over the fallback transport:
 // server frames go out as events on the response of the GET that opened
 // it; client frames come in through POSTs, on any node, and wait in its
 // inbox until Read takes them.
@@ -24,18 +24,18 @@ import (
 // a write deadline, so a writer waits at most that long for another. Once
 // the stream is gone (CloseNow, a failed write, the client went away)
 // nothing is written any more and Read returns.
-type sseStream struct {
+type Stream struct {
 	// Fixed at open.
 	id      string // the stream ID the client names in its POSTs
 	num     string // this stream's key in its hub
 	secret  string // the unguessable part of id
 	session string // the owner's session ("" anonymous): a POST must carry the same
-	hub     *sseHub
-	in      *sseInbox
+	hub     *Hub
+	in      *inbox
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration   // bounds a write without a deadline of its own
-	every   time.Duration   // between keepalive comments (sseKeepalive)
+	every   time.Duration   // between keepalive comments
 	reqDone <-chan struct{} // the GET's context: closed when the client went away
 
 	dmu  sync.Mutex // orders deadline moves with CloseNow
@@ -53,24 +53,17 @@ type sseStream struct {
 	gone       chan struct{} // closed when the stream can no longer be used
 }
 
-// sseKeepalive is how often an idle stream gets a comment, so that proxies
-// and the client's own timeouts see it alive.
-var sseKeepalive = 15 * time.Second
-
 var (
-	errSSEGone   = errors.New("consumer: event stream closed")
-	errSSEClosed = errors.New("consumer: event stream ended")
+	errGone  = errors.New("sse: event stream closed")
+	errEnded = errors.New("sse: event stream ended")
 )
-
-var _ Transport = (*sseStream)(nil)
-var _ BatchWriter = (*sseStream)(nil)
 
 // Read returns the next client frame, in the order the client sent them.
 // After the client closed the stream it returns a websocket.CloseError with
 // the client's code; after a frame over the size limit, an error wrapping
 // websocket.ErrMessageTooBig, and CloseNow then writes the close event 1009
-// (the connection closes with it as if the peer had: see Conn.received).
-func (s *sseStream) Read(ctx context.Context) (websocket.MessageType, []byte, error) {
+// (the connection closes with it as if the peer had).
+func (s *Stream) Read(ctx context.Context) (websocket.MessageType, []byte, error) {
 	f, err := s.in.read(ctx, s.gone, s.reqDone)
 	if err != nil {
 		var ce websocket.CloseError
@@ -86,12 +79,12 @@ func (s *sseStream) Read(ctx context.Context) (websocket.MessageType, []byte, er
 }
 
 // Write sends one frame as an event.
-func (s *sseStream) Write(ctx context.Context, text []byte) error {
+func (s *Stream) Write(ctx context.Context, text []byte) error {
 	return s.WriteBatch(ctx, [][]byte{text})
 }
 
 // WriteBatch sends frames as events, flushed once.
-func (s *sseStream) WriteBatch(ctx context.Context, texts [][]byte) error {
+func (s *Stream) WriteBatch(ctx context.Context, texts [][]byte) error {
 	return s.write(ctx, func(w http.ResponseWriter) error {
 		for _, p := range texts {
 			if err := writeEvent(w, "", p); err != nil {
@@ -104,15 +97,15 @@ func (s *sseStream) WriteBatch(ctx context.Context, texts [][]byte) error {
 
 // Ping checks the stream is alive: it writes a comment, which fails once
 // the client is gone or stops reading for the write's deadline.
-func (s *sseStream) Ping(ctx context.Context) error {
+func (s *Stream) Ping(ctx context.Context) error {
 	return s.write(ctx, writeComment)
 }
 
 // Close writes the close event with code and reason and ends the stream.
-func (s *sseStream) Close(code StatusCode, reason string) error {
+func (s *Stream) Close(code websocket.StatusCode, reason string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
-	data, _ := json.Marshal(sseClose{Code: int(code), Reason: reason})
+	data, _ := json.Marshal(closeEvent{Code: int(code), Reason: reason})
 	err := s.write(ctx, func(w http.ResponseWriter) error { return writeEvent(w, "close", data) })
 	s.wmu.Lock()
 	s.ended = true
@@ -124,8 +117,8 @@ func (s *sseStream) Close(code StatusCode, reason string) error {
 	return err
 }
 
-// sseClose is the data of the close event.
-type sseClose struct {
+// closeEvent is the data of the close event.
+type closeEvent struct {
 	Code   int    `json:"code"`
 	Reason string `json:"reason"`
 }
@@ -133,9 +126,9 @@ type sseClose struct {
 // CloseNow ends the stream at once. A write under way is cut short, and
 // unless the close event went out (or the client closed the stream) the
 // response ends abruptly.
-func (s *sseStream) CloseNow() error {
+func (s *Stream) CloseNow() error {
 	if s.tooBig.Load() && !s.graceful.Load() {
-		_ = s.Close(StatusTooBig, "frame too big")
+		_ = s.Close(websocket.StatusMessageTooBig, "frame too big")
 	}
 	s.markGone()
 	if !s.graceful.Load() && !s.peerClosed.Load() {
@@ -148,17 +141,17 @@ func (s *sseStream) CloseNow() error {
 }
 
 // markGone makes Read return and POSTs find the stream no more.
-func (s *sseStream) markGone() {
+func (s *Stream) markGone() {
 	s.goneOnce.Do(func() {
 		close(s.gone)
-		s.in.finish(errSSEClosed)
+		s.in.finish(errEnded)
 		s.hub.remove(s)
 	})
 }
 
 // write runs fn on the response and flushes, bounded by ctx's deadline (or
 // the stream's timeout).
-func (s *sseStream) write(ctx context.Context, fn func(w http.ResponseWriter) error) error {
+func (s *Stream) write(ctx context.Context, fn func(w http.ResponseWriter) error) error {
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(s.timeout)
@@ -169,7 +162,7 @@ func (s *sseStream) write(ctx context.Context, fn func(w http.ResponseWriter) er
 		return s.werr
 	}
 	if s.ended {
-		return errSSEClosed
+		return errEnded
 	}
 	s.dmu.Lock()
 	dead := s.dead
@@ -177,7 +170,7 @@ func (s *sseStream) write(ctx context.Context, fn func(w http.ResponseWriter) er
 		_ = s.rc.SetWriteDeadline(deadline)
 	}
 	s.dmu.Unlock()
-	err := errSSEGone
+	err := errGone
 	if !dead {
 		if err = fn(s.w); err == nil {
 			err = s.rc.Flush()
@@ -191,7 +184,7 @@ func (s *sseStream) write(ctx context.Context, fn func(w http.ResponseWriter) er
 }
 
 // keepalive writes a comment and sets the next one.
-func (s *sseStream) keepalive() {
+func (s *Stream) keepalive() {
 	if s.Ping(context.Background()) != nil {
 		return
 	}
@@ -202,9 +195,9 @@ func (s *sseStream) keepalive() {
 	s.wmu.Unlock()
 }
 
-// done ends all writing, for the handler about to return: a keepalive or a
+// Done ends all writing, for the handler about to return: a keepalive or a
 // write still under way finishes first (its deadline bounds it).
-func (s *sseStream) done() {
+func (s *Stream) Done() {
 	s.markGone()
 	s.wmu.Lock()
 	s.ended = true
@@ -215,7 +208,7 @@ func (s *sseStream) done() {
 }
 
 // startKeepalive sets the first keepalive comment, after the open event.
-func (s *sseStream) startKeepalive() {
+func (s *Stream) startKeepalive() {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if !s.ended {
@@ -225,7 +218,7 @@ func (s *sseStream) startKeepalive() {
 
 // owns reports whether secret and session are the stream's (secret in
 // constant time).
-func (s *sseStream) owns(secret, session string) (secretOK, sessionOK bool) {
+func (s *Stream) owns(secret, session string) (secretOK, sessionOK bool) {
 	secretOK = subtle.ConstantTimeCompare([]byte(secret), []byte(s.secret)) == 1
 	return secretOK, session == s.session
 }

@@ -1,0 +1,263 @@
+// Package dispatch hands a connection's layer events to its consumer on a
+// goroutine that runs only while events wait, and paces the events of a
+// burst so that they are handled, and written, together.
+package dispatch
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/consumer/internal/tasks"
+)
+
+// Host is the connection a Dispatcher serves. Its methods are called on
+// the dispatcher's goroutine, one dispatcher at a time.
+type Host interface {
+	// Handle hands one event to the consumer.
+	Handle(m channellayer.Message)
+	// Failed reports that receiving from the channel failed: the
+	// dispatcher has stopped for good.
+	Failed(err error)
+	// Begin and End bracket a dispatcher's run: what the handlers send in
+	// between may be written once, at End.
+	Begin()
+	End()
+}
+
+// PaceCap is how many events may wait for a paced dispatcher before it
+// starts at once, well before the layer's channel (100 by default) fills.
+const PaceCap = 32
+
+// burstAfter is how many events in a row, each less than the coalescing
+// window after the one before, make a burst.
+const burstAfter = 2
+
+// Dispatcher runs the dispatcher of one connection's channel.
+//
+// On a layer with channellayer.Notifier, no goroutine waits for events: the
+// layer's arrival callback (Kick) starts a dispatcher unless one runs or is
+// due; the dispatcher drains the channel and ends. On other layers one
+// goroutine waits in Receive for the connection's life.
+//
+// Ownership: the fields set by Init never change. kicks counts the kicks
+// not yet handled; the kick that takes it from 0 starts (or paces) the one
+// dispatcher, and only the dispatcher brings it back to 0, so at most one
+// runs. lastStart and streak belong to that kick: the counter orders one
+// such kick after the other. The pacing timer and paced are under mu.
+type Dispatcher struct {
+	ctx      context.Context // the connection's: ends dispatching when done
+	layer    channellayer.Layer
+	notifier channellayer.Notifier // nil: receiveLoop
+	drainer  channellayer.Drainer  // nil: one event per call
+	channel  string
+	coalesce time.Duration
+	tasks    *tasks.Group
+	host     Host
+	goRun    func() // run as a func value made once: "go d.goRun()" allocates nothing
+
+	kicks atomic.Int64
+
+	lastStart int64 // when the last dispatcher was due (monoNow)
+	streak    int   // kicks in a row that came less than coalesce apart
+
+	mu    sync.Mutex
+	timer *time.Timer // starts a paced dispatcher; made on first use
+	paced bool        // timer is set and has not fired
+}
+
+// Init prepares d to dispatch the events of channel on layer to host,
+// pacing bursts with the window coalesce (0 or less: never), on goroutines
+// counted by g, until ctx is done.
+func (d *Dispatcher) Init(ctx context.Context, layer channellayer.Layer, channel string, coalesce time.Duration, g *tasks.Group, host Host) {
+	d.ctx, d.layer, d.channel, d.coalesce, d.tasks, d.host = ctx, layer, channel, coalesce, g, host
+	d.notifier, _ = layer.(channellayer.Notifier)
+	d.drainer, _ = layer.(channellayer.Drainer)
+	d.goRun = d.run
+}
+
+// Start begins dispatching: it registers Kick with the layer, or starts the
+// receiving goroutine.
+func (d *Dispatcher) Start() error {
+	if d.notifier == nil {
+		d.tasks.Go(d.receiveLoop)
+		return nil
+	}
+	return d.notifier.Notify(d.channel, d.Kick)
+}
+
+// Stop unregisters Kick; the goroutines end with ctx (see tasks.Group.Stop).
+func (d *Dispatcher) Stop() {
+	if d.notifier != nil {
+		_ = d.notifier.Notify(d.channel, nil)
+	}
+}
+
+// Kick is the layer's arrival callback: it starts a dispatcher unless one
+// is running or due. It never blocks.
+func (d *Dispatcher) Kick() {
+	n := d.kicks.Add(1)
+	if n == PaceCap {
+		d.hurry()
+	}
+	if n != 1 {
+		return
+	}
+	if wait := d.pace(monoNow()); wait > 0 {
+		d.mu.Lock()
+		if d.timer == nil {
+			d.timer = time.AfterFunc(wait, d.runPaced)
+		} else {
+			d.timer.Reset(wait)
+		}
+		d.paced = true
+		d.mu.Unlock()
+		return
+	}
+	if d.tasks.Add() {
+		go d.goRun()
+	}
+}
+
+// hurry starts a paced dispatcher now, if its timer has not fired.
+func (d *Dispatcher) hurry() {
+	d.mu.Lock()
+	start := d.paced && d.timer.Stop()
+	if start {
+		d.paced = false
+	}
+	d.mu.Unlock()
+	if start && d.tasks.Add() {
+		go d.goRun()
+	}
+}
+
+// pace returns how long the dispatcher of a kick at now (monoNow) must
+// wait: nothing unless the connection is in a burst. From the third event
+// in a row that comes less than coalesce after the one before, events wait
+// until coalesce after the previous batch was taken.
+func (d *Dispatcher) pace(now int64) time.Duration {
+	w := int64(d.coalesce)
+	if w <= 0 {
+		return 0
+	}
+	if d.lastStart == 0 || now-d.lastStart >= w {
+		d.streak, d.lastStart = 0, now
+		return 0
+	}
+	d.streak++
+	if d.streak < burstAfter {
+		d.lastStart = now
+		return 0
+	}
+	d.lastStart += w
+	return time.Duration(d.lastStart - now)
+}
+
+var clockBase = time.Now()
+
+// monoNow reads the monotonic clock, in nanoseconds.
+func monoNow() int64 { return int64(time.Since(clockBase)) }
+
+// runPaced is the dispatcher of a paced kick, on the timer's goroutine.
+func (d *Dispatcher) runPaced() {
+	d.mu.Lock()
+	d.paced = false
+	d.mu.Unlock()
+	if d.tasks.Add() {
+		d.run()
+	}
+}
+
+// run is a dispatcher, on a goroutine counted by tasks.Add.
+func (d *Dispatcher) run() {
+	defer d.tasks.Done()
+	tasks.GrowStack()
+	d.dispatch()
+}
+
+// dispatch hands waiting events to the host, then stops. A kick that
+// arrives while it drains makes it look again before it stops, so no event
+// is left waiting without a dispatcher.
+func (d *Dispatcher) dispatch() {
+	d.host.Begin()
+	defer d.host.End()
+	for {
+		seen := d.kicks.Load()
+		var ok bool
+		if d.drainer != nil {
+			ok = d.dispatchAll()
+		} else {
+			ok = d.dispatchEach()
+		}
+		if !ok {
+			return // closing: kicks stay non-zero, no dispatcher starts again
+		}
+		if d.kicks.CompareAndSwap(seen, 0) {
+			return
+		}
+	}
+}
+
+// eventBufs hold the events a dispatcher took at once, between uses.
+var eventBufs = sync.Pool{New: func() any { return new([]channellayer.Message) }}
+
+// dispatchAll hands every waiting event to the host, taken from the layer
+// in one call; false if the connection is closing.
+func (d *Dispatcher) dispatchAll() bool {
+	if d.ctx.Err() != nil {
+		return false
+	}
+	buf := eventBufs.Get().(*[]channellayer.Message)
+	msgs, err := d.drainer.TryReceiveAll(d.channel, (*buf)[:0])
+	ok := true
+	for _, m := range msgs {
+		if d.ctx.Err() != nil {
+			ok = false
+			break
+		}
+		d.host.Handle(m)
+	}
+	clear(msgs) // the pool keeps no bodies alive
+	if cap(msgs) <= 1024 {
+		*buf = msgs[:0]
+		eventBufs.Put(buf)
+	}
+	if ok && err != nil {
+		d.host.Failed(err)
+		ok = false
+	}
+	return ok
+}
+
+// dispatchEach is dispatchAll for a layer that hands out one event per call.
+func (d *Dispatcher) dispatchEach() bool {
+	for {
+		if d.ctx.Err() != nil {
+			return false
+		}
+		m, ok, err := d.notifier.TryReceive(d.channel)
+		if err != nil {
+			d.host.Failed(err)
+			return false
+		}
+		if !ok {
+			return true
+		}
+		d.host.Handle(m)
+	}
+}
+
+// receiveLoop serves layers without Notifier: a goroutine waits in Receive.
+func (d *Dispatcher) receiveLoop() {
+	for {
+		m, err := d.layer.Receive(d.ctx, d.channel)
+		if err != nil {
+			d.host.Failed(err)
+			return
+		}
+		d.host.Handle(m)
+	}
+}

@@ -1,0 +1,48 @@
+//go:build linux
+
+package wsconn
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+)
+
+// rawConnOf returns the socket under nc if a poller can watch it.
+func rawConnOf(nc net.Conn) syscall.RawConn {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
+}
+
+// readNow reads what the socket has without waiting: ErrIdle if nothing.
+func readNow(raw syscall.RawConn, b []byte) (int, error) {
+	var n int
+	var err error
+	cerr := raw.Read(func(fd uintptr) bool {
+		for {
+			n, err = syscall.Read(int(fd), b)
+			if err != syscall.EINTR {
+				return true // done, whatever it read: never wait here
+			}
+		}
+	})
+	switch {
+	case cerr != nil:
+		return 0, cerr
+	case err == syscall.EAGAIN:
+		return 0, ErrIdle
+	case err != nil:
+		return 0, os.NewSyscallError("read", err)
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}

@@ -1,0 +1,14 @@
+//go:build !linux
+
+package wsconn
+
+import (
+	"net"
+	"syscall"
+)
+
+// Sockets are watched only on Linux; elsewhere every connection keeps a
+// reading goroutine.
+func rawConnOf(net.Conn) syscall.RawConn { return nil }
+
+func readNow(syscall.RawConn, []byte) (int, error) { return 0, ErrIdle } // not reached: no raw conn

@@ -1,0 +1,93 @@
+package consumer
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/presence"
+)
+
+// Options configures a Server. Only Layer is required.
+type Options struct {
+	// Layer carries events between consumers. Required.
+	Layer channellayer.Layer
+	// ReadLimit is the largest frame a client may send; a bigger one
+	// closes the connection with 1009. Defaults to 32 KiB.
+	ReadLimit int64
+	// QueueBytes caps a connection's outgoing queue; a client that falls
+	// this far behind is closed with 1013. Defaults to 1 MiB.
+	QueueBytes int
+	// PingInterval is how often an idle peer is pinged. Defaults to 25 s;
+	// negative disables pings.
+	PingInterval time.Duration
+	// PingTimeout is how long a pong may take before the peer is
+	// considered dead. Defaults to 15 s.
+	PingTimeout time.Duration
+	// WriteTimeout bounds one write to the network (a batch of frames):
+	// a peer that takes nothing for that long is dropped. Defaults to 10 s.
+	WriteTimeout time.Duration
+	// Coalesce paces the layer events of a connection in a burst. From
+	// the third event in a row that comes less than Coalesce after the one
+	// before, events wait until Coalesce after the previous batch was
+	// taken, and are handled and written together, in one write (32
+	// waiting events start the batch at once). Events that come alone are
+	// never delayed; in a burst an event waits at most Coalesce. It trades
+	// that little latency, on busy connections only, for far fewer writes
+	// and wake-ups when a big group is busy. Defaults to 10 ms; negative
+	// disables it.
+	Coalesce time.Duration
+	// DisconnectTimeout bounds the consumer's Disconnect and the cleanup
+	// after it. Defaults to 5 s.
+	DisconnectTimeout time.Duration
+	// OnClosing, if set, is called once per connection as it starts
+	// closing, with its close code (for metrics). It must not block.
+	OnClosing func(code StatusCode)
+	// OnUnhandled, if set, is called for every layer event that reached a
+	// connection with no handler for its type (see Conn.On), for a
+	// metric. It must not block. Such events are also logged at warn
+	// level, once per type.
+	OnUnhandled func(typ string)
+	// Presence configures the presence of connections (Conn.Track): its
+	// TTL (how long a dead node's entries outlive it; defaults to 30 s)
+	// and Interval (least time between two diffs of a group on this node;
+	// defaults to 1 s).
+	Presence presence.Options
+	// PresenceGrace is how long the presence entries of a connection lost
+	// without a normal close stay listed, so that a quick reconnect is not
+	// a leave. Defaults to 0: removed at once.
+	PresenceGrace time.Duration
+	// Logger receives the server's logs. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// withDefaults checks o and fills in the defaults its fields document.
+func (o Options) withDefaults() (Options, error) {
+	if o.Layer == nil {
+		return o, errors.New("consumer: Options.Layer is required (use channellayer.NewMemory for one process)")
+	}
+	if o.ReadLimit < 0 || o.QueueBytes < 0 || o.PingTimeout < 0 || o.WriteTimeout < 0 || o.DisconnectTimeout < 0 {
+		return o, errors.New("consumer: limits and timeouts in Options must not be negative")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if o.ReadLimit == 0 {
+		o.ReadLimit = 32 << 10
+	}
+	if o.QueueBytes == 0 {
+		o.QueueBytes = 1 << 20
+	}
+	def(&o.PingInterval, 25*time.Second)
+	def(&o.PingTimeout, 15*time.Second)
+	def(&o.WriteTimeout, 10*time.Second)
+	def(&o.DisconnectTimeout, 5*time.Second)
+	def(&o.Coalesce, 10*time.Millisecond)
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o, nil
+}
