@@ -47,6 +47,12 @@ type RedisOptions struct {
 	// Presence keys expire by themselves once nobody refreshes their
 	// entries (see Track). Defaults to 0: history is kept for ever.
 	GroupTTL time.Duration
+	// RecordLinger, if positive, lets a record that does not wait for its
+	// result (Recorder) wait up to that long for others while the node
+	// records steadily, so that more share a round trip. Defaults to 0:
+	// a record goes at once when no round trip is under way, and what
+	// queues while one is goes in the next, with no timer (see pipeline).
+	RecordLinger time.Duration
 	// NoWait makes NewRedis return at once, whether or not Redis can be
 	// reached yet: the layer starts not ready (Check fails, calls that need
 	// Redis fail with ErrUnavailable) and connects by itself, as after a
@@ -209,7 +215,7 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptio
 		pending:     make(map[string]string),
 		holds:       make(map[string]*hold),
 	}
-	r.pipe = newPipelines(lctx, client, cluster, opts.Replicas, opts.ReplicaTimeout)
+	r.pipe = newPipelines(lctx, client, cluster, opts.Replicas, opts.ReplicaTimeout, opts.RecordLinger)
 	if cluster {
 		r.proc = &groupSub{channel: r.procChan, proc: true, ready: make(chan struct{})}
 		r.subs[r.procChan] = r.proc

@@ -17,15 +17,16 @@ import (
 // read for the lot), and so on: a busy node makes one round trip per
 // batch, not one per message, and Redis reads a batch in one go.
 //
-// Records that do not wait for their result (asyncRecord) go further:
-// while the pipeline has been busy lately (a round trip began less than
-// pipeBusy ago), the first of them waits pipeLinger for others before its
-// batch goes, unless pipeFull commands gather first or a record batch
-// fills up (see recordBatch.full). Their senders carry on meanwhile, and
-// records of one group queued one behind the other share a script call,
-// so a node recording a steady stream of messages makes one round trip,
-// and Redis one write to each subscriber, per few milliseconds instead of
-// one per message.
+// Records that do not wait for their result (asyncRecord) batch the same
+// way, and records of one group queued one behind the other share a
+// script call: a node recording a steady stream of messages makes one
+// round trip, and Redis one write to each subscriber, per round trip's
+// worth of messages. No timer holds them by default. With a linger
+// (RedisOptions.RecordLinger), while the pipeline has been busy lately (a
+// round trip began less than pipeBusy ago), the first of them waits that
+// long for others before its batch goes, unless pipeFull commands gather
+// first or a record batch fills up (see recordBatch.full): fewer, bigger
+// round trips for a little latency.
 //
 // Each caller still gets its own command's result, in the order the
 // commands came. A caller whose context ends while its command waits takes
@@ -43,6 +44,7 @@ type pipeline struct {
 	// (see settleHeld).
 	replicas    int
 	replicaWait time.Duration
+	linger      time.Duration // RedisOptions.RecordLinger; 0: none
 
 	mu        sync.Mutex
 	busy      bool        // a round trip is under way, or a batch lingers
@@ -55,7 +57,6 @@ type pipeline struct {
 }
 
 const (
-	pipeLinger = 5 * time.Millisecond  // how long a busy pipeline's async batch waits for more
 	pipeBusy   = 20 * time.Millisecond // a round trip that began this recently makes it busy
 	pipeFull   = 64                    // commands that send a lingering batch at once
 )
@@ -171,12 +172,12 @@ func (p *pipeline) asyncRecord(b *recordBatch) {
 	}
 	p.busy = true
 	p.wg.Add(1) // under mu, while not closed: Close waits for the batch
-	if time.Since(p.lastStart) < pipeBusy {
+	if p.linger > 0 && time.Since(p.lastStart) < pipeBusy {
 		p.lingering = true
 		if p.timer == nil {
-			p.timer = time.AfterFunc(pipeLinger, p.linger)
+			p.timer = time.AfterFunc(p.linger, p.lingered)
 		} else {
-			p.timer.Reset(pipeLinger)
+			p.timer.Reset(p.linger)
 		}
 		p.mu.Unlock()
 		return
@@ -185,8 +186,8 @@ func (p *pipeline) asyncRecord(b *recordBatch) {
 	p.sendHeld()
 }
 
-// linger is the linger timer's: the batch waited long enough.
-func (p *pipeline) linger() {
+// lingered is the linger timer's: the batch waited long enough.
+func (p *pipeline) lingered() {
 	p.mu.Lock()
 	p.lingering = false
 	p.mu.Unlock()
@@ -273,6 +274,7 @@ type pipelines struct {
 
 	replicas    int           // see pipeline
 	replicaWait time.Duration // see pipeline
+	linger      time.Duration // see pipeline
 
 	mu     sync.Mutex
 	one    *pipeline
@@ -280,14 +282,14 @@ type pipelines struct {
 	closed bool
 }
 
-func newPipelines(ctx context.Context, client redis.UniversalClient, cluster bool, replicas int, replicaWait time.Duration) *pipelines {
-	ps := &pipelines{client: client, ctx: ctx, cluster: cluster, replicas: replicas, replicaWait: replicaWait, bySlot: make(map[uint16]*pipeline)}
+func newPipelines(ctx context.Context, client redis.UniversalClient, cluster bool, replicas int, replicaWait, linger time.Duration) *pipelines {
+	ps := &pipelines{client: client, ctx: ctx, cluster: cluster, replicas: replicas, replicaWait: replicaWait, linger: linger, bySlot: make(map[uint16]*pipeline)}
 	ps.one = ps.make()
 	return ps
 }
 
 func (ps *pipelines) make() *pipeline {
-	return &pipeline{client: ps.client, ctx: ps.ctx, wg: &ps.wg, closed: ps.closed, replicas: ps.replicas, replicaWait: ps.replicaWait}
+	return &pipeline{client: ps.client, ctx: ps.ctx, wg: &ps.wg, closed: ps.closed, replicas: ps.replicas, replicaWait: ps.replicaWait, linger: ps.linger}
 }
 
 // of returns the pipeline for commands on key (a channel or a key with a

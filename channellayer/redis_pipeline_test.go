@@ -71,11 +71,17 @@ func pause(t *testing.T, addr string, d time.Duration) {
 // script and is not counted.
 func countedLayer(t *testing.T, g string) (*redistest.Server, *channellayer.Redis, string, *roundTrips) {
 	t.Helper()
+	return countedLayerOpts(t, g, channellayer.RedisOptions{Capacity: 1000})
+}
+
+// countedLayerOpts is countedLayer with the layer's options.
+func countedLayerOpts(t *testing.T, g string, opts channellayer.RedisOptions) (*redistest.Server, *channellayer.Redis, string, *roundTrips) {
+	t.Helper()
 	srv := redistest.Start(t)
 	client := newClient(t, srv.Addr())
 	trips := &roundTrips{}
 	client.AddHook(trips)
-	l := openRedisLayer(t, client, newPrefix(), channellayer.RedisOptions{Capacity: 1000}, 5*time.Second)
+	l := openRedisLayer(t, client, newPrefix(), opts, 5*time.Second)
 	ch := newChan(t, l, g)
 	if _, err := l.GroupSendRecorded(tctx(t, 5*time.Second), g, mustMsg(t, "warm", nil)); err != nil {
 		t.Fatal(err)
@@ -305,7 +311,8 @@ func recordAsync(t *testing.T, l *channellayer.Redis, g string, n int, gap time.
 // pipelines, not one round trip each, and arrives whole and in order.
 func TestRedisRecordAsyncLingers(t *testing.T) {
 	const g, n = "stream", 30
-	_, l, ch, trips := countedLayer(t, g) // the warm-up makes the pipeline busy
+	// With a linger (off by default); the warm-up makes the pipeline busy.
+	_, l, ch, trips := countedLayerOpts(t, g, channellayer.RedisOptions{Capacity: 1000, RecordLinger: 5 * time.Millisecond})
 
 	for i, err := range recordAsync(t, l, g, n, time.Millisecond) {
 		if err != nil {

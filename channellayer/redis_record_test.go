@@ -90,7 +90,7 @@ func TestRedisGroupSendCannotPoseAsRecorded(t *testing.T) {
 // the call order, failures included.
 func TestRedisRecordFailureKeepsOrder(t *testing.T) {
 	const g = "room"
-	srv, l, ch, _ := countedLayer(t, g) // the warm-up makes the pipeline busy: the first record lingers
+	srv, l, ch, _ := countedLayer(t, g)
 	pause(t, srv.Addr(), 300*time.Millisecond)
 	var mu sync.Mutex
 	var order []int
