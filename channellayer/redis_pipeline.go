@@ -57,8 +57,8 @@ type pipeline struct {
 }
 
 const (
-	pipeBusy   = 20 * time.Millisecond // a round trip that began this recently makes it busy
-	pipeFull   = 64                    // commands that send a lingering batch at once
+	pipeBusy = 20 * time.Millisecond // a round trip that began this recently makes it busy
+	pipeFull = 64                    // commands that send a lingering batch at once
 )
 
 // pipeCall is one caller's command, waiting for a batch.
