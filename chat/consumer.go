@@ -61,7 +61,7 @@ func (rc *roomConsumer) Connect(ctx context.Context, c *consumer.Conn) error {
 	// once after 1000, after the grace period otherwise); the others learn
 	// of the join from the diff it causes, the joiner from the frames below.
 	start := time.Now()
-	err = c.Track(ctx, room, rc.user.Session, userMeta{Name: rc.user.Name})
+	err = c.Track(ctx, room, rc.user.Session, userMeta{Name: rc.user.Name, At: time.Now().UnixMilli()})
 	a.metrics.observe("presence_track", start, err)
 	if err != nil {
 		return rc.unavailable(err)
@@ -342,5 +342,10 @@ func (rc *roomConsumer) Disconnect(ctx context.Context, c *consumer.Conn, code c
 	}
 	_ = rc.flight.waitBelow(ctx, 1)
 	rc.app.hub.remove(rc.room, c)
+	// The room's next flush recounts it (and its directory entry) after the
+	// framework has ended this socket's presence, which comes right after
+	// Disconnect: a join and a leave quicker than one diff interval cause no
+	// diff, and the count must still come back down.
+	rc.app.hub.markDirty(rc.room)
 	rc.app.metrics.conns.Dec()
 }

@@ -44,6 +44,7 @@ type localRoom struct {
 // userMeta is the meta of a socket's presence entry; its key is the session.
 type userMeta struct {
 	Name string `json:"n"`
+	At   int64  `json:"t,omitempty"` // when the socket joined, Unix ms: orders the joins of one diff
 }
 
 // notice is a join or leave notice of a diff, and whose it is.
@@ -84,14 +85,13 @@ func (h *hub) add(room string, c *consumer.Conn) {
 	r.conns[c] = struct{}{}
 }
 
+// remove forgets a socket. A room left without local sockets stays until
+// its next flush has counted it (see flush).
 func (h *hub) remove(room string, c *consumer.Conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if r := h.rooms[room]; r != nil {
 		delete(r.conns, c)
-		if len(r.conns) == 0 {
-			delete(h.rooms, room)
-		}
 	}
 }
 
@@ -104,12 +104,15 @@ func (h *hub) markDirty(room string) {
 	h.mu.Unlock()
 }
 
+// roomNames lists the rooms with sockets on this node.
 func (h *hub) roomNames() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	out := make([]string, 0, len(h.rooms))
-	for r := range h.rooms {
-		out = append(out, r)
+	for name, r := range h.rooms {
+		if len(r.conns) > 0 {
+			out = append(out, name)
+		}
 	}
 	return out
 }
@@ -137,6 +140,8 @@ func (h *hub) flush() {
 		if r.dirty {
 			r.dirty = false
 			dirty = append(dirty, name)
+		} else if len(r.conns) == 0 {
+			delete(h.rooms, name) // counted after its last socket left
 		}
 	}
 	h.mu.Unlock()
@@ -191,23 +196,46 @@ func (h *hub) notices(m channellayer.Message) []notice {
 	}
 	var d presence.Diff
 	var out []notice
-	if err := json.Unmarshal(m.Body, &d); err == nil && d.Count <= maxListed {
-		add := func(keys map[string][]json.RawMessage, what string) {
-			sessions := make([]string, 0, len(keys))
-			for s := range keys {
-				sessions = append(sessions, s)
-			}
-			sort.Strings(sessions)
-			for _, s := range sessions {
+	if err := json.Unmarshal(m.Body, &d); err == nil {
+		type who struct {
+			session, name string
+			at            int64
+		}
+		read := func(keys map[string][]json.RawMessage) []who {
+			var all []who
+			for s, metas := range keys {
 				var meta userMeta
-				if metas := keys[s]; len(metas) > 0 && json.Unmarshal(metas[0], &meta) == nil && meta.Name != "" {
-					b, _ := json.Marshal(noticeFrame{Type: "notice", Text: meta.Name + what, Time: now()})
-					out = append(out, notice{session: s, body: b})
+				if len(metas) > 0 && json.Unmarshal(metas[0], &meta) == nil && meta.Name != "" {
+					all = append(all, who{s, meta.Name, meta.At})
 				}
 			}
+			sort.Slice(all, func(i, j int) bool {
+				if all[i].at != all[j].at {
+					return all[i].at < all[j].at
+				}
+				return all[i].session < all[j].session
+			})
+			return all
 		}
-		add(d.Leaves, " has left the chat")
-		add(d.Joins, " has joined the chat")
+		add := func(w who, what string) {
+			b, _ := json.Marshal(noticeFrame{Type: "notice", Text: w.name + what, Time: now()})
+			out = append(out, notice{session: w.session, body: b})
+		}
+		// The limit counts the room after each change: a diff carries
+		// several, so the joins are announced in the order they came while
+		// the room, counted after each, had at most maxListed users.
+		if d.Count <= maxListed {
+			for _, w := range read(d.Leaves) {
+				add(w, " has left the chat")
+			}
+		}
+		joins := read(d.Joins)
+		before := d.Count - len(joins) // the room before this diff's joins
+		for i, w := range joins {
+			if before+i+1 <= maxListed {
+				add(w, " has joined the chat")
+			}
+		}
 	}
 	h.diff = decodedDiff{body: m.Body, notices: out}
 	return out
