@@ -160,7 +160,8 @@ func countCID(c *testnode.Client, cid string) int {
 // the sender's connection. The sender reconnects, to the same node or to
 // the other one, over a websocket or the fallback, and sends it again with
 // the same cid: it gets the original back (same ID), and the room's history
-// and every other member's view hold it once.
+// and every other member's view (watchers on both nodes, on websockets and
+// on the fallback) hold it once.
 func TestResendAfterLostAck(t *testing.T) {
 	t.Parallel()
 	rs := redistest.Start(t)
@@ -169,9 +170,19 @@ func TestResendAfterLostAck(t *testing.T) {
 	cl := &lbCluster{redis: rs}
 	ctx := timeout(t, 90*time.Second)
 	const room = "Resend Room"
-	// Watchers on each node.
+	// Watchers on each node, and one on the fallback.
 	bob := connect(ctx, t, nodes[0].URL(), "Bob", room)
 	carol := connect(ctx, t, nodes[1].URL(), "Carol", room)
+	eveJoin, err := testnode.Join(ctx, nodes[1].URL(), "Eve", room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eve, err := ssetest.Open(ctx, &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}, chatRoute(nodes[1].URL(), room),
+		http.Header{"Cookie": {(&http.Cookie{Name: eveJoin.Cookie.Name, Value: eveJoin.Cookie.Value}).String()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eve.Close()
 
 	for _, tc := range []struct {
 		name      string
@@ -333,11 +344,28 @@ func TestResendAfterLostAck(t *testing.T) {
 					t.Errorf("%s got the message %d times; want once", w.Nickname, n)
 				}
 			}
+			// Eve, on the fallback, likewise: her frames up to the marker.
+			n := 0
+			for {
+				f, err := sseFrames(ctx, eve, func(f testnode.Frame) bool { return f.Type == "message" })
+				if err != nil {
+					t.Fatalf("Eve: %v", err)
+				}
+				if f.CID == "m-"+tc.cid {
+					break
+				}
+				if f.CID == tc.cid {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Errorf("Eve (fallback) got the message %d times; want once", n)
+			}
 			xs, err := cl.historyEntries(room)
 			if err != nil {
 				t.Fatal(err)
 			}
-			n := 0
+			n = 0
 			for _, x := range xs {
 				if d, _ := x.Values["d"].(string); strings.Contains(d, `"cid":"`+tc.cid+`"`) {
 					n++
