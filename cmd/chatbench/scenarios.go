@@ -479,8 +479,8 @@ var errNoTarget = errors.New("chatbench: scenario has no target to run")
 // scenarioTargets lists which targets a scenario runs against.
 func scenarioTargets(cfg *config, scenario string) []string {
 	if isSSEScenario(scenario) {
-		if cfg.target == "bare" {
-			return nil
+		if cfg.target != "both" && cfg.target != "ours" {
+			return nil // ChatterPro's own transports: no anchor serves the fallback
 		}
 		return []string{targetOurs, targetOursSSE}
 	}
