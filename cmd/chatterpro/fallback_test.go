@@ -3,6 +3,7 @@ package main_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"regexp"
 	"slices"
 	"strings"
@@ -72,13 +73,15 @@ func jsArray(ss []string) string {
 // TestBrowsersFallbackThroughNginx drives two people in headless chromium
 // through nginx that refuses websocket upgrades, with round robin over two
 // nodes on one redis-server: the page falls back to Server-Sent Events and
-// POSTs, the two chat, then the node holding the streams is killed while
-// messages are under way and more are typed during the outage. Both pages
-// reconnect through nginx to the surviving node, resume with since, and end
-// with every message sent shown once, acknowledged, in each sender's order.
+// POSTs, the two chat, then a node is killed while messages are under way
+// and more are typed during the outage, twice: first the node holding the
+// streams where round robin put them, then (the node restarted, the streams
+// split one per node) the node holding one of them. Each time both pages
+// reconnect through nginx to the surviving node, resume with since, and show
+// every message sent once, acknowledged, in each sender's order.
 func TestBrowsersFallbackThroughNginx(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second) // it usually takes 15-30 s
+	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second) // it usually takes 30-50 s
 	defer cancel()
 	browsers := startBrowsers(ctx, t, "Ada", "Grace")
 	rs := redistest.Start(t)
@@ -111,58 +114,104 @@ func TestBrowsersFallbackThroughNginx(t *testing.T) {
 		t.Fatalf("want a refused websocket handshake per page (at least) and no upgrade in nginx's access log:\n%s", log)
 	}
 
-	// Kill the node holding most of the two streams, mid-conversation.
-	conns := []int{lbConnections(nodes[0]), lbConnections(nodes[1])}
-	if conns[0]+conns[1] != 2 {
-		t.Fatalf("the nodes count %v chat connections; want 2 in all", conns)
+	// round kills a node mid-conversation: messages are typed right before
+	// the kill and during the outage, and the pages come back on the other
+	// node. It returns the surviving node and how many streams the killed
+	// one held.
+	round := func(n int) (survivor *testnode.Node, held int) {
+		t.Helper()
+		conns := []int{lbConnections(nodes[0]), lbConnections(nodes[1])}
+		if conns[0]+conns[1] != 2 {
+			t.Fatalf("round %d: the nodes count %v chat connections; want 2 in all", n, conns)
+		}
+		victim, survivor := nodes[0], nodes[1]
+		if conns[1] > conns[0] {
+			victim, survivor = nodes[1], nodes[0]
+		}
+		held = max(conns[0], conns[1])
+		say(ada, fmt.Sprintf("Round %d, sending while the node goes away: one", n))
+		say(grace, fmt.Sprintf("Round %d, me too, racing the kill", n))
+		say(ada, fmt.Sprintf("Round %d, sending while the node goes away: two", n))
+		victim.Kill()
+		t.Logf("round %d: killed the node that held %d of the 2 streams", n, held)
+		// Typed while the pages reconnect (or right after): kept in the
+		// outbox and sent once they are back.
+		say(grace, fmt.Sprintf("Round %d, typed during the outage", n))
+		say(ada, fmt.Sprintf("Round %d, sending while the node goes away: three", n))
+		testkit.Eventually(t, 30*time.Second, func() bool { return lbConnections(survivor) == 2 }, "both pages on the surviving node")
+		for _, b := range all {
+			b.waitFor(30*time.Second, "back online", `document.getElementById("status").dataset.state === "open"`)
+		}
+		say(grace, fmt.Sprintf("Round %d, back on the surviving node.", n))
+		say(ada, fmt.Sprintf("Round %d, nothing lost, nothing twice.", n))
+		for _, b := range all {
+			b.waitFor(30*time.Second, "every message shown and acknowledged", shownJS(sent))
+		}
+		// Each page shows each message once, acknowledged, with distinct
+		// IDs, in the order each sender typed them.
+		for _, b := range all {
+			list := eval[[]domMessage](b, domMessagesJS)
+			var got []string
+			ids := map[string]bool{}
+			for _, m := range list {
+				got = append(got, m.User+"|"+m.Text)
+				if strings.Contains(m.Class, "pending") || strings.Contains(m.Class, "failed") || m.ID == "" || ids[m.ID] {
+					t.Errorf("round %d: %s: message %+v is pending, failed, without an ID or shown twice", n, b.name, m)
+				}
+				ids[m.ID] = true
+			}
+			if len(got) != len(sent) {
+				t.Errorf("round %d: %s shows %d messages, %d were sent:\n got %q\nsent %q", n, b.name, len(got), len(sent), got, sent)
+			}
+			for _, who := range []string{"Ada|", "Grace|"} {
+				if g, s := bySender(got, who), bySender(sent, who); !slices.Equal(g, s) {
+					t.Errorf("round %d: %s shows %s messages %q; want %q, in that order", n, b.name, strings.TrimSuffix(who, "|"), g, s)
+				}
+			}
+		}
+		return survivor, held
 	}
-	victim, survivor := nodes[0], nodes[1]
-	if conns[1] > conns[0] {
-		victim, survivor = nodes[1], nodes[0]
-	}
+
+	// Round 1: the streams where round robin put them (so far always
+	// both on one node).
 	killedAt := len(lb.AccessLog())
-	say(ada, "Sending while the node goes away: one")
-	say(grace, "Me too, racing the kill")
-	say(ada, "Sending while the node goes away: two")
-	victim.Kill()
-	t.Logf("killed the node that held %d of the 2 streams", max(conns[0], conns[1]))
-	// Typed while the pages reconnect (or right after): kept in the
-	// outbox and sent once they are back.
-	say(grace, "Typed during the outage")
-	say(ada, "Sending while the node goes away: three")
+	survivor, held1 := round(1)
 
-	for _, b := range all {
-		b.waitFor(30*time.Second, "back online", `document.getElementById("status").dataset.state === "open"`)
-	}
-	testkit.Eventually(t, 15*time.Second, func() bool { return lbConnections(survivor) == 2 }, "both pages on the surviving node")
-	say(grace, "Back on the surviving node.")
-	say(ada, "Nothing lost, nothing twice.")
-	for _, b := range all {
-		b.waitFor(30*time.Second, "every message shown and acknowledged", shownJS(sent))
-	}
-
-	// Each page shows each message once, acknowledged, with distinct IDs,
-	// in the order each sender typed them.
-	for _, b := range all {
-		list := eval[[]domMessage](b, domMessagesJS)
-		var got []string
-		ids := map[string]bool{}
-		for _, m := range list {
-			got = append(got, m.User+"|"+m.Text)
-			if strings.Contains(m.Class, "pending") || strings.Contains(m.Class, "failed") || m.ID == "" || ids[m.ID] {
-				t.Errorf("%s: message %+v is pending, failed, without an ID or shown twice", b.name, m)
-			}
-			ids[m.ID] = true
+	// Round 2: the killed node is back and the streams are split, one
+	// per node: Grace reloads her page until hers lands on the restarted
+	// node (requests through nginx between two reloads shift round
+	// robin). The page on the node that stays sends its POSTs through
+	// nginx, which may pick the dead node first.
+	for _, n := range nodes {
+		if n != survivor {
+			n.Restart(t)
 		}
-		if len(got) != len(sent) {
-			t.Errorf("%s shows %d messages, %d were sent:\n got %q\nsent %q", b.name, len(got), len(sent), got, sent)
+	}
+	split := func() bool { return lbConnections(nodes[0]) == 1 && lbConnections(nodes[1]) == 1 }
+	reloads := 0
+	for attempt := 1; !split(); attempt++ {
+		reloads = attempt
+		if attempt > 8 {
+			t.Fatalf("the streams are not split over the nodes after %d reloads: %d and %d", attempt-1, lbConnections(nodes[0]), lbConnections(nodes[1]))
 		}
-		for _, who := range []string{"Ada|", "Grace|"} {
-			if g, s := bySender(got, who), bySender(sent, who); !slices.Equal(g, s) {
-				t.Errorf("%s shows %s messages %q; want %q, in that order", b.name, strings.TrimSuffix(who, "|"), g, s)
+		grace.do(15*time.Second, "reloading", chromedp.Reload())
+		grace.waitFor(15*time.Second, "online again", `document.getElementById("status").dataset.state === "open"`)
+		testkit.Eventually(t, 10*time.Second, func() bool { return lbConnections(nodes[0])+lbConnections(nodes[1]) == 2 }, "the page's old stream closed")
+		if split() {
+			break
+		}
+		// One request, then two, and so on: whatever the number of
+		// requests a reload makes, the next stream lands on the other
+		// node within two attempts.
+		for range 1 + attempt%2 {
+			if r, err := testnode.Do(mustRequest(t, lb.URL()+"/healthz")); err != nil || r.StatusCode != 200 {
+				t.Fatalf("GET /healthz through nginx: %v, %v", r, err)
 			}
 		}
 	}
+	t.Logf("round 2: the streams split after %d reloads", reloads)
+	grace.waitFor(15*time.Second, "the messages so far, from history", shownJS(sent))
+	survivor, held2 := round(2)
 
 	// The room's history holds each message once.
 	reader := connect(ctx, t, survivor.URL(), "Reader", room)
@@ -185,8 +234,8 @@ func TestBrowsersFallbackThroughNginx(t *testing.T) {
 	var log string
 	err := testkit.Poll(10*time.Second, func() error {
 		log = lb.AccessLog()
-		if n := len(resumed.FindAllString(log[killedAt:], -1)); n < max(conns[0], conns[1]) {
-			return fmt.Errorf("after the kill, %d streams resumed with since; want at least %d", n, max(conns[0], conns[1]))
+		if n := len(resumed.FindAllString(log[killedAt:], -1)); n < held1+held2 {
+			return fmt.Errorf("after the kills, %d streams resumed with since; want at least %d", n, held1+held2)
 		}
 		return nil
 	})
@@ -204,6 +253,15 @@ func TestBrowsersFallbackThroughNginx(t *testing.T) {
 	if strings.Contains(log, `" 101 `) {
 		t.Errorf("a websocket got through nginx:\n%s", log)
 	}
+}
+
+func mustRequest(t *testing.T, url string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
 }
 
 // bySender returns the entries of list ("user|text") starting with who.
