@@ -677,7 +677,12 @@ class SSETransport {
     this.posting = false;
     this.ended = false;
     this.retry = null;
-    this.waiting = null; // the entries of a POST waiting to be retried
+    // The entries of the POST under way (sent, or waiting to be retried),
+    // until an answer settles them. If the stream ends first they go back
+    // to the client's outbox at once, ahead of anything sent after them, so
+    // the next stream carries the client's frames in the order sent; a late
+    // answer to that POST is then ignored.
+    this.inflight = null;
     // Cookies go along, as on a websocket, also to another allowed origin.
     const es = new client._EventSource(url, { withCredentials: true });
     this.es = es;
@@ -728,6 +733,7 @@ class SSETransport {
 
   write(entries) {
     this.posting = true;
+    this.inflight = entries;
     const body = JSON.stringify({ seq: this.seq, frames: entries.map((e) => e.frame) });
     this.post(entries, body, 0);
   }
@@ -735,12 +741,8 @@ class SSETransport {
   post(entries, body, tries) {
     const c = this.client;
     const retry = () => {
-      if (this.ended) return c._requeue(entries);
-      this.waiting = entries;
       this.retry = setTimeout(() => {
         this.retry = null;
-        this.waiting = null;
-        if (this.ended) return c._requeue(entries);
         this.post(entries, body, tries + 1);
       }, 250 + backoffDelay(tries, c._backoff.min, c._backoff.max));
     };
@@ -752,22 +754,27 @@ class SSETransport {
       cache: "no-store",
     }).then(
       (res) => {
+        if (this.ended) return; // abandon gave the entries back
         const s = res.status;
         if (s >= 200 && s < 300) {
+          this.inflight = null;
           this.seq++;
           this.posting = false;
           c._written(this, entries);
         } else if (s === 404 || s === 403) {
           // The stream is gone (or not ours): the frames wait for the next one.
+          this.inflight = null;
           this.posting = false;
           c._requeue(entries);
           this.end(ABNORMAL, "stream refused the POST (" + s + ")");
           return;
         } else if (s === 413 && entries.length > 1) {
+          this.inflight = null;
           this.posting = false;
           this.maxBatch = 1;
           c._requeue(entries);
         } else if (s === 400 || s === 413) {
+          this.inflight = null;
           this.posting = false;
           c._dropped(entries, s === 413 ? "too_big" : "bad_frame");
         } else {
@@ -777,7 +784,10 @@ class SSETransport {
         }
         if (!this.ended) c._pump();
       },
-      () => retry(), // the network: the same seq again, harmless if it was applied
+      () => {
+        // The network: the same seq again, harmless if it was applied.
+        if (!this.ended) retry();
+      },
     );
   }
 
@@ -808,8 +818,9 @@ class SSETransport {
     if (this.ended) return;
     this.ended = true;
     clearTimeout(this.retry);
-    if (this.waiting) this.client._requeue(this.waiting);
-    this.waiting = null;
+    this.retry = null;
+    if (this.inflight) this.client._requeue(this.inflight);
+    this.inflight = null;
     this.es.onerror = null;
     this.es.close();
   }

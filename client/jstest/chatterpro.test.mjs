@@ -527,6 +527,40 @@ test("SSE: POSTs one at a time, numbered by seq; retries keep their seq; close b
   assert.ok(es2.closed);
 });
 
+test("SSE: a POST unanswered when its stream is lost goes first on the next stream", async (t) => {
+  const { make, tick, net } = setup(t, () => 0);
+  const c = make("http://h/ws/x/", { transports: ["sse"], rate: null });
+  await settle();
+  const es = FakeEventSource.last();
+  es.open("s1");
+  const a = c.send({ type: "message", text: "a" });
+  await settle();
+  assert.deepEqual(net.calls[0].body, { seq: 1, frames: [{ type: "message", text: "a" }] });
+
+  // The stream's node dies with the POST under way; "b" is typed after.
+  es.error();
+  assert.equal(c.state, "reconnecting");
+  const b = c.send({ type: "message", text: "b" });
+  tick(0);
+  const es2 = FakeEventSource.last();
+  assert.notEqual(es2, es);
+  es2.open("s2");
+  await settle();
+  assert.equal(net.calls.length, 2);
+  assert.equal(net.calls[1].url.searchParams.get("stream"), "s2");
+  assert.deepEqual(net.calls[1].body, { seq: 1, frames: [{ type: "message", text: "a" }, { type: "message", text: "b" }] }, "a before b");
+
+  // The lost POST's late answer changes nothing: no retry on the old
+  // stream, no second resolution.
+  net.calls[0].respond(502);
+  await settle();
+  tick(20000);
+  await settle();
+  assert.equal(net.calls.length, 2);
+  net.calls[1].respond(204);
+  assert.deepEqual(await Promise.all([a, b]), [true, true]);
+});
+
 test("SSE: pings go by POST and any frame on the stream answers them", async (t) => {
   const { make, tick, net } = setup(t, () => 0);
   const c = make("http://h/ws/x/", { transports: ["sse"], pingInterval: 1000, pingTimeout: 500 });

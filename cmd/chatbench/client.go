@@ -25,6 +25,7 @@ type netClient struct {
 	hc   *http.Client
 	next atomic.Uint32
 	ips  int
+	sse  bool // members use the fallback transport (see sse.go)
 }
 
 func newNetClient(sourceIPs int) *netClient {
@@ -51,11 +52,17 @@ func (nc *netClient) dial(ctx context.Context, network, addr string) (net.Conn, 
 
 func (nc *netClient) close() { nc.hc.CloseIdleConnections() }
 
-// client is one chat member: a websocket in one room.
+// withSSE returns a client of the same connections whose members use the
+// fallback transport instead of websockets.
+func (nc *netClient) withSSE() *netClient { return &netClient{hc: nc.hc, ips: nc.ips, sse: true} }
+
+// client is one chat member: a websocket in one room, or (sse set) an
+// event stream and its POSTs.
 type client struct {
 	id   int
 	room string
 	ws   *websocket.Conn
+	sse  *sseConn
 
 	mu     sync.Mutex // guards the measurement below
 	tr     *tracker
@@ -109,6 +116,19 @@ func (nc *netClient) join(ctx context.Context, base string, id int, room string)
 	}
 	if cookie == "" {
 		return nil, errors.New("join: no session cookie")
+	}
+	if nc.sse {
+		s, first, err := nc.openSSE(ctx, base, room, cookie)
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.HasPrefix(first, []byte(`{"type":"history"`)) {
+			s.close()
+			return nil, fmt.Errorf("first frame is not history: %.80s", first)
+		}
+		c := &client{id: id, room: room, sse: s, tr: newTracker(), done: make(chan struct{})}
+		go c.sseReadLoop()
+		return c, nil
 	}
 	wsURL := "ws" + strings.TrimPrefix(base, "http") + "/ws/chat/" + url.PathEscape(room) + "/"
 	ws, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{
@@ -259,8 +279,21 @@ func (c *client) uniqueNow(sent map[uint32]uint32) uint64 {
 	return c.tr.unique(sent)
 }
 
+// write sends one frame: a websocket message, or a POST of the fallback
+// transport.
+func (c *client) write(ctx context.Context, frame []byte) error {
+	if c.sse != nil {
+		return c.sse.post(ctx, frame)
+	}
+	return c.ws.Write(ctx, websocket.MessageText, frame)
+}
+
 func (c *client) close() {
-	c.ws.Close(websocket.StatusNormalClosure, "")
+	if c.sse != nil {
+		c.sse.close()
+	} else {
+		c.ws.Close(websocket.StatusNormalClosure, "")
+	}
 	<-c.done
 }
 

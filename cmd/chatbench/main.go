@@ -19,7 +19,9 @@
 // connect (join rate), crossnode (fan-out over two nodes sharing Redis,
 // compared with one node on the memory layer; one node on Redis is shown
 // beside them, to tell the cost of the Redis path from that of splitting
-// the room), all. Two ladders are compared at the highest
+// the room), sse-fanout and sse-idle (fan-out and idle with the members on
+// the fallback transport, Server-Sent Events + POST, beside the same
+// scenario over websockets on the same kind of node), all. Two ladders are compared at the highest
 // rate both passed: CPU per delivery falls as the rate climbs, so each
 // ladder's own highest step would not be a fair match. Server CPU counts
 // every process of a target, redis-server included.
@@ -84,7 +86,7 @@ type config struct {
 func parseFlags(args []string) (*config, bool, string, error) {
 	cfg := &config{}
 	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
-	fs.StringVar(&cfg.scenario, "scenario", "fanout", "fanout, rooms, idle, connect, crossnode (comma-separated), or all")
+	fs.StringVar(&cfg.scenario, "scenario", "fanout", "fanout, rooms, idle, connect, crossnode, sse-fanout, sse-idle (comma-separated), or all")
 	fs.StringVar(&cfg.target, "target", "both", "both (chatterpro and its anchors: the bare hub, and centrifuge unless -centrifuge=false), ours, bare, or centrifuge")
 	fs.BoolVar(&cfg.centrifuge, "centrifuge", true, "with -target both: also run the centrifuge anchor (fanout, crossnode, rooms; built from "+anchorDir+")")
 	fs.StringVar(&cfg.centrifugeBin, "centrifuge-bin", "", "centrifuge anchor binary (default: go build of "+anchorDir+")")
@@ -140,7 +142,7 @@ func parseFlags(args []string) (*config, bool, string, error) {
 	return cfg, serveBareFlag, *addr, nil
 }
 
-var allScenarios = []string{"fanout", "crossnode", "rooms", "idle", "connect"}
+var allScenarios = []string{"fanout", "crossnode", "rooms", "idle", "connect", scenarioSSEFanout, scenarioSSEIdle}
 
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)

@@ -90,12 +90,18 @@ var keyMetrics = map[string][]string{
 	"rooms":     {"deliveries_per_s", "p50_ms", "p99_ms", "p999_ms", "lost", "dups", "closed_conns", "cpu_us_per_delivery", "server_cores", "loadgen_cores"},
 	"idle":      {"conns", "failed", "rss_kib_per_conn", "rss_kib_per_conn_at_connect", "rss_after_mib", "connect_s"},
 	"connect":   {"conns_per_s", "p50_ms", "p99_ms", "cpu_us_per_conn"},
+	// The fallback transport beside websockets (see sse.go).
+	scenarioSSEFanout: {"same_rate_msgs_per_s", "cpu_us_per_delivery_same_rate", "deliveries_per_s_per_core_same_rate", "max_deliveries_per_s", "max_msgs_per_s", "p99_ms_at_max", "server_cores_at_max", "cpu_us_per_delivery_at_max"},
+	scenarioSSEIdle:   {"conns", "failed", "rss_kib_per_conn", "rss_kib_per_conn_at_connect", "rss_after_mib", "connect_s"},
 }
 
 // ratioPair says which target is divided by which in a scenario.
 func ratioPair(scenario string) (num, den string) {
 	if scenario == "crossnode" {
 		return targetOurs2, targetOurs
+	}
+	if isSSEScenario(scenario) {
+		return targetOursSSE, targetOurs
 	}
 	return targetOurs, targetBare
 }
@@ -138,7 +144,7 @@ func addSameRate(results []*result) {
 	}
 	groups := map[key][]*result{}
 	for _, r := range results {
-		if (r.Scenario == "fanout" || r.Scenario == "crossnode") && r.Metrics != nil {
+		if (r.Scenario == "fanout" || r.Scenario == "crossnode" || r.Scenario == scenarioSSEFanout) && r.Metrics != nil {
 			k := key{r.Scenario, r.Run}
 			groups[k] = append(groups[k], r)
 		}
@@ -505,7 +511,7 @@ func (rep *report) params(scenario string) string {
 		if r.Scenario == scenario && r.Params != nil {
 			keys := make([]string, 0, len(r.Params))
 			for k := range r.Params {
-				if k != "nodes" && k != "layer" && !strings.HasPrefix(k, "loadavg") {
+				if k != "nodes" && k != "layer" && k != "transport" && !strings.HasPrefix(k, "loadavg") {
 					keys = append(keys, k)
 				}
 			}

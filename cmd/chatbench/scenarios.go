@@ -11,8 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/coder/websocket"
 )
 
 // result is one scenario run against one target.
@@ -137,7 +135,7 @@ func sendPaced(ctx context.Context, c *client, id uint32, start time.Time, offse
 		}
 		buf = c.frame(buf, id, seq, sched)
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := c.ws.Write(wctx, websocket.MessageText, buf)
+		err := c.write(wctx, buf)
 		cancel()
 		if err != nil {
 			return seq, err
@@ -480,6 +478,12 @@ var errNoTarget = errors.New("chatbench: scenario has no target to run")
 
 // scenarioTargets lists which targets a scenario runs against.
 func scenarioTargets(cfg *config, scenario string) []string {
+	if isSSEScenario(scenario) {
+		if cfg.target != "both" && cfg.target != "ours" {
+			return nil // ChatterPro's own transports: no anchor serves the fallback
+		}
+		return []string{targetOurs, targetOursSSE}
+	}
 	return append(ownTargets(cfg, scenario), anchorTargets(cfg, scenario)...)
 }
 
@@ -530,23 +534,27 @@ func runScenario(ctx context.Context, cfg *config, nc *netClient, dir, scenario 
 			case targetCentrifuge2:
 				t, err = startCentrifuge(ctx, cfg, dir, 2, targetCentrifuge2)
 			default:
-				t, err = startOurs(ctx, cfg, dir, 1, false, targetOurs)
+				t, err = startOurs(ctx, cfg, dir, 1, false, name)
 			}
 			if err != nil {
 				return out, err
+			}
+			tnc := nc
+			if name == targetOursSSE {
+				tnc = nc.withSSE()
 			}
 			label := fmt.Sprintf("[%s %s run %d]", scenario, name, run)
 			load := loadAvg()
 			var res *result
 			switch scenario {
-			case "fanout", "crossnode":
-				res, err = runFanout(ctx, cfg, nc, t, label)
+			case "fanout", "crossnode", scenarioSSEFanout:
+				res, err = runFanout(ctx, cfg, tnc, t, label)
 			case "rooms":
-				res, err = runRooms(ctx, cfg, nc, t, label)
-			case "idle":
-				res, err = runIdle(ctx, cfg, nc, t, label)
+				res, err = runRooms(ctx, cfg, tnc, t, label)
+			case "idle", scenarioSSEIdle:
+				res, err = runIdle(ctx, cfg, tnc, t, label)
 			case "connect":
-				res, err = runConnect(ctx, cfg, nc, t, label)
+				res, err = runConnect(ctx, cfg, tnc, t, label)
 			default:
 				err = fmt.Errorf("unknown scenario %q", scenario)
 			}
@@ -558,6 +566,10 @@ func runScenario(ctx context.Context, cfg *config, nc *netClient, dir, scenario 
 			res.Scenario, res.Run = scenario, run
 			if res.Params != nil {
 				res.Params["loadavg_before"], res.Params["loadavg_after"] = load, loadAvg()
+				res.Params["transport"] = "websocket"
+				if tnc.sse {
+					res.Params["transport"] = "sse"
+				}
 			}
 			out = append(out, res)
 		}

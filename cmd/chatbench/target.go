@@ -21,9 +21,13 @@ const (
 	// single node on the memory layer and the two nodes, it shows what the
 	// Redis path costs and what splitting the room over two processes adds.
 	targetOursRedis = "chatterpro-redis"
-	benchSecret     = "chatbench-shared-secret-0123456789"
-	bareEnv         = "CHATBENCH_SERVE_BARE"
-	startupSleep    = 500 * time.Millisecond
+	// One node on the memory layer whose members use the fallback
+	// transport (Server-Sent Events + POST), in the sse-* scenarios only,
+	// compared with the same node over websockets.
+	targetOursSSE = "chatterpro-sse"
+	benchSecret   = "chatbench-shared-secret-0123456789"
+	bareEnv       = "CHATBENCH_SERVE_BARE"
+	startupSleep  = 500 * time.Millisecond
 )
 
 // target is a running system under test: one or more server processes
