@@ -31,3 +31,13 @@ func (m *Memory) SetClock(now func() time.Time) {
 	defer m.mu.Unlock()
 	m.now = now
 }
+
+// Envelope exposes envelope to the tests: the pub/sub payload of a plain
+// (not recorded) message, target being the channel of a directed send or
+// the channel a group send skips.
+func Envelope(target string, m Message) string { return envelope(target, m) }
+
+// ParseEnvelope exposes parseEnvelope to the tests.
+func ParseEnvelope(p string) (target string, m Message, recorded, ok bool) {
+	return parseEnvelope(p)
+}
