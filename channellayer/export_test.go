@@ -41,3 +41,10 @@ func Envelope(target string, m Message) string { return envelope(target, m) }
 func ParseEnvelope(p string) (target string, m Message, recorded, ok bool) {
 	return parseEnvelope(p)
 }
+
+// FormatVersion exposes formatVersion to the tests.
+const FormatVersion = formatVersion
+
+// EnvelopeTo exposes envelopeTo to the tests: the envelope of a directed
+// send to channel, of the given process, in the format it reads.
+func EnvelopeTo(process, channel string, m Message) string { return envelopeTo(process, channel, m) }

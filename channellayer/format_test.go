@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +24,7 @@ import (
 var goldenWrite = flag.Bool("golden.write", false, "write testdata/format-<version>.json from what this code writes to Redis")
 
 // goldenFormat is the format version this code writes.
-const goldenFormat = 1
+const goldenFormat = channellayer.FormatVersion
 
 // golden is one capture.
 type golden struct {
@@ -103,18 +104,29 @@ func goldenMsgs(ms []channellayer.Message) []goldenMsg {
 func pairs(t testing.TB, v any) [][2]string {
 	t.Helper()
 	var flat []string
-	switch x := v.(type) {
-	case []any:
-		for _, e := range x {
-			flat = append(flat, fmt.Sprint(e))
+	var add func(v any)
+	add = func(v any) {
+		switch x := v.(type) {
+		case []any: // RESP2 flat, or RESP3 pairs (ZRANGE WITHSCORES)
+			for _, e := range x {
+				add(e)
+			}
+		case map[any]any: // RESP3 maps
+			for k, e := range x {
+				add(k)
+				add(e)
+			}
+		case string:
+			flat = append(flat, x)
+		case int64:
+			flat = append(flat, strconv.FormatInt(x, 10))
+		case float64:
+			flat = append(flat, strconv.FormatFloat(x, 'f', -1, 64))
+		default:
+			t.Fatalf("unexpected reply %T %v", v, v)
 		}
-	case map[any]any: // RESP3 maps
-		for k, e := range x {
-			flat = append(flat, fmt.Sprint(k), fmt.Sprint(e))
-		}
-	default:
-		t.Fatalf("unexpected reply %T %v", v, v)
 	}
+	add(v)
 	out := make([][2]string, 0, len(flat)/2)
 	for i := 0; i+1 < len(flat); i += 2 {
 		out = append(out, [2]string{flat[i], flat[i+1]})
@@ -317,6 +329,30 @@ func TestFormatCapture(t *testing.T) {
 	if len(gd.Envelopes) != 3 || len(gd.Stream) != 6 || len(gd.History) != 6 || len(gd.Presence.Want) != 2 || len(gd.Directory.Top) != 3 {
 		t.Fatalf("capture incomplete: %d envelopes, %d stream entries, %d in history, %d presence entries, %d directory entries",
 			len(gd.Envelopes), len(gd.Stream), len(gd.History), len(gd.Presence.Want), len(gd.Directory.Top))
+	}
+	// Each payload names this code's format version (see formatVersion in
+	// redis_format.go).
+	v := strconv.Itoa(gd.Format)
+	for _, p := range gd.Envelopes {
+		if p.Name != "directed" && !strings.HasPrefix(p.Payload, "v"+v+":") {
+			t.Errorf("%s: envelope %q does not name format %s", p.Name, p.Payload, v)
+		}
+	}
+	for _, p := range gd.Recorded {
+		if !strings.HasPrefix(p.Payload, "\n*\nv"+v+"\n") {
+			t.Errorf("%s: recorded envelope %q does not name format %s", p.Name, p.Payload, v)
+		}
+	}
+	for _, e := range gd.Stream {
+		if !slices.Equal(e.Fields[len(e.Fields)-2:], []string{"v", v}) {
+			t.Errorf("stream entry %s %q does not name format %s", e.ID, e.Fields, v)
+		}
+	}
+	if !slices.Contains(gd.RecordKeys, [2]string{"", v}) || !slices.Contains(gd.Presence.Hash, [2]string{"", v}) {
+		t.Errorf("record-key hash %q or presence hash %q does not name format %s", gd.RecordKeys, gd.Presence.Hash, v)
+	}
+	if !slices.Contains(gd.Keys, gd.Prefix+":dir:{rooms}:v") {
+		t.Errorf("no directory format key among %q", gd.Keys)
 	}
 	if *goldenWrite {
 		b, err := json.MarshalIndent(gd, "", "  ")

@@ -188,7 +188,7 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptio
 	}
 	cc, cluster := client.(*redis.ClusterClient)
 	lctx, cancel := context.WithCancel(context.Background())
-	l := newLocal(opts.Capacity, opts.Expiry)
+	l := newLocal(opts.Capacity, opts.Expiry, processTag)
 	r := &Redis{
 		client:      client,
 		cc:          cc,
@@ -277,7 +277,8 @@ func (r *Redis) procChanOf(process string) string {
 	return r.prefix + ":proc:{" + process + "}"
 }
 
-// Envelopes. A published message is "<target>\n<id>\n<len(type)>\n<type><body>":
+// Envelopes. A published message is "v2:<target>\n<id>\n<len(type)>\n<type><body>":
+// "v2:" names the format version (see formatVersion; format 1 had none),
 // target is the channel of a directed send (for a group: the channel a
 // GroupSendExcept skips, or empty), id the
 // message's ID. Recorded messages, the only ones that take part in gap
@@ -285,10 +286,28 @@ func (r *Redis) procChanOf(process string) string {
 // (see parseRecorded); an ID marked with a leading "!" is one recorded by
 // a node that published each record alone, as earlier versions did.
 
+// envelope returns the envelope of m in this code's format.
 func envelope(target string, m Message) string {
+	return envelopeIn(formatVersion, target, m)
+}
+
+// envelopeTo returns the envelope of a directed send to channel, in the
+// format its process reads.
+func envelopeTo(process, channel string, m Message) string {
+	return envelopeIn(min(processFormat(process), formatVersion), channel, m)
+}
+
+// envelopeIn returns the envelope of m in format version v: 1, or this
+// code's.
+func envelopeIn(v int, target string, m Message) string {
 	t := strconv.Itoa(len(m.Type))
 	var b strings.Builder
-	b.Grow(len(target) + len(m.ID) + len(t) + len(m.Type) + len(m.Body) + 3)
+	b.Grow(len(target) + len(m.ID) + len(t) + len(m.Type) + len(m.Body) + 7)
+	if v > 1 {
+		b.WriteByte('v')
+		b.WriteString(formatTag)
+		b.WriteByte(':')
+	}
 	b.WriteString(target)
 	b.WriteByte('\n')
 	if !strings.HasPrefix(m.ID, "!") && !strings.HasPrefix(m.ID, "*") { // marks of recorded messages
@@ -303,7 +322,8 @@ func envelope(target string, m Message) string {
 }
 
 func parseEnvelope(p string) (target string, m Message, recorded, ok bool) {
-	target, rest, ok1 := strings.Cut(p, "\n")
+	line, rest, ok1 := strings.Cut(p, "\n")
+	_, target = cutFormat(line)
 	id, rest, ok2 := strings.Cut(rest, "\n")
 	ls, rest, ok3 := strings.Cut(rest, "\n")
 	n, err := strconv.Atoi(ls)
@@ -390,7 +410,7 @@ func (r *Redis) Send(ctx context.Context, channel string, msg Message) error {
 	if err := r.usable(ctx, "send"); err != nil {
 		return err
 	}
-	n, err := r.publish(ctx, r.procChanOf(process), envelope(channel, msg))
+	n, err := r.publish(ctx, r.procChanOf(process), envelopeTo(process, channel, msg))
 	if err != nil {
 		return r.fail(ctx, "send", err)
 	}

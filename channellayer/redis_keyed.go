@@ -18,6 +18,9 @@ import (
 // recorded before, whose replicas never confirmed it, is confirmed now or
 // refused again (RedisOptions.Replicas).
 //
+// The stream entry and the envelope carry the format version as
+// recordScript's do, and the hash's field "" holds it (see formatVersion).
+//
 // The hash is kept no bigger than the history: once it holds twice the
 // history size, the keys of messages no longer kept are dropped (so each
 // record costs O(1) on average). With a group TTL, each record sets the
@@ -29,7 +32,7 @@ import (
 // long, in ms, the stream and the hash live after this record (0: see
 // above), ARGV[4] the key, ARGV[5] type, ARGV[6] body (without "id"),
 // ARGV[7] the separator after the inserted "id" field.
-var recordOnceScript = redis.NewScript(keptFloorLua + `
+var recordOnceScript = redis.NewScript(formatLua + keptFloorLua + `
 local size = tonumber(ARGV[1])
 local old = redis.call('HGET', KEYS[3], ARGV[4])
 if old then
@@ -48,10 +51,10 @@ if old then
   redis.call('HDEL', KEYS[3], ARGV[4])
 end
 local t, d = ARGV[5], ARGV[6]
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 't', t, 'd', d)
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 't', t, 'd', d, 'v', FORMAT)
 local body = '{"id":"' .. id .. '"' .. ARGV[7] .. string.sub(d, 2)
-redis.call(ARGV[2], KEYS[2], '\n*\n' .. id .. '\n' .. #t .. '\n' .. #body .. '\n' .. t .. body)
-redis.call('HSET', KEYS[3], ARGV[4], id)
+redis.call(ARGV[2], KEYS[2], '\n*\nv' .. FORMAT .. '\n1\n2\nv{}\n' .. id .. '\n' .. #t .. '\n' .. #body .. '\n' .. t .. body)
+redis.call('HSET', KEYS[3], ARGV[4], id, '', FORMAT)
 if redis.call('HLEN', KEYS[3]) > 2 * size then
   local w = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', size)
   local oms, oseq = string.match(w[#w][1], '^(%d+)-(%d+)$')
@@ -60,7 +63,7 @@ if redis.call('HLEN', KEYS[3]) > 2 * size then
   for i = 1, #all, 2 do
     local ms, seq = string.match(all[i+1], '^(%d+)-(%d+)$')
     ms, seq = tonumber(ms), tonumber(seq)
-    if ms == nil or ms < oms or (ms == oms and seq < oseq) then
+    if all[i] ~= '' and (ms == nil or ms < oms or (ms == oms and seq < oseq)) then
       redis.call('HDEL', KEYS[3], all[i])
     end
   end

@@ -220,8 +220,9 @@ func (b *recordBatch) finish(c redis.Cmder, err error) {
 	}
 }
 
-// Recorded envelopes. The record script publishes a batch as "\n*" and then,
-// per message, "\n<id>\n<len(type)>\n<len(body)>\n<type><body>", the body
+// Recorded envelopes. The record script publishes a batch as "\n*", the
+// version item (see formatVersion; format 1 had none) and then, per
+// message, "\n<id>\n<len(type)>\n<len(body)>\n<type><body>", the body
 // with its "id" inserted as withID does.
 
 const recordedMark = "\n*"
@@ -235,6 +236,7 @@ func parseRecorded(p string, each func(Message)) bool {
 	if !ok {
 		return false
 	}
+	_, rest = cutVersionItem(rest)
 	buf := []byte(rest)
 	for len(rest) > 0 {
 		var id, lt, lb string
