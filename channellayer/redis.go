@@ -66,8 +66,11 @@ type RedisOptions struct {
 //
 // A group's keys share one hash tag, so a group lives on one cluster shard:
 // "<prefix>:{<group>}:h" (history stream), ":p" (presence hash), ":e"
-// (presence expiry, a sorted set of ms timestamps), ":g" (pub/sub channel).
-// A process's channel is "<prefix>:proc:{<process id>}".
+// (presence expiry, a sorted set of ms timestamps), ":k" (record keys, see
+// GroupSendRecordedOnce), ":g" (pub/sub channel). A process's channel is
+// "<prefix>:proc:{<process id>}". What the layer stores and publishes
+// names its format version, so that nodes of two successive formats share
+// a deployment (see formatVersion).
 //
 // While Redis is away the layer is not ready (Check fails), and calls that
 // need Redis fail at once with ErrUnavailable. It reconnects and resubscribes
