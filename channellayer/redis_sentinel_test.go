@@ -395,16 +395,22 @@ func TestRedisReplicasHoldAcknowledgement(t *testing.T) {
 			for i := range 3 {
 				var m channellayer.Message
 				var again bool
+				tries := 0
 				testkit.EventuallyNil(t, 10*time.Second, func() error {
+					tries++
 					m, again, err = record(fmt.Sprint("k", i), fmt.Sprint("stalled-", i))
 					return err
 				}, "a refused keyed record sent again after the failover")
-				if again {
+				switch {
+				case again && tries == 1:
 					t.Errorf("k%d after the failover: recorded before (%s), but the new primary never had it", i, m.ID)
+				case !again:
+					if got := recv(t, l, ch); got.ID != m.ID {
+						t.Errorf("got %s, want %s", got.ID, m.ID)
+					}
 				}
-				if got := recv(t, l, ch); got.ID != m.ID {
-					t.Errorf("got %s, want %s", got.ID, m.ID)
-				}
+				// Else a try refused for want of replicas (a loaded
+				// machine) recorded it: the sender's copy never comes.
 				if _, again, err := record(fmt.Sprint("k", i), fmt.Sprint("stalled-", i)); err != nil || !again {
 					t.Errorf("k%d sent a third time: again %v, %v; want the recorded one", i, again, err)
 				}
@@ -439,8 +445,7 @@ func TestRedisReplicasHoldAcknowledgement(t *testing.T) {
 func TestRedisReplicasKeyedResend(t *testing.T) {
 	s := redistest.StartSentinel(t, redistest.SentinelOptions{Replicas: 1})
 	prefix := newPrefix()
-	const timeout = 300 * time.Millisecond
-	opts := channellayer.RedisOptions{Replicas: 1, ReplicaTimeout: timeout}
+	opts := channellayer.RedisOptions{Replicas: 1, ReplicaTimeout: time.Second}
 	a := openRedisLayer(t, newFailoverClient(t, s), prefix, opts, 10*time.Second)
 	b := openRedisLayer(t, newFailoverClient(t, s), prefix, opts, 10*time.Second)
 	const g = "resend"
