@@ -3,6 +3,8 @@ package channellayer
 import (
 	"errors"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // HashSlot exposes hashSlot to the tests: the Redis Cluster hash slot of a
@@ -32,19 +34,20 @@ func (m *Memory) SetClock(now func() time.Time) {
 	m.now = now
 }
 
-// Envelope exposes envelope to the tests: the pub/sub payload of a plain
-// (not recorded) message, target being the channel of a directed send or
-// the channel a group send skips.
+// Envelope and ParseEnvelope expose the envelope of a directed or plain
+// group message on pub/sub, for the fuzz tests.
 func Envelope(target string, m Message) string { return envelope(target, m) }
 
-// ParseEnvelope exposes parseEnvelope to the tests.
+// ParseEnvelope exposes parseEnvelope.
 func ParseEnvelope(p string) (target string, m Message, recorded, ok bool) {
 	return parseEnvelope(p)
 }
 
-// FormatVersion exposes formatVersion to the tests.
-const FormatVersion = formatVersion
+// WithID exposes withID: the body with "id" inserted first.
+func WithID(body []byte, id string) []byte { return withID(body, id) }
 
-// EnvelopeTo exposes envelopeTo to the tests: the envelope of a directed
-// send to channel, of the given process, in the format it reads.
-func EnvelopeTo(process, channel string, m Message) string { return envelopeTo(process, channel, m) }
+// StreamMessage exposes streamMessage: a history entry read back from a
+// Redis stream (fields "t" and "d"), and whether it was one.
+func StreamMessage(id string, values map[string]any) (Message, bool) {
+	return streamMessage(redis.XMessage{ID: id, Values: values})
+}

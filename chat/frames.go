@@ -155,10 +155,6 @@ func recordKey(session, cid string) string {
 
 // presenceInfo is what a connection's presence entry holds.
 type presenceInfo struct {
-	// Format is the version of this encoding, infoFormat; none (0) in
-	// infos of format 1, the releases before versions, which read this
-	// one too (they ignore the field).
-	Format  int    `json:"v"`
 	Session string `json:"s"`
 	Name    string `json:"n"`
 	// State is "" while connected, "grace" while a lost connection may
@@ -168,10 +164,6 @@ type presenceInfo struct {
 	// At is when the entry was last written, in Unix milliseconds.
 	At int64 `json:"at"`
 }
-
-// infoFormat is the format version of the presence infos this code
-// writes. Later versions may add fields, never change these.
-const infoFormat = 2
 
 func decodeInfo(b []byte) (presenceInfo, bool) {
 	var p presenceInfo

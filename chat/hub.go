@@ -245,7 +245,6 @@ func (h *hub) refresh() {
 
 func (h *hub) track(ctx context.Context, room, key string, info presenceInfo, ttl time.Duration) error {
 	info.At = time.Now().UnixMilli()
-	info.Format = infoFormat
 	b, _ := json.Marshal(info)
 	start := time.Now()
 	err := h.presence.Track(ctx, room, key, b, ttl)
