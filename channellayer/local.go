@@ -78,7 +78,9 @@ type channel struct {
 
 func (ch *channel) len() int { return len(ch.q) - ch.head }
 
-func newLocal(capacity int, expiry time.Duration) *local {
+// newLocal returns the channels of a process; tag ends its process ID
+// (see processFormat).
+func newLocal(capacity int, expiry time.Duration, tag string) *local {
 	if capacity <= 0 {
 		capacity = DefaultCapacity
 	}
@@ -88,7 +90,7 @@ func newLocal(capacity int, expiry time.Duration) *local {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	l := &local{
-		prefix:   "p" + hex.EncodeToString(b[:]) + "!",
+		prefix:   "p" + hex.EncodeToString(b[:]) + tag + "!",
 		capacity: capacity,
 		expiry:   expiry,
 		channels: make(map[string]*channel),

@@ -127,7 +127,7 @@ func NewMemory(opts MemoryOptions) (*Memory, error) {
 		opts.HistorySize = DefaultHistorySize
 	}
 	return &Memory{
-		local:       newLocal(opts.Capacity, opts.Expiry),
+		local:       newLocal(opts.Capacity, opts.Expiry, ""),
 		historySize: opts.HistorySize,
 		groupTTL:    opts.GroupTTL,
 		now:         time.Now,

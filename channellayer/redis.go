@@ -72,8 +72,11 @@ type RedisOptions struct {
 //
 // A group's keys share one hash tag, so a group lives on one cluster shard:
 // "<prefix>:{<group>}:h" (history stream), ":p" (presence hash), ":e"
-// (presence expiry, a sorted set of ms timestamps), ":g" (pub/sub channel).
-// A process's channel is "<prefix>:proc:{<process id>}".
+// (presence expiry, a sorted set of ms timestamps), ":k" (record keys, see
+// GroupSendRecordedOnce), ":g" (pub/sub channel). A process's channel is
+// "<prefix>:proc:{<process id>}". What the layer stores and publishes
+// names its format version, so that nodes of two successive formats share
+// a deployment (see formatVersion).
 //
 // While Redis is away the layer is not ready (Check fails), and calls that
 // need Redis fail at once with ErrUnavailable. It reconnects and resubscribes
@@ -194,7 +197,7 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptio
 	}
 	cc, cluster := client.(*redis.ClusterClient)
 	lctx, cancel := context.WithCancel(context.Background())
-	l := newLocal(opts.Capacity, opts.Expiry)
+	l := newLocal(opts.Capacity, opts.Expiry, processTag)
 	r := &Redis{
 		client:      client,
 		cc:          cc,
@@ -283,7 +286,8 @@ func (r *Redis) procChanOf(process string) string {
 	return r.prefix + ":proc:{" + process + "}"
 }
 
-// Envelopes. A published message is "<target>\n<id>\n<len(type)>\n<type><body>":
+// Envelopes. A published message is "v2:<target>\n<id>\n<len(type)>\n<type><body>":
+// "v2:" names the format version (see formatVersion; format 1 had none),
 // target is the channel of a directed send (for a group: the channel a
 // GroupSendExcept skips, or empty), id the
 // message's ID. Recorded messages, the only ones that take part in gap
@@ -291,10 +295,28 @@ func (r *Redis) procChanOf(process string) string {
 // (see parseRecorded); an ID marked with a leading "!" is one recorded by
 // a node that published each record alone, as earlier versions did.
 
+// envelope returns the envelope of m in this code's format.
 func envelope(target string, m Message) string {
+	return envelopeIn(formatVersion, target, m)
+}
+
+// envelopeTo returns the envelope of a directed send to channel, in the
+// format its process reads.
+func envelopeTo(process, channel string, m Message) string {
+	return envelopeIn(min(processFormat(process), formatVersion), channel, m)
+}
+
+// envelopeIn returns the envelope of m in format version v: 1, or this
+// code's.
+func envelopeIn(v int, target string, m Message) string {
 	t := strconv.Itoa(len(m.Type))
 	var b strings.Builder
-	b.Grow(len(target) + len(m.ID) + len(t) + len(m.Type) + len(m.Body) + 3)
+	b.Grow(len(target) + len(m.ID) + len(t) + len(m.Type) + len(m.Body) + 7)
+	if v > 1 {
+		b.WriteByte('v')
+		b.WriteString(formatTag)
+		b.WriteByte(':')
+	}
 	b.WriteString(target)
 	b.WriteByte('\n')
 	if !strings.HasPrefix(m.ID, "!") && !strings.HasPrefix(m.ID, "*") { // marks of recorded messages
@@ -309,7 +331,8 @@ func envelope(target string, m Message) string {
 }
 
 func parseEnvelope(p string) (target string, m Message, recorded, ok bool) {
-	target, rest, ok1 := strings.Cut(p, "\n")
+	line, rest, ok1 := strings.Cut(p, "\n")
+	_, target = cutFormat(line)
 	id, rest, ok2 := strings.Cut(rest, "\n")
 	ls, rest, ok3 := strings.Cut(rest, "\n")
 	n, err := strconv.Atoi(ls)
@@ -396,7 +419,7 @@ func (r *Redis) Send(ctx context.Context, channel string, msg Message) error {
 	if err := r.usable(ctx, "send"); err != nil {
 		return err
 	}
-	n, err := r.publish(ctx, r.procChanOf(process), envelope(channel, msg))
+	n, err := r.publish(ctx, r.procChanOf(process), envelopeTo(process, channel, msg))
 	if err != nil {
 		return r.fail(ctx, "send", err)
 	}

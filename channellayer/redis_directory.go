@@ -11,13 +11,15 @@ import (
 
 // A directory index is two sorted sets under one hash tag, so that it
 // lives on one cluster shard: "<prefix>:dir:{<index>}:n" (name → count)
-// and ":t" (name → expiry, ms since the epoch).
+// and ":t" (name → expiry, ms since the epoch), and ":v", the format
+// version of its writers.
 
 // setCountScript sets or removes an entry. KEYS[1] counts, KEYS[2]
-// expiries. ARGV[1] name, ARGV[2] count, ARGV[3] expiry (ms), ARGV[4] how
+// expiries, KEYS[3] the index's format version (see formatVersion), set
+// with every entry. ARGV[1] name, ARGV[2] count, ARGV[3] expiry (ms), ARGV[4] how
 // long, in ms, both keys must live at least (an index nobody sets any more
 // vanishes by itself).
-var setCountScript = redis.NewScript(`
+var setCountScript = redis.NewScript(formatLua + `
 if tonumber(ARGV[2]) <= 0 then
   redis.call('ZREM', KEYS[1], ARGV[1])
   redis.call('ZREM', KEYS[2], ARGV[1])
@@ -25,8 +27,9 @@ if tonumber(ARGV[2]) <= 0 then
 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('SET', KEYS[3], FORMAT)
 local keep = tonumber(ARGV[4])
-for i = 1, 2 do
+for i = 1, 3 do
   if redis.call('PTTL', KEYS[i]) < keep then
     redis.call('PEXPIRE', KEYS[i], keep)
   end
@@ -78,7 +81,7 @@ var _ Directory = (*Redis)(nil)
 
 func (r *Redis) dirKeys(index string) []string {
 	k := r.prefix + ":dir:{" + escapeGroup(index) + "}:"
-	return []string{k + "n", k + "t"}
+	return []string{k + "n", k + "t", k + "v"}
 }
 
 // SetCount implements Directory. Expiry times come from this process's clock.

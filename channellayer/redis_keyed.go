@@ -2,7 +2,6 @@ package channellayer
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -14,18 +13,28 @@ import (
 // records nothing; else it records and publishes the message as
 // recordScript does, remembers the key, and answers {id}.
 //
+// Either way it writes (the key again, or the record), so that a WAIT
+// behind it on the same connection covers the key's message: a message
+// recorded before, whose replicas never confirmed it, is confirmed now or
+// refused again (RedisOptions.Replicas).
+//
+// The stream entry and the envelope carry the format version as
+// recordScript's do, and the hash's field "" holds it (see formatVersion).
+//
 // The hash is kept no bigger than the history: once it holds twice the
 // history size, the keys of messages no longer kept are dropped (so each
-// record costs O(1) on average), and it expires with the stream if the
-// stream has a TTL.
+// record costs O(1) on average). With a group TTL, each record sets the
+// stream and the hash to expire after it, as recordScript does; without
+// one the hash takes the stream's TTL, if it has one.
 //
 // KEYS[1] history stream, KEYS[2] the group's pub/sub channel, KEYS[3] the
-// key hash. ARGV[1] history size, ARGV[2] PUBLISH or SPUBLISH, ARGV[3] the
-// key, ARGV[4] type, ARGV[5] body (without "id"), ARGV[6] the separator
-// after the inserted "id" field.
-var recordOnceScript = redis.NewScript(keptFloorLua + `
+// key hash. ARGV[1] history size, ARGV[2] PUBLISH or SPUBLISH, ARGV[3] how
+// long, in ms, the stream and the hash live after this record (0: see
+// above), ARGV[4] the key, ARGV[5] type, ARGV[6] body (without "id"),
+// ARGV[7] the separator after the inserted "id" field.
+var recordOnceScript = redis.NewScript(formatLua + keptFloorLua + `
 local size = tonumber(ARGV[1])
-local old = redis.call('HGET', KEYS[3], ARGV[3])
+local old = redis.call('HGET', KEYS[3], ARGV[4])
 if old then
   local xs = redis.call('XRANGE', KEYS[1], old, old)
   local f = floor(KEYS[1], size)
@@ -35,16 +44,17 @@ if old then
       if f[i] == 't' then t = f[i+1] elseif f[i] == 'd' then d = f[i+1] end
     end
     if t and d then
+      redis.call('HSET', KEYS[3], ARGV[4], old)
       return {old, t, d}
     end
   end
-  redis.call('HDEL', KEYS[3], ARGV[3])
+  redis.call('HDEL', KEYS[3], ARGV[4])
 end
-local t, d = ARGV[4], ARGV[5]
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 't', t, 'd', d)
-local body = '{"id":"' .. id .. '"' .. ARGV[6] .. string.sub(d, 2)
-redis.call(ARGV[2], KEYS[2], '\n*\n' .. id .. '\n' .. #t .. '\n' .. #body .. '\n' .. t .. body)
-redis.call('HSET', KEYS[3], ARGV[3], id)
+local t, d = ARGV[5], ARGV[6]
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 't', t, 'd', d, 'v', FORMAT)
+local body = '{"id":"' .. id .. '"' .. ARGV[7] .. string.sub(d, 2)
+redis.call(ARGV[2], KEYS[2], '\n*\nv' .. FORMAT .. '\n1\n2\nv{}\n' .. id .. '\n' .. #t .. '\n' .. #body .. '\n' .. t .. body)
+redis.call('HSET', KEYS[3], ARGV[4], id, '', FORMAT)
 if redis.call('HLEN', KEYS[3]) > 2 * size then
   local w = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', size)
   local oms, oseq = string.match(w[#w][1], '^(%d+)-(%d+)$')
@@ -53,14 +63,19 @@ if redis.call('HLEN', KEYS[3]) > 2 * size then
   for i = 1, #all, 2 do
     local ms, seq = string.match(all[i+1], '^(%d+)-(%d+)$')
     ms, seq = tonumber(ms), tonumber(seq)
-    if ms == nil or ms < oms or (ms == oms and seq < oseq) then
+    if all[i] ~= '' and (ms == nil or ms < oms or (ms == oms and seq < oseq)) then
       redis.call('HDEL', KEYS[3], all[i])
     end
   end
 end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[3], ttl)
+if ARGV[3] ~= '0' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+else
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[3], ttl)
+  end
 end
 return {id}
 `)
@@ -72,7 +87,12 @@ func (r *Redis) recordKeysKey(group string) string { return r.groupKey(group, "k
 // GroupSendRecordedOnce implements IdempotentRecorder: one script looks the
 // key up and, if its message is no longer kept or was never recorded,
 // records and publishes the message (see recordOnceScript). It goes through
-// the group's publish pipeline, after the records queued before it.
+// the group's publish pipeline, after the records queued before it, and
+// honours RedisOptions.Replicas and GroupTTL as GroupSendRecorded does: with
+// Replicas, a WAIT follows it in its round trip, and if the replicas do not
+// confirm in time it fails with ErrUnavailable (the message may be recorded
+// and seen by other processes: a call again with the same key returns it,
+// once the replicas have it, and never records it twice).
 func (r *Redis) GroupSendRecordedOnce(ctx context.Context, group, key string, msg Message) (Message, bool, error) {
 	if err := checkRecordKey(key); err != nil {
 		return Message{}, false, err
@@ -83,32 +103,12 @@ func (r *Redis) GroupSendRecordedOnce(ctx context.Context, group, key string, ms
 	if err := r.usable(ctx, "recorded group send"); err != nil {
 		return Message{}, false, err
 	}
-	cmd := "PUBLISH"
-	if r.cluster {
-		cmd = "SPUBLISH"
-	}
-	channel := r.groupChan(group)
-	keys := []string{r.historyKey(group), channel, r.recordKeysKey(group)}
-	args := []any{r.historySize, cmd, key, msg.Type, msg.Body, idSep(msg.Body)}
-	c, err := r.pipe.of(channel).do(ctx, func(ctx context.Context, c redis.Cmdable) redis.Cmder {
-		return recordOnceScript.EvalSha(ctx, c, keys, args...)
-	})
-	if err == nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
-		c = recordOnceScript.Eval(ctx, r.client, keys, args...) // Redis lost its scripts (a restart)
-	}
-	var res []string
-	if err == nil {
-		res, err = c.(*redis.Cmd).StringSlice()
-	}
-	if err == nil && len(res) != 1 && len(res) != 3 {
-		err = fmt.Errorf("record script answered %d values", len(res))
-	}
+	b := r.newRecordBatch(group, msg, nil)
+	b.key = key
+	c, err := r.pipe.of(b.channel).doRecord(ctx, b)
+	msgs, err := b.result(ctx, c, err)
 	if err != nil {
-		return Message{}, false, r.fail(ctx, "recorded group send", err)
+		return Message{}, false, err
 	}
-	id := res[0]
-	if len(res) == 3 { // recorded before
-		return Message{Type: res[1], ID: id, Body: withID([]byte(res[2]), id)}, true, nil
-	}
-	return Message{Type: msg.Type, ID: id, Body: withID(msg.Body, id)}, false, nil
+	return msgs[0], b.again != nil, nil
 }

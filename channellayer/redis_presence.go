@@ -12,8 +12,9 @@ import (
 //
 // KEYS as trackScript. ARGV[1] expiry in ms since the epoch, ARGV[2] how
 // long the keys must live at least (see trackScript), then key, info pairs.
-var trackAllScript = redis.NewScript(`
-local hset = {}
+// It sets the hash's field "" to the format version, as trackScript does.
+var trackAllScript = redis.NewScript(formatLua + `
+local hset = {'', FORMAT}
 local zadd = {}
 for i = 3, #ARGV, 2 do
   hset[#hset + 1] = ARGV[i]
@@ -21,7 +22,7 @@ for i = 3, #ARGV, 2 do
   zadd[#zadd + 1] = ARGV[1]
   zadd[#zadd + 1] = ARGV[i]
 end
-if #hset > 0 then
+if #hset > 2 then
   redis.call('HSET', KEYS[1], unpack(hset))
   redis.call('ZADD', KEYS[2], unpack(zadd))
 end

@@ -66,6 +66,12 @@ type recordBatch struct {
 	args    []any // as sent, for a NOSCRIPT retry
 	err     error // set: the record fails with it in its turn, sending nothing
 
+	// A keyed record (GroupSendRecordedOnce) of its one message: the
+	// record key, and the message recorded before with it, if the script
+	// answered one (then nothing was recorded or published).
+	key   string
+	again *Message
+
 	// With RedisOptions.Replicas, the outcome settleHeld decided.
 	settled bool
 	ids     []string // the recorded IDs, if the replicas confirmed them
@@ -112,6 +118,12 @@ func (b *recordBatch) queue(ctx context.Context, c redis.Cmdable) redis.Cmder {
 	if b.r.replicas > 0 {
 		b.r.holdGroup(b.group) // released by settleHeld
 	}
+	if b.key != "" {
+		m := b.msgs[0]
+		b.keys = []string{b.r.historyKey(b.group), b.channel, b.r.recordKeysKey(b.group)}
+		b.args = []any{b.r.historySize, cmd, b.r.groupTTL.Milliseconds(), b.key, m.Type, m.Body, idSep(m.Body)}
+		return recordOnceScript.EvalSha(ctx, c, b.keys, b.args...)
+	}
 	b.keys = []string{b.r.historyKey(b.group), b.channel}
 	b.args = make([]any, 0, 3+3*len(b.msgs))
 	b.args = append(b.args, b.r.historySize, cmd, b.r.groupTTL.Milliseconds())
@@ -121,6 +133,33 @@ func (b *recordBatch) queue(ctx context.Context, c redis.Cmdable) redis.Cmder {
 	return recordScript.EvalSha(ctx, c, b.keys, b.args...)
 }
 
+// script is the script b's queue sends.
+func (b *recordBatch) script() *redis.Script {
+	if b.key != "" {
+		return recordOnceScript
+	}
+	return recordScript
+}
+
+// answer reads the script's answer: the IDs of b's messages. A keyed
+// record's answer may be the message recorded before with its key
+// instead (see recordOnceScript): it sets b.again, and its ID is the one
+// answered.
+func (b *recordBatch) answer(c redis.Cmder) ([]string, error) {
+	res, err := c.(*redis.Cmd).StringSlice()
+	if err != nil {
+		return nil, err
+	}
+	if b.key != "" && len(res) == 3 {
+		b.again = &Message{Type: res[1], ID: res[0], Body: withID([]byte(res[2]), res[0])}
+		return res[:1], nil
+	}
+	if len(res) != len(b.msgs) {
+		return nil, fmt.Errorf("record script answered %d values for %d messages", len(res), len(b.msgs))
+	}
+	return res, nil
+}
+
 // result turns the script's answer into the recorded messages.
 func (b *recordBatch) result(ctx context.Context, c redis.Cmder, err error) ([]Message, error) {
 	r := b.r
@@ -128,14 +167,11 @@ func (b *recordBatch) result(ctx context.Context, c redis.Cmder, err error) ([]M
 		return b.recorded(b.ids, b.heldErr)
 	}
 	if err == nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
-		c = recordScript.Eval(ctx, r.client, b.keys, b.args...) // Redis lost its scripts (a restart): send it whole
+		c = b.script().Eval(ctx, r.client, b.keys, b.args...) // Redis lost its scripts (a restart): send it whole
 	}
 	var ids []string
 	if err == nil {
-		ids, err = c.(*redis.Cmd).StringSlice()
-	}
-	if err == nil && len(ids) != len(b.msgs) {
-		err = fmt.Errorf("record script answered %d IDs for %d messages", len(ids), len(b.msgs))
+		ids, err = b.answer(c)
 	}
 	if err != nil {
 		return nil, r.fail(ctx, "recorded group send", err)
@@ -143,10 +179,14 @@ func (b *recordBatch) result(ctx context.Context, c redis.Cmder, err error) ([]M
 	return b.recorded(ids, nil)
 }
 
-// recorded returns b's messages with their IDs, or err.
+// recorded returns b's messages with their IDs (a keyed record's earlier
+// message if it had one), or err.
 func (b *recordBatch) recorded(ids []string, err error) ([]Message, error) {
 	if err != nil {
 		return nil, err
+	}
+	if b.again != nil {
+		return []Message{*b.again}, nil
 	}
 	out := make([]Message, len(ids))
 	for i, id := range ids {
@@ -180,8 +220,9 @@ func (b *recordBatch) finish(c redis.Cmder, err error) {
 	}
 }
 
-// Recorded envelopes. The record script publishes a batch as "\n*" and then,
-// per message, "\n<id>\n<len(type)>\n<len(body)>\n<type><body>", the body
+// Recorded envelopes. The record script publishes a batch as "\n*", the
+// version item (see formatVersion; format 1 had none) and then, per
+// message, "\n<id>\n<len(type)>\n<len(body)>\n<type><body>", the body
 // with its "id" inserted as withID does.
 
 const recordedMark = "\n*"
@@ -195,6 +236,7 @@ func parseRecorded(p string, each func(Message)) bool {
 	if !ok {
 		return false
 	}
+	_, rest = cutVersionItem(rest)
 	buf := []byte(rest)
 	for len(rest) > 0 {
 		var id, lt, lb string

@@ -25,6 +25,12 @@ import (
 // not confirm them: members here never see those (their senders are
 // answered ErrUnavailable), while other processes' members may have (see
 // RedisOptions.Replicas).
+//
+// A keyed record (GroupSendRecordedOnce) takes the same path. One whose
+// key's message was recorded before publishes nothing, but its script
+// writes the key again, so that its WAIT covers that message as well: a
+// message whose first record was refused for want of replicas is
+// acknowledged to a sender that sends it again only once they have it.
 
 // hold is the local delivery of one group's recorded messages, held while
 // batches of the group wait for replicas.
@@ -153,15 +159,11 @@ func (p *pipeline) settleHeld(ctx context.Context, batch []*pipeCall, wait *redi
 			// Redis lost its scripts (a restart, a promoted replica):
 			// send it whole, with a WAIT of its own.
 			retry := p.client.Pipeline()
-			cmd = recordScript.Eval(ctx, retry, b.keys, b.args...)
+			cmd = b.script().Eval(ctx, retry, b.keys, b.args...)
 			w = p.queueWait(ctx, retry)
 			_, _ = retry.Exec(ctx)
 		}
-		ids, err := cmd.(*redis.Cmd).StringSlice()
-		if err == nil && len(ids) != len(b.msgs) {
-			err = fmt.Errorf("record script answered %d IDs for %d messages", len(ids), len(b.msgs))
-			ids = nil
-		}
+		ids, err := b.answer(cmd)
 		if err != nil {
 			// Whether it was recorded is not known: nothing to drop.
 			b.heldErr = b.r.fail(ctx, "recorded group send", err)
@@ -179,6 +181,9 @@ func (p *pipeline) settleHeld(ctx context.Context, batch []*pipeCall, wait *redi
 			b.ids = ids
 			b.r.releaseGroup(b.group, nil)
 			continue
+		}
+		if b.again != nil {
+			ids = nil // recorded before, not published now: nothing to drop
 		}
 		b.r.releaseGroup(b.group, ids)
 	}

@@ -4,7 +4,8 @@ import "github.com/redis/go-redis/v9"
 
 // recordScript appends messages to a group's history stream and publishes
 // them with their new IDs in one pub/sub message (see parseRecorded),
-// atomically, and returns the IDs.
+// atomically, and returns the IDs. Entries and envelope carry the format
+// version (see formatVersion).
 //
 // KEYS[1] history stream, KEYS[2] the group's pub/sub channel (a key, so a
 // cluster routes the script to the group's shard).
@@ -17,11 +18,11 @@ import "github.com/redis/go-redis/v9"
 // bytes withID produces. The stream is trimmed to about the history size
 // (whole nodes at a time, which costs Redis far less than trimming on every
 // message); reads keep to the last history size messages.
-var recordScript = redis.NewScript(`
-local out, ids = {'\n*'}, {}
+var recordScript = redis.NewScript(formatLua + `
+local out, ids = {'\n*\nv' .. FORMAT .. '\n1\n2\nv{}'}, {}
 for i = 4, #ARGV, 3 do
   local t, d = ARGV[i], ARGV[i+1]
-  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 't', t, 'd', d)
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 't', t, 'd', d, 'v', FORMAT)
   local body = '{"id":"' .. id .. '"' .. ARGV[i+2] .. string.sub(d, 2)
   out[#out+1] = '\n' .. id .. '\n' .. #t .. '\n' .. #body .. '\n' .. t .. body
   ids[#ids+1] = id
@@ -33,15 +34,16 @@ redis.call(ARGV[2], KEYS[2], table.concat(out))
 return ids
 `)
 
-// trackScript adds or refreshes a presence entry.
+// trackScript adds or refreshes a presence entry, and sets the hash's
+// field "" to the format version (see formatVersion).
 //
 // KEYS[1] presence hash (key → info), KEYS[2] expiry zset (key → ms).
 // ARGV[1] key, ARGV[2] info, ARGV[3] expiry in ms since the epoch,
 // ARGV[4] how long, in ms, the two keys must live at least (so the keys of
 // a group nobody tracks any more vanish by themselves, long after every
 // entry expired and was announced).
-var trackScript = redis.NewScript(`
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+var trackScript = redis.NewScript(formatLua + `
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], '', FORMAT)
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 local keep = tonumber(ARGV[4])
 for i = 1, 2 do

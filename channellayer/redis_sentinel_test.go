@@ -256,14 +256,29 @@ func TestRedisSentinelFailoverReplicas(t *testing.T) {
 }
 
 // TestRedisReplicasHoldAcknowledgement stalls the only replica (SIGSTOP)
-// and cuts its link, records, SIGKILLs the primary and lets the stalled replica take over.
-// With Replicas 0 the records are acknowledged (the sender's layer
-// delivers its copy) and lost: the control that shows the test sees a
-// loss. With Replicas 1 they fail with ErrUnavailable within the replica
-// timeout, and the recording layer never delivers them.
+// and cuts its link, records, SIGKILLs the primary and lets the stalled
+// replica take over. With Replicas 0 the records are acknowledged (the
+// sender's layer delivers its copy) and lost: the control that shows the
+// test sees a loss. With Replicas 1 they fail with ErrUnavailable within
+// the replica timeout, and the recording layer never delivers them.
+//
+// Records go through GroupSendRecorded, or GroupSendRecordedOnce (keyed):
+// a keyed record refused is refused again when sent again while the
+// replica is stalled (its WAIT covers the first record), and once the
+// stalled replica is promoted without it, sending it again records it
+// once.
 func TestRedisReplicasHoldAcknowledgement(t *testing.T) {
-	for _, n := range []int{0, 1} {
-		t.Run(fmt.Sprintf("replicas=%d", n), func(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		replicas int
+		keyed    bool
+	}{
+		{"replicas=0", 0, false},
+		{"replicas=1", 1, false},
+		{"keyed/replicas=1", 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := tc.replicas
 			s := redistest.StartSentinel(t, redistest.SentinelOptions{Replicas: 1})
 			prefix := newPrefix()
 			const timeout = 300 * time.Millisecond
@@ -271,12 +286,20 @@ func TestRedisReplicasHoldAcknowledgement(t *testing.T) {
 				channellayer.RedisOptions{Replicas: n, ReplicaTimeout: timeout}, 10*time.Second)
 			const g = "held"
 			ch := newChan(t, l, g)
+			record := func(key, txt string) (channellayer.Message, bool, error) {
+				m := mustMsg(t, "chat", map[string]string{"text": txt})
+				if tc.keyed {
+					return l.GroupSendRecordedOnce(tctx(t, 5*time.Second), g, key, m)
+				}
+				rec, err := l.GroupSendRecorded(tctx(t, 5*time.Second), g, m)
+				return rec, false, err
+			}
 			// A loaded machine may keep the replica from answering within
 			// the short timeout: try a few times.
 			var first channellayer.Message
 			var err error
-			for range 5 {
-				if first, err = l.GroupSendRecorded(tctx(t, 5*time.Second), g, mustMsg(t, "chat", map[string]string{"text": "before"})); err == nil {
+			for i := range 5 { // each try a message of its own: a refused one is not delivered
+				if first, _, err = record(fmt.Sprint("first-", i), fmt.Sprint("before-", i)); err == nil {
 					break
 				}
 			}
@@ -300,7 +323,7 @@ func TestRedisReplicasHoldAcknowledgement(t *testing.T) {
 			var acked []string
 			for i := range 3 {
 				start := time.Now()
-				m, err := l.GroupSendRecorded(tctx(t, 5*time.Second), g, mustMsg(t, "chat", map[string]string{"text": fmt.Sprint("stalled-", i)}))
+				m, again, err := record(fmt.Sprint("k", i), fmt.Sprint("stalled-", i))
 				took := time.Since(start)
 				switch {
 				case n == 0 && err != nil:
@@ -311,9 +334,27 @@ func TestRedisReplicasHoldAcknowledgement(t *testing.T) {
 						t.Fatalf("got %s, want %s", got.ID, m.ID)
 					}
 				case !errors.Is(err, channellayer.ErrUnavailable):
-					t.Fatalf("record %d with the replica stalled, Replicas 1: %v, want ErrUnavailable", i, err)
+					t.Fatalf("record %d with the replica stalled, Replicas 1: %v (again %v), want ErrUnavailable", i, err, again)
 				case took < timeout || took > timeout+time.Second:
 					t.Errorf("record %d failed after %v, want about the replica timeout %v", i, took, timeout)
+				}
+			}
+			if tc.keyed {
+				// Recorded on the primary, unconfirmed: sent again, it
+				// is refused again, not acknowledged from the primary's
+				// copy.
+				stalled := 0
+				for _, d := range historyOf(t, s.Nodes()[0].Addr(), prefix, g) {
+					if strings.Contains(d, `"text":"stalled-`) {
+						stalled++
+					}
+				}
+				if stalled != 3 {
+					t.Errorf("the primary holds %d of the refused records, want 3", stalled)
+				}
+				m, again, err := record("k0", "stalled-0")
+				if !errors.Is(err, channellayer.ErrUnavailable) {
+					t.Errorf("k0 sent again with the replica stalled: %+v, again %v, %v; want ErrUnavailable", m, again, err)
 				}
 			}
 			if n == 1 {
@@ -342,6 +383,152 @@ func TestRedisReplicasHoldAcknowledgement(t *testing.T) {
 			if n == 1 && len(acked)+lost != 0 {
 				t.Errorf("with Replicas 1, %d records were acknowledged while the replica was stalled, %d lost", len(acked), lost)
 			}
+			if !tc.keyed {
+				return
+			}
+			// The promoted replica never had the refused records: sent
+			// again, each is recorded now, once, and acknowledged (once
+			// the old primary is back as the new one's replica).
+			old.Restart(t)
+			s.WaitReplicas(t, 1, 30*time.Second)
+			testkit.EventuallyNil(t, 10*time.Second, func() error { return l.Check(tctx(t, time.Second)) }, "ready after the failover")
+			for i := range 3 {
+				var m channellayer.Message
+				var again bool
+				tries := 0
+				testkit.EventuallyNil(t, 10*time.Second, func() error {
+					tries++
+					m, again, err = record(fmt.Sprint("k", i), fmt.Sprint("stalled-", i))
+					return err
+				}, "a refused keyed record sent again after the failover")
+				switch {
+				case again && tries == 1:
+					t.Errorf("k%d after the failover: recorded before (%s), but the new primary never had it", i, m.ID)
+				case !again:
+					if got := recv(t, l, ch); got.ID != m.ID {
+						t.Errorf("got %s, want %s", got.ID, m.ID)
+					}
+				}
+				// Else a try refused for want of replicas (a loaded
+				// machine) recorded it: the sender's copy never comes.
+				if _, again, err := record(fmt.Sprint("k", i), fmt.Sprint("stalled-", i)); err != nil || !again {
+					t.Errorf("k%d sent a third time: again %v, %v; want the recorded one", i, again, err)
+				}
+			}
+			texts := make(map[string]int)
+			for _, d := range historyOf(t, primary.Addr(), prefix, g) {
+				texts[d]++
+			}
+			for d, c := range texts {
+				if c != 1 {
+					t.Errorf("recorded %d times: %s", c, d)
+				}
+			}
+			for i := range 3 {
+				if texts[fmt.Sprintf(`{"type":"chat","text":"stalled-%d"}`, i)] != 1 {
+					t.Errorf("stalled-%d is not in the new primary's history once: %v", i, texts)
+				}
+			}
+			silent(t, l, ch)
 		})
+	}
+}
+
+// TestRedisReplicasKeyedResend: a keyed record the replicas do not confirm
+// in time fails with ErrUnavailable though the primary keeps it; sent
+// again, from another process, while they still lag it fails again (that
+// process's WAIT covers the first record); once they catch up, sent again
+// it returns the recorded message (its ID, its body) and records nothing:
+// one copy in history. The recording layer never delivers it (its sender
+// was refused), the other delivers it once, and both deliver what comes
+// next.
+func TestRedisReplicasKeyedResend(t *testing.T) {
+	s := redistest.StartSentinel(t, redistest.SentinelOptions{Replicas: 1})
+	prefix := newPrefix()
+	opts := channellayer.RedisOptions{Replicas: 1, ReplicaTimeout: time.Second}
+	a := openRedisLayer(t, newFailoverClient(t, s), prefix, opts, 10*time.Second)
+	b := openRedisLayer(t, newFailoverClient(t, s), prefix, opts, 10*time.Second)
+	const g = "resend"
+	cha, chb := newChan(t, a, g), newChan(t, b, g)
+	send := func(l *channellayer.Redis, key, txt string) (channellayer.Message, bool, error) {
+		return l.GroupSendRecordedOnce(tctx(t, 5*time.Second), g, key, mustMsg(t, "chat", map[string]string{"text": txt}))
+	}
+	// Retried on a loaded machine, as above.
+	warm := 0
+	testkit.EventuallyNil(t, 10*time.Second, func() error {
+		warm++
+		_, _, err := send(a, fmt.Sprint("warm-", warm), "warm")
+		return err
+	}, "a keyed record confirmed")
+	for {
+		if m := recv(t, b, chb); text(t, m) == "warm" && recv(t, a, cha).ID == m.ID {
+			break
+		}
+	}
+	silent(t, a, cha)
+
+	replica := s.Nodes()[1]
+	replica.Pause()
+	resumed := false
+	defer func() {
+		if !resumed {
+			replica.Resume()
+		}
+	}()
+	if _, _, err := send(a, "c1", "hello"); !errors.Is(err, channellayer.ErrUnavailable) {
+		t.Fatalf("keyed record with the replica stalled: %v, want ErrUnavailable", err)
+	}
+	hist := historyOf(t, s.Nodes()[0].Addr(), prefix, g)
+	var id string
+	for hid, d := range hist {
+		if strings.Contains(d, `"text":"hello"`) {
+			id = hid
+		}
+	}
+	if id == "" {
+		t.Fatalf("the refused record is not on the primary: %v", hist)
+	}
+	if m, again, err := send(b, "c1", "hello"); !errors.Is(err, channellayer.ErrUnavailable) {
+		t.Fatalf("sent again from the other process with the replica still stalled: %s, again %v, %v; want ErrUnavailable", m.Body, again, err)
+	}
+	replica.Resume()
+	resumed = true
+	var m channellayer.Message
+	var again bool
+	testkit.EventuallyNil(t, 10*time.Second, func() error {
+		var err error
+		m, again, err = send(b, "c1", "hello")
+		return err
+	}, "sent again once the replica is back")
+	if !again || m.ID != id || text(t, m) != "hello" || !strings.HasPrefix(string(m.Body), `{"id":"`+id+`"`) {
+		t.Fatalf("sent again: %s (again %v), want the recorded %s", m.Body, again, id)
+	}
+	if _, again, err := send(a, "c1", "hello"); err != nil || !again {
+		t.Fatalf("sent again from the recording process: again %v, %v; want the recorded one", again, err)
+	}
+	n := 0
+	for _, d := range historyOf(t, s.Nodes()[0].Addr(), prefix, g) {
+		if strings.Contains(d, `"text":"hello"`) {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("the history holds %d copies, want 1", n)
+	}
+	if got := recv(t, b, chb); got.ID != id {
+		t.Fatalf("the other process delivered %s (%s), want the published record %s", got.ID, got.Body, id)
+	}
+	next, again, err := send(a, "c2", "next")
+	if err != nil || again {
+		t.Fatalf("the next keyed record: again %v, %v", again, err)
+	}
+	for _, tc := range []struct {
+		l  *channellayer.Redis
+		ch string
+	}{{a, cha}, {b, chb}} {
+		if got := recv(t, tc.l, tc.ch); got.ID != next.ID {
+			t.Fatalf("delivered %s (%s), want only the next record %s", got.ID, got.Body, next.ID)
+		}
+		silent(t, tc.l, tc.ch)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/internal/testkit"
 )
@@ -93,38 +95,69 @@ func TestMemoryGroupTTL(t *testing.T) {
 }
 
 // The Redis layer sets a group's history stream to expire GroupTTL after
-// each record (PEXPIRE in the record script): on miniredis (moved in time
-// with FastForward) and on a real redis-server.
+// each record (PEXPIRE in the record scripts), keyed records
+// (GroupSendRecordedOnce) included, which set their key hash to expire
+// with it: on miniredis (moved in time with FastForward) and on a real
+// redis-server.
 func TestRedisGroupTTL(t *testing.T) {
 	eachStore(t, func(t *testing.T, s *store) {
-		const ttl = 2 * time.Second
-		prefix := newPrefix()
-		l := newRedisLayer(t, s.addr, prefix, channellayer.RedisOptions{GroupTTL: ttl})
-		c := newClient(t, s.addr)
-		key := prefix + ":{g}:h"
-		ctx := tctx(t, 10*time.Second)
-		if _, err := l.GroupSendRecorded(ctx, "g", mustMsg(t, "a", nil)); err != nil {
-			t.Fatal(err)
+		for _, keyed := range []bool{false, true} {
+			t.Run(fmt.Sprint("keyed=", keyed), func(t *testing.T) {
+				const ttl = 2 * time.Second
+				prefix := newPrefix()
+				l := newRedisLayer(t, s.addr, prefix, channellayer.RedisOptions{GroupTTL: ttl})
+				c := newClient(t, s.addr)
+				keys := []string{prefix + ":{g}:h"}
+				if keyed {
+					keys = append(keys, prefix+":{g}:k")
+				}
+				ctx := tctx(t, 10*time.Second)
+				n := 0
+				record := func(typ string) {
+					t.Helper()
+					n++
+					var err error
+					if keyed {
+						_, _, err = l.GroupSendRecordedOnce(ctx, "g", fmt.Sprint("key-", n), mustMsg(t, typ, nil))
+					} else {
+						_, err = l.GroupSendRecorded(ctx, "g", mustMsg(t, typ, nil))
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				// A stream without a TTL (as a layer without GroupTTL left
+				// it) takes one at the next record.
+				if err := c.XAdd(ctx, &redis.XAddArgs{Stream: keys[0], Values: []any{"t", "old", "d", `{"type":"old"}`}}).Err(); err != nil {
+					t.Fatal(err)
+				}
+				record("a")
+				for _, key := range keys {
+					if p, err := c.PTTL(ctx, key).Result(); err != nil || p <= 0 || p > ttl {
+						t.Fatalf("PTTL of %s after a record: %v, %v; want (0, %v]", key, p, err, ttl)
+					}
+				}
+				if s.mini != nil {
+					s.mini.FastForward(ttl - 100*time.Millisecond)
+					record("b")
+					s.mini.FastForward(ttl - 100*time.Millisecond) // kept: b renewed it
+					if got := recentTypes(t, l, "g"); fmt.Sprint(got) != "[old a b]" {
+						t.Fatalf("within the TTL of the last record: %v, want [old a b]", got)
+					}
+					s.mini.FastForward(200 * time.Millisecond)
+				}
+				testkit.EventuallyNil(t, 5*time.Second, func() error {
+					if got := recentTypes(t, l, "g"); len(got) != 0 {
+						return fmt.Errorf("history %v", got)
+					}
+					for _, key := range keys {
+						if n, err := c.Exists(ctx, key).Result(); err != nil || n != 0 {
+							return fmt.Errorf("%s: exists %d, %v", key, n, err)
+						}
+					}
+					return nil
+				}, "the history expires")
+			})
 		}
-		if p, err := c.PTTL(ctx, key).Result(); err != nil || p <= 0 || p > ttl {
-			t.Fatalf("PTTL of the history after a record: %v, %v; want (0, %v]", p, err, ttl)
-		}
-		if s.mini != nil {
-			s.mini.FastForward(ttl - 100*time.Millisecond)
-			if _, err := l.GroupSendRecorded(ctx, "g", mustMsg(t, "b", nil)); err != nil {
-				t.Fatal(err)
-			}
-			s.mini.FastForward(ttl - 100*time.Millisecond) // kept: b renewed it
-			if got := recentTypes(t, l, "g"); fmt.Sprint(got) != "[a b]" {
-				t.Fatalf("within the TTL of the last record: %v, want [a b]", got)
-			}
-			s.mini.FastForward(200 * time.Millisecond)
-		}
-		testkit.EventuallyNil(t, 5*time.Second, func() error {
-			if got := recentTypes(t, l, "g"); len(got) != 0 {
-				return fmt.Errorf("history %v", got)
-			}
-			return nil
-		}, "the history expires")
 	})
 }

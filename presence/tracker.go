@@ -71,11 +71,19 @@ type entry struct {
 
 // info is what an entry's layer record holds.
 type info struct {
-	Key   string          `json:"k"`
-	Meta  json.RawMessage `json:"m,omitempty"`
-	Since int64           `json:"t"`           // when it was first tracked, ns by its process's clock: orders the metas of a key
-	Grace bool            `json:"g,omitempty"` // its connection is lost and may come back
+	// Format is the version of this encoding, infoFormat; none (0) in
+	// infos of format 1, the releases before versions, which read this
+	// one too (they ignore the field).
+	Format int             `json:"v"`
+	Key    string          `json:"k"`
+	Meta   json.RawMessage `json:"m,omitempty"`
+	Since  int64           `json:"t"`           // when it was first tracked, ns by its process's clock: orders the metas of a key
+	Grace  bool            `json:"g,omitempty"` // its connection is lost and may come back
 }
+
+// infoFormat is the format version of the infos a tracker writes. Later
+// versions may add fields, never change these.
+const infoFormat = 2
 
 // signalPrefix starts the name of the group that carries a group's change
 // signals between trackers (its members are trackers, never connections).
@@ -168,7 +176,7 @@ func (t *Tracker) Track(ctx context.Context, groupName, key, id string, meta any
 			since = old.Since
 		}
 	}
-	b, _ := json.Marshal(info{Key: key, Meta: m, Since: since})
+	b, _ := json.Marshal(info{Format: infoFormat, Key: key, Meta: m, Since: since})
 	e = &entry{id: id, key: key, info: b}
 	g.entries[id] = e
 	t.mu.Unlock()
@@ -211,6 +219,7 @@ func (t *Tracker) Leave(ctx context.Context, groupName, id string, grace time.Du
 		var in info
 		_ = json.Unmarshal(e.info, &in)
 		in.Grace = true
+		in.Format = infoFormat
 		b, _ := json.Marshal(in)
 		err = t.p.Track(ctx, groupName, id, b, grace)
 	default:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -170,5 +171,125 @@ func TestSentinelWrongSettings(t *testing.T) {
 		if strings.Contains(string(out), "nopass") || strings.Contains(string(out), "rightpass") {
 			t.Errorf("--layer %s: the password is in the output:\n%s", tc.layer, out)
 		}
+	}
+}
+
+// answer returns c's next message frame with the given text or error
+// frame: the answer to a message it sent.
+func answer(ctx context.Context, t *testing.T, c *testnode.Client, text string) testnode.Frame {
+	t.Helper()
+	for {
+		f, err := c.Next(ctx)
+		if err != nil {
+			t.Fatalf("%s: waiting for the answer to %q: %v", c.Nickname, text, err)
+		}
+		if f.Type == "error" || f.Type == "message" && f.Text == text {
+			return f
+		}
+	}
+}
+
+// With --redis-replicas 1 and the only replica stalled, a message with a
+// cid is answered unavailable though the primary recorded it (and another
+// node may have delivered it); sent again with the same cid once the
+// replica is back, it is answered with the recorded message: one message
+// in the history, one for every client, one for the sender.
+func TestSentinelCIDResendAfterUnavailable(t *testing.T) {
+	s := redistest.StartSentinel(t, redistest.SentinelOptions{Replicas: 1})
+	layer := fmt.Sprintf("redis-sentinel://%s/%s", strings.Join(s.Addrs(), ","), s.MasterName())
+	opts := testnode.Options{Layer: layer, Args: []string{"--rate", "0", "--redis-replicas", "1"}}
+	a, b := testnode.Start(t, opts), testnode.Start(t, opts)
+	ctx := timeout(t, 60*time.Second)
+	const room = "Resend Room"
+	alice := connect(ctx, t, a.URL(), "Alice", room)
+	bob := connect(ctx, t, b.URL(), "Bob", room)
+	send := func(text, cid string) testnode.Frame {
+		t.Helper()
+		if err := alice.SendRaw(ctx, []byte(`{"type":"message","text":"`+text+`","cid":"`+cid+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+		return answer(ctx, t, alice, text)
+	}
+	// A loaded machine may keep the replica from answering within the
+	// replica timeout: a cid of its own for each try.
+	for i := 0; ; i++ {
+		if f := send("warm", fmt.Sprint("w", i)); f.Type == "message" {
+			break
+		}
+		if i == 5 {
+			t.Fatalf("no message acknowledged with the replica up")
+		}
+	}
+
+	replica := s.Nodes()[1]
+	replica.Pause()
+	resumed := false
+	defer func() {
+		if !resumed {
+			replica.Resume()
+		}
+	}()
+	if f := send("hello", "c-1"); f.Type != "error" || f.Code != "unavailable" {
+		t.Fatalf("with the replica stalled: %v; want an unavailable error", f)
+	}
+	replica.Resume()
+	resumed = true
+	var rec testnode.Frame
+	for i := 0; ; i++ {
+		if rec = send("hello", "c-1"); rec.Type == "message" {
+			break
+		}
+		if i == 10 {
+			t.Fatalf("sent again with the replica back: %v", rec)
+		}
+	}
+	if rec.CID != "c-1" || rec.User != "Alice" || rec.ID == "" {
+		t.Fatalf("sent again: %v; want the recorded message", rec)
+	}
+
+	// The history: that message, once.
+	rc := redis.NewClient(&redis.Options{Addr: s.Primary(t).Addr()})
+	defer rc.Close()
+	xs, err := rc.XRange(ctx, "chatterpro:{"+room+"}:h", "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, x := range xs {
+		if d, _ := x.Values["d"].(string); strings.Contains(d, `"text":"hello"`) {
+			ids = append(ids, x.ID)
+		}
+	}
+	if len(ids) != 1 || ids[0] != rec.ID {
+		t.Fatalf("the history holds hello as %v; want once, as %s", ids, rec.ID)
+	}
+	// Every client: once (Bob's node delivered it when it was recorded),
+	// Alice only as the answer.
+	if err := alice.SendRaw(ctx, []byte(`{"type":"message","text":"after","cid":"c-2"}`)); err != nil {
+		t.Fatal(err)
+	}
+	bobGot := texts(messagesUntil(ctx, t, bob, 300*time.Millisecond, hasAll("after")))
+	hellos := 0
+	for _, txt := range bobGot {
+		if txt == "hello" {
+			hellos++
+		}
+	}
+	if hellos != 1 {
+		t.Errorf("Bob got %q; want hello once", bobGot)
+	}
+	if got := texts(messagesUntil(ctx, t, alice, 300*time.Millisecond, hasAll("after"))); slices.Contains(got, "hello") {
+		t.Errorf("Alice got %q after the answer; want no second hello", got)
+	}
+	// A reload: the history frame holds it once.
+	carol := connect(ctx, t, b.URL(), "Carol", room)
+	n := 0
+	for _, m := range carol.Received()[0].Messages {
+		if m.Text == "hello" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("a new client's history holds hello %d times, want once", n)
 	}
 }
