@@ -794,10 +794,22 @@ func (f *fakeChatSocket) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			f.mu.Unlock()
 			return
 		}
-		var in struct{ Type, Text string }
+		var in struct{ Type, Text, Cid string }
 		json.Unmarshal(data, &in)
 		f.mu.Lock()
-		f.broadcast(f.addMessage(sess.Nickname, strings.TrimSpace(in.Text)))
+		switch in.Type {
+		case "message":
+			m := f.addMessage(sess.Nickname, strings.TrimSpace(in.Text))
+			if in.Cid != "" {
+				m["cid"] = in.Cid // the echo acknowledges the sender's message by its cid
+			}
+			f.broadcast(m)
+		case "ping":
+			b, _ := json.Marshal(map[string]any{"type": "pong"})
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			c.Write(ctx, websocket.MessageText, b)
+			cancel()
+		}
 		f.mu.Unlock()
 	}
 }
