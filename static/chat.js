@@ -614,7 +614,8 @@ el.notify.addEventListener("click", () => {
   }
   const N = window.Notification;
   if (N.permission === "granted") {
-    setNotifyPref(!notifyOn());
+    // Toggle what the bell shows (permission may have come from elsewhere).
+    setNotifyPref(el.notify.getAttribute("aria-pressed") !== "true");
     updateBell();
     showToast(notifyOn() ? "You will be notified when someone mentions you." : "Notifications are off.");
     return;
