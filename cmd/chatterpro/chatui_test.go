@@ -121,7 +121,7 @@ const sentTypingJS = `window.__sent.filter(f => f.type === "typing").length`
 
 // TestChatUI drives the chat page's features people expect (typing
 // indicator, older messages, links, unread count and mentions, phone
-// width and keyboard) with two browsers on two nodes sharing a
+// width and keyboard, the join page's room directory) with two browsers on two nodes sharing a
 // redis-server, and websocket clients for the extra people. Set
 // CHATTERPRO_CHATUI_SCREENSHOT=file.png to keep a screenshot of the last
 // subtest's conversation (it shows each feature).
@@ -487,6 +487,26 @@ func TestChatUI(t *testing.T) {
 				t.Fatalf("writing the screenshot: %v", err)
 			}
 			t.Logf("screenshot written to %s", path)
+		}
+	})
+	t.Run("room directory", func(t *testing.T) {
+		// Grace's join page on node B counts the people of node A too,
+		// and follows a join on node A without a reload; at 360 px it
+		// fits the screen.
+		ctx2, cancel := chromedp.NewContext(grace.ctx)
+		t.Cleanup(cancel)
+		if err := chromedp.Do(ctx2); err != nil {
+			t.Fatalf("opening a tab: %v", err)
+		}
+		page := &browser{t: grace.t, name: "Grace (join page)", ctx: ctx2}
+		uiDo(t, page, 15*time.Second, "opening the join page", chromedp.EmulateViewport(360, 740, chromedp.EmulateMobile),
+			chromedp.Navigate(nb.URL()+"/"), chromedp.WaitVisible("#room-directory"))
+		const rooms = `[...document.querySelectorAll("#room-list button")].map(b => b.getAttribute("aria-label"))`
+		uiWait(t, page, 5*time.Second, "the rooms with their counts", rooms+`.includes("Chat Room, 2 online") && `+rooms+`.includes("Launch Room, 2 online")`)
+		connect(t, na, "Barbara", "Launch Room")
+		uiWait(t, page, 15*time.Second, "a join on node A shown live", rooms+`.includes("Launch Room, 3 online")`)
+		if !uiEval[bool](t, page, `document.documentElement.scrollWidth <= innerWidth`) {
+			t.Errorf("the join page overflows at 360 px")
 		}
 	})
 }
