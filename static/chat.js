@@ -205,12 +205,8 @@ function messageElement(user, text, bot) {
   const own = user === nickname;
   const li = document.createElement("li");
   li.className = "message" + (own ? " own" : "");
-  const u = span("user", user);
-  if (bot) {
-    li.classList.add("bot");
-    u.appendChild(span("badge", "bot"));
-  }
-  li.appendChild(u);
+  if (bot) li.classList.add("bot"); // the style adds a "bot" badge after the name
+  li.appendChild(span("user", user));
   const mentioned = !own && mentions(text);
   if (mentioned) li.classList.add("mention");
   li.appendChild(textElement(text, mentioned));
@@ -407,14 +403,22 @@ function errorText(f) {
   }
 }
 
-// busy runs f, a batch of changes to the message list, with the live
-// region marked busy, so that assistive technology reads it as one change.
+// busy runs f, a batch of changes to the message list (a history frame,
+// a page of older messages), with the live region marked aria-busy until
+// the next frames are drawn: the batch is one change, not one
+// announcement per message.
+let busyUntil = 0;
 function busy(f) {
   el.messages.setAttribute("aria-busy", "true");
+  const mine = ++busyUntil;
   try {
     f();
   } finally {
-    el.messages.setAttribute("aria-busy", "false");
+    requestAnimationFrame(() =>
+      requestAnimationFrame(() => {
+        if (mine === busyUntil) el.messages.setAttribute("aria-busy", "false");
+      }),
+    );
   }
 }
 
@@ -435,11 +439,16 @@ function oldestId() {
 function updateOlder() {
   const has = oldestId() !== null;
   el.older.hidden = !has;
+  // The button keeps the focus while it waits (aria-disabled, not
+  // disabled); once there is nothing older, the focus goes to the words
+  // saying so.
+  const focused = document.activeElement === el.olderButton;
   el.olderButton.hidden = older.done;
-  el.olderButton.disabled = older.asked !== null || client.state !== "open";
+  el.olderButton.setAttribute("aria-disabled", older.asked !== null || client.state !== "open" ? "true" : "false");
   el.olderButton.textContent = older.asked !== null ? "Loading older messages…" : "Load older messages";
   el.olderStatus.hidden = !older.done;
   el.olderStatus.textContent = older.done ? "This is the beginning of the conversation." : "";
+  if (focused && older.done) el.olderStatus.focus({ preventScroll: true });
 }
 
 // loadOlder asks for the page before the oldest message shown.
