@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -132,8 +133,10 @@ func TestChatUI(t *testing.T) {
 	rs := redistest.Start(t)
 	layer := "redis://" + rs.Addr() + "/0"
 	// No rate limit: the older-messages subtest fills a room quickly.
-	na := testnode.Start(t, testnode.Options{Layer: layer, Args: []string{"--rate", "0"}})
-	nb := testnode.Start(t, testnode.Options{Layer: layer, Args: []string{"--rate", "0"}})
+	const apiToken = "chatui-test-token"
+	args := []string{"--rate", "0", "--api-token", apiToken}
+	na := testnode.Start(t, testnode.Options{Layer: layer, Args: args})
+	nb := testnode.Start(t, testnode.Options{Layer: layer, Args: args})
 	const room = "Chat Room"
 	all := browsers()
 	ada, grace := all[0], all[1]
@@ -462,7 +465,8 @@ func TestChatUI(t *testing.T) {
 
 	t.Run("together", func(t *testing.T) {
 		// A fresh room with every feature on screen at once: a link, a
-		// mention from another node highlighted, someone typing.
+		// mention from another node highlighted, a bot's message, someone
+		// typing.
 		const launch = "Launch Room"
 		tab := uiTab(t, ada, "Ada (launch)", na.URL()+"/chat/"+url.PathEscape(launch))
 		gtab := uiTab(t, grace, "Grace (launch)", nb.URL()+"/chat/"+url.PathEscape(launch))
@@ -480,6 +484,20 @@ func TestChatUI(t *testing.T) {
 		}
 		uiWait(t, tab, 5*time.Second, "Linus's mention", `document.querySelectorAll("#messages li.message.mention").length === 1`)
 		gsay("Benchmarks are in the same doc, under Results.")
+		// A bot posts through node B's publish API: its message has a badge.
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, nb.URL()+"/api/rooms/"+url.PathEscape(launch)+"/messages",
+			strings.NewReader(`{"user":"Deploy","text":"v2.0.0-rc1 is live on staging."}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+apiToken)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := testnode.Do(req)
+		if err != nil || res.StatusCode != http.StatusCreated {
+			t.Fatalf("posting the bot's message: %v %v", res, err)
+		}
+		uiWait(t, tab, 5*time.Second, "the bot's message with its badge", hasMessageJS("Deploy", "v2.0.0-rc1 is live on staging.")+
+			` && getComputedStyle(document.querySelector("#messages li.message.bot .user"), "::after").content === '"bot"'`)
 		sendTyping(t, linus)
 		uiWait(t, tab, 5*time.Second, "Linus typing", typingJS+` === "Linus is typing…"`)
 		if !uiEval[bool](t, tab, `document.querySelectorAll("#messages a[href='https://example.com/releases/v2']").length === 1`) {
