@@ -83,15 +83,15 @@ func uiTab(t *testing.T, b *browser, name, u string) *browser {
 	return tab
 }
 
-// typingJS is the text of the typing indicator.
-const typingJS = `document.getElementById("typing").textContent`
+// uiTypingJS is the text of the typing indicator.
+const uiTypingJS = `document.getElementById("typing").textContent`
 
-// spyJS makes the page record the frames it sends (window.__sent) and the
+// uiSpyJS makes the page record the frames it sends (window.__sent) and the
 // notifications it shows (window.__notes), and lets the test hide and show
 // the tab: document.hidden and visibilityState follow window.__hidden and
 // setHidden(h) announces the change with a visibilitychange event, as the
 // browser does when the tab is switched.
-const spyJS = `(() => {
+const uiSpyJS = `(() => {
   if (window.__spy) return true;
   window.__spy = true;
   window.__sent = [];
@@ -117,8 +117,8 @@ const spyJS = `(() => {
   return true;
 })()`
 
-// sentTypingJS counts the typing frames the page sent.
-const sentTypingJS = `window.__sent.filter(f => f.type === "typing").length`
+// uiSentTypingJS counts the typing frames the page sent.
+const uiSentTypingJS = `window.__sent.filter(f => f.type === "typing").length`
 
 // TestChatUI drives the chat page's features people expect (typing
 // indicator, older messages, links, unread count and mentions, phone
@@ -144,7 +144,7 @@ func TestChatUI(t *testing.T) {
 	grace.join(nb.URL(), "Grace", room)
 	ada.waitFor(5*time.Second, "Grace is listed", hasUserJS("Grace"))
 	for _, b := range all {
-		if !eval[bool](b, spyJS) {
+		if !eval[bool](b, uiSpyJS) {
 			t.Fatalf("%s: installing the spy", b.name)
 		}
 	}
@@ -183,7 +183,7 @@ func TestChatUI(t *testing.T) {
 
 		// Blanks are not typing.
 		uiDo(t, grace, 5*time.Second, "typing blanks", chromedp.SendKeys("#message-input", "   "))
-		if n := uiEval[int](t, grace, sentTypingJS); n != 0 {
+		if n := uiEval[int](t, grace, uiSentTypingJS); n != 0 {
 			t.Errorf("Grace's page sent %d typing frames for blanks; want none", n)
 		}
 		uiEval[bool](t, grace, `document.getElementById("message-input").value = "", true`)
@@ -194,21 +194,21 @@ func TestChatUI(t *testing.T) {
 		graceTypes := func(k string) {
 			t.Helper()
 			uiDo(t, grace, 5*time.Second, "typing", chromedp.SendKeys("#message-input", k))
-			n := uiEval[int](t, grace, sentTypingJS)
+			n := uiEval[int](t, grace, uiSentTypingJS)
 			if most := 1 + time.Since(firstKey).Seconds()/2.1; n < 1 || float64(n) > most {
 				t.Errorf("Grace's page sent %d typing frames in %v of typing; want 1 per 2 s", n, time.Since(firstKey))
 			}
 		}
 		graceTypes("Ada, the release notes are ready")
-		uiWait(t, ada, 10*time.Second, "Grace is typing (from node B)", typingJS+` === "Grace is typing…"`)
+		uiWait(t, ada, 10*time.Second, "Grace is typing (from node B)", uiTypingJS+` === "Grace is typing…"`)
 		graceTypes(" ")
 		sendTyping(t, linus)
-		uiWait(t, ada, 10*time.Second, "two typing", typingJS+` === "Grace and Linus are typing…"`)
+		uiWait(t, ada, 10*time.Second, "two typing", uiTypingJS+` === "Grace and Linus are typing…"`)
 		graceTypes(" ")
 		lastTyping := time.Now()
 		sendTyping(t, margaret)
-		uiWait(t, ada, 10*time.Second, "three typing", typingJS+` === "Several people are typing…"`)
-		uiWait(t, grace, 10*time.Second, "Grace sees the others, not herself", typingJS+` === "Linus and Margaret are typing…"`)
+		uiWait(t, ada, 10*time.Second, "three typing", uiTypingJS+` === "Several people are typing…"`)
+		uiWait(t, grace, 10*time.Second, "Grace sees the others, not herself", uiTypingJS+` === "Linus and Margaret are typing…"`)
 
 		// Grace's last signal is at most about 2 s old when she sends
 		// (the key before Enter sends one if the last is older): her
@@ -233,7 +233,7 @@ func TestChatUI(t *testing.T) {
 
 		// The others' signals end 5 s after each one's last, Margaret's
 		// last.
-		uiWait(t, ada, 10*time.Second, "nobody typing", typingJS+` === ""`)
+		uiWait(t, ada, 10*time.Second, "nobody typing", uiTypingJS+` === ""`)
 		if d := time.Since(lastTyping); d < 4900*time.Millisecond {
 			t.Errorf("the indicator was gone %v after the last signal; want 5 s", d)
 		}
@@ -257,7 +257,7 @@ func TestChatUI(t *testing.T) {
 			t.Fatalf("the last note's echo: %v", err)
 		}
 		tab := uiTab(t, ada, "Ada (archive)", na.URL()+"/chat/"+url.PathEscape(archive))
-		uiEval[bool](t, tab, spyJS)
+		uiEval[bool](t, tab, uiSpyJS)
 		const notes = `[...document.querySelectorAll("#messages li.message .text")].map(e => e.textContent)`
 		uiWait(t, tab, 5*time.Second, "the last 50 notes", notes+`.length === 50 && `+notes+`[0] === "Note 071"`)
 		if !uiEval[bool](t, tab, `!document.getElementById("older").hidden && !document.getElementById("older-button").hidden`) {
@@ -499,7 +499,7 @@ func TestChatUI(t *testing.T) {
 		uiWait(t, tab, 5*time.Second, "the bot's message with its badge", hasMessageJS("Deploy", "v2.0.0-rc1 is live on staging.")+
 			` && getComputedStyle(document.querySelector("#messages li.message.bot .user"), "::after").content === '"bot"'`)
 		sendTyping(t, linus)
-		uiWait(t, tab, 5*time.Second, "Linus typing", typingJS+` === "Linus is typing…"`)
+		uiWait(t, tab, 5*time.Second, "Linus typing", uiTypingJS+` === "Linus is typing…"`)
 		if !uiEval[bool](t, tab, `document.querySelectorAll("#messages a[href='https://example.com/releases/v2']").length === 1`) {
 			t.Errorf("the link is missing")
 		}
