@@ -49,10 +49,14 @@ func TestJoinPageRoomDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitJS(`document.getElementById("room-other").value === "Hot Room" && document.getElementById("room").classList.contains("overridden")`)
+	// The chosen room is marked, and only it.
+	const pressed = `[...document.querySelectorAll('#room-list button[aria-pressed="true"]')].map(b => b.dataset.room).join("|")`
+	waitJS(pressed + ` === "Hot Room"`)
 	if err := chromedp.Do(ctx, chromedp.Click(`#room-list button[data-room="Gaming Room"]`)); err != nil {
 		t.Fatal(err)
 	}
 	waitJS(`document.getElementById("room-other").value === "" && document.getElementById("room").value === "Gaming Room"`)
+	waitJS(pressed + ` === "Gaming Room"`)
 	// Keyboard: the entries are buttons in the tab order.
 	waitJS(`document.querySelector('#room-list button[data-room="Chat Room"]').tabIndex === 0`)
 }

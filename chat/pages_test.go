@@ -794,10 +794,22 @@ func (f *fakeChatSocket) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			f.mu.Unlock()
 			return
 		}
-		var in struct{ Type, Text string }
+		var in struct{ Type, Text, Cid string }
 		json.Unmarshal(data, &in)
 		f.mu.Lock()
-		f.broadcast(f.addMessage(sess.Nickname, strings.TrimSpace(in.Text)))
+		switch in.Type {
+		case "message":
+			m := f.addMessage(sess.Nickname, strings.TrimSpace(in.Text))
+			if in.Cid != "" {
+				m["cid"] = in.Cid // the echo acknowledges the sender's message by its cid
+			}
+			f.broadcast(m)
+		case "ping":
+			b, _ := json.Marshal(map[string]any{"type": "pong"})
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			c.Write(ctx, websocket.MessageText, b)
+			cancel()
+		}
 		f.mu.Unlock()
 	}
 }
@@ -892,6 +904,17 @@ func TestBrowserClient(t *testing.T) {
 	waitJS(`document.querySelectorAll("#messages li.message").length === 2 && !document.querySelector("#messages img") && document.querySelector("li.notice span.text").textContent === "bob has joined the chat"`)
 	waitJS(`!document.querySelector("#messages li.message:not(.own)").classList.contains("own") && /\d/.test(document.querySelector("time.time").textContent)`)
 
+	// A mention is "@" and the whole nickname, spaces and all, in any
+	// case; its first word alone is not one.
+	fc.mu.Lock()
+	fc.broadcast(fc.addMessage("bob", "hi @ZOË <B>X</B>, welcome"))
+	fc.broadcast(fc.addMessage("bob", "@Zoë alone is someone else"))
+	fc.mu.Unlock()
+	waitJS(`document.querySelectorAll("#messages li.message").length === 4`)
+	if got := evalStr(`[...document.querySelectorAll("#messages li.message.mention mark")].map(m => m.textContent).join("|")`); got != "@ZOË <B>X</B>" {
+		t.Errorf("mentions marked %q; want the whole nickname in the first message only", got)
+	}
+
 	// offline: refuse reconnects, drop with 1012
 	fc.mu.Lock()
 	fc.refuse = true
@@ -906,7 +929,7 @@ func TestBrowserClient(t *testing.T) {
 	fc.refuse = false
 	fc.mu.Unlock()
 	waitJS(`document.getElementById("status").dataset.state === "open"`)
-	waitJS(`!document.querySelector("li.pending") && [...document.querySelectorAll("#messages li.message span.text")].map(e => e.textContent).join("|") === "hello|<img src=x onerror=\"document.body.dataset.pwned=1\">|while you were away|typed offline"`)
+	waitJS(`!document.querySelector("li.pending") && [...document.querySelectorAll("#messages li.message span.text")].map(e => e.textContent).join("|") === "hello|<img src=x onerror=\"document.body.dataset.pwned=1\">|hi @ZOË <B>X</B>, welcome|@Zoë alone is someone else|while you were away|typed offline"`)
 	fc.mu.Lock()
 	if since := fc.sinces[len(fc.sinces)-1]; since != lastID {
 		t.Errorf("reconnect since = %q, want %q (all: %q)", since, lastID, fc.sinces)
@@ -924,11 +947,11 @@ func TestBrowserClient(t *testing.T) {
 	fc.mu.Unlock()
 	waitJS(`[...document.querySelectorAll("li.notice span.text")].some(e => e.textContent === "marker after the reset")`)
 	n := evalInt(`document.querySelectorAll("#messages li.message").length`)
-	if n != 4 {
-		t.Errorf("after reset %d messages, want 4", n)
+	if n != 6 {
+		t.Errorf("after reset %d messages, want 6", n)
 	}
 	n = evalInt(`new Set([...document.querySelectorAll("#messages li.message")].map(e => e.dataset.id)).size`)
-	if n != 4 {
+	if n != 6 {
 		t.Errorf("distinct ids %d", n)
 	}
 

@@ -99,6 +99,9 @@ func (s *cidServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.write(c, map[string]any{"type": "pong"})
 			continue
 		}
+		if f.Type != "message" {
+			continue // typing, older: not what this server is about
+		}
 		s.mu.Lock()
 		s.received = append(s.received, f.Cid)
 		if m, ok := s.byCid[f.Cid]; ok {
@@ -283,4 +286,34 @@ func TestChatMatchesByCid(t *testing.T) {
 	if fmt.Sprint(ids) != "[2 1 other-1 3 4]" { // in the order the echoes came
 		t.Errorf("message IDs shown %v; want [2 1 other-1 3 4], each once", ids)
 	}
+
+	// A frame without a cid acknowledges nothing, even with our nickname
+	// and the text of a pending message: only the cid matches.
+	cs.mu.Lock()
+	cs.hold = true
+	cs.mu.Unlock()
+	do("typing one more", chromedp.SendKeys("#message-input", "no fallback\r"))
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		cs.mu.Lock()
+		n := len(cs.held)
+		cs.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server did not get the message")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cs.mu.Lock()
+	cs.broadcast(map[string]any{"type": "message", "id": "nocid-1", "user": "ann", "text": "no fallback"})
+	cs.mu.Unlock()
+	waitJS("the cid-less message shown, ours still pending",
+		shown+` === "same|same|again|again|lost ack|no fallback" && `+pending+`.length === 1`)
+	cs.mu.Lock()
+	cs.hold = false
+	cs.broadcast(cs.held[0])
+	cs.held = nil
+	cs.mu.Unlock()
+	waitJS("acknowledged by its cid", pending+`.length === 0 && `+shown+` === "same|same|again|again|lost ack|no fallback|no fallback"`)
 }

@@ -7,10 +7,21 @@
   var other = document.getElementById("room-other");
   var select = document.getElementById("room");
   if (!other || !select) return;
+  // chosen is the room the form will join: the typed one, else the select's.
+  function chosen() {
+    return other.value.trim() !== "" ? other.value.trim() : select.value;
+  }
   function update() {
     select.classList.toggle("overridden", other.value.trim() !== "");
+    var list = document.getElementById("room-list");
+    if (!list) return;
+    var buttons = list.querySelectorAll("button");
+    for (var i = 0; i < buttons.length; i++) {
+      buttons[i].setAttribute("aria-pressed", buttons[i].dataset.room === chosen() ? "true" : "false");
+    }
   }
   other.addEventListener("input", update);
+  select.addEventListener("change", update);
   update();
 
   var box = document.getElementById("room-directory");
@@ -18,6 +29,7 @@
   if (!box || !list || !window.fetch) return;
   var every = 5000;
   var timer = null;
+  var fetching = false;
 
   // choose puts a room into the form: the select if it offers it, else
   // the "other room" field.
@@ -59,19 +71,25 @@
       if (r.name === focused) b.focus();
     });
     box.hidden = rooms.length === 0;
+    update();
   }
 
   function refresh() {
     clearTimeout(timer);
     timer = null;
+    if (fetching) return;
+    fetching = true;
     fetch("/rooms", { headers: { Accept: "application/json" }, cache: "no-store" })
       .then(function (resp) { return resp.ok ? resp.json() : null; })
       .then(function (data) { if (data && Array.isArray(data.rooms)) render(data.rooms); })
       .catch(function () { /* keep the last list; try again later */ })
-      .then(function () { if (!document.hidden) timer = setTimeout(refresh, every); });
+      .then(function () {
+        fetching = false;
+        if (!document.hidden) timer = setTimeout(refresh, every);
+      });
   }
   document.addEventListener("visibilitychange", function () {
-    if (!document.hidden && timer === null) refresh();
+    if (!document.hidden && timer === null && !fetching) refresh();
   });
   refresh();
 })();
