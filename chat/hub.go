@@ -223,17 +223,25 @@ func (h *hub) notices(m channellayer.Message) []notice {
 		}
 		// The limit counts the room after each change: a diff carries
 		// several, so the joins are announced in the order they came while
-		// the room, counted after each, had at most maxListed users.
-		if d.Count <= maxListed {
-			for _, w := range read(d.Leaves) {
-				add(w, " has left the chat")
+		// the room, counted after each, had at most maxListed users. A key
+		// in both joins and leaves came and went since the last diff: its
+		// join is announced before its leave.
+		joins := read(d.Joins)
+		stayed := 0
+		for _, w := range joins {
+			if _, gone := d.Leaves[w.session]; !gone {
+				stayed++
 			}
 		}
-		joins := read(d.Joins)
-		before := d.Count - len(joins) // the room before this diff's joins
+		before := d.Count - stayed // the room before this diff's joins
 		for i, w := range joins {
 			if before+i+1 <= maxListed {
 				add(w, " has joined the chat")
+			}
+		}
+		if d.Count <= maxListed {
+			for _, w := range read(d.Leaves) {
+				add(w, " has left the chat")
 			}
 		}
 	}

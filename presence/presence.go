@@ -34,7 +34,8 @@ type Presence struct {
 // Diff is what changed in a group since the last diff its receiver got:
 // keys that appeared (with their metas), keys whose every entry is gone
 // (with their last metas), and keys still present whose metas changed (a
-// second tab, a tab closed). Count is the number of keys after the change.
+// second tab, a tab closed). A key that came and went between two diffs is
+// in both Joins and Leaves. Count is the number of keys after the change.
 // It travels as the body of a layer event of type DiffType.
 type Diff struct {
 	Group   string                       `json:"group"`

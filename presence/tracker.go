@@ -62,6 +62,10 @@ type group struct {
 	last      state             // the state the last diff left, nil before the first
 	dirty     bool
 	lastFlush time.Time
+	// came: keys tracked since the last diff (from the change signals),
+	// with a meta: a key that came and went between two diffs is in
+	// neither state, yet its join and leave both happened.
+	came map[string]json.RawMessage
 }
 
 type entry struct {
@@ -90,6 +94,29 @@ const infoFormat = 2
 const signalPrefix = "presence\x1f"
 
 const signalType = "presence.changed"
+
+// signalBody is what a change signal says of a join (empty otherwise).
+type signalBody struct {
+	Key  string          `json:"k,omitempty"`
+	Meta json.RawMessage `json:"m,omitempty"`
+}
+
+// noteCame remembers a key tracked since the group's last diff.
+func (t *Tracker) noteCame(groupName, key string, meta json.RawMessage) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	g := t.groups[groupName]
+	if g == nil || key == "" {
+		return
+	}
+	if g.came == nil {
+		g.came = make(map[string]json.RawMessage)
+	}
+	if meta == nil {
+		meta = json.RawMessage("null")
+	}
+	g.came[key] = meta
+}
 
 // New returns a tracker on layer, which must implement channellayer.Presence.
 func New(ctx context.Context, layer channellayer.Layer, opts Options) (*Tracker, error) {
@@ -196,7 +223,7 @@ func (t *Tracker) Track(ctx context.Context, groupName, key, id string, meta any
 			t.mu.Unlock()
 		}
 	}
-	t.changed(ctx, groupName)
+	t.signal(ctx, groupName, &signalBody{Key: key, Meta: m})
 	return nil
 }
 
@@ -338,8 +365,17 @@ func (t *Tracker) state(ctx context.Context, groupName string) (state, error) {
 // changed tells every tracker of the group (this one too) that its
 // presence changed.
 func (t *Tracker) changed(ctx context.Context, groupName string) {
+	t.signal(ctx, groupName, nil)
+}
+
+// signal tells every tracker of the group (this one too) that its presence
+// changed; joined, if set, is the entry just tracked.
+func (t *Tracker) signal(ctx context.Context, groupName string, joined *signalBody) {
 	t.markDirty(groupName)
-	m, _ := channellayer.NewMessage(signalType, nil)
+	if joined != nil {
+		t.noteCame(groupName, joined.Key, joined.Meta)
+	}
+	m, _ := channellayer.NewMessage(signalType, joined)
 	if err := t.layer.GroupSend(context.WithoutCancel(ctx), signalPrefix+groupName, m); err != nil {
 		t.log.Warn("presence: signalling a change failed; other processes see it at their next sweep", "group", groupName, "err", err)
 	}
@@ -381,7 +417,12 @@ func (t *Tracker) receive() {
 			continue
 		}
 		if len(m.Group) > len(signalPrefix) {
-			t.markDirty(m.Group[len(signalPrefix):])
+			name := m.Group[len(signalPrefix):]
+			var b signalBody
+			if json.Unmarshal(m.Body, &b) == nil && b.Key != "" {
+				t.noteCame(name, b.Key, b.Meta)
+			}
+			t.markDirty(name)
 		}
 	}
 }
@@ -459,12 +500,22 @@ func (t *Tracker) flushGroup(name string) {
 	}
 	old := g.last
 	g.last = now
+	came := g.came
+	g.came = nil
 	ids := make([]string, 0, len(g.entries))
 	for id := range g.entries {
 		ids = append(ids, id)
 	}
 	t.mu.Unlock()
 	d := diff(name, old, now)
+	for k, meta := range came {
+		_, before := old[k]
+		_, after := now[k]
+		if old != nil && !before && !after { // came and went between two diffs
+			d.Joins[k] = []json.RawMessage{meta}
+			d.Leaves[k] = []json.RawMessage{meta}
+		}
+	}
 	if d.Empty() {
 		return
 	}

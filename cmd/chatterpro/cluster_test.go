@@ -214,8 +214,13 @@ func clusterRoomChat(ctx context.Context, t *testing.T, cl *redistest.Cluster, a
 	if n := clusterInt(t, cl, r.owner, "XLEN", r.key("h")); n != 2 {
 		t.Errorf("XLEN %s on master %d = %d; want 2", r.key("h"), r.owner, n)
 	}
-	if n := clusterInt(t, cl, r.owner, "HLEN", r.key("p")); n != 2 {
-		t.Errorf("HLEN %s on master %d = %d; want 2 presence entries", r.key("p"), r.owner, n)
+	// Two entries, besides the format version's field "" (see the
+	// channel layer's formats).
+	if n := clusterInt(t, cl, r.owner, "HLEN", r.key("p")); n != 3 {
+		t.Errorf("HLEN %s on master %d = %d; want 2 presence entries and the format's field", r.key("p"), r.owner, n)
+	}
+	if n := clusterInt(t, cl, r.owner, "HEXISTS", r.key("p"), ""); n != 1 {
+		t.Errorf("HEXISTS %s \"\" on master %d = %d; want the format's field", r.key("p"), r.owner, n)
 	}
 	// The other masters redirect to it.
 	for m := range cl.Len() {
