@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -67,6 +69,9 @@ func (rep *clusterReport) markdown() string {
 	for _, k := range clusterRows {
 		row(k.label, func(r *clusterRun) string {
 			if v, ok := r.Metrics[k.key]; ok {
+				if v == math.Trunc(v) && math.Abs(v) < 1e15 {
+					return strconv.FormatFloat(v, 'f', 0, 64) // counts
+				}
 				return fmtNum(v)
 			}
 			return "—"
