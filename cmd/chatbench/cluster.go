@@ -96,6 +96,7 @@ type clusterStep struct {
 	LoadgenCores   float64 `json:"loadgen_cores"`
 	NodeUsPerDel   float64 `json:"node_cpu_us_per_delivery"`
 	RedisCmdsPerS  float64 `json:"redis_cmds_per_s"`
+	RedisTop       string  `json:"redis_top_commands,omitempty"`
 	LoadAvg        string  `json:"loadavg"`
 	Pass           bool    `json:"pass"`
 }
@@ -547,6 +548,7 @@ func runCluster(ctx context.Context, cfg *config, dir string) (*clusterRun, erro
 	// Idle: what presence (refresh, sweeps) costs with nobody talking.
 	if cc.idle > 0 {
 		c0, r0, l0, k0 := rig.nodeCPU(), rig.layer.cpu(), rig.loadgenCPU(), rig.layer.commands(ctx)
+		calls0 := rig.layer.commandCalls(ctx)
 		ti := time.Now()
 		select {
 		case <-ctx.Done():
@@ -558,12 +560,13 @@ func runCluster(ctx context.Context, cfg *config, dir string) (*clusterRun, erro
 		m["idle_redis_cores"] = (rig.layer.cpu() - r0).Seconds() / wall
 		m["idle_loadgen_cores"] = (rig.loadgenCPU() - l0).Seconds() / wall
 		m["idle_redis_cmds_per_s"] = (rig.layer.commands(ctx) - k0) / wall
+		run.Params["idle_redis_top_commands"] = topRates(calls0, rig.layer.commandCalls(ctx), wall, 6)
 		k := float64(max(1, connected)) / 1000
 		m["idle_node_cores_per_1000_conns"] = m["idle_node_cores"] / k
 		m["idle_redis_cores_per_1000_conns"] = m["idle_redis_cores"] / k
 		m["idle_redis_cmds_per_s_per_1000_conns"] = m["idle_redis_cmds_per_s"] / k
-		logf("cluster: idle %s: nodes %.3f cores, Redis %.3f cores and %.0f commands/s (presence upkeep), load generator %.3f cores",
-			cc.idle, m["idle_node_cores"], m["idle_redis_cores"], m["idle_redis_cmds_per_s"], m["idle_loadgen_cores"])
+		logf("cluster: idle %s: nodes %.3f cores, Redis %.3f cores and %.0f commands/s (presence upkeep: %s), load generator %.3f cores",
+			cc.idle, m["idle_node_cores"], m["idle_redis_cores"], m["idle_redis_cmds_per_s"], run.Params["idle_redis_top_commands"], m["idle_loadgen_cores"])
 	}
 
 	// Steady chat, then the ladder.
@@ -627,6 +630,7 @@ func (r *clusterRig) chatPhase(ctx context.Context, phase string, rate float64, 
 	start := time.Now().Add(300 * time.Millisecond)
 	end := start.Add(dur)
 	c0, r0, l0, k0 := r.nodeCPU(), r.layer.cpu(), r.loadgenCPU(), r.layer.commands(ctx)
+	calls0 := r.layer.commandCalls(ctx)
 	logf("cluster: %s: %.2f messages per room per second for %s", phase, rate, dur)
 	reps, err := callAll(r.workers, workerCmd{Cmd: "chat", Rate: rate, StartNS: start.UnixNano(), EndNS: end.UnixNano(), DrainNS: int64(cc.drain)})
 	if err != nil {
@@ -638,6 +642,7 @@ func (r *clusterRig) chatPhase(ctx context.Context, phase string, rate float64, 
 	st.RedisCores = (r.layer.cpu() - r0).Seconds() / wall
 	st.LoadgenCores = (r.loadgenCPU() - l0).Seconds() / wall
 	st.RedisCmdsPerS = (r.layer.commands(ctx) - k0) / wall
+	st.RedisTop = topRates(calls0, r.layer.commandCalls(ctx), wall, 6)
 	h := sumChat(&st, reps)
 	st.DeliveriesPerS = float64(st.Deliveries) / dur.Seconds()
 	if st.Deliveries > 0 {

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -211,4 +213,54 @@ func (l *redisLayer) presenceEntries(ctx context.Context, rooms int) ([]int64, e
 		out[r] = c.Val()
 	}
 	return out, nil
+}
+
+// commandCalls returns the calls of each command (INFO commandstats),
+// summed over the masters; commands run by scripts count too.
+func (l *redisLayer) commandCalls(ctx context.Context) map[string]float64 {
+	out := map[string]float64{}
+	for _, a := range l.addrs {
+		c := redis.NewClient(&redis.Options{Addr: a})
+		s, err := c.Info(ctx, "commandstats").Result()
+		c.Close()
+		if err != nil {
+			continue
+		}
+		for line := range strings.Lines(s) {
+			k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+			name, isCmd := strings.CutPrefix(k, "cmdstat_")
+			if !ok || !isCmd {
+				continue
+			}
+			calls, _, _ := strings.Cut(strings.TrimPrefix(v, "calls="), ",")
+			if x, err := strconv.ParseFloat(calls, 64); err == nil {
+				out[name] += x
+			}
+		}
+	}
+	return out
+}
+
+// topRates describes the busiest commands between two commandCalls
+// snapshots taken secs apart, as "evalsha 1234/s, hset 567/s, ...".
+func topRates(before, after map[string]float64, secs float64, n int) string {
+	type kv struct {
+		k string
+		v float64
+	}
+	var all []kv
+	for k, v := range after {
+		if d := (v - before[k]) / secs; d >= 0.5 {
+			all = append(all, kv{k, d})
+		}
+	}
+	slices.SortFunc(all, func(a, b kv) int { return cmp.Compare(b.v, a.v) })
+	var parts []string
+	for i, e := range all {
+		if i == n {
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s %.0f/s", e.k, e.v))
+	}
+	return strings.Join(parts, ", ")
 }
