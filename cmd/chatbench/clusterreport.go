@@ -105,12 +105,12 @@ func (rep *clusterReport) markdown() string {
 	b.WriteString("\n")
 	for i, r := range rep.Runs {
 		fmt.Fprintf(&b, "Run %d, chat phases (steady, ladder, kill; p99 limit %v ms):\n\n", i+1, r.Params["p99_limit_ms"])
-		b.WriteString("| phase | msgs/s per room | msgs/s | deliveries/s | p50 ms | p99 ms | p999 ms | sent | acked | lost | dup | node cores | µs/delivery | Redis cores | Redis cmds/s | load generator cores | load avg | pass |\n")
+		b.WriteString("| phase | msgs/s per room | msgs/s | deliveries/s | p50 ms | p99 ms | p999 ms | sent | acked | lost (after drain / at end) | dup | node cores | µs/delivery | Redis cores | Redis cmds/s | load generator cores | load avg | pass |\n")
 		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, st := range r.Steps {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %d | %d | %d | %d | %s | %s | %s | %s | %s | %s | %v |\n",
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %d | %d | %d / %s | %d | %s | %s | %s | %s | %s | %s | %v |\n",
 				st.Phase, fmtNum(st.RoomRate), fmtNum(st.MsgsPerSec), fmtNum(st.DeliveriesPerS), fmtNum(st.P50ms), fmtNum(st.P99ms), fmtNum(st.P999ms),
-				st.Sent, st.Acked, st.Lost, st.Dups, fmtNum(st.NodeCores), fmtNum(st.NodeUsPerDel), fmtNum(st.RedisCores), fmtNum(st.RedisCmdsPerS),
+				st.Sent, st.Acked, st.Lost, lostAtEnd(st), st.Dups, fmtNum(st.NodeCores), fmtNum(st.NodeUsPerDel), fmtNum(st.RedisCores), fmtNum(st.RedisCmdsPerS),
 				fmtNum(st.LoadgenCores), st.LoadAvg, st.Pass)
 		}
 		b.WriteString("\n")
@@ -150,4 +150,13 @@ func (rep *clusterReport) writeSection(path string) error {
 		s += "\n" + section + "\n"
 	}
 	return os.WriteFile(path, []byte(s), 0o644)
+}
+
+// lostAtEnd is a step's count of messages still missing when the run
+// ended; reports of older builds did not have it.
+func lostAtEnd(st clusterStep) string {
+	if st.LostAtEnd == nil {
+		return "—"
+	}
+	return strconv.FormatUint(*st.LostAtEnd, 10)
 }

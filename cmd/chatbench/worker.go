@@ -114,6 +114,9 @@ type workerReply struct {
 	ErrFrames   uint64     `json:"error_frames"`
 	LeftNotices uint64     `json:"left_notices"`
 	Hist        sparseHist `json:"hist"`
+
+	// recount: each chat phase's acknowledged messages still missing.
+	PhaseLost []uint64 `json:"phase_lost,omitempty"`
 }
 
 // sparseHist is a histogram's non-empty buckets, for the trip between processes.
@@ -230,6 +233,9 @@ type worker struct {
 
 	usersMu    sync.Mutex
 	usersCache map[string]bool
+
+	phasesMu sync.Mutex
+	phases   [][2][]uint32 // each chat command's first and next message index per room
 }
 
 func newWorker(spec workerSpec) *worker {
@@ -312,6 +318,18 @@ func (w *worker) do(cmd workerCmd) workerReply {
 		return w.recovery(cmd)
 	case "chat":
 		return w.chat(cmd)
+	case "recount":
+		// What each chat phase's acknowledged messages missed by now, however
+		// late they came.
+		w.phasesMu.Lock()
+		phases := slices.Clone(w.phases)
+		w.phasesMu.Unlock()
+		var rep workerReply
+		for _, ph := range phases {
+			c := w.account(ph[0], ph[1])
+			rep.PhaseLost = append(rep.PhaseLost, c.Lost)
+		}
+		return rep
 	case "kill-node":
 		w.deadNodes.Store(cmd.Node, true)
 		w.victimsMu.Lock()
@@ -814,10 +832,19 @@ func (w *worker) chat(cmd workerCmd) workerReply {
 		}()
 	}
 	wg.Wait()
+	next := make([]uint32, len(w.rooms))
+	for i, r := range w.rooms {
+		r.mu.Lock()
+		next[i] = r.next
+		r.mu.Unlock()
+	}
+	w.phasesMu.Lock()
+	w.phases = append(w.phases, [2][]uint32{first, next})
+	w.phasesMu.Unlock()
 	var rep workerReply
 	deadline := time.Now().Add(time.Duration(cmd.DrainNS))
 	for {
-		rep = w.account(first)
+		rep = w.account(first, nil)
 		if (rep.Lost == 0 && rep.Acked == rep.Sent) || time.Now().After(deadline) {
 			break
 		}
@@ -837,13 +864,17 @@ func (w *worker) chat(cmd workerCmd) workerReply {
 	return rep
 }
 
-// account counts, for the messages of each room from first[i] on, those
-// sent, acknowledged, and acknowledged but missing at a member.
-func (w *worker) account(first []uint32) workerReply {
+// account counts, for the messages of each room from first[i] to next[i]
+// (to the room's next message if next is nil), those sent, acknowledged,
+// and acknowledged but missing at a member.
+func (w *worker) account(first, next []uint32) workerReply {
 	var rep workerReply
 	for i, r := range w.rooms {
 		r.mu.Lock()
 		last := r.next
+		if next != nil {
+			last = next[i]
+		}
 		var acked []uint32
 		for k := first[i]; k < last; k++ {
 			if hasBit(r.sent, k) {
