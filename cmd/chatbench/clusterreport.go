@@ -68,9 +68,12 @@ func (rep *clusterReport) markdown() string {
 	})
 	for _, k := range clusterRows {
 		row(k.label, func(r *clusterRun) string {
-			if v, ok := r.Metrics[k.key]; ok {
+			if v, ok := r.Metrics[k.key]; ok && reached(r, k.key) {
 				if v == math.Trunc(v) && math.Abs(v) < 1e15 {
 					return strconv.FormatFloat(v, 'f', 0, 64) // counts
+				}
+				if math.Abs(v) < 0.1 {
+					return strconv.FormatFloat(v, 'f', 4, 64) // per-1 000 costs
 				}
 				return fmtNum(v)
 			}
@@ -159,4 +162,21 @@ func lostAtEnd(st clusterStep) string {
 		return "—"
 	}
 	return strconv.FormatUint(*st.LostAtEnd, 10)
+}
+
+// reached reports whether a time metric measures something that happened:
+// a convergence time only counts when nothing was pending, the time until
+// all were back only when all came back (reports of older builds wrote
+// them regardless).
+func reached(r *clusterRun, key string) bool {
+	m := r.Metrics
+	switch key {
+	case "presence_converged_s", "presence_converged_from_start_s":
+		return m["presence_pending"] == 0
+	case "kill_presence_converged_s":
+		return m["kill_presence_pending"] == 0
+	case "kill_all_back_s":
+		return m["kill_clients_back"] == m["kill_clients_dropped"]
+	}
+	return true
 }
