@@ -703,7 +703,7 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 	m := run.Metrics
 	victim := len(r.nodes) - 1
 	lead := 5 * time.Second
-	chatDur := lead + cc.presenceTTL + 15*time.Second
+	chatDur := lead + cc.presenceTTL + 10*time.Second
 	start := time.Now().Add(300 * time.Millisecond)
 	end := start.Add(chatDur)
 	type chatOut struct {
