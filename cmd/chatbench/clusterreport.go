@@ -96,6 +96,14 @@ func (rep *clusterReport) markdown() string {
 		}
 		return "—"
 	})
+	row("steady: \"has left\" notices for people still connected", func(r *clusterRun) string {
+		for _, st := range r.Steps {
+			if st.Phase == "steady" {
+				return strconv.FormatUint(st.LeftNotices, 10)
+			}
+		}
+		return "—"
+	})
 	row("load average before / after", func(r *clusterRun) string {
 		return fmt.Sprintf("%v / %v", r.Params["loadavg_before"], r.Params["loadavg_after"])
 	})
