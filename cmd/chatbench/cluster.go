@@ -331,7 +331,7 @@ func runClusterScenario(ctx context.Context, cfg *config, args []string) (*clust
 		run.Error = err.Error()
 		run.Failures = append(run.Failures, "run ended early: "+strings.SplitN(err.Error(), "\n", 2)[0])
 	}
-	rep := &clusterReport{Command: "chatbench " + strings.Join(args, " "), Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"),
+	rep := &clusterReport{Command: shownCommand("chatbench " + strings.Join(args, " ")), Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"),
 		Machine: readMachine(), Runs: []*clusterRun{run}}
 	fmt.Println(rep.markdown())
 	if werr := writeClusterReports(cfg, rep); werr != nil {

@@ -96,6 +96,14 @@ func TestClusterScenario(t *testing.T) {
 	}
 }
 
+func TestShownCommand(t *testing.T) {
+	got := shownCommand("chatbench -scenario cluster -server /some/dir/chatterpro -json /tmp/x/out.json -ladder 0.5,1")
+	want := "chatbench -scenario cluster -server chatterpro -json out.json -ladder 0.5,1"
+	if got != want {
+		t.Errorf("shownCommand = %q, want %q", got, want)
+	}
+}
+
 // A second write replaces the section and keeps everything around it.
 func TestClusterSectionReplaced(t *testing.T) {
 	md := filepath.Join(t.TempDir(), "b.md")
