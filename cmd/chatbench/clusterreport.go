@@ -41,7 +41,7 @@ var clusterRows = []struct{ key, label string }{
 	{"kill_all_back_s", "kill: s until all back (socket + history)"},
 	{"kill_entries_gone_s", "kill: s until the dead node's presence entries are gone"},
 	{"kill_presence_converged_s", "kill: s until every room listed exactly again"},
-	{"kill_lost", "kill: acknowledged messages lost"},
+	{"kill_lost", "kill: acknowledged deliveries missing after the drain"},
 	{"kill_dups", "kill: messages duplicated"},
 	{"kill_left_notices", "kill: \"has left\" notices received"},
 }
@@ -89,7 +89,7 @@ func (rep *clusterReport) markdown() string {
 		}
 		return "—"
 	})
-	row("steady lost / dup (acknowledged)", func(r *clusterRun) string {
+	row("steady: acknowledged deliveries missing after the drain / dup, of messages acknowledged", func(r *clusterRun) string {
 		for _, st := range r.Steps {
 			if st.Phase == "steady" {
 				return fmt.Sprintf("%d / %d of %d", st.Lost, st.Dups, st.Acked)
