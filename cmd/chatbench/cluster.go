@@ -27,22 +27,22 @@ import (
 // open files of this kind of machine.
 const maxClientsPerWorker = 12500
 
-// clusterConfig holds the cluster scenario's flags.
+// clusterConfig holds the cluster scenario's flags (defaults in parseFlags).
 type clusterConfig struct {
-	nodes       int
-	clients     int
-	layer       string
-	workers     int
-	steady      time.Duration
-	rate        float64
-	ladder      string
-	ladderStep  time.Duration
-	idle        time.Duration
-	kill        bool
-	presenceTTL time.Duration
-	p99         time.Duration
-	drain       time.Duration
-	merge       string
+	nodes       int           // chatterpro processes (8)
+	clients     int           // people, each with a session of its own (100 000)
+	layer       string        // layerRedis or layerRedisCluster
+	workers     int           // load generator processes; 0: one per maxClientsPerWorker
+	steady      time.Duration // steady chat phase (60 s)
+	rate        float64       // messages per room per second, steady and kill phases (0.2)
+	ladder      string        // higher per-room rates, comma-separated ("0.5,1")
+	ladderStep  time.Duration // length of each ladder step (30 s)
+	idle        time.Duration // quiet window measuring presence upkeep (15 s)
+	kill        bool          // SIGKILL the last node at the end (true)
+	presenceTTL time.Duration // the nodes' --presence-ttl (30 s)
+	p99         time.Duration // a chat phase passes with p99 below this (250 ms)
+	drain       time.Duration // wait for late deliveries after a chat phase (5 s)
+	merge       string        // only render these JSON reports
 }
 
 // clusterReport is the cluster scenario's JSON output.
