@@ -85,13 +85,16 @@ type clusterStep struct {
 	// Lost counts acknowledged messages missing at a member when the
 	// phase's drain ended; LostAtEnd those still missing when the run
 	// ended (a late message is not lost).
-	Lost          uint64  `json:"lost"`
-	LostAtEnd     *uint64 `json:"lost_at_end,omitempty"`
-	Dups          uint64  `json:"dups"`
-	ErrFrames     uint64  `json:"error_frames"`
-	SkippedDown   uint64  `json:"skipped_down,omitempty"`
-	SendErrors    uint64  `json:"send_errors,omitempty"`
-	LeftNotices   uint64  `json:"left_notices"`
+	Lost        uint64  `json:"lost"`
+	LostAtEnd   *uint64 `json:"lost_at_end,omitempty"`
+	Dups        uint64  `json:"dups"`
+	ErrFrames   uint64  `json:"error_frames"`
+	SkippedDown uint64  `json:"skipped_down,omitempty"`
+	SendErrors  uint64  `json:"send_errors,omitempty"`
+	LeftNotices uint64  `json:"left_notices"`
+	// Resets counts resumes the room could not serve from the client's
+	// last message (history frames with reset set).
+	Resets        uint64  `json:"resets,omitempty"`
 	P50ms         float64 `json:"p50_ms"`
 	P99ms         float64 `json:"p99_ms"`
 	P999ms        float64 `json:"p999_ms"`
@@ -689,6 +692,7 @@ func sumChat(st *clusterStep, reps []workerReply) *histogram {
 		st.SkippedDown += rp.SkippedDown
 		st.SendErrors += rp.SendErrors
 		st.LeftNotices += rp.LeftNotices
+		st.Resets += rp.Resets
 		h.mergeSparse(rp.Hist)
 	}
 	return &h
@@ -814,6 +818,7 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 	run.Steps = append(run.Steps, st)
 	m["kill_lost"], m["kill_dups"], m["kill_unacked"] = float64(st.Lost), float64(st.Dups), float64(st.Sent-st.Acked)
 	m["kill_left_notices"] = float64(st.LeftNotices)
+	m["kill_resets"] = float64(st.Resets)
 	logf("cluster: kill: chat during the kill: %d sent, %d acknowledged, %d skipped (sender down), lost %d, dup %d, p99 %.1f ms, %d \"has left\" notices",
 		st.Sent, st.Acked, st.SkippedDown, st.Lost, st.Dups, st.P99ms, st.LeftNotices)
 	if st.Lost > 0 || st.Dups > 0 || st.Acked == 0 {

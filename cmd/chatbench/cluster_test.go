@@ -55,7 +55,7 @@ func TestClusterScenario(t *testing.T) {
 	m := r.Metrics
 	want := map[string]float64{
 		"connected": 3000, "failed": 0, "presence_pending": 0,
-		"kill_presence_pending": 0, "kill_lost": 0, "kill_dups": 0,
+		"kill_presence_pending": 0, "kill_lost": 0, "kill_dups": 0, "kill_resets": 0,
 	}
 	for k, v := range want {
 		if got, ok := m[k]; !ok || got != v {

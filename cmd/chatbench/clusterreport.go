@@ -43,6 +43,7 @@ var clusterRows = []struct{ key, label string }{
 	{"kill_presence_converged_s", "kill: s until every room listed exactly again"},
 	{"kill_lost", "kill: acknowledged deliveries missing after the drain"},
 	{"kill_dups", "kill: messages duplicated"},
+	{"kill_resets", "kill: resumes answered with reset (last message no longer kept)"},
 	{"kill_left_notices", "kill: \"has left\" notices received"},
 }
 

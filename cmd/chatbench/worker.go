@@ -113,6 +113,7 @@ type workerReply struct {
 	Dups        uint64     `json:"dups"`
 	ErrFrames   uint64     `json:"error_frames"`
 	LeftNotices uint64     `json:"left_notices"`
+	Resets      uint64     `json:"resets"`
 	Hist        sparseHist `json:"hist"`
 
 	// recount: each chat phase's acknowledged messages still missing.
@@ -224,6 +225,7 @@ type worker struct {
 	hists       [histShards]histogram
 
 	errFrames   atomic.Uint64
+	resets      atomic.Uint64 // history frames with reset set
 	leftNotices atomic.Uint64
 	attempts    atomic.Int64
 	deadNodes   sync.Map // node index -> true
@@ -511,12 +513,26 @@ func (m *wmember) history(f []byte) {
 			ID   string `json:"id"`
 			Text string `json:"text"`
 		} `json:"messages"`
+		Reset bool `json:"reset"`
 	}
 	if json.Unmarshal(f, &h) != nil {
 		return
 	}
+	if h.Reset {
+		// The room no longer keeps the client's last message: the frame
+		// carries the latest ones, some perhaps seen already, and says so.
+		m.w.resets.Add(1)
+	}
 	for _, msg := range h.Messages {
 		if room, k, _, ok := parseText([]byte(`"text":"` + msg.Text + `"`)); ok {
+			if h.Reset {
+				m.mu.Lock()
+				seen := hasBit(m.seen, k)
+				m.mu.Unlock()
+				if seen {
+					continue
+				}
+			}
 			m.deliver(room, k, msg.ID, 0)
 		} else if msg.ID != "" {
 			m.mu.Lock()
@@ -780,7 +796,7 @@ func (w *worker) chat(cmd workerCmd) workerReply {
 		w.histMu[s].Unlock()
 	}
 	w.measureFrom.Store(cmd.StartNS)
-	dups0, errs0, left0 := w.dups(), w.errFrames.Load(), w.leftNotices.Load()
+	dups0, errs0, left0, resets0 := w.dups(), w.errFrames.Load(), w.leftNotices.Load(), w.resets.Load()
 	first := make([]uint32, len(w.rooms))
 	for i, r := range w.rooms {
 		r.mu.Lock()
@@ -854,6 +870,7 @@ func (w *worker) chat(cmd workerCmd) workerReply {
 	rep.Dups = w.dups() - dups0
 	rep.ErrFrames = w.errFrames.Load() - errs0
 	rep.LeftNotices = w.leftNotices.Load() - left0
+	rep.Resets = w.resets.Load() - resets0
 	var h histogram
 	for s := range histShards {
 		w.histMu[s].Lock()
