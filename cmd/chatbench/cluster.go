@@ -630,7 +630,7 @@ func runCluster(ctx context.Context, cfg *config, dir string) (*clusterRun, erro
 		}
 		run.Steps[i].LostAtEnd = &n
 		if n > 0 {
-			fail("%s at %.2f/room/s: %d acknowledged messages never arrived", run.Steps[i].Phase, run.Steps[i].RoomRate, n)
+			fail("%s at %.2f/room/s: %d acknowledged deliveries still missing when the run ended", run.Steps[i].Phase, run.Steps[i].RoomRate, n)
 		}
 	}
 	run.Params["loadavg_after"] = loadAvg()
