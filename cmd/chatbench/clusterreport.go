@@ -118,7 +118,7 @@ func (rep *clusterReport) markdown() string {
 	b.WriteString("\n")
 	for i, r := range rep.Runs {
 		fmt.Fprintf(&b, "Run %d, chat phases (steady, ladder, kill; p99 limit %v ms):\n\n", i+1, r.Params["p99_limit_ms"])
-		b.WriteString("| phase | msgs/s per room | msgs/s | deliveries/s | p50 ms | p99 ms | p999 ms | sent | acked | lost (after drain / at end) | dup | node cores | µs/delivery | Redis cores | Redis cmds/s | load generator cores | load avg | pass |\n")
+		b.WriteString("| phase | msgs/s per room | msgs/s | deliveries/s | p50 ms | p99 ms | p999 ms | sent | acked | missing (after drain / at run end) | dup | node cores | µs/delivery | Redis cores | Redis cmds/s | load generator cores | load avg | pass |\n")
 		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, st := range r.Steps {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %d | %d | %d / %s | %d | %s | %s | %s | %s | %s | %s | %v |\n",
