@@ -97,7 +97,7 @@ func TestClusterScenario(t *testing.T) {
 }
 
 func TestShownCommand(t *testing.T) {
-	got := shownCommand("chatbench -scenario cluster -server /some/dir/chatterpro -json /tmp/x/out.json -ladder 0.5,1")
+	got := shownCommand("chatbench -scenario cluster -server /some/dir/chatterpro -json /data/out/out.json -ladder 0.5,1")
 	want := "chatbench -scenario cluster -server chatterpro -json out.json -ladder 0.5,1"
 	if got != want {
 		t.Errorf("shownCommand = %q, want %q", got, want)
