@@ -14,6 +14,11 @@
 //	go run ./cmd/chatbench -scenario all -runs 3 -json bench.json -md BENCHMARKS.md
 //	go run ./cmd/chatbench -merge a.json,b.json -md BENCHMARKS.md
 //
+// chatbench -scenario cluster runs many people in rooms of 100 over several
+// nodes on one Redis or a Redis Cluster, the load generator split over
+// worker processes (chatbench itself, re-executed), and kills a node at
+// the end (see cluster.go).
+//
 // Scenarios: fanout (one room, a ladder of publish rates), rooms (many small
 // rooms, every member sending once a second), idle (memory per connection),
 // connect (join rate), crossnode (fan-out over two nodes sharing Redis,
@@ -74,6 +79,8 @@ type config struct {
 	idleHold     time.Duration
 	connectConns int
 
+	cluster clusterConfig
+
 	jsonOut    string
 	mdOut      string
 	cpuProfile string
@@ -86,7 +93,7 @@ type config struct {
 func parseFlags(args []string) (*config, bool, string, error) {
 	cfg := &config{}
 	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
-	fs.StringVar(&cfg.scenario, "scenario", "fanout", "fanout, rooms, idle, connect, crossnode, sse-fanout, sse-idle (comma-separated), or all")
+	fs.StringVar(&cfg.scenario, "scenario", "fanout", "fanout, rooms, idle, connect, crossnode, sse-fanout, sse-idle (comma-separated), or all; or cluster alone")
 	fs.StringVar(&cfg.target, "target", "both", "both (chatterpro and its anchors: the bare hub, and centrifuge unless -centrifuge=false), ours, bare, or centrifuge")
 	fs.BoolVar(&cfg.centrifuge, "centrifuge", true, "with -target both: also run the centrifuge anchor (fanout, crossnode, rooms; built from "+anchorDir+")")
 	fs.StringVar(&cfg.centrifugeBin, "centrifuge-bin", "", "centrifuge anchor binary (default: go build of "+anchorDir+")")
@@ -116,6 +123,21 @@ func parseFlags(args []string) (*config, bool, string, error) {
 	fs.IntVar(&cfg.idleRoomSize, "idle-room-size", 10, "idle/connect: members per room")
 	fs.DurationVar(&cfg.idleHold, "hold", 30*time.Second, "idle: how long the connections are held before memory is measured again (longer than the server's 25 s ping interval, so every connection has been pinged)")
 	fs.IntVar(&cfg.connectConns, "connect-conns", 2000, "connect: connections opened")
+	cc := &cfg.cluster
+	fs.IntVar(&cc.nodes, "nodes", 8, "cluster: chatterpro nodes")
+	fs.IntVar(&cc.clients, "clients", 100000, "cluster: clients (people), each with its own session, in -rooms rooms (-rooms defaults to 1000 here)")
+	fs.StringVar(&cc.layer, "layer-kind", layerRedis, "cluster: redis (one redis-server) or redis-cluster (three masters)")
+	fs.IntVar(&cc.workers, "workers", 0, "cluster: load generator processes (default: one per 12 500 clients)")
+	fs.DurationVar(&cc.steady, "steady", 60*time.Second, "cluster: steady chat phase")
+	fs.Float64Var(&cc.rate, "room-rate", 0.2, "cluster: messages per room per second in the steady and kill phases")
+	fs.StringVar(&cc.ladder, "ladder", "0.5,1", "cluster: higher per-room rates tried after the steady phase, until one fails (empty: none)")
+	fs.DurationVar(&cc.ladderStep, "ladder-step", 30*time.Second, "cluster: length of each ladder step")
+	fs.DurationVar(&cc.idle, "idle-window", 15*time.Second, "cluster: quiet window after presence converged, measuring what presence upkeep costs (0: none)")
+	fs.BoolVar(&cc.kill, "kill", true, "cluster: SIGKILL one node at the end and measure the way back")
+	fs.DurationVar(&cc.presenceTTL, "presence-ttl", 30*time.Second, "cluster: the nodes' --presence-ttl")
+	fs.DurationVar(&cc.p99, "cluster-p99", 250*time.Millisecond, "cluster: a chat phase passes with p99 below this and nothing lost")
+	fs.DurationVar(&cc.drain, "cluster-drain", 5*time.Second, "cluster: how long a chat phase waits for late deliveries")
+	fs.StringVar(&cc.merge, "cluster-merge", "", "cluster: only render: these JSON reports of the cluster scenario (comma-separated) into the -md section and -json")
 	fs.StringVar(&cfg.jsonOut, "json", "", "write results as JSON to this file")
 	fs.StringVar(&cfg.mdOut, "md", "", "write a Markdown report to this file (a section after the notes marker is kept)")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write chatbench's own CPU profile to this file")
@@ -129,6 +151,21 @@ func parseFlags(args []string) (*config, bool, string, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, false, "", fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if cfg.scenario == "cluster" {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["rooms"] {
+			cfg.rooms = 1000
+		}
+		if cc.nodes < 1 || cc.clients < 1 || cc.rate <= 0 || cc.steady <= 0 || cc.presenceTTL <= 0 {
+			return nil, false, "", fmt.Errorf("-nodes, -clients, -room-rate, -steady and -presence-ttl must be positive")
+		}
+		switch cc.layer {
+		case layerRedis, layerRedisCluster:
+		default:
+			return nil, false, "", fmt.Errorf("-layer-kind must be %s or %s", layerRedis, layerRedisCluster)
+		}
 	}
 	if cfg.runs < 1 || cfg.conc < 1 || cfg.members < 1 || cfg.senders < 1 || cfg.rateStart <= 0 ||
 		cfg.rateFactor <= 1 || cfg.rooms < 1 || cfg.roomSize < 1 || cfg.idleConns < 1 || cfg.idleRoomSize < 1 || cfg.connectConns < 1 {
@@ -149,6 +186,13 @@ func logf(format string, args ...any) {
 }
 
 func main() {
+	if spec := os.Getenv(clusterWorkerEnv); spec != "" {
+		if err := runWorker(spec); err != nil {
+			fmt.Fprintln(os.Stderr, "chatbench worker:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if addr := os.Getenv(bareEnv); addr != "" {
 		if err := serveBare(addr); err != nil {
 			fmt.Fprintln(os.Stderr, "bare hub:", err)
@@ -187,6 +231,15 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if cfg.scenario == "cluster" {
+		_, err := runClusterScenario(ctx, cfg, os.Args[1:])
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "chatbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if _, err := run(ctx, cfg, os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "chatbench:", err)
 		os.Exit(1)

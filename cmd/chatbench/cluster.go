@@ -1,0 +1,828 @@
+package main
+
+// The cluster scenario: many people in rooms of -room-size over several
+// chatterpro nodes on one Redis or on a Redis Cluster, the load generator
+// split over worker processes. See runCluster for the phases.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/chatterpro/chatterpro/internal/harness"
+)
+
+// maxClientsPerWorker keeps a worker well under the hard limit of 20 000
+// open files of this kind of machine.
+const maxClientsPerWorker = 12500
+
+// clusterConfig holds the cluster scenario's flags (defaults in parseFlags).
+type clusterConfig struct {
+	nodes       int           // chatterpro processes (8)
+	clients     int           // people, each with a session of its own (100 000)
+	layer       string        // layerRedis or layerRedisCluster
+	workers     int           // load generator processes; 0: one per maxClientsPerWorker
+	steady      time.Duration // steady chat phase (60 s)
+	rate        float64       // messages per room per second, steady and kill phases (0.2)
+	ladder      string        // higher per-room rates, comma-separated ("0.5,1")
+	ladderStep  time.Duration // length of each ladder step (30 s)
+	idle        time.Duration // quiet window measuring presence upkeep (15 s)
+	kill        bool          // SIGKILL the last node at the end (true)
+	presenceTTL time.Duration // the nodes' --presence-ttl (30 s)
+	p99         time.Duration // a chat phase passes with p99 below this (250 ms)
+	drain       time.Duration // wait for late deliveries after a chat phase (5 s)
+	merge       string        // only render these JSON reports
+}
+
+// clusterReport is the cluster scenario's JSON output.
+type clusterReport struct {
+	Command string        `json:"command"`
+	Date    string        `json:"date"`
+	Machine machine       `json:"machine"`
+	Runs    []*clusterRun `json:"runs"`
+}
+
+// clusterRun is one run of the scenario.
+type clusterRun struct {
+	Params  map[string]any     `json:"params"`
+	Metrics map[string]float64 `json:"metrics"`
+	// Nodes holds each node's connections and resident memory after presence converged.
+	Nodes []clusterNode `json:"nodes"`
+	// Steps are the steady phase (first) and the ladder of higher rates.
+	Steps []clusterStep `json:"steps"`
+	// Failures lists every correctness check that did not hold; empty
+	// when the run passed them all. Timing targets are in Metrics only.
+	Failures []string `json:"failures"`
+	Error    string   `json:"error,omitempty"`
+}
+
+type clusterNode struct {
+	Conns      int     `json:"conns"`
+	RSSMiB     float64 `json:"rss_mib"`
+	KiBPerConn float64 `json:"rss_kib_per_conn"`
+}
+
+// clusterStep is one chat phase at one per-room rate.
+type clusterStep struct {
+	Phase          string  `json:"phase"`
+	RoomRate       float64 `json:"msgs_per_room_per_s"`
+	MsgsPerSec     float64 `json:"msgs_per_s"`
+	Sent           uint64  `json:"sent"`
+	Acked          uint64  `json:"acked"`
+	Deliveries     uint64  `json:"deliveries"`
+	DeliveriesPerS float64 `json:"deliveries_per_s"`
+	// Lost counts acknowledged messages missing at a member when the
+	// phase's drain ended; LostAtEnd those still missing when the run
+	// ended (a late message is not lost).
+	Lost        uint64  `json:"lost"`
+	LostAtEnd   *uint64 `json:"lost_at_end,omitempty"`
+	Dups        uint64  `json:"dups"`
+	ErrFrames   uint64  `json:"error_frames"`
+	SkippedDown uint64  `json:"skipped_down,omitempty"`
+	SendErrors  uint64  `json:"send_errors,omitempty"`
+	LeftNotices uint64  `json:"left_notices"`
+	// Resets counts resumes the room could not serve from the client's
+	// last message (history frames with reset set).
+	Resets        uint64  `json:"resets,omitempty"`
+	P50ms         float64 `json:"p50_ms"`
+	P99ms         float64 `json:"p99_ms"`
+	P999ms        float64 `json:"p999_ms"`
+	NodeCores     float64 `json:"node_cores"`
+	RedisCores    float64 `json:"redis_cores"`
+	LoadgenCores  float64 `json:"loadgen_cores"`
+	NodeUsPerDel  float64 `json:"node_cpu_us_per_delivery"`
+	RedisCmdsPerS float64 `json:"redis_cmds_per_s"`
+	RedisTop      string  `json:"redis_top_commands,omitempty"`
+	LoadAvg       string  `json:"loadavg"`
+	Pass          bool    `json:"pass"`
+}
+
+// wproc is a running worker process.
+type wproc struct {
+	spec workerSpec
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+	done chan struct{}
+
+	mu      sync.Mutex
+	nextID  int
+	waiting map[int]chan workerReply
+	err     error
+}
+
+func startWorker(spec workerSpec) (*wproc, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	b, _ := json.Marshal(spec)
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), clusterWorkerEnv+"="+string(b))
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	w := &wproc{spec: spec, cmd: cmd, in: in, done: make(chan struct{}), waiting: map[int]chan workerReply{}}
+	go w.read(out)
+	return w, nil
+}
+
+func (w *wproc) read(out io.Reader) {
+	defer close(w.done)
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		var rep workerReply
+		if err := json.Unmarshal(sc.Bytes(), &rep); err != nil {
+			continue
+		}
+		w.mu.Lock()
+		ch := w.waiting[rep.ID]
+		delete(w.waiting, rep.ID)
+		w.mu.Unlock()
+		if ch != nil {
+			ch <- rep
+		}
+	}
+	_ = w.cmd.Wait()
+	w.mu.Lock()
+	w.err = fmt.Errorf("worker %d exited: %v", w.spec.Index, w.cmd.ProcessState)
+	for id, ch := range w.waiting {
+		ch <- workerReply{ID: id, Error: w.err.Error()}
+		delete(w.waiting, id)
+	}
+	w.mu.Unlock()
+}
+
+// call sends a command and waits for its reply.
+func (w *wproc) call(cmd workerCmd) workerReply {
+	ch := make(chan workerReply, 1)
+	w.mu.Lock()
+	if w.err != nil {
+		w.mu.Unlock()
+		return workerReply{Error: w.err.Error()}
+	}
+	w.nextID++
+	cmd.ID = w.nextID
+	w.waiting[cmd.ID] = ch
+	b, _ := json.Marshal(cmd)
+	_, err := w.in.Write(append(b, '\n'))
+	w.mu.Unlock()
+	if err != nil {
+		return workerReply{Error: err.Error()}
+	}
+	return <-ch
+}
+
+func (w *wproc) stop() {
+	done := make(chan struct{})
+	go func() { w.call(workerCmd{Cmd: "close"}); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+	}
+	w.in.Close()
+	select {
+	case <-w.done:
+	case <-time.After(10 * time.Second):
+		_ = w.cmd.Process.Kill()
+		<-w.done
+	}
+}
+
+// callAll sends cmd to every worker at once and returns their replies.
+func callAll(ws []*wproc, cmd workerCmd) ([]workerReply, error) {
+	reps := make([]workerReply, len(ws))
+	var wg sync.WaitGroup
+	for i, w := range ws {
+		wg.Go(func() { reps[i] = w.call(cmd) })
+	}
+	wg.Wait()
+	var errs []error
+	for _, r := range reps {
+		if r.Error != "" {
+			errs = append(errs, errors.New(r.Error))
+		}
+	}
+	return reps, errors.Join(errs...)
+}
+
+// clusterRig is what one run starts.
+type clusterRig struct {
+	cfg     *config
+	layer   *redisLayer
+	nodes   []*proc
+	bases   []string
+	rss0    []int64
+	workers []*wproc
+	dead    map[int]bool
+}
+
+func (r *clusterRig) stop() {
+	var wg sync.WaitGroup
+	for _, w := range r.workers {
+		wg.Go(w.stop)
+	}
+	wg.Wait()
+	for _, p := range r.nodes {
+		wg.Go(p.stop)
+	}
+	wg.Wait()
+	if r.layer != nil {
+		r.layer.stop()
+	}
+}
+
+func (r *clusterRig) nodeCPU() time.Duration {
+	var sum time.Duration
+	for i, p := range r.nodes {
+		if r.dead[i] {
+			continue
+		}
+		if d, err := cpuTime(p.pid()); err == nil {
+			sum += d
+		}
+	}
+	return sum
+}
+
+func (r *clusterRig) loadgenCPU() time.Duration {
+	sum := selfCPU()
+	for _, w := range r.workers {
+		if d, err := cpuTime(w.cmd.Process.Pid); err == nil {
+			sum += d
+		}
+	}
+	return sum
+}
+
+func (r *clusterRig) alive() error {
+	for i, p := range r.nodes {
+		if !r.dead[i] && p.exited() {
+			return fmt.Errorf("%s exited:\n%s", p.name, p.tail())
+		}
+	}
+	return r.layer.alive()
+}
+
+// conns returns how many clients start on each node.
+func (c *clusterConfig) conns(node int) int {
+	n := c.clients / c.nodes
+	if node < c.clients%c.nodes {
+		n++
+	}
+	return n
+}
+
+func parseLadder(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil || v <= 0 {
+			return nil, fmt.Errorf("-ladder: %q is not a positive rate", f)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// runClusterScenario runs the scenario once and writes its reports.
+func runClusterScenario(ctx context.Context, cfg *config, args []string) (*clusterRun, error) {
+	cc := &cfg.cluster
+	if cc.merge != "" {
+		rep, err := mergeClusterReports(strings.Split(cc.merge, ","))
+		if err != nil {
+			return nil, err
+		}
+		return nil, writeClusterReports(cfg, rep)
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "chatbench-cluster-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	run, err := runCluster(ctx, cfg, dir)
+	if run == nil {
+		return nil, err
+	}
+	if err != nil {
+		run.Error = err.Error()
+		run.Failures = append(run.Failures, "run ended early: "+strings.SplitN(err.Error(), "\n", 2)[0])
+	}
+	rep := &clusterReport{Command: shownCommand("chatbench " + strings.Join(args, " ")), Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"),
+		Machine: readMachine(), Runs: []*clusterRun{run}}
+	fmt.Println(rep.markdown())
+	if werr := writeClusterReports(cfg, rep); werr != nil {
+		return run, werr
+	}
+	if err != nil {
+		return run, err
+	}
+	if len(run.Failures) > 0 {
+		return run, fmt.Errorf("cluster: %d check(s) failed: %s", len(run.Failures), strings.Join(run.Failures, "; "))
+	}
+	return run, nil
+}
+
+func writeClusterReports(cfg *config, rep *clusterReport) error {
+	if cfg.jsonOut != "" {
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(cfg.jsonOut, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	if cfg.mdOut != "" {
+		return rep.writeSection(cfg.mdOut)
+	}
+	return nil
+}
+
+func mergeClusterReports(paths []string) (*clusterReport, error) {
+	out := &clusterReport{Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"), Machine: readMachine()}
+	var cmds []string
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		var r clusterReport
+		if err := json.Unmarshal(b, &r); err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		out.Runs = append(out.Runs, r.Runs...)
+		cmds = append(cmds, r.Command)
+		out.Date = r.Date
+	}
+	out.Command = strings.Join(cmds, "`, `")
+	return out, nil
+}
+
+// runCluster starts the layer, the nodes and the workers and runs the
+// phases, each timed: connect and join; presence converges; idle (the
+// cost of presence alone); steady chat; the ladder of higher rates; one
+// node SIGKILLed while the chat goes on.
+func runCluster(ctx context.Context, cfg *config, dir string) (*clusterRun, error) {
+	cc := &cfg.cluster
+	ladder, err := parseLadder(cc.ladder)
+	if err != nil {
+		return nil, err
+	}
+	roomSize := cc.clients / cfg.rooms
+	if roomSize < 2 || cc.clients%cfg.rooms != 0 {
+		return nil, fmt.Errorf("-clients %d must be a multiple of -rooms %d, at least 2 per room", cc.clients, cfg.rooms)
+	}
+	if cc.nodes < 2 && cc.kill {
+		return nil, errors.New("killing a node needs at least 2 nodes (-nodes)")
+	}
+	workers := cc.workers
+	if workers <= 0 {
+		workers = (cc.clients + maxClientsPerWorker - 1) / maxClientsPerWorker
+	}
+	workers = min(max(workers, 1), cfg.rooms)
+	limit := raiseFileLimit(1 << 20)
+	perNode := cc.conns(0)
+	if cc.kill {
+		perNode = (cc.clients + cc.nodes - 2) / (cc.nodes - 1)
+	}
+	if need := uint64(perNode) + 500; need > limit {
+		return nil, fmt.Errorf("a node would hold %d connections (after the kill), more than the open-file limit %d allows: use more -nodes", perNode, limit)
+	}
+	if need := uint64((cfg.rooms+workers-1)/workers*roomSize) + 500; need > limit {
+		return nil, fmt.Errorf("a worker would hold %d connections, more than the open-file limit %d allows: use more -workers", need-500, limit)
+	}
+	run := &clusterRun{Params: map[string]any{
+		"nodes": cc.nodes, "clients": cc.clients, "rooms": cfg.rooms, "room_size": roomSize, "layer": cc.layer,
+		"workers": workers, "steady": cc.steady.String(), "rate_per_room": cc.rate, "ladder": cc.ladder,
+		"ladder_step": cc.ladderStep.String(), "presence_ttl": cc.presenceTTL.String(), "p99_limit_ms": ms(cc.p99),
+		"idle_window": cc.idle.String(), "kill": cc.kill, "file_limit": limit, "source_ips": cfg.ips,
+		"loadavg_before": loadAvg(),
+	}, Metrics: map[string]float64{}}
+	m := run.Metrics
+	fail := func(format string, args ...any) {
+		msg := fmt.Sprintf(format, args...)
+		logf("cluster: CHECK FAILED: %s", msg)
+		run.Failures = append(run.Failures, msg)
+	}
+
+	bin, err := serverBinary(cfg, dir)
+	if err != nil {
+		return nil, err
+	}
+	rig := &clusterRig{cfg: cfg, dead: map[int]bool{}}
+	defer rig.stop()
+	logf("cluster: starting %s", cc.layer)
+	if rig.layer, err = startRedisLayer(ctx, cfg, dir, cc.layer); err != nil {
+		return nil, err
+	}
+	for i := range cc.nodes {
+		port, err := harness.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		p, err := startProc(dir, fmt.Sprintf("chatterpro%d", i+1), bin, nil,
+			"--addr", addr, "--layer", rig.layer.url, "--rate", "0", "--secret", benchSecret,
+			"--presence-ttl", cc.presenceTTL.String(), "--log-level", "warn")
+		if err != nil {
+			return nil, err
+		}
+		rig.nodes = append(rig.nodes, p)
+		base := "http://" + addr
+		if err := waitHTTP(ctx, p, base+"/readyz"); err != nil {
+			return nil, err
+		}
+		rig.bases = append(rig.bases, base)
+	}
+	time.Sleep(startupSleep)
+	for _, p := range rig.nodes {
+		b, _ := rssBytes(p.pid())
+		rig.rss0 = append(rig.rss0, b)
+	}
+	redisMem0 := rig.layer.usedMemory(ctx)
+	per := cfg.rooms / workers
+	first := 0
+	for i := range workers {
+		n := per
+		if i < cfg.rooms%workers {
+			n++
+		}
+		spec := workerSpec{Index: i, FirstRoom: first, Rooms: n, RoomSize: roomSize, Bases: rig.bases,
+			Conc: max(1, cfg.conc/workers), SourceIPs: cfg.ips, IPOffset: i}
+		first += n
+		w, err := startWorker(spec)
+		if err != nil {
+			return run, err
+		}
+		rig.workers = append(rig.workers, w)
+	}
+	logf("cluster: %d nodes on %s, %d workers, %d clients in %d rooms of %d", cc.nodes, cc.layer, workers, cc.clients, cfg.rooms, roomSize)
+
+	// Connect and join.
+	cpu0, rcpu0 := rig.nodeCPU(), rig.layer.cpu()
+	t0 := time.Now()
+	reps, err := callAll(rig.workers, workerCmd{Cmd: "connect"})
+	if err != nil {
+		return run, err
+	}
+	t1 := time.Now()
+	var joinHist histogram
+	var connected, failed int
+	var firstErr string
+	for _, r := range reps {
+		connected += r.Connected
+		failed += r.Failed
+		joinHist.mergeSparse(r.JoinHist)
+		if firstErr == "" {
+			firstErr = r.FirstErr
+		}
+	}
+	connectS := t1.Sub(t0).Seconds()
+	m["connected"], m["failed"] = float64(connected), float64(failed)
+	m["connect_s"] = connectS
+	m["joins_per_s"] = float64(connected) / connectS
+	m["join_p50_ms"], m["join_p99_ms"] = ms(joinHist.quantile(0.5)), ms(joinHist.quantile(0.99))
+	m["connect_node_cpu_us_per_join"] = float64((rig.nodeCPU() - cpu0).Microseconds()) / float64(max(1, connected))
+	m["connect_redis_cpu_us_per_join"] = float64((rig.layer.cpu() - rcpu0).Microseconds()) / float64(max(1, connected))
+	logf("cluster: connect: %d connected, %d failed in %.1f s (%.0f joins/s, p50 %.0f ms, p99 %.0f ms)", connected, failed, connectS, m["joins_per_s"], m["join_p50_ms"], m["join_p99_ms"])
+	if failed > 0 {
+		fail("%d of %d clients failed to connect (first: %s)", failed, cc.clients, firstErr)
+	}
+	if err := rig.alive(); err != nil {
+		return run, err
+	}
+
+	// Presence converges: every client's latest users frame lists its room exactly.
+	reps, err = callAll(rig.workers, workerCmd{Cmd: "presence", DeadlineNS: time.Now().Add(60*time.Second + time.Duration(cc.clients/200)*time.Second).UnixNano()})
+	if err != nil {
+		return run, err
+	}
+	pending, last, bad := presenceOf(reps)
+	if pending == 0 {
+		m["presence_converged_s"] = max(0, time.Unix(0, last).Sub(t1).Seconds())
+		m["presence_converged_from_start_s"] = time.Unix(0, last).Sub(t0).Seconds()
+	}
+	m["presence_pending"] = float64(pending)
+	logf("cluster: presence: converged %.1f s after the last join (%.1f s after the first), %d pending", m["presence_converged_s"], m["presence_converged_from_start_s"], pending)
+	if pending > 0 {
+		fail("presence did not converge for %d clients (%s)", pending, bad)
+	}
+
+	// Memory with everyone connected.
+	var rssSum int64
+	var maxKiB float64
+	for i, p := range rig.nodes {
+		b, _ := rssBytes(p.pid())
+		conns := cc.conns(i)
+		kib := float64(b-rig.rss0[i]) / 1024 / float64(max(1, conns))
+		run.Nodes = append(run.Nodes, clusterNode{Conns: conns, RSSMiB: float64(b) / (1 << 20), KiBPerConn: kib})
+		rssSum += b - rig.rss0[i]
+		maxKiB = max(maxKiB, kib)
+	}
+	m["rss_kib_per_conn"] = float64(rssSum) / 1024 / float64(max(1, connected))
+	m["rss_kib_per_conn_max_node"] = maxKiB
+	redisMem1 := rig.layer.usedMemory(ctx)
+	m["redis_used_memory_mib"] = redisMem1 / (1 << 20)
+	m["redis_kib_per_conn"] = (redisMem1 - redisMem0) / 1024 / float64(max(1, connected))
+	m["redis_mib_per_1000_conns"] = (redisMem1 - redisMem0) / (1 << 20) / float64(max(1, connected)) * 1000
+	logf("cluster: memory: nodes %.1f KiB per connection (worst node %.1f), Redis %.2f MiB per 1 000 connections", m["rss_kib_per_conn"], maxKiB, m["redis_mib_per_1000_conns"])
+
+	// Idle: what presence (refresh, sweeps) costs with nobody talking.
+	if cc.idle > 0 {
+		c0, r0, l0, k0 := rig.nodeCPU(), rig.layer.cpu(), rig.loadgenCPU(), rig.layer.commands(ctx)
+		calls0 := rig.layer.commandCalls(ctx)
+		ti := time.Now()
+		select {
+		case <-ctx.Done():
+			return run, ctx.Err()
+		case <-time.After(cc.idle):
+		}
+		wall := time.Since(ti).Seconds()
+		m["idle_node_cores"] = (rig.nodeCPU() - c0).Seconds() / wall
+		m["idle_redis_cores"] = (rig.layer.cpu() - r0).Seconds() / wall
+		m["idle_loadgen_cores"] = (rig.loadgenCPU() - l0).Seconds() / wall
+		m["idle_redis_cmds_per_s"] = (rig.layer.commands(ctx) - k0) / wall
+		run.Params["idle_redis_top_commands"] = topRates(calls0, rig.layer.commandCalls(ctx), wall, 6)
+		k := float64(max(1, connected)) / 1000
+		m["idle_node_cores_per_1000_conns"] = m["idle_node_cores"] / k
+		m["idle_redis_cores_per_1000_conns"] = m["idle_redis_cores"] / k
+		m["idle_redis_cmds_per_s_per_1000_conns"] = m["idle_redis_cmds_per_s"] / k
+		logf("cluster: idle %s: nodes %.3f cores, Redis %.3f cores and %.0f commands/s (presence upkeep: %s), load generator %.3f cores",
+			cc.idle, m["idle_node_cores"], m["idle_redis_cores"], m["idle_redis_cmds_per_s"], run.Params["idle_redis_top_commands"], m["idle_loadgen_cores"])
+	}
+
+	// Steady chat, then the ladder.
+	rates := append([]float64{cc.rate}, ladder...)
+	for i, rate := range rates {
+		if i > 0 && rate <= cc.rate {
+			continue
+		}
+		phase, dur := "steady", cc.steady
+		if i > 0 {
+			phase, dur = "ladder", cc.ladderStep
+		}
+		mem0 := rig.layer.usedMemory(ctx)
+		st, err := rig.chatPhase(ctx, phase, rate, dur, roomSize)
+		if err != nil {
+			return run, err
+		}
+		if i == 0 {
+			msgs := st.MsgsPerSec / 1000
+			m["steady_redis_cores_per_1000_msgs_per_s"] = max(0, st.RedisCores-m["idle_redis_cores"]) / msgs
+			m["steady_node_cores_per_1000_msgs_per_s"] = max(0, st.NodeCores-m["idle_node_cores"]) / msgs
+			m["steady_redis_memory_growth_mib"] = (rig.layer.usedMemory(ctx) - mem0) / (1 << 20)
+			if st.Lost > 0 || st.Dups > 0 || st.Acked != st.Sent || st.Sent == 0 {
+				fail("steady chat: %d sent, %d acknowledged, %d lost, %d duplicated", st.Sent, st.Acked, st.Lost, st.Dups)
+			}
+		}
+		run.Steps = append(run.Steps, st)
+		if st.Pass {
+			m["highest_passing_rate_per_room"] = rate
+			m["highest_passing_deliveries_per_s"] = st.DeliveriesPerS
+		}
+		if !st.Pass && i > 0 {
+			break
+		}
+	}
+
+	if cc.kill {
+		if err := rig.killPhase(ctx, run, roomSize, fail); err != nil {
+			return run, err
+		}
+	}
+	reps, err = callAll(rig.workers, workerCmd{Cmd: "recount"})
+	if err != nil {
+		return run, err
+	}
+	for i := range run.Steps {
+		var n uint64
+		for _, rp := range reps {
+			if i < len(rp.PhaseLost) {
+				n += rp.PhaseLost[i]
+			}
+		}
+		run.Steps[i].LostAtEnd = &n
+		if n > 0 {
+			fail("%s at %.2f/room/s: %d acknowledged deliveries still missing when the run ended", run.Steps[i].Phase, run.Steps[i].RoomRate, n)
+		}
+	}
+	run.Params["loadavg_after"] = loadAvg()
+	return run, nil
+}
+
+func presenceOf(reps []workerReply) (pending int, last int64, bad string) {
+	for _, r := range reps {
+		pending += r.Pending
+		last = max(last, r.LastNS)
+		if bad == "" {
+			bad = r.Bad
+		}
+	}
+	return pending, last, bad
+}
+
+// chatPhase has every room send at rate messages per second for dur and
+// measures what arrived.
+func (r *clusterRig) chatPhase(ctx context.Context, phase string, rate float64, dur time.Duration, roomSize int) (clusterStep, error) {
+	cc := &r.cfg.cluster
+	start := time.Now().Add(300 * time.Millisecond)
+	end := start.Add(dur)
+	c0, r0, l0, k0 := r.nodeCPU(), r.layer.cpu(), r.loadgenCPU(), r.layer.commands(ctx)
+	calls0 := r.layer.commandCalls(ctx)
+	logf("cluster: %s: %.2f messages per room per second for %s", phase, rate, dur)
+	reps, err := callAll(r.workers, workerCmd{Cmd: "chat", Rate: rate, StartNS: start.UnixNano(), EndNS: end.UnixNano(), DrainNS: int64(cc.drain)})
+	if err != nil {
+		return clusterStep{}, err
+	}
+	wall := time.Since(start).Seconds()
+	st := clusterStep{Phase: phase, RoomRate: rate, MsgsPerSec: rate * float64(r.cfg.rooms), LoadAvg: loadAvg()}
+	st.NodeCores = (r.nodeCPU() - c0).Seconds() / wall
+	st.RedisCores = (r.layer.cpu() - r0).Seconds() / wall
+	st.LoadgenCores = (r.loadgenCPU() - l0).Seconds() / wall
+	st.RedisCmdsPerS = (r.layer.commands(ctx) - k0) / wall
+	st.RedisTop = topRates(calls0, r.layer.commandCalls(ctx), wall, 6)
+	h := sumChat(&st, reps)
+	st.DeliveriesPerS = float64(st.Deliveries) / dur.Seconds()
+	if st.Deliveries > 0 {
+		st.NodeUsPerDel = st.NodeCores * wall * 1e6 / float64(st.Deliveries)
+	}
+	st.P50ms, st.P99ms, st.P999ms = ms(h.quantile(0.5)), ms(h.quantile(0.99)), ms(h.quantile(0.999))
+	st.Pass = st.Lost == 0 && st.Dups == 0 && st.Sent > 0 && st.Acked == st.Sent && st.ErrFrames == 0 && h.quantile(0.99) < cc.p99
+	logf("cluster: %s %.2f/room/s: %d sent, %d acked, %.0f deliveries/s, p50 %.1f ms p99 %.1f ms p999 %.1f ms, lost %d dup %d; nodes %.2f cores (%.2f µs/delivery), Redis %.2f cores, load generator %.2f cores; pass %v",
+		phase, rate, st.Sent, st.Acked, st.DeliveriesPerS, st.P50ms, st.P99ms, st.P999ms, st.Lost, st.Dups, st.NodeCores, st.NodeUsPerDel, st.RedisCores, st.LoadgenCores, st.Pass)
+	return st, r.alive()
+}
+
+func sumChat(st *clusterStep, reps []workerReply) *histogram {
+	var h histogram
+	for _, rp := range reps {
+		st.Sent += rp.Sent
+		st.Acked += rp.Acked
+		st.Deliveries += rp.Delivered
+		st.Lost += rp.Lost
+		st.Dups += rp.Dups
+		st.ErrFrames += rp.ErrFrames
+		st.SkippedDown += rp.SkippedDown
+		st.SendErrors += rp.SendErrors
+		st.LeftNotices += rp.LeftNotices
+		st.Resets += rp.Resets
+		h.mergeSparse(rp.Hist)
+	}
+	return &h
+}
+
+// killPhase SIGKILLs the last node while every room chats at the steady
+// rate, and measures the way back: its clients reconnected elsewhere,
+// its presence entries expired, every room listed exactly again, and no
+// acknowledged message lost.
+func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize int, fail func(string, ...any)) error {
+	cc := &r.cfg.cluster
+	m := run.Metrics
+	victim := len(r.nodes) - 1
+	lead := 5 * time.Second
+	chatDur := lead + cc.presenceTTL + 10*time.Second
+	start := time.Now().Add(300 * time.Millisecond)
+	end := start.Add(chatDur)
+	type chatOut struct {
+		reps []workerReply
+		err  error
+	}
+	chatDone := make(chan chatOut, 1)
+	go func() {
+		reps, err := callAll(r.workers, workerCmd{Cmd: "chat", Rate: cc.rate, StartNS: start.UnixNano(), EndNS: end.UnixNano(), DrainNS: int64(cc.drain)})
+		chatDone <- chatOut{reps, err}
+	}()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(time.Until(start.Add(lead))):
+	}
+	logf("cluster: kill: SIGKILL %s (%d clients) while the rooms chat at %.2f/room/s", r.nodes[victim].name, cc.conns(victim), cc.rate)
+	killAt := time.Now()
+	r.dead[victim] = true
+	_ = r.nodes[victim].cmd.Process.Signal(syscall.SIGKILL)
+	if _, err := callAll(r.workers, workerCmd{Cmd: "kill-node", Node: victim}); err != nil {
+		return err
+	}
+	// Every client of the dead node back on another one.
+	reps, err := callAll(r.workers, workerCmd{Cmd: "recovery", Node: victim, AfterNS: killAt.UnixNano(), DeadlineNS: killAt.Add(reconnectFor).UnixNano()})
+	if err != nil {
+		return err
+	}
+	var dropped, back, gaveUp int
+	var lastBack, attempts int64
+	for _, rp := range reps {
+		dropped += rp.Dropped
+		back += rp.Back
+		gaveUp += rp.GaveUp
+		lastBack = max(lastBack, rp.LastBack)
+		attempts += rp.Attempts
+	}
+	m["kill_clients_dropped"], m["kill_clients_back"] = float64(dropped), float64(back)
+	m["kill_reconnect_attempts"] = float64(attempts)
+	if back > 0 {
+		m["kill_all_back_s"] = time.Unix(0, lastBack).Sub(killAt).Seconds()
+	}
+	logf("cluster: kill: %d of %d dropped clients back on other nodes %.1f s after the kill (%d attempts)", back, dropped, m["kill_all_back_s"], attempts)
+	// dropped counts the clients on the node when it died: those that
+	// started there and were never moved, and any that moved there.
+	if dropped == 0 || back != dropped {
+		fail("after the kill %d clients dropped (the node started with %d), %d came back on other nodes, %d gave up", dropped, cc.conns(victim), back, gaveUp)
+	}
+	// The dead node's presence entries gone: each room's presence hash
+	// holds one entry per connected member.
+	limit := cc.presenceTTL + 10*time.Second
+	var goneAt time.Time
+	var counts []int64
+	for {
+		counts, err = r.layer.presenceEntries(ctx, r.cfg.rooms)
+		if err == nil && !slices.ContainsFunc(counts, func(n int64) bool { return n != int64(roomSize) }) {
+			goneAt = time.Now()
+			break
+		}
+		if time.Since(killAt) > limit+20*time.Second || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if goneAt.IsZero() {
+		wrong := 0
+		for _, n := range counts {
+			if n != int64(roomSize) {
+				wrong++
+			}
+		}
+		fail("the dead node's presence entries were not all gone %s after the kill (%d rooms with another count than %d; err %v)", time.Since(killAt).Round(time.Second), wrong, roomSize, err)
+	} else {
+		m["kill_entries_gone_s"] = goneAt.Sub(killAt).Seconds()
+		logf("cluster: kill: the dead node's presence entries gone %.1f s after the kill", m["kill_entries_gone_s"])
+	}
+	// Presence converged again: a users frame received after the dead
+	// entries could first expire (TTL after their last refresh, which was
+	// at most TTL/3 before the kill) lists every room exactly.
+	after := killAt.Add(cc.presenceTTL - cc.presenceTTL/3)
+	reps, err = callAll(r.workers, workerCmd{Cmd: "presence", AfterNS: after.UnixNano(), DeadlineNS: killAt.Add(limit + 20*time.Second).UnixNano()})
+	if err != nil {
+		return err
+	}
+	pending, last, bad := presenceOf(reps)
+	if pending == 0 {
+		m["kill_presence_converged_s"] = time.Unix(0, last).Sub(killAt).Seconds()
+	}
+	m["kill_presence_pending"] = float64(pending)
+	logf("cluster: kill: presence listed every room exactly %.1f s after the kill, %d pending", m["kill_presence_converged_s"], pending)
+	if pending > 0 {
+		fail("after the kill presence did not converge for %d clients (%s)", pending, bad)
+	}
+	var out chatOut
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case out = <-chatDone:
+	}
+	if out.err != nil {
+		return out.err
+	}
+	st := clusterStep{Phase: "kill", RoomRate: cc.rate, MsgsPerSec: cc.rate * float64(r.cfg.rooms), LoadAvg: loadAvg()}
+	h := sumChat(&st, out.reps)
+	st.DeliveriesPerS = float64(st.Deliveries) / chatDur.Seconds()
+	st.P50ms, st.P99ms, st.P999ms = ms(h.quantile(0.5)), ms(h.quantile(0.99)), ms(h.quantile(0.999))
+	st.Pass = st.Lost == 0 && st.Dups == 0 && st.Acked > 0
+	run.Steps = append(run.Steps, st)
+	m["kill_lost"], m["kill_dups"], m["kill_unacked"] = float64(st.Lost), float64(st.Dups), float64(st.Sent-st.Acked)
+	m["kill_left_notices"] = float64(st.LeftNotices)
+	m["kill_resets"] = float64(st.Resets)
+	logf("cluster: kill: chat during the kill: %d sent, %d acknowledged, %d skipped (sender down), lost %d, dup %d, p99 %.1f ms, %d \"has left\" notices",
+		st.Sent, st.Acked, st.SkippedDown, st.Lost, st.Dups, st.P99ms, st.LeftNotices)
+	if st.Lost > 0 || st.Dups > 0 || st.Acked == 0 {
+		fail("chat during the kill: %d acknowledged, %d lost, %d duplicated", st.Acked, st.Lost, st.Dups)
+	}
+	return r.alive()
+}

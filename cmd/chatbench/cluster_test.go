@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestClusterScenario runs a small cluster scenario end to end: chatbench
+// built without the race detector as its own process (it re-executes
+// itself as the load generator's workers), 3 nodes on one Redis, 3 000
+// clients in rooms of 100, one node killed. It asserts correctness only:
+// every connection held, presence converged, nothing acknowledged lost or
+// duplicated, the killed node's clients back on the others and every room
+// listed exactly once after the dead node's entries expired.
+func TestClusterScenario(t *testing.T) {
+	dir := t.TempDir()
+	bench := filepath.Join(dir, "chatbench")
+	server := filepath.Join(dir, "chatterpro")
+	for pkg, out := range map[string]string{"github.com/chatterpro/chatterpro/cmd/chatbench": bench, "github.com/chatterpro/chatterpro/cmd/chatterpro": server} {
+		if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+			t.Fatalf("building %s: %v\n%s", pkg, err, b)
+		}
+	}
+	js, md := filepath.Join(dir, "out.json"), filepath.Join(dir, "out.md")
+	if err := os.WriteFile(md, []byte("# old\n"+notesMarker+"\nhand-written\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bench, "-scenario", "cluster", "-server", server,
+		"-nodes", "3", "-clients", "3000", "-rooms", "30", "-workers", "2",
+		"-steady", "5s", "-ladder", "", "-idle-window", "0", "-presence-ttl", "20s",
+		"-cluster-p99", "1h", "-timeout", "140s", "-json", js, "-md", md)
+	var log strings.Builder
+	cmd.Stdout, cmd.Stderr = &log, &log
+	runErr := cmd.Run()
+	b, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatalf("no JSON report (%v): %v\n%s", runErr, err, log.String())
+	}
+	var rep clusterReport
+	if err := json.Unmarshal(b, &rep); err != nil || len(rep.Runs) != 1 {
+		t.Fatalf("JSON report: %v, %d runs", err, len(rep.Runs))
+	}
+	r := rep.Runs[0]
+	if runErr != nil || len(r.Failures) > 0 || r.Error != "" {
+		t.Fatalf("chatbench: %v; failures %q; error %q\n%s", runErr, r.Failures, r.Error, log.String())
+	}
+	m := r.Metrics
+	want := map[string]float64{
+		"connected": 3000, "failed": 0, "presence_pending": 0,
+		"kill_presence_pending": 0, "kill_lost": 0, "kill_dups": 0, "kill_resets": 0,
+	}
+	for k, v := range want {
+		if got, ok := m[k]; !ok || got != v {
+			t.Errorf("%s = %v (present %v), want %v", k, got, ok, v)
+		}
+	}
+	if d, b := m["kill_clients_dropped"], m["kill_clients_back"]; d < 1000 || b != d {
+		t.Errorf("%v clients dropped with the killed node, %v back; want its 1 000 (or more) all back", d, b)
+	}
+	if _, ok := m["kill_entries_gone_s"]; !ok {
+		t.Error("the dead node's presence entries were never seen gone")
+	}
+	if len(r.Steps) != 2 || r.Steps[0].Phase != "steady" || r.Steps[1].Phase != "kill" {
+		t.Fatalf("steps %+v, want steady and kill", r.Steps)
+	}
+	for _, st := range r.Steps {
+		if st.LostAtEnd == nil || *st.LostAtEnd != 0 {
+			t.Errorf("%s: lost at the end %v, want 0", st.Phase, st.LostAtEnd)
+		}
+		if st.Acked == 0 || st.Lost != 0 || st.Dups != 0 || st.Deliveries != st.Acked*100 {
+			t.Errorf("%s: %d acknowledged, %d deliveries, %d lost, %d dup; want every acknowledged message at all 100 members once", st.Phase, st.Acked, st.Deliveries, st.Lost, st.Dups)
+		}
+	}
+	if st := r.Steps[0]; st.Acked != st.Sent {
+		t.Errorf("steady: %d sent, %d acknowledged", st.Sent, st.Acked)
+	}
+	if len(r.Nodes) != 3 || r.Nodes[0].Conns != 1000 {
+		t.Errorf("nodes %+v, want 3 of 1000 connections", r.Nodes)
+	}
+	out, err := os.ReadFile(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"# old", notesMarker + "\nhand-written", clusterBegin, "## cluster", "| connections held | 3000 |", clusterEnd} {
+		if !strings.Contains(string(out), s) {
+			t.Errorf("markdown lacks %q:\n%s", s, out)
+		}
+	}
+}
+
+func TestShownCommand(t *testing.T) {
+	got := shownCommand("chatbench -scenario cluster -server /some/dir/chatterpro -json /data/out/out.json -ladder 0.5,1")
+	want := "chatbench -scenario cluster -server chatterpro -json out.json -ladder 0.5,1"
+	if got != want {
+		t.Errorf("shownCommand = %q, want %q", got, want)
+	}
+}
+
+// A second write replaces the section and keeps everything around it.
+func TestClusterSectionReplaced(t *testing.T) {
+	md := filepath.Join(t.TempDir(), "b.md")
+	if err := os.WriteFile(md, []byte("top\n"+notesMarker+"\nnotes\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep := &clusterReport{Command: "first", Runs: []*clusterRun{{Params: map[string]any{"nodes": 2}, Metrics: map[string]float64{"connected": 10}}}}
+	if err := rep.writeSection(md); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(md)
+	if err := os.WriteFile(md, append(b, []byte("after the section\n")...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep.Command, rep.Runs[0].Metrics["connected"] = "second", 20
+	if err := rep.writeSection(md); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(md)
+	s := string(b)
+	for _, want := range []string{"top\n", notesMarker + "\nnotes\n", "`second`", "| connections held | 20 |", "after the section\n"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("lacks %q:\n%s", want, s)
+		}
+	}
+	if strings.Contains(s, "`first`") || strings.Count(s, clusterBegin) != 1 {
+		t.Errorf("old section not replaced:\n%s", s)
+	}
+}
