@@ -202,8 +202,11 @@ func (l *redisLayer) commands(ctx context.Context) float64 {
 func (l *redisLayer) presenceEntries(ctx context.Context, rooms int) ([]int64, error) {
 	pipe := l.cli.Pipeline()
 	cmds := make([]*redis.IntCmd, rooms)
+	marks := make([]*redis.BoolCmd, rooms)
 	for r := range rooms {
-		cmds[r] = pipe.HLen(ctx, "chatterpro:{"+roomName(r)+"}:p")
+		key := "chatterpro:{" + roomName(r) + "}:p"
+		cmds[r] = pipe.HLen(ctx, key)
+		marks[r] = pipe.HExists(ctx, key, "") // the format version's field, not an entry
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, err
@@ -211,6 +214,9 @@ func (l *redisLayer) presenceEntries(ctx context.Context, rooms int) ([]int64, e
 	out := make([]int64, rooms)
 	for r, c := range cmds {
 		out[r] = c.Val()
+		if marks[r].Val() {
+			out[r]--
+		}
 	}
 	return out, nil
 }
