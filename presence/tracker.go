@@ -486,9 +486,21 @@ func (t *Tracker) flush(late bool) {
 func (t *Tracker) flushGroup(name string) {
 	ctx, cancel := t.callCtx()
 	defer cancel()
+	// The keys that came before the list is read: a key whose signal
+	// arrives while it is read may be missing from it, and waits for the
+	// next diff.
+	t.mu.Lock()
+	var came map[string]json.RawMessage
+	if g := t.groups[name]; g != nil {
+		came, g.came = g.came, nil
+	}
+	t.mu.Unlock()
 	now, err := t.state(ctx, name)
 	if err != nil {
 		t.log.Warn("presence: listing a group failed; will retry", "group", name, "err", err)
+		for k, meta := range came {
+			t.noteCame(name, k, meta)
+		}
 		t.markDirty(name)
 		return
 	}
@@ -500,8 +512,6 @@ func (t *Tracker) flushGroup(name string) {
 	}
 	old := g.last
 	g.last = now
-	came := g.came
-	g.came = nil
 	ids := make([]string, 0, len(g.entries))
 	for id := range g.entries {
 		ids = append(ids, id)
