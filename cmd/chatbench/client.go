@@ -26,6 +26,7 @@ type netClient struct {
 	next atomic.Uint32
 	ips  int
 	sse  bool // members use the fallback transport (see sse.go)
+	acks bool // members measure their own copies apart (see withAcks)
 }
 
 func newNetClient(sourceIPs int) *netClient {
@@ -54,7 +55,17 @@ func (nc *netClient) close() { nc.hc.CloseIdleConnections() }
 
 // withSSE returns a client of the same connections whose members use the
 // fallback transport instead of websockets.
-func (nc *netClient) withSSE() *netClient { return &netClient{hc: nc.hc, ips: nc.ips, sse: true} }
+func (nc *netClient) withSSE() *netClient {
+	return &netClient{hc: nc.hc, ips: nc.ips, sse: true, acks: nc.acks}
+}
+
+// withAcks returns a client of the same connections whose members keep
+// the latency of their own messages' copies (the sender's acknowledgement)
+// apart from that of the other members' messages: a member sends as
+// sender id its client id (see takeAcks).
+func (nc *netClient) withAcks() *netClient {
+	return &netClient{hc: nc.hc, ips: nc.ips, sse: nc.sse, acks: true}
+}
 
 // client is one chat member: a websocket in one room, or (sse set) an
 // event stream and its POSTs.
@@ -69,6 +80,10 @@ type client struct {
 	lat    histogram
 	errors int
 	first  string // first error frame
+	// ack holds the latency of the client's own messages coming back,
+	// when acks is set (they are then not in lat).
+	acks bool
+	ack  histogram
 
 	// measureFrom (Unix ns): messages scheduled earlier are counted for
 	// loss and duplicates but not in the latency histogram (warm-up).
@@ -126,7 +141,7 @@ func (nc *netClient) join(ctx context.Context, base string, id int, room string)
 			s.close()
 			return nil, fmt.Errorf("first frame is not history: %.80s", first)
 		}
-		c := &client{id: id, room: room, sse: s, tr: newTracker(), done: make(chan struct{})}
+		c := &client{id: id, room: room, sse: s, tr: newTracker(), acks: nc.acks, done: make(chan struct{})}
 		go c.sseReadLoop()
 		return c, nil
 	}
@@ -149,7 +164,7 @@ func (nc *netClient) join(ctx context.Context, base string, id int, room string)
 		ws.CloseNow()
 		return nil, fmt.Errorf("first frame is not history: %.80s", first)
 	}
-	c := &client{id: id, room: room, ws: ws, tr: newTracker(), done: make(chan struct{})}
+	c := &client{id: id, room: room, ws: ws, tr: newTracker(), acks: nc.acks, done: make(chan struct{})}
 	go c.readLoop()
 	return c, nil
 }
@@ -214,7 +229,11 @@ func (c *client) record(f []byte, now time.Time) {
 	}
 	c.mu.Lock()
 	if !c.tr.record(sender, seq) && sched >= c.measureFrom.Load() {
-		c.lat.record(now.Sub(time.Unix(0, sched)))
+		if c.acks && sender == uint32(c.id) {
+			c.ack.record(now.Sub(time.Unix(0, sched)))
+		} else {
+			c.lat.record(now.Sub(time.Unix(0, sched)))
+		}
 	}
 	c.mu.Unlock()
 }
@@ -270,6 +289,16 @@ func (c *client) take() (*tracker, *histogram, int, string) {
 	errs, first := c.errors, c.first
 	c.errors, c.first = 0, ""
 	return tr, &h, errs, first
+}
+
+// takeAcks returns the latencies of the client's own messages coming back
+// so far (with acks set) and starts a new histogram of them.
+func (c *client) takeAcks() *histogram {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := c.ack
+	c.ack = histogram{}
+	return &h
 }
 
 // uniqueNow returns distinct messages received so far from sent.

@@ -26,7 +26,10 @@
 // beside them, to tell the cost of the Redis path from that of splitting
 // the room), sse-fanout and sse-idle (fan-out and idle with the members on
 // the fallback transport, Server-Sent Events + POST, beside the same
-// scenario over websockets on the same kind of node), all. Two ladders are compared at the highest
+// scenario over websockets on the same kind of node), replicas (the rooms
+// load on one node whose Redis primary has a replica, with
+// --redis-replicas 0 and 1: delivery and acknowledgement latency, see
+// replicas.go), all. Two ladders are compared at the highest
 // rate both passed: CPU per delivery falls as the rate climbs, so each
 // ladder's own highest step would not be a fair match. Server CPU counts
 // every process of a target, redis-server included.
@@ -69,10 +72,11 @@ type config struct {
 	maxDur     time.Duration
 	retry      bool
 
-	rooms    int
-	roomSize int
-	roomsDur time.Duration
-	warmup   time.Duration
+	rooms        int
+	replicaRooms int
+	roomSize     int
+	roomsDur     time.Duration
+	warmup       time.Duration
 
 	idleConns    int
 	idleRoomSize int
@@ -93,13 +97,13 @@ type config struct {
 func parseFlags(args []string) (*config, bool, string, error) {
 	cfg := &config{}
 	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
-	fs.StringVar(&cfg.scenario, "scenario", "fanout", "fanout, rooms, idle, connect, crossnode, sse-fanout, sse-idle (comma-separated), or all; or cluster alone")
+	fs.StringVar(&cfg.scenario, "scenario", "fanout", "fanout, rooms, idle, connect, crossnode, sse-fanout, sse-idle, replicas (comma-separated), or all; or cluster alone")
 	fs.StringVar(&cfg.target, "target", "both", "both (chatterpro and its anchors: the bare hub, and centrifuge unless -centrifuge=false), ours, bare, or centrifuge")
 	fs.BoolVar(&cfg.centrifuge, "centrifuge", true, "with -target both: also run the centrifuge anchor (fanout, crossnode, rooms; built from "+anchorDir+")")
 	fs.StringVar(&cfg.centrifugeBin, "centrifuge-bin", "", "centrifuge anchor binary (default: go build of "+anchorDir+")")
 	fs.StringVar(&cfg.server, "server", "", "chatterpro binary (default: go build of -pkg)")
 	fs.StringVar(&cfg.pkg, "pkg", "./cmd/chatterpro", "package built when -server is empty")
-	fs.StringVar(&cfg.redis, "redis", "/usr/bin/redis-server", "redis-server binary for crossnode")
+	fs.StringVar(&cfg.redis, "redis", "/usr/bin/redis-server", "redis-server binary for crossnode, rooms and replicas")
 	fs.IntVar(&cfg.runs, "runs", 1, "runs per scenario and target; reports give medians")
 	fs.IntVar(&cfg.conc, "conc", 32, "connections opened in parallel")
 	fs.IntVar(&cfg.ips, "source-ips", 16, "loopback source addresses to spread connections over (127.0.0.2...)")
@@ -116,7 +120,8 @@ func parseFlags(args []string) (*config, bool, string, error) {
 	fs.DurationVar(&cfg.p99Limit, "p99-limit", 100*time.Millisecond, "fanout/crossnode: a step passes with p99 below this and nothing lost")
 	fs.DurationVar(&cfg.maxDur, "max-duration", 90*time.Second, "fanout/crossnode: longest ladder")
 	fs.IntVar(&cfg.rooms, "rooms", 500, "rooms: number of rooms")
-	fs.IntVar(&cfg.roomSize, "room-size", 4, "rooms: members per room")
+	fs.IntVar(&cfg.replicaRooms, "replica-rooms", 200, "replicas: number of rooms (of -room-size members sending once a second for -duration, like rooms)")
+	fs.IntVar(&cfg.roomSize, "room-size", 4, "rooms, replicas: members per room")
 	fs.DurationVar(&cfg.roomsDur, "duration", 12*time.Second, "rooms: sending time")
 	fs.DurationVar(&cfg.warmup, "warmup", 3*time.Second, "rooms: messages scheduled this long after the start count for losses but not for latency; fanout/crossnode: length of an unmeasured first step at -rate-start")
 	fs.IntVar(&cfg.idleConns, "conns", 10000, "idle: connections")
@@ -168,7 +173,7 @@ func parseFlags(args []string) (*config, bool, string, error) {
 		}
 	}
 	if cfg.runs < 1 || cfg.conc < 1 || cfg.members < 1 || cfg.senders < 1 || cfg.rateStart <= 0 ||
-		cfg.rateFactor <= 1 || cfg.rooms < 1 || cfg.roomSize < 1 || cfg.idleConns < 1 || cfg.idleRoomSize < 1 || cfg.connectConns < 1 {
+		cfg.rateFactor <= 1 || cfg.rooms < 1 || cfg.replicaRooms < 1 || cfg.roomSize < 1 || cfg.idleConns < 1 || cfg.idleRoomSize < 1 || cfg.connectConns < 1 {
 		return nil, false, "", fmt.Errorf("sizes must be positive and -rate-factor above 1")
 	}
 	switch cfg.target {
@@ -179,7 +184,7 @@ func parseFlags(args []string) (*config, bool, string, error) {
 	return cfg, serveBareFlag, *addr, nil
 }
 
-var allScenarios = []string{"fanout", "crossnode", "rooms", "idle", "connect", scenarioSSEFanout, scenarioSSEIdle}
+var allScenarios = []string{"fanout", "crossnode", "rooms", scenarioReplicas, "idle", "connect", scenarioSSEFanout, scenarioSSEIdle}
 
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)

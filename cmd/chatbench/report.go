@@ -90,6 +90,9 @@ var keyMetrics = map[string][]string{
 	"rooms":     {"deliveries_per_s", "p50_ms", "p99_ms", "p999_ms", "lost", "dups", "closed_conns", "cpu_us_per_delivery", "server_cores", "loadgen_cores"},
 	"idle":      {"conns", "failed", "rss_kib_per_conn", "rss_kib_per_conn_at_connect", "rss_after_mib", "connect_s"},
 	"connect":   {"conns_per_s", "p50_ms", "p99_ms", "cpu_us_per_conn"},
+	// --redis-replicas 1 against 0 (see replicas.go): p50_ms... are the
+	// deliveries to the other members, ack_* the sender's own copy.
+	scenarioReplicas: {"p50_ms", "p99_ms", "p999_ms", "ack_p50_ms", "ack_p99_ms", "ack_p999_ms", "deliveries_per_s", "lost", "dups", "error_frames", "closed_conns", "cpu_us_per_delivery", "server_cores", "redis_cores", "redis_wait_calls"},
 	// The fallback transport beside websockets (see sse.go).
 	scenarioSSEFanout: {"same_rate_msgs_per_s", "cpu_us_per_delivery_same_rate", "deliveries_per_s_per_core_same_rate", "max_deliveries_per_s", "max_msgs_per_s", "p99_ms_at_max", "server_cores_at_max", "cpu_us_per_delivery_at_max"},
 	scenarioSSEIdle:   {"conns", "failed", "rss_kib_per_conn", "rss_kib_per_conn_at_connect", "rss_after_mib", "connect_s"},
@@ -102,6 +105,9 @@ func ratioPair(scenario string) (num, den string) {
 	}
 	if isSSEScenario(scenario) {
 		return targetOursSSE, targetOurs
+	}
+	if scenario == scenarioReplicas {
+		return targetOursReplicas1, targetOursReplicas0
 	}
 	return targetOurs, targetBare
 }
@@ -511,7 +517,7 @@ func (rep *report) params(scenario string) string {
 		if r.Scenario == scenario && r.Params != nil {
 			keys := make([]string, 0, len(r.Params))
 			for k := range r.Params {
-				if k != "nodes" && k != "layer" && k != "transport" && !strings.HasPrefix(k, "loadavg") {
+				if k != "nodes" && k != "layer" && k != "transport" && k != "redis_replicas" && !strings.HasPrefix(k, "loadavg") {
 					keys = append(keys, k)
 				}
 			}

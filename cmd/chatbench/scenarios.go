@@ -290,12 +290,14 @@ func fanoutMetrics(steps []step) map[string]float64 {
 	return m
 }
 
-// runRooms joins cfg.rooms rooms of cfg.roomSize members; every member
-// sends one message per second for cfg.roomsDur.
-func runRooms(ctx context.Context, cfg *config, nc *netClient, t *target, label string) (*result, error) {
-	n := cfg.rooms * cfg.roomSize
+// runRooms joins rooms rooms of cfg.roomSize members; every member sends
+// one message per second for cfg.roomsDur. With nc.acks the latency of a
+// sender's own copy (its acknowledgement) is reported apart (ack_*), and
+// p50_ms... are then those of the deliveries to the other members.
+func runRooms(ctx context.Context, cfg *config, nc *netClient, t *target, label string, rooms int) (*result, error) {
+	n := rooms * cfg.roomSize
 	res := &result{Scenario: "rooms", Target: t.name, Params: map[string]any{
-		"rooms": cfg.rooms, "members": cfg.roomSize, "msgs_per_member_per_s": 1, "duration": cfg.roomsDur.String(),
+		"rooms": rooms, "members": cfg.roomSize, "msgs_per_member_per_s": 1, "duration": cfg.roomsDur.String(),
 		"latency_warmup": cfg.warmup.String()}}
 	clients, err := connectAll(ctx, nc, n, cfg.conc,
 		func(i int) string { return t.bases[i%len(t.bases)] },
@@ -307,6 +309,7 @@ func runRooms(ctx context.Context, cfg *config, nc *netClient, t *target, label 
 	time.Sleep(cfg.settle)
 	for _, c := range clients {
 		c.take()
+		c.takeAcks()
 	}
 	sent := make([]uint32, n)
 	start := time.Now().Add(50 * time.Millisecond)
@@ -314,7 +317,7 @@ func runRooms(ctx context.Context, cfg *config, nc *netClient, t *target, label 
 	for _, c := range clients {
 		c.measureFrom.Store(start.Add(cfg.warmup).UnixNano())
 	}
-	cpu0, self0 := t.cpu(), selfCPU()
+	cpu0, aux0, self0 := t.cpu(), t.auxCPU(), selfCPU()
 	var wg sync.WaitGroup
 	var sendErr atomic.Pointer[error]
 	for i := range n {
@@ -331,7 +334,7 @@ func runRooms(ctx context.Context, cfg *config, nc *netClient, t *target, label 
 	}
 	stopProgress := progressTicker(label, clients)
 	wg.Wait()
-	roomSent := make([]map[uint32]uint32, cfg.rooms)
+	roomSent := make([]map[uint32]uint32, rooms)
 	var total uint64
 	for i := range n {
 		r := i / cfg.roomSize
@@ -345,7 +348,11 @@ func runRooms(ctx context.Context, cfg *config, nc *netClient, t *target, label 
 	waitDelivered(ctx, clients, expected, total*uint64(cfg.roomSize), cfg.drain)
 	stopProgress()
 	wall := time.Since(start)
-	cpu, self := t.cpu()-cpu0, selfCPU()-self0
+	cpu, aux, self := t.cpu()-cpu0, t.auxCPU()-aux0, selfCPU()-self0
+	var acks histogram
+	for _, c := range clients {
+		acks.merge(c.takeAcks())
+	}
 	m, want := collect(clients, expected)
 	res.Metrics = map[string]float64{
 		"sent": float64(total), "deliveries": float64(m.unique),
@@ -357,6 +364,16 @@ func runRooms(ctx context.Context, cfg *config, nc *netClient, t *target, label 
 	}
 	if m.unique > 0 {
 		res.Metrics["cpu_us_per_delivery"] = float64(cpu.Microseconds()) / float64(m.unique)
+	}
+	if len(t.aux) > 0 {
+		res.Metrics["redis_cores"] = aux.Seconds() / wall.Seconds()
+	}
+	if nc.acks {
+		res.Metrics["acks"] = float64(acks.n)
+		res.Metrics["ack_p50_ms"], res.Metrics["ack_p99_ms"], res.Metrics["ack_p999_ms"] =
+			ms(acks.quantile(0.5)), ms(acks.quantile(0.99)), ms(acks.quantile(0.999))
+		logf("%s: acknowledgements (own copies back): p50 %.2fms p99 %.2fms p999 %.2fms; deliveries to the others below",
+			label, res.Metrics["ack_p50_ms"], res.Metrics["ack_p99_ms"], res.Metrics["ack_p999_ms"])
 	}
 	if e := sendErr.Load(); e != nil {
 		res.Error = "send: " + (*e).Error()
@@ -484,6 +501,12 @@ func scenarioTargets(cfg *config, scenario string) []string {
 		}
 		return []string{targetOurs, targetOursSSE}
 	}
+	if scenario == scenarioReplicas {
+		if cfg.target != "both" && cfg.target != "ours" {
+			return nil // a setting of ChatterPro's Redis layer: nothing to compare with
+		}
+		return []string{targetOursReplicas0, targetOursReplicas1}
+	}
 	return append(ownTargets(cfg, scenario), anchorTargets(cfg, scenario)...)
 }
 
@@ -533,6 +556,10 @@ func runScenario(ctx context.Context, cfg *config, nc *netClient, dir, scenario 
 				t, err = startCentrifuge(ctx, cfg, dir, 1, targetCentrifuge)
 			case targetCentrifuge2:
 				t, err = startCentrifuge(ctx, cfg, dir, 2, targetCentrifuge2)
+			case targetOursReplicas0:
+				t, err = startReplicated(ctx, cfg, dir, 0, name)
+			case targetOursReplicas1:
+				t, err = startReplicated(ctx, cfg, dir, 1, name)
 			default:
 				t, err = startOurs(ctx, cfg, dir, 1, false, name)
 			}
@@ -543,6 +570,9 @@ func runScenario(ctx context.Context, cfg *config, nc *netClient, dir, scenario 
 			if name == targetOursSSE {
 				tnc = nc.withSSE()
 			}
+			if scenario == scenarioReplicas {
+				tnc = nc.withAcks()
+			}
 			label := fmt.Sprintf("[%s %s run %d]", scenario, name, run)
 			load := loadAvg()
 			var res *result
@@ -550,7 +580,12 @@ func runScenario(ctx context.Context, cfg *config, nc *netClient, dir, scenario 
 			case "fanout", "crossnode", scenarioSSEFanout:
 				res, err = runFanout(ctx, cfg, tnc, t, label)
 			case "rooms":
-				res, err = runRooms(ctx, cfg, tnc, t, label)
+				res, err = runRooms(ctx, cfg, tnc, t, label, cfg.rooms)
+			case scenarioReplicas:
+				res, err = runRooms(ctx, cfg, tnc, t, label, cfg.replicaRooms)
+				if err == nil {
+					err = replicaParams(ctx, t, res)
+				}
 			case "idle", scenarioSSEIdle:
 				res, err = runIdle(ctx, cfg, tnc, t, label)
 			case "connect":

@@ -38,6 +38,10 @@ type target struct {
 	aux   []*proc // redis-server
 	bases []string
 	layer string // "memory" or "redis" for ChatterPro; "" for the bare hub
+	// primary is the address of the Redis primary that has a replica, and
+	// replicas the node's --redis-replicas, in the replicas scenario only.
+	primary  string
+	replicas int
 }
 
 // cpu returns the CPU time used so far by every process of the target.
@@ -122,46 +126,63 @@ func startOurs(ctx context.Context, cfg *config, dir string, nodes int, redis bo
 	t := &target{name: name, layer: "memory"}
 	layer := "memory://"
 	if redis {
-		port, err := harness.FreePort()
-		if err != nil {
-			return nil, err
-		}
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		rp, err := startProc(dir, "redis-server", cfg.redis, nil,
-			"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--maxclients", "10000")
+		rp, addr, err := startRedis(cfg, dir, "redis-server")
 		if err != nil {
 			return nil, err
 		}
 		t.aux = append(t.aux, rp)
-		if err := waitRedis(rp, addr); err != nil {
-			t.stop()
-			return nil, err
-		}
 		layer, t.layer = "redis://"+addr+"/0", "redis"
 	}
 	for i := range nodes {
-		port, err := harness.FreePort()
-		if err != nil {
+		if err := t.startNode(ctx, dir, bin, fmt.Sprintf("chatterpro%d", i+1), layer); err != nil {
 			t.stop()
 			return nil, err
 		}
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		p, err := startProc(dir, fmt.Sprintf("chatterpro%d", i+1), bin, nil,
-			"--addr", addr, "--layer", layer, "--rate", "0", "--secret", benchSecret)
-		if err != nil {
-			t.stop()
-			return nil, err
-		}
-		t.nodes = append(t.nodes, p)
-		base := "http://" + addr
-		if err := waitHTTP(ctx, p, base+"/healthz"); err != nil {
-			t.stop()
-			return nil, err
-		}
-		t.bases = append(t.bases, base)
 	}
 	time.Sleep(startupSleep)
 	return t, nil
+}
+
+// startRedis starts a redis-server without persistence on a free port,
+// with args added, and waits until it answers.
+func startRedis(cfg *config, dir, name string, args ...string) (*proc, string, error) {
+	port, err := harness.FreePort()
+	if err != nil {
+		return nil, "", err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	rp, err := startProc(dir, name, cfg.redis, nil, append([]string{
+		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--maxclients", "10000"}, args...)...)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := waitRedis(rp, addr); err != nil {
+		rp.stop()
+		return nil, "", err
+	}
+	return rp, addr, nil
+}
+
+// startNode starts one chat server of the target on layer, args added,
+// and waits until it is healthy.
+func (t *target) startNode(ctx context.Context, dir, bin, name, layer string, args ...string) error {
+	port, err := harness.FreePort()
+	if err != nil {
+		return err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	p, err := startProc(dir, name, bin, nil, append([]string{
+		"--addr", addr, "--layer", layer, "--rate", "0", "--secret", benchSecret}, args...)...)
+	if err != nil {
+		return err
+	}
+	t.nodes = append(t.nodes, p)
+	base := "http://" + addr
+	if err := waitHTTP(ctx, p, base+"/healthz"); err != nil {
+		return err
+	}
+	t.bases = append(t.bases, base)
+	return nil
 }
 
 func startBare(ctx context.Context, dir string) (*target, error) {
