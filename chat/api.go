@@ -1,16 +1,15 @@
 package chat
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/chatterpro/chatterpro/publish"
 )
 
 // maxAPIBody bounds the body of a publish API request.
@@ -25,15 +24,14 @@ const maxAPILimiters = 1024
 // message is recorded and delivered like any other, marked "bot":true, and
 // its frame is the answer (201). Off (404) without Config.APIToken.
 type publishAPI struct {
-	app   *App
-	token [sha256.Size]byte // of Config.APIToken
+	app *App
 
 	mu       sync.Mutex
 	limiters map[string]*rate.Limiter // by room; nil map: no limit
 }
 
 func newPublishAPI(a *App) *publishAPI {
-	p := &publishAPI{app: a, token: sha256.Sum256([]byte(a.cfg.APIToken))}
+	p := &publishAPI{app: a}
 	if a.cfg.Rate > 0 {
 		p.limiters = make(map[string]*rate.Limiter)
 	}
@@ -46,7 +44,7 @@ func (p *publishAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	if !p.authorized(r) {
+	if !publish.Authorized(r, a.cfg.APIToken) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="chatterpro"`)
 		apiError(w, http.StatusUnauthorized, "unauthorized", "send the API token as Authorization: Bearer <token>")
 		return
@@ -110,17 +108,6 @@ func (p *publishAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusCreated)
 	_, _ = w.Write(rec.Body)
-}
-
-// authorized compares the bearer token in constant time (hashes of equal
-// length, so neither the token nor its length leaks through timing).
-func (p *publishAPI) authorized(r *http.Request) bool {
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return false
-	}
-	got := sha256.Sum256([]byte(strings.TrimSpace(token)))
-	return subtle.ConstantTimeCompare(got[:], p.token[:]) == 1
 }
 
 // allow takes a token of the room's API rate limit: Config.Rate messages

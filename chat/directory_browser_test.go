@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/chatterpro/chatterpro/internal/browsertest"
 )
 
 // The join page shows the room directory, refreshes it without a reload,
@@ -18,10 +20,7 @@ func TestJoinPageRoomDirectory(t *testing.T) {
 	srv := httptest.NewServer(n.app)
 	defer srv.Close()
 
-	actx, acancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath("/usr/bin/chromium"), chromedp.NoSandbox, chromedp.Flag("headless", true))...)
-	defer acancel()
-	ctx, cancel := chromedp.NewContext(actx)
+	ctx, cancel := browsertest.New(context.Background(), t, browsertest.Options{})
 	defer cancel()
 	waitJS := func(js string) {
 		t.Helper()

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/chatterpro/chatterpro/auth"
+	"github.com/chatterpro/chatterpro/internal/browsertest"
 	"github.com/chatterpro/chatterpro/internal/testkit"
 	"github.com/chromedp/chromedp"
 	"github.com/coder/websocket"
@@ -831,10 +832,7 @@ func TestBrowserClient(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
-	actx, acancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath("/usr/bin/chromium"), chromedp.NoSandbox, chromedp.Flag("headless", true))...)
-	defer acancel()
-	ctx, cancel := chromedp.NewContext(actx)
+	ctx, cancel := browsertest.New(context.Background(), t, browsertest.Options{})
 	defer cancel()
 	if err := chromedp.Do(ctx); err != nil {
 		t.Fatal(err)

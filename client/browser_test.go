@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -19,6 +18,7 @@ import (
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/client"
 	"github.com/chatterpro/chatterpro/consumer"
+	"github.com/chatterpro/chatterpro/internal/browsertest"
 	"github.com/chatterpro/chatterpro/routing"
 )
 
@@ -234,10 +234,6 @@ func (h *hub) closeStreams(code int) {
 // behind a "proxy" that refuses upgrades: open, request/reply, ordered
 // sends, ping/pong, a dead peer, reconnect with since, close.
 func TestBrowser(t *testing.T) {
-	const chromium = "/usr/bin/chromium"
-	if _, err := os.Stat(chromium); err != nil {
-		t.Fatalf("the browser test needs chromium at %s: %v", chromium, err)
-	}
 	h := &hub{conns: map[*consumer.Conn]bool{}, streams: map[string]*stream{}}
 	layer, err := channellayer.NewMemory(channellayer.MemoryOptions{})
 	if err != nil {
@@ -281,10 +277,7 @@ func TestBrowser(t *testing.T) {
 	defer srv.Shutdown(context.Background())
 	defer h.closeStreams(1001)
 
-	actx, acancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.Flag("headless", true))...)
-	defer acancel()
-	ctx, cancel := chromedp.NewContext(actx)
+	ctx, cancel := browsertest.New(context.Background(), t, browsertest.Options{})
 	defer cancel()
 	if err := chromedp.Do(ctx); err != nil {
 		t.Fatal(err)

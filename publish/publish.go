@@ -17,6 +17,7 @@ package publish
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -85,11 +86,18 @@ func Publish(ctx context.Context, layer channellayer.Layer, group string, body [
 	return layer.GroupSend(ctx, group, m)
 }
 
-// Authorized reports whether r carries the bearer token, compared in
-// constant time.
+// Authorized reports whether r carries token as its bearer token
+// ("Authorization: Bearer <token>", the scheme in any case). The two are
+// compared in constant time through their SHA-256 hashes, so neither the
+// token nor its length leaks through timing. An empty token authorizes
+// nothing.
 func Authorized(r *http.Request, token string) bool {
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
+	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || token == "" || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	g, w := sha256.Sum256([]byte(strings.TrimSpace(got))), sha256.Sum256([]byte(token))
+	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -112,3 +112,32 @@ func TestNewRefusesAnEmptyToken(t *testing.T) {
 		t.Fatal("New without a token succeeded")
 	}
 }
+
+func TestAuthorized(t *testing.T) {
+	tests := []struct {
+		name, header, token string
+		want                bool
+	}{
+		{"the token", "Bearer s3cret", "s3cret", true},
+		{"scheme in any case", "bearer s3cret", "s3cret", true},
+		{"spaces around the token", "Bearer  s3cret ", "s3cret", true},
+		{"no header", "", "s3cret", false},
+		{"wrong token", "Bearer guess", "s3cret", false},
+		{"a prefix of the token", "Bearer s3c", "s3cret", false},
+		{"the token and more", "Bearer s3cret2", "s3cret", false},
+		{"other scheme", "Basic s3cret", "s3cret", false},
+		{"no scheme", "s3cret", "s3cret", false},
+		{"empty token", "Bearer ", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("POST", "/api/publish/alerts", nil)
+			if tt.header != "" {
+				r.Header.Set("Authorization", tt.header)
+			}
+			if got := publish.Authorized(r, tt.token); got != tt.want {
+				t.Fatalf("Authorized(%q, %q) = %v, want %v", tt.header, tt.token, got, tt.want)
+			}
+		})
+	}
+}

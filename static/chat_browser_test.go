@@ -8,7 +8,6 @@ import (
 	"html/template"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/coder/websocket"
 
+	"github.com/chatterpro/chatterpro/internal/browsertest"
 	"github.com/chatterpro/chatterpro/internal/leakcheck"
 	"github.com/chatterpro/chatterpro/static"
 	"github.com/chatterpro/chatterpro/templates"
@@ -132,10 +132,6 @@ func (s *cidServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // order the echoes come, and a message whose acknowledgement was lost with
 // its socket is resent with the same cid and shown once.
 func TestChatMatchesByCid(t *testing.T) {
-	const chromium = "/usr/bin/chromium"
-	if _, err := os.Stat(chromium); err != nil {
-		t.Fatalf("the browser test needs chromium at %s: %v", chromium, err)
-	}
 	tmpl, err := template.New("").Funcs(template.FuncMap{"static": func(name string) string { return "/static/" + name }}).ParseFS(templates.FS, "*.html")
 	if err != nil {
 		t.Fatal(err)
@@ -155,10 +151,7 @@ func TestChatMatchesByCid(t *testing.T) {
 	hs := httptest.NewServer(mux)
 	defer hs.Close()
 
-	actx, acancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.Flag("headless", true))...)
-	defer acancel()
-	ctx, cancel := chromedp.NewContext(actx)
+	ctx, cancel := browsertest.New(context.Background(), t, browsertest.Options{})
 	defer cancel()
 	if err := chromedp.Do(ctx); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/chatterpro/chatterpro/internal/sseread"
 )
 
 // The fallback transport's client: a member that cannot open a websocket
@@ -112,49 +114,7 @@ func (nc *netClient) openSSE(ctx context.Context, base, room, cookie string) (*s
 // next reads the next event: its name ("message" for a frame) and data,
 // appended to buf. Comments (keepalives) are skipped.
 func (s *sseConn) next(buf []byte) (string, []byte, error) {
-	name := ""
-	data := buf[:0]
-	have := false
-	for {
-		line, err := s.br.ReadSlice('\n')
-		if err == bufio.ErrBufferFull {
-			// A line longer than the buffer: gather it.
-			long := append([]byte(nil), line...)
-			for err == bufio.ErrBufferFull {
-				line, err = s.br.ReadSlice('\n')
-				long = append(long, line...)
-			}
-			line = long
-		}
-		if err != nil {
-			return "", nil, err
-		}
-		line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
-		switch {
-		case len(line) == 0:
-			if have {
-				if name == "" {
-					name = "message"
-				}
-				return name, data, nil
-			}
-			name = ""
-		case line[0] == ':':
-		default:
-			field, value, _ := bytes.Cut(line, []byte(":"))
-			value = bytes.TrimPrefix(value, []byte(" "))
-			switch string(field) {
-			case "event":
-				name = string(value)
-			case "data":
-				if have {
-					data = append(data, '\n')
-				}
-				data = append(data, value...)
-				have = true
-			}
-		}
-	}
+	return sseread.Next(s.br, buf, nil)
 }
 
 // sseReadLoop measures the stream's frames until it ends.

@@ -11,13 +11,11 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/chatterpro/chatterpro/internal/browsertest"
 	"github.com/chatterpro/chatterpro/internal/redistest"
 	"github.com/chatterpro/chatterpro/internal/testkit"
 	"github.com/chatterpro/chatterpro/internal/testnode"
 )
-
-// chromiumPath is Debian's chromium, which the browser test drives.
-const chromiumPath = "/usr/bin/chromium"
 
 // browser is one headless chromium with its own profile, so its own
 // cookies: one person.
@@ -28,66 +26,41 @@ type browser struct {
 }
 
 // startBrowsers starts one browser per name, in parallel (each takes a
-// few seconds), and fails the test if one does not start.
+// few seconds), and fails the test if one does not start. t.Cleanup ends
+// them.
 func startBrowsers(ctx context.Context, t *testing.T, names ...string) func() []*browser {
 	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("the browser test needs chromium at %s (Debian package chromium): %v", chromiumPath, err)
-	}
-	type result struct {
-		b   *browser
-		err error
-	}
-	results := make([]chan result, len(names))
+	results := make([]chan error, len(names))
+	out := make([]*browser, len(names))
 	for i, name := range names {
-		results[i] = make(chan result, 1)
-		dir := t.TempDir()
+		bctx, cancel := browsertest.New(ctx, t, browsertest.Options{
+			Width: 1200, Height: 800,
+			UserDataDir: t.TempDir(), // its own cookies
+			Extra: []chromedp.ExecAllocatorOption{
+				chromedp.DisableGPU,
+				chromedp.Flag("disable-quic", true),
+				chromedp.Flag("disable-component-update", true),
+			},
+		})
+		t.Cleanup(cancel)
+		out[i] = &browser{t: t, name: name, ctx: bctx}
+		results[i] = make(chan error, 1)
 		go func() {
-			b, err := newBrowser(ctx, t, name, dir)
-			results[i] <- result{b, err}
+			// The first action starts the browser and must get the
+			// browser's own context (a derived one would end the browser
+			// with it); ctx bounds it.
+			results[i] <- chromedp.Do(bctx, chromedp.EmulateViewport(1200, 800))
 		}()
 	}
 	return func() []*browser {
 		t.Helper()
-		out := make([]*browser, len(names))
 		for i, ch := range results {
-			r := <-ch
-			if r.err != nil {
-				t.Fatalf("%s: starting chromium: %v", names[i], r.err)
+			if err := <-ch; err != nil {
+				t.Fatalf("%s: starting chromium: %v", names[i], err)
 			}
-			out[i] = r.b
 		}
 		return out
 	}
-}
-
-// newBrowser starts a chromium with the profile dir; t.Cleanup ends it.
-func newBrowser(ctx context.Context, t *testing.T, name, dir string) (*browser, error) {
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(dir),
-		chromedp.WindowSize(1200, 800),
-	)
-	actx, acancel := chromedp.NewExecAllocator(ctx, opts...)
-	bctx, bcancel := chromedp.NewContext(actx)
-	t.Cleanup(func() {
-		bcancel()
-		acancel()
-	})
-	// The first action starts the browser and must get the browser's own
-	// context (a derived one would end the browser with it); ctx bounds it.
-	if err := chromedp.Do(bctx, chromedp.EmulateViewport(1200, 800)); err != nil {
-		return nil, err
-	}
-	return &browser{t: t, name: name, ctx: bctx}, nil
 }
 
 // do runs actions, bounded by d.

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"net/http/httptest"
-	"os/exec"
 	"strconv"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer"
+	"github.com/chatterpro/chatterpro/internal/browsertest"
 	"github.com/chatterpro/chatterpro/presence"
 )
 
@@ -19,10 +19,6 @@ import (
 // in headless Chromium: two people see each other, a vote is answered with
 // the tally and reaches the other, a cheer reaches the other only.
 func TestPollPage(t *testing.T) {
-	chromium, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Fatalf("chromium is needed (make test installs it): %v", err)
-	}
 	layer, _ := channellayer.NewMemory(channellayer.MemoryOptions{})
 	defer layer.Close(context.Background())
 	srv, err := consumer.NewServer(consumer.Options{Layer: layer, Presence: presence.Options{Interval: 50 * time.Millisecond}})
@@ -37,11 +33,7 @@ func TestPollPage(t *testing.T) {
 	defer hs.Close()
 	defer srv.Shutdown(context.Background())
 
-	actx, acancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.Flag("headless", true),
-		chromedp.Flag("disable-background-networking", true))...)
-	defer acancel()
-	ada, cancelA := chromedp.NewContext(actx)
+	ada, cancelA := browsertest.New(context.Background(), t, browsertest.Options{})
 	defer cancelA()
 	bob, cancelB := chromedp.NewContext(ada) // a second tab of the same browser
 	defer cancelB()

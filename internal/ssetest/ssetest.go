@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/chatterpro/chatterpro/internal/sseread"
 )
 
 // Event is one event of a stream. Name is "message" for a frame.
@@ -141,40 +143,20 @@ func (s *Stream) read(body io.Reader) {
 	defer close(s.done)
 	defer close(s.events)
 	br := bufio.NewReader(body)
-	var name string
-	var data []string
+	countComment := func() {
+		s.mu.Lock()
+		s.comments++
+		s.mu.Unlock()
+	}
 	for {
-		line, err := br.ReadString('\n')
+		name, data, err := sseread.Next(br, nil, countComment)
 		if err != nil {
 			s.mu.Lock()
 			s.err = err
 			s.mu.Unlock()
 			return
 		}
-		line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
-		switch {
-		case line == "":
-			if data != nil {
-				if name == "" {
-					name = "message"
-				}
-				s.events <- Event{Name: name, Data: strings.Join(data, "\n")}
-			}
-			name, data = "", nil
-		case strings.HasPrefix(line, ":"):
-			s.mu.Lock()
-			s.comments++
-			s.mu.Unlock()
-		default:
-			field, value, _ := strings.Cut(line, ":")
-			value = strings.TrimPrefix(value, " ")
-			switch field {
-			case "event":
-				name = value
-			case "data":
-				data = append(data, value)
-			}
-		}
+		s.events <- Event{Name: name, Data: string(data)}
 	}
 }
 
