@@ -51,3 +51,7 @@ func WithID(body []byte, id string) []byte { return withID(body, id) }
 func StreamMessage(id string, values map[string]any) (Message, bool) {
 	return streamMessage(redis.XMessage{ID: id, Values: values})
 }
+
+// HasTypeField exposes hasTypeField to the tests: whether an encoded JSON
+// object has a top-level key decoders read as "type".
+func HasTypeField(b []byte) bool { return hasTypeField(b) }

@@ -55,29 +55,178 @@ func NewMessage(typ string, v any) (Message, error) {
 }
 
 // hasTypeField reports whether the encoded JSON object b has a top-level
-// "type" key. Most bodies do not mention "type" at all, and are not decoded.
+// key that decoders read as "type": "type" itself, spelt with escapes
+// ("\u0074ype") or in another case ("Type", which encoding/json, and so
+// ParseMessage, matches to the type field). It scans the object's keys
+// once, skipping values without decoding them, and allocates nothing:
+// NewMessage runs it on every message. Anything but an object reports
+// false (newMessage refuses it).
 func hasTypeField(b []byte) bool {
-	if !bytes.Contains(b, []byte(`"type"`)) && !bytes.Contains(b, []byte(`\u`)) {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
 		return false
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return false
-	}
-	for dec.More() {
-		k, err := dec.Token()
-		if err != nil {
+	i++
+	for {
+		i = skipSpace(b, i)
+		if i >= len(b) || b[i] != '"' {
+			return false // '}' or not JSON
+		}
+		end, escaped := skipString(b, i)
+		if end < 0 {
 			return false
 		}
-		if k == "type" {
+		if isTypeKey(b[i+1:end-1], escaped) {
 			return true
 		}
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
+		i = skipSpace(b, end)
+		if i >= len(b) || b[i] != ':' {
+			return false
+		}
+		if i = skipValue(b, skipSpace(b, i+1)); i < 0 {
+			return false
+		}
+		i = skipSpace(b, i)
+		if i >= len(b) || b[i] != ',' {
+			return false
+		}
+		i++
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the string that opens at b[i] (a
+// quote), or -1 if it does not end, and whether it holds an escape.
+func skipString(b []byte, i int) (end int, escaped bool) {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			escaped = true
+			i++ // the escaped byte; a \uXXXX's digits need no care
+		case '"':
+			return i + 1, escaped
+		}
+	}
+	return -1, escaped
+}
+
+// skipValue returns the index after the value that starts at b[i], or -1
+// if it does not end. Nested objects and arrays are skipped by counting
+// brackets outside strings: the input is encoding/json's output, so they
+// match.
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
+	switch b[i] {
+	case '"':
+		end, _ := skipString(b, i)
+		return end
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case '"':
+				end, _ := skipString(b, i)
+				if end < 0 {
+					return -1
+				}
+				i = end - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+		}
+		return -1
+	}
+	// A number, true, false or null.
+	for ; i < len(b); i++ {
+		switch b[i] {
+		case ',', '}', ']', ' ', '\t', '\n', '\r':
+			return i
+		}
+	}
+	return i
+}
+
+// isTypeKey reports whether the raw contents of a key (between its quotes)
+// decode to "type" in any case.
+func isTypeKey(raw []byte, escaped bool) bool {
+	const want = "type"
+	if !escaped {
+		return len(raw) == len(want) && asciiEqualFold(raw, want)
+	}
+	if len(raw) > len(want)*len(`\u0000`) {
+		return false
+	}
+	n := 0 // bytes of want matched
+	for i := 0; i < len(raw); n++ {
+		if n == len(want) {
+			return false
+		}
+		c := raw[i]
+		i++
+		if c == '\\' {
+			// Only \uXXXX can stand for a letter; \n, \" and the like cannot.
+			if i+5 > len(raw) || raw[i] != 'u' {
+				return false
+			}
+			r := 0
+			for _, h := range raw[i+1 : i+5] {
+				d := hexValue(h)
+				if d < 0 {
+					return false
+				}
+				r = r<<4 | d
+			}
+			if r >= utf8.RuneSelf {
+				return false
+			}
+			c = byte(r)
+			i += 5
+		}
+		if lower(c) != want[n] {
 			return false
 		}
 	}
-	return false
+	return n == len(want)
+}
+
+func hexValue(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c-'a') + 10
+	case 'A' <= c && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
+}
+
+func asciiEqualFold(b []byte, s string) bool {
+	for i := range b {
+		if lower(b[i]) != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 func newMessage(typ string, fields []byte) (Message, error) {

@@ -97,6 +97,8 @@ func FuzzMessage(f *testing.F) {
 	f.Add(`{"type":1}`, "ü\n\"", "Type", "case")
 	f.Add(`null`, "t", "id", "1-2")
 	f.Add(`{"type":"a","type":"b"}`, "a", "TYPE", "b")
+	f.Add(`{"\u0074ype":"b"}`, "a", "type", "<b>")
+	f.Add(`{"text":"\u003cb\u003e","Type":"b"}`, "message", "text", "<b>type</b> & \"type\":1")
 	f.Fuzz(func(t *testing.T, body, typ, key, value string) {
 		m, err := channellayer.ParseMessage([]byte(body))
 		var head struct {
@@ -114,13 +116,19 @@ func FuzzMessage(f *testing.F) {
 		}
 
 		fields := map[string]string{}
-		if key != "" && !strings.EqualFold(key, "type") { // NewMessage: v must not have a type field
+		if key != "" {
 			fields[key] = value
 		}
 		nm, err := channellayer.NewMessage(typ, fields)
 		if typ == "" || !utf8.ValidString(typ) {
 			if !errors.Is(err, channellayer.ErrInvalid) {
 				t.Fatalf("NewMessage(%q): %v, want ErrInvalid for a type that is empty or not UTF-8", typ, err)
+			}
+			return
+		}
+		if strings.EqualFold(key, "type") { // ParseMessage would read the type from it
+			if !errors.Is(err, channellayer.ErrInvalid) {
+				t.Fatalf("NewMessage(%q, %v) = %q, %v; want ErrInvalid for a type field of its own", typ, fields, nm.Body, err)
 			}
 			return
 		}
@@ -153,6 +161,28 @@ func FuzzMessage(f *testing.F) {
 			if err != nil || rec.Type != typ || rec.ID != value || !json.Valid(withID) {
 				t.Fatalf("WithID(%q, %q) = %q: type %q, id %q, %v", nm.Body, value, withID, rec.Type, rec.ID, err)
 			}
+		}
+	})
+}
+
+// NewMessage's check for a "type" field of its own agrees with
+// encoding/json on every JSON object: it sees a top-level key that
+// decodes to "type" in any case, and nothing else.
+func FuzzHasTypeField(f *testing.F) {
+	for _, seed := range []string{
+		`{"type":1}`, `{"\u0074ype":1}`, `{"TYPE":1}`, `{"a":{"type":1}}`, `{"a":["type",{"type":1}]}`,
+		`{"text":"\u003cb\u003e \"type\":1 \u0026"}`, ` { "a" : [ 1 , 2 ] , "type" : null } `,
+		`{"\\type":1}`, `{"typ\u0065s":1}`, `{"\u0174ype":1}`, `["type"]`, `{}`, `{"a":-1e5,"b":true,"Type":false}`,
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		got := channellayer.HasTypeField([]byte(body)) // must not panic on anything
+		if !json.Valid([]byte(body)) {
+			return
+		}
+		if want := refHasTypeField(t, body); got != want {
+			t.Fatalf("HasTypeField(%q) = %v, encoding/json says %v", body, got, want)
 		}
 	})
 }
