@@ -25,7 +25,8 @@ type MemoryOptions struct {
 var _ ExceptSender = (*Memory)(nil)
 
 // Memory is the in-process layer: one process, no server. It implements
-// Layer, History, Recorder, Presence, PresenceRefresher and ExceptSender.
+// Layer, History, Recorder, Presence, PresenceRefresher,
+// PresenceLister and ExceptSender.
 type Memory struct {
 	local       *local
 	historySize int
@@ -354,6 +355,12 @@ func (m *Memory) List(ctx context.Context, group string) ([]Member, error) {
 	now := time.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.listLocked(group, now), nil
+}
+
+// listLocked returns the entries of group live at now, sorted by key (nil
+// if none). m.mu must be held.
+func (m *Memory) listLocked(group string, now time.Time) []Member {
 	var out []Member
 	for k, e := range m.presence[group] {
 		if now.Before(e.expires) {
@@ -361,7 +368,7 @@ func (m *Memory) List(ctx context.Context, group string) ([]Member, error) {
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
-	return out, nil
+	return out
 }
 
 // Expire implements Presence.

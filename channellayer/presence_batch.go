@@ -21,9 +21,27 @@ type PresenceRefresher interface {
 	ExpireAll(ctx context.Context, groups []string) (map[string][]Member, error)
 }
 
+// PresenceLister is implemented by layers that can list the entries of
+// many groups in one call: a process that diffs the presence of many
+// groups reads them all with one round trip to its server (in a Redis
+// Cluster, one per shard), not one per group. Both backends implement it.
+//
+// It is a capability of its own, beside PresenceRefresher, so that a layer
+// written for PresenceRefresher keeps that capability unchanged.
+type PresenceLister interface {
+	// ListAll is List for many groups in one call: it returns the live
+	// entries of each group, sorted by key, exactly as List returns them.
+	// A group with no live entries is left out of the map (as in
+	// ExpireAll), so that m[group] is nil for it, as List's result is.
+	// A group named twice is listed once.
+	ListAll(ctx context.Context, groups []string) (map[string][]Member, error)
+}
+
 var (
 	_ PresenceRefresher = (*Memory)(nil)
 	_ PresenceRefresher = (*Redis)(nil)
+	_ PresenceLister    = (*Memory)(nil)
+	_ PresenceLister    = (*Redis)(nil)
 )
 
 func checkTrackAll(groups map[string][]Member, ttl time.Duration) error {
@@ -80,6 +98,24 @@ func (m *Memory) ExpireAll(ctx context.Context, groups []string) (map[string][]M
 		}
 		if len(expired) > 0 {
 			out[g] = expired
+		}
+	}
+	return out, nil
+}
+
+// ListAll implements PresenceLister: every group is read under one hold of
+// the lock, so the result is one consistent view of the store.
+func (m *Memory) ListAll(ctx context.Context, groups []string) (map[string][]Member, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string][]Member)
+	for _, g := range groups {
+		if live := m.listLocked(g, now); len(live) > 0 {
+			out[g] = live
 		}
 	}
 	return out, nil

@@ -61,7 +61,8 @@ type RedisOptions struct {
 }
 
 // Redis is the layer for many processes sharing one Redis or one Redis
-// Cluster. It implements Layer, History, Recorder, Presence and Checker.
+// Cluster. It implements Layer, History, Recorder, Presence,
+// PresenceRefresher, PresenceLister and Checker.
 //
 // Every process keeps its channels in memory, as Memory does, and holds one
 // pub/sub connection (in a cluster, one per shard it uses): it subscribes to
@@ -736,6 +737,13 @@ func (r *Redis) presence(ctx context.Context, group string, script *redis.Script
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, r.fail(ctx, op, err)
 	}
+	return parseMembers(res), nil
+}
+
+// parseMembers reads what the presence scripts return (key, info, key,
+// info, ...) as entries sorted by key: nil if there are none. An empty info
+// is a nil Info.
+func parseMembers(res []string) []Member {
 	var out []Member
 	for i := 0; i+1 < len(res); i += 2 {
 		m := Member{Key: res[i]}
@@ -745,5 +753,5 @@ func (r *Redis) presence(ctx context.Context, group string, script *redis.Script
 		out = append(out, m)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
-	return out, nil
+	return out
 }

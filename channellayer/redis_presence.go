@@ -75,32 +75,47 @@ func (r *Redis) TrackAll(ctx context.Context, groups map[string][]Member, ttl ti
 // ExpireAll implements PresenceRefresher: one expire script per group, all
 // in one pipeline.
 func (r *Redis) ExpireAll(ctx context.Context, groups []string) (map[string][]Member, error) {
-	if err := r.usable(ctx, "presence expire"); err != nil {
+	return r.presenceAll(ctx, groups, expireScript, "presence expire")
+}
+
+// ListAll implements PresenceLister: one list script per group, all in one
+// pipeline, so one round trip (in a cluster, one per shard: go-redis's
+// cluster client splits the pipeline by the slot of each script's first
+// key, and both keys of a group share its hash tag).
+func (r *Redis) ListAll(ctx context.Context, groups []string) (map[string][]Member, error) {
+	return r.presenceAll(ctx, groups, listScript, "presence list")
+}
+
+// presenceAll runs script (listScript or expireScript) on each group's
+// keys, all in one pipeline, and returns the entries it gives back by
+// group, sorted by key; groups with none are left out. A group named
+// twice is run twice; the map holds its last non-empty result.
+func (r *Redis) presenceAll(ctx context.Context, groups []string, script *redis.Script, op string) (map[string][]Member, error) {
+	if err := r.usable(ctx, op); err != nil {
 		return nil, err
+	}
+	out := make(map[string][]Member)
+	if len(groups) == 0 {
+		return out, nil
 	}
 	now := time.Now().UnixMilli()
 	cmds := make([]*redis.Cmd, len(groups))
 	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, g := range groups {
-			cmds[i] = expireScript.Eval(ctx, p, []string{r.presenceKey(g), r.expiryKey(g)}, now)
+			cmds[i] = script.Eval(ctx, p, []string{r.presenceKey(g), r.expiryKey(g)}, now)
 		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, r.fail(ctx, "presence expire", err)
+		return nil, r.fail(ctx, op, err)
 	}
-	out := make(map[string][]Member)
 	for i, c := range cmds {
 		res, err := c.StringSlice()
 		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, r.fail(ctx, "presence expire", err)
+			return nil, r.fail(ctx, op, err)
 		}
-		for j := 0; j+1 < len(res); j += 2 {
-			m := Member{Key: res[j]}
-			if res[j+1] != "" {
-				m.Info = []byte(res[j+1])
-			}
-			out[groups[i]] = append(out[groups[i]], m)
+		if members := parseMembers(res); len(members) > 0 {
+			out[groups[i]] = members
 		}
 	}
 	return out, nil

@@ -326,11 +326,19 @@ func (t *Tracker) List(ctx context.Context, groupName string) ([]Presence, error
 	return s.list(), nil
 }
 
+// state reads the group's state from the layer.
 func (t *Tracker) state(ctx context.Context, groupName string) (state, error) {
 	members, err := t.p.List(ctx, groupName)
 	if err != nil {
 		return nil, fmt.Errorf("presence: listing %q: %w", groupName, err)
 	}
+	return stateOf(members), nil
+}
+
+// stateOf is the state of a group whose layer entries are members: its
+// keys, each with the metas of its entries, oldest first. Entries that are
+// not a tracker's are left out.
+func stateOf(members []channellayer.Member) state {
 	type meta struct {
 		since int64
 		id    string
@@ -359,7 +367,7 @@ func (t *Tracker) state(ctx context.Context, groupName string) (state, error) {
 		}
 		s[k] = out
 	}
-	return s, nil
+	return s
 }
 
 // changed tells every tracker of the group (this one too) that its
@@ -463,9 +471,13 @@ func (t *Tracker) callCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), 5*time.Second)
 }
 
+// flushChunk bounds the groups whose states one flush reads in one call.
+const flushChunk = 500
+
 // flush sends each dirty group's diff to its local entries: at most one per
 // group per Interval (a group flushed less than Interval ago waits for the
-// tick, when late says so).
+// tick, when late says so). The states of the due groups are read in one
+// call per flushChunk groups where the layer can.
 func (t *Tracker) flush(late bool) {
 	now := time.Now()
 	t.mu.Lock()
@@ -478,32 +490,91 @@ func (t *Tracker) flush(late bool) {
 		}
 	}
 	t.mu.Unlock()
-	for _, name := range due {
-		t.flushGroup(name)
+	for start := 0; start < len(due); start += flushChunk {
+		names := due[start:min(len(due), start+flushChunk)]
+		var failed []groupRead
+		for _, r := range t.readStates(names) {
+			if r.err != nil {
+				failed = append(failed, r)
+				continue
+			}
+			t.deliver(r)
+		}
+		t.retry(failed)
 	}
 }
 
-func (t *Tracker) flushGroup(name string) {
-	ctx, cancel := t.callCtx()
-	defer cancel()
+// retry makes the groups that could not be read due again, with the keys
+// that came before, for the next flush; it logs one warning for them all.
+func (t *Tracker) retry(failed []groupRead) {
+	if len(failed) == 0 {
+		return
+	}
+	t.log.Warn("presence: listing groups failed; will retry",
+		"groups", len(failed), "group", failed[0].name, "err", failed[0].err)
+	for _, r := range failed {
+		for k, meta := range r.came {
+			t.noteCame(r.name, k, meta)
+		}
+		t.markDirty(r.name)
+	}
+}
+
+// groupRead is what a flush read of one group: its state now, or the
+// error that kept it from being read, and the keys that came (see
+// group.came) before it was read.
+type groupRead struct {
+	name  string
+	came  map[string]json.RawMessage
+	state state
+	err   error
+}
+
+// readStates takes the came sets of names, then reads their states: with
+// one ListAll where the layer is a channellayer.PresenceLister, else with
+// one List per group.
+func (t *Tracker) readStates(names []string) []groupRead {
 	// The keys that came before the list is read: a key whose signal
 	// arrives while it is read may be missing from it, and waits for the
 	// next diff.
+	reads := make([]groupRead, len(names))
 	t.mu.Lock()
-	var came map[string]json.RawMessage
-	if g := t.groups[name]; g != nil {
-		came, g.came = g.came, nil
+	for i, name := range names {
+		reads[i].name = name
+		if g := t.groups[name]; g != nil {
+			reads[i].came, g.came = g.came, nil
+		}
 	}
 	t.mu.Unlock()
-	now, err := t.state(ctx, name)
-	if err != nil {
-		t.log.Warn("presence: listing a group failed; will retry", "group", name, "err", err)
-		for k, meta := range came {
-			t.noteCame(name, k, meta)
+	if l, ok := t.layer.(channellayer.PresenceLister); ok { // one round trip
+		ctx, cancel := t.callCtx()
+		defer cancel()
+		all, err := l.ListAll(ctx, names)
+		if err != nil {
+			err = fmt.Errorf("presence: listing %d groups: %w", len(names), err)
 		}
-		t.markDirty(name)
-		return
+		for i := range reads {
+			reads[i].err = err
+			if err == nil {
+				reads[i].state = stateOf(all[reads[i].name]) // absent: no entries
+			}
+		}
+		return reads
 	}
+	for i := range reads {
+		ctx, cancel := t.callCtx()
+		reads[i].state, reads[i].err = t.state(ctx, reads[i].name)
+		cancel()
+	}
+	return reads
+}
+
+// deliver sends the diff from the group's last state to r.state to the
+// group's local entries, and keeps r.state as its last.
+func (t *Tracker) deliver(r groupRead) {
+	ctx, cancel := t.callCtx()
+	defer cancel()
+	name, now := r.name, r.state
 	t.mu.Lock()
 	g := t.groups[name]
 	if g == nil {
@@ -518,7 +589,7 @@ func (t *Tracker) flushGroup(name string) {
 	}
 	t.mu.Unlock()
 	d := diff(name, old, now)
-	for k, meta := range came {
+	for k, meta := range r.came {
 		_, before := old[k]
 		_, after := now[k]
 		if old != nil && !before && !after { // came and went between two diffs

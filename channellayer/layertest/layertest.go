@@ -100,6 +100,7 @@ var rules = []rule{
 	{"PresenceExpireOnce", false, checkPresenceExpireOnce},
 	{"PresenceTrackAll", false, checkPresenceTrackAll},
 	{"PresenceExpireAll", false, checkPresenceExpireAll},
+	{"PresenceListAll", false, checkPresenceListAll},
 	{"TrackerMerge", false, checkTrackerMerge},
 	{"TrackerDiffs", false, checkTrackerDiffs},
 	{"TrackerBurst", false, checkTrackerBurst},

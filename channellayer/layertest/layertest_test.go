@@ -79,6 +79,17 @@ func (u *unbounded) Send(ctx context.Context, channel string, m channellayer.Mes
 	return nil
 }
 
+// sweepingLister's ListAll also removes the expired entries it meets:
+// listing must leave them for the sweep, which hands each out once.
+type sweepingLister struct{ *channellayer.Memory }
+
+func (s *sweepingLister) ListAll(ctx context.Context, groups []string) (map[string][]channellayer.Member, error) {
+	if _, err := s.Memory.ExpireAll(ctx, groups); err != nil {
+		return nil, err
+	}
+	return s.Memory.ListAll(ctx, groups)
+}
+
 // broken builds the layer of each kind; "none" is the correct Memory.
 var broken = map[string]func(m *channellayer.Memory) channellayer.Layer{
 	"none":        func(m *channellayer.Memory) channellayer.Layer { return m },
@@ -86,7 +97,8 @@ var broken = map[string]func(m *channellayer.Memory) channellayer.Layer{
 	"reordering": func(m *channellayer.Memory) channellayer.Layer {
 		return &reordering{Memory: m, held: make(map[string]*heldMsg)}
 	},
-	"unbounded": func(m *channellayer.Memory) channellayer.Layer { return &unbounded{m} },
+	"unbounded":      func(m *channellayer.Memory) channellayer.Layer { return &unbounded{m} },
+	"sweepingLister": func(m *channellayer.Memory) channellayer.Layer { return &sweepingLister{m} },
 }
 
 const brokenEnv = "LAYERTEST_BROKEN"
@@ -126,6 +138,7 @@ func TestSuiteCatchesBrokenBackends(t *testing.T) {
 		{"duplicating", []string{"GroupSend", "GroupDiscard", "Order", "OrderConcurrent"}},
 		{"reordering", []string{"Order"}},
 		{"unbounded", []string{"Capacity"}},
+		{"sweepingLister", []string{"PresenceListAll"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.kind, func(t *testing.T) {

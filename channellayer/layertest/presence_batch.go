@@ -81,3 +81,75 @@ func checkPresenceExpireAll(e *env) {
 	}
 	e.list(pb, g2, "the live entry stays", mem("c", "3"))
 }
+
+// checkPresenceListAll: ListAll lists many groups at once, on every
+// process, each exactly as List does (sorted by key, expired entries left
+// out and left in place for the sweep); a group with no live entry is left
+// out of the map.
+func checkPresenceListAll(e *env) {
+	pa, pb, ok := e.presence()
+	if !ok {
+		e.t.Skip("the backend does not implement channellayer.Presence")
+	}
+	la, okA := e.a.(channellayer.PresenceLister)
+	lb, okB := e.peer().(channellayer.PresenceLister)
+	if !okA || !okB {
+		e.t.Skip("the backend does not implement channellayer.PresenceLister")
+	}
+	short := 200 * time.Millisecond
+	// Several groups (on a cluster, spread over its shards), with entries
+	// from both processes, tracked out of key order.
+	var groups []string
+	want := make(map[string][]channellayer.Member)
+	for i := range 12 {
+		g := e.name("room")
+		groups = append(groups, g)
+		for j := i % 4; j >= 0; j-- {
+			p := pa
+			if j%2 == 1 {
+				p = pb
+			}
+			key, info := fmt.Sprintf("k%d", j), fmt.Sprintf("%d.%d", i, j)
+			e.track(p, g, key, info, time.Minute)
+			want[g] = append([]channellayer.Member{mem(key, info)}, want[g]...)
+		}
+	}
+	mixed, gone, empty := groups[3], e.name("room"), e.name("room")
+	e.track(pb, mixed, "a-dies", "x", short)
+	e.track(pa, gone, "dies", "y", short)
+	e.s.Sleep(2 * short)
+
+	ask := append(append([]string{}, groups...), gone, empty, groups[0]) // groups[0] twice
+	for _, l := range []struct {
+		name string
+		l    channellayer.PresenceLister
+	}{{"Layer", la}, {"Peer", lb}} {
+		got, err := l.l.ListAll(e.ctx(waitFor), ask)
+		if err != nil {
+			e.t.Fatalf("%s.ListAll: %v", l.name, err)
+		}
+		for _, g := range groups {
+			if formatMembers(got[g]) != formatMembers(want[g]) {
+				e.t.Errorf("%s.ListAll()[%q] = %s, want %s", l.name, g, formatMembers(got[g]), formatMembers(want[g]))
+			}
+			e.list(pb, g, "List agrees with ListAll", want[g]...)
+		}
+		for _, g := range []string{gone, empty} {
+			if ms, present := got[g]; present {
+				e.t.Errorf("%s.ListAll()[%q] = %s, present; want the group left out (no live entry)", l.name, g, formatMembers(ms))
+			}
+		}
+		if len(got) != len(groups) {
+			e.t.Errorf("%s.ListAll() has %d groups, want %d", l.name, len(got), len(groups))
+		}
+	}
+	// Listing swept nothing: the expired entries are still there for the
+	// sweep, which hands them out.
+	e.expire(pa, mixed, "ListAll left the expired entry", mem("a-dies", "x"))
+	e.expire(pb, gone, "ListAll left the expired entry", mem("dies", "y"))
+
+	got, err := la.ListAll(e.ctx(waitFor), nil)
+	if err != nil || len(got) != 0 {
+		e.t.Errorf("ListAll(nil) = %v, %v; want an empty map", got, err)
+	}
+}

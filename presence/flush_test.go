@@ -1,0 +1,249 @@
+package presence
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/internal/testkit"
+)
+
+// countingLayer is a Memory layer that counts the presence reads made
+// through it, and can fail its next ListAll calls.
+type countingLayer struct {
+	*channellayer.Memory
+
+	mu          sync.Mutex
+	lists       int   // List calls
+	listAlls    []int // the number of groups of each ListAll call
+	failListAll int   // how many of the next ListAll calls fail
+	// gate, if set, holds the next ListAll call until it is closed;
+	// entered receives when that call is held.
+	gate, entered chan struct{}
+}
+
+var errInjected = errors.New("injected ListAll failure")
+
+func (c *countingLayer) List(ctx context.Context, group string) ([]channellayer.Member, error) {
+	c.mu.Lock()
+	c.lists++
+	c.mu.Unlock()
+	return c.Memory.List(ctx, group)
+}
+
+func (c *countingLayer) ListAll(ctx context.Context, groups []string) (map[string][]channellayer.Member, error) {
+	c.mu.Lock()
+	c.listAlls = append(c.listAlls, len(groups))
+	fail := c.failListAll > 0
+	if fail {
+		c.failListAll--
+	}
+	gate, entered := c.gate, c.entered
+	c.gate = nil
+	c.mu.Unlock()
+	if gate != nil {
+		entered <- struct{}{} // buffered: never blocks
+		<-gate
+	}
+	if fail {
+		return nil, errInjected
+	}
+	return c.Memory.ListAll(ctx, groups)
+}
+
+// reset forgets the calls counted so far, makes the next fail ListAll
+// calls fail and holds the next one until gate is closed (if not nil);
+// the channel it returns receives once that call is held.
+func (c *countingLayer) reset(fail int, gate chan struct{}) (entered chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lists, c.listAlls, c.failListAll = 0, nil, fail
+	c.gate, c.entered = gate, make(chan struct{}, 1)
+	return c.entered
+}
+
+func (c *countingLayer) counts() (lists int, listAlls []int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lists, append([]int(nil), c.listAlls...)
+}
+
+// listOnly is a layer with Presence but without channellayer.PresenceLister
+// (nor PresenceRefresher).
+type listOnly struct {
+	channellayer.Layer
+	channellayer.Presence
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestTrackerFlushReadsInBatches: when 600 groups change at once, a
+// tracker on a PresenceLister reads their states with ListAll calls of at
+// most 500 groups and no List (its first ListAll is held until every group
+// is due, so that a flush has more than 500 to read); on a layer without
+// it, with one List per group. Either way, every group's local entry gets the diff, also when the
+// first ListAll fails (its groups are read again at the next flush).
+func TestTrackerFlushReadsInBatches(t *testing.T) {
+	const groups = 600
+	tests := []struct {
+		name   string
+		lister bool
+		fail   int // ListAll calls that fail
+	}{
+		{"ListAll", true, 0},
+		{"ListAllFailsOnce", true, 1},
+		{"ListPerGroup", false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := testkit.ContextWithin(t, 60*time.Second)
+			mem, err := channellayer.NewMemory(channellayer.MemoryOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = mem.Close(context.Background()) })
+			counting := &countingLayer{Memory: mem}
+			var layerA channellayer.Layer = counting
+			if !tt.lister {
+				layerA = listOnly{Layer: counting, Presence: counting}
+			}
+			logs := &syncBuffer{}
+			opts := Options{Interval: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(logs, nil))}
+			a, err := New(ctx, layerA, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = a.Close(context.Background()) })
+			b, err := New(ctx, mem, Options{Interval: 50 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = b.Close(context.Background()) })
+
+			names := make([]string, groups)
+			chans := make([]string, groups)
+			for i := range groups {
+				names[i] = fmt.Sprintf("room-%03d", i)
+				if chans[i], err = mem.NewChannel(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if err := a.Track(ctx, names[i], "alice", chans[i], nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var gate chan struct{}
+			var release sync.Once
+			if tt.lister {
+				gate = make(chan struct{})
+				// Before the trackers close, should the test end early.
+				t.Cleanup(func() { release.Do(func() { close(gate) }) })
+			}
+			entered := counting.reset(tt.fail, gate)
+			for i := range groups {
+				ch, err := mem.NewChannel(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := b.Track(ctx, names[i], "bob", ch, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if gate != nil {
+				testkit.Receive(t, entered, 10*time.Second, "a flush reading with ListAll")
+				_, held := counting.counts()
+				testkit.Eventually(t, 10*time.Second, func() bool {
+					return a.dirtyGroups() >= groups-held[0]
+				}, "every group not in the held ListAll due")
+				release.Do(func() { close(gate) })
+			}
+			for i := range groups {
+				waitJoin(ctx, t, mem, chans[i], names[i], "bob")
+			}
+
+			lists, listAlls := counting.counts()
+			read := 0
+			for _, n := range listAlls {
+				if n > flushChunk {
+					t.Errorf("a ListAll call read %d groups, want at most %d", n, flushChunk)
+				}
+				read += n
+			}
+			if tt.lister {
+				if lists != 0 {
+					t.Errorf("%d List calls, want none: flushes read with ListAll", lists)
+				}
+				if read < groups || !slices.Contains(listAlls, flushChunk) {
+					t.Errorf("ListAll calls read %v groups, want at least %d in all, and one call of %d", listAlls, groups, flushChunk)
+				}
+			} else {
+				if len(listAlls) != 0 {
+					t.Errorf("ListAll called %v on a layer without it", listAlls)
+				}
+				if lists < groups {
+					t.Errorf("%d List calls, want at least one per group (%d)", lists, groups)
+				}
+			}
+			if warned := strings.Contains(logs.String(), "will retry"); warned != (tt.fail > 0) {
+				t.Errorf("a retry warning logged: %v, want %v; logs:\n%s", warned, tt.fail > 0, logs.String())
+			}
+		})
+	}
+}
+
+// waitJoin receives diffs on channel until one has key join group.
+func waitJoin(ctx context.Context, t *testing.T, l channellayer.Layer, channel, group, key string) {
+	t.Helper()
+	for {
+		m, err := l.Receive(ctx, channel)
+		if err != nil {
+			t.Fatalf("waiting for %s to join %s: %v", key, group, err)
+		}
+		var d Diff
+		if m.Type != DiffType || m.Decode(&d) != nil {
+			t.Fatalf("got %s %s on %s, want a %s", m.Type, m.Body, channel, DiffType)
+		}
+		if d.Group != group {
+			t.Fatalf("diff of %s on %s, the channel of an entry of %s", d.Group, channel, group)
+		}
+		if _, ok := d.Joins[key]; ok {
+			return
+		}
+	}
+}
+
+// dirtyGroups returns how many groups wait for a flush.
+func (t *Tracker) dirtyGroups() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, g := range t.groups {
+		if g.dirty {
+			n++
+		}
+	}
+	return n
+}
