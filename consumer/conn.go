@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 
 	"github.com/chatterpro/chatterpro/channellayer"
@@ -33,10 +34,10 @@ type Conn struct {
 	// The consumer's one-at-a-time order (order.go): mu is held by every
 	// call into the consumer, and guards what those calls touch.
 	mu       sync.Mutex
-	handlers handlerTable                      // layer event types (On)
-	resumes  map[string]*channellayer.Recovery // joins "since" an ID (GroupAddSince)
-	frames   *frameState                       // the JSON convention (json.go)
-	tracked  []string                          // groups of Track (presence.go)
+	handlers handlerTable // layer event types (On)
+	resumes  []resume     // joins "since" an ID not yet caught up (GroupAddSince)
+	frames   *frameState  // the JSON convention (json.go)
+	tracked  []string     // groups of Track (presence.go)
 
 	// The runtime (run.go): each piece owns its state, see its package.
 	tasks  tasks.Group         // the goroutines besides the reader
@@ -104,7 +105,7 @@ func (c *Conn) GroupAdd(ctx context.Context, group string) error {
 
 // GroupDiscard leaves a group.
 func (c *Conn) GroupDiscard(ctx context.Context, group string) error {
-	delete(c.resumes, group)
+	c.caughtUp(group)
 	return c.srv.layer.GroupDiscard(ctx, group, c.channel)
 }
 
@@ -137,12 +138,42 @@ func (c *Conn) GroupAddSince(ctx context.Context, group, since string, recent in
 	if err != nil {
 		return rec, err
 	}
-	if c.resumes == nil {
-		c.resumes = make(map[string]*channellayer.Recovery, 1)
-	}
+	c.caughtUp(group)
 	filter := rec
-	c.resumes[group] = &filter
+	filter.Messages = nil // only the newest ID is needed: keep no history per connection
+	c.resumes = append(c.resumes, resume{group: group, filter: filter})
 	return rec, nil
+}
+
+// resume filters a group's live events after GroupAddSince until they pass
+// what its Recovery returned.
+type resume struct {
+	group  string
+	filter channellayer.Recovery
+}
+
+// repeat reports whether m, an event of a group joined with GroupAddSince,
+// repeats what the join returned; once the group's events are past it, the
+// filter is dropped.
+func (c *Conn) repeat(m channellayer.Message) bool {
+	for i := range c.resumes {
+		if c.resumes[i].group == m.Group {
+			if !c.resumes[i].filter.Fresh(m) {
+				return true
+			}
+			c.caughtUp(m.Group) // events of a group arrive in order: the rest is new
+			return false
+		}
+	}
+	return false
+}
+
+// caughtUp drops the group's filter, if any.
+func (c *Conn) caughtUp(group string) {
+	c.resumes = slices.DeleteFunc(c.resumes, func(r resume) bool { return r.group == group })
+	if len(c.resumes) == 0 {
+		c.resumes = nil
+	}
 }
 
 // Do runs fn in the consumer's one-at-a-time order, from any goroutine (a

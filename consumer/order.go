@@ -72,10 +72,8 @@ func (c *Conn) handle(m channellayer.Message) {
 	defer c.mu.Unlock()
 	defer c.recoverPanic("event")
 	h := c.handlers.get(m.Type)
-	if m.ID != "" && c.resumes != nil {
-		if r := c.resumes[m.Group]; r != nil && !r.Fresh(m) {
-			return // a repeat of what GroupAddSince returned
-		}
+	if m.ID != "" && c.resumes != nil && c.repeat(m) {
+		return // a repeat of what GroupAddSince returned
 	}
 	if h == nil {
 		c.srv.unhandled(c, m.Type)

@@ -1,0 +1,65 @@
+package consumer
+
+import (
+	"context"
+	"testing"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+)
+
+// A connection keeps no history after GroupAddSince, only its filter, and
+// drops the filter once the group's live events are past what the join
+// returned.
+func TestResumeFilterIsDropped(t *testing.T) {
+	ctx := context.Background()
+	layer, err := channellayer.NewMemory(channellayer.MemoryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { layer.Close(ctx) })
+	var recs []channellayer.Message
+	for i := range 3 {
+		m, _ := channellayer.NewMessage("post", map[string]int{"n": i})
+		r, err := layer.GroupSendRecorded(ctx, "feed", m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Group = "feed"
+		recs = append(recs, r)
+	}
+	ch, err := layer.NewChannel(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Conn{srv: &Server{layer: layer}, channel: ch}
+	rec, err := c.GroupAddSince(ctx, "feed", recs[0].ID, 10)
+	if err != nil || !rec.Recovered || len(rec.Messages) != 2 {
+		t.Fatalf("GroupAddSince: %d messages, recovered %v, %v; want the 2 after the first", len(rec.Messages), rec.Recovered, err)
+	}
+	if len(c.resumes) != 1 || c.resumes[0].filter.Messages != nil {
+		t.Fatalf("after the join: %d filters (want 1), keeping %d messages (want none)", len(c.resumes), len(c.resumes[0].filter.Messages))
+	}
+	other := recs[2]
+	other.Group = "elsewhere"
+	if c.repeat(other) || len(c.resumes) != 1 {
+		t.Fatalf("an event of another group was taken for a repeat, or dropped the filter (%d left)", len(c.resumes))
+	}
+	if !c.repeat(recs[2]) {
+		t.Fatal("a repeat of the recovered messages was not filtered")
+	}
+	if len(c.resumes) != 1 {
+		t.Fatal("the filter went before the stream passed the recovered messages")
+	}
+	m, _ := channellayer.NewMessage("post", map[string]int{"n": 3})
+	fresh, err := layer.GroupSendRecorded(ctx, "feed", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh.Group = "feed"
+	if c.repeat(fresh) {
+		t.Fatal("a new message was taken for a repeat")
+	}
+	if c.resumes != nil {
+		t.Fatalf("the filter is kept after the stream passed it: %+v", c.resumes)
+	}
+}
