@@ -450,6 +450,9 @@ func (t *Tracker) run() {
 	defer tick.Stop()
 	refreshEvery := t.opts.TTL / 3
 	lastRefresh := time.Now()
+	// refreshFailed: the last refresh failed, so it is tried again at the
+	// next tick, and entries may have expired and been swept meanwhile.
+	refreshFailed := false
 	for {
 		select {
 		case <-t.stop:
@@ -459,9 +462,13 @@ func (t *Tracker) run() {
 		case <-tick.C:
 			t.sweep()
 			t.flush(true)
-			if time.Since(lastRefresh) >= refreshEvery {
+			if time.Since(lastRefresh) >= refreshEvery || refreshFailed {
 				lastRefresh = time.Now()
-				t.refresh()
+				failedBefore := refreshFailed
+				refreshFailed = !t.refresh()
+				if failedBefore && !refreshFailed {
+					t.resignal()
+				}
 			}
 		}
 	}
@@ -645,9 +652,29 @@ func (t *Tracker) sweep() {
 	}
 }
 
+// resignal tells every tracker of each group tracked here that it changed.
+// After refreshes that failed, entries of this process may have expired,
+// been swept (and announced as leaves) and then been written back by the
+// refresh that succeeded: without a signal, no tracker would read the
+// group again, and its members would go on seeing those people gone.
+func (t *Tracker) resignal() {
+	t.mu.Lock()
+	names := make([]string, 0, len(t.groups))
+	for name := range t.groups {
+		names = append(names, name)
+	}
+	t.mu.Unlock()
+	ctx, cancel := t.callCtx()
+	defer cancel()
+	for _, name := range names {
+		t.changed(ctx, name)
+	}
+}
+
 // refresh tracks every local entry again before its TTL runs out: in one
-// call where the layer can (channellayer.PresenceRefresher).
-func (t *Tracker) refresh() {
+// call where the layer can (channellayer.PresenceRefresher). It reports
+// whether every entry was written.
+func (t *Tracker) refresh() bool {
 	t.refreshMu.Lock()
 	defer t.refreshMu.Unlock()
 	t.mu.Lock()
@@ -659,21 +686,25 @@ func (t *Tracker) refresh() {
 	}
 	t.mu.Unlock()
 	if len(all) == 0 {
-		return
+		return true
 	}
 	ctx, cancel := t.callCtx()
 	defer cancel()
 	if r, ok := t.layer.(channellayer.PresenceRefresher); ok {
 		if err := r.TrackAll(ctx, all, t.opts.TTL); err != nil {
-			t.log.Warn("presence: refreshing entries failed", "err", err)
+			t.log.Warn("presence: refreshing entries failed; trying again at the next tick", "err", err)
+			return false
 		}
-		return
+		return true
 	}
+	ok := true
 	for name, entries := range all {
 		for _, e := range entries {
 			if err := t.p.Track(ctx, name, e.Key, e.Info, t.opts.TTL); err != nil {
-				t.log.Warn("presence: refreshing an entry failed", "group", name, "err", err)
+				t.log.Warn("presence: refreshing an entry failed; trying again at the next tick", "group", name, "err", err)
+				ok = false
 			}
 		}
 	}
+	return ok
 }
