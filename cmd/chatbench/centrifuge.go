@@ -90,21 +90,7 @@ func buildAnchor(src, out string) error {
 
 // startRedisProc starts a redis-server of a target on a free port.
 func startRedisProc(cfg *config, dir string) (*proc, string, error) {
-	port, err := harness.FreePort()
-	if err != nil {
-		return nil, "", err
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	rp, err := startProc(dir, "redis-server", cfg.redis, nil,
-		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--maxclients", "10000")
-	if err != nil {
-		return nil, "", err
-	}
-	if err := waitRedis(rp, addr); err != nil {
-		rp.stop()
-		return nil, "", err
-	}
-	return rp, addr, nil
+	return startRedis(cfg, dir, "redis-server")
 }
 
 // startCentrifuge starts nodes anchor servers on one Redis of their own.
