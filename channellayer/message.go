@@ -28,9 +28,10 @@ type Message struct {
 // NewMessage encodes v, which must encode as a JSON object, into a message of
 // the given type; a "type" field is added first. The type must be
 // non-empty valid UTF-8, so that the body says the same type. v must not
-// have a "type" field of its own: the body would carry two, and decoders
-// disagree on which wins (ParseMessage and browsers take the last, dispatch
-// the first), so NewMessage refuses it with ErrInvalid.
+// have a "type" field of its own, in any letter case ("Type" too, since
+// encoding/json matches field names that way): the body would carry two,
+// and decoders disagree on which wins (ParseMessage and browsers take the
+// last, dispatch the first), so NewMessage refuses it with ErrInvalid.
 func NewMessage(typ string, v any) (Message, error) {
 	if typ == "" {
 		return Message{}, fmt.Errorf("%w: message type is empty", ErrInvalid)
