@@ -54,7 +54,7 @@ func FuzzReceive(f *testing.F) {
 		com := consumertest.New(t, app.newConsumer, consumertest.Options{
 			Layer: mem, Server: app.server,
 			Scope: consumer.Scope{
-				Path: "/ws/chat/fuzz/", Params: map[string]string{"room": "fuzz"}, Query: map[string][]string{},
+				Path: "/ws/chat/fuzz/", Params: []consumer.Param{{Name: "room", Value: "fuzz"}}, Query: map[string][]string{},
 				User: &consumer.User{Name: nick, Session: nick},
 			},
 		})

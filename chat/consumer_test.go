@@ -209,7 +209,7 @@ func (n *testNode) join(t *testing.T, nick, session, room, since string) *client
 func (n *testNode) dial(t *testing.T, nick, session, room, since string) *client {
 	scope := consumer.Scope{
 		Path:   "/ws/chat/" + room + "/",
-		Params: map[string]string{"room": room},
+		Params: []consumer.Param{{Name: "room", Value: room}},
 		Query:  map[string][]string{},
 		User:   &consumer.User{Name: nick, Session: session},
 	}

@@ -63,6 +63,22 @@ func NewConnCounter(limits ConnLimits) (*ConnCounter, error) {
 // otherwise release, which gives the slot back (calling it again does
 // nothing).
 func (cc *ConnCounter) Acquire(session string, addr netip.Addr) (release func(), err error) {
+	s, err := cc.acquire(session, addr)
+	if err != nil {
+		return nil, err
+	}
+	if s == (slot{}) {
+		return func() {}, nil
+	}
+	var once sync.Once
+	return func() { once.Do(func() { cc.release(s) }) }, nil
+}
+
+// slot is what one connection holds: the session and address key it is
+// counted under ("" where not counted).
+type slot struct{ session, key string }
+
+func (cc *ConnCounter) acquire(session string, addr netip.Addr) (slot, error) {
 	if cc.limits.PerSession == 0 {
 		session = ""
 	}
@@ -71,17 +87,17 @@ func (cc *ConnCounter) Acquire(session string, addr netip.Addr) (release func(),
 		key = addrKey(addr)
 	}
 	if session == "" && key == "" {
-		return func() {}, nil
+		return slot{}, nil
 	}
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	if session != "" && cc.sessions[session] >= cc.limits.PerSession {
 		cc.refusedSession.Add(1)
-		return nil, ErrSessionConns
+		return slot{}, ErrSessionConns
 	}
 	if key != "" && cc.addrs[key] >= cc.limits.PerAddr {
 		cc.refusedAddr.Add(1)
-		return nil, ErrAddrConns
+		return slot{}, ErrAddrConns
 	}
 	if session != "" {
 		cc.sessions[session]++
@@ -89,11 +105,10 @@ func (cc *ConnCounter) Acquire(session string, addr netip.Addr) (release func(),
 	if key != "" {
 		cc.addrs[key]++
 	}
-	var once sync.Once
-	return func() { once.Do(func() { cc.release(session, key) }) }, nil
+	return slot{session, key}, nil
 }
 
-func (cc *ConnCounter) release(session, key string) {
+func (cc *ConnCounter) release(s slot) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	drop := func(m map[string]int, k string) {
@@ -106,8 +121,8 @@ func (cc *ConnCounter) release(session, key string) {
 			m[k]--
 		}
 	}
-	drop(cc.sessions, session)
-	drop(cc.addrs, key)
+	drop(cc.sessions, s.session)
+	drop(cc.addrs, s.key)
 }
 
 // Held returns how many sessions and client addresses hold at least one
@@ -133,21 +148,22 @@ func (cc *ConnCounter) Limit(session string, addr netip.Addr, cons consumer.Cons
 	if cc == nil {
 		return cons
 	}
-	return &limited{Consumer: cons, cc: cc, session: session, addr: addr}
+	return &limited{Consumer: cons, cc: cc, held: slot{session: session}, addr: addr}
 }
 
 // limited is a consumer that holds a ConnCounter slot from Connect to
-// Disconnect.
+// Disconnect. It keeps the slot itself rather than a release func: every
+// open connection has one, so its few bytes count.
 type limited struct {
 	consumer.Consumer
 	cc      *ConnCounter
-	session string
 	addr    netip.Addr
-	release func()
+	held    slot // its session is who asks; Connect fills in the rest
+	holding bool // held is counted, until Disconnect gives it back
 }
 
 func (l *limited) Connect(ctx context.Context, c *consumer.Conn) (err error) {
-	release, err := l.cc.Acquire(l.session, l.addr)
+	s, err := l.cc.acquire(l.held.session, l.addr)
 	switch {
 	case errors.Is(err, ErrSessionConns):
 		return consumer.Refuse(http.StatusTooManyRequests, fmt.Sprintf(
@@ -163,7 +179,7 @@ func (l *limited) Connect(ctx context.Context, c *consumer.Conn) (err error) {
 	kept := false
 	defer func() {
 		if !kept { // refused, or panicked: no Disconnect will follow
-			release()
+			l.cc.release(s)
 		}
 	}()
 	if err := l.Consumer.Connect(ctx, c); err != nil {
@@ -175,14 +191,17 @@ func (l *limited) Connect(ctx context.Context, c *consumer.Conn) (err error) {
 		return nil
 	}
 	kept = true
-	l.release = release
+	l.held, l.holding = s, true
 	return nil
 }
 
+// Disconnect gives the slot back after the consumer's Disconnect. The
+// consumer's calls run one at a time, after Connect, so held needs no lock.
 func (l *limited) Disconnect(ctx context.Context, c *consumer.Conn, code consumer.StatusCode) {
 	defer func() {
-		if l.release != nil {
-			l.release()
+		if l.holding {
+			l.holding = false
+			l.cc.release(l.held)
 		}
 	}()
 	l.Consumer.Disconnect(ctx, c, code)

@@ -131,14 +131,14 @@ func (r *Router) Consumer(pattern string, f Factory) {
 		}
 		scope := consumer.Scope{
 			Path:       req.URL.Path,
-			Params:     make(map[string]string, len(names)),
+			Params:     make([]consumer.Param, len(names)),
 			Query:      req.URL.Query(),
 			Header:     r.scopeHeader(req.Header),
 			RemoteAddr: req.RemoteAddr,
 			User:       user,
 		}
-		for _, n := range names {
-			scope.Params[n] = req.PathValue(n)
+		for i, n := range names {
+			scope.Params[i] = consumer.Param{Name: n, Value: req.PathValue(n)}
 		}
 		cons := f()
 		if r.opts.Conns != nil {
