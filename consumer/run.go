@@ -35,7 +35,7 @@ func newConn(s *Server, scope Scope, cons Consumer, name string, ctx context.Con
 	c := &Conn{srv: s, scope: scope, consumer: cons, channel: name, ctx: ctx, cancel: cancel}
 	c.goRead = c.readWoken
 	c.wire.Init(s.opts.QueueBytes, s.opts.WriteTimeout, &c.tasks, (*hooks)(c))
-	c.disp.Init(ctx, s.layer, name, s.opts.Coalesce, &c.tasks, (*hooks)(c))
+	c.disp.Init(ctx, s.disp, name, &c.tasks, (*hooks)(c))
 	return c
 }
 

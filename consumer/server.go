@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/consumer/internal/dispatch"
 	"github.com/chatterpro/chatterpro/consumer/internal/ping"
 	"github.com/chatterpro/chatterpro/consumer/internal/poll"
 	"github.com/chatterpro/chatterpro/consumer/internal/sse"
@@ -28,7 +29,8 @@ type Server struct {
 	cancel context.CancelFunc
 	poll   *poll.Poller // nil where sockets are not watched
 	pinger *ping.Pinger
-	sse    *sse.Hub // event streams of the fallback transport (sse.go)
+	disp   *dispatch.Config // what every connection's dispatcher shares
+	sse    *sse.Hub         // event streams of the fallback transport (sse.go)
 
 	mu       sync.Mutex
 	conns    map[*Conn]struct{}
@@ -68,6 +70,7 @@ func NewServer(opts Options) (*Server, error) {
 		poll:   poll.New(opts.Logger),
 		conns:  make(map[*Conn]struct{}),
 		pinger: ping.New(opts.PingInterval),
+		disp:   dispatch.NewConfig(opts.Layer, opts.Coalesce),
 		sse:    sse.NewHub(opts.Layer, opts.Logger),
 	}
 	return s, nil

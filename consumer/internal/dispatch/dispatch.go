@@ -48,15 +48,12 @@ const burstAfter = 2
 // runs. lastStart and streak belong to that kick: the counter orders one
 // such kick after the other. The pacing timer and paced are under mu.
 type Dispatcher struct {
-	ctx      context.Context // the connection's: ends dispatching when done
-	layer    channellayer.Layer
-	notifier channellayer.Notifier // nil: receiveLoop
-	drainer  channellayer.Drainer  // nil: one event per call
-	channel  string
-	coalesce time.Duration
-	tasks    *tasks.Group
-	host     Host
-	goRun    func() // run as a func value made once: "go d.goRun()" allocates nothing
+	ctx     context.Context // the connection's: ends dispatching when done
+	cfg     *Config         // the server's, shared by its connections
+	channel string
+	tasks   *tasks.Group
+	host    Host
+	goRun   func() // run as a func value made once: "go d.goRun()" allocates nothing
 
 	kicks atomic.Int64
 
@@ -68,30 +65,45 @@ type Dispatcher struct {
 	paced bool        // timer is set and has not fired
 }
 
-// Init prepares d to dispatch the events of channel on layer to host,
-// pacing bursts with the window coalesce (0 or less: never), on goroutines
-// counted by g, until ctx is done.
-func (d *Dispatcher) Init(ctx context.Context, layer channellayer.Layer, channel string, coalesce time.Duration, g *tasks.Group, host Host) {
-	d.ctx, d.layer, d.channel, d.coalesce, d.tasks, d.host = ctx, layer, channel, coalesce, g, host
-	d.notifier, _ = layer.(channellayer.Notifier)
-	d.drainer, _ = layer.(channellayer.Drainer)
+// Config is what the dispatchers of one server share: made once, it keeps
+// each connection's Dispatcher small.
+type Config struct {
+	layer    channellayer.Layer
+	notifier channellayer.Notifier // nil: receiveLoop
+	drainer  channellayer.Drainer  // nil: one event per call
+	coalesce time.Duration
+}
+
+// NewConfig returns the configuration of dispatchers of channels on layer
+// that pace bursts with the window coalesce (0 or less: never).
+func NewConfig(layer channellayer.Layer, coalesce time.Duration) *Config {
+	c := &Config{layer: layer, coalesce: coalesce}
+	c.notifier, _ = layer.(channellayer.Notifier)
+	c.drainer, _ = layer.(channellayer.Drainer)
+	return c
+}
+
+// Init prepares d to dispatch the events of channel as cfg says to host,
+// on goroutines counted by g, until ctx is done.
+func (d *Dispatcher) Init(ctx context.Context, cfg *Config, channel string, g *tasks.Group, host Host) {
+	d.ctx, d.cfg, d.channel, d.tasks, d.host = ctx, cfg, channel, g, host
 	d.goRun = d.run
 }
 
 // Start begins dispatching: it registers Kick with the layer, or starts the
 // receiving goroutine.
 func (d *Dispatcher) Start() error {
-	if d.notifier == nil {
+	if d.cfg.notifier == nil {
 		d.tasks.Go(d.receiveLoop)
 		return nil
 	}
-	return d.notifier.Notify(d.channel, d.Kick)
+	return d.cfg.notifier.Notify(d.channel, d.Kick)
 }
 
 // Stop unregisters Kick; the goroutines end with ctx (see tasks.Group.Stop).
 func (d *Dispatcher) Stop() {
-	if d.notifier != nil {
-		_ = d.notifier.Notify(d.channel, nil)
+	if d.cfg.notifier != nil {
+		_ = d.cfg.notifier.Notify(d.channel, nil)
 	}
 }
 
@@ -139,7 +151,7 @@ func (d *Dispatcher) hurry() {
 // in a row that comes less than coalesce after the one before, events wait
 // until coalesce after the previous batch was taken.
 func (d *Dispatcher) pace(now int64) time.Duration {
-	w := int64(d.coalesce)
+	w := int64(d.cfg.coalesce)
 	if w <= 0 {
 		return 0
 	}
@@ -187,7 +199,7 @@ func (d *Dispatcher) dispatch() {
 	for {
 		seen := d.kicks.Load()
 		var ok bool
-		if d.drainer != nil {
+		if d.cfg.drainer != nil {
 			ok = d.dispatchAll()
 		} else {
 			ok = d.dispatchEach()
@@ -211,7 +223,7 @@ func (d *Dispatcher) dispatchAll() bool {
 		return false
 	}
 	buf := eventBufs.Get().(*[]channellayer.Message)
-	msgs, err := d.drainer.TryReceiveAll(d.channel, (*buf)[:0])
+	msgs, err := d.cfg.drainer.TryReceiveAll(d.channel, (*buf)[:0])
 	ok := true
 	for _, m := range msgs {
 		if d.ctx.Err() != nil {
@@ -238,7 +250,7 @@ func (d *Dispatcher) dispatchEach() bool {
 		if d.ctx.Err() != nil {
 			return false
 		}
-		m, ok, err := d.notifier.TryReceive(d.channel)
+		m, ok, err := d.cfg.notifier.TryReceive(d.channel)
 		if err != nil {
 			d.host.Failed(err)
 			return false
@@ -253,7 +265,7 @@ func (d *Dispatcher) dispatchEach() bool {
 // receiveLoop serves layers without Notifier: a goroutine waits in Receive.
 func (d *Dispatcher) receiveLoop() {
 	for {
-		m, err := d.layer.Receive(d.ctx, d.channel)
+		m, err := d.cfg.layer.Receive(d.ctx, d.channel)
 		if err != nil {
 			d.host.Failed(err)
 			return

@@ -7,7 +7,7 @@ import (
 
 func TestPace(t *testing.T) {
 	const ms = int64(time.Millisecond)
-	c := &Dispatcher{coalesce: 10 * time.Millisecond}
+	c := &Dispatcher{cfg: &Config{coalesce: 10 * time.Millisecond}}
 	steps := []struct {
 		at   int64
 		wait time.Duration
@@ -26,7 +26,7 @@ func TestPace(t *testing.T) {
 			t.Fatalf("step %d at %d ms: wait %v, want %v", i, s.at/ms, got, s.wait)
 		}
 	}
-	off := &Dispatcher{coalesce: -1}
+	off := &Dispatcher{cfg: &Config{coalesce: -1}}
 	for i := int64(0); i < 5; i++ {
 		if got := off.pace(1000*ms + i); got != 0 {
 			t.Fatalf("disabled: wait %v", got)
