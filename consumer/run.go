@@ -35,7 +35,7 @@ func newConn(s *Server, scope Scope, cons Consumer, name string, ctx context.Con
 	c := &Conn{srv: s, scope: scope, consumer: cons, channel: name, ctx: ctx, cancel: cancel}
 	c.goRead = c.readWoken
 	c.wire.Init(s.opts.QueueBytes, s.opts.WriteTimeout, &c.tasks, (*hooks)(c))
-	c.disp.Init(ctx, s.disp, name, &c.tasks, (*hooks)(c))
+	c.disp.Init(s.disp, name, &c.tasks, (*hooks)(c))
 	return c
 }
 
@@ -193,6 +193,7 @@ func (c *Conn) pingPeer() {
 // dispatch and wire), with methods that stay out of Conn's own.
 type hooks Conn
 
+func (h *hooks) Context() context.Context      { return h.ctx }
 func (h *hooks) Handle(m channellayer.Message) { (*Conn)(h).handle(m) }
 func (h *hooks) Failed(err error)              { (*Conn)(h).layerFailed(err) }
 func (h *hooks) Begin()                        { h.wire.Hold() }

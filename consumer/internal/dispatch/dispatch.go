@@ -16,6 +16,8 @@ import (
 // Host is the connection a Dispatcher serves. Its methods are called on
 // the dispatcher's goroutine, one dispatcher at a time.
 type Host interface {
+	// Context is the connection's: dispatching ends when it is done.
+	Context() context.Context
 	// Handle hands one event to the consumer.
 	Handle(m channellayer.Message)
 	// Failed reports that receiving from the channel failed: the
@@ -48,8 +50,7 @@ const burstAfter = 2
 // runs. lastStart and streak belong to that kick: the counter orders one
 // such kick after the other. The pacing timer and paced are under mu.
 type Dispatcher struct {
-	ctx     context.Context // the connection's: ends dispatching when done
-	cfg     *Config         // the server's, shared by its connections
+	cfg     *Config // the server's, shared by its connections
 	channel string
 	tasks   *tasks.Group
 	host    Host
@@ -84,9 +85,9 @@ func NewConfig(layer channellayer.Layer, coalesce time.Duration) *Config {
 }
 
 // Init prepares d to dispatch the events of channel as cfg says to host,
-// on goroutines counted by g, until ctx is done.
-func (d *Dispatcher) Init(ctx context.Context, cfg *Config, channel string, g *tasks.Group, host Host) {
-	d.ctx, d.cfg, d.channel, d.tasks, d.host = ctx, cfg, channel, g, host
+// on goroutines counted by g, until the host's context is done.
+func (d *Dispatcher) Init(cfg *Config, channel string, g *tasks.Group, host Host) {
+	d.cfg, d.channel, d.tasks, d.host = cfg, channel, g, host
 	d.goRun = d.run
 }
 
@@ -219,14 +220,15 @@ var eventBufs = sync.Pool{New: func() any { return new([]channellayer.Message) }
 // dispatchAll hands every waiting event to the host, taken from the layer
 // in one call; false if the connection is closing.
 func (d *Dispatcher) dispatchAll() bool {
-	if d.ctx.Err() != nil {
+	ctx := d.host.Context()
+	if ctx.Err() != nil {
 		return false
 	}
 	buf := eventBufs.Get().(*[]channellayer.Message)
 	msgs, err := d.cfg.drainer.TryReceiveAll(d.channel, (*buf)[:0])
 	ok := true
 	for _, m := range msgs {
-		if d.ctx.Err() != nil {
+		if ctx.Err() != nil {
 			ok = false
 			break
 		}
@@ -246,8 +248,9 @@ func (d *Dispatcher) dispatchAll() bool {
 
 // dispatchEach is dispatchAll for a layer that hands out one event per call.
 func (d *Dispatcher) dispatchEach() bool {
+	ctx := d.host.Context()
 	for {
-		if d.ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return false
 		}
 		m, ok, err := d.cfg.notifier.TryReceive(d.channel)
@@ -265,7 +268,7 @@ func (d *Dispatcher) dispatchEach() bool {
 // receiveLoop serves layers without Notifier: a goroutine waits in Receive.
 func (d *Dispatcher) receiveLoop() {
 	for {
-		m, err := d.cfg.layer.Receive(d.ctx, d.channel)
+		m, err := d.cfg.layer.Receive(d.host.Context(), d.channel)
 		if err != nil {
 			d.host.Failed(err)
 			return
