@@ -132,7 +132,8 @@ func (h *hub) run() {
 }
 
 // flush sends each dirty room's latest users frame to its local sockets:
-// one frame per room per tick, encoded once.
+// one frame per room per tick, encoded once, built from the presence the
+// node's tracker already read where it has it (see latestUsers).
 func (h *hub) flush() {
 	h.mu.Lock()
 	var dirty []string
@@ -146,9 +147,7 @@ func (h *hub) flush() {
 	}
 	h.mu.Unlock()
 	for _, room := range dirty {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		f, err := h.users(ctx, room)
-		cancel()
+		f, err := h.latestUsers(room)
 		if err != nil {
 			h.log.Warn("listing a room's users failed; will retry", "room", room, "err", err)
 			h.markDirty(room)
@@ -174,7 +173,23 @@ func (h *hub) flush() {
 	}
 }
 
-// users returns the room's users frame, cluster-wide.
+// latestUsers returns the room's users frame for a flush: from the
+// presence the tracker read for its last diff of the room, without a round
+// trip, where it has one; else (the room's last local socket has left, or
+// its state was never read) from a List. A room is marked dirty by a diff
+// (which comes after the tracker kept the state it went up to) or by a
+// socket's Disconnect: a leave that changes the room brings a diff to its
+// other local sockets, and a room left by its last one is listed.
+func (h *hub) latestUsers(room string) (usersFrame, error) {
+	if who, ok := h.server.PresenceCached(room); ok {
+		return newUsersFrame(room, who), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return h.users(ctx, room)
+}
+
+// users returns the room's users frame, cluster-wide, read from the layer.
 func (h *hub) users(ctx context.Context, room string) (usersFrame, error) {
 	start := time.Now()
 	who, err := h.server.Presence(ctx, room)

@@ -176,7 +176,7 @@ func TestTrackerFlushReadsInBatches(t *testing.T) {
 				testkit.Receive(t, entered, 10*time.Second, "a flush reading with ListAll")
 				_, held := counting.counts()
 				testkit.Eventually(t, 10*time.Second, func() bool {
-					return a.dirtyGroups() >= groups-held[0]
+					return a.dueGroups() >= groups-held[0]
 				}, "every group not in the held ListAll due")
 				release.Do(func() { close(gate) })
 			}
@@ -235,13 +235,14 @@ func waitJoin(ctx context.Context, t *testing.T, l channellayer.Layer, channel, 
 	}
 }
 
-// dirtyGroups returns how many groups wait for a flush.
-func (t *Tracker) dirtyGroups() int {
+// dueGroups returns how many groups wait for a flush and are due for the
+// next one, early or not: flushed at least Interval ago.
+func (t *Tracker) dueGroups() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := 0
 	for _, g := range t.groups {
-		if g.dirty {
+		if g.dirty && time.Since(g.lastFlush) >= t.opts.Interval {
 			n++
 		}
 	}

@@ -46,9 +46,10 @@ type Tracker struct {
 	mu     sync.Mutex
 	groups map[string]*group
 
-	// refreshMu orders a refresh's write of a snapshot of the entries
-	// before the last word of an entry that leaves meanwhile: a refresh
-	// must not write back an entry that has just left.
+	// refreshMu orders a refresh's write of a chunk of the entries (read
+	// under it) before the last word of an entry that leaves meanwhile: a
+	// refresh must not write back an entry that has just left. It is held
+	// for one chunk at a time, so a Leave waits for one chunk at most.
 	refreshMu sync.Mutex
 
 	wake      chan struct{}
@@ -324,6 +325,30 @@ func (t *Tracker) List(ctx context.Context, groupName string) ([]Presence, error
 		return nil, err
 	}
 	return s.list(), nil
+}
+
+// Cached returns the group's presence as this tracker last read it, with
+// no call to the layer: the state its last diff of the group went up to
+// (or, before the first, the state read when the group's first local entry
+// was tracked), in the form List returns. ok is false when the tracker has
+// no such state: no entry of the group is tracked here, or none was read.
+//
+// It lags the layer by about one Interval: a change is in it once the diff
+// it causes has been made, which happens before that diff reaches the
+// group's local entries. Read it when such a diff arrives (or after any
+// change of the group tracked here and then diffed), and call List when
+// ok is false. The metas are shared: do not modify them.
+func (t *Tracker) Cached(groupName string) (list []Presence, ok bool) {
+	t.mu.Lock()
+	var s state
+	if g := t.groups[groupName]; g != nil {
+		s = g.last
+	}
+	t.mu.Unlock()
+	if s == nil {
+		return nil, false
+	}
+	return s.list(), true
 }
 
 // state reads the group's state from the layer.
@@ -671,17 +696,51 @@ func (t *Tracker) resignal() {
 	}
 }
 
+// refreshChunk bounds the entries one refresh writes in one call: a
+// process with many entries writes them in several calls, each with its own
+// timeout, so that one slow call fails only its own chunk.
+const refreshChunk = 1000
+
+// entryRef names a local entry: its group and its ID.
+type entryRef struct{ group, id string }
+
 // refresh tracks every local entry again before its TTL runs out: in one
-// call where the layer can (channellayer.PresenceRefresher). It reports
-// whether every entry was written.
+// call per refreshChunk entries where the layer can
+// (channellayer.PresenceRefresher), else one call per entry. It reports
+// whether every entry was written; a chunk that failed does not keep the
+// others from being written.
 func (t *Tracker) refresh() bool {
+	t.mu.Lock()
+	var refs []entryRef
+	for name, g := range t.groups {
+		for id := range g.entries {
+			refs = append(refs, entryRef{name, id})
+		}
+	}
+	t.mu.Unlock()
+	ok := true
+	for start := 0; start < len(refs); start += refreshChunk {
+		if !t.refreshSome(refs[start:min(len(refs), start+refreshChunk)]) {
+			ok = false
+		}
+	}
+	return ok
+}
+
+// refreshSome writes back those of refs still tracked here, with their
+// infos now. It holds refreshMu for its one chunk only: a Leave waits at
+// most for one chunk's write, and an entry that left before it is not
+// written back.
+func (t *Tracker) refreshSome(refs []entryRef) bool {
 	t.refreshMu.Lock()
 	defer t.refreshMu.Unlock()
+	all := make(map[string][]channellayer.Member)
 	t.mu.Lock()
-	all := make(map[string][]channellayer.Member, len(t.groups))
-	for name, g := range t.groups {
-		for _, e := range g.entries {
-			all[name] = append(all[name], channellayer.Member{Key: e.id, Info: e.info})
+	for _, r := range refs {
+		if g := t.groups[r.group]; g != nil {
+			if e := g.entries[r.id]; e != nil {
+				all[r.group] = append(all[r.group], channellayer.Member{Key: e.id, Info: e.info})
+			}
 		}
 	}
 	t.mu.Unlock()
@@ -692,7 +751,7 @@ func (t *Tracker) refresh() bool {
 	defer cancel()
 	if r, ok := t.layer.(channellayer.PresenceRefresher); ok {
 		if err := r.TrackAll(ctx, all, t.opts.TTL); err != nil {
-			t.log.Warn("presence: refreshing entries failed; trying again at the next tick", "err", err)
+			t.log.Warn("presence: refreshing entries failed; trying again at the next tick", "entries", len(refs), "err", err)
 			return false
 		}
 		return true

@@ -1,0 +1,112 @@
+package chat
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/consumer"
+)
+
+// listCountingLayer is the tests' memory layer counting the presence List
+// calls made through it (a node's tracker reads the states of its diffs
+// with ListAll, not List).
+type listCountingLayer struct {
+	*flakyLayer
+	lists atomic.Int64
+}
+
+func (l *listCountingLayer) List(ctx context.Context, group string) ([]channellayer.Member, error) {
+	l.lists.Add(1)
+	return l.flakyLayer.List(ctx, group)
+}
+
+func newListCountingLayer(t *testing.T) *listCountingLayer {
+	t.Helper()
+	mem, err := channellayer.NewMemory(channellayer.MemoryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mem.Close(context.Background()) })
+	return &listCountingLayer{flakyLayer: &flakyLayer{Memory: mem}}
+}
+
+// The users frames of a flush are built from the presence the node's
+// tracker read for its diff, not from a List per room per flush: joins
+// cost one List each (the joiner's own users frame) and the room's first
+// one a second (the tracker's first read of the room), and every other
+// users frame, on joins and leaves alike, none.
+func TestUsersFramesWithoutListPerFlush(t *testing.T) {
+	const joins = 8
+	l := newListCountingLayer(t)
+	n := newNode(t, l, func(c *Config) { c.Grace = 50 * time.Millisecond })
+	names := []string{"u0"}
+	a := n.join(t, "u0", "s0", "r", "")
+	a.joinFrames(names...)
+	var others []*client
+	for i := 1; i < joins; i++ {
+		names = append(names, fmt.Sprintf("u%d", i))
+		c := n.join(t, names[i], fmt.Sprintf("s%d", i), "r", "")
+		c.joinFrames(names...)
+		a.awaitUsers(names...) // a flush of the room after each join
+		others = append(others, c)
+	}
+	if got := l.lists.Load(); got > joins+1 {
+		t.Fatalf("%d presence List calls for %d joins, want at most %d: one per join and the room's first read", got, joins, joins+1)
+	}
+
+	// Lost connections (a grace period, then the sweep's diff): the
+	// flushes that follow list nothing either.
+	before := l.lists.Load()
+	for i := len(others) - 1; i >= 0; i-- {
+		others[i].com.Disconnect(ctxT(t), consumer.StatusGoingAway)
+		names = names[:len(names)-1]
+		a.awaitUsers(names...)
+	}
+	if got := l.lists.Load() - before; got != 0 {
+		t.Fatalf("%d presence List calls for the users frames of %d leaves, want none", got, len(others))
+	}
+}
+
+// A socket that joins and leaves again at once still brings the room's
+// count back down, in its users frames and in the directory; and a room
+// whose last socket on the node left (the tracker no longer has its state)
+// is counted from a List, down to nobody.
+func TestUsersCountBackDownAfterQuickLeave(t *testing.T) {
+	l := newListCountingLayer(t)
+	n := newNode(t, l, nil)
+	a := n.join(t, "ann", "s1", "r", "")
+	a.joinFrames("ann")
+	rooms := func(r ...roomEntry) []roomEntry {
+		return append([]roomEntry{{"Chat Room", 0}, {"Business Room", 0}, {"Gaming Room", 0}}, r...)
+	}
+	n.awaitRooms(t, rooms(roomEntry{"r", 1})...)
+	for i := range 3 {
+		b := n.join(t, "bob", fmt.Sprintf("s-bob%d", i), "r", "")
+		if err := b.com.Disconnect(ctxT(t), consumer.StatusNormal); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		a.await("notice", "bob has left the chat")
+	}
+	a.awaitUsers("ann")
+	n.awaitRooms(t, rooms(roomEntry{"r", 1})...)
+	a.during(100*time.Millisecond, func(f frame, b []byte) {
+		if f.Type == "users" && userNames(f) != "ann" {
+			t.Fatalf("users frame %s after bob left, want ann alone", b)
+		}
+	})
+
+	before := l.lists.Load()
+	if err := a.com.Disconnect(ctxT(t), consumer.StatusGoingAway); err != nil {
+		t.Fatal(err)
+	}
+	n.awaitRooms(t, rooms()...)
+	if l.lists.Load() == before {
+		t.Fatal("the room left by its last local socket was counted without a List")
+	}
+}

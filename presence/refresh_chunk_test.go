@@ -1,0 +1,312 @@
+package presence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/internal/testkit"
+)
+
+// chunkLayer is a Memory layer that records the entries of each TrackAll
+// call, can fail one of them, and can hold each call until the test lets
+// it go.
+type chunkLayer struct {
+	*channellayer.Memory
+
+	mu    sync.Mutex
+	calls [][]channellayer.Member // the entries of each TrackAll call, by call
+	fail  int                     // the call (from 1) that fails; 0: none
+	// held, if set, receives each call's release channel; the call waits
+	// until it is closed.
+	held chan chan struct{}
+}
+
+func (c *chunkLayer) TrackAll(ctx context.Context, groups map[string][]channellayer.Member, ttl time.Duration) error {
+	var entries []channellayer.Member
+	for _, es := range groups {
+		entries = append(entries, es...)
+	}
+	c.mu.Lock()
+	c.calls = append(c.calls, entries)
+	n, fail, held := len(c.calls), c.fail, c.held
+	c.mu.Unlock()
+	if held != nil {
+		release := make(chan struct{})
+		held <- release
+		<-release
+	}
+	if n == fail {
+		return errors.New("injected TrackAll failure")
+	}
+	return c.Memory.TrackAll(ctx, groups, ttl)
+}
+
+func (c *chunkLayer) recorded() [][]channellayer.Member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([][]channellayer.Member(nil), c.calls...)
+}
+
+// newChunkTracker returns a tracker on a chunkLayer with entries entries
+// in 5 groups ("g0" to "g4"), whose own loop never refreshes during the
+// test; and the names of the entries by group.
+func newChunkTracker(t *testing.T, entries int) (*Tracker, *chunkLayer, map[string][]string) {
+	t.Helper()
+	ctx := testkit.ContextWithin(t, 60*time.Second)
+	mem, err := channellayer.NewMemory(channellayer.MemoryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mem.Close(context.Background()) })
+	l := &chunkLayer{Memory: mem}
+	// The tracker's own loop never refreshes during the test (TTL/3).
+	tr, err := New(ctx, l, Options{TTL: time.Hour, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tr.Close(context.Background()) })
+	ids := make(map[string][]string)
+	for i := range entries {
+		group, id := fmt.Sprintf("g%d", i%5), fmt.Sprintf("conn-%d", i)
+		if err := tr.Track(ctx, group, fmt.Sprintf("user-%d", i), id, nil); err != nil {
+			t.Fatal(err)
+		}
+		ids[group] = append(ids[group], id)
+	}
+	return tr, l, ids
+}
+
+// untrackAll removes the entries from the layer (not from the tracker),
+// so that the layer holds afterwards exactly what a refresh wrote.
+func untrackAll(t *testing.T, mem *channellayer.Memory, ids map[string][]string) {
+	t.Helper()
+	ctx := testkit.Context(t)
+	for group, list := range ids {
+		for _, id := range list {
+			if err := mem.Untrack(ctx, group, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// listed returns the IDs of the entries the layer holds in the groups.
+func listed(t *testing.T, mem *channellayer.Memory, ids map[string][]string) map[string]bool {
+	t.Helper()
+	out := make(map[string]bool)
+	for group := range ids {
+		members, err := mem.List(testkit.Context(t), group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range members {
+			out[m.Key] = true
+		}
+	}
+	return out
+}
+
+// TestRefreshWritesInChunks: a refresh of 2 500 entries writes them with
+// TrackAll calls of at most refreshChunk entries (so three), every entry
+// once; when the second call fails, the refresh reports the failure and the
+// entries of the other calls are written all the same.
+func TestRefreshWritesInChunks(t *testing.T) {
+	const entries = 2500
+	for _, fail := range []int{0, 2} {
+		t.Run(fmt.Sprintf("fail%d", fail), func(t *testing.T) {
+			tr, l, ids := newChunkTracker(t, entries)
+			untrackAll(t, l.Memory, ids)
+			l.mu.Lock()
+			l.calls, l.fail = nil, fail
+			l.mu.Unlock()
+
+			if ok := tr.refresh(); ok != (fail == 0) {
+				t.Fatalf("refresh reported %v, want %v", ok, fail == 0)
+			}
+			calls := l.recorded()
+			want := (entries + refreshChunk - 1) / refreshChunk
+			if len(calls) < 2 || len(calls) != want {
+				t.Fatalf("%d TrackAll calls for %d entries, want %d (chunks of at most %d), more than one", len(calls), entries, want, refreshChunk)
+			}
+			seen := make(map[string]bool)
+			for i, c := range calls {
+				if len(c) == 0 || len(c) > refreshChunk {
+					t.Errorf("TrackAll call %d wrote %d entries, want 1 to %d", i+1, len(c), refreshChunk)
+				}
+				for _, m := range c {
+					if seen[m.Key] {
+						t.Errorf("entry %s written twice", m.Key)
+					}
+					seen[m.Key] = true
+				}
+			}
+			if len(seen) != entries {
+				t.Errorf("the refresh wrote %d entries, want %d", len(seen), entries)
+			}
+			failed := make(map[string]bool)
+			if fail > 0 {
+				for _, m := range calls[fail-1] {
+					failed[m.Key] = true
+				}
+			}
+			got := listed(t, l.Memory, ids)
+			if len(got) != entries-len(failed) {
+				t.Errorf("the layer holds %d entries after the refresh, want %d (all but the failed chunk's %d)",
+					len(got), entries-len(failed), len(failed))
+			}
+			for id := range got {
+				if failed[id] {
+					t.Errorf("entry %s of the failed chunk is in the layer", id)
+				}
+			}
+		})
+	}
+}
+
+// TestRefreshLetsLeaveInBetweenChunks: a Leave that comes while a refresh
+// writes its first chunk waits for that chunk only, not for the whole
+// refresh; and the entry that left is not written back by a later chunk
+// that had it in the refresh's snapshot.
+func TestRefreshLetsLeaveInBetweenChunks(t *testing.T) {
+	const entries = 3500 // four chunks
+	tr, l, ids := newChunkTracker(t, entries)
+	held := make(chan chan struct{})
+	l.mu.Lock()
+	l.calls, l.held = nil, held
+	l.mu.Unlock()
+
+	refreshed := make(chan bool, 1)
+	go func() { refreshed <- tr.refresh() }()
+	release := testkit.Receive(t, held, 10*time.Second, "the refresh's first TrackAll")
+	first := make(map[string]bool)
+	for _, m := range l.recorded()[0] {
+		first[m.Key] = true
+	}
+	var group, id string // an entry of a later chunk
+	for g, list := range ids {
+		for _, i := range list {
+			if !first[i] {
+				group, id = g, i
+			}
+		}
+	}
+	left := make(chan error, 1)
+	go func() { left <- tr.Leave(context.Background(), group, id, 0, false) }()
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		for _, g := range testkit.Goroutines() {
+			if g.In("presence.(*Tracker).Leave") && g.LockWait() {
+				return true
+			}
+		}
+		return false
+	}, "the Leave waiting for the chunk being written")
+
+	// Let the chunks go one by one: the Leave must be done before the last.
+	chunks, leftAt := 1, 0
+	for leftAt == 0 {
+		close(release)
+		select {
+		case err := <-left:
+			if err != nil {
+				t.Fatal(err)
+			}
+			leftAt = chunks
+		case release = <-held:
+			chunks++
+			if chunks > entries/refreshChunk+1 {
+				t.Fatalf("the refresh wrote all %d chunks before the Leave was done", chunks)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("neither the Leave nor the next chunk within 10 s")
+		}
+	}
+	if leftAt >= entries/refreshChunk+1 {
+		t.Fatalf("the Leave was done after chunk %d, the last: it waited for the whole refresh", leftAt)
+	}
+	// The rest of the refresh, if any chunk remains.
+	for done := false; !done; {
+		select {
+		case r := <-held:
+			close(r)
+		case ok := <-refreshed:
+			if !ok {
+				t.Fatal("the refresh reported a failure")
+			}
+			done = true
+		case <-time.After(10 * time.Second):
+			t.Fatal("the refresh did not end within 10 s")
+		}
+	}
+	if got := listed(t, l.Memory, ids); got[id] {
+		t.Fatalf("entry %s of %s is in the layer after it left: the refresh wrote it back", id, group)
+	}
+}
+
+// TestRefreshSkipsEntriesGoneSinceItsSnapshot: an entry that is no longer
+// tracked when its chunk's turn comes (it left while an earlier chunk was
+// written) is not written, though the refresh listed it at its start.
+func TestRefreshSkipsEntriesGoneSinceItsSnapshot(t *testing.T) {
+	const entries = 2500
+	tr, l, ids := newChunkTracker(t, entries)
+	untrackAll(t, l.Memory, ids)
+	held := make(chan chan struct{})
+	l.mu.Lock()
+	l.calls, l.held = nil, held
+	l.mu.Unlock()
+
+	refreshed := make(chan bool, 1)
+	go func() { refreshed <- tr.refresh() }()
+	release := testkit.Receive(t, held, 10*time.Second, "the refresh's first TrackAll")
+	first := make(map[string]bool)
+	for _, m := range l.recorded()[0] {
+		first[m.Key] = true
+	}
+	gone := make(map[string]bool) // an entry of each group not in the first chunk
+	for group, list := range ids {
+		for _, id := range list {
+			if !first[id] {
+				// What a Leave does while the first chunk is written: it
+				// forgets the entry here (and removes it from the layer,
+				// where untrackAll already did).
+				if tr.forget(group, id) == nil {
+					t.Fatalf("%s was not tracked", id)
+				}
+				gone[id] = true
+				break
+			}
+		}
+	}
+	if len(gone) == 0 {
+		t.Fatalf("the first TrackAll wrote all %d entries, want at most %d", len(first), refreshChunk)
+	}
+	close(release)
+	for done := false; !done; {
+		select {
+		case r := <-held:
+			close(r)
+		case ok := <-refreshed:
+			if !ok {
+				t.Fatal("the refresh reported a failure")
+			}
+			done = true
+		case <-time.After(10 * time.Second):
+			t.Fatal("the refresh did not end within 10 s")
+		}
+	}
+	got := listed(t, l.Memory, ids)
+	for id := range gone {
+		if got[id] {
+			t.Errorf("entry %s is in the layer: the refresh wrote it back after it left", id)
+		}
+	}
+	if len(got) != entries-len(gone) {
+		t.Errorf("the layer holds %d entries, want %d", len(got), entries-len(gone))
+	}
+}
