@@ -310,3 +310,40 @@ func TestRefreshSkipsEntriesGoneSinceItsSnapshot(t *testing.T) {
 		t.Errorf("the layer holds %d entries, want %d", len(got), entries-len(gone))
 	}
 }
+
+// TestRefreshDoesNotHoldDiffs: while a refresh waits on a slow layer, the
+// tracker's diffs go on (the refresh runs beside them, not in their loop).
+func TestRefreshDoesNotHoldDiffs(t *testing.T) {
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem, err := channellayer.NewMemory(channellayer.MemoryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mem.Close(context.Background()) })
+	l := &chunkLayer{Memory: mem, held: make(chan chan struct{}, 1)}
+	tr, err := New(ctx, l, Options{TTL: 300 * time.Millisecond, Interval: 20 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	adaCh, _ := mem.NewChannel(ctx)
+	if err := tr.Track(ctx, "room", "ada", adaCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	release := testkit.Receive(t, l.held, 10*time.Second, "a refresh's TrackAll")
+	defer func() { // the tracker closes after the refresh is let go
+		close(release)
+		go func() { // later refreshes are let go at once
+			for r := range l.held {
+				close(r)
+			}
+		}()
+		_ = tr.Close(context.Background())
+		close(l.held)
+	}()
+	bobCh, _ := mem.NewChannel(ctx)
+	if err := tr.Track(ctx, "room", "bob", bobCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitJoin(ctx, t, mem, adaCh, "room", "bob") // while the refresh is held
+}

@@ -478,22 +478,35 @@ func (t *Tracker) run() {
 	// refreshFailed: the last refresh failed, so it is tried again at the
 	// next tick, and entries may have expired and been swept meanwhile.
 	refreshFailed := false
+	// A refresh runs on a goroutine of its own, one at a time: its chunks
+	// may take a while on a loaded layer, and diffs and sweeps go on
+	// meanwhile. refreshed reports how it went.
+	refreshing := false
+	refreshed := make(chan bool, 1)
 	for {
 		select {
 		case <-t.stop:
 			return
 		case <-t.wake:
 			t.flush(false)
+		case ok := <-refreshed:
+			refreshing = false
+			failedBefore := refreshFailed
+			refreshFailed = !ok
+			if failedBefore && ok {
+				t.resignal()
+			}
 		case <-tick.C:
 			t.sweep()
 			t.flush(true)
-			if time.Since(lastRefresh) >= refreshEvery || refreshFailed {
+			if !refreshing && (time.Since(lastRefresh) >= refreshEvery || refreshFailed) {
 				lastRefresh = time.Now()
-				failedBefore := refreshFailed
-				refreshFailed = !t.refresh()
-				if failedBefore && !refreshFailed {
-					t.resignal()
-				}
+				refreshing = true
+				t.done.Add(1)
+				go func() {
+					defer t.done.Done()
+					refreshed <- t.refresh()
+				}()
 			}
 		}
 	}
@@ -720,6 +733,11 @@ func (t *Tracker) refresh() bool {
 	t.mu.Unlock()
 	ok := true
 	for start := 0; start < len(refs); start += refreshChunk {
+		select {
+		case <-t.stop: // closing: the entries are left to expire
+			return false
+		default:
+		}
 		if !t.refreshSome(refs[start:min(len(refs), start+refreshChunk)]) {
 			ok = false
 		}
