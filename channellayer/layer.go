@@ -81,7 +81,10 @@ type ExceptSender interface {
 // cluster-wide. Entries live until Untrack or until their TTL passes without
 // a refresh; the owner refreshes an entry by tracking it again.
 type Presence interface {
-	// Track adds or refreshes an entry; it expires ttl from now.
+	// Track adds or refreshes an entry; it expires ttl from now. The
+	// layer may keep info as it is (the memory layer does, rather than
+	// hold a second copy of every entry): do not modify it afterwards,
+	// nor the Info of a Member that List or Expire returns.
 	Track(ctx context.Context, group, key string, info []byte, ttl time.Duration) error
 	// Untrack removes an entry at once.
 	Untrack(ctx context.Context, group, key string) error

@@ -327,7 +327,7 @@ func (m *Memory) Track(ctx context.Context, group, key string, info []byte, ttl 
 		g = make(map[string]memEntry)
 		m.presence[group] = g
 	}
-	g[key] = memEntry{info: append([]byte(nil), info...), expires: time.Now().Add(ttl)}
+	g[key] = memEntry{info: info, expires: time.Now().Add(ttl)} // kept as it is: see Presence.Track
 	return nil
 }
 

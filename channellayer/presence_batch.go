@@ -12,7 +12,8 @@ import (
 // one per entry. Both backends implement it.
 type PresenceRefresher interface {
 	// TrackAll adds or refreshes every entry of groups (group → entries);
-	// each expires ttl from now, as if tracked one by one with Track.
+	// each expires ttl from now, as if tracked one by one with Track
+	// (which may keep the infos as they are).
 	TrackAll(ctx context.Context, groups map[string][]Member, ttl time.Duration) error
 	// ExpireAll is Expire for many groups in one call: it removes their
 	// expired entries and returns them by group (groups with none are
@@ -82,7 +83,7 @@ func (m *Memory) TrackAll(ctx context.Context, groups map[string][]Member, ttl t
 			m.presence[group] = g
 		}
 		for _, e := range entries {
-			g[e.Key] = memEntry{info: append([]byte(nil), e.Info...), expires: expires}
+			g[e.Key] = memEntry{info: e.Info, expires: expires} // kept as it is: see Presence.Track
 		}
 	}
 	return nil
