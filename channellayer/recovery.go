@@ -39,6 +39,11 @@ func (r *Recovery) Fresh(m Message) bool {
 	return true
 }
 
+// Filters reports whether Fresh may still drop a live message as a repeat:
+// false once a live message has passed the newest of Messages, and when
+// the history read returned nothing (then nothing can repeat).
+func (r *Recovery) Filters() bool { return r.last != "" }
+
 // JoinSince adds channel to group and reads the group's history after since,
 // in that order, so that nothing recorded in between is skipped: a message
 // recorded after GroupAdd reaches the channel live, and a message that is

@@ -19,8 +19,8 @@ import (
 type roomConsumer struct {
 	app     *App
 	room    string
-	user    consumer.User
-	joined  bool // Connect accepted the socket
+	user    *consumer.User // the scope's: never nil once Connect accepted
+	joined  bool           // Connect accepted the socket
 	limiter *rate.Limiter
 	flight  inflight // messages handed to the layer, not yet recorded
 
@@ -50,7 +50,7 @@ func (rc *roomConsumer) Connect(ctx context.Context, c *consumer.Conn) error {
 	if err != nil {
 		return consumer.Refuse(http.StatusBadRequest, err.Error())
 	}
-	rc.room, rc.user = room, *scope.User
+	rc.room, rc.user = room, scope.User
 	rc.marker = newMarker()
 	c.On(eventMessage, rc.forward)
 	c.On(eventTyping, rc.onTyping)

@@ -139,9 +139,11 @@ func (c *Conn) GroupAddSince(ctx context.Context, group, since string, recent in
 		return rec, err
 	}
 	c.caughtUp(group)
-	filter := rec
-	filter.Messages = nil // only the newest ID is needed: keep no history per connection
-	c.resumes = append(c.resumes, resume{group: group, filter: filter})
+	if rec.Filters() { // else nothing live can repeat what it returned
+		filter := rec
+		filter.Messages = nil // only the newest ID is needed: keep no history per connection
+		c.resumes = append(c.resumes, resume{group: group, filter: filter})
+	}
 	return rec, nil
 }
 

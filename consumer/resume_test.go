@@ -63,3 +63,35 @@ func TestResumeFilterIsDropped(t *testing.T) {
 		t.Fatalf("the filter is kept after the stream passed it: %+v", c.resumes)
 	}
 }
+
+// TestResumeOfAnEmptyHistoryKeepsNoFilter: a join whose history read
+// returned nothing cannot see a repeat, so the connection keeps no filter.
+func TestResumeOfAnEmptyHistoryKeepsNoFilter(t *testing.T) {
+	ctx := context.Background()
+	layer, err := channellayer.NewMemory(channellayer.MemoryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { layer.Close(ctx) })
+	ch, err := layer.NewChannel(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Conn{srv: &Server{layer: layer}, channel: ch}
+	rec, err := c.GroupAddSince(ctx, "quiet", "", 10)
+	if err != nil || len(rec.Messages) != 0 || rec.Filters() {
+		t.Fatalf("GroupAddSince on an empty history: %d messages, filters %v, %v", len(rec.Messages), rec.Filters(), err)
+	}
+	if c.resumes != nil {
+		t.Fatalf("a filter is kept for a join that returned nothing: %+v", c.resumes)
+	}
+	m, _ := channellayer.NewMessage("post", map[string]int{"n": 1})
+	first, err := layer.GroupSendRecorded(ctx, "quiet", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Group = "quiet"
+	if c.repeat(first) {
+		t.Fatal("the group's first message was taken for a repeat")
+	}
+}
