@@ -165,6 +165,7 @@ func New(cfg Config) (*App, error) {
 	srv, err := consumer.NewServer(consumer.Options{
 		Layer: cfg.Layer, ReadLimit: frameReadLimit, OnClosing: m.closed, Logger: cfg.Logger,
 		OnUnhandled:   m.unhandled,
+		OnBusy:        m.busy.Inc,
 		Presence:      presence.Options{TTL: cfg.PresenceTTL, Interval: cfg.UsersInterval, Logger: cfg.Logger},
 		PresenceGrace: cfg.Grace,
 	})

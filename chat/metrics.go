@@ -21,6 +21,9 @@ type metrics struct {
 	// unhandledEvents counts layer events that reached a socket with no
 	// handler for their type (a bug or a newer node's event).
 	unhandledEvents *prometheus.CounterVec
+	// busy counts connections refused because too many were starting at
+	// once (consumer.Options.MaxConnecting): a reconnect storm.
+	busy prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -48,8 +51,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		unhandledEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatterpro_unhandled_events_total", Help: "Layer events dropped because their type had no handler, by type.",
 		}, []string{"type"}),
+		busy: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "chatterpro_connections_busy_total", Help: "Connections refused with 503 because too many were starting at once; they retry.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.conns, m.in, m.out, m.errors, m.closes, m.layer, m.unhandledEvents} {
+	for _, c := range []prometheus.Collector{m.conns, m.in, m.out, m.errors, m.closes, m.layer, m.unhandledEvents, m.busy} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

@@ -9,3 +9,11 @@ func SetReadLinger(d time.Duration) (restore func()) {
 	readLinger = d
 	return func() { readLinger = old }
 }
+
+// SetConnectWait sets how long a connection waits for a turn in Connect,
+// for a test; the returned func restores it.
+func SetConnectWait(d time.Duration) (restore func()) {
+	old := connectWait
+	connectWait = d
+	return func() { connectWait = old }
+}

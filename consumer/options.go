@@ -44,6 +44,17 @@ type Options struct {
 	// OnClosing, if set, is called once per connection as it starts
 	// closing, with its close code (for metrics). It must not block.
 	OnClosing func(code StatusCode)
+	// MaxConnecting is how many connections may be in Connect at once. A
+	// connection over it waits up to a second for its turn, then is
+	// refused with ErrBusy (a websocket or event stream request gets 503
+	// and Retry-After: 1). When a node dies and its clients all come to
+	// the others at once, the storm then waits at the clients, with their
+	// backoff, and not in the layer's connection pool, where it would hold
+	// up everyone's presence refresh. Defaults to 64; negative: no limit.
+	MaxConnecting int
+	// OnBusy, if set, is called for every connection refused with
+	// ErrBusy (for a metric). It must not block.
+	OnBusy func()
 	// OnUnhandled, if set, is called for every layer event that reached a
 	// connection with no handler for its type (see Conn.On), for a
 	// metric. It must not block. Such events are also logged at warn
@@ -77,6 +88,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.ReadLimit == 0 {
 		o.ReadLimit = 32 << 10
+	}
+	if o.MaxConnecting == 0 {
+		o.MaxConnecting = 64
 	}
 	if o.QueueBytes == 0 {
 		o.QueueBytes = 1 << 20

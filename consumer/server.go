@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer/internal/dispatch"
@@ -30,7 +31,10 @@ type Server struct {
 	poll   *poll.Poller // nil where sockets are not watched
 	pinger *ping.Pinger
 	disp   *dispatch.Config // what every connection's dispatcher shares
-	sse    *sse.Hub         // event streams of the fallback transport (sse.go)
+	// connecting holds a token for each connection in Connect; nil: no
+	// limit (Options.MaxConnecting).
+	connecting chan struct{}
+	sse        *sse.Hub // event streams of the fallback transport (sse.go)
 
 	mu       sync.Mutex
 	conns    map[*Conn]struct{}
@@ -73,11 +77,46 @@ func NewServer(opts Options) (*Server, error) {
 		disp:   dispatch.NewConfig(opts.Layer, opts.Coalesce),
 		sse:    sse.NewHub(opts.Layer, opts.Logger),
 	}
+	if opts.MaxConnecting > 0 {
+		s.connecting = make(chan struct{}, opts.MaxConnecting)
+	}
 	return s, nil
 }
 
 // ErrShutdown refuses connections to a server that is shutting down.
 var ErrShutdown = errors.New("consumer: server shutting down")
+
+// ErrBusy refuses a connection that waited too long for its turn in
+// Connect (Options.MaxConnecting): the client should try again shortly.
+var ErrBusy = errors.New("consumer: too many connections starting at once; try again in a moment")
+
+// connectWait is how long a connection waits for a turn in Connect.
+var connectWait = time.Second
+
+// turn takes a turn in Connect, waiting up to connectWait for one; false
+// if none came. done gives it back.
+func (s *Server) turn() (ok bool, done func()) {
+	if s.connecting == nil {
+		return true, func() {}
+	}
+	done = func() { <-s.connecting }
+	select {
+	case s.connecting <- struct{}{}:
+		return true, done
+	default:
+	}
+	t := time.NewTimer(connectWait)
+	defer t.Stop()
+	select {
+	case s.connecting <- struct{}{}:
+		return true, done
+	case <-t.C:
+		if s.opts.OnBusy != nil {
+			s.opts.OnBusy()
+		}
+		return false, nil
+	}
+}
 
 // Serve runs one connection: it calls cons.Connect, and if that accepts,
 // accept to complete the handshake, then serves the connection until it
@@ -97,6 +136,11 @@ func (s *Server) Serve(scope Scope, cons Consumer, accept func() (Transport, err
 	s.running.Add(1)
 	s.mu.Unlock()
 
+	ok, done := s.turn()
+	if !ok {
+		s.running.Done()
+		return ErrBusy
+	}
 	ctx, cancel := context.WithCancel(s.base)
 	servingOn := false // from then on Conn.end releases the connection
 	defer func() {
@@ -107,10 +151,12 @@ func (s *Server) Serve(scope Scope, cons Consumer, accept func() (Transport, err
 	}()
 	name, err := s.layer.NewChannel(ctx)
 	if err != nil {
+		done()
 		return fmt.Errorf("consumer: creating the connection's channel: %w", err)
 	}
 	c := newConn(s, scope, cons, name, ctx, cancel)
 	connectErr := c.connect()
+	done()
 	if connectErr != nil {
 		s.release(c)
 		return connectErr
@@ -193,6 +239,8 @@ func (s *Server) ServeWebSocket(w http.ResponseWriter, r *http.Request, scope Sc
 		http.Error(w, refuse.Reason, refuse.Status)
 	case errors.Is(err, ErrShutdown):
 		http.Error(w, "server restarting, try another", http.StatusServiceUnavailable)
+	case errors.Is(err, ErrBusy):
+		busy(w)
 	default:
 		// accept failed (it answered the client itself) or the layer did.
 		if !errors.Is(err, errAcceptFailed) {
@@ -243,4 +291,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		_ = s.closeTracker(context.Background())
 		return ctx.Err()
 	}
+}
+
+// busy answers a request refused with ErrBusy.
+func busy(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "1")
+	http.Error(w, "server busy: too many connections starting at once, try again in a moment", http.StatusServiceUnavailable)
 }

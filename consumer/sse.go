@@ -68,6 +68,8 @@ func (s *Server) ServeSSE(w http.ResponseWriter, r *http.Request, scope Scope, c
 		http.Error(w, refuse.Reason, refuse.Status)
 	case errors.Is(err, ErrShutdown):
 		http.Error(w, "server restarting, try another", http.StatusServiceUnavailable)
+	case errors.Is(err, ErrBusy):
+		busy(w)
 	case st != nil:
 		s.log.Debug("event stream failed at its start", "path", scope.Path, "err", err)
 	case errors.Is(err, channellayer.ErrUnavailable):
