@@ -39,6 +39,7 @@ type clusterConfig struct {
 	ladderStep  time.Duration // length of each ladder step (30 s)
 	idle        time.Duration // quiet window measuring presence upkeep (15 s)
 	kill        bool          // SIGKILL the last node at the end (true)
+	keepLogs    bool          // keep the folder of the processes' logs (false)
 	presenceTTL time.Duration // the nodes' --presence-ttl (30 s)
 	p99         time.Duration // a chat phase passes with p99 below this (250 ms)
 	drain       time.Duration // wait for late deliveries after a chat phase (5 s)
@@ -325,7 +326,11 @@ func runClusterScenario(ctx context.Context, cfg *config, args []string) (*clust
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
+	if cfg.cluster.keepLogs {
+		defer logf("cluster: the nodes' and Redis's logs are in %s", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
 	run, err := runCluster(ctx, cfg, dir)
 	if run == nil {
 		return nil, err

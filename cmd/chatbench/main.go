@@ -139,6 +139,7 @@ func parseFlags(args []string) (*config, bool, string, error) {
 	fs.DurationVar(&cc.ladderStep, "ladder-step", 30*time.Second, "cluster: length of each ladder step")
 	fs.DurationVar(&cc.idle, "idle-window", 15*time.Second, "cluster: quiet window after presence converged, measuring what presence upkeep costs (0: none)")
 	fs.BoolVar(&cc.kill, "kill", true, "cluster: SIGKILL one node at the end and measure the way back")
+	fs.BoolVar(&cc.keepLogs, "keep-logs", false, "cluster: keep the nodes' and Redis's logs (the folder is printed)")
 	fs.DurationVar(&cc.presenceTTL, "presence-ttl", 30*time.Second, "cluster: the nodes' --presence-ttl")
 	fs.DurationVar(&cc.p99, "cluster-p99", 250*time.Millisecond, "cluster: a chat phase passes with p99 below this and nothing lost")
 	fs.DurationVar(&cc.drain, "cluster-drain", 5*time.Second, "cluster: how long a chat phase waits for late deliveries")
