@@ -778,13 +778,14 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 		time.Sleep(250 * time.Millisecond)
 	}
 	if goneAt.IsZero() {
-		wrong := 0
+		wrong, lo, hi := 0, int64(roomSize), int64(roomSize)
 		for _, n := range counts {
 			if n != int64(roomSize) {
 				wrong++
 			}
+			lo, hi = min(lo, n), max(hi, n)
 		}
-		fail("the dead node's presence entries were not all gone %s after the kill (%d rooms with another count than %d; err %v)", time.Since(killAt).Round(time.Second), wrong, roomSize, err)
+		fail("the dead node's presence entries were not all gone %s after the kill (%d rooms with another count than %d, from %d to %d; err %v)", time.Since(killAt).Round(time.Second), wrong, roomSize, lo, hi, err)
 	} else {
 		m["kill_entries_gone_s"] = goneAt.Sub(killAt).Seconds()
 		logf("cluster: kill: the dead node's presence entries gone %.1f s after the kill", m["kill_entries_gone_s"])
