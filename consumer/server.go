@@ -91,7 +91,7 @@ var ErrShutdown = errors.New("consumer: server shutting down")
 var ErrBusy = errors.New("consumer: too many connections starting at once; try again in a moment")
 
 // connectWait is how long a connection waits for a turn in Connect.
-var connectWait = time.Second
+var connectWait = 3 * time.Second
 
 // turn takes a turn in Connect, waiting up to connectWait for one; false
 // if none came. done gives it back.
