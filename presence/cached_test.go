@@ -1,11 +1,9 @@
 package presence
 
 import (
-	"context"
 	"testing"
 	"time"
 
-	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/internal/testkit"
 )
 
@@ -24,23 +22,11 @@ func keys(list []Presence) []string {
 // gone with the group's last local entry.
 func TestCachedFollowsTheDiffs(t *testing.T) {
 	ctx := testkit.ContextWithin(t, 30*time.Second)
-	mem, err := channellayer.NewMemory(channellayer.MemoryOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = mem.Close(context.Background()) })
+	mem := newMemory(t)
 	counting := &countingLayer{Memory: mem}
 	opts := Options{Interval: 20 * time.Millisecond}
-	a, err := New(ctx, counting, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.Close(context.Background()) })
-	b, err := New(ctx, mem, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	a := newTracker(t, ctx, counting, opts)
+	b := newTracker(t, ctx, mem, opts)
 
 	if list, ok := a.Cached("room"); ok {
 		t.Fatalf("Cached of a group not tracked here: %v, want none", list)

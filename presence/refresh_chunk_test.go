@@ -60,18 +60,10 @@ func (c *chunkLayer) recorded() [][]channellayer.Member {
 func newChunkTracker(t *testing.T, entries int) (*Tracker, *chunkLayer, map[string][]string) {
 	t.Helper()
 	ctx := testkit.ContextWithin(t, 60*time.Second)
-	mem, err := channellayer.NewMemory(channellayer.MemoryOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = mem.Close(context.Background()) })
+	mem := newMemory(t)
 	l := &chunkLayer{Memory: mem}
 	// The tracker's own loop never refreshes during the test (TTL/3).
-	tr, err := New(ctx, l, Options{TTL: time.Hour, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tr.Close(context.Background()) })
+	tr := newTracker(t, ctx, l, Options{TTL: time.Hour, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ids := make(map[string][]string)
 	for i := range entries {
 		group, id := fmt.Sprintf("g%d", i%5), fmt.Sprintf("conn-%d", i)
@@ -81,6 +73,44 @@ func newChunkTracker(t *testing.T, entries int) (*Tracker, *chunkLayer, map[stri
 		ids[group] = append(ids[group], id)
 	}
 	return tr, l, ids
+}
+
+// holdRefresh starts a refresh of tr whose TrackAll calls on l wait to be
+// let go: it returns where each call's release arrives, what the refresh
+// reports, the release of its first call, and the IDs that call writes.
+func holdRefresh(t *testing.T, tr *Tracker, l *chunkLayer) (held chan chan struct{}, refreshed chan bool, release chan struct{}, first map[string]bool) {
+	t.Helper()
+	held = make(chan chan struct{})
+	l.mu.Lock()
+	l.calls, l.held = nil, held
+	l.mu.Unlock()
+	refreshed = make(chan bool, 1)
+	go func() { refreshed <- tr.refresh() }()
+	release = testkit.Receive(t, held, 10*time.Second, "the refresh's first TrackAll")
+	first = make(map[string]bool)
+	for _, m := range l.recorded()[0] {
+		first[m.Key] = true
+	}
+	return held, refreshed, release, first
+}
+
+// finishRefresh lets the rest of a held refresh go and fails the test
+// unless it reports success.
+func finishRefresh(t *testing.T, held chan chan struct{}, refreshed chan bool) {
+	t.Helper()
+	for {
+		select {
+		case r := <-held:
+			close(r)
+		case ok := <-refreshed:
+			if !ok {
+				t.Fatal("the refresh reported a failure")
+			}
+			return
+		case <-time.After(10 * time.Second):
+			t.Fatal("the refresh did not end within 10 s")
+		}
+	}
 }
 
 // untrackAll removes the entries from the layer (not from the tracker),
@@ -177,18 +207,7 @@ func TestRefreshWritesInChunks(t *testing.T) {
 func TestRefreshLetsLeaveInBetweenChunks(t *testing.T) {
 	const entries = 3500 // four chunks
 	tr, l, ids := newChunkTracker(t, entries)
-	held := make(chan chan struct{})
-	l.mu.Lock()
-	l.calls, l.held = nil, held
-	l.mu.Unlock()
-
-	refreshed := make(chan bool, 1)
-	go func() { refreshed <- tr.refresh() }()
-	release := testkit.Receive(t, held, 10*time.Second, "the refresh's first TrackAll")
-	first := make(map[string]bool)
-	for _, m := range l.recorded()[0] {
-		first[m.Key] = true
-	}
+	held, refreshed, release, first := holdRefresh(t, tr, l)
 	var group, id string // an entry of a later chunk
 	for g, list := range ids {
 		for _, i := range list {
@@ -231,19 +250,7 @@ func TestRefreshLetsLeaveInBetweenChunks(t *testing.T) {
 		t.Fatalf("the Leave was done after chunk %d, the last: it waited for the whole refresh", leftAt)
 	}
 	// The rest of the refresh, if any chunk remains.
-	for done := false; !done; {
-		select {
-		case r := <-held:
-			close(r)
-		case ok := <-refreshed:
-			if !ok {
-				t.Fatal("the refresh reported a failure")
-			}
-			done = true
-		case <-time.After(10 * time.Second):
-			t.Fatal("the refresh did not end within 10 s")
-		}
-	}
+	finishRefresh(t, held, refreshed)
 	if got := listed(t, l.Memory, ids); got[id] {
 		t.Fatalf("entry %s of %s is in the layer after it left: the refresh wrote it back", id, group)
 	}
@@ -256,18 +263,7 @@ func TestRefreshSkipsEntriesGoneSinceItsSnapshot(t *testing.T) {
 	const entries = 2500
 	tr, l, ids := newChunkTracker(t, entries)
 	untrackAll(t, l.Memory, ids)
-	held := make(chan chan struct{})
-	l.mu.Lock()
-	l.calls, l.held = nil, held
-	l.mu.Unlock()
-
-	refreshed := make(chan bool, 1)
-	go func() { refreshed <- tr.refresh() }()
-	release := testkit.Receive(t, held, 10*time.Second, "the refresh's first TrackAll")
-	first := make(map[string]bool)
-	for _, m := range l.recorded()[0] {
-		first[m.Key] = true
-	}
+	held, refreshed, release, first := holdRefresh(t, tr, l)
 	gone := make(map[string]bool) // an entry of each group not in the first chunk
 	for group, list := range ids {
 		for _, id := range list {
@@ -287,19 +283,7 @@ func TestRefreshSkipsEntriesGoneSinceItsSnapshot(t *testing.T) {
 		t.Fatalf("the first TrackAll wrote all %d entries, want at most %d", len(first), refreshChunk)
 	}
 	close(release)
-	for done := false; !done; {
-		select {
-		case r := <-held:
-			close(r)
-		case ok := <-refreshed:
-			if !ok {
-				t.Fatal("the refresh reported a failure")
-			}
-			done = true
-		case <-time.After(10 * time.Second):
-			t.Fatal("the refresh did not end within 10 s")
-		}
-	}
+	finishRefresh(t, held, refreshed)
 	got := listed(t, l.Memory, ids)
 	for id := range gone {
 		if got[id] {
@@ -315,11 +299,7 @@ func TestRefreshSkipsEntriesGoneSinceItsSnapshot(t *testing.T) {
 // tracker's diffs go on (the refresh runs beside them, not in their loop).
 func TestRefreshDoesNotHoldDiffs(t *testing.T) {
 	ctx := testkit.ContextWithin(t, 30*time.Second)
-	mem, err := channellayer.NewMemory(channellayer.MemoryOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = mem.Close(context.Background()) })
+	mem := newMemory(t)
 	l := &chunkLayer{Memory: mem, held: make(chan chan struct{}, 1)}
 	tr, err := New(ctx, l, Options{TTL: 300 * time.Millisecond, Interval: 20 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})

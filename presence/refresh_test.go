@@ -52,26 +52,14 @@ func waitLeave(ctx context.Context, t *testing.T, l channellayer.Layer, channel,
 // changed there.
 func TestRefreshAfterFailureAnnouncesTheReturn(t *testing.T) {
 	ctx := testkit.ContextWithin(t, 30*time.Second)
-	mem, err := channellayer.NewMemory(channellayer.MemoryOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = mem.Close(context.Background()) })
+	mem := newMemory(t)
 	flaky := &failingRefresh{Memory: mem}
 	logs := &syncBuffer{}
 	opts := Options{TTL: 600 * time.Millisecond, Interval: 50 * time.Millisecond}
 	aOpts := opts
 	aOpts.Logger = slog.New(slog.NewTextHandler(logs, nil))
-	a, err := New(ctx, flaky, aOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.Close(context.Background()) })
-	b, err := New(ctx, mem, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	a := newTracker(t, ctx, flaky, aOpts)
+	b := newTracker(t, ctx, mem, opts)
 
 	adaCh, _ := mem.NewChannel(ctx)
 	bobCh, _ := mem.NewChannel(ctx)
