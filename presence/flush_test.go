@@ -121,11 +121,7 @@ func TestTrackerFlushReadsInBatches(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := testkit.ContextWithin(t, 60*time.Second)
-			mem, err := channellayer.NewMemory(channellayer.MemoryOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = mem.Close(context.Background()) })
+			mem := newMemory(t)
 			counting := &countingLayer{Memory: mem}
 			var layerA channellayer.Layer = counting
 			if !tt.lister {
@@ -133,21 +129,14 @@ func TestTrackerFlushReadsInBatches(t *testing.T) {
 			}
 			logs := &syncBuffer{}
 			opts := Options{Interval: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(logs, nil))}
-			a, err := New(ctx, layerA, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = a.Close(context.Background()) })
-			b, err := New(ctx, mem, Options{Interval: 50 * time.Millisecond})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = b.Close(context.Background()) })
+			a := newTracker(t, ctx, layerA, opts)
+			b := newTracker(t, ctx, mem, Options{Interval: 50 * time.Millisecond})
 
 			names := make([]string, groups)
 			chans := make([]string, groups)
 			for i := range groups {
 				names[i] = fmt.Sprintf("room-%03d", i)
+				var err error
 				if chans[i], err = mem.NewChannel(ctx); err != nil {
 					t.Fatal(err)
 				}
@@ -196,8 +185,11 @@ func TestTrackerFlushReadsInBatches(t *testing.T) {
 				if lists != 0 {
 					t.Errorf("%d List calls, want none: flushes read with ListAll", lists)
 				}
-				if read < groups || !slices.Contains(listAlls, flushChunk) {
-					t.Errorf("ListAll calls read %v groups, want at least %d in all, and one call of %d", listAlls, groups, flushChunk)
+				// A failed read makes its groups due again an Interval
+				// later, so after a failure the rest may go first, in a
+				// call of fewer than flushChunk.
+				if read < groups || (tt.fail == 0 && !slices.Contains(listAlls, flushChunk)) {
+					t.Errorf("ListAll calls read %v groups, want at least %d in all, and (without a failure) one call of %d", listAlls, groups, flushChunk)
 				}
 			} else {
 				if len(listAlls) != 0 {
