@@ -12,26 +12,11 @@ import (
 // returned.
 func TestResumeFilterIsDropped(t *testing.T) {
 	ctx := context.Background()
-	layer, err := channellayer.NewMemory(channellayer.MemoryOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { layer.Close(ctx) })
+	c, layer := resumeConn(t)
 	var recs []channellayer.Message
 	for i := range 3 {
-		m, _ := channellayer.NewMessage("post", map[string]int{"n": i})
-		r, err := layer.GroupSendRecorded(ctx, "feed", m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.Group = "feed"
-		recs = append(recs, r)
+		recs = append(recs, recordPost(t, layer, "feed", i))
 	}
-	ch, err := layer.NewChannel(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &Conn{srv: &Server{layer: layer}, channel: ch}
 	rec, err := c.GroupAddSince(ctx, "feed", recs[0].ID, 10)
 	if err != nil || !rec.Recovered || len(rec.Messages) != 2 {
 		t.Fatalf("GroupAddSince: %d messages, recovered %v, %v; want the 2 after the first", len(rec.Messages), rec.Recovered, err)
@@ -50,12 +35,7 @@ func TestResumeFilterIsDropped(t *testing.T) {
 	if len(c.resumes) != 1 {
 		t.Fatal("the filter went before the stream passed the recovered messages")
 	}
-	m, _ := channellayer.NewMessage("post", map[string]int{"n": 3})
-	fresh, err := layer.GroupSendRecorded(ctx, "feed", m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fresh.Group = "feed"
+	fresh := recordPost(t, layer, "feed", 3)
 	if c.repeat(fresh) {
 		t.Fatal("a new message was taken for a repeat")
 	}
@@ -67,31 +47,45 @@ func TestResumeFilterIsDropped(t *testing.T) {
 // TestResumeOfAnEmptyHistoryKeepsNoFilter: a join whose history read
 // returned nothing cannot see a repeat, so the connection keeps no filter.
 func TestResumeOfAnEmptyHistoryKeepsNoFilter(t *testing.T) {
-	ctx := context.Background()
-	layer, err := channellayer.NewMemory(channellayer.MemoryOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { layer.Close(ctx) })
-	ch, err := layer.NewChannel(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &Conn{srv: &Server{layer: layer}, channel: ch}
-	rec, err := c.GroupAddSince(ctx, "quiet", "", 10)
+	c, layer := resumeConn(t)
+	rec, err := c.GroupAddSince(context.Background(), "quiet", "", 10)
 	if err != nil || len(rec.Messages) != 0 || rec.Filters() {
 		t.Fatalf("GroupAddSince on an empty history: %d messages, filters %v, %v", len(rec.Messages), rec.Filters(), err)
 	}
 	if c.resumes != nil {
 		t.Fatalf("a filter is kept for a join that returned nothing: %+v", c.resumes)
 	}
-	m, _ := channellayer.NewMessage("post", map[string]int{"n": 1})
-	first, err := layer.GroupSendRecorded(ctx, "quiet", m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first.Group = "quiet"
+	first := recordPost(t, layer, "quiet", 1)
 	if c.repeat(first) {
 		t.Fatal("the group's first message was taken for a repeat")
 	}
+}
+
+// resumeConn returns a bare connection (no transport, no runtime) with a
+// channel on a memory layer, enough for GroupAddSince and repeat.
+func resumeConn(t *testing.T) (*Conn, *channellayer.Memory) {
+	t.Helper()
+	layer, err := channellayer.NewMemory(channellayer.MemoryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { layer.Close(context.Background()) })
+	ch, err := layer.NewChannel(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Conn{srv: &Server{layer: layer}, channel: ch}, layer
+}
+
+// recordPost records post number n in group and returns it as the group's
+// live event would carry it.
+func recordPost(t *testing.T, layer *channellayer.Memory, group string, n int) channellayer.Message {
+	t.Helper()
+	m, _ := channellayer.NewMessage("post", map[string]int{"n": n})
+	r, err := layer.GroupSendRecorded(context.Background(), group, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Group = group
+	return r
 }
