@@ -131,6 +131,16 @@ type Notifier interface {
 	TryReceive(channel string) (m Message, ok bool, err error)
 }
 
+// ChannelCapacity is implemented by layers that can make a channel hold
+// more (or fewer) messages than the layer's capacity: a channel that takes
+// bursts, such as the one of a process's presence tracker. Both backends
+// implement it.
+type ChannelCapacity interface {
+	// NewChannelCapacity is NewChannel for a channel that holds up to
+	// capacity messages; 0 means the layer's capacity.
+	NewChannelCapacity(ctx context.Context, capacity int) (string, error)
+}
+
 // Drainer is implemented by layers that can hand over, in one call, every
 // message waiting on a channel of this process: a consumer woken by Notify
 // takes a burst at once instead of one TryReceive per message. Both

@@ -110,7 +110,10 @@ func processOf(name string) (string, bool) {
 	return p, ok && p != ""
 }
 
-func (l *local) newChannel() (string, error) {
+func (l *local) newChannel(capacity int) (string, error) {
+	if capacity <= 0 {
+		capacity = l.capacity
+	}
 	name := l.prefix + strconv.FormatUint(l.seq.Add(1), 36)
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -119,7 +122,7 @@ func (l *local) newChannel() (string, error) {
 	}
 	l.channels[name] = &channel{
 		name:     name,
-		capacity: l.capacity,
+		capacity: capacity,
 		expiry:   int64(l.expiry),
 	}
 	return name, nil

@@ -138,10 +138,15 @@ func NewMemory(opts MemoryOptions) (*Memory, error) {
 }
 
 func (m *Memory) NewChannel(ctx context.Context) (string, error) {
+	return m.NewChannelCapacity(ctx, 0)
+}
+
+// NewChannelCapacity implements ChannelCapacity.
+func (m *Memory) NewChannelCapacity(ctx context.Context, capacity int) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
-	return m.local.newChannel()
+	return m.local.newChannel(capacity)
 }
 
 func (m *Memory) Send(ctx context.Context, channel string, msg Message) error {

@@ -5,6 +5,9 @@ var (
 	_ Notifier = (*Redis)(nil)
 	_ Drainer  = (*Memory)(nil)
 	_ Drainer  = (*Redis)(nil)
+
+	_ ChannelCapacity = (*Memory)(nil)
+	_ ChannelCapacity = (*Redis)(nil)
 )
 
 // Notify implements Notifier.

@@ -394,10 +394,15 @@ func checkMessage(msg Message) error {
 // Layer.
 
 func (r *Redis) NewChannel(ctx context.Context) (string, error) {
+	return r.NewChannelCapacity(ctx, 0)
+}
+
+// NewChannelCapacity implements ChannelCapacity.
+func (r *Redis) NewChannelCapacity(ctx context.Context, capacity int) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
-	return r.local.newChannel()
+	return r.local.newChannel(capacity)
 }
 
 func (r *Redis) Send(ctx context.Context, channel string, msg Message) error {

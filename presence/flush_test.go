@@ -3,6 +3,7 @@ package presence
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -101,12 +102,15 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// TestTrackerFlushReadsInBatches: when 600 groups change at once, a
-// tracker on a PresenceLister reads their states with ListAll calls of at
-// most 500 groups and no List (its first ListAll is held until every group
-// is due, so that a flush has more than 500 to read); on a layer without
-// it, with one List per group. Either way, every group's local entry gets the diff, also when the
-// first ListAll fails (its groups are read again at the next flush).
+// TestTrackerFlushReadsInBatches: when 600 groups are to be read in full
+// at once (here: a process of a release before incremental signals tracks
+// someone in each, and asks every tracker to read the group), a tracker on
+// a PresenceLister reads their states with ListAll calls of at most 500
+// groups and no List (its first ListAll is held until every group is due,
+// so that a flush has more than 500 to read); on a layer without it, with
+// one List per group. Either way, every group's local entry gets the diff,
+// also when the first ListAll fails (its groups are read again at the next
+// flush).
 func TestTrackerFlushReadsInBatches(t *testing.T) {
 	const groups = 600
 	tests := []struct {
@@ -130,7 +134,6 @@ func TestTrackerFlushReadsInBatches(t *testing.T) {
 			logs := &syncBuffer{}
 			opts := Options{Interval: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(logs, nil))}
 			a := newTracker(t, ctx, layerA, opts)
-			b := newTracker(t, ctx, mem, Options{Interval: 50 * time.Millisecond})
 
 			names := make([]string, groups)
 			chans := make([]string, groups)
@@ -153,13 +156,7 @@ func TestTrackerFlushReadsInBatches(t *testing.T) {
 			}
 			entered := counting.reset(tt.fail, gate)
 			for i := range groups {
-				ch, err := mem.NewChannel(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := b.Track(ctx, names[i], "bob", ch, nil); err != nil {
-					t.Fatal(err)
-				}
+				trackAsBefore(ctx, t, mem, names[i], "bob", fmt.Sprintf("bob-%d", i))
 			}
 			if gate != nil {
 				testkit.Receive(t, entered, 10*time.Second, "a flush reading with ListAll")
@@ -203,6 +200,25 @@ func TestTrackerFlushReadsInBatches(t *testing.T) {
 				t.Errorf("a retry warning logged: %v, want %v; logs:\n%s", warned, tt.fail > 0, logs.String())
 			}
 		})
+	}
+}
+
+// trackAsBefore tracks key in group as a tracker of a release before
+// incremental signals did: the entry straight on the layer, then a signal
+// with the key and meta of the join but not the entry, which asks every
+// tracker to read the group in full.
+func trackAsBefore(ctx context.Context, t *testing.T, mem *channellayer.Memory, group, key, id string) {
+	t.Helper()
+	b, _ := json.Marshal(info{Key: key, Since: time.Now().UnixNano()})
+	if err := mem.Track(ctx, group, id, b, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	m, err := channellayer.NewMessage(signalType, map[string]any{"k": key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mem.GroupSend(ctx, signalPrefix+group, m); err != nil {
+		t.Fatal(err)
 	}
 }
 

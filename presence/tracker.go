@@ -1,13 +1,12 @@
 package presence
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -45,6 +44,7 @@ type Tracker struct {
 
 	mu     sync.Mutex
 	groups map[string]*group
+	resend map[string]bool // groups whose change signal could not be sent
 
 	// refreshMu orders a refresh's write of a chunk of the entries (read
 	// under it) before the last word of an entry that leaves meanwhile: a
@@ -59,14 +59,17 @@ type Tracker struct {
 }
 
 type group struct {
-	entries   map[string]*entry // by ID
-	last      state             // the state the last diff left, nil before the first
+	entries map[string]*entry // the local ones, by ID
+
+	live      live             // the group's state as this tracker knows it (see live.go)
+	known     bool             // live was read from the layer at least once
+	reread    bool             // live is to be read in full at the next flush
+	reads     int              // full reads under way
+	pending   []op             // the changes signalled while reads > 0
+	touched   map[string]touch // keys changed since the last diff
+	repairAt  time.Time        // when live is next read in full, to repair what lost signals missed
 	dirty     bool
 	lastFlush time.Time
-	// came: keys tracked since the last diff (from the change signals),
-	// with a meta: a key that came and went between two diffs is in
-	// neither state, yet its join and leave both happened.
-	came map[string]json.RawMessage
 }
 
 type entry struct {
@@ -96,27 +99,49 @@ const signalPrefix = "presence\x1f"
 
 const signalType = "presence.changed"
 
-// signalBody is what a change signal says of a join (empty otherwise).
+// signalCapacity is how many change signals the tracker's channel holds
+// where the layer lets it choose (channellayer.ChannelCapacity): a burst
+// of joins, such as a node's clients coming back on the others, must not
+// overflow it, since an overflow makes the tracker read every group again.
+const signalCapacity = 10000
+
+// signalBody is what a change signal says: the entries that were set
+// (tracked, or given a new meta) and those that are gone. A signal with
+// neither asks every tracker to read the group in full; trackers before
+// incremental signals sent only such signals, with the key and meta of a
+// join (Key, Meta), and read the group in full on every signal.
 type signalBody struct {
 	Key  string          `json:"k,omitempty"`
 	Meta json.RawMessage `json:"m,omitempty"`
+	Set  []signalEntry   `json:"s,omitempty"`
+	Gone []signalEntry   `json:"x,omitempty"`
 }
 
-// noteCame remembers a key tracked since the group's last diff.
-func (t *Tracker) noteCame(groupName, key string, meta json.RawMessage) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	g := t.groups[groupName]
-	if g == nil || key == "" {
-		return
+// signalEntry is one entry of a signal: its ID, and its info when it was
+// set or its key when it is gone.
+type signalEntry struct {
+	ID   string          `json:"i"`
+	Info json.RawMessage `json:"n,omitempty"`
+	Key  string          `json:"k,omitempty"`
+}
+
+// ops decodes the changes a signal carries; full is true when it asks for
+// a full read instead.
+func (b signalBody) ops() (ops []op, full bool) {
+	if len(b.Set) == 0 && len(b.Gone) == 0 {
+		return nil, true
 	}
-	if g.came == nil {
-		g.came = make(map[string]json.RawMessage)
+	for _, e := range b.Set {
+		if o, ok := setOp(e.ID, e.Info); ok {
+			ops = append(ops, o)
+		}
 	}
-	if meta == nil {
-		meta = json.RawMessage("null")
+	for _, e := range b.Gone {
+		if e.Key != "" {
+			ops = append(ops, op{id: idHash(e.ID), key: e.Key, gone: true})
+		}
 	}
-	g.came[key] = meta
+	return ops, false
 }
 
 // New returns a tracker on layer, which must implement channellayer.Presence.
@@ -137,13 +162,20 @@ func New(ctx context.Context, layer channellayer.Layer, opts Options) (*Tracker,
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	ch, err := layer.NewChannel(ctx)
+	var ch string
+	var err error
+	if c, ok := layer.(channellayer.ChannelCapacity); ok {
+		ch, err = c.NewChannelCapacity(ctx, signalCapacity)
+	} else {
+		ch, err = layer.NewChannel(ctx)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("presence: creating the tracker's channel: %w", err)
 	}
 	t := &Tracker{
 		layer: layer, p: p, opts: opts, log: opts.Logger, channel: ch,
 		groups: make(map[string]*group),
+		resend: make(map[string]bool),
 		wake:   make(chan struct{}, 1),
 		stop:   make(chan struct{}),
 	}
@@ -193,7 +225,9 @@ func (t *Tracker) Track(ctx context.Context, groupName, key, id string, meta any
 	g := t.groups[groupName]
 	first := g == nil
 	if first {
-		g = &group{entries: make(map[string]*entry)}
+		// reads: the signals that come before the first read are kept
+		// for it.
+		g = &group{entries: make(map[string]*entry), reads: 1}
 		t.groups[groupName] = g
 	}
 	e := g.entries[id]
@@ -210,21 +244,29 @@ func (t *Tracker) Track(ctx context.Context, groupName, key, id string, meta any
 	t.mu.Unlock()
 
 	if err := t.p.Track(ctx, groupName, id, b, t.opts.TTL); err != nil {
+		if first {
+			t.mu.Lock()
+			g.endRead()
+			t.mu.Unlock()
+		}
 		t.forget(groupName, id)
 		return fmt.Errorf("presence: tracking %q in %q: %w", key, groupName, err)
 	}
 	if first {
-		// Diffs of a group new here start from its state now: its first
-		// entry learns the state from List, and changes from diffs.
-		if s, err := t.state(ctx, groupName); err == nil {
-			t.mu.Lock()
-			if g := t.groups[groupName]; g != nil && g.last == nil {
-				g.last = s
-			}
-			t.mu.Unlock()
+		// A group new here starts from its state now: its first entry
+		// learns the state from List, and changes from diffs.
+		fresh, err := t.readLive(ctx, groupName)
+		t.mu.Lock()
+		if err == nil {
+			g.install(fresh)
+			g.repairAt = t.repairTime()
+		} else {
+			g.reread, g.dirty = true, true // the next flush reads it
 		}
+		g.endRead()
+		t.mu.Unlock()
 	}
-	t.signal(ctx, groupName, &signalBody{Key: key, Meta: m})
+	t.signal(ctx, groupName, signalBody{Key: key, Meta: m, Set: []signalEntry{{ID: id, Info: b}}})
 	return nil
 }
 
@@ -241,22 +283,27 @@ func (t *Tracker) Leave(ctx context.Context, groupName, id string, grace time.Du
 	if e == nil {
 		return nil
 	}
-	var err error
-	switch {
-	case grace > 0 && !final:
+	if grace > 0 && !final {
+		// Listed until the sweep removes it, unless its key comes back:
+		// nothing changes for the other trackers yet.
 		var in info
 		_ = json.Unmarshal(e.info, &in)
 		in.Grace = true
 		in.Format = infoFormat
 		b, _ := json.Marshal(in)
-		err = t.p.Track(ctx, groupName, id, b, grace)
-	default:
-		err = t.p.Untrack(ctx, groupName, id)
-		if err == nil && final {
-			err = t.untrackWaiting(ctx, groupName, e.key)
+		if err := t.p.Track(ctx, groupName, id, b, grace); err != nil {
+			return fmt.Errorf("presence: leaving %q: %w", groupName, err)
 		}
+		return nil
 	}
-	t.changed(ctx, groupName)
+	gone := []signalEntry{{ID: id, Key: e.key}}
+	err := t.p.Untrack(ctx, groupName, id)
+	if err == nil && final {
+		var waiting []signalEntry
+		waiting, err = t.untrackWaiting(ctx, groupName, e.key)
+		gone = append(gone, waiting...)
+	}
+	t.signal(ctx, groupName, signalBody{Gone: gone})
 	if err != nil {
 		return fmt.Errorf("presence: leaving %q: %w", groupName, err)
 	}
@@ -264,29 +311,29 @@ func (t *Tracker) Leave(ctx context.Context, groupName, id string, grace time.Du
 }
 
 // untrackWaiting removes the entries of key that wait out a grace period,
-// unless key has a live entry.
-func (t *Tracker) untrackWaiting(ctx context.Context, groupName, key string) error {
+// unless key has a live entry, and returns those it removed.
+func (t *Tracker) untrackWaiting(ctx context.Context, groupName, key string) ([]signalEntry, error) {
 	members, err := t.p.List(ctx, groupName)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var waiting []string
+	var waiting []signalEntry
 	for _, m := range members {
 		var in info
 		if json.Unmarshal(m.Info, &in) != nil || in.Key != key {
 			continue
 		}
 		if !in.Grace {
-			return nil // another tab is still here
+			return nil, nil // another tab is still here
 		}
-		waiting = append(waiting, m.Key)
+		waiting = append(waiting, signalEntry{ID: m.Key, Key: key})
 	}
-	for _, id := range waiting {
-		if err := t.p.Untrack(ctx, groupName, id); err != nil {
-			return err
+	for i, w := range waiting {
+		if err := t.p.Untrack(ctx, groupName, w.ID); err != nil {
+			return waiting[:i], err
 		}
 	}
-	return nil
+	return waiting, nil
 }
 
 // forget removes an entry from the local state and returns it, nil if it
@@ -327,22 +374,21 @@ func (t *Tracker) List(ctx context.Context, groupName string) ([]Presence, error
 	return s.list(), nil
 }
 
-// Cached returns the group's presence as this tracker last read it, with
-// no call to the layer: the state its last diff of the group went up to
-// (or, before the first, the state read when the group's first local entry
-// was tracked), in the form List returns. ok is false when the tracker has
-// no such state: no entry of the group is tracked here, or none was read.
+// Cached returns the group's presence as this tracker knows it, with no
+// call to the layer: the state read when the group's first local entry was
+// tracked, kept up to date from the change signals of the group since. ok
+// is false when the tracker has no such state: no entry of the group is
+// tracked here, or its read failed.
 //
-// It lags the layer by about one Interval: a change is in it once the diff
-// it causes has been made, which happens before that diff reaches the
-// group's local entries. Read it when such a diff arrives (or after any
-// change of the group tracked here and then diffed), and call List when
-// ok is false. The metas are shared: do not modify them.
+// It lags the layer by the time a signal takes to arrive, and is never
+// behind the diffs: a change is in it before the diff that tells it
+// reaches the group's local entries. Read it when such a diff arrives, and
+// call List when ok is false. The metas are shared: do not modify them.
 func (t *Tracker) Cached(groupName string) (list []Presence, ok bool) {
 	t.mu.Lock()
 	var s state
-	if g := t.groups[groupName]; g != nil {
-		s = g.last
+	if g := t.groups[groupName]; g != nil && g.known {
+		s = g.live.state()
 	}
 	t.mu.Unlock()
 	if s == nil {
@@ -353,76 +399,67 @@ func (t *Tracker) Cached(groupName string) (list []Presence, ok bool) {
 
 // state reads the group's state from the layer.
 func (t *Tracker) state(ctx context.Context, groupName string) (state, error) {
+	l, err := t.readLive(ctx, groupName)
+	if err != nil {
+		return nil, err
+	}
+	return l.state(), nil
+}
+
+// readLive reads the group's live state from the layer.
+func (t *Tracker) readLive(ctx context.Context, groupName string) (live, error) {
 	members, err := t.p.List(ctx, groupName)
 	if err != nil {
 		return nil, fmt.Errorf("presence: listing %q: %w", groupName, err)
 	}
-	return stateOf(members), nil
+	return liveOf(members), nil
 }
 
-// stateOf is the state of a group whose layer entries are members: its
-// keys, each with the metas of its entries, oldest first. Entries that are
-// not a tracker's are left out.
-func stateOf(members []channellayer.Member) state {
-	type meta struct {
-		since int64
-		id    string
-		m     json.RawMessage
-	}
-	byKey := make(map[string][]meta)
-	for _, mb := range members {
-		var in info
-		if json.Unmarshal(mb.Info, &in) != nil || in.Key == "" {
-			continue // not an entry of a tracker
-		}
-		m := in.Meta
-		if m == nil {
-			m = json.RawMessage("null")
-		}
-		byKey[in.Key] = append(byKey[in.Key], meta{in.Since, mb.Key, m})
-	}
-	s := make(state, len(byKey))
-	for k, ms := range byKey {
-		slices.SortFunc(ms, func(a, b meta) int {
-			return cmp.Or(cmp.Compare(a.since, b.since), cmp.Compare(a.id, b.id))
-		})
-		out := make([]json.RawMessage, len(ms))
-		for i, m := range ms {
-			out[i] = m.m
-		}
-		s[k] = out
-	}
-	return s
+// repairTime is when a group whose state was just read is read again in
+// full, to repair what lost signals may have missed: after one to two TTLs,
+// spread so that the groups of a process are not read all at once.
+func (t *Tracker) repairTime() time.Time {
+	return time.Now().Add(t.opts.TTL + rand.N(t.opts.TTL))
 }
 
-// changed tells every tracker of the group (this one too) that its
-// presence changed.
-func (t *Tracker) changed(ctx context.Context, groupName string) {
-	t.signal(ctx, groupName, nil)
-}
-
-// signal tells every tracker of the group (this one too) that its presence
-// changed; joined, if set, is the entry just tracked.
-func (t *Tracker) signal(ctx context.Context, groupName string, joined *signalBody) {
-	t.markDirty(groupName)
-	if joined != nil {
-		t.noteCame(groupName, joined.Key, joined.Meta)
-	}
-	m, _ := channellayer.NewMessage(signalType, joined)
+// signal tells every tracker of the group (this one too) what changed; a
+// body with no entries asks them to read the group in full. A signal that
+// cannot be sent is replaced by such a request at the next tick.
+func (t *Tracker) signal(ctx context.Context, groupName string, b signalBody) {
+	m, _ := channellayer.NewMessage(signalType, b)
 	if err := t.layer.GroupSend(context.WithoutCancel(ctx), signalPrefix+groupName, m); err != nil {
-		t.log.Warn("presence: signalling a change failed; other processes see it at their next sweep", "group", groupName, "err", err)
+		t.log.Warn("presence: signalling a change failed; will ask every process to read the group again", "group", groupName, "err", err)
+		t.mu.Lock()
+		t.resend[groupName] = true
+		if g := t.groups[groupName]; g != nil {
+			g.reread, g.dirty = true, true
+		}
+		t.mu.Unlock()
+		t.wakeUp()
 	}
 }
 
-func (t *Tracker) markDirty(groupName string) {
-	t.mu.Lock()
-	if g := t.groups[groupName]; g != nil {
-		g.dirty = true
-	}
-	t.mu.Unlock()
+func (t *Tracker) wakeUp() {
 	select {
 	case t.wake <- struct{}{}:
 	default:
+	}
+}
+
+// resendFailed sends again, as requests for a full read, the signals that
+// could not be sent.
+func (t *Tracker) resendFailed() {
+	t.mu.Lock()
+	names := make([]string, 0, len(t.resend))
+	for name := range t.resend {
+		names = append(names, name)
+	}
+	clear(t.resend)
+	t.mu.Unlock()
+	ctx, cancel := t.callCtx()
+	defer cancel()
+	for _, name := range names {
+		t.signal(ctx, name, signalBody{})
 	}
 }
 
@@ -438,7 +475,8 @@ func (t *Tracker) receive() {
 				return
 			}
 			if errors.Is(err, channellayer.ErrOverflow) {
-				t.markAllDirty()
+				t.log.Warn("presence: change signals were dropped; reading every group again")
+				t.rereadAll()
 				continue
 			}
 			t.log.Warn("presence: receiving change signals failed", "err", err)
@@ -450,22 +488,49 @@ func (t *Tracker) receive() {
 			continue
 		}
 		if len(m.Group) > len(signalPrefix) {
-			name := m.Group[len(signalPrefix):]
 			var b signalBody
-			if json.Unmarshal(m.Body, &b) == nil && b.Key != "" {
-				t.noteCame(name, b.Key, b.Meta)
-			}
-			t.markDirty(name)
+			_ = json.Unmarshal(m.Body, &b)
+			t.received(m.Group[len(signalPrefix):], b)
 		}
 	}
 }
 
-func (t *Tracker) markAllDirty() {
+// received applies one change signal of a group.
+func (t *Tracker) received(groupName string, b signalBody) {
+	ops, full := b.ops()
+	t.mu.Lock()
+	g := t.groups[groupName]
+	if g == nil {
+		t.mu.Unlock()
+		return
+	}
+	if full {
+		g.reread = true
+		if b.Key != "" { // a join, from a tracker before incremental signals
+			g.touch(b.Key)
+			if tc := g.touched[b.Key]; tc.before == nil {
+				tc.came = b.Meta
+				if tc.came == nil {
+					tc.came = json.RawMessage("null")
+				}
+				g.touched[b.Key] = tc
+			}
+		}
+	}
+	g.apply(ops)
+	g.dirty = true
+	t.mu.Unlock()
+	t.wakeUp()
+}
+
+// rereadAll makes every group's state due for a full read.
+func (t *Tracker) rereadAll() {
 	t.mu.Lock()
 	for _, g := range t.groups {
-		g.dirty = true
+		g.reread, g.dirty = true, true
 	}
 	t.mu.Unlock()
+	t.wakeUp()
 }
 
 // run flushes diffs, sweeps expired entries and refreshes the live ones.
@@ -497,6 +562,7 @@ func (t *Tracker) run() {
 				t.resignal()
 			}
 		case <-tick.C:
+			t.resendFailed()
 			t.sweep()
 			t.flush(true)
 			if !refreshing && (time.Since(lastRefresh) >= refreshEvery || refreshFailed) {
@@ -519,146 +585,152 @@ func (t *Tracker) callCtx() (context.Context, context.CancelFunc) {
 // flushChunk bounds the groups whose states one flush reads in one call.
 const flushChunk = 500
 
+// pendingDiff is a diff and the local channels it goes to.
+type pendingDiff struct {
+	d   Diff
+	ids []string
+}
+
 // flush sends each dirty group's diff to its local entries: at most one per
 // group per Interval (a group flushed less than Interval ago waits for the
-// tick, when late says so). The states of the due groups are read in one
-// call per flushChunk groups where the layer can.
+// tick, when late says so). Most diffs come from the live states the change
+// signals keep; the groups due for a full read (new here after a failed
+// read, lost signals, repair) are read in one call per flushChunk groups
+// where the layer can.
 func (t *Tracker) flush(late bool) {
 	now := time.Now()
+	var diffs []pendingDiff
+	var reads []groupRef
 	t.mu.Lock()
-	var due []string
 	for name, g := range t.groups {
-		if g.dirty && (late || now.Sub(g.lastFlush) >= t.opts.Interval) {
-			g.dirty = false
-			g.lastFlush = now
-			due = append(due, name)
+		if late && !g.repairAt.IsZero() && now.After(g.repairAt) {
+			g.reread, g.dirty = true, true
+			g.repairAt = time.Time{}
+		}
+		if !g.dirty || (!late && now.Sub(g.lastFlush) < t.opts.Interval) {
+			continue
+		}
+		g.dirty = false
+		g.lastFlush = now
+		if g.reread || !g.known {
+			g.reread = false
+			g.reads++
+			reads = append(reads, groupRef{name, g})
+			continue
+		}
+		if d := g.takeDiff(name); !d.Empty() {
+			diffs = append(diffs, pendingDiff{d, g.localIDs()})
 		}
 	}
 	t.mu.Unlock()
-	for start := 0; start < len(due); start += flushChunk {
-		names := due[start:min(len(due), start+flushChunk)]
-		var failed []groupRead
-		for _, r := range t.readStates(names) {
-			if r.err != nil {
-				failed = append(failed, r)
-				continue
-			}
-			t.deliver(r)
-		}
-		t.retry(failed)
+	t.deliver(diffs)
+	for start := 0; start < len(reads); start += flushChunk {
+		t.reread(reads[start:min(len(reads), start+flushChunk)])
 	}
 }
 
-// retry makes the groups that could not be read due again, with the keys
-// that came before, for the next flush; it logs one warning for them all.
-func (t *Tracker) retry(failed []groupRead) {
-	if len(failed) == 0 {
-		return
-	}
-	t.log.Warn("presence: listing groups failed; will retry",
-		"groups", len(failed), "group", failed[0].name, "err", failed[0].err)
-	for _, r := range failed {
-		for k, meta := range r.came {
-			t.noteCame(r.name, k, meta)
-		}
-		t.markDirty(r.name)
-	}
-}
-
-// groupRead is what a flush read of one group: its state now, or the
-// error that kept it from being read, and the keys that came (see
-// group.came) before it was read.
-type groupRead struct {
-	name  string
-	came  map[string]json.RawMessage
-	state state
-	err   error
-}
-
-// readStates takes the came sets of names, then reads their states: with
-// one ListAll where the layer is a channellayer.PresenceLister, else with
-// one List per group.
-func (t *Tracker) readStates(names []string) []groupRead {
-	// The keys that came before the list is read: a key whose signal
-	// arrives while it is read may be missing from it, and waits for the
-	// next diff.
-	reads := make([]groupRead, len(names))
-	t.mu.Lock()
-	for i, name := range names {
-		reads[i].name = name
-		if g := t.groups[name]; g != nil {
-			reads[i].came, g.came = g.came, nil
-		}
-	}
-	t.mu.Unlock()
-	if l, ok := t.layer.(channellayer.PresenceLister); ok { // one round trip
-		ctx, cancel := t.callCtx()
-		defer cancel()
-		all, err := l.ListAll(ctx, names)
-		if err != nil {
-			err = fmt.Errorf("presence: listing %d groups: %w", len(names), err)
-		}
-		for i := range reads {
-			reads[i].err = err
-			if err == nil {
-				reads[i].state = stateOf(all[reads[i].name]) // absent: no entries
-			}
-		}
-		return reads
-	}
-	for i := range reads {
-		ctx, cancel := t.callCtx()
-		reads[i].state, reads[i].err = t.state(ctx, reads[i].name)
-		cancel()
-	}
-	return reads
-}
-
-// deliver sends the diff from the group's last state to r.state to the
-// group's local entries, and keeps r.state as its last.
-func (t *Tracker) deliver(r groupRead) {
-	ctx, cancel := t.callCtx()
-	defer cancel()
-	name, now := r.name, r.state
-	t.mu.Lock()
-	g := t.groups[name]
-	if g == nil {
-		t.mu.Unlock()
-		return
-	}
-	old := g.last
-	g.last = now
+func (g *group) localIDs() []string {
 	ids := make([]string, 0, len(g.entries))
 	for id := range g.entries {
 		ids = append(ids, id)
 	}
-	t.mu.Unlock()
-	d := diff(name, old, now)
-	for k, meta := range r.came {
-		_, before := old[k]
-		_, after := now[k]
-		if old != nil && !before && !after { // came and went between two diffs
-			d.Joins[k] = []json.RawMessage{meta}
-			d.Leaves[k] = []json.RawMessage{meta}
+	return ids
+}
+
+// groupRef is a group by name and the group itself: a group that is gone
+// and back after a read began is not the one read.
+type groupRef struct {
+	name string
+	g    *group
+}
+
+// reread reads the states of groups in full (one ListAll where the layer
+// is a channellayer.PresenceLister, else one List per group), installs
+// them and delivers the diffs. A group that could not be read is read
+// again at the next tick; one warning tells of them all.
+func (t *Tracker) reread(refs []groupRef) {
+	names := make([]string, len(refs))
+	for i, r := range refs {
+		names[i] = r.name
+	}
+	states := make(map[string]live, len(names))
+	var err error
+	if l, ok := t.layer.(channellayer.PresenceLister); ok { // one round trip
+		ctx, cancel := t.callCtx()
+		var all map[string][]channellayer.Member
+		all, err = l.ListAll(ctx, names)
+		cancel()
+		if err == nil {
+			for _, name := range names {
+				states[name] = liveOf(all[name]) // absent: no entries
+			}
+		} else {
+			err = fmt.Errorf("presence: listing %d groups: %w", len(names), err)
+		}
+	} else {
+		for _, name := range names {
+			ctx, cancel := t.callCtx()
+			l, lerr := t.readLive(ctx, name)
+			cancel()
+			if lerr != nil {
+				err = lerr
+				continue
+			}
+			states[name] = l
 		}
 	}
-	if d.Empty() {
+	var diffs []pendingDiff
+	failed := 0
+	t.mu.Lock()
+	for _, r := range refs {
+		name, g := r.name, r.g
+		if t.groups[name] != g { // gone, and maybe back, meanwhile
+			continue
+		}
+		fresh, ok := states[name]
+		if !ok {
+			failed++
+			g.reread, g.dirty = true, true
+			g.endRead()
+			continue
+		}
+		g.install(fresh)
+		g.repairAt = t.repairTime()
+		g.endRead()
+		if d := g.takeDiff(name); !d.Empty() {
+			diffs = append(diffs, pendingDiff{d, g.localIDs()})
+		}
+	}
+	t.mu.Unlock()
+	if failed > 0 {
+		t.log.Warn("presence: listing groups failed; will retry", "groups", failed, "err", err)
+	}
+	t.deliver(diffs)
+}
+
+// deliver sends each diff to its channels.
+func (t *Tracker) deliver(diffs []pendingDiff) {
+	if len(diffs) == 0 {
 		return
 	}
-	m, err := channellayer.NewMessage(DiffType, d)
-	if err != nil {
-		t.log.Error("presence: encoding a diff failed", "group", name, "err", err)
-		return
-	}
-	for _, id := range ids {
-		if err := t.layer.Send(ctx, id, m); err != nil && !errors.Is(err, channellayer.ErrNoChannel) {
-			t.log.Debug("presence: delivering a diff failed", "group", name, "channel", id, "err", err)
+	ctx, cancel := t.callCtx()
+	defer cancel()
+	for _, pd := range diffs {
+		m, err := channellayer.NewMessage(DiffType, pd.d)
+		if err != nil {
+			t.log.Error("presence: encoding a diff failed", "group", pd.d.Group, "err", err)
+			continue
+		}
+		for _, id := range pd.ids {
+			if err := t.layer.Send(ctx, id, m); err != nil && !errors.Is(err, channellayer.ErrNoChannel) {
+				t.log.Debug("presence: delivering a diff failed", "group", pd.d.Group, "channel", id, "err", err)
+			}
 		}
 	}
 }
 
-// sweep removes the expired entries of the groups tracked here; a group
-// that lost some changed, for every tracker of it.
+// sweep removes the expired entries of the groups tracked here and tells
+// every tracker of such a group which are gone.
 func (t *Tracker) sweep() {
 	t.mu.Lock()
 	names := make([]string, 0, len(t.groups))
@@ -671,41 +743,52 @@ func (t *Tracker) sweep() {
 	}
 	ctx, cancel := t.callCtx()
 	defer cancel()
+	expired := make(map[string][]channellayer.Member)
 	if r, ok := t.layer.(channellayer.PresenceRefresher); ok { // one round trip
-		expired, err := r.ExpireAll(ctx, names)
-		if err != nil {
+		var err error
+		if expired, err = r.ExpireAll(ctx, names); err != nil {
 			t.log.Warn("presence: sweeping expired entries failed; will retry", "err", err)
 			return
 		}
-		for name := range expired {
-			t.changed(ctx, name)
+	} else {
+		for _, name := range names {
+			if ms, err := t.p.Expire(ctx, name); err == nil && len(ms) > 0 {
+				expired[name] = ms
+			}
 		}
-		return
 	}
-	for _, name := range names {
-		expired, err := t.p.Expire(ctx, name)
-		if err == nil && len(expired) > 0 {
-			t.changed(ctx, name)
+	for name, ms := range expired {
+		gone := make([]signalEntry, 0, len(ms))
+		for _, m := range ms {
+			if o, ok := setOp(m.Key, m.Info); ok {
+				gone = append(gone, signalEntry{ID: m.Key, Key: o.key})
+			}
+		}
+		if len(gone) > 0 {
+			t.signal(ctx, name, signalBody{Gone: gone})
 		}
 	}
 }
 
-// resignal tells every tracker of each group tracked here that it changed.
-// After refreshes that failed, entries of this process may have expired,
-// been swept (and announced as leaves) and then been written back by the
-// refresh that succeeded: without a signal, no tracker would read the
-// group again, and its members would go on seeing those people gone.
+// resignal tells every tracker of each group tracked here which entries
+// this process has there. After refreshes that failed, entries of this
+// process may have expired, been swept (and announced as leaves) and then
+// been written back by the refresh that succeeded: without a signal, no
+// tracker would know, and the group's members would go on seeing those
+// people gone.
 func (t *Tracker) resignal() {
 	t.mu.Lock()
-	names := make([]string, 0, len(t.groups))
-	for name := range t.groups {
-		names = append(names, name)
+	sets := make(map[string][]signalEntry, len(t.groups))
+	for name, g := range t.groups {
+		for _, e := range g.entries {
+			sets[name] = append(sets[name], signalEntry{ID: e.id, Info: e.info})
+		}
 	}
 	t.mu.Unlock()
 	ctx, cancel := t.callCtx()
 	defer cancel()
-	for _, name := range names {
-		t.changed(ctx, name)
+	for name, set := range sets {
+		t.signal(ctx, name, signalBody{Set: set})
 	}
 }
 

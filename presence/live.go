@@ -1,0 +1,216 @@
+package presence
+
+import (
+	"cmp"
+	"encoding/json"
+	"hash/maphash"
+	"slices"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+)
+
+// A tracker keeps, for each group with an entry on its process, the
+// group's presence as it knows it (its live state): read in full from the
+// layer when the group is new here, and after that kept up to date from the
+// change signals, which carry the entries that were set and those that are
+// gone. Only a lost signal, an overflow of the tracker's channel or the
+// periodic repair makes it read the group in full again.
+
+// idSeed hashes entry IDs: a live state keeps an 8-byte hash of each ID
+// instead of the ID itself. The hashes never leave the process.
+var idSeed = maphash.MakeSeed()
+
+func idHash(id string) uint64 { return maphash.String(idSeed, id) }
+
+// liveEntry is one entry of a group's live state.
+type liveEntry struct {
+	id    uint64 // idHash of its ID
+	since int64
+	meta  json.RawMessage
+}
+
+// cmpLive orders a key's entries oldest first (then by ID hash, so that
+// the order is total).
+func cmpLive(a, b liveEntry) int {
+	return cmp.Or(cmp.Compare(a.since, b.since), cmp.Compare(a.id, b.id))
+}
+
+// live is a group's state: key → entries, oldest first.
+type live map[string][]liveEntry
+
+// liveOf is the live state of a group whose layer entries are members.
+// Entries that are not a tracker's are left out.
+func liveOf(members []channellayer.Member) live {
+	l := make(live)
+	for _, mb := range members {
+		if op, ok := setOp(mb.Key, mb.Info); ok {
+			l[op.key] = append(l[op.key], op.entry())
+		}
+	}
+	for _, es := range l {
+		slices.SortFunc(es, cmpLive)
+	}
+	return l
+}
+
+// state turns a live state into the key → metas form of diffs and lists.
+func (l live) state() state {
+	s := make(state, len(l))
+	for k, es := range l {
+		s[k] = metasOf(es)
+	}
+	return s
+}
+
+// metasOf returns the metas of entries, nil for none.
+func metasOf(es []liveEntry) []json.RawMessage {
+	if len(es) == 0 {
+		return nil
+	}
+	out := make([]json.RawMessage, len(es))
+	for i, e := range es {
+		out[i] = e.meta
+	}
+	return out
+}
+
+// op is one change of a group's live state: an entry set (tracked, or its
+// meta changed) or gone.
+type op struct {
+	id    uint64
+	key   string
+	gone  bool
+	since int64
+	meta  json.RawMessage
+}
+
+func (o op) entry() liveEntry { return liveEntry{id: o.id, since: o.since, meta: o.meta} }
+
+// setOp decodes the info of the entry id; ok is false if it is not a
+// tracker's.
+func setOp(id string, b []byte) (op, bool) {
+	var in info
+	if json.Unmarshal(b, &in) != nil || in.Key == "" {
+		return op{}, false
+	}
+	m := in.Meta
+	if m == nil {
+		m = json.RawMessage("null")
+	}
+	return op{id: idHash(id), key: in.Key, since: in.Since, meta: m}, true
+}
+
+// touch is what a diff needs to know of a key changed since the last diff.
+type touch struct {
+	before []json.RawMessage // its metas at the last diff; nil: it was absent
+	came   json.RawMessage   // set if it came while absent at the last diff
+}
+
+// touch remembers key's metas at the last diff before its first change
+// since then.
+func (g *group) touch(key string) {
+	if _, ok := g.touched[key]; ok {
+		return
+	}
+	if g.touched == nil {
+		g.touched = make(map[string]touch)
+	}
+	g.touched[key] = touch{before: metasOf(g.live[key])}
+}
+
+// apply makes ops, the content of one change signal, part of the live
+// state; while a full read of the group is under way they are kept too,
+// to be made part of what it returns.
+func (g *group) apply(ops []op) {
+	for _, o := range ops {
+		g.applyOne(o)
+	}
+	if g.reads > 0 {
+		g.pending = append(g.pending, ops...)
+	}
+}
+
+func (g *group) applyOne(o op) {
+	es := g.live[o.key]
+	i := slices.IndexFunc(es, func(e liveEntry) bool { return e.id == o.id })
+	if o.gone && i < 0 {
+		return
+	}
+	g.touch(o.key)
+	if i >= 0 {
+		es = slices.Delete(es, i, i+1)
+	}
+	if !o.gone {
+		e := o.entry()
+		j, _ := slices.BinarySearchFunc(es, e, cmpLive)
+		es = slices.Insert(es, j, e)
+		if t := g.touched[o.key]; t.before == nil {
+			t.came = o.meta
+			g.touched[o.key] = t
+		}
+	}
+	if len(es) == 0 {
+		delete(g.live, o.key)
+		return
+	}
+	if g.live == nil {
+		g.live = make(live)
+	}
+	g.live[o.key] = es
+}
+
+// install makes fresh, read from the layer, the group's live state; the
+// changes signalled while it was read are applied to it again. The first
+// state installed is the group's baseline: no diff tells what it holds.
+func (g *group) install(fresh live) {
+	if g.known {
+		for k := range g.live {
+			g.touch(k)
+		}
+		for k := range fresh {
+			g.touch(k)
+		}
+	} else {
+		g.touched = nil
+	}
+	g.live = fresh
+	g.known = true
+	for _, o := range g.pending {
+		g.applyOne(o)
+	}
+}
+
+// endRead ends one full read of the group; the changes kept for the reads
+// go with the last.
+func (g *group) endRead() {
+	g.reads--
+	if g.reads == 0 {
+		g.pending = nil
+	}
+}
+
+// takeDiff returns what changed since the last diff and starts the next.
+func (g *group) takeDiff(name string) Diff {
+	d := Diff{Group: name, Joins: map[string][]json.RawMessage{}, Leaves: map[string][]json.RawMessage{}, Count: len(g.live)}
+	for k, t := range g.touched {
+		now := metasOf(g.live[k])
+		switch {
+		case t.before == nil && now == nil:
+			if t.came != nil { // came and went between two diffs
+				d.Joins[k] = []json.RawMessage{t.came}
+				d.Leaves[k] = []json.RawMessage{t.came}
+			}
+		case t.before == nil:
+			d.Joins[k] = now
+		case now == nil:
+			d.Leaves[k] = t.before
+		case !sameMetas(t.before, now):
+			if d.Updates == nil {
+				d.Updates = map[string][]json.RawMessage{}
+			}
+			d.Updates[k] = now
+		}
+	}
+	g.touched = nil
+	return d
+}

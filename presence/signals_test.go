@@ -1,0 +1,204 @@
+package presence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/internal/testkit"
+)
+
+// nextDiff receives the next diff on channel.
+func nextDiff(ctx context.Context, t *testing.T, l channellayer.Layer, channel string) Diff {
+	t.Helper()
+	m, err := l.Receive(ctx, channel)
+	if err != nil {
+		t.Fatalf("waiting for a diff on %s: %v", channel, err)
+	}
+	var d Diff
+	if m.Type != DiffType || m.Decode(&d) != nil {
+		t.Fatalf("got %s %s on %s, want a %s", m.Type, m.Body, channel, DiffType)
+	}
+	return d
+}
+
+// TestDiffsComeFromSignalsWithoutReads: once a tracker has read a group
+// (at its first local entry's Track), the joins, meta updates and leaves
+// of other processes reach its entries from the change signals alone: no
+// List or ListAll, whatever the number of groups and changes. This is what
+// keeps a reconnect storm from making every process read every room.
+func TestDiffsComeFromSignalsWithoutReads(t *testing.T) {
+	const groups = 50
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem := newMemory(t)
+	counting := &countingLayer{Memory: mem}
+	opts := Options{Interval: 20 * time.Millisecond}
+	a := newTracker(t, ctx, counting, opts)
+	b := newTracker(t, ctx, mem, opts)
+
+	names := make([]string, groups)
+	ada := make([]string, groups)
+	for i := range groups {
+		names[i] = fmt.Sprintf("room-%02d", i)
+		ada[i], _ = mem.NewChannel(ctx)
+		if err := a.Track(ctx, names[i], "ada", ada[i], nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	counting.reset(0, nil)
+	bob := make([]string, groups)
+	for i := range groups {
+		bob[i], _ = mem.NewChannel(ctx)
+		if err := b.Track(ctx, names[i], "bob", bob[i], map[string]int{"v": 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range groups {
+		d := nextDiff(ctx, t, mem, ada[i])
+		if metas, ok := d.Joins["bob"]; !ok || string(metas[0]) != `{"v":1}` || d.Count != 2 {
+			t.Fatalf("%s: first diff %+v, want bob's join with his meta, count 2", names[i], d)
+		}
+	}
+	for i := range groups { // a new meta for the same entry: an update
+		if err := b.Track(ctx, names[i], "bob", bob[i], map[string]int{"v": 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range groups {
+		d := nextDiff(ctx, t, mem, ada[i])
+		if metas, ok := d.Updates["bob"]; !ok || len(metas) != 1 || string(metas[0]) != `{"v":2}` || len(d.Joins)+len(d.Leaves) != 0 {
+			t.Fatalf("%s: diff after bob's new meta %+v, want an update only", names[i], d)
+		}
+	}
+	for i := range groups {
+		if err := b.Leave(ctx, names[i], bob[i], 0, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range groups {
+		d := nextDiff(ctx, t, mem, ada[i])
+		if _, ok := d.Leaves["bob"]; !ok || d.Count != 1 {
+			t.Fatalf("%s: diff after bob left %+v, want his leave, count 1", names[i], d)
+		}
+	}
+	if list, ok := a.Cached(names[0]); !ok || len(list) != 1 || list[0].Key != "ada" {
+		t.Fatalf("Cached after the leaves: %v %v, want ada alone", keys(list), ok)
+	}
+	if lists, listAlls := counting.counts(); lists != 0 || len(listAlls) != 0 {
+		t.Errorf("tracker a read the layer (%d List, ListAll %v) for changes its signals carried", lists, listAlls)
+	}
+}
+
+// TestComeAndGoBetweenTwoDiffs: a key that joins and leaves within one
+// Interval is in both the Joins and the Leaves of the next diff.
+func TestComeAndGoBetweenTwoDiffs(t *testing.T) {
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem := newMemory(t)
+	a := newTracker(t, ctx, mem, Options{Interval: time.Hour}) // diffs only at the first change
+	b := newTracker(t, ctx, mem, Options{Interval: time.Hour})
+	adaCh, _ := mem.NewChannel(ctx)
+	bobCh, _ := mem.NewChannel(ctx)
+	cidCh, _ := mem.NewChannel(ctx)
+	if err := a.Track(ctx, "room", "ada", adaCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Track(ctx, "room", "cid", cidCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Diffs wait for the tick (an hour) once one went: the test flushes.
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return len(a.groups["room"].live["cid"]) == 1
+	}, "cid's join applied on a")
+	a.flush(true)
+	waitJoin(ctx, t, mem, adaCh, "room", "cid")
+	if err := b.Track(ctx, "room", "bob", bobCh, "hi"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Leave(ctx, "room", bobCh, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		tc, ok := a.groups["room"].touched["bob"]
+		return ok && tc.came != nil && len(a.groups["room"].live["bob"]) == 0
+	}, "bob's join and leave applied on a")
+	a.flush(true)
+	d := nextDiff(ctx, t, mem, adaCh)
+	if j, l := d.Joins["bob"], d.Leaves["bob"]; len(j) != 1 || len(l) != 1 || string(j[0]) != `"hi"` || d.Count != 2 {
+		t.Fatalf("diff %+v, want bob in the joins and the leaves with his meta, count 2", d)
+	}
+}
+
+// TestRepairReadFindsWhatNoSignalTold: an entry written to the layer
+// without a signal (as when a signal is lost with a Redis connection)
+// reaches the group's diffs at the repair read, within two TTLs.
+func TestRepairReadFindsWhatNoSignalTold(t *testing.T) {
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem := newMemory(t)
+	a := newTracker(t, ctx, mem, Options{TTL: 300 * time.Millisecond, Interval: 20 * time.Millisecond})
+	adaCh, _ := mem.NewChannel(ctx)
+	if err := a.Track(ctx, "room", "ada", adaCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	b := []byte(`{"v":2,"k":"bob","t":1}`)
+	if err := mem.Track(ctx, "room", "bob-1", b, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitJoin(ctx, t, mem, adaCh, "room", "bob")
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("the repair read found bob after %v, want within about two TTLs (600 ms)", took)
+	}
+}
+
+// failingSignals is a Memory layer whose GroupSend to signal groups fails
+// while failing is set.
+type failingSignals struct {
+	*channellayer.Memory
+	failing atomic.Bool
+}
+
+func (f *failingSignals) GroupSend(ctx context.Context, group string, m channellayer.Message) error {
+	if f.failing.Load() && strings.HasPrefix(group, signalPrefix) {
+		return errors.New("injected signal failure")
+	}
+	return f.Memory.GroupSend(ctx, group, m)
+}
+
+// TestSignalThatFailedIsSentAgain: a change whose signal could not be sent
+// reaches the other processes all the same: the tracker asks them, at the
+// next tick, to read the group in full.
+func TestSignalThatFailedIsSentAgain(t *testing.T) {
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem := newMemory(t)
+	flaky := &failingSignals{Memory: mem}
+	logs := &syncBuffer{}
+	opts := Options{Interval: 20 * time.Millisecond}
+	a := newTracker(t, ctx, mem, opts)
+	bOpts := opts
+	bOpts.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	b := newTracker(t, ctx, flaky, bOpts)
+	adaCh, _ := mem.NewChannel(ctx)
+	bobCh, _ := mem.NewChannel(ctx)
+	if err := a.Track(ctx, "room", "ada", adaCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	flaky.failing.Store(true)
+	if err := b.Track(ctx, "room", "bob", bobCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "signalling a change failed") {
+		t.Fatalf("no warning for the failed signal; logs:\n%s", logs.String())
+	}
+	flaky.failing.Store(false)
+	waitJoin(ctx, t, mem, adaCh, "room", "bob")
+}
