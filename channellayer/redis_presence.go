@@ -51,25 +51,71 @@ func (r *Redis) TrackAll(ctx context.Context, groups map[string][]Member, ttl ti
 	}
 	expires := time.Now().Add(ttl).UnixMilli()
 	keep := presenceKeep(ttl)
-	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for group, entries := range groups {
-			keys := []string{r.presenceKey(group), r.expiryKey(group)}
-			for start := 0; start < len(entries); start += trackAllChunk {
-				chunk := entries[start:min(len(entries), start+trackAllChunk)]
-				args := make([]any, 0, 2+2*len(chunk))
-				args = append(args, expires, keep)
-				for _, e := range chunk {
-					args = append(args, e.Key, e.Info)
-				}
-				trackAllScript.Eval(ctx, p, keys, args...)
+	var calls []scriptCall
+	for group, entries := range groups {
+		keys := []string{r.presenceKey(group), r.expiryKey(group)}
+		for start := 0; start < len(entries); start += trackAllChunk {
+			chunk := entries[start:min(len(entries), start+trackAllChunk)]
+			args := make([]any, 0, 2+2*len(chunk))
+			args = append(args, expires, keep)
+			for _, e := range chunk {
+				args = append(args, e.Key, e.Info)
 			}
+			calls = append(calls, scriptCall{keys, args})
 		}
-		return nil
-	})
-	if err != nil {
+	}
+	if _, err := r.runAll(ctx, trackAllScript, calls); err != nil {
 		return r.fail(ctx, "presence track", err)
 	}
 	return nil
+}
+
+// scriptCall is one call of a script: its keys and arguments.
+type scriptCall struct {
+	keys []string
+	args []any
+}
+
+// runAll runs script once per call, all in one pipeline, by its SHA: the
+// script's text goes to a server only when it does not know it yet (a
+// NOSCRIPT answer), in a second pipeline of the calls it refused. A busy
+// process runs these scripts thousands of times a second; sending the
+// text each time would make the server read and hash it each time.
+func (r *Redis) runAll(ctx context.Context, script *redis.Script, calls []scriptCall) ([]*redis.Cmd, error) {
+	cmds := make([]*redis.Cmd, len(calls))
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, c := range calls {
+			cmds[i] = script.EvalSha(ctx, p, c.keys, c.args...)
+		}
+		return nil
+	})
+	var again []int
+	for i, c := range cmds {
+		if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+			again = append(again, i)
+		}
+	}
+	if len(again) == 0 {
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, err
+		}
+		return cmds, nil
+	}
+	_, err = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, i := range again {
+			cmds[i] = script.Eval(ctx, p, calls[i].keys, calls[i].args...)
+		}
+		return nil
+	})
+	for _, c := range cmds {
+		if e := c.Err(); e != nil && !errors.Is(e, redis.Nil) {
+			return nil, e
+		}
+	}
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	return cmds, nil
 }
 
 // ExpireAll implements PresenceRefresher: one expire script per group, all
@@ -99,14 +145,12 @@ func (r *Redis) presenceAll(ctx context.Context, groups []string, script *redis.
 		return out, nil
 	}
 	now := time.Now().UnixMilli()
-	cmds := make([]*redis.Cmd, len(groups))
-	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, g := range groups {
-			cmds[i] = script.Eval(ctx, p, []string{r.presenceKey(g), r.expiryKey(g)}, now)
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
+	calls := make([]scriptCall, len(groups))
+	for i, g := range groups {
+		calls[i] = scriptCall{[]string{r.presenceKey(g), r.expiryKey(g)}, []any{now}}
+	}
+	cmds, err := r.runAll(ctx, script, calls)
+	if err != nil {
 		return nil, r.fail(ctx, op, err)
 	}
 	for i, c := range cmds {

@@ -74,3 +74,57 @@ func TestRedisPresenceReadsInfosInBatches(t *testing.T) {
 		t.Fatalf("after Expire, List = %d entries, %v; want none", len(left), err)
 	}
 }
+
+// TestRedisPresenceScriptsRunBySHA: the pipelined presence scripts (the
+// refresh, the sweep and the list of many groups) send a script's text
+// only to a server that does not know it yet (after SCRIPT FLUSH, once per
+// script); every other call is an EVALSHA, and the results are right
+// either way.
+func TestRedisPresenceScriptsRunBySHA(t *testing.T) {
+	srv := redistest.Start(t)
+	l := newRedisLayer(t, srv.Addr(), newPrefix(), channellayer.RedisOptions{})
+	c := newClient(t, srv.Addr())
+	ctx := tctx(t, 30*time.Second)
+	groups := []string{"a", "b", "c"}
+	all := map[string][]channellayer.Member{}
+	for _, g := range groups {
+		all[g] = []channellayer.Member{{Key: g + "1", Info: []byte("x")}, {Key: g + "2", Info: []byte("y")}}
+	}
+	round := func() {
+		t.Helper()
+		if err := l.TrackAll(ctx, all, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		got, err := l.ListAll(ctx, groups)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range groups {
+			if len(got[g]) != 2 {
+				t.Fatalf("ListAll of %s: %v, want its 2 entries", g, got[g])
+			}
+		}
+		if _, err := l.ExpireAll(ctx, groups); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, flush := range []bool{true, false, false} {
+		if flush {
+			if err := c.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.ConfigResetStat(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		round()
+		calls := commandCalls(t, c)
+		wantEval := 0
+		if flush {
+			wantEval = 3 * len(groups) // each refused call of the 3 scripts again, with its text
+		}
+		if calls["eval"] != wantEval || calls["evalsha"] != 3*len(groups) {
+			t.Errorf("round %d: %d EVAL and %d EVALSHA calls, want %d and %d", i, calls["eval"], calls["evalsha"], wantEval, 3*len(groups))
+		}
+	}
+}

@@ -3,6 +3,7 @@ package chat
 import (
 	"context"
 	"encoding/json"
+	"hash/maphash"
 	"log/slog"
 	"sort"
 	"strings"
@@ -39,6 +40,13 @@ type hub struct {
 type localRoom struct {
 	conns map[*consumer.Conn]struct{}
 	dirty bool
+	// sent is the hash of the last users frame sent to the room's sockets
+	// (0: none yet); fresh are the sockets added since, which got their
+	// own frame at join but not that one. changed: a diff since then had a
+	// join or a leave, so the next frame goes to every socket.
+	sent    uint64
+	fresh   []*consumer.Conn
+	changed bool
 }
 
 // userMeta is the meta of a socket's presence entry; its key is the session.
@@ -53,9 +61,13 @@ type notice struct {
 	body    []byte
 }
 
+// frameSeed hashes users frames, to tell a changed one from the last.
+var frameSeed = maphash.MakeSeed()
+
 type decodedDiff struct {
-	body    []byte // the diff's body, as the layer delivered it to every socket
-	notices []notice
+	body          []byte // the diff's body, as the layer delivered it to every socket
+	notices       []notice
+	joinsOrLeaves bool
 }
 
 func newHub(server *consumer.Server, interval time.Duration, log *slog.Logger, m *metrics, counted func(string, int)) *hub {
@@ -83,6 +95,7 @@ func (h *hub) add(room string, c *consumer.Conn) {
 		h.rooms[room] = r
 	}
 	r.conns[c] = struct{}{}
+	r.fresh = append(r.fresh, c)
 }
 
 // remove forgets a socket. A room left without local sockets stays until
@@ -96,10 +109,16 @@ func (h *hub) remove(room string, c *consumer.Conn) {
 }
 
 // markDirty asks for a users frame to the room's local sockets at the next tick.
-func (h *hub) markDirty(room string) {
+func (h *hub) markDirty(room string) { h.mark(room, false) }
+
+// mark asks for a users frame at the next tick; changed says that someone
+// joined or left, so that every socket gets it even if it is the same as
+// the room's last (the join and the leave both came between two flushes).
+func (h *hub) mark(room string, changed bool) {
 	h.mu.Lock()
 	if r := h.rooms[room]; r != nil {
 		r.dirty = true
+		r.changed = r.changed || changed
 	}
 	h.mu.Unlock()
 }
@@ -133,7 +152,11 @@ func (h *hub) run() {
 
 // flush sends each dirty room's latest users frame to its local sockets:
 // one frame per room per tick, encoded once, built from the presence the
-// node's tracker already read where it has it (see latestUsers).
+// node's tracker already read where it has it (see latestUsers). A frame
+// that is the same as the room's last, with no join or leave since, goes
+// only to the sockets added since: a second tab, or a person back on this
+// node after a node died while the dead node's entry is still listed,
+// changes nothing anyone sees, and must not cost every member a frame.
 func (h *hub) flush() {
 	h.mu.Lock()
 	var dirty []string
@@ -157,12 +180,22 @@ func (h *hub) flush() {
 			h.counted(room, f.Count)
 		}
 		b, _ := json.Marshal(f)
+		sum := maphash.Bytes(frameSeed, b)
 		h.mu.Lock()
 		var conns []*consumer.Conn
 		if r := h.rooms[room]; r != nil {
-			for c := range r.conns {
-				conns = append(conns, c)
+			if sum == r.sent && !r.changed { // nothing anyone sees changed: only the new sockets get it
+				for _, c := range r.fresh {
+					if _, ok := r.conns[c]; ok {
+						conns = append(conns, c)
+					}
+				}
+			} else {
+				for c := range r.conns {
+					conns = append(conns, c)
+				}
 			}
+			r.sent, r.fresh, r.changed = sum, nil, false
 		}
 		h.mu.Unlock()
 		for _, c := range conns {
@@ -203,15 +236,15 @@ func (h *hub) users(ctx context.Context, room string) (usersFrame, error) {
 // notices returns the join and leave notices of a presence diff, decoded
 // and encoded once for all the node's sockets (they get the same body).
 // A room with more than maxListed users after the change gets none.
-func (h *hub) notices(m channellayer.Message) []notice {
+func (h *hub) notices(m channellayer.Message) (out []notice, joinsOrLeaves bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(m.Body) > 0 && len(h.diff.body) == len(m.Body) && &h.diff.body[0] == &m.Body[0] {
-		return h.diff.notices
+		return h.diff.notices, h.diff.joinsOrLeaves
 	}
 	var d presence.Diff
-	var out []notice
 	if err := json.Unmarshal(m.Body, &d); err == nil {
+		joinsOrLeaves = len(d.Joins)+len(d.Leaves) > 0
 		type who struct {
 			session, name string
 			at            int64
@@ -260,8 +293,8 @@ func (h *hub) notices(m channellayer.Message) []notice {
 			}
 		}
 	}
-	h.diff = decodedDiff{body: m.Body, notices: out}
-	return out
+	h.diff = decodedDiff{body: m.Body, notices: out, joinsOrLeaves: joinsOrLeaves}
+	return out, joinsOrLeaves
 }
 
 type noticeFrame struct {

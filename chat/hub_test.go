@@ -110,3 +110,28 @@ func TestUsersCountBackDownAfterQuickLeave(t *testing.T) {
 		t.Fatal("the room left by its last local socket was counted without a List")
 	}
 }
+
+// A users frame that is the same as the room's last, with no join or leave
+// since, goes only to the sockets that joined since: a second tab of
+// someone already listed (as when people come back on this node after
+// another died, their old entry still listed) changes nothing the others
+// see and costs them no frame, while a change anyone sees reaches everyone.
+func TestUsersFrameOnlyWhenItChanges(t *testing.T) {
+	n := newNode(t, newListCountingLayer(t), nil)
+	a := n.join(t, "ann", "s-ann", "r", "")
+	a.joinFrames("ann")
+	b := n.join(t, "bob", "s-bob", "r", "")
+	b.joinFrames("ann", "bob")
+	a.await("notice", "bob has joined the chat")
+	a.awaitUsers("ann", "bob") // the room's flush after the diff of the join
+
+	tab := n.join(t, "bob", "s-bob", "r", "") // bob's second tab
+	tab.joinFrames("ann", "bob")
+	tab.awaitUsers("ann", "bob") // the room's flush, to the new socket
+	a.quiet("users", "", 500*time.Millisecond)
+
+	c := n.join(t, "cid", "s-cid", "r", "")
+	c.joinFrames("ann", "bob", "cid")
+	a.awaitUsers("ann", "bob", "cid")
+	tab.awaitUsers("ann", "bob", "cid")
+}

@@ -500,6 +500,7 @@ func (m *wmember) open(ctx context.Context, node int) error {
 	now := time.Now().UnixNano()
 	m.mu.Lock()
 	m.ws, m.node, m.up, m.backAt = ws, node, true, now
+	m.usersOK = false // its view is the frames of this socket
 	m.mu.Unlock()
 	m.w.wg.Add(1)
 	go m.readLoop(ws)
