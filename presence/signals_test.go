@@ -202,3 +202,60 @@ func TestSignalThatFailedIsSentAgain(t *testing.T) {
 	flaky.failing.Store(false)
 	waitJoin(ctx, t, mem, adaCh, "room", "bob")
 }
+
+// TestSweptLiveEntryIsWrittenBack: when a sweep removes an entry that its
+// process still tracks (its refresh came too late, on an overloaded
+// layer), that process writes it back and announces it, so that the other
+// processes list it again at once rather than after a repair read.
+func TestSweptLiveEntryIsWrittenBack(t *testing.T) {
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem := newMemory(t)
+	logs := &syncBuffer{}
+	opts := Options{Interval: 20 * time.Millisecond} // TTL 30 s: no repair read within the test
+	aOpts := opts
+	aOpts.Interval = 500 * time.Millisecond // a writes back at its next tick: b is seen without ada meanwhile
+	aOpts.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	a := newTracker(t, ctx, mem, aOpts)
+	b := newTracker(t, ctx, mem, opts)
+	adaCh, _ := mem.NewChannel(ctx)
+	bobCh, _ := mem.NewChannel(ctx)
+	if err := a.Track(ctx, "room", "ada", adaCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Track(ctx, "room", "bob", bobCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	if list, ok := b.Cached("room"); !ok || len(list) != 2 {
+		t.Fatalf("b's state after its Track: %v %v, want ada and bob", keys(list), ok)
+	}
+
+	// What a sweep does to an expired entry: removed, announced as gone.
+	if err := mem.Untrack(ctx, "room", adaCh); err != nil {
+		t.Fatal(err)
+	}
+	m, err := channellayer.NewMessage(signalType, signalBody{Gone: []signalEntry{{ID: adaCh, Key: "ada"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mem.GroupSend(ctx, signalPrefix+"room", m); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		list, ok := b.Cached("room")
+		return ok && len(list) == 1
+	}, "b taking ada for gone")
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		members, err := mem.List(ctx, "room")
+		return err == nil && len(members) == 2
+	}, "ada's entry written back to the layer")
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		list, ok := b.Cached("room")
+		return ok && len(list) == 2
+	}, "b listing ada again")
+	if list, ok := a.Cached("room"); !ok || len(list) != 2 {
+		t.Fatalf("a's own state %v %v, want ada and bob throughout", keys(list), ok)
+	}
+	if !strings.Contains(logs.String(), "expired before their refresh") {
+		t.Errorf("no warning about the entry written back; logs:\n%s", logs.String())
+	}
+}

@@ -45,6 +45,10 @@ type Tracker struct {
 	mu     sync.Mutex
 	groups map[string]*group
 	resend map[string]bool // groups whose change signal could not be sent
+	// lost are entries of this process that a sweep removed while they
+	// are still tracked here (their refresh came too late): written back
+	// and announced at the next tick.
+	lost []entryRef
 
 	// refreshMu orders a refresh's write of a chunk of the entries (read
 	// under it) before the last word of an entry that leaves meanwhile: a
@@ -497,13 +501,31 @@ func (t *Tracker) receive() {
 
 // received applies one change signal of a group.
 func (t *Tracker) received(groupName string, b signalBody) {
-	ops, full := b.ops()
 	t.mu.Lock()
 	g := t.groups[groupName]
 	if g == nil {
 		t.mu.Unlock()
 		return
 	}
+	if len(b.Gone) > 0 {
+		// An entry still tracked here is alive, whoever swept it: it
+		// stays in this tracker's state, and is written back and
+		// announced again for the others.
+		keep := b.Gone[:0:0]
+		for _, e := range b.Gone {
+			if g.entries[e.ID] != nil {
+				t.lost = append(t.lost, entryRef{groupName, e.ID})
+			} else {
+				keep = append(keep, e)
+			}
+		}
+		if len(keep) == 0 && len(b.Set) == 0 {
+			t.mu.Unlock()
+			return
+		}
+		b.Gone = keep
+	}
+	ops, full := b.ops()
 	if full {
 		g.reread = true
 		if b.Key != "" { // a join, from a tracker before incremental signals
@@ -563,6 +585,7 @@ func (t *Tracker) run() {
 			}
 		case <-tick.C:
 			t.resendFailed()
+			t.rewriteLost()
 			t.sweep()
 			t.flush(true)
 			if !refreshing && (time.Since(lastRefresh) >= refreshEvery || refreshFailed) {
@@ -571,7 +594,13 @@ func (t *Tracker) run() {
 				t.done.Add(1)
 				go func() {
 					defer t.done.Done()
-					refreshed <- t.refresh()
+					start := time.Now()
+					ok := t.refresh()
+					if took := time.Since(start); took > refreshEvery {
+						t.log.Warn("presence: refreshing the entries took longer than the refresh period; entries may expire before their refresh (the layer is overloaded, or the TTL too short)",
+							"took", took.Round(time.Millisecond), "period", refreshEvery)
+					}
+					refreshed <- ok
 				}()
 			}
 		}
@@ -828,13 +857,46 @@ func (t *Tracker) refresh() bool {
 	return ok
 }
 
-// refreshSome writes back those of refs still tracked here, with their
-// infos now. It holds refreshMu for its one chunk only: a Leave waits at
-// most for one chunk's write, and an entry that left before it is not
-// written back.
-func (t *Tracker) refreshSome(refs []entryRef) bool {
+// rewriteLost writes back the entries of this process that a sweep
+// removed while they are still tracked here, and tells every tracker of
+// their groups that they are there. It holds refreshMu, so that an entry
+// that leaves meanwhile is neither written back nor announced after its
+// leave.
+func (t *Tracker) rewriteLost() {
+	t.mu.Lock()
+	refs := t.lost
+	t.lost = nil
+	t.mu.Unlock()
+	if len(refs) == 0 {
+		return
+	}
 	t.refreshMu.Lock()
 	defer t.refreshMu.Unlock()
+	written, err := t.writeBack(refs)
+	if err != nil {
+		t.log.Warn("presence: writing back entries a sweep removed failed; will retry", "entries", len(refs), "err", err)
+		t.mu.Lock()
+		t.lost = append(t.lost, refs...)
+		t.mu.Unlock()
+		return
+	}
+	n := 0
+	ctx, cancel := t.callCtx()
+	defer cancel()
+	for name, members := range written {
+		set := make([]signalEntry, len(members))
+		for i, m := range members {
+			set[i] = signalEntry{ID: m.Key, Info: m.Info}
+		}
+		n += len(set)
+		t.signal(ctx, name, signalBody{Set: set})
+	}
+	t.log.Warn("presence: entries of this process expired before their refresh; written back (is the layer overloaded?)", "entries", n)
+}
+
+// writeBack writes those of refs still tracked here with their infos now,
+// and returns them by group; the caller holds refreshMu.
+func (t *Tracker) writeBack(refs []entryRef) (map[string][]channellayer.Member, error) {
 	all := make(map[string][]channellayer.Member)
 	t.mu.Lock()
 	for _, r := range refs {
@@ -846,25 +908,33 @@ func (t *Tracker) refreshSome(refs []entryRef) bool {
 	}
 	t.mu.Unlock()
 	if len(all) == 0 {
-		return true
+		return all, nil
 	}
 	ctx, cancel := t.callCtx()
 	defer cancel()
 	if r, ok := t.layer.(channellayer.PresenceRefresher); ok {
-		if err := r.TrackAll(ctx, all, t.opts.TTL); err != nil {
-			t.log.Warn("presence: refreshing entries failed; trying again at the next tick", "entries", len(refs), "err", err)
-			return false
-		}
-		return true
+		return all, r.TrackAll(ctx, all, t.opts.TTL)
 	}
-	ok := true
 	for name, entries := range all {
 		for _, e := range entries {
 			if err := t.p.Track(ctx, name, e.Key, e.Info, t.opts.TTL); err != nil {
-				t.log.Warn("presence: refreshing an entry failed; trying again at the next tick", "group", name, "err", err)
-				ok = false
+				return nil, err
 			}
 		}
 	}
-	return ok
+	return all, nil
+}
+
+// refreshSome writes back those of refs still tracked here, with their
+// infos now. It holds refreshMu for its one chunk only: a Leave waits at
+// most for one chunk's write, and an entry that left before it is not
+// written back.
+func (t *Tracker) refreshSome(refs []entryRef) bool {
+	t.refreshMu.Lock()
+	defer t.refreshMu.Unlock()
+	if _, err := t.writeBack(refs); err != nil {
+		t.log.Warn("presence: refreshing entries failed; trying again at the next tick", "entries", len(refs), "err", err)
+		return false
+	}
+	return true
 }

@@ -741,15 +741,29 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 	if err != nil {
 		return err
 	}
-	var dropped, back, gaveUp int
+	var dropped, back, gaveUp, stillDown int
 	var lastBack, attempts int64
+	losses := map[int]int{}
 	for _, rp := range reps {
 		dropped += rp.Dropped
 		back += rp.Back
 		gaveUp += rp.GaveUp
+		stillDown += rp.StillDown
 		lastBack = max(lastBack, rp.LastBack)
 		attempts += rp.Attempts
+		for code, n := range rp.Losses {
+			losses[code] += n
+		}
 	}
+	// Sockets lost since the run began, the dead node's among them: any
+	// other loss is a living node closing sockets (or the load generator
+	// falling behind), which the presence checks below would feel.
+	lost := 0
+	for _, n := range losses {
+		lost += n
+	}
+	m["kill_sockets_lost"], m["kill_still_down"] = float64(lost), float64(stillDown)
+	logf("cluster: kill: %d sockets lost since the start (by close code, -1 without one: %v), %d clients down when the last came back", lost, losses, stillDown)
 	m["kill_clients_dropped"], m["kill_clients_back"] = float64(dropped), float64(back)
 	m["kill_reconnect_attempts"] = float64(attempts)
 	if back > 0 {

@@ -39,6 +39,8 @@ var clusterRows = []struct{ key, label string }{
 	{"kill_clients_dropped", "kill: clients of the dead node"},
 	{"kill_clients_back", "kill: of them back on another node"},
 	{"kill_all_back_s", "kill: s until all back (socket + history)"},
+	{"kill_sockets_lost", "kill: sockets lost in the whole run (the dead node's included)"},
+	{"kill_still_down", "kill: clients down when the last came back"},
 	{"kill_entries_gone_s", "kill: s until the dead node's presence entries are gone"},
 	{"kill_presence_converged_s", "kill: s until every room listed exactly again"},
 	{"kill_lost", "kill: acknowledged deliveries missing after the drain"},

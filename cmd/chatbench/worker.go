@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -101,6 +102,9 @@ type workerReply struct {
 	LastBack  int64 `json:"last_back_ns"`
 	Attempts  int64 `json:"attempts"`
 	StillDown int   `json:"still_down"`
+	// Losses counts the sockets lost so far, by close code (-1: no
+	// close frame), the dead node's included.
+	Losses map[int]int `json:"losses,omitempty"`
 
 	// chat
 	Sent        uint64     `json:"sent"`
@@ -232,6 +236,9 @@ type worker struct {
 
 	victimsMu sync.Mutex
 	victims   []*wmember // the clients of the node killed last
+
+	lossesMu sync.Mutex
+	losses   map[int]int // sockets lost, by close code
 
 	usersMu    sync.Mutex
 	usersCache map[string]bool
@@ -605,6 +612,14 @@ func (m *wmember) readLoop(ws *websocket.Conn) {
 		}
 		m.handle(buf)
 	}
+	if !m.w.closing.Load() && m.w.ctx.Err() == nil {
+		m.w.lossesMu.Lock()
+		if m.w.losses == nil {
+			m.w.losses = make(map[int]int)
+		}
+		m.w.losses[int(websocket.CloseStatus(err))]++
+		m.w.lossesMu.Unlock()
+	}
 	m.mu.Lock()
 	m.up = false
 	m.downAt = time.Now().UnixNano()
@@ -778,6 +793,9 @@ func (w *worker) recovery(cmd workerCmd) workerReply {
 			m.mu.Unlock()
 		}
 		rep.Attempts = w.attempts.Load()
+		w.lossesMu.Lock()
+		rep.Losses = maps.Clone(w.losses)
+		w.lossesMu.Unlock()
 		if rep.Back+rep.GaveUp == rep.Dropped || time.Now().UnixNano() > cmd.DeadlineNS || w.ctx.Err() != nil {
 			return rep
 		}
