@@ -56,7 +56,8 @@ func (c *chunkLayer) recorded() [][]channellayer.Member {
 
 // newChunkTracker returns a tracker on a chunkLayer with entries entries
 // in 5 groups ("g0" to "g4"), whose own loop never refreshes during the
-// test; and the names of the entries by group.
+// test and whose refreshes write one chunk at a time; and the names of the
+// entries by group.
 func newChunkTracker(t *testing.T, entries int) (*Tracker, *chunkLayer, map[string][]string) {
 	t.Helper()
 	ctx := testkit.ContextWithin(t, 60*time.Second)
@@ -64,6 +65,7 @@ func newChunkTracker(t *testing.T, entries int) (*Tracker, *chunkLayer, map[stri
 	l := &chunkLayer{Memory: mem}
 	// The tracker's own loop never refreshes during the test (TTL/3).
 	tr := newTracker(t, ctx, l, Options{TTL: time.Hour, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	tr.parallel = 1 // the tests below follow the chunks one by one
 	ids := make(map[string][]string)
 	for i := range entries {
 		group, id := fmt.Sprintf("g%d", i%5), fmt.Sprintf("conn-%d", i)
@@ -326,4 +328,84 @@ func TestRefreshDoesNotHoldDiffs(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitJoin(ctx, t, mem, adaCh, "room", "bob") // while the refresh is held
+}
+
+// TestRefreshRetriesOnlyTheFailedChunk: a refresh reports the entries of
+// the chunk that failed, and the retry (at the next tick) writes those
+// alone, in one call: an overloaded layer is not asked for every chunk
+// again each second.
+func TestRefreshRetriesOnlyTheFailedChunk(t *testing.T) {
+	const entries = 2500
+	tr, l, _ := newChunkTracker(t, entries)
+	l.mu.Lock()
+	l.calls, l.fail = nil, 2
+	l.mu.Unlock()
+	failed := tr.refreshRefs(nil)
+	calls := l.recorded()
+	if len(calls) != 3 || len(failed) != len(calls[1]) {
+		t.Fatalf("%d calls, %d entries reported failed; want 3 calls and the second call's %d", len(calls), len(failed), len(calls[1]))
+	}
+	inFailed := make(map[string]bool)
+	for _, m := range calls[1] {
+		inFailed[m.Key] = true
+	}
+	for _, r := range failed {
+		if !inFailed[r.id] {
+			t.Fatalf("entry %s reported failed, but its chunk was written", r.id)
+		}
+	}
+	l.mu.Lock()
+	l.calls, l.fail = nil, 0
+	l.mu.Unlock()
+	if again := tr.refreshRefs(failed); len(again) != 0 {
+		t.Fatalf("the retry reported %d entries failed, want none", len(again))
+	}
+	if calls := l.recorded(); len(calls) != 1 || len(calls[0]) != len(failed) {
+		t.Fatalf("the retry made %d calls (first of %d entries), want one of the %d failed entries", len(calls), len(calls[0]), len(failed))
+	}
+}
+
+// TestRefreshWritesChunksInParallel: a refresh has up to refreshParallel
+// chunks in flight at a time, not one after the other: on a busy process
+// each call waits for a connection and the CPU, and waits one after the
+// other could outlast the entries' TTL.
+func TestRefreshWritesChunksInParallel(t *testing.T) {
+	const entries = 6500 // seven chunks
+	tr, l, _ := newChunkTracker(t, entries)
+	tr.parallel = refreshParallel
+	held := make(chan chan struct{}, 16)
+	l.mu.Lock()
+	l.calls, l.held = nil, held
+	l.mu.Unlock()
+	done := make(chan []entryRef, 1)
+	go func() { done <- tr.refreshRefs(nil) }()
+	var releases []chan struct{}
+	for range refreshParallel {
+		releases = append(releases, testkit.Receive(t, held, 10*time.Second, "a chunk in flight"))
+	}
+	select {
+	case r := <-held:
+		t.Fatalf("chunk %d started while %d were in flight", refreshParallel+1, refreshParallel)
+		close(r)
+	case <-time.After(100 * time.Millisecond):
+	}
+	for _, r := range releases {
+		close(r)
+	}
+	for {
+		select {
+		case r := <-held:
+			close(r)
+		case failed := <-done:
+			if len(failed) != 0 {
+				t.Fatalf("%d entries failed", len(failed))
+			}
+			if calls := l.recorded(); len(calls) != 7 {
+				t.Fatalf("%d TrackAll calls, want 7", len(calls))
+			}
+			return
+		case <-time.After(10 * time.Second):
+			t.Fatal("the refresh did not end")
+		}
+	}
 }

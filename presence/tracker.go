@@ -50,11 +50,15 @@ type Tracker struct {
 	// and announced at the next tick.
 	lost []entryRef
 
-	// refreshMu orders a refresh's write of a chunk of the entries (read
-	// under it) before the last word of an entry that leaves meanwhile: a
-	// refresh must not write back an entry that has just left. It is held
-	// for one chunk at a time, so a Leave waits for one chunk at most.
-	refreshMu sync.Mutex
+	// refreshMu orders the writes of entries by refreshes (read-locked:
+	// chunks go in parallel) before the last word of an entry that leaves
+	// (locked): a refresh must not write back an entry that has just left.
+	// It is held for one chunk at a time, so a Leave waits for the chunks
+	// in flight at most.
+	refreshMu sync.RWMutex
+	// parallel is how many chunks of a refresh are written at a time
+	// (refreshParallel; tests set 1).
+	parallel int
 
 	wake      chan struct{}
 	stop      chan struct{}
@@ -72,6 +76,7 @@ type group struct {
 	pending   []op             // the changes signalled while reads > 0
 	touched   map[string]touch // keys changed since the last diff
 	repairAt  time.Time        // when live is next read in full, to repair what lost signals missed
+	repairDue bool             // that time has come
 	dirty     bool
 	lastFlush time.Time
 }
@@ -179,9 +184,9 @@ func New(ctx context.Context, layer channellayer.Layer, opts Options) (*Tracker,
 	t := &Tracker{
 		layer: layer, p: p, opts: opts, log: opts.Logger, channel: ch,
 		groups: make(map[string]*group),
-		resend: make(map[string]bool),
-		wake:   make(chan struct{}, 1),
-		stop:   make(chan struct{}),
+		resend: make(map[string]bool), parallel: refreshParallel,
+		wake: make(chan struct{}, 1),
+		stop: make(chan struct{}),
 	}
 	t.done.Add(2)
 	go t.receive()
@@ -562,47 +567,55 @@ func (t *Tracker) run() {
 	defer tick.Stop()
 	refreshEvery := t.opts.TTL / 3
 	lastRefresh := time.Now()
-	// refreshFailed: the last refresh failed, so it is tried again at the
-	// next tick, and entries may have expired and been swept meanwhile.
-	refreshFailed := false
+	// failed: the entries whose last refresh failed; they are tried again
+	// at the next tick, and may have expired and been swept meanwhile.
+	var failed []entryRef
 	// A refresh runs on a goroutine of its own, one at a time: its chunks
 	// may take a while on a loaded layer, and diffs and sweeps go on
-	// meanwhile. refreshed reports how it went.
+	// meanwhile. refreshed reports the entries it could not write.
 	refreshing := false
-	refreshed := make(chan bool, 1)
+	refreshed := make(chan []entryRef, 1)
 	for {
 		select {
 		case <-t.stop:
 			return
 		case <-t.wake:
 			t.flush(false)
-		case ok := <-refreshed:
+		case f := <-refreshed:
 			refreshing = false
-			failedBefore := refreshFailed
-			refreshFailed = !ok
-			if failedBefore && ok {
-				t.resignal()
+			if len(failed) > 0 && len(f) == 0 {
+				t.resignal(failed)
 			}
+			failed = f
 		case <-tick.C:
 			t.resendFailed()
 			t.rewriteLost()
 			t.sweep()
 			t.flush(true)
-			if !refreshing && (time.Since(lastRefresh) >= refreshEvery || refreshFailed) {
-				lastRefresh = time.Now()
-				refreshing = true
-				t.done.Add(1)
-				go func() {
-					defer t.done.Done()
-					start := time.Now()
-					ok := t.refresh()
-					if took := time.Since(start); took > refreshEvery {
-						t.log.Warn("presence: refreshing the entries took longer than the refresh period; entries may expire before their refresh (the layer is overloaded, or the TTL too short)",
-							"took", took.Round(time.Millisecond), "period", refreshEvery)
-					}
-					refreshed <- ok
-				}()
+			if refreshing {
+				continue
 			}
+			var refs []entryRef // nil: all
+			switch {
+			case time.Since(lastRefresh) >= refreshEvery:
+				lastRefresh = time.Now()
+			case len(failed) > 0:
+				refs = failed
+			default:
+				continue
+			}
+			refreshing = true
+			t.done.Add(1)
+			go func() {
+				defer t.done.Done()
+				start := time.Now()
+				f := t.refreshRefs(refs)
+				if took := time.Since(start); took > refreshEvery {
+					t.log.Warn("presence: refreshing the entries took longer than the refresh period; entries may expire before their refresh (the layer is overloaded, or the TTL too short)",
+						"took", took.Round(time.Millisecond), "period", refreshEvery)
+				}
+				refreshed <- f
+			}()
 		}
 	}
 }
@@ -631,9 +644,10 @@ func (t *Tracker) flush(late bool) {
 	var diffs []pendingDiff
 	var reads []groupRef
 	t.mu.Lock()
+	repairs := 0
 	for name, g := range t.groups {
 		if late && !g.repairAt.IsZero() && now.After(g.repairAt) {
-			g.reread, g.dirty = true, true
+			g.repairDue, g.dirty = true, true
 			g.repairAt = time.Time{}
 		}
 		if !g.dirty || (!late && now.Sub(g.lastFlush) < t.opts.Interval) {
@@ -641,11 +655,21 @@ func (t *Tracker) flush(late bool) {
 		}
 		g.dirty = false
 		g.lastFlush = now
-		if g.reread || !g.known {
-			g.reread = false
+		needed := g.reread || !g.known
+		// Repair reads are not urgent: at most flushChunk per flush, the
+		// rest at the next.
+		repair := !needed && g.repairDue && repairs < flushChunk
+		if needed || repair {
+			if repair {
+				repairs++
+			}
+			g.reread, g.repairDue = false, false
 			g.reads++
-			reads = append(reads, groupRef{name, g})
+			reads = append(reads, groupRef{name, g, repair})
 			continue
+		}
+		if g.repairDue {
+			g.dirty = true
 		}
 		if d := g.takeDiff(name); !d.Empty() {
 			diffs = append(diffs, pendingDiff{d, g.localIDs()})
@@ -669,8 +693,9 @@ func (g *group) localIDs() []string {
 // groupRef is a group by name and the group itself: a group that is gone
 // and back after a read began is not the one read.
 type groupRef struct {
-	name string
-	g    *group
+	name   string
+	g      *group
+	repair bool // read only to repair: after a failure it waits, rather than going again at the next flush
 }
 
 // reread reads the states of groups in full (one ListAll where the layer
@@ -719,7 +744,11 @@ func (t *Tracker) reread(refs []groupRef) {
 		fresh, ok := states[name]
 		if !ok {
 			failed++
-			g.reread, g.dirty = true, true
+			if r.repair {
+				g.repairAt = time.Now().Add(t.opts.Interval + rand.N(t.opts.TTL/3+1))
+			} else {
+				g.reread, g.dirty = true, true
+			}
 			g.endRead()
 			continue
 		}
@@ -799,25 +828,34 @@ func (t *Tracker) sweep() {
 	}
 }
 
-// resignal tells every tracker of each group tracked here which entries
-// this process has there. After refreshes that failed, entries of this
-// process may have expired, been swept (and announced as leaves) and then
-// been written back by the refresh that succeeded: without a signal, no
-// tracker would know, and the group's members would go on seeing those
-// people gone.
-func (t *Tracker) resignal() {
+// resignal tells every tracker of the groups of refs which entries this
+// process has there. After refreshes that failed, entries of this process
+// may have expired, been swept (and announced as leaves) and then been
+// written back by the refresh that succeeded: without a signal, no tracker
+// would know, and the group's members would go on seeing those people
+// gone.
+func (t *Tracker) resignal(refs []entryRef) {
 	t.mu.Lock()
-	sets := make(map[string][]signalEntry, len(t.groups))
-	for name, g := range t.groups {
-		for _, e := range g.entries {
-			sets[name] = append(sets[name], signalEntry{ID: e.id, Info: e.info})
+	sets := make(map[string][]signalEntry)
+	for _, r := range refs {
+		if _, done := sets[r.group]; done {
+			continue
+		}
+		if g := t.groups[r.group]; g != nil {
+			set := make([]signalEntry, 0, len(g.entries))
+			for _, e := range g.entries {
+				set = append(set, signalEntry{ID: e.id, Info: e.info})
+			}
+			sets[r.group] = set
 		}
 	}
 	t.mu.Unlock()
 	ctx, cancel := t.callCtx()
 	defer cancel()
 	for name, set := range sets {
-		t.signal(ctx, name, signalBody{Set: set})
+		if len(set) > 0 {
+			t.signal(ctx, name, signalBody{Set: set})
+		}
 	}
 }
 
@@ -825,6 +863,12 @@ func (t *Tracker) resignal() {
 // process with many entries writes them in several calls, each with its own
 // timeout, so that one slow call fails only its own chunk.
 const refreshChunk = 1000
+
+// refreshParallel is how many chunks of a refresh are written at a time:
+// on a busy process each call waits its turn for a connection and the CPU,
+// and a refresh that waits for its chunks one after the other may come
+// too late for its entries' TTL.
+const refreshParallel = 4
 
 // entryRef names a local entry: its group and its ID.
 type entryRef struct{ group, id string }
@@ -834,34 +878,52 @@ type entryRef struct{ group, id string }
 // (channellayer.PresenceRefresher), else one call per entry. It reports
 // whether every entry was written; a chunk that failed does not keep the
 // others from being written.
-func (t *Tracker) refresh() bool {
-	t.mu.Lock()
-	var refs []entryRef
-	for name, g := range t.groups {
-		for id := range g.entries {
-			refs = append(refs, entryRef{name, id})
+func (t *Tracker) refresh() bool { return len(t.refreshRefs(nil)) == 0 }
+
+// refreshRefs is refresh for refs only (every local entry if nil), and
+// returns those of a chunk that failed: only they are tried again at the
+// next tick, so that an overloaded layer is not asked for every chunk again
+// each second.
+func (t *Tracker) refreshRefs(refs []entryRef) (failed []entryRef) {
+	if refs == nil {
+		t.mu.Lock()
+		for name, g := range t.groups {
+			for id := range g.entries {
+				refs = append(refs, entryRef{name, id})
+			}
 		}
+		t.mu.Unlock()
 	}
-	t.mu.Unlock()
-	ok := true
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	turns := make(chan struct{}, t.parallel)
 	for start := 0; start < len(refs); start += refreshChunk {
+		chunk := refs[start:min(len(refs), start+refreshChunk)]
 		select {
 		case <-t.stop: // closing: the entries are left to expire
-			return false
-		default:
+			wg.Wait()
+			return append(failed, refs[start:]...)
+		case turns <- struct{}{}:
 		}
-		if !t.refreshSome(refs[start:min(len(refs), start+refreshChunk)]) {
-			ok = false
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if !t.refreshSome(chunk) {
+				mu.Lock()
+				failed = append(failed, chunk...)
+				mu.Unlock()
+			}
+			<-turns
+		}()
 	}
-	return ok
+	wg.Wait()
+	return failed
 }
 
 // rewriteLost writes back the entries of this process that a sweep
 // removed while they are still tracked here, and tells every tracker of
-// their groups that they are there. It holds refreshMu, so that an entry
-// that leaves meanwhile is neither written back nor announced after its
-// leave.
+// their groups that they are there. One that leaves after it was written
+// back may be announced after its leave: it is then announced gone again.
 func (t *Tracker) rewriteLost() {
 	t.mu.Lock()
 	refs := t.lost
@@ -870,9 +932,9 @@ func (t *Tracker) rewriteLost() {
 	if len(refs) == 0 {
 		return
 	}
-	t.refreshMu.Lock()
-	defer t.refreshMu.Unlock()
+	t.refreshMu.RLock()
 	written, err := t.writeBack(refs)
+	t.refreshMu.RUnlock()
 	if err != nil {
 		t.log.Warn("presence: writing back entries a sweep removed failed; will retry", "entries", len(refs), "err", err)
 		t.mu.Lock()
@@ -891,11 +953,27 @@ func (t *Tracker) rewriteLost() {
 		n += len(set)
 		t.signal(ctx, name, signalBody{Set: set})
 	}
+	t.mu.Lock()
+	gone := make(map[string][]signalEntry)
+	for name, members := range written {
+		g := t.groups[name]
+		for _, m := range members {
+			if g == nil || g.entries[m.Key] == nil {
+				if o, ok := setOp(m.Key, m.Info); ok {
+					gone[name] = append(gone[name], signalEntry{ID: m.Key, Key: o.key})
+				}
+			}
+		}
+	}
+	t.mu.Unlock()
+	for name, g := range gone {
+		t.signal(ctx, name, signalBody{Gone: g})
+	}
 	t.log.Warn("presence: entries of this process expired before their refresh; written back (is the layer overloaded?)", "entries", n)
 }
 
 // writeBack writes those of refs still tracked here with their infos now,
-// and returns them by group; the caller holds refreshMu.
+// and returns them by group; the caller read-locks refreshMu.
 func (t *Tracker) writeBack(refs []entryRef) (map[string][]channellayer.Member, error) {
 	all := make(map[string][]channellayer.Member)
 	t.mu.Lock()
@@ -930,8 +1008,8 @@ func (t *Tracker) writeBack(refs []entryRef) (map[string][]channellayer.Member, 
 // most for one chunk's write, and an entry that left before it is not
 // written back.
 func (t *Tracker) refreshSome(refs []entryRef) bool {
-	t.refreshMu.Lock()
-	defer t.refreshMu.Unlock()
+	t.refreshMu.RLock()
+	defer t.refreshMu.RUnlock()
 	if _, err := t.writeBack(refs); err != nil {
 		t.log.Warn("presence: refreshing entries failed; trying again at the next tick", "entries", len(refs), "err", err)
 		return false

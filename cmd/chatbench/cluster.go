@@ -585,6 +585,7 @@ func runCluster(ctx context.Context, cfg *config, dir string) (*clusterRun, erro
 
 	// Steady chat, then the ladder.
 	rates := append([]float64{cc.rate}, ladder...)
+	overloaded := false // the last ladder step failed
 	for i, rate := range rates {
 		if i > 0 && rate <= cc.rate {
 			continue
@@ -613,10 +614,14 @@ func runCluster(ctx context.Context, cfg *config, dir string) (*clusterRun, erro
 			m["highest_passing_deliveries_per_s"] = st.DeliveriesPerS
 		}
 		if !st.Pass && i > 0 {
+			overloaded = true
 			break
 		}
 	}
 
+	if cc.kill && overloaded {
+		rig.settle(ctx, m, roomSize, fail)
+	}
 	if cc.kill {
 		if err := rig.killPhase(ctx, run, roomSize, fail); err != nil {
 			return run, err
@@ -640,6 +645,34 @@ func runCluster(ctx context.Context, cfg *config, dir string) (*clusterRun, erro
 	}
 	run.Params["loadavg_after"] = loadAvg()
 	return run, nil
+}
+
+// settle waits, after a ladder step that failed (more load than the
+// cluster keeps up with), until the cluster is back to normal before the
+// kill is measured: every room's presence entries there, and every
+// client's latest users frame exact. How long that took is reported;
+// not getting there within two TTLs and a minute fails the run.
+func (r *clusterRig) settle(ctx context.Context, m map[string]float64, roomSize int, fail func(string, ...any)) {
+	cc := &r.cfg.cluster
+	t0 := time.Now()
+	deadline := t0.Add(2*cc.presenceTTL + time.Minute)
+	entriesOK := false
+	for !entriesOK && time.Now().Before(deadline) && ctx.Err() == nil {
+		counts, err := r.layer.presenceEntries(ctx, r.cfg.rooms)
+		entriesOK = err == nil && !slices.ContainsFunc(counts, func(n int64) bool { return n != int64(roomSize) })
+		if !entriesOK {
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	reps, err := callAll(r.workers, workerCmd{Cmd: "presence", DeadlineNS: deadline.UnixNano()})
+	pending, _, bad := presenceOf(reps)
+	if err != nil || !entriesOK || pending > 0 {
+		fail("after the failed ladder step the cluster was not back to normal within %s (entries right: %v, clients with a wrong list: %d, %s; err %v)",
+			time.Since(t0).Round(time.Second), entriesOK, pending, bad, err)
+		return
+	}
+	m["overload_recovered_s"] = time.Since(t0).Seconds()
+	logf("cluster: after the failed ladder step, presence exact again in %.1f s", m["overload_recovered_s"])
 }
 
 func presenceOf(reps []workerReply) (pending int, last int64, bad string) {
