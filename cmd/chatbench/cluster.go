@@ -833,6 +833,9 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 			lo, hi = min(lo, n), max(hi, n)
 		}
 		fail("the dead node's presence entries were not all gone %s after the kill (%d rooms with another count than %d, from %d to %d; err %v)", time.Since(killAt).Round(time.Second), wrong, roomSize, lo, hi, err)
+		if byProc, err := r.layer.entriesByProcess(ctx, r.cfg.rooms); err == nil {
+			logf("cluster: kill: presence entries by node process (%d clients; each living node started with %d): %v", cc.clients, cc.conns(0), byProc)
+		}
 	} else {
 		m["kill_entries_gone_s"] = goneAt.Sub(killAt).Seconds()
 		logf("cluster: kill: the dead node's presence entries gone %.1f s after the kill", m["kill_entries_gone_s"])

@@ -270,3 +270,27 @@ func topRates(before, after map[string]float64, secs float64, n int) string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// entriesByProcess counts the presence entries of all rooms by the process
+// part of their IDs (a connection's channel name starts with its node's
+// process ID): when a check finds entries missing, it names the nodes
+// whose entries they were.
+func (l *redisLayer) entriesByProcess(ctx context.Context, rooms int) (map[string]int, error) {
+	pipe := l.cli.Pipeline()
+	cmds := make([]*redis.StringSliceCmd, rooms)
+	for r := range rooms {
+		cmds[r] = pipe.HKeys(ctx, "chatterpro:{"+roomName(r)+"}:p")
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, err
+	}
+	out := make(map[string]int)
+	for _, c := range cmds {
+		for _, id := range c.Val() {
+			if p, _, ok := strings.Cut(id, "!"); ok {
+				out[p]++
+			}
+		}
+	}
+	return out, nil
+}
