@@ -44,6 +44,10 @@ type Config struct {
 	// UsersInterval is the least time between two users frames of one
 	// room from this node. Defaults to 1 s.
 	UsersInterval time.Duration
+	// MaxConnecting is how many sockets may run their join at once on
+	// this node (consumer.Options.MaxConnecting). Defaults to the
+	// framework's.
+	MaxConnecting int
 	// Rate is how many chat messages per second one connection may send
 	// (burst twice that); "older" requests and forwarded typing signals
 	// count too. 0: no limit.
@@ -168,6 +172,7 @@ func New(cfg Config) (*App, error) {
 		OnBusy:        m.busy.Inc,
 		Presence:      presence.Options{TTL: cfg.PresenceTTL, Interval: cfg.UsersInterval, Logger: cfg.Logger},
 		PresenceGrace: cfg.Grace,
+		MaxConnecting: cfg.MaxConnecting,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("chat: %w", err)

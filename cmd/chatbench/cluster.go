@@ -29,21 +29,22 @@ const maxClientsPerWorker = 12500
 
 // clusterConfig holds the cluster scenario's flags (defaults in parseFlags).
 type clusterConfig struct {
-	nodes       int           // chatterpro processes (8)
-	clients     int           // people, each with a session of its own (100 000)
-	layer       string        // layerRedis or layerRedisCluster
-	workers     int           // load generator processes; 0: one per maxClientsPerWorker
-	steady      time.Duration // steady chat phase (60 s)
-	rate        float64       // messages per room per second, steady and kill phases (0.2)
-	ladder      string        // higher per-room rates, comma-separated ("0.5,1")
-	ladderStep  time.Duration // length of each ladder step (30 s)
-	idle        time.Duration // quiet window measuring presence upkeep (15 s)
-	kill        bool          // SIGKILL the last node at the end (true)
-	keepLogs    bool          // keep the folder of the processes' logs (false)
-	presenceTTL time.Duration // the nodes' --presence-ttl (30 s)
-	p99         time.Duration // a chat phase passes with p99 below this (250 ms)
-	drain       time.Duration // wait for late deliveries after a chat phase (5 s)
-	merge       string        // only render these JSON reports
+	nodes         int           // chatterpro processes (8)
+	clients       int           // people, each with a session of its own (100 000)
+	layer         string        // layerRedis or layerRedisCluster
+	workers       int           // load generator processes; 0: one per maxClientsPerWorker
+	steady        time.Duration // steady chat phase (60 s)
+	rate          float64       // messages per room per second, steady and kill phases (0.2)
+	ladder        string        // higher per-room rates, comma-separated ("0.5,1")
+	ladderStep    time.Duration // length of each ladder step (30 s)
+	idle          time.Duration // quiet window measuring presence upkeep (15 s)
+	kill          bool          // SIGKILL the last node at the end (true)
+	keepLogs      bool          // keep the folder of the processes' logs (false)
+	presenceTTL   time.Duration // the nodes' --presence-ttl (30 s)
+	maxConnecting int           // the nodes' --max-connecting (0: their default)
+	p99           time.Duration // a chat phase passes with p99 below this (250 ms)
+	drain         time.Duration // wait for late deliveries after a chat phase (5 s)
+	merge         string        // only render these JSON reports
 }
 
 // clusterReport is the cluster scenario's JSON output.
@@ -426,7 +427,7 @@ func runCluster(ctx context.Context, cfg *config, dir string) (*clusterRun, erro
 	run := &clusterRun{Params: map[string]any{
 		"nodes": cc.nodes, "clients": cc.clients, "rooms": cfg.rooms, "room_size": roomSize, "layer": cc.layer,
 		"workers": workers, "steady": cc.steady.String(), "rate_per_room": cc.rate, "ladder": cc.ladder,
-		"ladder_step": cc.ladderStep.String(), "presence_ttl": cc.presenceTTL.String(), "p99_limit_ms": ms(cc.p99),
+		"ladder_step": cc.ladderStep.String(), "presence_ttl": cc.presenceTTL.String(), "max_connecting": cc.maxConnecting, "p99_limit_ms": ms(cc.p99),
 		"idle_window": cc.idle.String(), "kill": cc.kill, "file_limit": limit, "source_ips": cfg.ips,
 		"loadavg_before": loadAvg(),
 	}, Metrics: map[string]float64{}}
@@ -453,9 +454,12 @@ func runCluster(ctx context.Context, cfg *config, dir string) (*clusterRun, erro
 			return nil, err
 		}
 		addr := "127.0.0.1:" + strconv.Itoa(port)
-		p, err := startProc(dir, fmt.Sprintf("chatterpro%d", i+1), bin, nil,
-			"--addr", addr, "--layer", rig.layer.url, "--rate", "0", "--secret", benchSecret,
-			"--presence-ttl", cc.presenceTTL.String(), "--log-level", "warn")
+		args := []string{"--addr", addr, "--layer", rig.layer.url, "--rate", "0", "--secret", benchSecret,
+			"--presence-ttl", cc.presenceTTL.String(), "--log-level", "warn"}
+		if cc.maxConnecting != 0 {
+			args = append(args, "--max-connecting", strconv.Itoa(cc.maxConnecting))
+		}
+		p, err := startProc(dir, fmt.Sprintf("chatterpro%d", i+1), bin, nil, args...)
 		if err != nil {
 			return nil, err
 		}
