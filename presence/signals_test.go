@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -258,4 +259,70 @@ func TestSweptLiveEntryIsWrittenBack(t *testing.T) {
 	if !strings.Contains(logs.String(), "expired before their refresh") {
 		t.Errorf("no warning about the entry written back; logs:\n%s", logs.String())
 	}
+}
+
+// heldSignals is a Memory layer whose GroupSend to signal groups waits,
+// while hold is set, until gate is closed, and which records the most
+// such sends in flight at once, and counts the TrackAll calls.
+type heldSignals struct {
+	*channellayer.Memory
+	hold     atomic.Bool
+	gate     chan struct{}
+	inflight atomic.Int32
+	most     atomic.Int32
+	trackAll atomic.Int32
+}
+
+func (h *heldSignals) GroupSend(ctx context.Context, group string, m channellayer.Message) error {
+	if h.hold.Load() && strings.HasPrefix(group, signalPrefix) {
+		n := h.inflight.Add(1)
+		for {
+			most := h.most.Load()
+			if n <= most || h.most.CompareAndSwap(most, n) {
+				break
+			}
+		}
+		<-h.gate
+		h.inflight.Add(-1)
+	}
+	return h.Memory.GroupSend(ctx, group, m)
+}
+
+func (h *heldSignals) TrackAll(ctx context.Context, groups map[string][]channellayer.Member, ttl time.Duration) error {
+	h.trackAll.Add(1)
+	return h.Memory.TrackAll(ctx, groups, ttl)
+}
+
+// TestSweepSignalsAtOnceAndRefreshGoesOn: a sweep that finds expired
+// entries in many groups sends their signals at once, not one round trip
+// after the other; and while those signals wait on a slow layer (holding
+// up the sweep), the refresh of the process's own entries goes on. A
+// sweep after a node's death (every room has its entries) once held a
+// process's loop for as many round trips as rooms, and its refresh with
+// it, until its own entries expired.
+func TestSweepSignalsAtOnceAndRefreshGoesOn(t *testing.T) {
+	const groups = 20
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem := newMemory(t)
+	l := &heldSignals{Memory: mem, gate: make(chan struct{})}
+	tr := newTracker(t, ctx, l, Options{TTL: 300 * time.Millisecond, Interval: 20 * time.Millisecond})
+	var once sync.Once
+	release := func() { once.Do(func() { close(l.gate) }) }
+	t.Cleanup(release) // before the tracker closes
+	for i := range groups {
+		name := fmt.Sprintf("room-%02d", i)
+		ch, _ := mem.NewChannel(ctx)
+		if err := tr.Track(ctx, name, "ada", ch, nil); err != nil {
+			t.Fatal(err)
+		}
+		// An entry of a process that died: it expires at once.
+		if err := mem.Track(ctx, name, fmt.Sprintf("dead-%d", i), []byte(`{"v":2,"k":"bob","t":1}`), time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.hold.Store(true)
+	testkit.Eventually(t, 10*time.Second, func() bool { return l.most.Load() >= groups }, "the sweep's signals of every group in flight at once")
+	before := l.trackAll.Load()
+	testkit.Eventually(t, 10*time.Second, func() bool { return l.trackAll.Load() >= before+2 }, "refreshes while the sweep waits")
+	release()
 }

@@ -188,9 +188,10 @@ func New(ctx context.Context, layer channellayer.Layer, opts Options) (*Tracker,
 		wake: make(chan struct{}, 1),
 		stop: make(chan struct{}),
 	}
-	t.done.Add(2)
+	t.done.Add(3)
 	go t.receive()
 	go t.run()
+	go t.refreshLoop()
 	return t, nil
 }
 
@@ -467,9 +468,11 @@ func (t *Tracker) resendFailed() {
 	t.mu.Unlock()
 	ctx, cancel := t.callCtx()
 	defer cancel()
+	bodies := make(map[string]signalBody, len(names))
 	for _, name := range names {
-		t.signal(ctx, name, signalBody{})
+		bodies[name] = signalBody{}
 	}
+	t.signalAll(ctx, bodies)
 }
 
 // receive takes the change signals of the groups tracked here.
@@ -560,8 +563,31 @@ func (t *Tracker) rereadAll() {
 	t.wakeUp()
 }
 
-// run flushes diffs, sweeps expired entries and refreshes the live ones.
+// run flushes diffs and sweeps expired entries.
 func (t *Tracker) run() {
+	defer t.done.Done()
+	tick := time.NewTicker(t.opts.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case <-t.wake:
+			t.flush(false)
+		case <-tick.C:
+			t.resendFailed()
+			t.rewriteLost()
+			t.sweep()
+			t.flush(true)
+		}
+	}
+}
+
+// refreshLoop refreshes the local entries every TTL/3, and those whose
+// refresh failed at every Interval. It runs beside run: a sweep or a flush
+// that waits on a loaded layer must not hold up the refresh, or the
+// entries of this process expire while it is alive.
+func (t *Tracker) refreshLoop() {
 	defer t.done.Done()
 	tick := time.NewTicker(t.opts.Interval)
 	defer tick.Stop()
@@ -570,54 +596,62 @@ func (t *Tracker) run() {
 	// failed: the entries whose last refresh failed; they are tried again
 	// at the next tick, and may have expired and been swept meanwhile.
 	var failed []entryRef
-	// A refresh runs on a goroutine of its own, one at a time: its chunks
-	// may take a while on a loaded layer, and diffs and sweeps go on
-	// meanwhile. refreshed reports the entries it could not write.
-	refreshing := false
-	refreshed := make(chan []entryRef, 1)
 	for {
 		select {
 		case <-t.stop:
 			return
-		case <-t.wake:
-			t.flush(false)
-		case f := <-refreshed:
-			refreshing = false
-			if len(failed) > 0 && len(f) == 0 {
-				t.resignal(failed)
-			}
-			failed = f
 		case <-tick.C:
-			t.resendFailed()
-			t.rewriteLost()
-			t.sweep()
-			t.flush(true)
-			if refreshing {
-				continue
-			}
-			var refs []entryRef // nil: all
-			switch {
-			case time.Since(lastRefresh) >= refreshEvery:
-				lastRefresh = time.Now()
-			case len(failed) > 0:
-				refs = failed
-			default:
-				continue
-			}
-			refreshing = true
-			t.done.Add(1)
-			go func() {
-				defer t.done.Done()
-				start := time.Now()
-				f := t.refreshRefs(refs)
-				if took := time.Since(start); took > refreshEvery {
-					t.log.Warn("presence: refreshing the entries took longer than the refresh period; entries may expire before their refresh (the layer is overloaded, or the TTL too short)",
-						"took", took.Round(time.Millisecond), "period", refreshEvery)
-				}
-				refreshed <- f
-			}()
 		}
+		var refs []entryRef // nil: all
+		switch {
+		case time.Since(lastRefresh) >= refreshEvery:
+			lastRefresh = time.Now()
+		case len(failed) > 0:
+			refs = failed
+		default:
+			continue
+		}
+		start := time.Now()
+		f := t.refreshRefs(refs)
+		if took := time.Since(start); took > refreshEvery {
+			t.log.Warn("presence: refreshing the entries took longer than the refresh period; entries may expire before their refresh (the layer is overloaded, or the TTL too short)",
+				"took", took.Round(time.Millisecond), "period", refreshEvery)
+		}
+		if len(failed) > 0 && len(f) == 0 {
+			t.resignal(failed)
+		}
+		failed = f
 	}
+}
+
+// signalParallel bounds the signals a sweep or a resignal has in flight at
+// once.
+const signalParallel = 256
+
+// signalAll sends the signals of many groups at once: concurrently, so
+// that the layer sends them in a few round trips (the Redis layer
+// pipelines the publishes that queue up meanwhile) rather than one round
+// trip after the other, which on a loaded layer would hold up the caller
+// for as many round trips as there are groups.
+func (t *Tracker) signalAll(ctx context.Context, bodies map[string]signalBody) {
+	if len(bodies) == 1 {
+		for name, b := range bodies {
+			t.signal(ctx, name, b)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	turns := make(chan struct{}, signalParallel)
+	for name, b := range bodies {
+		turns <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t.signal(ctx, name, b)
+			<-turns
+		}()
+	}
+	wg.Wait()
 }
 
 func (t *Tracker) callCtx() (context.Context, context.CancelFunc) {
@@ -815,6 +849,7 @@ func (t *Tracker) sweep() {
 			}
 		}
 	}
+	bodies := make(map[string]signalBody, len(expired))
 	for name, ms := range expired {
 		gone := make([]signalEntry, 0, len(ms))
 		for _, m := range ms {
@@ -823,9 +858,10 @@ func (t *Tracker) sweep() {
 			}
 		}
 		if len(gone) > 0 {
-			t.signal(ctx, name, signalBody{Gone: gone})
+			bodies[name] = signalBody{Gone: gone}
 		}
 	}
+	t.signalAll(ctx, bodies)
 }
 
 // resignal tells every tracker of the groups of refs which entries this
@@ -852,11 +888,13 @@ func (t *Tracker) resignal(refs []entryRef) {
 	t.mu.Unlock()
 	ctx, cancel := t.callCtx()
 	defer cancel()
+	bodies := make(map[string]signalBody, len(sets))
 	for name, set := range sets {
 		if len(set) > 0 {
-			t.signal(ctx, name, signalBody{Set: set})
+			bodies[name] = signalBody{Set: set}
 		}
 	}
+	t.signalAll(ctx, bodies)
 }
 
 // refreshChunk bounds the entries one refresh writes in one call: a
@@ -945,14 +983,16 @@ func (t *Tracker) rewriteLost() {
 	n := 0
 	ctx, cancel := t.callCtx()
 	defer cancel()
+	bodies := make(map[string]signalBody, len(written))
 	for name, members := range written {
 		set := make([]signalEntry, len(members))
 		for i, m := range members {
 			set[i] = signalEntry{ID: m.Key, Info: m.Info}
 		}
 		n += len(set)
-		t.signal(ctx, name, signalBody{Set: set})
+		bodies[name] = signalBody{Set: set}
 	}
+	t.signalAll(ctx, bodies)
 	t.mu.Lock()
 	gone := make(map[string][]signalEntry)
 	for name, members := range written {
@@ -966,9 +1006,11 @@ func (t *Tracker) rewriteLost() {
 		}
 	}
 	t.mu.Unlock()
+	bodies = make(map[string]signalBody, len(gone))
 	for name, g := range gone {
-		t.signal(ctx, name, signalBody{Gone: g})
+		bodies[name] = signalBody{Gone: g}
 	}
+	t.signalAll(ctx, bodies)
 	t.log.Warn("presence: entries of this process expired before their refresh; written back (is the layer overloaded?)", "entries", n)
 }
 
