@@ -133,10 +133,11 @@ func (s *Server) Presence(ctx context.Context, group string) ([]presence.Presenc
 	return tr.List(ctx, group)
 }
 
-// PresenceCached returns the presence of group as this node's tracker last
-// read it, with no call to the layer (see presence.Tracker.Cached): the
-// state its last diff of the group went up to, which lags the layer by
-// about one Options.Presence.Interval. Read it when a presence.Diff of the
+// PresenceCached returns the presence of group as this node's tracker
+// knows it, with no call to the layer (see presence.Tracker.Cached): read
+// when the group's first connection here was tracked and kept up to date
+// from the change signals since, so it lags the layer by the time a signal
+// takes and is never behind the diffs. Read it when a presence.Diff of the
 // group arrives, to rebuild a view of the whole group without a round trip.
 // ok is false when no connection of this node is tracked in group (or
 // its state was never read): call Presence then.

@@ -6,6 +6,12 @@
 // metas), and delivers join/leave diffs to the tracked connections as a
 // layer event, coalesced per group and process.
 //
+// Each tracker keeps the presence of the groups it has entries in from the
+// change signals the trackers send each other (the entries set and gone),
+// so that a change costs no read of the group; it reads a group in full
+// only when the group is new to it, after lost signals, and now and then
+// to repair.
+//
 // Entries of a process that dies without a goodbye expire after the TTL;
 // the first tracker to sweep the group removes them (the layer's Expire
 // hands each entry to exactly one caller) and every process delivers the
