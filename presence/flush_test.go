@@ -102,6 +102,13 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// withLogs returns opts with a logger that writes to the buffer returned.
+func withLogs(opts Options) (Options, *syncBuffer) {
+	logs := &syncBuffer{}
+	opts.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	return opts, logs
+}
+
 // TestTrackerFlushReadsInBatches: when 600 groups are to be read in full
 // at once (here: a process of a release before incremental signals tracks
 // someone in each, and asks every tracker to read the group), a tracker on
@@ -132,8 +139,7 @@ func TestTrackerFlushReadsInBatches(t *testing.T) {
 			if !tt.lister {
 				layerA = listOnly{Layer: counting, Presence: counting}
 			}
-			logs := &syncBuffer{}
-			opts := Options{Interval: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(logs, nil))}
+			opts, logs := withLogs(Options{Interval: 50 * time.Millisecond})
 			a := newTracker(t, ctx, layerA, opts)
 
 			names := make([]string, groups)

@@ -62,6 +62,16 @@ func (l live) state() state {
 	return s
 }
 
+// presences turns a live state into Presences, unsorted (sortPresences
+// sorts them as state.list does), without the key → metas map in between.
+func (l live) presences() []Presence {
+	out := make([]Presence, 0, len(l))
+	for k, es := range l {
+		out = append(out, Presence{Key: k, Metas: metasOf(es)})
+	}
+	return out
+}
+
 // metasOf returns the metas of entries, nil for none.
 func metasOf(es []liveEntry) []json.RawMessage {
 	if len(es) == 0 {

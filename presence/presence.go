@@ -91,11 +91,16 @@ func (s state) list() []Presence {
 	for k, metas := range s {
 		out = append(out, Presence{Key: k, Metas: metas})
 	}
+	sortPresences(out)
+	return out
+}
+
+// sortPresences sorts by key, case-insensitively, then exactly.
+func sortPresences(out []Presence) {
 	slices.SortFunc(out, func(a, b Presence) int {
 		if c := strings.Compare(strings.ToLower(a.Key), strings.ToLower(b.Key)); c != 0 {
 			return c
 		}
 		return strings.Compare(a.Key, b.Key)
 	})
-	return out
 }

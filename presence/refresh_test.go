@@ -3,7 +3,6 @@ package presence
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -54,10 +53,8 @@ func TestRefreshAfterFailureAnnouncesTheReturn(t *testing.T) {
 	ctx := testkit.ContextWithin(t, 30*time.Second)
 	mem := newMemory(t)
 	flaky := &failingRefresh{Memory: mem}
-	logs := &syncBuffer{}
 	opts := Options{TTL: 600 * time.Millisecond, Interval: 50 * time.Millisecond}
-	aOpts := opts
-	aOpts.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	aOpts, logs := withLogs(opts)
 	a := newTracker(t, ctx, flaky, aOpts)
 	b := newTracker(t, ctx, mem, opts)
 

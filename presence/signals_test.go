@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -182,11 +181,9 @@ func TestSignalThatFailedIsSentAgain(t *testing.T) {
 	ctx := testkit.ContextWithin(t, 30*time.Second)
 	mem := newMemory(t)
 	flaky := &failingSignals{Memory: mem}
-	logs := &syncBuffer{}
 	opts := Options{Interval: 20 * time.Millisecond}
 	a := newTracker(t, ctx, mem, opts)
-	bOpts := opts
-	bOpts.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	bOpts, logs := withLogs(opts)
 	b := newTracker(t, ctx, flaky, bOpts)
 	adaCh, _ := mem.NewChannel(ctx)
 	bobCh, _ := mem.NewChannel(ctx)
@@ -211,11 +208,9 @@ func TestSignalThatFailedIsSentAgain(t *testing.T) {
 func TestSweptLiveEntryIsWrittenBack(t *testing.T) {
 	ctx := testkit.ContextWithin(t, 30*time.Second)
 	mem := newMemory(t)
-	logs := &syncBuffer{}
 	opts := Options{Interval: 20 * time.Millisecond} // TTL 30 s: no repair read within the test
-	aOpts := opts
+	aOpts, logs := withLogs(opts)
 	aOpts.Interval = 500 * time.Millisecond // a writes back at its next tick: b is seen without ada meanwhile
-	aOpts.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	a := newTracker(t, ctx, mem, aOpts)
 	b := newTracker(t, ctx, mem, opts)
 	adaCh, _ := mem.NewChannel(ctx)

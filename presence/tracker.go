@@ -396,15 +396,15 @@ func (t *Tracker) List(ctx context.Context, groupName string) ([]Presence, error
 // call List when ok is false. The metas are shared: do not modify them.
 func (t *Tracker) Cached(groupName string) (list []Presence, ok bool) {
 	t.mu.Lock()
-	var s state
-	if g := t.groups[groupName]; g != nil && g.known {
-		s = g.live.state()
-	}
-	t.mu.Unlock()
-	if s == nil {
+	g := t.groups[groupName]
+	if g == nil || !g.known {
+		t.mu.Unlock()
 		return nil, false
 	}
-	return s.list(), true
+	list = g.live.presences() // copies: the live state changes under t.mu
+	t.mu.Unlock()
+	sortPresences(list)
+	return list, true
 }
 
 // state reads the group's state from the layer.
