@@ -11,8 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -42,6 +44,7 @@ type clusterConfig struct {
 	keepLogs      bool          // keep the folder of the processes' logs (false)
 	presenceTTL   time.Duration // the nodes' --presence-ttl (30 s)
 	maxConnecting int           // the nodes' --max-connecting (0: their default)
+	profileDir    string        // CPU profiles of nodes and workers in the steady and kill phases ("": none)
 	p99           time.Duration // a chat phase passes with p99 below this (250 ms)
 	drain         time.Duration // wait for late deliveries after a chat phase (5 s)
 	merge         string        // only render these JSON reports
@@ -238,6 +241,7 @@ type clusterRig struct {
 	rss0    []int64
 	workers []*wproc
 	dead    map[int]bool
+	debug   []string // each node's --debug-addr, with -profile-dir
 }
 
 func (r *clusterRig) stop() {
@@ -459,6 +463,15 @@ func runCluster(ctx context.Context, cfg *config, dir string) (*clusterRun, erro
 		if cc.maxConnecting != 0 {
 			args = append(args, "--max-connecting", strconv.Itoa(cc.maxConnecting))
 		}
+		if cc.profileDir != "" {
+			dport, err := harness.FreePort()
+			if err != nil {
+				return nil, err
+			}
+			daddr := "127.0.0.1:" + strconv.Itoa(dport)
+			args = append(args, "--debug-addr", daddr)
+			rig.debug = append(rig.debug, daddr)
+		}
 		p, err := startProc(dir, fmt.Sprintf("chatterpro%d", i+1), bin, nil, args...)
 		if err != nil {
 			return nil, err
@@ -599,7 +612,12 @@ func runCluster(ctx context.Context, cfg *config, dir string) (*clusterRun, erro
 			phase, dur = "ladder", cc.ladderStep
 		}
 		mem0 := rig.layer.usedMemory(ctx)
+		profiled := func() {}
+		if i == 0 {
+			profiled = rig.profile("steady", min(dur, 30*time.Second))
+		}
 		st, err := rig.chatPhase(ctx, phase, rate, dur, roomSize)
+		profiled()
 		if err != nil {
 			return run, err
 		}
@@ -740,6 +758,63 @@ func sumChat(st *clusterStep, reps []workerReply) *histogram {
 	return &h
 }
 
+// profile writes CPU profiles of every living node and every worker over
+// d to -profile-dir, named after phase; wait waits until they are written.
+// Without -profile-dir it does nothing.
+func (r *clusterRig) profile(phase string, d time.Duration) (wait func()) {
+	dir := r.cfg.cluster.profileDir
+	if dir == "" {
+		return func() {}
+	}
+	var wg sync.WaitGroup
+	for i, addr := range r.debug {
+		if r.dead[i] {
+			continue
+		}
+		wg.Go(func() {
+			path := filepath.Join(dir, fmt.Sprintf("%s-node%d.pprof", phase, i+1))
+			if err := fetchProfile(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds())), path, d+30*time.Second); err != nil {
+				logf("cluster: profile of node %d: %v", i+1, err)
+			}
+		})
+	}
+	for _, w := range r.workers {
+		wg.Go(func() {
+			path := filepath.Join(dir, fmt.Sprintf("%s-worker%d.pprof", phase, w.spec.Index+1))
+			if rep := w.call(workerCmd{Cmd: "cpuprofile", Path: path, DurNS: int64(d)}); rep.Error != "" {
+				logf("cluster: profile of worker %d: %s", w.spec.Index+1, rep.Error)
+			}
+		})
+	}
+	return wg.Wait
+}
+
+func fetchProfile(url, path string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: status %d", url, resp.StatusCode)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // killPhase SIGKILLs the last node while every room chats at the steady
 // rate, and measures the way back: its clients reconnected elsewhere,
 // its presence entries expired, every room listed exactly again, and no
@@ -773,6 +848,7 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 	if _, err := callAll(r.workers, workerCmd{Cmd: "kill-node", Node: victim}); err != nil {
 		return err
 	}
+	defer r.profile("kill", min(30*time.Second, cc.presenceTTL+10*time.Second))()
 	// Every client of the dead node back on another one.
 	reps, err := callAll(r.workers, workerCmd{Cmd: "recovery", Node: victim, AfterNS: killAt.UnixNano(), DeadlineNS: killAt.Add(reconnectFor).UnixNano()})
 	if err != nil {

@@ -27,7 +27,10 @@ func TestClusterScenario(t *testing.T) {
 			t.Fatalf("building %s: %v\n%s", pkg, err, b)
 		}
 	}
-	js, md := filepath.Join(dir, "out.json"), filepath.Join(dir, "out.md")
+	js, md, prof := filepath.Join(dir, "out.json"), filepath.Join(dir, "out.md"), filepath.Join(dir, "profiles")
+	if err := os.Mkdir(prof, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(md, []byte("# old\n"+notesMarker+"\nhand-written\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +39,7 @@ func TestClusterScenario(t *testing.T) {
 	cmd := exec.CommandContext(ctx, bench, "-scenario", "cluster", "-server", server,
 		"-nodes", "3", "-clients", "3000", "-rooms", "30", "-workers", "2",
 		"-steady", "5s", "-ladder", "", "-idle-window", "0", "-presence-ttl", "20s",
-		"-cluster-p99", "1h", "-timeout", "140s", "-json", js, "-md", md)
+		"-cluster-p99", "1h", "-timeout", "140s", "-json", js, "-md", md, "-profile-dir", prof)
 	var log strings.Builder
 	cmd.Stdout, cmd.Stderr = &log, &log
 	runErr := cmd.Run()
@@ -84,6 +87,18 @@ func TestClusterScenario(t *testing.T) {
 	}
 	if len(r.Nodes) != 3 || r.Nodes[0].Conns != 1000 {
 		t.Errorf("nodes %+v, want 3 of 1000 connections", r.Nodes)
+	}
+	// CPU profiles of every node and worker in the steady phase, and of the
+	// living ones after the kill (node 3 is the one killed).
+	for _, name := range []string{"steady-node1", "steady-node2", "steady-node3", "steady-worker1", "steady-worker2",
+		"kill-node1", "kill-node2", "kill-worker1", "kill-worker2"} {
+		b, err := os.ReadFile(filepath.Join(prof, name+".pprof"))
+		if err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Errorf("%s.pprof: %v, %d bytes; want a gzipped profile", name, err, len(b))
+		}
+	}
+	if _, err := os.Stat(filepath.Join(prof, "kill-node3.pprof")); err == nil {
+		t.Error("a profile of the killed node")
 	}
 	out, err := os.ReadFile(md)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -76,6 +77,9 @@ type workerCmd struct {
 	// Node is the index of a base the coordinator killed: its clients may
 	// no longer pick it when they reconnect.
 	Node int `json:"node,omitempty"`
+	// Cpuprofile: write the worker's CPU profile over DurNS to Path.
+	Path  string `json:"path,omitempty"`
+	DurNS int64  `json:"dur_ns,omitempty"`
 }
 
 // workerReply is a worker's answer; which fields are set depends on the command.
@@ -339,6 +343,11 @@ func (w *worker) do(cmd workerCmd) workerReply {
 			rep.PhaseLost = append(rep.PhaseLost, c.Lost)
 		}
 		return rep
+	case "cpuprofile":
+		if err := w.cpuProfile(cmd.Path, time.Duration(cmd.DurNS)); err != nil {
+			return workerReply{Error: err.Error()}
+		}
+		return workerReply{}
 	case "kill-node":
 		w.deadNodes.Store(cmd.Node, true)
 		w.victimsMu.Lock()
@@ -354,6 +363,24 @@ func (w *worker) do(cmd workerCmd) workerReply {
 		return workerReply{Dropped: len(w.victims)}
 	}
 	return workerReply{Error: "unknown command " + cmd.Cmd}
+}
+
+// cpuProfile writes the worker's CPU profile over d to path.
+func (w *worker) cpuProfile(path string, d time.Duration) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return fmt.Errorf("worker %d: %w", w.spec.Index, err)
+	}
+	select {
+	case <-w.ctx.Done():
+	case <-time.After(d):
+	}
+	pprof.StopCPUProfile()
+	return f.Close()
 }
 
 // shutdown closes every socket normally (so that no client reconnects and

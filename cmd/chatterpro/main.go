@@ -76,6 +76,7 @@ type options struct {
 	roomTTL         time.Duration
 	history         int
 	apiToken        string
+	debugAddr       string
 }
 
 func parseFlags(args []string) (options, error) {
@@ -98,6 +99,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.roomTTL, "room-ttl", 168*time.Hour, "a room's stored history and presence expire after this long without a message")
 	fs.IntVar(&o.history, "history", 1000, "messages each room keeps for resume and for paging back")
 	fs.StringVar(&o.apiToken, "api-token", "", "bearer token of the server-side publish API (POST /api/rooms/{room}/messages); empty turns the API off")
+	fs.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's profiler (/debug/pprof/) on this address, like 127.0.0.1:6060; keep it off public networks; empty (the default): off")
 	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "least important log level written: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -233,6 +235,15 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		_ = app.Shutdown(context.Background())
 		return fmt.Errorf("listening on %s: %w (is another server running? pick one with --addr)", o.addr, err)
+	}
+	if o.debugAddr != "" {
+		dln, err := serveDebug(o.debugAddr, log)
+		if err != nil {
+			_ = ln.Close()
+			_ = app.Shutdown(context.Background())
+			return err
+		}
+		defer dln.Close()
 	}
 	hs := &http.Server{Handler: app, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	served := make(chan error, 1)
