@@ -331,6 +331,34 @@ func TestSilentPeerIsClosed(t *testing.T) {
 	}
 }
 
+// A ping waits for its pong on no goroutine: peers that take their time
+// to answer keep none waiting on the server, and are still pinged again
+// once they have answered.
+func TestPingsWaitOnNoGoroutine(t *testing.T) {
+	s := echoServer(t, consumer.Options{PingInterval: 20 * time.Millisecond, PingTimeout: 10 * time.Second})
+	const n = 5
+	var cs []*rawClient
+	for range n {
+		cs = append(cs, s.dialRaw(t, nil))
+	}
+	// Each peer gets a ping, which it leaves unanswered for now.
+	for _, c := range cs {
+		c.expect(opPing, "")
+	}
+	time.Sleep(100 * time.Millisecond) // five ping intervals: time for waiting pings to show
+	buf := make([]byte, 1<<20)
+	if st := string(buf[:runtime.Stack(buf, true)]); strings.Contains(st, "consumer.(*Conn).pingPeer(") {
+		t.Fatalf("a goroutine waits for a pong:\n%s", st)
+	}
+	// Answered, each is pinged again within the next intervals.
+	for _, c := range cs {
+		c.write(clientFrame(opPong, true, nil))
+	}
+	for _, c := range cs {
+		c.expect(opPing, "")
+	}
+}
+
 func TestCloseWhileIdle(t *testing.T) {
 	t.Run("server closes", func(t *testing.T) {
 		s := echoServer(t, consumer.Options{})

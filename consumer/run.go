@@ -83,7 +83,7 @@ func (c *Conn) start() {
 	if err := c.disp.Start(); err != nil {
 		c.wire.Close(StatusInternalError, "internal error", wire.Now)
 	}
-	c.srv.pinger.Add(&c.ping, c.startPing)
+	c.srv.pinger.Add(&c.ping, c.pingTick)
 }
 
 // end finishes the connection once reading is over: it stops what runs for
@@ -169,8 +169,45 @@ func (c *Conn) received(typ websocket.MessageType, data []byte, err error) bool 
 	return true
 }
 
-// startPing starts a ping on a tracked goroutine (the pinger's start).
-func (c *Conn) startPing() bool { return c.tasks.Go(c.pingPeer) }
+// quickPinger is a transport that sends a ping without waiting for
+// anything (wsconn.Conn): the pinger checks its pong PingTimeout later, and
+// the ping costs no goroutine and no timer.
+type quickPinger interface {
+	SendPing() (sent bool, err error)
+	Unanswered() time.Duration
+}
+
+// pingTick is the connection's part in the server's pinger: it starts a
+// ping (check false), or checks one it sent without waiting (check true):
+// the peer is dead if a ping has waited PingTimeout for its pong. (Checks
+// come PingTimeout after the ping, or with the next ping if that is
+// sooner.)
+func (c *Conn) pingTick(check bool) bool {
+	qp, quick := c.t.(quickPinger)
+	if check {
+		if qp.Unanswered() < c.srv.opts.PingTimeout {
+			return true
+		}
+		if c.ctx.Err() == nil {
+			c.Logger().Info("peer did not answer a ping; closing", "timeout", c.srv.opts.PingTimeout)
+		}
+		c.wire.Close(StatusAbnormal, "", wire.Peer)
+		return false
+	}
+	if quick {
+		sent, err := qp.SendPing()
+		if sent {
+			c.ping.Await()
+			return true
+		}
+		if err != nil {
+			return false // the socket is broken: its reader ends the connection
+		}
+	}
+	// A write is under way (or the transport cannot): a ping that waits,
+	// on a tracked goroutine.
+	return c.tasks.Go(c.pingPeer)
+}
 
 // pingPeer checks the peer is alive; one that does not answer in
 // PingTimeout is dropped (1006).

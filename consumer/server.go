@@ -73,7 +73,7 @@ func NewServer(opts Options) (*Server, error) {
 		cancel: cancel,
 		poll:   poll.New(opts.Logger),
 		conns:  make(map[*Conn]struct{}),
-		pinger: ping.New(opts.PingInterval),
+		pinger: ping.New(opts.PingInterval, opts.PingTimeout),
 		disp:   dispatch.NewConfig(opts.Layer, opts.Coalesce),
 		sse:    sse.NewHub(opts.Layer, opts.Logger),
 	}

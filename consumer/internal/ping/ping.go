@@ -1,5 +1,6 @@
 // Package ping pings the connections of a server from one timer: a
-// connection keeps no timer of its own.
+// connection keeps no timer of its own, and a ping that its transport can
+// send without waiting (Entry.Await) needs no goroutine either.
 package ping
 
 import (
@@ -14,12 +15,18 @@ import (
 // last, and each tick starts a ping for every entry of one slot unless its
 // last ping is still waiting for the pong.
 //
-// used and every are fixed by New. The slots, the entries' places in them,
-// and the timer are under mu. An entry's pinging flag is shared with the
-// ping it starts, which clears it (Entry.Done).
+// A ping either ends on its own (it waits for the pong somewhere and calls
+// Entry.Done) or is checked by the pinger: the entry awaits (Entry.Await),
+// and the tick that comes timeout after the ping's asks the entry whether
+// the pong came.
+//
+// used, every and lag are fixed by New. The slots, the entries' places in
+// them, and the timer are under mu. An entry's state is shared with the
+// ping it starts.
 type Pinger struct {
 	used  int           // slots in use; 0: pings are off
 	every time.Duration // time between ticks
+	lag   int           // slots between a ping and its check (1 to used)
 
 	mu      sync.Mutex
 	slots   [maxSlots][]*Entry
@@ -31,35 +38,48 @@ type Pinger struct {
 
 const maxSlots = 64
 
-// New returns a pinger that pings every interval; a negative or zero
-// interval turns pings off.
-func New(interval time.Duration) *Pinger {
+// New returns a pinger that pings every interval and checks an awaited
+// ping timeout after it (rounded up to a slot, at most interval); a
+// negative or zero interval turns pings off.
+func New(interval, timeout time.Duration) *Pinger {
 	p := &Pinger{}
 	if interval > 0 {
 		p.used = int(min(max(interval/time.Millisecond, 1), maxSlots))
 		p.every = interval / time.Duration(p.used)
+		p.lag = int(min(max((timeout+p.every-1)/p.every, 1), time.Duration(p.used)))
 	}
 	return p
 }
 
+// Entry states.
+const (
+	idle     = iota
+	pinging  // a ping is under way and calls Done when it ends
+	awaiting // a ping was sent; the pinger checks it
+	failed   // its check failed: no more pings or checks
+)
+
 // Entry is one connection's place in a Pinger. The zero value is ready; it
 // must stay where it is between Add and Remove.
 type Entry struct {
-	slot, pos int32       // under Pinger.mu
-	start     func() bool // starts a ping, false if it could not; set by Add
-	pinging   atomic.Bool // a ping waits for its pong
+	slot, pos int32                 // under Pinger.mu
+	ping      func(check bool) bool // set by Add
+	state     atomic.Uint32
 }
 
-// Add starts pinging e: at each of its ticks, start is called (under the
-// pinger's lock: it must not block) unless the last ping has not called
-// Done yet. start returns false if it could not start the ping.
-func (p *Pinger) Add(e *Entry, start func() bool) {
+// Add starts pinging e. At each of its ticks, unless its last ping is
+// still under way, ping(false) is called (under the pinger's lock: it must
+// not block) to start one: false if it could not. A ping that was started
+// with Await is checked timeout later with ping(true) (outside the lock):
+// true if its pong came, and the entry is pinged on; false if not, and
+// ping must see to the connection's end (the entry is pinged no more).
+func (p *Pinger) Add(e *Entry, ping func(check bool) bool) {
 	if p.used == 0 {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	e.start = start
+	e.ping = ping
 	i := (p.next + p.used - 1) % p.used
 	e.slot, e.pos = int32(i), int32(len(p.slots[i]))
 	p.slots[i] = append(p.slots[i], e)
@@ -74,7 +94,8 @@ func (p *Pinger) Add(e *Entry, start func() bool) {
 	}
 }
 
-// Remove stops pinging e; a ping under way goes on.
+// Remove stops pinging e; a ping under way goes on, and an awaited one is
+// not checked.
 func (p *Pinger) Remove(e *Entry) {
 	if p.used == 0 {
 		return
@@ -90,18 +111,50 @@ func (p *Pinger) Remove(e *Entry) {
 }
 
 // Done marks the end of e's ping: the next tick may start another.
-func (e *Entry) Done() { e.pinging.Store(false) }
+func (e *Entry) Done() { e.state.Store(idle) }
+
+// Await, called by the ping being started, hands its check to the pinger
+// (see Add) instead of a call to Done.
+func (e *Entry) Await() { e.state.Store(awaiting) }
 
 func (p *Pinger) tick() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, e := range p.slots[p.next] {
-		if e.pinging.CompareAndSwap(false, true) && !e.start() {
-			e.pinging.Store(false)
+	// The pings sent lag slots ago are checked; when lag is the whole
+	// interval that is this slot, checked before its next pings.
+	var due []*Entry
+	for _, e := range p.slots[(p.next-p.lag+p.used)%p.used] {
+		if e.state.Load() == awaiting {
+			due = append(due, e)
 		}
+	}
+	checkFirst := p.lag == p.used
+	if !checkFirst {
+		p.start()
+	}
+	p.mu.Unlock()
+	for _, e := range due {
+		if e.ping(true) {
+			e.state.CompareAndSwap(awaiting, idle)
+		} else {
+			e.state.CompareAndSwap(awaiting, failed)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if checkFirst {
+		p.start()
 	}
 	p.next = (p.next + 1) % p.used
 	if p.running = p.n > 0; p.running {
 		p.timer.Reset(p.every)
+	}
+}
+
+// start starts the pings of the slot p.next. Called with p.mu held.
+func (p *Pinger) start() {
+	for _, e := range p.slots[p.next] {
+		if e.state.CompareAndSwap(idle, pinging) && !e.ping(false) {
+			e.state.CompareAndSwap(pinging, idle)
+		}
 	}
 }

@@ -83,6 +83,21 @@ func (c *Conn) Write(ctx context.Context, text []byte) error {
 // Ping sends a ping and waits for its pong (someone must be reading).
 func (c *Conn) Ping(ctx context.Context) error { return c.ws.Ping(ctx) }
 
+// SendPing sends a ping without waiting for anything: false (and no error)
+// if a write is under way or the socket's buffer is full, when Ping is
+// the way. Unanswered tells whether its pong came; someone must be reading.
+func (c *Conn) SendPing() (bool, error) { return c.s.sendPing() }
+
+// Unanswered returns how long ago the first ping sent by SendPing that no
+// pong has answered yet went out; 0 if every one was answered.
+func (c *Conn) Unanswered() time.Duration {
+	at := c.s.pingAt.Load()
+	if at == 0 {
+		return 0
+	}
+	return max(time.Since(epoch)-time.Duration(at), time.Nanosecond)
+}
+
 // Close sends a close frame and waits, a while, for the peer's.
 func (c *Conn) Close(code websocket.StatusCode, reason string) error {
 	c.s.StopIdleReads()

@@ -128,4 +128,7 @@ func (s *sock) StopIdleReads() {
 
 // The hooks for websocket.AcceptOptions.
 func (s *sock) onPing(context.Context, []byte) bool { s.controlFrameRead(); return true }
-func (s *sock) onPong(context.Context, []byte)      { s.controlFrameRead() }
+func (s *sock) onPong(context.Context, []byte) {
+	s.pingAt.Store(0)
+	s.controlFrameRead()
+}

@@ -46,3 +46,27 @@ func readNow(raw syscall.RawConn, b []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// writeNow writes what the socket's buffer takes of b without waiting:
+// errWouldBlock if it takes nothing.
+func writeNow(raw syscall.RawConn, b []byte) (int, error) {
+	var n int
+	var err error
+	cerr := raw.Write(func(fd uintptr) bool {
+		for {
+			n, err = syscall.Write(int(fd), b)
+			if err != syscall.EINTR {
+				return true // never wait here
+			}
+		}
+	})
+	switch {
+	case cerr != nil:
+		return 0, cerr
+	case err == syscall.EAGAIN:
+		return 0, errWouldBlock
+	case err != nil:
+		return 0, os.NewSyscallError("write", err)
+	}
+	return n, nil
+}

@@ -2,6 +2,7 @@ package wsconn
 
 import (
 	"bufio"
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,11 @@ type sock struct {
 	lib       libFrame  // where the library's output stands
 	closeSent bool      // the library wrote its close frame
 	err       error     // a write failed: the stream is broken
+
+	// pingAt: when the first ping that no pong answered yet went out
+	// (sendPing; time since epoch, 0: none). The library's reader clears
+	// it (onPong).
+	pingAt atomic.Int64
 
 	// The read side: the library's reader and ReadIdle (see read.go).
 	br       *bufio.Reader // coder/websocket's reader over this sock
@@ -128,6 +134,70 @@ func (s *sock) writeFrames(texts [][]byte) error {
 	s.mu.Unlock()
 	putBatchBuf(buf, b)
 	return err
+}
+
+// pingFrame is an unmasked ping frame with no payload.
+var pingFrame = []byte{0x89, 0x00}
+
+// epoch is what pingAt counts from (monotonic).
+var epoch = time.Now()
+
+// errWouldBlock: the socket's buffer takes nothing now.
+var errWouldBlock = errors.New("wsconn: the socket's buffer is full")
+
+// sendPing writes a ping frame if it can at once: when no write is under
+// way (else false, no error) and the socket's buffer has room (else false,
+// no error); it never waits. Its pong clears pingAt.
+func (s *sock) sendPing() (bool, error) {
+	if s.raw == nil || s.timeout <= 0 {
+		return false, nil
+	}
+	s.mu.Lock()
+	if s.err == nil && s.closeSent {
+		s.mu.Unlock()
+		return false, net.ErrClosed
+	}
+	if s.err != nil || s.batch || s.libActive || s.lib.mid() {
+		err := s.err
+		s.mu.Unlock()
+		return false, err
+	}
+	s.pingAt.CompareAndSwap(0, int64(time.Since(epoch)))
+	// Under s.mu: no other write starts meanwhile, and this one does not
+	// wait.
+	n, err := writeNow(s.raw, pingFrame)
+	switch {
+	case err == errWouldBlock:
+		s.mu.Unlock()
+		return false, nil
+	case err != nil:
+		s.err = err
+		s.turn.Broadcast()
+		s.mu.Unlock()
+		return false, err
+	case n < len(pingFrame):
+		// The buffer took part of the frame: the rest goes as a batch that
+		// may wait (bounded by the write deadline), on its own goroutine.
+		s.batch = true
+		s.arm()
+		s.mu.Unlock()
+		go s.finishWrite(pingFrame[n:])
+		return true, nil
+	}
+	s.mu.Unlock()
+	return true, nil
+}
+
+// finishWrite writes the rest of a frame that sendPing began.
+func (s *sock) finishWrite(rest []byte) {
+	_, err := s.Conn.Write(rest)
+	s.mu.Lock()
+	s.batch = false
+	if err != nil && s.err == nil {
+		s.err = err
+	}
+	s.turn.Broadcast()
+	s.mu.Unlock()
 }
 
 func putBatchBuf(buf *[]byte, b []byte) {
