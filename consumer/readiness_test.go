@@ -359,6 +359,52 @@ func TestPingsWaitOnNoGoroutine(t *testing.T) {
 	}
 }
 
+// A peer that answers its pings stays connected and served, however long
+// it is quiet: longer than the write timeout, and with pings checked
+// before the next ones start.
+func TestAnsweringPeerStaysThroughQuietSpells(t *testing.T) {
+	s := echoServer(t, consumer.Options{PingInterval: 60 * time.Millisecond, PingTimeout: 30 * time.Millisecond, WriteTimeout: 20 * time.Millisecond})
+	var pings atomic.Int64
+	ws, _, err := websocket.Dial(timeout(t), s.url, &websocket.DialOptions{
+		OnPingReceived: func(context.Context, []byte) bool { pings.Add(1); return true },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	got := make(chan string, 1)
+	go func() { // the client answers pings while it reads
+		for {
+			_, b, err := ws.Read(context.Background())
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- string(b)
+		}
+	}()
+	// A first echo: the server's write arms the write deadline, which the
+	// quiet spell then outlasts.
+	if err := ws.Write(timeout(t), websocket.MessageText, []byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; b != "first" {
+		t.Fatalf("echo %q, want %q", b, "first")
+	}
+	testkit.EventuallyNil(t, 10*time.Second, func() error {
+		if n := pings.Load(); n < 8 {
+			return fmt.Errorf("%d pings", n)
+		}
+		return nil
+	}, "8 pings, each checked 30ms after it")
+	if err := ws.Write(timeout(t), websocket.MessageText, []byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+	if b, ok := <-got; !ok || b != "still here" {
+		t.Fatalf("echo %q (open %v), want %q", b, ok, "still here")
+	}
+}
+
 func TestCloseWhileIdle(t *testing.T) {
 	t.Run("server closes", func(t *testing.T) {
 		s := echoServer(t, consumer.Options{})

@@ -163,6 +163,9 @@ func (s *sock) sendPing() (bool, error) {
 		return false, err
 	}
 	s.pingAt.CompareAndSwap(0, int64(time.Since(epoch)))
+	// A raw write, too, fails once the write deadline has passed: on a
+	// socket quiet for longer than timeout the last one armed has.
+	s.arm()
 	// Under s.mu: no other write starts meanwhile, and this one does not
 	// wait.
 	n, err := writeNow(s.raw, pingFrame)

@@ -112,3 +112,29 @@ func TestSendPingNeverWaits(t *testing.T) {
 		t.Fatalf("%d batches written, want 200", n)
 	}
 }
+
+// A ping after the socket has been quiet for longer than the write
+// timeout goes out: the deadline armed by the last write has passed, and
+// sendPing arms a new one (a socket that took it as a failed write would
+// be dead for good).
+func TestSendPingAfterQuietSpell(t *testing.T) {
+	server, client := tcpPair(t)
+	s := &sock{Conn: server, raw: rawConnOf(server), timeout: 20 * time.Millisecond}
+	r := bufio.NewReader(client)
+	if err := s.writeFrames([][]byte{[]byte("hello")}); err != nil {
+		t.Fatal(err)
+	}
+	if op, p, err := readFrame(r); err != nil || op != 0x1 || string(p) != "hello" {
+		t.Fatalf("read opcode %d, payload %q, %v", op, p, err)
+	}
+	time.Sleep(60 * time.Millisecond) // three write timeouts: the armed deadline has passed
+	if ok, err := s.sendPing(); !ok || err != nil {
+		t.Fatalf("sendPing after a quiet spell = %v, %v; want it sent", ok, err)
+	}
+	if op, _, err := readFrame(r); err != nil || op != 0x9 {
+		t.Fatalf("read opcode %d, %v; want a ping", op, err)
+	}
+	if err := s.writeFrames([][]byte{[]byte("after")}); err != nil {
+		t.Fatalf("a write after the ping: %v", err)
+	}
+}
