@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -30,6 +31,9 @@ type layerSettings struct {
 	replicas int           // --redis-replicas: replicas that must have a record before it is acknowledged
 	roomTTL  time.Duration // --room-ttl: how long an idle group's history and presence are kept
 	history  int           // --history: messages each group keeps (0: the layer's default)
+	// connecting is --max-connecting: the joins that may each wait on a
+	// Redis call at once (-1: no limit; 0: the default).
+	connecting int
 }
 
 // openLayer builds the channel layer a --layer URL names.
@@ -63,6 +67,7 @@ func openLayer(ctx context.Context, raw string, set layerSettings, log *slog.Log
 			o.Password, _ = u.User.Password()
 		}
 		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries)
+		o.PoolSize = poolSize(set.connecting)
 		return newRedis(ctx, redis.NewClient(o), set, shown, log)
 	case "redis-cluster":
 		addrs := strings.Split(u.Host, ",")
@@ -75,6 +80,7 @@ func openLayer(ctx context.Context, raw string, set layerSettings, log *slog.Log
 			o.Password, _ = u.User.Password()
 		}
 		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries)
+		o.PoolSize = poolSize(set.connecting)
 		if set.replicas > 0 {
 			return nil, fmt.Errorf("--redis-replicas works with redis:// and redis-sentinel://, not with a Redis Cluster (--layer %q)", shown)
 		}
@@ -85,12 +91,29 @@ func openLayer(ctx context.Context, raw string, set layerSettings, log *slog.Log
 			return nil, err
 		}
 		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries)
+		o.PoolSize = poolSize(set.connecting)
 		if err := checkSentinels(ctx, o); err != nil {
 			return nil, fmt.Errorf("--layer %q: %w", shown, err)
 		}
 		return newRedis(ctx, redis.NewFailoverClient(o), set, shown, log)
 	}
 	return nil, fmt.Errorf("--layer %q: unknown kind %q (use memory://, redis://host:port/db, redis-sentinel://host:port[,host:port...]/master or redis-cluster://host:port,...)", shown, u.Scheme)
+}
+
+// poolSize is the Redis connections a node may open (per Redis node of a
+// cluster): one for each join that may wait on a Redis call at once, and
+// room for the presence tracker's and the publishers' pipelines beside
+// them. With the client's default (10 per core: 20 on 2 cores), 64 joins
+// at once in a reconnect storm queued for connections behind each other
+// and behind the presence work. Connections open only when needed.
+func poolSize(connecting int) int {
+	switch {
+	case connecting < 0:
+		return 256
+	case connecting == 0:
+		connecting = 64 // --max-connecting's default
+	}
+	return max(10*runtime.GOMAXPROCS(0), connecting+32)
 }
 
 // tune makes calls fail fast while Redis is away instead of queueing up.

@@ -52,3 +52,15 @@ func TestLayerChannelCapacity(t *testing.T) {
 		})
 	}
 }
+
+// A node's Redis pool has a connection for every join that may wait on
+// Redis at once (--max-connecting) and room for the background work.
+func TestPoolSizeCoversJoins(t *testing.T) {
+	for _, tc := range []struct{ connecting, least int }{
+		{0, 64 + 16}, {64, 64 + 16}, {8, 8 + 16}, {200, 200 + 16}, {-1, 256},
+	} {
+		if got := poolSize(tc.connecting); got < tc.least {
+			t.Errorf("poolSize(%d) = %d, want at least %d", tc.connecting, got, tc.least)
+		}
+	}
+}

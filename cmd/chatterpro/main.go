@@ -200,7 +200,7 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 		log.Warn("no --secret given: using a random one, so sessions end when this process does and other nodes cannot read them; set --secret (or CHATTERPRO_SECRET) on every node")
 	}
 
-	layer, err := openLayer(ctx, o.layer, layerSettings{replicas: o.redisReplicas, roomTTL: o.roomTTL, history: o.history}, log)
+	layer, err := openLayer(ctx, o.layer, layerSettings{replicas: o.redisReplicas, roomTTL: o.roomTTL, history: o.history, connecting: o.maxConnecting}, log)
 	if err != nil {
 		return err
 	}
