@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -59,6 +60,11 @@ type Tracker struct {
 	// parallel is how many chunks of a refresh are written at a time
 	// (refreshParallel; tests set 1).
 	parallel int
+
+	// sweepSeed and sweepTick pick the groups each sweep takes (see
+	// sweepsAt); both belong to the run loop.
+	sweepSeed maphash.Seed
+	sweepTick uint64
 
 	wake      chan struct{}
 	stop      chan struct{}
@@ -185,8 +191,9 @@ func New(ctx context.Context, layer channellayer.Layer, opts Options) (*Tracker,
 		layer: layer, p: p, opts: opts, log: opts.Logger, channel: ch,
 		groups: make(map[string]*group),
 		resend: make(map[string]bool), parallel: refreshParallel,
-		wake: make(chan struct{}, 1),
-		stop: make(chan struct{}),
+		sweepSeed: maphash.MakeSeed(),
+		wake:      make(chan struct{}, 1),
+		stop:      make(chan struct{}),
 	}
 	t.done.Add(3)
 	go t.receive()
@@ -826,13 +833,40 @@ func (t *Tracker) deliver(diffs []pendingDiff) {
 	}
 }
 
-// sweep removes the expired entries of the groups tracked here and tells
-// every tracker of such a group which are gone.
+// maxSweepEvery bounds sweepEvery, in ticks.
+const maxSweepEvery = 4
+
+// sweepEvery is how many ticks apart a tracker sweeps each group: a tenth
+// of the TTL (at least every tick, at most every maxSweepEvery). A group
+// tracked by several processes is swept by each at a tick of its own (the
+// tick depends on a seed of the process's), so a dead process's entries
+// are still found about every sweepEvery/n ticks, n the processes left,
+// and at most sweepEvery ticks after they expire. At a 30 s TTL and 1 s
+// ticks a process sweeps each group every 3 s instead of every second (at
+// 100 000 people on 8 nodes, sweeps were 16 000 of the 28 000 Redis
+// commands a second with nobody talking).
+func (t *Tracker) sweepEvery() uint64 {
+	n := t.opts.TTL / (10 * t.opts.Interval)
+	return uint64(min(max(n, 1), maxSweepEvery))
+}
+
+// sweepsAt reports whether the sweep of tick takes the group.
+func (t *Tracker) sweepsAt(name string, tick, every uint64) bool {
+	return every <= 1 || (maphash.String(t.sweepSeed, name)+tick)%every == 0
+}
+
+// sweep removes the expired entries of the groups tracked here whose turn
+// it is (sweepEvery) and tells every tracker of such a group which are
+// gone.
 func (t *Tracker) sweep() {
+	every := t.sweepEvery()
+	t.sweepTick++
 	t.mu.Lock()
-	names := make([]string, 0, len(t.groups))
+	names := make([]string, 0, len(t.groups)/int(every)+1)
 	for name := range t.groups {
-		names = append(names, name)
+		if t.sweepsAt(name, t.sweepTick, every) {
+			names = append(names, name)
+		}
 	}
 	t.mu.Unlock()
 	if len(names) == 0 {
