@@ -162,13 +162,18 @@ func (s *sock) sendPing() (bool, error) {
 		s.mu.Unlock()
 		return false, err
 	}
-	s.pingAt.CompareAndSwap(0, int64(time.Since(epoch)))
+	// Before the write: its pong may be read before the write returns.
+	now := int64(time.Since(epoch))
+	first := s.pingAt.CompareAndSwap(0, now)
 	// A raw write, too, fails once the write deadline has passed: on a
 	// socket quiet for longer than timeout the last one armed has.
 	s.arm()
 	// Under s.mu: no other write starts meanwhile, and this one does not
 	// wait.
 	n, err := writeNow(s.raw, pingFrame)
+	if err != nil && first {
+		s.pingAt.CompareAndSwap(now, 0) // no ping went out
+	}
 	switch {
 	case err == errWouldBlock:
 		s.mu.Unlock()
