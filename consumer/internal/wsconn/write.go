@@ -88,14 +88,21 @@ func (s *sock) Write(p []byte) (int, error) {
 	s.arm()
 	s.mu.Unlock()
 	n, err := s.Conn.Write(p)
+	s.ended(&s.libActive, err)
+	return n, err
+}
+
+// ended ends a write that set *active (libActive or batch) under s.mu
+// before it began: it clears it, keeps the first error, and wakes the
+// writes waiting for their turn.
+func (s *sock) ended(active *bool, err error) {
 	s.mu.Lock()
-	s.libActive = false
+	*active = false
 	if err != nil && s.err == nil {
 		s.err = err
 	}
 	s.turn.Broadcast()
 	s.mu.Unlock()
-	return n, err
 }
 
 var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
@@ -125,13 +132,7 @@ func (s *sock) writeFrames(texts [][]byte) error {
 	s.arm()
 	s.mu.Unlock()
 	_, err = s.Conn.Write(b)
-	s.mu.Lock()
-	s.batch = false
-	if err != nil && s.err == nil {
-		s.err = err
-	}
-	s.turn.Broadcast()
-	s.mu.Unlock()
+	s.ended(&s.batch, err)
 	putBatchBuf(buf, b)
 	return err
 }
@@ -199,13 +200,7 @@ func (s *sock) sendPing() (bool, error) {
 // finishWrite writes the rest of a frame that sendPing began.
 func (s *sock) finishWrite(rest []byte) {
 	_, err := s.Conn.Write(rest)
-	s.mu.Lock()
-	s.batch = false
-	if err != nil && s.err == nil {
-		s.err = err
-	}
-	s.turn.Broadcast()
-	s.mu.Unlock()
+	s.ended(&s.batch, err)
 }
 
 func putBatchBuf(buf *[]byte, b []byte) {
