@@ -24,39 +24,30 @@ func rawConnOf(nc net.Conn) syscall.RawConn {
 
 // readNow reads what the socket has without waiting: ErrIdle if nothing.
 func readNow(raw syscall.RawConn, b []byte) (int, error) {
-	var n int
-	var err error
-	cerr := raw.Read(func(fd uintptr) bool {
-		for {
-			n, err = syscall.Read(int(fd), b)
-			if err != syscall.EINTR {
-				return true // done, whatever it read: never wait here
-			}
-		}
-	})
-	switch {
-	case cerr != nil:
-		return 0, cerr
-	case err == syscall.EAGAIN:
-		return 0, ErrIdle
-	case err != nil:
-		return 0, os.NewSyscallError("read", err)
-	case n == 0:
+	n, err := once("read", raw.Read, func(fd int) (int, error) { return syscall.Read(fd, b) }, ErrIdle)
+	if err == nil && n == 0 {
 		return 0, io.EOF
 	}
-	return n, nil
+	return n, err
 }
 
 // writeNow writes what the socket's buffer takes of b without waiting:
 // errWouldBlock if it takes nothing.
 func writeNow(raw syscall.RawConn, b []byte) (int, error) {
+	return once("write", raw.Write, func(fd int) (int, error) { return syscall.Write(fd, b) }, errWouldBlock)
+}
+
+// once runs op on the socket's descriptor through run (the RawConn's Read
+// or Write) one time, again only if a signal interrupted it: it never
+// waits for the socket to be ready, and returns notReady if it was not.
+func once(name string, run func(func(uintptr) bool) error, op func(fd int) (int, error), notReady error) (int, error) {
 	var n int
 	var err error
-	cerr := raw.Write(func(fd uintptr) bool {
+	cerr := run(func(fd uintptr) bool {
 		for {
-			n, err = syscall.Write(int(fd), b)
+			n, err = op(int(fd))
 			if err != syscall.EINTR {
-				return true // never wait here
+				return true // done, whatever it did: never wait here
 			}
 		}
 	})
@@ -64,9 +55,9 @@ func writeNow(raw syscall.RawConn, b []byte) (int, error) {
 	case cerr != nil:
 		return 0, cerr
 	case err == syscall.EAGAIN:
-		return 0, errWouldBlock
+		return 0, notReady
 	case err != nil:
-		return 0, os.NewSyscallError("write", err)
+		return 0, os.NewSyscallError(name, err)
 	}
 	return n, nil
 }
