@@ -856,6 +856,7 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 	}
 	var dropped, back, gaveUp, stillDown int
 	var lastBack, attempts int64
+	var backHist histogram
 	losses := map[int]int{}
 	for _, rp := range reps {
 		dropped += rp.Dropped
@@ -863,6 +864,7 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 		gaveUp += rp.GaveUp
 		stillDown += rp.StillDown
 		lastBack = max(lastBack, rp.LastBack)
+		backHist.mergeSparse(rp.BackHist)
 		attempts += rp.Attempts
 		for code, n := range rp.Losses {
 			losses[code] += n
@@ -883,6 +885,12 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 		m["kill_all_back_s"] = time.Unix(0, lastBack).Sub(killAt).Seconds()
 	}
 	logf("cluster: kill: %d of %d dropped clients back on other nodes %.1f s after the kill (%d attempts)", back, dropped, m["kill_all_back_s"], attempts)
+	if back > 0 {
+		m["kill_back_p50_s"] = backHist.quantile(0.5).Seconds()
+		m["kill_back_p90_s"] = backHist.quantile(0.9).Seconds()
+		m["kill_back_p99_s"] = backHist.quantile(0.99).Seconds()
+		logf("cluster: kill: half of those back %.1f s after the kill, 90 %% %.1f s, 99 %% %.1f s", m["kill_back_p50_s"], m["kill_back_p90_s"], m["kill_back_p99_s"])
+	}
 	// dropped counts the clients on the node when it died: those that
 	// started there and were never moved, and any that moved there.
 	if dropped == 0 || back != dropped {

@@ -68,6 +68,9 @@ func TestClusterScenario(t *testing.T) {
 	if d, b := m["kill_clients_dropped"], m["kill_clients_back"]; d < 1000 || b != d {
 		t.Errorf("%v clients dropped with the killed node, %v back; want its 1 000 (or more) all back", d, b)
 	}
+	if p50, p90, p99, all := m["kill_back_p50_s"], m["kill_back_p90_s"], m["kill_back_p99_s"], m["kill_all_back_s"]; !(0 < p50 && p50 <= p90 && p90 <= p99 && p99 <= all*1.04) {
+		t.Errorf("back after the kill: half %v s, 90 %% %v s, 99 %% %v s, all %v s; want 0 < each <= the next (within a histogram bucket)", p50, p90, p99, all)
+	}
 	if _, ok := m["kill_entries_gone_s"]; !ok {
 		t.Error("the dead node's presence entries were never seen gone")
 	}

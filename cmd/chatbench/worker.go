@@ -100,12 +100,15 @@ type workerReply struct {
 	Bad       string `json:"bad,omitempty"` // one pending client's latest users frame, shortened
 
 	// recovery
-	Dropped   int   `json:"dropped"`
-	Back      int   `json:"back"`
-	GaveUp    int   `json:"gave_up"`
-	LastBack  int64 `json:"last_back_ns"`
-	Attempts  int64 `json:"attempts"`
-	StillDown int   `json:"still_down"`
+	Dropped  int   `json:"dropped"`
+	Back     int   `json:"back"`
+	GaveUp   int   `json:"gave_up"`
+	LastBack int64 `json:"last_back_ns"`
+	// BackHist holds the time from the kill to each dropped client's
+	// return, for how the storm drains (half back, 90 %, 99 %).
+	BackHist  sparseHist `json:"back_hist"`
+	Attempts  int64      `json:"attempts"`
+	StillDown int        `json:"still_down"`
 	// Losses counts the sockets lost so far, by close code (-1: no
 	// close frame), the dead node's included.
 	Losses map[int]int `json:"losses,omitempty"`
@@ -408,6 +411,16 @@ func (w *worker) shutdown() {
 	}
 	wg.Wait()
 	w.cancel()
+	// Read loops wait on their sockets alone (no context: watching one
+	// costs every read a callback), so a socket opened meanwhile is cut here.
+	for _, m := range w.all {
+		m.mu.Lock()
+		ws := m.ws
+		m.mu.Unlock()
+		if ws != nil {
+			ws.CloseNow()
+		}
+	}
 	w.wg.Wait()
 	w.nc.close()
 }
@@ -536,6 +549,9 @@ func (m *wmember) open(ctx context.Context, node int) error {
 	m.ws, m.node, m.up, m.backAt = ws, node, true, now
 	m.usersOK = false // its view is the frames of this socket
 	m.mu.Unlock()
+	if m.w.ctx.Err() != nil {
+		ws.CloseNow() // shutdown may have looked at m.ws before it was set
+	}
 	m.w.wg.Add(1)
 	go m.readLoop(ws)
 	return nil
@@ -618,7 +634,7 @@ func (m *wmember) readLoop(ws *websocket.Conn) {
 	var err error
 	for {
 		var r io.Reader
-		_, r, err = ws.Reader(m.w.ctx)
+		_, r, err = ws.Reader(context.Background()) // shutdown closes the socket
 		if err != nil {
 			break
 		}
@@ -801,12 +817,14 @@ func (w *worker) recovery(cmd workerCmd) workerReply {
 	w.victimsMu.Unlock()
 	for {
 		rep := workerReply{Dropped: len(victims)}
+		var back histogram
 		for _, m := range victims {
 			m.mu.Lock()
 			switch {
 			case m.up && m.node != cmd.Node && m.backAt >= cmd.AfterNS:
 				rep.Back++
 				rep.LastBack = max(rep.LastBack, m.backAt)
+				back.record(time.Duration(m.backAt - cmd.AfterNS))
 			case m.gaveUp:
 				rep.GaveUp++
 			}
@@ -824,6 +842,7 @@ func (w *worker) recovery(cmd workerCmd) workerReply {
 		rep.Losses = maps.Clone(w.losses)
 		w.lossesMu.Unlock()
 		if rep.Back+rep.GaveUp == rep.Dropped || time.Now().UnixNano() > cmd.DeadlineNS || w.ctx.Err() != nil {
+			rep.BackHist = back.sparse()
 			return rep
 		}
 		time.Sleep(100 * time.Millisecond)
