@@ -73,7 +73,7 @@ func (rc *roomConsumer) Connect(ctx context.Context, c *consumer.Conn) error {
 	if err != nil {
 		return rc.unavailable(err)
 	}
-	users, err := a.hub.users(ctx, room)
+	users, err := a.hub.knownUsers(ctx, room)
 	if err != nil {
 		return rc.unavailable(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"hash/maphash"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer"
+	"github.com/chatterpro/chatterpro/internal/fold"
 	"github.com/chatterpro/chatterpro/presence"
 )
 
@@ -214,11 +216,19 @@ func (h *hub) flush() {
 // socket's Disconnect: a leave that changes the room brings a diff to its
 // other local sockets, and a room left by its last one is listed.
 func (h *hub) latestUsers(room string) (usersFrame, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return h.knownUsers(ctx, room)
+}
+
+// knownUsers returns the room's users frame from the presence the node's
+// tracker keeps, without a round trip, where it has it, else from a List.
+// Right after a Track, the tracker's state has the tracked entry: a
+// joiner's first frame lists the joiner, and costs no read of the room.
+func (h *hub) knownUsers(ctx context.Context, room string) (usersFrame, error) {
 	if who, ok := h.server.PresenceCached(room); ok {
 		return newUsersFrame(room, who), nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
 	return h.users(ctx, room)
 }
 
@@ -315,15 +325,14 @@ func newUsersFrame(room string, who []presence.Presence) usersFrame {
 		}
 		all = append(all, entry{meta.Name, p.Key})
 	}
-	sort.Slice(all, func(i, j int) bool {
-		a, b := strings.ToLower(all[i].name), strings.ToLower(all[j].name)
-		if a != b {
-			return a < b
+	slices.SortFunc(all, func(a, b entry) int {
+		if c := fold.Compare(a.name, b.name); c != 0 {
+			return c
 		}
-		if all[i].name != all[j].name {
-			return all[i].name < all[j].name
+		if c := strings.Compare(a.name, b.name); c != 0 {
+			return c
 		}
-		return all[i].session < all[j].session
+		return strings.Compare(a.session, b.session)
 	})
 	f := usersFrame{Type: "users", Room: room, Count: len(all), Users: make([]userEntry, 0, min(len(all), maxListed))}
 	for i := 0; i < len(all) && i < maxListed; i++ {

@@ -1,9 +1,12 @@
 package presence
 
 import (
+	"context"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/internal/testkit"
 )
 
@@ -73,5 +76,50 @@ func TestCachedFollowsTheDiffs(t *testing.T) {
 	}
 	if list, ok := a.Cached("room"); ok {
 		t.Fatalf("Cached after the last local entry left: %v, want none", keys(list))
+	}
+}
+
+// muteSignals is a memory layer that sends no change signal: a tracker
+// on it learns of a change only from itself.
+type muteSignals struct{ *channellayer.Memory }
+
+func (m muteSignals) GroupSend(ctx context.Context, group string, msg channellayer.Message) error {
+	if strings.HasPrefix(group, signalPrefix) {
+		return nil
+	}
+	return m.Memory.GroupSend(ctx, group, msg)
+}
+
+// TestCachedHasOwnTrackAtOnce: once Track returns, Cached lists the
+// entry, also in a group the tracker already knew, before (here: without)
+// the change signal coming back; so a joiner's first view of its group
+// needs no read of the whole group from the layer.
+func TestCachedHasOwnTrackAtOnce(t *testing.T) {
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem := newMemory(t)
+	a := newTracker(t, ctx, muteSignals{mem}, Options{Interval: 20 * time.Millisecond})
+
+	adaCh, _ := mem.NewChannel(ctx)
+	bobCh, _ := mem.NewChannel(ctx)
+	if err := a.Track(ctx, "room", "ada", adaCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	if list, ok := a.Cached("room"); !ok || len(list) != 1 || list[0].Key != "ada" {
+		t.Fatalf("Cached after the group's first Track: %v %v, want ada", keys(list), ok)
+	}
+	if err := a.Track(ctx, "room", "bob", bobCh, map[string]string{"n": "Bob"}); err != nil {
+		t.Fatal(err)
+	}
+	list, ok := a.Cached("room")
+	if !ok || len(list) != 2 || list[1].Key != "bob" || string(list[1].Metas[0]) != `{"n":"Bob"}` {
+		t.Fatalf("Cached right after bob's Track: %v %v, want ada and bob with his meta", keys(list), ok)
+	}
+	// Tracked again (its meta changed): one entry, the new meta.
+	if err := a.Track(ctx, "room", "bob", bobCh, map[string]string{"n": "Robert"}); err != nil {
+		t.Fatal(err)
+	}
+	list, ok = a.Cached("room")
+	if !ok || len(list) != 2 || len(list[1].Metas) != 1 || string(list[1].Metas[0]) != `{"n":"Robert"}` {
+		t.Fatalf("Cached after bob's meta changed: %v %v, want bob once with the new meta", list, ok)
 	}
 }

@@ -25,6 +25,8 @@ import (
 	"encoding/json"
 	"slices"
 	"strings"
+
+	"github.com/chatterpro/chatterpro/internal/fold"
 )
 
 // DiffType is the type of the layer event that carries a Diff.
@@ -98,7 +100,7 @@ func (s state) list() []Presence {
 // sortPresences sorts by key, case-insensitively, then exactly.
 func sortPresences(out []Presence) {
 	slices.SortFunc(out, func(a, b Presence) int {
-		if c := strings.Compare(strings.ToLower(a.Key), strings.ToLower(b.Key)); c != 0 {
+		if c := fold.Compare(a.Key, b.Key); c != 0 {
 			return c
 		}
 		return strings.Compare(a.Key, b.Key)

@@ -282,6 +282,14 @@ func (t *Tracker) Track(ctx context.Context, groupName, key, id string, meta any
 		}
 		g.endRead()
 		t.mu.Unlock()
+	} else if o, ok := setOp(id, b); ok {
+		// The group's state here has the entry at once, not when its
+		// signal comes back (applying that again changes nothing): a
+		// joiner's first view of the group can then come from Cached,
+		// without reading the whole group from the layer.
+		t.mu.Lock()
+		g.apply([]op{o})
+		t.mu.Unlock()
 	}
 	t.signal(ctx, groupName, signalBody{Key: key, Meta: m, Set: []signalEntry{{ID: id, Info: b}}})
 	return nil
