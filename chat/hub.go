@@ -262,8 +262,10 @@ func (h *hub) notices(m channellayer.Message) (out []notice, joinsOrLeaves bool)
 		read := func(keys map[string][]json.RawMessage) []who {
 			var all []who
 			for s, metas := range keys {
-				var meta userMeta
-				if len(metas) > 0 && json.Unmarshal(metas[0], &meta) == nil && meta.Name != "" {
+				if len(metas) == 0 {
+					continue
+				}
+				if meta, ok := decodeMeta(metas[0]); ok && meta.Name != "" {
 					all = append(all, who{s, meta.Name, meta.At})
 				}
 			}
@@ -319,8 +321,11 @@ func newUsersFrame(room string, who []presence.Presence) usersFrame {
 	type entry struct{ name, session string }
 	all := make([]entry, 0, len(who))
 	for _, p := range who {
-		var meta userMeta
-		if len(p.Metas) == 0 || json.Unmarshal(p.Metas[0], &meta) != nil || meta.Name == "" {
+		if len(p.Metas) == 0 {
+			continue
+		}
+		meta, ok := decodeMeta(p.Metas[0])
+		if !ok || meta.Name == "" {
 			continue
 		}
 		all = append(all, entry{meta.Name, p.Key})
