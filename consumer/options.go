@@ -45,7 +45,7 @@ type Options struct {
 	// closing, with its close code (for metrics). It must not block.
 	OnClosing func(code StatusCode)
 	// MaxConnecting is how many connections may be in Connect at once. A
-	// connection over it waits up to 3 s for its turn, then is
+	// connection over it waits up to 6 s for its turn, then is
 	// refused with ErrBusy (a websocket or event stream request gets 503
 	// and Retry-After: 1). When a node dies and its clients all come to
 	// the others at once, the storm then waits at the clients, with their

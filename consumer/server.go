@@ -90,8 +90,11 @@ var ErrShutdown = errors.New("consumer: server shutting down")
 // Connect (Options.MaxConnecting): the client should try again shortly.
 var ErrBusy = errors.New("consumer: too many connections starting at once; try again in a moment")
 
-// connectWait is how long a connection waits for a turn in Connect.
-var connectWait = 3 * time.Second
+// connectWait is how long a connection waits for a turn in Connect:
+// long enough that a storm waits in line more than it comes back (each
+// attempt costs both ends a TCP and HTTP exchange), short enough that an
+// admitted browser client still opens within its 10 s open timeout.
+var connectWait = 6 * time.Second
 
 // turn takes a turn in Connect, waiting up to connectWait for one; false
 // if none came. done gives it back.
