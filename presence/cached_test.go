@@ -2,6 +2,7 @@ package presence
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -121,5 +122,27 @@ func TestCachedHasOwnTrackAtOnce(t *testing.T) {
 	list, ok = a.Cached("room")
 	if !ok || len(list) != 2 || len(list[1].Metas) != 1 || string(list[1].Metas[0]) != `{"n":"Robert"}` {
 		t.Fatalf("Cached after bob's meta changed: %v %v, want bob once with the new meta", list, ok)
+	}
+}
+
+// TestCachedAllocatesOnce: Cached copies a group of 100 keys in two
+// allocations (the list and one array for all the metas), not one per key:
+// a chat node builds a users frame from it for every room that changed,
+// each second.
+func TestCachedAllocatesOnce(t *testing.T) {
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem := newMemory(t)
+	a := newTracker(t, ctx, mem, Options{})
+	for i := range 100 {
+		ch, _ := mem.NewChannel(ctx)
+		if err := a.Track(ctx, "room", fmt.Sprintf("Key-%03d", i), ch, map[string]int{"i": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if list, ok := a.Cached("room"); !ok || len(list) != 100 {
+		t.Fatalf("Cached: %d keys %v, want 100", len(list), ok)
+	}
+	if n := testing.AllocsPerRun(20, func() { _, _ = a.Cached("room") }); n > 2 {
+		t.Errorf("Cached of 100 keys: %v allocations, want at most 2", n)
 	}
 }

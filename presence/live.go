@@ -66,8 +66,17 @@ func (l live) state() state {
 // sorts them as state.list does), without the key → metas map in between.
 func (l live) presences() []Presence {
 	out := make([]Presence, 0, len(l))
+	n := 0
+	for _, es := range l {
+		n += len(es)
+	}
+	all := make([]json.RawMessage, 0, n) // one array for every key's metas
 	for k, es := range l {
-		out = append(out, Presence{Key: k, Metas: metasOf(es)})
+		from := len(all)
+		for _, e := range es {
+			all = append(all, e.meta)
+		}
+		out = append(out, Presence{Key: k, Metas: all[from:len(all):len(all)]})
 	}
 	return out
 }
