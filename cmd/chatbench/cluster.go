@@ -282,6 +282,22 @@ func (r *clusterRig) loadgenCPU() time.Duration {
 	return sum
 }
 
+// nodeMemory reads the nodes' RSS: per connection over all of them and
+// on the worst node (above each node's RSS before the clients came), and
+// each node's figures.
+func (r *clusterRig) nodeMemory(cc *clusterConfig, connected int) (perConn, worst float64, nodes []clusterNode) {
+	var sum int64
+	for i, p := range r.nodes {
+		b, _ := rssBytes(p.pid())
+		conns := cc.conns(i)
+		kib := float64(b-r.rss0[i]) / 1024 / float64(max(1, conns))
+		nodes = append(nodes, clusterNode{Conns: conns, RSSMiB: float64(b) / (1 << 20), KiBPerConn: kib})
+		sum += b - r.rss0[i]
+		worst = max(worst, kib)
+	}
+	return float64(sum) / 1024 / float64(max(1, connected)), worst, nodes
+}
+
 func (r *clusterRig) alive() error {
 	for i, p := range r.nodes {
 		if !r.dead[i] && p.exited() {
@@ -558,17 +574,8 @@ func runCluster(ctx context.Context, cfg *config, dir string) (*clusterRun, erro
 	}
 
 	// Memory with everyone connected.
-	var rssSum int64
 	var maxKiB float64
-	for i, p := range rig.nodes {
-		b, _ := rssBytes(p.pid())
-		conns := cc.conns(i)
-		kib := float64(b-rig.rss0[i]) / 1024 / float64(max(1, conns))
-		run.Nodes = append(run.Nodes, clusterNode{Conns: conns, RSSMiB: float64(b) / (1 << 20), KiBPerConn: kib})
-		rssSum += b - rig.rss0[i]
-		maxKiB = max(maxKiB, kib)
-	}
-	m["rss_kib_per_conn"] = float64(rssSum) / 1024 / float64(max(1, connected))
+	m["rss_kib_per_conn"], maxKiB, run.Nodes = rig.nodeMemory(cc, connected)
 	m["rss_kib_per_conn_max_node"] = maxKiB
 	redisMem1 := rig.layer.usedMemory(ctx)
 	m["redis_used_memory_mib"] = redisMem1 / (1 << 20)
@@ -598,6 +605,10 @@ func runCluster(ctx context.Context, cfg *config, dir string) (*clusterRun, erro
 		m["idle_redis_cmds_per_s_per_1000_conns"] = m["idle_redis_cmds_per_s"] / k
 		logf("cluster: idle %s: nodes %.3f cores, Redis %.3f cores and %.0f commands/s (presence upkeep: %s), load generator %.3f cores",
 			cc.idle, m["idle_node_cores"], m["idle_redis_cores"], m["idle_redis_cmds_per_s"], run.Params["idle_redis_top_commands"], m["idle_loadgen_cores"])
+		// Memory again: the connect storm's garbage has had the idle
+		// window to be collected and given back, as in the idle scenario.
+		m["idle_rss_kib_per_conn"], m["idle_rss_kib_per_conn_max_node"], _ = rig.nodeMemory(cc, connected)
+		logf("cluster: memory after the idle window: nodes %.1f KiB per connection (worst node %.1f)", m["idle_rss_kib_per_conn"], m["idle_rss_kib_per_conn_max_node"])
 	}
 
 	// Steady chat, then the ladder.

@@ -38,7 +38,7 @@ func TestClusterScenario(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bench, "-scenario", "cluster", "-server", server,
 		"-nodes", "3", "-clients", "3000", "-rooms", "30", "-workers", "2",
-		"-steady", "5s", "-ladder", "", "-idle-window", "0", "-presence-ttl", "20s",
+		"-steady", "5s", "-ladder", "", "-idle-window", "1s", "-presence-ttl", "20s",
 		"-cluster-p99", "1h", "-timeout", "140s", "-json", js, "-md", md, "-profile-dir", prof)
 	var log strings.Builder
 	cmd.Stdout, cmd.Stderr = &log, &log
@@ -70,6 +70,11 @@ func TestClusterScenario(t *testing.T) {
 	}
 	if p50, p90, p99, all := m["kill_back_p50_s"], m["kill_back_p90_s"], m["kill_back_p99_s"], m["kill_all_back_s"]; !(0 < p50 && p50 <= p90 && p90 <= p99 && p99 <= all*1.04) {
 		t.Errorf("back after the kill: half %v s, 90 %% %v s, 99 %% %v s, all %v s; want 0 < each <= the next (within a histogram bucket)", p50, p90, p99, all)
+	}
+	for _, k := range []string{"rss_kib_per_conn", "rss_kib_per_conn_max_node", "idle_rss_kib_per_conn", "idle_rss_kib_per_conn_max_node"} {
+		if v := m[k]; !(v > 0 && v < 1024) {
+			t.Errorf("%s = %v KiB, want a node's memory per connection", k, v)
+		}
 	}
 	if _, ok := m["kill_entries_gone_s"]; !ok {
 		t.Error("the dead node's presence entries were never seen gone")

@@ -28,6 +28,8 @@ var clusterRows = []struct{ key, label string }{
 	{"rss_kib_per_conn", "node RSS KiB per connection (all nodes)"},
 	{"rss_kib_per_conn_max_node", "node RSS KiB per connection (worst node)"},
 	{"redis_mib_per_1000_conns", "Redis used_memory MiB per 1 000 connections"},
+	{"idle_rss_kib_per_conn", "node RSS KiB per connection after the idle window (all nodes)"},
+	{"idle_rss_kib_per_conn_max_node", "node RSS KiB per connection after the idle window (worst node)"},
 	{"idle_node_cores_per_1000_conns", "idle: node cores per 1 000 connections (presence upkeep)"},
 	{"idle_redis_cores_per_1000_conns", "idle: Redis cores per 1 000 connections"},
 	{"idle_redis_cmds_per_s_per_1000_conns", "idle: Redis commands/s per 1 000 connections"},
