@@ -72,11 +72,14 @@ func (d *directory) run() {
 			return
 		case <-tick.C:
 		}
-		here := d.local()
+		here := make(map[string]bool)
+		for _, room := range d.local() {
+			here[room] = true
+		}
 		d.mu.Lock()
 		refresh := make(map[string]int, len(here))
 		for room, n := range d.counts {
-			if slices.Contains(here, room) {
+			if here[room] {
 				refresh[room] = n
 			} else {
 				delete(d.counts, room) // others' to keep, or to let expire
