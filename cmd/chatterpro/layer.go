@@ -66,8 +66,7 @@ func openLayer(ctx context.Context, raw string, set layerSettings, log *slog.Log
 			o.Username = u.User.Username()
 			o.Password, _ = u.User.Password()
 		}
-		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries)
-		o.PoolSize = poolSize(set.connecting)
+		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize, set.connecting)
 		return newRedis(ctx, redis.NewClient(o), set, shown, log)
 	case "redis-cluster":
 		addrs := strings.Split(u.Host, ",")
@@ -79,8 +78,7 @@ func openLayer(ctx context.Context, raw string, set layerSettings, log *slog.Log
 			o.Username = u.User.Username()
 			o.Password, _ = u.User.Password()
 		}
-		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries)
-		o.PoolSize = poolSize(set.connecting)
+		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize, set.connecting)
 		if set.replicas > 0 {
 			return nil, fmt.Errorf("--redis-replicas works with redis:// and redis-sentinel://, not with a Redis Cluster (--layer %q)", shown)
 		}
@@ -90,8 +88,7 @@ func openLayer(ctx context.Context, raw string, set layerSettings, log *slog.Log
 		if err != nil {
 			return nil, err
 		}
-		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries)
-		o.PoolSize = poolSize(set.connecting)
+		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize, set.connecting)
 		if err := checkSentinels(ctx, o); err != nil {
 			return nil, fmt.Errorf("--layer %q: %w", shown, err)
 		}
@@ -116,10 +113,12 @@ func poolSize(connecting int) int {
 	return max(10*runtime.GOMAXPROCS(0), connecting+32)
 }
 
-// tune makes calls fail fast while Redis is away instead of queueing up.
-func tune(dial, read, write, pool *time.Duration, retries *int) {
+// tune makes calls fail fast while Redis is away instead of queueing up,
+// and sizes the pool for the joins that may wait on it (poolSize).
+func tune(dial, read, write, pool *time.Duration, retries, size *int, connecting int) {
 	*dial, *read, *write, *pool = time.Second, 2*time.Second, 2*time.Second, 2*time.Second
 	*retries = 1
+	*size = poolSize(connecting)
 }
 
 // newRedis opens the Redis layer on c. A Redis that refuses the settings
