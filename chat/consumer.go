@@ -79,9 +79,12 @@ func (rc *roomConsumer) Connect(ctx context.Context, c *consumer.Conn) error {
 	}
 	a.dir.update(room, users.Count)
 	rc.send(c, newHistoryFrame(rec.Messages, since != "" && !rec.Recovered))
-	rc.send(c, users)
+	usersBody, _ := json.Marshal(users)
+	if c.Send(usersBody) == nil {
+		a.metrics.out.Inc()
+	}
 	rc.send(c, noticeFrame{Type: "notice", Text: "Welcome to ChatterPro!", Time: now()})
-	a.hub.add(room, c)
+	a.hub.add(room, c, frameSum(usersBody))
 	rc.joined = true
 	a.metrics.conns.Inc()
 	return nil

@@ -47,9 +47,19 @@ type localRoom struct {
 	// own frame at join but not that one. changed: a diff since then had a
 	// join or a leave, so the next frame goes to every socket.
 	sent    uint64
-	fresh   []*consumer.Conn
+	fresh   []freshConn
 	changed bool
 }
+
+// freshConn is a socket added since the room's last users frame, and the
+// hash of the frame it got when it joined.
+type freshConn struct {
+	c   *consumer.Conn
+	got uint64
+}
+
+// frameSum is the hash by which the hub tells users frames apart.
+func frameSum(b []byte) uint64 { return maphash.Bytes(frameSeed, b) }
 
 // userMeta is the meta of a socket's presence entry; its key is the session.
 type userMeta struct {
@@ -88,7 +98,7 @@ func (h *hub) close() {
 	<-h.done
 }
 
-func (h *hub) add(room string, c *consumer.Conn) {
+func (h *hub) add(room string, c *consumer.Conn, got uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r := h.rooms[room]
@@ -97,7 +107,7 @@ func (h *hub) add(room string, c *consumer.Conn) {
 		h.rooms[room] = r
 	}
 	r.conns[c] = struct{}{}
-	r.fresh = append(r.fresh, c)
+	r.fresh = append(r.fresh, freshConn{c, got})
 }
 
 // remove forgets a socket. A room left without local sockets stays until
@@ -182,14 +192,14 @@ func (h *hub) flush() {
 			h.counted(room, f.Count)
 		}
 		b, _ := json.Marshal(f)
-		sum := maphash.Bytes(frameSeed, b)
+		sum := frameSum(b)
 		h.mu.Lock()
 		var conns []*consumer.Conn
 		if r := h.rooms[room]; r != nil {
-			if sum == r.sent && !r.changed { // nothing anyone sees changed: only the new sockets get it
-				for _, c := range r.fresh {
-					if _, ok := r.conns[c]; ok {
-						conns = append(conns, c)
+			if sum == r.sent && !r.changed { // nothing anyone sees changed: only the new sockets get it,
+				for _, f := range r.fresh { // and only if it is not the frame they joined with
+					if _, ok := r.conns[f.c]; ok && f.got != sum {
+						conns = append(conns, f.c)
 					}
 				}
 			} else {
