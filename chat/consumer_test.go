@@ -403,22 +403,6 @@ func TestUsersSortedAndOnePerSession(t *testing.T) {
 	z.quiet("notice", "zed has joined the chat", 100*time.Millisecond)
 }
 
-// A socket whose join changes nothing anyone sees (a second tab) gets
-// the room's users frame once, with its join, not again from the flush
-// that follows its diff; and it gets the next change like everyone.
-func TestJoinerGetsOneUsersFrame(t *testing.T) {
-	n := newNode(t, nil, nil)
-	z := n.join(t, "zed", "s1", "r", "")
-	z.joinFrames("zed")
-	n.join(t, "Amy", "s2", "r", "").joinFrames("Amy", "zed")
-	z.awaitUsers("Amy", "zed") // the room's frame after Amy's join has gone out
-	tab2 := n.join(t, "zed", "s1", "r", "")
-	tab2.joinFrames("Amy", "zed")
-	tab2.quiet("users", "", 300*time.Millisecond) // fifteen flushes
-	n.join(t, "bea", "s3", "r", "").joinFrames("Amy", "bea", "zed")
-	tab2.awaitUsers("Amy", "bea", "zed")
-}
-
 func TestErrorFrames(t *testing.T) {
 	n := newNode(t, nil, nil)
 	c := n.join(t, "ann", "s", "r", "")

@@ -127,8 +127,10 @@ func TestUsersFrameOnlyWhenItChanges(t *testing.T) {
 
 	tab := n.join(t, "bob", "s-bob", "r", "") // bob's second tab
 	tab.joinFrames("ann", "bob")
-	tab.awaitUsers("ann", "bob") // the room's flush, to the new socket
+	// The flush after the tab's diff: nothing anyone sees changed, and the
+	// tab has this frame from its join: nobody gets it.
 	a.quiet("users", "", 500*time.Millisecond)
+	tab.quiet("users", "", 100*time.Millisecond)
 
 	c := n.join(t, "cid", "s-cid", "r", "")
 	c.joinFrames("ann", "bob", "cid")
