@@ -79,10 +79,7 @@ func (rc *roomConsumer) Connect(ctx context.Context, c *consumer.Conn) error {
 	}
 	a.dir.update(room, users.Count)
 	rc.send(c, newHistoryFrame(rec.Messages, since != "" && !rec.Recovered))
-	usersBody, _ := json.Marshal(users)
-	if c.Send(usersBody) == nil {
-		a.metrics.out.Inc()
-	}
+	usersBody := rc.send(c, users)
 	rc.send(c, noticeFrame{Type: "notice", Text: "Welcome to ChatterPro!", Time: now()})
 	a.hub.add(room, c, frameSum(usersBody))
 	rc.joined = true
@@ -308,11 +305,13 @@ func (rc *roomConsumer) fail(c *consumer.Conn, code, text string) {
 	}
 }
 
-func (rc *roomConsumer) send(c *consumer.Conn, v any) {
+// send encodes v and sends it to c; it returns the encoded frame.
+func (rc *roomConsumer) send(c *consumer.Conn, v any) (body []byte) {
 	b, err := json.Marshal(v)
 	if err == nil && c.Send(b) == nil {
 		rc.app.metrics.out.Inc()
 	}
+	return b
 }
 
 // forward sends a room event on to the client as it is (its body is the

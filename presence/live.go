@@ -112,11 +112,16 @@ func setOp(id string, b []byte) (op, bool) {
 	if json.Unmarshal(b, &in) != nil || in.Key == "" {
 		return op{}, false
 	}
+	return infoOp(id, in), true
+}
+
+// infoOp is the op that sets the entry id with info in.
+func infoOp(id string, in info) op {
 	m := in.Meta
 	if m == nil {
 		m = json.RawMessage("null")
 	}
-	return op{id: idHash(id), key: in.Key, since: in.Since, meta: m}, true
+	return op{id: idHash(id), key: in.Key, since: in.Since, meta: m}
 }
 
 // touch is what a diff needs to know of a key changed since the last diff.

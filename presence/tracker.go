@@ -255,7 +255,8 @@ func (t *Tracker) Track(ctx context.Context, groupName, key, id string, meta any
 			since = old.Since
 		}
 	}
-	b, _ := json.Marshal(info{Format: infoFormat, Key: key, Meta: m, Since: since})
+	in := info{Format: infoFormat, Key: key, Meta: m, Since: since}
+	b, _ := json.Marshal(in)
 	e = &entry{id: id, key: key, info: b}
 	g.entries[id] = e
 	t.mu.Unlock()
@@ -282,13 +283,13 @@ func (t *Tracker) Track(ctx context.Context, groupName, key, id string, meta any
 		}
 		g.endRead()
 		t.mu.Unlock()
-	} else if o, ok := setOp(id, b); ok {
+	} else {
 		// The group's state here has the entry at once, not when its
 		// signal comes back (applying that again changes nothing): a
 		// joiner's first view of the group can then come from Cached,
 		// without reading the whole group from the layer.
 		t.mu.Lock()
-		g.apply([]op{o})
+		g.apply([]op{infoOp(id, in)})
 		t.mu.Unlock()
 	}
 	t.signal(ctx, groupName, signalBody{Key: key, Meta: m, Set: []signalEntry{{ID: id, Info: b}}})
