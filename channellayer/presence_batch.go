@@ -38,7 +38,27 @@ type PresenceLister interface {
 	ListAll(ctx context.Context, groups []string) (map[string][]Member, error)
 }
 
+// PresenceSweeper is implemented by layers that, when they remove the
+// expired entries of groups, also tell when each group's next entry
+// expires: a process then sweeps a group again when something there can
+// have expired, not every few seconds. At 100 000 people on 8 nodes,
+// sweeps on a timer were most of the commands Redis ran while nobody
+// talked. Both backends implement it.
+type PresenceSweeper interface {
+	// SweepAll is ExpireAll that also answers, for every group named,
+	// when its earliest remaining entry expires.
+	SweepAll(ctx context.Context, groups []string) (map[string]Swept, error)
+}
+
+// Swept is what SweepAll did to one group.
+type Swept struct {
+	Expired []Member  // the entries it removed, as ExpireAll returns them
+	Next    time.Time // when the earliest entry left expires; zero if none is left
+}
+
 var (
+	_ PresenceSweeper   = (*Memory)(nil)
+	_ PresenceSweeper   = (*Redis)(nil)
 	_ PresenceRefresher = (*Memory)(nil)
 	_ PresenceRefresher = (*Redis)(nil)
 	_ PresenceLister    = (*Memory)(nil)
@@ -100,6 +120,27 @@ func (m *Memory) ExpireAll(ctx context.Context, groups []string) (map[string][]M
 		if len(expired) > 0 {
 			out[g] = expired
 		}
+	}
+	return out, nil
+}
+
+// SweepAll implements PresenceSweeper.
+func (m *Memory) SweepAll(ctx context.Context, groups []string) (map[string]Swept, error) {
+	out := make(map[string]Swept, len(groups))
+	for _, g := range groups {
+		expired, err := m.Expire(ctx, g)
+		if err != nil {
+			return nil, err
+		}
+		var next time.Time
+		m.mu.Lock()
+		for _, e := range m.presence[g] {
+			if next.IsZero() || e.expires.Before(next) {
+				next = e.expires
+			}
+		}
+		m.mu.Unlock()
+		out[g] = Swept{Expired: expired, Next: next}
 	}
 	return out, nil
 }

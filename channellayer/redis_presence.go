@@ -3,6 +3,8 @@ package channellayer
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -137,12 +139,53 @@ func (r *Redis) ListAll(ctx context.Context, groups []string) (map[string][]Memb
 // group, sorted by key; groups with none are left out. A group named
 // twice is run twice; the map holds its last non-empty result.
 func (r *Redis) presenceAll(ctx context.Context, groups []string, script *redis.Script, op string) (map[string][]Member, error) {
-	if err := r.usable(ctx, op); err != nil {
+	res, err := r.presenceRun(ctx, groups, script, op)
+	if err != nil {
 		return nil, err
 	}
 	out := make(map[string][]Member)
+	for i, g := range groups {
+		if members := parseMembers(res[i]); len(members) > 0 {
+			out[g] = members
+		}
+	}
+	return out, nil
+}
+
+// SweepAll implements PresenceSweeper: one sweep script per group, all in
+// one pipeline, as ExpireAll.
+func (r *Redis) SweepAll(ctx context.Context, groups []string) (map[string]Swept, error) {
+	const op = "presence expire"
+	res, err := r.presenceRun(ctx, groups, sweepScript, op)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]Swept, len(groups))
+	for i, g := range groups {
+		var s Swept
+		if len(res[i]) > 0 && res[i][0] != "" {
+			ms, err := strconv.ParseFloat(res[i][0], 64)
+			if err != nil {
+				return nil, r.fail(ctx, op, fmt.Errorf("next expiry %q: %v", res[i][0], err))
+			}
+			s.Next = time.UnixMilli(int64(ms))
+		}
+		if len(res[i]) > 1 {
+			s.Expired = parseMembers(res[i][1:])
+		}
+		out[g] = s
+	}
+	return out, nil
+}
+
+// presenceRun runs script on each group's keys with ARGV[1] now (ms), all
+// in one pipeline, and returns the answers in the order of groups.
+func (r *Redis) presenceRun(ctx context.Context, groups []string, script *redis.Script, op string) ([][]string, error) {
+	if err := r.usable(ctx, op); err != nil {
+		return nil, err
+	}
 	if len(groups) == 0 {
-		return out, nil
+		return nil, nil
 	}
 	now := time.Now().UnixMilli()
 	calls := make([]scriptCall, len(groups))
@@ -153,14 +196,13 @@ func (r *Redis) presenceAll(ctx context.Context, groups []string, script *redis.
 	if err != nil {
 		return nil, r.fail(ctx, op, err)
 	}
+	out := make([][]string, len(cmds))
 	for i, c := range cmds {
 		res, err := c.StringSlice()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return nil, r.fail(ctx, op, err)
 		}
-		if members := parseMembers(res); len(members) > 0 {
-			out[groups[i]] = members
-		}
+		out[i] = res
 	}
 	return out, nil
 }

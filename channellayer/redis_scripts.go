@@ -100,3 +100,26 @@ for i = 1, #keys, 500 do
 end
 return out
 `)
+
+// sweepScript is expireScript that answers first, before the entries it
+// removed, the expiry (ms since the epoch) of the earliest entry left, or
+// "" if none is.
+var sweepScript = redis.NewScript(`
+local keys = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+local out = {''}
+for i = 1, #keys, 500 do
+  local last = math.min(i + 499, #keys)
+  local vals = redis.call('HMGET', KEYS[1], unpack(keys, i, last))
+  redis.call('HDEL', KEYS[1], unpack(keys, i, last))
+  redis.call('ZREM', KEYS[2], unpack(keys, i, last))
+  for j = i, last do
+    out[#out + 1] = keys[j]
+    out[#out + 1] = vals[j - i + 1] or ''
+  end
+end
+local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if first[2] then
+  out[1] = first[2]
+end
+return out
+`)

@@ -11,71 +11,216 @@ import (
 	"github.com/chatterpro/chatterpro/internal/testkit"
 )
 
-// countingSweeps is a Memory layer that counts, per group, the sweeps
-// (ExpireAll) that took it, and the sweeps in all.
-type countingSweeps struct {
-	*channellayer.Memory
-	mu     sync.Mutex
-	calls  int
-	groups map[string]int
+// sweepCounts counts, per group, the sweeps that took it, and the sweeps in
+// all.
+type sweepCounts struct {
+	mu      sync.Mutex
+	calls   int
+	groups  map[string]int
+	removed map[string]time.Time // when a sweep removed each entry
 }
 
-func (c *countingSweeps) ExpireAll(ctx context.Context, groups []string) (map[string][]channellayer.Member, error) {
+func (c *sweepCounts) count(groups []string) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.calls++
 	for _, g := range groups {
 		c.groups[g]++
 	}
-	c.mu.Unlock()
-	return c.Memory.ExpireAll(ctx, groups)
 }
 
-// A tracker sweeps each group every sweepEvery ticks (a tenth of the TTL),
-// not every tick, each group at a tick of its own; a dead process's
-// entries are still gone within TTL and sweepEvery ticks.
+func (c *sweepCounts) removedAt(expired map[string][]channellayer.Member) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ms := range expired {
+		for _, m := range ms {
+			if c.removed == nil {
+				c.removed = make(map[string]time.Time)
+			}
+			c.removed[m.Key] = time.Now()
+		}
+	}
+}
+
+// waitRemoved waits until a sweep removed the entry key and returns when.
+func (c *sweepCounts) waitRemoved(t *testing.T, key string) time.Time {
+	t.Helper()
+	var at time.Time
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		at = c.removed[key]
+		return !at.IsZero()
+	}, "the dead entry swept")
+	return at
+}
+
+func (c *sweepCounts) read() (int, map[string]int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	counts := make(map[string]int, len(c.groups))
+	for g, n := range c.groups {
+		counts[g] = n
+	}
+	return c.calls, counts
+}
+
+// countingSweeps is a Memory layer that counts its sweeps (SweepAll).
+type countingSweeps struct {
+	*channellayer.Memory
+	sweepCounts
+}
+
+func (c *countingSweeps) SweepAll(ctx context.Context, groups []string) (map[string]channellayer.Swept, error) {
+	c.count(groups)
+	out, err := c.Memory.SweepAll(ctx, groups)
+	expired := make(map[string][]channellayer.Member)
+	for g, sw := range out {
+		expired[g] = sw.Expired
+	}
+	c.removedAt(expired)
+	return out, err
+}
+
+// expiringOnly is a Memory layer that does not tell when entries expire
+// (no SweepAll) and counts its sweeps (ExpireAll).
+type expiringOnly struct {
+	channellayer.Layer
+	channellayer.Presence
+	mem *channellayer.Memory
+	sweepCounts
+}
+
+func (e *expiringOnly) TrackAll(ctx context.Context, groups map[string][]channellayer.Member, ttl time.Duration) error {
+	return e.mem.TrackAll(ctx, groups, ttl)
+}
+
+func (e *expiringOnly) ExpireAll(ctx context.Context, groups []string) (map[string][]channellayer.Member, error) {
+	e.count(groups)
+	out, err := e.mem.ExpireAll(ctx, groups)
+	e.removedAt(out)
+	return out, err
+}
+
+var _ channellayer.PresenceRefresher = (*expiringOnly)(nil)
+
+// trackGhost tracks many groups on tr, then (after before) writes the
+// entry of a dead process in the first one, and returns when it wrote it.
+func trackGhost(ctx context.Context, t *testing.T, mem *channellayer.Memory, tr *Tracker, groups int, ttl time.Duration, before func()) time.Time {
+	t.Helper()
+	for i := range groups {
+		ch, _ := mem.NewChannel(ctx)
+		if err := tr.Track(ctx, fmt.Sprint("room-", i), "ada", ch, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before()
+	written := time.Now()
+	if err := mem.Track(ctx, "room-0", "ghost-1", []byte(`{"v":2,"k":"ghost","t":1}`), ttl); err != nil {
+		t.Fatal(err)
+	}
+	return written
+}
+
+// Where the layer tells when a group's next entry expires, a tracker sweeps
+// a group when something there can have expired: while its entries are
+// refreshed, about once per two thirds of the TTL, not every few ticks; and
+// a dead process's entry goes within a few ticks of its expiry, sooner than
+// a TTL after the group's last sweep.
+func TestSweepsWhenEntriesExpire(t *testing.T) {
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem := newMemory(t)
+	counting := &countingSweeps{Memory: mem, sweepCounts: sweepCounts{groups: map[string]int{}}}
+	const interval, ttl = 20 * time.Millisecond, 1200 * time.Millisecond
+	a := newTracker(t, ctx, counting, Options{TTL: ttl, Interval: interval})
+	const groups = 60
+	// The ghost comes half a TTL after room-0's first sweep: were the next
+	// sweeps a TTL apart, the second would come half a TTL after the
+	// ghost expired.
+	written := trackGhost(ctx, t, mem, a, groups, ttl, func() {
+		testkit.Eventually(t, 10*time.Second, func() bool {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			return !a.groups["room-0"].sweepAt.IsZero()
+		}, "room-0 swept once")
+		time.Sleep(ttl / 2)
+	})
+	if took, most := counting.waitRemoved(t, "ghost-1").Sub(written), ttl+400*time.Millisecond; took > most {
+		t.Errorf("the dead entry was gone %v after it was written, want within %v (its TTL and a few ticks)", took, most)
+	}
+	// Let the refreshes go on a while: the groups' next expiries keep
+	// moving ahead of the sweeps.
+	start := time.Now()
+	time.Sleep(3 * ttl) // a stretch of time to count sweeps over, not a wait for an outcome
+	elapsed := time.Since(start) + ttl
+	calls, counts := counting.read()
+	// At most one sweep per group per two thirds of the TTL (the refresh
+	// comes every third), and the first one, and the ghost's.
+	most := int(elapsed/(2*ttl/3)) + 3
+	for i := range groups {
+		if n := counts[fmt.Sprint("room-", i)]; n < 1 || n > most {
+			t.Errorf("room-%d swept %d times in %v, want 1 to %d", i, n, elapsed.Round(time.Millisecond), most)
+		}
+	}
+	if ticks := int(elapsed / interval); calls > ticks/4 {
+		t.Errorf("%d sweeps in about %d ticks: want a sweep only when a group's next entry expires", calls, ticks)
+	}
+}
+
+// A grace period shorter than the sweep's wait: the tracker that leaves
+// tells the others when the entry is due, and another process's tracker
+// (the leaving one has no entry left there) sweeps it then.
+func TestGraceLeaveIsSweptWhenDue(t *testing.T) {
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem := newMemory(t)
+	const interval, ttl, grace = 20 * time.Millisecond, 5 * time.Second, 300 * time.Millisecond
+	a := newTracker(t, ctx, mem, Options{TTL: ttl, Interval: interval})
+	b := newTracker(t, ctx, mem, Options{TTL: ttl, Interval: interval})
+	adaCh, _ := mem.NewChannel(ctx)
+	bobCh, _ := mem.NewChannel(ctx)
+	if err := a.Track(ctx, "room", "ada", adaCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Track(ctx, "room", "bob", bobCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitJoin(ctx, t, mem, adaCh, "room", "bob")
+	// a's first sweep has found the next expiry a TTL away.
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		g := a.groups["room"]
+		return g != nil && time.Until(g.sweepAt) > ttl/2
+	}, "the room's next sweep set from its next expiry")
+	left := time.Now()
+	if err := b.Leave(ctx, "room", bobCh, grace, false); err != nil {
+		t.Fatal(err)
+	}
+	waitLeave(ctx, t, mem, adaCh, "bob")
+	if took, most := time.Since(left), grace+time.Second; took > most {
+		t.Errorf("bob's leave came %v after it began, want within %v (the grace period and a little)", took, most)
+	}
+}
+
+// Where the layer does not tell when entries expire, a tracker sweeps each
+// group every sweepEvery ticks (a tenth of the TTL), not every tick, each
+// group at a tick of its own; a dead process's entries are still gone
+// within TTL and sweepEvery ticks.
 func TestSweepsTakeTurns(t *testing.T) {
 	ctx := testkit.ContextWithin(t, 30*time.Second)
 	mem := newMemory(t)
-	counting := &countingSweeps{Memory: mem, groups: map[string]int{}}
+	counting := &expiringOnly{Layer: mem, Presence: mem, mem: mem, sweepCounts: sweepCounts{groups: map[string]int{}}}
 	const interval, ttl = 20 * time.Millisecond, 600 * time.Millisecond // sweepEvery 3
 	a := newTracker(t, ctx, counting, Options{TTL: ttl, Interval: interval})
 	if every := a.sweepEvery(); every != 3 {
 		t.Fatalf("sweepEvery = %d, want 3 (a tenth of the TTL, in ticks)", every)
 	}
 	const groups = 60
-	for i := range groups {
-		ch, _ := mem.NewChannel(ctx)
-		if err := a.Track(ctx, fmt.Sprint("room-", i), "ada", ch, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// A dead process's entry in room-0, and someone there to hear of it.
-	if err := mem.Track(ctx, "room-0", "ghost-1", []byte(`{"v":2,"k":"ghost","t":1}`), ttl); err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	testkit.EventuallyNil(t, 10*time.Second, func() error {
-		ms, err := mem.List(ctx, "room-0")
-		if err != nil {
-			return err
-		}
-		for _, m := range ms {
-			if m.Key == "ghost-1" {
-				return fmt.Errorf("the dead entry is still listed")
-			}
-		}
-		return nil
-	}, "the dead entry swept")
-	if took, most := time.Since(start), ttl+3*interval+time.Second; took > most {
+	written := trackGhost(ctx, t, mem, a, groups, ttl, func() {})
+	if took, most := counting.waitRemoved(t, "ghost-1").Sub(written), ttl+3*interval+time.Second; took > most {
 		t.Errorf("the dead entry was gone %v after it was written, want within %v", took, most)
 	}
-	counting.mu.Lock()
-	calls := counting.calls
-	counts := make(map[string]int, len(counting.groups))
-	for g, n := range counting.groups {
-		counts[g] = n
-	}
-	counting.mu.Unlock()
+	calls, counts := counting.read()
 	if calls < 15 {
 		t.Fatalf("%d sweeps, want at least 15 to judge", calls)
 	}

@@ -85,6 +85,10 @@ type group struct {
 	repairDue bool             // that time has come
 	dirty     bool
 	lastFlush time.Time
+	// sweepAt is when the group is next swept where the layer tells when
+	// its next entry expires (channellayer.PresenceSweeper): zero means
+	// at the next tick.
+	sweepAt time.Time
 }
 
 type entry struct {
@@ -130,6 +134,10 @@ type signalBody struct {
 	Meta json.RawMessage `json:"m,omitempty"`
 	Set  []signalEntry   `json:"s,omitempty"`
 	Gone []signalEntry   `json:"x,omitempty"`
+	// Due, ms since the epoch, asks every tracker to sweep the group then:
+	// an entry of it waits out a grace period until that time, sooner
+	// than its sweep would otherwise come. Trackers before it ignore it.
+	Due int64 `json:"d,omitempty"`
 }
 
 // signalEntry is one entry of a signal: its ID, and its info when it was
@@ -317,9 +325,13 @@ func (t *Tracker) Leave(ctx context.Context, groupName, id string, grace time.Du
 		in.Grace = true
 		in.Format = infoFormat
 		b, _ := json.Marshal(in)
+		due := time.Now().Add(grace)
 		if err := t.p.Track(ctx, groupName, id, b, grace); err != nil {
 			return fmt.Errorf("presence: leaving %q: %w", groupName, err)
 		}
+		// Its sweep is due sooner than the group's next one (see sweep):
+		// every tracker of the group learns when.
+		t.signal(ctx, groupName, signalBody{Set: []signalEntry{{ID: id, Info: b}}, Due: due.UnixMilli() + 1})
 		return nil
 	}
 	gone := []signalEntry{{ID: id, Key: e.key}}
@@ -553,6 +565,11 @@ func (t *Tracker) received(groupName string, b signalBody) {
 			return
 		}
 		b.Gone = keep
+	}
+	if b.Due > 0 {
+		if due := time.UnixMilli(b.Due); !g.sweepAt.IsZero() && due.Before(g.sweepAt) {
+			g.sweepAt = due
+		}
 	}
 	ops, full := b.ops()
 	if full {
@@ -845,8 +862,9 @@ func (t *Tracker) deliver(diffs []pendingDiff) {
 // maxSweepEvery bounds sweepEvery, in ticks.
 const maxSweepEvery = 4
 
-// sweepEvery is how many ticks apart a tracker sweeps each group: a tenth
-// of the TTL (at least every tick, at most every maxSweepEvery). A group
+// sweepEvery is how many ticks apart a tracker sweeps each group where the
+// layer does not tell when entries expire (and how long it waits to sweep
+// again after a sweep failed where it does): a tenth of the TTL (at least every tick, at most every maxSweepEvery). A group
 // tracked by several processes is swept by each at a tick of its own (the
 // tick depends on a seed of the process's), so a dead process's entries
 // are still found about every sweepEvery/n ticks, n the processes left,
@@ -864,38 +882,26 @@ func (t *Tracker) sweepsAt(name string, tick, every uint64) bool {
 	return every <= 1 || (maphash.String(t.sweepSeed, name)+tick)%every == 0
 }
 
-// sweep removes the expired entries of the groups tracked here whose turn
-// it is (sweepEvery) and tells every tracker of such a group which are
-// gone.
+// sweep removes the expired entries of the groups tracked here that are
+// due and tells every tracker of such a group which are gone. Where the
+// layer tells when a group's next entry expires (PresenceSweeper), a group
+// is due then, or a TTL after its last sweep if that is sooner (an entry
+// written since with a shorter life than the TTL gives, a grace period,
+// comes with a signal saying when, see Leave): while every process of a
+// group refreshes its entries, the group is swept about once per TTL, not
+// every few seconds, and a dead process's entries go the tick after they
+// expire. Other layers sweep each group every sweepEvery ticks.
 func (t *Tracker) sweep() {
-	every := t.sweepEvery()
-	t.sweepTick++
-	t.mu.Lock()
-	names := make([]string, 0, len(t.groups)/int(every)+1)
-	for name := range t.groups {
-		if t.sweepsAt(name, t.sweepTick, every) {
-			names = append(names, name)
-		}
-	}
-	t.mu.Unlock()
-	if len(names) == 0 {
-		return
-	}
 	ctx, cancel := t.callCtx()
 	defer cancel()
-	expired := make(map[string][]channellayer.Member)
-	if r, ok := t.layer.(channellayer.PresenceRefresher); ok { // one round trip
-		var err error
-		if expired, err = r.ExpireAll(ctx, names); err != nil {
-			t.log.Warn("presence: sweeping expired entries failed; will retry", "err", err)
-			return
-		}
+	var expired map[string][]channellayer.Member
+	if sw, ok := t.layer.(channellayer.PresenceSweeper); ok {
+		expired = t.sweepDue(ctx, sw)
 	} else {
-		for _, name := range names {
-			if ms, err := t.p.Expire(ctx, name); err == nil && len(ms) > 0 {
-				expired[name] = ms
-			}
-		}
+		expired = t.sweepTurns(ctx)
+	}
+	if len(expired) == 0 {
+		return
 	}
 	bodies := make(map[string]signalBody, len(expired))
 	for name, ms := range expired {
@@ -910,6 +916,90 @@ func (t *Tracker) sweep() {
 		}
 	}
 	t.signalAll(ctx, bodies)
+}
+
+// sweepDue sweeps the groups whose sweepAt has come, in one call, and sets
+// when each is next due.
+func (t *Tracker) sweepDue(ctx context.Context, sw channellayer.PresenceSweeper) map[string][]channellayer.Member {
+	now := time.Now()
+	type due struct {
+		groupRef
+		at time.Time // its sweepAt when taken
+	}
+	var dues []due
+	t.mu.Lock()
+	for name, g := range t.groups {
+		if !g.sweepAt.After(now) {
+			dues = append(dues, due{groupRef{name: name, g: g}, g.sweepAt})
+		}
+	}
+	t.mu.Unlock()
+	if len(dues) == 0 {
+		return nil
+	}
+	names := make([]string, len(dues))
+	for i, d := range dues {
+		names[i] = d.name
+	}
+	swept, err := sw.SweepAll(ctx, names)
+	if err != nil {
+		t.log.Warn("presence: sweeping expired entries failed; will retry", "groups", len(names), "err", err)
+	}
+	expired := make(map[string][]channellayer.Member)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, d := range dues {
+		if t.groups[d.name] != d.g { // gone, and maybe back, meanwhile
+			continue
+		}
+		next := now.Add(t.opts.TTL)
+		if err != nil {
+			next = now.Add(time.Duration(t.sweepEvery()) * t.opts.Interval)
+		} else if s := swept[d.name]; !s.Next.IsZero() && s.Next.Before(next) {
+			next = s.Next
+		}
+		if d.g.sweepAt != d.at && d.g.sweepAt.Before(next) {
+			next = d.g.sweepAt // a signal asked for it sooner meanwhile
+		}
+		d.g.sweepAt = next
+		if ms := swept[d.name].Expired; len(ms) > 0 {
+			expired[d.name] = ms
+		}
+	}
+	return expired
+}
+
+// sweepTurns sweeps the groups whose turn it is (sweepEvery), where the
+// layer does not tell when entries expire.
+func (t *Tracker) sweepTurns(ctx context.Context) map[string][]channellayer.Member {
+	every := t.sweepEvery()
+	t.sweepTick++
+	t.mu.Lock()
+	names := make([]string, 0, len(t.groups)/int(every)+1)
+	for name := range t.groups {
+		if t.sweepsAt(name, t.sweepTick, every) {
+			names = append(names, name)
+		}
+	}
+	t.mu.Unlock()
+	if len(names) == 0 {
+		return nil
+	}
+	expired := make(map[string][]channellayer.Member)
+	if r, ok := t.layer.(channellayer.PresenceRefresher); ok { // one round trip
+		var err error
+		if expired, err = r.ExpireAll(ctx, names); err != nil {
+			t.log.Warn("presence: sweeping expired entries failed; will retry", "err", err)
+			return nil
+		}
+	} else {
+		for _, name := range names {
+			if ms, err := t.p.Expire(ctx, name); err == nil && len(ms) > 0 {
+				expired[name] = ms
+			}
+		}
+	}
+	return expired
 }
 
 // resignal tells every tracker of the groups of refs which entries this

@@ -101,6 +101,7 @@ var rules = []rule{
 	{"PresenceTrackAll", false, checkPresenceTrackAll},
 	{"PresenceExpireAll", false, checkPresenceExpireAll},
 	{"PresenceListAll", false, checkPresenceListAll},
+	{"PresenceSweepAll", false, checkPresenceSweepAll},
 	{"TrackerMerge", false, checkTrackerMerge},
 	{"TrackerDiffs", false, checkTrackerDiffs},
 	{"TrackerBurst", false, checkTrackerBurst},

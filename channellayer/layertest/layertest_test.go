@@ -90,6 +90,18 @@ func (s *sweepingLister) ListAll(ctx context.Context, groups []string) (map[stri
 	return s.Memory.ListAll(ctx, groups)
 }
 
+// blindSweeper's SweepAll never tells when a group's next entry expires:
+// a tracker trusting it would sweep a dead process's entries late.
+type blindSweeper struct{ *channellayer.Memory }
+
+func (b *blindSweeper) SweepAll(ctx context.Context, groups []string) (map[string]channellayer.Swept, error) {
+	out, err := b.Memory.SweepAll(ctx, groups)
+	for g, s := range out {
+		out[g] = channellayer.Swept{Expired: s.Expired}
+	}
+	return out, err
+}
+
 // broken builds the layer of each kind; "none" is the correct Memory.
 var broken = map[string]func(m *channellayer.Memory) channellayer.Layer{
 	"none":        func(m *channellayer.Memory) channellayer.Layer { return m },
@@ -99,6 +111,7 @@ var broken = map[string]func(m *channellayer.Memory) channellayer.Layer{
 	},
 	"unbounded":      func(m *channellayer.Memory) channellayer.Layer { return &unbounded{m} },
 	"sweepingLister": func(m *channellayer.Memory) channellayer.Layer { return &sweepingLister{m} },
+	"blindSweeper":   func(m *channellayer.Memory) channellayer.Layer { return &blindSweeper{m} },
 }
 
 const brokenEnv = "LAYERTEST_BROKEN"
@@ -139,6 +152,7 @@ func TestSuiteCatchesBrokenBackends(t *testing.T) {
 		{"reordering", []string{"Order"}},
 		{"unbounded", []string{"Capacity"}},
 		{"sweepingLister", []string{"PresenceListAll"}},
+		{"blindSweeper", []string{"PresenceSweepAll"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.kind, func(t *testing.T) {

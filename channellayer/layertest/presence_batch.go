@@ -82,6 +82,57 @@ func checkPresenceExpireAll(e *env) {
 	e.list(pb, g2, "the live entry stays", mem("c", "3"))
 }
 
+// checkPresenceSweepAll: SweepAll removes the expired entries of many
+// groups at once, each for one caller, like ExpireAll, and tells for every
+// group named when its earliest remaining entry expires (zero: none left).
+func checkPresenceSweepAll(e *env) {
+	pa, pb, ok := e.presence()
+	if !ok {
+		e.t.Skip("the backend does not implement channellayer.Presence")
+	}
+	sa, okA := e.a.(channellayer.PresenceSweeper)
+	sb, okB := e.peer().(channellayer.PresenceSweeper)
+	if !okA || !okB {
+		e.t.Skip("the backend does not implement channellayer.PresenceSweeper")
+	}
+	g1, g2, g3, empty := e.name("room"), e.name("room"), e.name("room"), e.name("room")
+	short := 200 * time.Millisecond
+	e.track(pa, g1, "a", "1", short)
+	e.track(pb, g2, "b", "2", short)
+	e.track(pa, g2, "c", "3", time.Minute)
+	before := time.Now()
+	e.track(pb, g3, "d", "4", 10*time.Minute)
+	e.track(pa, g3, "e", "5", 20*time.Minute)
+	after := time.Now()
+	e.s.Sleep(2 * short)
+	got, err := sa.SweepAll(e.ctx(waitFor), []string{g1, g2, g3, empty})
+	if err != nil {
+		e.t.Fatalf("SweepAll: %v", err)
+	}
+	if len(got) != 4 {
+		e.t.Errorf("SweepAll answered %d groups, want all 4 it was given: %v", len(got), got)
+	}
+	if formatMembers(got[g1].Expired) != "[a=1]" || formatMembers(got[g2].Expired) != "[b=2]" || len(got[g3].Expired)+len(got[empty].Expired) != 0 {
+		e.t.Errorf("SweepAll removed %v, want a in %s and b in %s only", got, g1, g2)
+	}
+	if !got[g1].Next.IsZero() || !got[empty].Next.IsZero() {
+		e.t.Errorf("SweepAll: next expiry of a group left empty %v and of one never used %v, want zero", got[g1].Next, got[empty].Next)
+	}
+	// Expiries are kept to the millisecond.
+	lo, hi := before.Add(10*time.Minute-time.Millisecond), after.Add(10*time.Minute+time.Millisecond)
+	if n := got[g3].Next; n.Before(lo) || n.After(hi) {
+		e.t.Errorf("SweepAll: next expiry of %s %v, want the earlier entry's, between %v and %v", g3, n, lo, hi)
+	}
+	if n := got[g2].Next; n.Before(before.Add(time.Minute-time.Second)) || n.After(after.Add(time.Minute+time.Millisecond)) {
+		e.t.Errorf("SweepAll: next expiry of %s %v, want the live entry's, a minute after it was tracked", g2, n)
+	}
+	again, err := sb.SweepAll(e.ctx(waitFor), []string{g1, g2})
+	if err != nil || len(again[g1].Expired)+len(again[g2].Expired) != 0 {
+		e.t.Errorf("a second SweepAll = %v, %v; want nothing removed (each entry once)", again, err)
+	}
+	e.list(pb, g2, "the live entry stays", mem("c", "3"))
+}
+
 // checkPresenceListAll: ListAll lists many groups at once, on every
 // process, each exactly as List does (sorted by key, expired entries left
 // out and left in place for the sweep); a group with no live entry is left
