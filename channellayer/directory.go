@@ -24,6 +24,20 @@ type Directory interface {
 	Counts(ctx context.Context, index string, names []string) ([]int, error)
 }
 
+// DirectoryBatcher is implemented by directories that set many entries of
+// an index in one call: a node keeping the counts of its thousand rooms
+// alive costs one round trip and one script, not a thousand. Both
+// backends implement it.
+type DirectoryBatcher interface {
+	// SetCounts is SetCount for every entry of counts, all with ttl.
+	SetCounts(ctx context.Context, index string, counts []Count, ttl time.Duration) error
+}
+
+var (
+	_ DirectoryBatcher = (*Memory)(nil)
+	_ DirectoryBatcher = (*Redis)(nil)
+)
+
 // Count is an entry of a Directory index.
 type Count struct {
 	Name string

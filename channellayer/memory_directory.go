@@ -42,6 +42,16 @@ func (m *Memory) SetCount(ctx context.Context, index, name string, n int, ttl ti
 	return nil
 }
 
+// SetCounts implements DirectoryBatcher.
+func (m *Memory) SetCounts(ctx context.Context, index string, counts []Count, ttl time.Duration) error {
+	for _, c := range counts {
+		if err := m.SetCount(ctx, index, c.Name, c.N, ttl); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Top implements Directory.
 func (m *Memory) Top(ctx context.Context, index string, n int) ([]Count, error) {
 	if err := ctx.Err(); err != nil {

@@ -37,6 +37,41 @@ end
 return 1
 `)
 
+// setCountsScript is setCountScript for many entries. KEYS as
+// setCountScript; ARGV[1] expiry (ms), ARGV[2] how long both keys must
+// live at least, then name, count pairs.
+var setCountsScript = redis.NewScript(formatLua + `
+local counts, expiries = {}, {}
+for i = 3, #ARGV, 2 do
+  local name, n = ARGV[i], tonumber(ARGV[i + 1])
+  if n <= 0 then
+    redis.call('ZREM', KEYS[1], name)
+    redis.call('ZREM', KEYS[2], name)
+  else
+    counts[#counts + 1] = n
+    counts[#counts + 1] = name
+    expiries[#expiries + 1] = ARGV[1]
+    expiries[#expiries + 1] = name
+  end
+end
+if #counts > 0 then
+  redis.call('ZADD', KEYS[1], unpack(counts))
+  redis.call('ZADD', KEYS[2], unpack(expiries))
+  redis.call('SET', KEYS[3], FORMAT)
+  local keep = tonumber(ARGV[2])
+  for i = 1, 3 do
+    if redis.call('PTTL', KEYS[i]) < keep then
+      redis.call('PEXPIRE', KEYS[i], keep)
+    end
+  end
+end
+return 1
+`)
+
+// setCountsChunk bounds the entries of one setCountsScript call (Lua's
+// unpack has a limit of a few thousand values).
+const setCountsChunk = 500
+
 // topScript drops up to 1000 expired entries, then answers {top, ties}:
 // top the first ARGV[2] entries by count as name, count, name, count, ...
 // (ties in reverse name order, as Redis has them) and, if top is full,
@@ -95,6 +130,39 @@ func (r *Redis) SetCount(ctx context.Context, index, name string, n int, ttl tim
 	expires := time.Now().Add(ttl).UnixMilli()
 	keep := (2*ttl + time.Minute).Milliseconds()
 	if err := setCountScript.Run(ctx, r.client, r.dirKeys(index), name, n, expires, keep).Err(); err != nil {
+		return r.fail(ctx, "directory set", err)
+	}
+	return nil
+}
+
+// SetCounts implements DirectoryBatcher: one script call per 500 entries,
+// all in one pipeline.
+func (r *Redis) SetCounts(ctx context.Context, index string, counts []Count, ttl time.Duration) error {
+	for _, c := range counts {
+		if err := checkCount(index, c.Name, ttl); err != nil {
+			return err
+		}
+	}
+	if len(counts) == 0 {
+		return nil
+	}
+	if err := r.usable(ctx, "directory set"); err != nil {
+		return err
+	}
+	expires := time.Now().Add(ttl).UnixMilli()
+	keep := (2*ttl + time.Minute).Milliseconds()
+	keys := r.dirKeys(index)
+	var calls []scriptCall
+	for start := 0; start < len(counts); start += setCountsChunk {
+		chunk := counts[start:min(len(counts), start+setCountsChunk)]
+		args := make([]any, 0, 2+2*len(chunk))
+		args = append(args, expires, keep)
+		for _, c := range chunk {
+			args = append(args, c.Name, c.N)
+		}
+		calls = append(calls, scriptCall{keys, args})
+	}
+	if _, err := r.runAll(ctx, setCountsScript, calls); err != nil {
 		return r.fail(ctx, "directory set", err)
 	}
 	return nil

@@ -24,6 +24,14 @@ const (
 	directoryCache = time.Second // how long a node reuses its answer
 )
 
+// roomCount is a room's count as this node last set it; failed says the
+// set failed, so that the next update sets it even if it is the same.
+// The refresh sets it again either way.
+type roomCount struct {
+	n      int
+	failed bool
+}
+
 type directory struct {
 	dir     channellayer.Directory
 	rooms   []string      // configured, listed first
@@ -33,9 +41,9 @@ type directory struct {
 	local   func() []string // rooms with members on this node
 
 	mu     sync.Mutex
-	counts map[string]int // the count this node last set, by room
-	body   []byte         // the last answer...
-	at     time.Time      // ...and when it was made
+	counts map[string]roomCount // the count this node last set, by room
+	body   []byte               // the last answer...
+	at     time.Time            // ...and when it was made
 
 	stop, done chan struct{}
 	stopOnce   sync.Once
@@ -44,7 +52,7 @@ type directory struct {
 func newDirectory(dir channellayer.Directory, rooms []string, ttl time.Duration, log *slog.Logger, m *metrics) *directory {
 	return &directory{
 		dir: dir, rooms: rooms, ttl: ttl, log: log, metrics: m,
-		counts: make(map[string]int),
+		counts: make(map[string]roomCount),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
@@ -77,17 +85,41 @@ func (d *directory) run() {
 			here[room] = true
 		}
 		d.mu.Lock()
-		refresh := make(map[string]int, len(here))
-		for room, n := range d.counts {
+		refresh := make([]channellayer.Count, 0, len(here))
+		for room, c := range d.counts {
 			if here[room] {
-				refresh[room] = n
+				refresh = append(refresh, channellayer.Count{Name: room, N: c.n})
 			} else {
 				delete(d.counts, room) // others' to keep, or to let expire
 			}
 		}
 		d.mu.Unlock()
-		for room, n := range refresh {
-			d.set(room, n)
+		d.refresh(refresh)
+	}
+}
+
+// refresh sets counts again: in one call where the layer can
+// (channellayer.DirectoryBatcher), else one call per room.
+func (d *directory) refresh(counts []channellayer.Count) {
+	b, ok := d.dir.(channellayer.DirectoryBatcher)
+	if !ok {
+		for _, c := range counts {
+			d.set(c.Name, c.N)
+		}
+		return
+	}
+	if len(counts) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := b.SetCounts(ctx, roomsIndex, counts, d.ttl)
+	d.metrics.observe("directory_set", start, err)
+	if err != nil {
+		d.log.Warn("refreshing the room directory failed; the next change or refresh retries", "rooms", len(counts), "err", err)
+		for _, c := range counts {
+			d.setFailed(c.Name, c.N)
 		}
 	}
 }
@@ -98,12 +130,12 @@ func (d *directory) update(room string, n int) {
 	d.mu.Lock()
 	last, ok := d.counts[room]
 	if n > 0 {
-		d.counts[room] = n
+		d.counts[room] = roomCount{n: n}
 	} else {
 		delete(d.counts, room)
 	}
 	d.mu.Unlock()
-	if ok && last == n {
+	if ok && last.n == n && !last.failed {
 		return
 	}
 	d.set(room, n)
@@ -117,11 +149,17 @@ func (d *directory) set(room string, n int) {
 	d.metrics.observe("directory_set", start, err)
 	if err != nil {
 		d.log.Warn("updating the room directory failed; the next change or refresh retries", "room", room, "err", err)
-		d.mu.Lock()
-		if d.counts[room] == n {
-			delete(d.counts, room) // not set: the next update must not skip it
-		}
-		d.mu.Unlock()
+		d.setFailed(room, n)
+	}
+}
+
+// setFailed notes that setting room's count to n failed, unless the count
+// has changed since.
+func (d *directory) setFailed(room string, n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c, ok := d.counts[room]; ok && c.n == n {
+		d.counts[room] = roomCount{n: n, failed: true}
 	}
 }
 

@@ -3,13 +3,22 @@ package chat
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer"
+	"github.com/chatterpro/chatterpro/internal/testkit"
 )
 
 func (n *testNode) rooms(t *testing.T) []roomEntry {
@@ -95,5 +104,118 @@ func TestRoomDirectoryLimit(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("GET /rooms = %v\nwant %v", got, want)
+	}
+}
+
+// batchDirectory is a Directory that records its SetCounts calls and
+// fails them while failing is set; SetCount must not be called.
+type batchDirectory struct {
+	channellayer.Directory
+	mu      sync.Mutex
+	failing bool
+	batches [][]channellayer.Count
+	singles int
+}
+
+func (b *batchDirectory) SetCount(ctx context.Context, index, name string, n int, ttl time.Duration) error {
+	b.mu.Lock()
+	b.singles++
+	b.mu.Unlock()
+	return b.Directory.SetCount(ctx, index, name, n, ttl)
+}
+
+func (b *batchDirectory) SetCounts(ctx context.Context, index string, counts []channellayer.Count, ttl time.Duration) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.batches = append(b.batches, slices.Clone(counts))
+	if b.failing {
+		return errors.New("injected failure")
+	}
+	return b.Directory.(channellayer.DirectoryBatcher).SetCounts(ctx, index, counts, ttl)
+}
+
+// lastBatch waits for a SetCounts call after the first n and returns it,
+// sorted by name.
+func (b *batchDirectory) lastBatch(t *testing.T, n int) []channellayer.Count {
+	t.Helper()
+	var got []channellayer.Count
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if len(b.batches) <= n {
+			return false
+		}
+		got = slices.Clone(b.batches[len(b.batches)-1])
+		return true
+	}, "a refresh")
+	slices.SortFunc(got, func(x, y channellayer.Count) int { return strings.Compare(x.Name, y.Name) })
+	return got
+}
+
+// The refresh sets the counts of every room with members here in one
+// call, not one call per room; a refresh that failed is tried again by the
+// next one, and an update to the same count after a failure is not
+// skipped.
+func TestDirectoryRefreshIsOneCall(t *testing.T) {
+	mem, err := channellayer.NewMemory(channellayer.MemoryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close(context.Background())
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bd := &batchDirectory{Directory: mem}
+	d := newDirectory(bd, nil, 150*time.Millisecond, slog.New(slog.DiscardHandler), m)
+	local := []string{"a", "b", "c"}
+	for i, room := range local {
+		d.update(room, i+1)
+	}
+	d.update("elsewhere", 9) // no members here: not refreshed
+	d.start(func() []string { return local })
+	defer d.close()
+	want := []channellayer.Count{{Name: "a", N: 1}, {Name: "b", N: 2}, {Name: "c", N: 3}}
+	if got := bd.lastBatch(t, 0); !slices.Equal(got, want) {
+		t.Fatalf("refresh set %v, want %v in one call", got, want)
+	}
+	bd.mu.Lock()
+	singles := bd.singles
+	bd.failing = true
+	n := len(bd.batches)
+	bd.mu.Unlock()
+	if singles != 4 {
+		t.Errorf("%d SetCount calls, want the 4 updates only", singles)
+	}
+	bd.lastBatch(t, n) // fails
+	bd.mu.Lock()
+	bd.failing = false
+	n = len(bd.batches)
+	bd.mu.Unlock()
+	if got := bd.lastBatch(t, n); !slices.Equal(got, want) {
+		t.Errorf("the refresh after a failed one set %v, want %v", got, want)
+	}
+	// A failed set is not skipped by the next update to the same count.
+	bd.mu.Lock()
+	bd.failing = true
+	n = len(bd.batches)
+	bd.mu.Unlock()
+	bd.lastBatch(t, n)
+	d.mu.Lock()
+	failed := d.counts["a"].failed
+	d.mu.Unlock()
+	if !failed {
+		t.Fatal("a failed refresh did not mark its rooms")
+	}
+	bd.mu.Lock()
+	bd.failing = false
+	before := bd.singles
+	bd.mu.Unlock()
+	d.update("a", 1)
+	bd.mu.Lock()
+	after := bd.singles
+	bd.mu.Unlock()
+	if after != before+1 {
+		t.Errorf("an update to the count whose set failed made %d calls, want 1", after-before)
 	}
 }

@@ -94,3 +94,46 @@ func checkDirectory(e *env) {
 		e.t.Errorf("SetCount with an empty index: %v, want %v", err, channellayer.ErrInvalid)
 	}
 }
+
+// checkDirectorySetCounts: SetCounts sets many entries at once (more than
+// one call's worth), read on both processes as if set one by one; a count
+// of zero among them removes an entry; their TTL counts; a bad entry
+// fails the call.
+func checkDirectorySetCounts(e *env) {
+	da, db, ok := e.directory()
+	if !ok {
+		return
+	}
+	ba, okA := da.(channellayer.DirectoryBatcher)
+	bb, okB := db.(channellayer.DirectoryBatcher)
+	if !okA || !okB {
+		e.t.Skip("the backend does not implement channellayer.DirectoryBatcher")
+	}
+	idx := e.name("dir")
+	long := time.Minute
+	c := func(name string, n int) channellayer.Count { return channellayer.Count{Name: name, N: n} }
+	e.setCount(da, idx, "gone", 1000, long)
+	many := []channellayer.Count{c("gone", 0)}
+	for i := range 600 {
+		many = append(many, c(fmt.Sprintf("r%03d", i), i+1))
+	}
+	if err := ba.SetCounts(e.ctx(waitFor), idx, many, long); err != nil {
+		e.t.Fatalf("SetCounts: %v", err)
+	}
+	for _, d := range []channellayer.Directory{da, db} {
+		e.top(d, idx, 3, c("r599", 600), c("r598", 599), c("r597", 598))
+		e.counts(d, idx, []string{"gone", "r000", "r499", "r500"}, 0, 1, 500, 501)
+	}
+	ttl := 300 * time.Millisecond
+	if err := bb.SetCounts(e.ctx(waitFor), idx, []channellayer.Count{c("brief", 9000), c("r000", 2)}, ttl); err != nil {
+		e.t.Fatalf("SetCounts: %v", err)
+	}
+	e.top(da, idx, 2, c("brief", 9000), c("r599", 600))
+	e.s.Sleep(ttl + 100*time.Millisecond)
+	e.top(db, idx, 1, c("r599", 600))
+	e.counts(da, idx, []string{"brief", "r000", "r001"}, 0, 0, 2)
+
+	if err := ba.SetCounts(e.ctx(waitFor), idx, []channellayer.Count{c("ok", 1), c("", 1)}, long); !errors.Is(err, channellayer.ErrInvalid) {
+		e.t.Errorf("SetCounts with an empty name: %v, want %v", err, channellayer.ErrInvalid)
+	}
+}

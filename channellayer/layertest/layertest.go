@@ -120,6 +120,7 @@ var rules = []rule{
 	{"HistoryBefore", false, checkHistoryBefore},
 
 	{"Directory", false, checkDirectory},
+	{"DirectorySetCounts", false, checkDirectorySetCounts},
 }
 
 // Run runs the conformance suite: one subtest of t per rule, each on a
