@@ -40,10 +40,13 @@ type directory struct {
 	metrics *metrics
 	local   func() []string // rooms with members on this node
 
-	mu     sync.Mutex
-	counts map[string]roomCount // the count this node last set, by room
-	body   []byte               // the last answer...
-	at     time.Time            // ...and when it was made
+	mu      sync.Mutex
+	counts  map[string]roomCount // the count this node last set, by room
+	pending map[string]int       // changed counts run has yet to set, by room
+	body    []byte               // the last answer...
+	at      time.Time            // ...and when it was made
+
+	kick chan struct{} // wakes run to set the pending counts
 
 	stop, done chan struct{}
 	stopOnce   sync.Once
@@ -52,14 +55,17 @@ type directory struct {
 func newDirectory(dir channellayer.Directory, rooms []string, ttl time.Duration, log *slog.Logger, m *metrics) *directory {
 	return &directory{
 		dir: dir, rooms: rooms, ttl: ttl, log: log, metrics: m,
-		counts: make(map[string]roomCount),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		counts:  make(map[string]roomCount),
+		pending: make(map[string]int),
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 }
 
-// start refreshes, every third of the TTL, the entries of the rooms that
-// have members on this node (local lists them), until close.
+// start sets the counts that changed, all that changed meanwhile in one
+// call, and refreshes, every third of the TTL, the entries of the rooms
+// that have members on this node (local lists them), until close.
 func (d *directory) start(local func() []string) {
 	d.local = local
 	go d.run()
@@ -78,54 +84,77 @@ func (d *directory) run() {
 		select {
 		case <-d.stop:
 			return
-		case <-tick.C:
-		}
-		here := make(map[string]bool)
-		for _, room := range d.local() {
-			here[room] = true
-		}
-		d.mu.Lock()
-		refresh := make([]channellayer.Count, 0, len(here))
-		for room, c := range d.counts {
-			if here[room] {
-				refresh = append(refresh, channellayer.Count{Name: room, N: c.n})
-			} else {
-				delete(d.counts, room) // others' to keep, or to let expire
+		case <-d.kick:
+			d.mu.Lock()
+			changed := make([]channellayer.Count, 0, len(d.pending))
+			for room, n := range d.pending {
+				changed = append(changed, channellayer.Count{Name: room, N: n})
 			}
+			clear(d.pending)
+			d.mu.Unlock()
+			d.setAll(changed, "updating")
+		case <-tick.C:
+			here := make(map[string]bool)
+			for _, room := range d.local() {
+				here[room] = true
+			}
+			d.mu.Lock()
+			refresh := make([]channellayer.Count, 0, len(here))
+			for room, c := range d.counts {
+				if here[room] {
+					refresh = append(refresh, channellayer.Count{Name: room, N: c.n})
+				} else {
+					delete(d.counts, room) // others' to keep, or to let expire
+				}
+			}
+			d.mu.Unlock()
+			d.setAll(refresh, "refreshing")
 		}
-		d.mu.Unlock()
-		d.refresh(refresh)
 	}
 }
 
-// refresh sets counts again: in one call where the layer can
+// setAll sets counts: in one call where the layer can
 // (channellayer.DirectoryBatcher), else one call per room.
-func (d *directory) refresh(counts []channellayer.Count) {
-	b, ok := d.dir.(channellayer.DirectoryBatcher)
-	if !ok {
-		for _, c := range counts {
-			d.set(c.Name, c.N)
-		}
-		return
-	}
+func (d *directory) setAll(counts []channellayer.Count, what string) {
 	if len(counts) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	start := time.Now()
-	err := b.SetCounts(ctx, roomsIndex, counts, d.ttl)
+	var err error
+	if b, ok := d.dir.(channellayer.DirectoryBatcher); ok {
+		err = b.SetCounts(ctx, roomsIndex, counts, d.ttl)
+		for _, c := range counts {
+			d.setDone(c.Name, c.N, err == nil)
+		}
+	} else {
+		for _, c := range counts {
+			e := d.dir.SetCount(ctx, roomsIndex, c.Name, c.N, d.ttl)
+			if e != nil {
+				err = e
+			}
+			d.setDone(c.Name, c.N, e == nil)
+		}
+	}
 	d.metrics.observe("directory_set", start, err)
 	if err != nil {
-		d.log.Warn("refreshing the room directory failed; the next change or refresh retries", "rooms", len(counts), "err", err)
-		for _, c := range counts {
-			d.setFailed(c.Name, c.N)
-		}
+		d.log.Warn(what+" the room directory failed; the next change or refresh retries", "rooms", len(counts), "err", err)
 	}
 }
 
-// update records a room's online count, if it is not what this node last
-// set (the refresh keeps that alive).
+// setDone notes whether setting room's count to n worked, unless the
+// count has changed since.
+func (d *directory) setDone(room string, n int, ok bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c, here := d.counts[room]; here && c.n == n {
+		d.counts[room] = roomCount{n: n, failed: !ok}
+	}
+}
+
+// update records a room's online count; run sets it soon, unless it is
+// what this node last set (the refresh keeps that alive).
 func (d *directory) update(room string, n int) {
 	d.mu.Lock()
 	last, ok := d.counts[room]
@@ -134,32 +163,15 @@ func (d *directory) update(room string, n int) {
 	} else {
 		delete(d.counts, room)
 	}
-	d.mu.Unlock()
 	if ok && last.n == n && !last.failed {
+		d.mu.Unlock()
 		return
 	}
-	d.set(room, n)
-}
-
-func (d *directory) set(room string, n int) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	start := time.Now()
-	err := d.dir.SetCount(ctx, roomsIndex, room, n, d.ttl)
-	d.metrics.observe("directory_set", start, err)
-	if err != nil {
-		d.log.Warn("updating the room directory failed; the next change or refresh retries", "room", room, "err", err)
-		d.setFailed(room, n)
-	}
-}
-
-// setFailed notes that setting room's count to n failed, unless the count
-// has changed since.
-func (d *directory) setFailed(room string, n int) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if c, ok := d.counts[room]; ok && c.n == n {
-		d.counts[room] = roomCount{n: n, failed: true}
+	d.pending[room] = n
+	d.mu.Unlock()
+	select {
+	case d.kick <- struct{}{}:
+	default: // run has been woken already
 	}
 }
 

@@ -134,88 +134,110 @@ func (b *batchDirectory) SetCounts(ctx context.Context, index string, counts []c
 	return b.Directory.(channellayer.DirectoryBatcher).SetCounts(ctx, index, counts, ttl)
 }
 
-// lastBatch waits for a SetCounts call after the first n and returns it,
-// sorted by name.
-func (b *batchDirectory) lastBatch(t *testing.T, n int) []channellayer.Count {
+// batchAfter waits for a SetCounts call after the first n whose entries,
+// sorted by name, are want.
+func (b *batchDirectory) batchAfter(t *testing.T, n int, want ...channellayer.Count) {
 	t.Helper()
-	var got []channellayer.Count
+	var seen [][]channellayer.Count
 	testkit.Eventually(t, 5*time.Second, func() bool {
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		if len(b.batches) <= n {
-			return false
+		seen = b.batches[min(n, len(b.batches)):]
+		for _, got := range seen {
+			got = slices.Clone(got)
+			slices.SortFunc(got, func(x, y channellayer.Count) int { return strings.Compare(x.Name, y.Name) })
+			if slices.Equal(got, want) {
+				return true
+			}
 		}
-		got = slices.Clone(b.batches[len(b.batches)-1])
-		return true
-	}, "a refresh")
-	slices.SortFunc(got, func(x, y channellayer.Count) int { return strings.Compare(x.Name, y.Name) })
-	return got
+		return false
+	}, fmt.Sprintf("a SetCounts of %v (after %d calls; seen %v)", want, n, seen))
 }
 
-// The refresh sets the counts of every room with members here in one
-// call, not one call per room; a refresh that failed is tried again by the
-// next one, and an update to the same count after a failure is not
-// skipped.
-func TestDirectoryRefreshIsOneCall(t *testing.T) {
+func (b *batchDirectory) calls() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.batches)
+}
+
+func (b *batchDirectory) fail(failing bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failing = failing
+}
+
+// Counts that changed are set together, in one call, soon after; the
+// refresh sets the counts of every room with members here in one call,
+// not one call per room, and a refresh that failed is tried again by the
+// next one.
+func TestDirectorySetsInOneCall(t *testing.T) {
+	bd, d := newBatchDirectory(t, 300*time.Millisecond)
+	local := []string{"a", "b", "c"}
+	c := func(name string, n int) channellayer.Count { return channellayer.Count{Name: name, N: n} }
+	for i, room := range local {
+		d.update(room, i+1)
+	}
+	d.update("elsewhere", 9) // no members here: set, but not refreshed
+	d.start(func() []string { return local })
+	defer d.close()
+	bd.batchAfter(t, 0, c("a", 1), c("b", 2), c("c", 3), c("elsewhere", 9))
+	bd.batchAfter(t, 0, c("a", 1), c("b", 2), c("c", 3))
+
+	bd.fail(true)
+	bd.batchAfter(t, bd.calls(), c("a", 1), c("b", 2), c("c", 3)) // fails
+	bd.fail(false)
+	bd.batchAfter(t, bd.calls(), c("a", 1), c("b", 2), c("c", 3))
+	bd.mu.Lock()
+	defer bd.mu.Unlock()
+	if bd.singles != 0 {
+		t.Errorf("%d SetCount calls, want none (every set in SetCounts)", bd.singles)
+	}
+}
+
+// An update to the count this node last set makes no call, unless setting
+// it failed.
+func TestDirectoryUpdateAfterFailure(t *testing.T) {
+	bd, d := newBatchDirectory(t, time.Hour) // no refresh during the test
+	c := func(name string, n int) channellayer.Count { return channellayer.Count{Name: name, N: n} }
+	d.start(func() []string { return []string{"a"} })
+	defer d.close()
+	bd.fail(true)
+	d.update("a", 1)
+	bd.batchAfter(t, 0, c("a", 1)) // fails
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.counts["a"].failed
+	}, "the failed set noted")
+	bd.fail(false)
+	n := bd.calls()
+	d.update("a", 1)
+	bd.batchAfter(t, n, c("a", 1))
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return !d.counts["a"].failed
+	}, "the set noted")
+	n = bd.calls()
+	d.update("a", 1) // what was last set: no call
+	d.update("b", 2)
+	bd.batchAfter(t, n, c("b", 2))
+	if got := bd.calls(); got != n+1 {
+		t.Errorf("%d calls after the set of a, want 1 (b's)", got-n)
+	}
+}
+
+func newBatchDirectory(t *testing.T, ttl time.Duration) (*batchDirectory, *directory) {
+	t.Helper()
 	mem, err := channellayer.NewMemory(channellayer.MemoryOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer mem.Close(context.Background())
+	t.Cleanup(func() { _ = mem.Close(context.Background()) })
 	m, err := newMetrics(prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
 	bd := &batchDirectory{Directory: mem}
-	d := newDirectory(bd, nil, 150*time.Millisecond, slog.New(slog.DiscardHandler), m)
-	local := []string{"a", "b", "c"}
-	for i, room := range local {
-		d.update(room, i+1)
-	}
-	d.update("elsewhere", 9) // no members here: not refreshed
-	d.start(func() []string { return local })
-	defer d.close()
-	want := []channellayer.Count{{Name: "a", N: 1}, {Name: "b", N: 2}, {Name: "c", N: 3}}
-	if got := bd.lastBatch(t, 0); !slices.Equal(got, want) {
-		t.Fatalf("refresh set %v, want %v in one call", got, want)
-	}
-	bd.mu.Lock()
-	singles := bd.singles
-	bd.failing = true
-	n := len(bd.batches)
-	bd.mu.Unlock()
-	if singles != 4 {
-		t.Errorf("%d SetCount calls, want the 4 updates only", singles)
-	}
-	bd.lastBatch(t, n) // fails
-	bd.mu.Lock()
-	bd.failing = false
-	n = len(bd.batches)
-	bd.mu.Unlock()
-	if got := bd.lastBatch(t, n); !slices.Equal(got, want) {
-		t.Errorf("the refresh after a failed one set %v, want %v", got, want)
-	}
-	// A failed set is not skipped by the next update to the same count.
-	bd.mu.Lock()
-	bd.failing = true
-	n = len(bd.batches)
-	bd.mu.Unlock()
-	bd.lastBatch(t, n)
-	d.mu.Lock()
-	failed := d.counts["a"].failed
-	d.mu.Unlock()
-	if !failed {
-		t.Fatal("a failed refresh did not mark its rooms")
-	}
-	bd.mu.Lock()
-	bd.failing = false
-	before := bd.singles
-	bd.mu.Unlock()
-	d.update("a", 1)
-	bd.mu.Lock()
-	after := bd.singles
-	bd.mu.Unlock()
-	if after != before+1 {
-		t.Errorf("an update to the count whose set failed made %d calls, want 1", after-before)
-	}
+	return bd, newDirectory(bd, nil, ttl, slog.New(slog.DiscardHandler), m)
 }
