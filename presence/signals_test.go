@@ -175,8 +175,8 @@ func (f *failingSignals) GroupSend(ctx context.Context, group string, m channell
 }
 
 // TestSignalThatFailedIsSentAgain: a change whose signal could not be sent
-// reaches the other processes all the same: the tracker asks them, at the
-// next tick, to read the group in full.
+// reaches the other processes all the same: the tracker sends it again at
+// the next tick.
 func TestSignalThatFailedIsSentAgain(t *testing.T) {
 	ctx := testkit.ContextWithin(t, 30*time.Second)
 	mem := newMemory(t)
@@ -199,6 +199,80 @@ func TestSignalThatFailedIsSentAgain(t *testing.T) {
 	}
 	flaky.failing.Store(false)
 	waitJoin(ctx, t, mem, adaCh, "room", "bob")
+}
+
+// countingReads is a Memory layer that counts the groups it was asked to
+// list (List and ListAll).
+type countingReads struct {
+	*channellayer.Memory
+	reads atomic.Int64
+}
+
+func (c *countingReads) List(ctx context.Context, group string) ([]channellayer.Member, error) {
+	c.reads.Add(1)
+	return c.Memory.List(ctx, group)
+}
+
+func (c *countingReads) ListAll(ctx context.Context, groups []string) (map[string][]channellayer.Member, error) {
+	c.reads.Add(int64(len(groups)))
+	return c.Memory.ListAll(ctx, groups)
+}
+
+// A signal that failed is sent again as what is true now of the entries
+// it named, not as a request that every process read the group in full:
+// the other processes learn of the change without a read, and an entry
+// that came and went while the signals failed is not announced at all.
+func TestFailedSignalIsResentNotReadInFull(t *testing.T) {
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem := newMemory(t)
+	flaky := &failingSignals{Memory: mem}
+	counting := &countingReads{Memory: mem}
+	opts := Options{Interval: 20 * time.Millisecond}
+	a := newTracker(t, ctx, counting, opts)
+	b := newTracker(t, ctx, flaky, opts)
+	adaCh, _ := mem.NewChannel(ctx)
+	bobCh, _ := mem.NewChannel(ctx)
+	cidCh, _ := mem.NewChannel(ctx)
+	if err := a.Track(ctx, "room", "ada", adaCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Track(ctx, "room", "cid", cidCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitJoin(ctx, t, mem, adaCh, "room", "cid")
+	reads := counting.reads.Load()
+	flaky.failing.Store(true)
+	if err := b.Track(ctx, "room", "bob", bobCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Leave(ctx, "room", bobCh, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	dan, _ := mem.NewChannel(ctx)
+	if err := b.Track(ctx, "room", "dan", dan, nil); err != nil {
+		t.Fatal(err)
+	}
+	flaky.failing.Store(false)
+	// dan's join comes, and no diff before it tells of bob.
+	for {
+		m, err := mem.Receive(ctx, adaCh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d Diff
+		if err := m.Decode(&d); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := d.Joins["bob"]; ok {
+			t.Fatalf("bob, who came and went while the signals failed, announced: %s", m.Body)
+		}
+		if _, ok := d.Joins["dan"]; ok {
+			break
+		}
+	}
+	if got := counting.reads.Load(); got != reads {
+		t.Errorf("the other process read %d groups in full after the failed signals, want none", got-reads)
+	}
 }
 
 // TestSweptLiveEntryIsWrittenBack: when a sweep removes an entry that its

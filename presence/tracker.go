@@ -45,7 +45,7 @@ type Tracker struct {
 
 	mu     sync.Mutex
 	groups map[string]*group
-	resend map[string]bool // groups whose change signal could not be sent
+	unsent map[string]*unsent // what the signals that could not be sent said, by group
 	// lost are entries of this process that a sweep removed while they
 	// are still tracked here (their refresh came too late): written back
 	// and announced at the next tick.
@@ -198,7 +198,7 @@ func New(ctx context.Context, layer channellayer.Layer, opts Options) (*Tracker,
 	t := &Tracker{
 		layer: layer, p: p, opts: opts, log: opts.Logger, channel: ch,
 		groups: make(map[string]*group),
-		resend: make(map[string]bool), parallel: refreshParallel,
+		unsent: make(map[string]*unsent), parallel: refreshParallel,
 		sweepSeed: maphash.MakeSeed(),
 		wake:      make(chan struct{}, 1),
 		stop:      make(chan struct{}),
@@ -456,8 +456,9 @@ func (t *Tracker) readLive(ctx context.Context, groupName string) (live, error) 
 // repairTime is when a group whose state was just read is read again in
 // full, to repair what lost signals may have missed (a signal sent while a
 // subscription was being replaced): after three to six TTLs, spread so
-// that the groups of a process are not read all at once. A lost or failed
-// signal known as such is repaired at once (see signal); this is the net
+// that the groups of a process are not read all at once. A signal that
+// failed is sent again at the next tick (see signal), and dropped signals
+// make a tracker read every group (see receive); this is the net
 // under what nobody noticed, and it costs a full read of every group (at
 // 100 000 people on 8 nodes, repairs every one to two TTLs took 2 to 9 %
 // of the nodes' CPU).
@@ -467,19 +468,70 @@ func (t *Tracker) repairTime() time.Time {
 
 // signal tells every tracker of the group (this one too) what changed; a
 // body with no entries asks them to read the group in full. A signal that
-// cannot be sent is replaced by such a request at the next tick.
+// cannot be sent is sent again at the next tick (see resendFailed).
 func (t *Tracker) signal(ctx context.Context, groupName string, b signalBody) {
 	m, _ := channellayer.NewMessage(signalType, b)
 	if err := t.layer.GroupSend(context.WithoutCancel(ctx), signalPrefix+groupName, m); err != nil {
-		t.log.Warn("presence: signalling a change failed; will ask every process to read the group again", "group", groupName, "err", err)
+		t.log.Warn("presence: signalling a change failed; will send it again", "group", groupName, "err", err)
 		t.mu.Lock()
-		t.resend[groupName] = true
-		if g := t.groups[groupName]; g != nil {
-			g.reread, g.dirty = true, true
+		u := t.unsent[groupName]
+		if u == nil {
+			u = &unsent{entries: make(map[string]signalEntry)}
+			t.unsent[groupName] = u
 		}
+		u.add(b)
 		t.mu.Unlock()
 		t.wakeUp()
 	}
+}
+
+// unsent is what the signals of a group that could not be sent said: the
+// last thing said of each entry, by ID, and whether a full read was asked
+// for.
+type unsent struct {
+	entries map[string]signalEntry
+	full    bool
+	due     int64
+}
+
+func (u *unsent) add(b signalBody) {
+	if len(b.Set) == 0 && len(b.Gone) == 0 {
+		u.full = true
+	}
+	for _, e := range b.Set {
+		u.entries[e.ID] = e
+	}
+	for _, e := range b.Gone {
+		u.entries[e.ID] = e
+	}
+	u.due = max(u.due, b.Due)
+}
+
+// body is the signal to send again: what is true now of the entries the
+// unsent signals named. An entry tracked here is set with its info now;
+// any other is said again as it was (gone, or set while it waits out a
+// grace period). Sending that later, rather than asking every tracker to
+// read the group in full, keeps a loaded layer from being asked for every
+// group again by every process, while the signals fail for its load.
+func (u *unsent) body(g *group) signalBody {
+	if u.full {
+		return signalBody{}
+	}
+	b := signalBody{Due: u.due}
+	for id, e := range u.entries {
+		if g != nil {
+			if mine := g.entries[id]; mine != nil {
+				b.Set = append(b.Set, signalEntry{ID: id, Info: mine.info})
+				continue
+			}
+		}
+		if e.Info != nil {
+			b.Set = append(b.Set, e)
+		} else {
+			b.Gone = append(b.Gone, e)
+		}
+	}
+	return b
 }
 
 func (t *Tracker) wakeUp() {
@@ -489,22 +541,21 @@ func (t *Tracker) wakeUp() {
 	}
 }
 
-// resendFailed sends again, as requests for a full read, the signals that
-// could not be sent.
+// resendFailed sends again what the signals that could not be sent said
+// (see unsent.body).
 func (t *Tracker) resendFailed() {
 	t.mu.Lock()
-	names := make([]string, 0, len(t.resend))
-	for name := range t.resend {
-		names = append(names, name)
+	bodies := make(map[string]signalBody, len(t.unsent))
+	for name, u := range t.unsent {
+		bodies[name] = u.body(t.groups[name])
 	}
-	clear(t.resend)
+	clear(t.unsent)
 	t.mu.Unlock()
+	if len(bodies) == 0 {
+		return
+	}
 	ctx, cancel := t.callCtx()
 	defer cancel()
-	bodies := make(map[string]signalBody, len(names))
-	for _, name := range names {
-		bodies[name] = signalBody{}
-	}
 	t.signalAll(ctx, bodies)
 }
 
