@@ -326,13 +326,11 @@ func (rc *roomConsumer) forward(ctx context.Context, c *consumer.Conn, m channel
 // onPresence turns a presence diff of the room into join and leave notices
 // about the others, and asks for the next users frame.
 func (rc *roomConsumer) onPresence(ctx context.Context, c *consumer.Conn, m channellayer.Message) error {
-	notices, joinsOrLeaves := rc.app.hub.notices(m)
-	for _, n := range notices {
+	for _, n := range rc.app.hub.diffed(rc.room, m) {
 		if n.session != rc.user.Session && c.Send(n.body) == nil {
 			rc.app.metrics.out.Inc()
 		}
 	}
-	rc.app.hub.mark(rc.room, joinsOrLeaves)
 	return nil
 }
 

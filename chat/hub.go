@@ -117,6 +117,9 @@ func (h *hub) remove(room string, c *consumer.Conn) {
 	defer h.mu.Unlock()
 	if r := h.rooms[room]; r != nil {
 		delete(r.conns, c)
+		// Fresh sockets wait for the room's next flush, which only a
+		// change brings: a socket gone meanwhile is not kept for it.
+		r.fresh = slices.DeleteFunc(r.fresh, func(f freshConn) bool { return f.c == c })
 	}
 }
 
@@ -133,6 +136,22 @@ func (h *hub) mark(room string, changed bool) {
 		r.changed = r.changed || changed
 	}
 	h.mu.Unlock()
+}
+
+// diffed takes a presence diff of room, as each local socket receives it:
+// it returns the diff's notices, and asks for a users frame at the next
+// tick if someone joined or left. A diff that only updates metas (a
+// second tab, or a person back on another node while the entry of a node
+// that died is still listed) changes no frame: a session's tabs share its
+// name, and the frame lists sessions by name. After a node dies, every
+// person back is such a diff on every node, and building each room's
+// frame again to find it unchanged was most of the cost of users frames.
+func (h *hub) diffed(room string, m channellayer.Message) []notice {
+	notices, joinsOrLeaves := h.notices(m)
+	if joinsOrLeaves {
+		h.mark(room, true)
+	}
+	return notices
 }
 
 // roomNames lists the rooms with sockets on this node.

@@ -2,13 +2,19 @@ package chat
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer"
+	"github.com/chatterpro/chatterpro/presence"
 )
 
 // listCountingLayer is the tests' memory layer counting the presence List
@@ -136,4 +142,46 @@ func TestUsersFrameOnlyWhenItChanges(t *testing.T) {
 	c.joinFrames("ann", "bob", "cid")
 	a.awaitUsers("ann", "bob", "cid")
 	tab.awaitUsers("ann", "bob", "cid")
+}
+
+// A presence diff that only updates metas (a second tab; a person back on
+// another node while a dead node's entry is still listed) asks for no
+// users frame: the frame lists sessions by name, which such a diff cannot
+// change. A join or a leave does ask for one, for every socket.
+func TestMetaUpdateAsksForNoUsersFrame(t *testing.T) {
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHub(nil, time.Hour, slog.New(slog.DiscardHandler), m, nil)
+	defer h.close()
+	h.add("r", nil, 0)
+	diff := func(d presence.Diff) channellayer.Message {
+		msg, err := channellayer.NewMessage(presence.DiffType, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg
+	}
+	meta := json.RawMessage(`{"n":"bob","t":1}`)
+	state := func() (dirty, changed bool) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		r := h.rooms["r"]
+		return r.dirty, r.changed
+	}
+	update := presence.Diff{Group: "r", Updates: map[string][]json.RawMessage{"s-bob": {meta, meta}}, Count: 2}
+	if notices := h.diffed("r", diff(update)); len(notices) != 0 {
+		t.Errorf("an update brought notices: %v", notices)
+	}
+	if dirty, _ := state(); dirty {
+		t.Error("a diff that only updates metas asked for a users frame")
+	}
+	join := presence.Diff{Group: "r", Joins: map[string][]json.RawMessage{"s-bob": {meta}}, Count: 2}
+	if notices := h.diffed("r", diff(join)); len(notices) != 1 || !strings.Contains(string(notices[0].body), "bob has joined") {
+		t.Errorf("a join brought notices %v, want bob's", notices)
+	}
+	if dirty, changed := state(); !dirty || !changed {
+		t.Errorf("after a join: dirty %v, changed %v; want a frame for every socket", dirty, changed)
+	}
 }
