@@ -730,7 +730,11 @@ func (r *Redis) List(ctx context.Context, group string) ([]Member, error) {
 
 // Expire implements Presence.
 func (r *Redis) Expire(ctx context.Context, group string) ([]Member, error) {
-	return r.presence(ctx, group, expireScript, "presence expire")
+	swept, err := r.SweepAll(ctx, []string{group})
+	if err != nil {
+		return nil, err
+	}
+	return swept[group].Expired, nil
 }
 
 func (r *Redis) presence(ctx context.Context, group string, script *redis.Script, op string) ([]Member, error) {

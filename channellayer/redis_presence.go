@@ -120,10 +120,20 @@ func (r *Redis) runAll(ctx context.Context, script *redis.Script, calls []script
 	return cmds, nil
 }
 
-// ExpireAll implements PresenceRefresher: one expire script per group, all
-// in one pipeline.
+// ExpireAll implements PresenceRefresher: SweepAll, without the next
+// expiries.
 func (r *Redis) ExpireAll(ctx context.Context, groups []string) (map[string][]Member, error) {
-	return r.presenceAll(ctx, groups, expireScript, "presence expire")
+	swept, err := r.SweepAll(ctx, groups)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][]Member)
+	for g, s := range swept {
+		if len(s.Expired) > 0 {
+			out[g] = s.Expired
+		}
+	}
+	return out, nil
 }
 
 // ListAll implements PresenceLister: one list script per group, all in one
@@ -134,7 +144,7 @@ func (r *Redis) ListAll(ctx context.Context, groups []string) (map[string][]Memb
 	return r.presenceAll(ctx, groups, listScript, "presence list")
 }
 
-// presenceAll runs script (listScript or expireScript) on each group's
+// presenceAll runs script (listScript) on each group's
 // keys, all in one pipeline, and returns the entries it gives back by
 // group, sorted by key; groups with none are left out. A group named
 // twice is run twice; the map holds its last non-empty result.
@@ -153,7 +163,7 @@ func (r *Redis) presenceAll(ctx context.Context, groups []string, script *redis.
 }
 
 // SweepAll implements PresenceSweeper: one sweep script per group, all in
-// one pipeline, as ExpireAll.
+// one pipeline, so one round trip (in a cluster, one per shard).
 func (r *Redis) SweepAll(ctx context.Context, groups []string) (map[string]Swept, error) {
 	const op = "presence expire"
 	res, err := r.presenceRun(ctx, groups, sweepScript, op)

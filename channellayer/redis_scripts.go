@@ -82,28 +82,11 @@ end
 return out
 `)
 
-// expireScript removes the entries that expired at or before ARGV[1] (now,
-// in ms) and returns them as key, info, ...: each to exactly one caller.
-// Like listScript it reads, and removes, 500 entries per call.
-var expireScript = redis.NewScript(`
-local keys = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
-local out = {}
-for i = 1, #keys, 500 do
-  local last = math.min(i + 499, #keys)
-  local vals = redis.call('HMGET', KEYS[1], unpack(keys, i, last))
-  redis.call('HDEL', KEYS[1], unpack(keys, i, last))
-  redis.call('ZREM', KEYS[2], unpack(keys, i, last))
-  for j = i, last do
-    out[#out + 1] = keys[j]
-    out[#out + 1] = vals[j - i + 1] or ''
-  end
-end
-return out
-`)
-
-// sweepScript is expireScript that answers first, before the entries it
-// removed, the expiry (ms since the epoch) of the earliest entry left, or
-// "" if none is.
+// sweepScript removes the entries that expired at or before ARGV[1] (now,
+// in ms) and returns them as key, info, ...: each to exactly one caller;
+// before them it answers the expiry (ms since the epoch) of the earliest
+// entry left, or "" if none is. Like listScript it reads, and removes, 500
+// entries per call.
 var sweepScript = redis.NewScript(`
 local keys = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 local out = {''}

@@ -2,6 +2,7 @@ package presence
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -394,4 +395,21 @@ func TestSweepSignalsAtOnceAndRefreshGoesOn(t *testing.T) {
 	before := l.trackAll.Load()
 	testkit.Eventually(t, 10*time.Second, func() bool { return l.trackAll.Load() >= before+2 }, "refreshes while the sweep waits")
 	release()
+}
+
+// Failed signals that asked for sweeps are sent again asking for the
+// earliest (its sweep finds when the next entry expires); an entry named
+// twice is said again as last said.
+func TestUnsentKeepsEarliestDueAndLastWord(t *testing.T) {
+	u := &unsent{entries: make(map[string]signalEntry)}
+	u.add(signalBody{Set: []signalEntry{{ID: "e1", Info: json.RawMessage(`{"k":"a"}`)}}, Due: 300})
+	u.add(signalBody{Set: []signalEntry{{ID: "e2", Info: json.RawMessage(`{"k":"b"}`)}}, Due: 200})
+	u.add(signalBody{Gone: []signalEntry{{ID: "e1", Key: "a"}}})
+	b := u.body(nil)
+	if b.Due != 200 {
+		t.Errorf("Due %d, want the earliest, 200", b.Due)
+	}
+	if len(b.Gone) != 1 || b.Gone[0].ID != "e1" || len(b.Set) != 1 || b.Set[0].ID != "e2" {
+		t.Errorf("resent %+v, want e1 gone and e2 set", b)
+	}
 }

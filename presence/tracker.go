@@ -486,8 +486,8 @@ func (t *Tracker) signal(ctx context.Context, groupName string, b signalBody) {
 }
 
 // unsent is what the signals of a group that could not be sent said: the
-// last thing said of each entry, by ID, and whether a full read was asked
-// for.
+// last thing said of each entry, by ID, whether a full read was asked
+// for, and the earliest sweep asked for (Due).
 type unsent struct {
 	entries map[string]signalEntry
 	full    bool
@@ -504,7 +504,9 @@ func (u *unsent) add(b signalBody) {
 	for _, e := range b.Gone {
 		u.entries[e.ID] = e
 	}
-	u.due = max(u.due, b.Due)
+	if b.Due > 0 && (u.due == 0 || b.Due < u.due) {
+		u.due = b.Due // the earliest: its sweep learns of any later one
+	}
 }
 
 // body is the signal to send again: what is true now of the entries the
