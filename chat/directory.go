@@ -123,33 +123,30 @@ func (d *directory) setAll(counts []channellayer.Count, what string) {
 	defer cancel()
 	start := time.Now()
 	var err error
+	failed := make([]bool, len(counts))
 	if b, ok := d.dir.(channellayer.DirectoryBatcher); ok {
 		err = b.SetCounts(ctx, roomsIndex, counts, d.ttl)
-		for _, c := range counts {
-			d.setDone(c.Name, c.N, err == nil)
+		for i := range failed {
+			failed[i] = err != nil
 		}
 	} else {
-		for _, c := range counts {
-			e := d.dir.SetCount(ctx, roomsIndex, c.Name, c.N, d.ttl)
-			if e != nil {
-				err = e
+		for i, c := range counts {
+			if e := d.dir.SetCount(ctx, roomsIndex, c.Name, c.N, d.ttl); e != nil {
+				err, failed[i] = e, true
 			}
-			d.setDone(c.Name, c.N, e == nil)
 		}
 	}
+	// Each count, unless it has changed since, is noted set or failed.
+	d.mu.Lock()
+	for i, c := range counts {
+		if last, here := d.counts[c.Name]; here && last.n == c.N {
+			d.counts[c.Name] = roomCount{n: c.N, failed: failed[i]}
+		}
+	}
+	d.mu.Unlock()
 	d.metrics.observe("directory_set", start, err)
 	if err != nil {
 		d.log.Warn(what+" the room directory failed; the next change or refresh retries", "rooms", len(counts), "err", err)
-	}
-}
-
-// setDone notes whether setting room's count to n worked, unless the
-// count has changed since.
-func (d *directory) setDone(room string, n int, ok bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if c, here := d.counts[room]; here && c.n == n {
-		d.counts[room] = roomCount{n: n, failed: !ok}
 	}
 }
 
