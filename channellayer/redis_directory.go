@@ -14,32 +14,11 @@ import (
 // and ":t" (name → expiry, ms since the epoch), and ":v", the format
 // version of its writers.
 
-// setCountScript sets or removes an entry. KEYS[1] counts, KEYS[2]
+// setCountsScript sets or removes entries. KEYS[1] counts, KEYS[2]
 // expiries, KEYS[3] the index's format version (see formatVersion), set
-// with every entry. ARGV[1] name, ARGV[2] count, ARGV[3] expiry (ms), ARGV[4] how
-// long, in ms, both keys must live at least (an index nobody sets any more
-// vanishes by itself).
-var setCountScript = redis.NewScript(formatLua + `
-if tonumber(ARGV[2]) <= 0 then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  return 0
-end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-redis.call('SET', KEYS[3], FORMAT)
-local keep = tonumber(ARGV[4])
-for i = 1, 3 do
-  if redis.call('PTTL', KEYS[i]) < keep then
-    redis.call('PEXPIRE', KEYS[i], keep)
-  end
-end
-return 1
-`)
-
-// setCountsScript is setCountScript for many entries. KEYS as
-// setCountScript; ARGV[1] expiry (ms), ARGV[2] how long both keys must
-// live at least, then name, count pairs.
+// with every entry. ARGV[1] expiry (ms), ARGV[2] how long, in ms, the keys
+// must live at least (an index nobody sets any more vanishes by itself),
+// then name, count pairs; a count <= 0 removes its entry.
 var setCountsScript = redis.NewScript(formatLua + `
 local counts, expiries = {}, {}
 for i = 3, #ARGV, 2 do
@@ -77,7 +56,7 @@ const setCountsChunk = 500
 // (ties in reverse name order, as Redis has them) and, if top is full,
 // ties the names (in name order, at most ARGV[2]) that have the count of
 // its last entry, so that the caller can break ties by name. KEYS as
-// setCountScript; ARGV[1] now (ms).
+// setCountsScript; ARGV[1] now (ms).
 var topScript = redis.NewScript(`
 local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 1000)
 for _, name in ipairs(old) do
@@ -98,7 +77,7 @@ return {top, ties}
 `)
 
 // countsScript answers the live count of each name ARGV[2...] (0 if none).
-// KEYS as setCountScript; ARGV[1] now (ms).
+// KEYS as setCountsScript; ARGV[1] now (ms).
 var countsScript = redis.NewScript(`
 local now, out = tonumber(ARGV[1]), {}
 for i = 2, #ARGV do
@@ -121,18 +100,7 @@ func (r *Redis) dirKeys(index string) []string {
 
 // SetCount implements Directory. Expiry times come from this process's clock.
 func (r *Redis) SetCount(ctx context.Context, index, name string, n int, ttl time.Duration) error {
-	if err := checkCount(index, name, ttl); err != nil {
-		return err
-	}
-	if err := r.usable(ctx, "directory set"); err != nil {
-		return err
-	}
-	expires := time.Now().Add(ttl).UnixMilli()
-	keep := (2*ttl + time.Minute).Milliseconds()
-	if err := setCountScript.Run(ctx, r.client, r.dirKeys(index), name, n, expires, keep).Err(); err != nil {
-		return r.fail(ctx, "directory set", err)
-	}
-	return nil
+	return r.SetCounts(ctx, index, []Count{{Name: name, N: n}}, ttl)
 }
 
 // SetCounts implements DirectoryBatcher: one script call per 500 entries,
