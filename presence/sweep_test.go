@@ -174,7 +174,8 @@ func TestGraceLeaveIsSweptWhenDue(t *testing.T) {
 	ctx := testkit.ContextWithin(t, 30*time.Second)
 	mem := newMemory(t)
 	const interval, ttl, grace = 20 * time.Millisecond, 5 * time.Second, 300 * time.Millisecond
-	a := newTracker(t, ctx, mem, Options{TTL: ttl, Interval: interval})
+	counting := &countingReads{Memory: mem}
+	a := newTracker(t, ctx, counting, Options{TTL: ttl, Interval: interval})
 	b := newTracker(t, ctx, mem, Options{TTL: ttl, Interval: interval})
 	adaCh, _ := mem.NewChannel(ctx)
 	bobCh, _ := mem.NewChannel(ctx)
@@ -193,12 +194,16 @@ func TestGraceLeaveIsSweptWhenDue(t *testing.T) {
 		return g != nil && time.Until(g.sweepAt) > ttl/2
 	}, "the room's next sweep set from its next expiry")
 	left := time.Now()
+	reads := counting.reads.Load()
 	if err := b.Leave(ctx, "room", bobCh, grace, false); err != nil {
 		t.Fatal(err)
 	}
 	waitLeave(ctx, t, mem, adaCh, "bob")
 	if took, most := time.Since(left), grace+time.Second; took > most {
 		t.Errorf("bob's leave came %v after it began, want within %v (the grace period and a little)", took, most)
+	}
+	if got := counting.reads.Load(); got != reads {
+		t.Errorf("the signal of the due sweep made the other process read %d groups, want none", got-reads)
 	}
 }
 

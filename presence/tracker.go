@@ -136,7 +136,9 @@ type signalBody struct {
 	Gone []signalEntry   `json:"x,omitempty"`
 	// Due, ms since the epoch, asks every tracker to sweep the group then:
 	// an entry of it waits out a grace period until that time, sooner
-	// than its sweep would otherwise come. Trackers before it ignore it.
+	// than its sweep would otherwise come. A signal with Due alone changes
+	// nothing else; trackers before Due read it as a request for a full
+	// read.
 	Due int64 `json:"d,omitempty"`
 }
 
@@ -152,7 +154,7 @@ type signalEntry struct {
 // a full read instead.
 func (b signalBody) ops() (ops []op, full bool) {
 	if len(b.Set) == 0 && len(b.Gone) == 0 {
-		return nil, true
+		return nil, b.Due == 0 // only a due sweep: nothing changed
 	}
 	for _, e := range b.Set {
 		if o, ok := setOp(e.ID, e.Info); ok {
@@ -330,8 +332,11 @@ func (t *Tracker) Leave(ctx context.Context, groupName, id string, grace time.Du
 			return fmt.Errorf("presence: leaving %q: %w", groupName, err)
 		}
 		// Its sweep is due sooner than the group's next one (see sweep):
-		// every tracker of the group learns when.
-		t.signal(ctx, groupName, signalBody{Set: []signalEntry{{ID: id, Info: b}}, Due: due.UnixMilli() + 1})
+		// every tracker of the group learns when. The signal names no
+		// entry: one that told of this entry could come after the signal
+		// of its removal (a final leave of its key on another process) and
+		// list it again.
+		t.signal(ctx, groupName, signalBody{Due: due.UnixMilli() + 1})
 		return nil
 	}
 	gone := []signalEntry{{ID: id, Key: e.key}}
@@ -495,7 +500,7 @@ type unsent struct {
 }
 
 func (u *unsent) add(b signalBody) {
-	if len(b.Set) == 0 && len(b.Gone) == 0 {
+	if len(b.Set) == 0 && len(b.Gone) == 0 && b.Due == 0 {
 		u.full = true
 	}
 	for _, e := range b.Set {
@@ -622,6 +627,10 @@ func (t *Tracker) received(groupName string, b signalBody) {
 	if b.Due > 0 {
 		if due := time.UnixMilli(b.Due); !g.sweepAt.IsZero() && due.Before(g.sweepAt) {
 			g.sweepAt = due
+		}
+		if len(b.Set) == 0 && len(b.Gone) == 0 {
+			t.mu.Unlock()
+			return
 		}
 	}
 	ops, full := b.ops()
