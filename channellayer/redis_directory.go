@@ -119,17 +119,9 @@ func (r *Redis) SetCounts(ctx context.Context, index string, counts []Count, ttl
 	}
 	expires := time.Now().Add(ttl).UnixMilli()
 	keep := (2*ttl + time.Minute).Milliseconds()
-	keys := r.dirKeys(index)
-	var calls []scriptCall
-	for start := 0; start < len(counts); start += setCountsChunk {
-		chunk := counts[start:min(len(counts), start+setCountsChunk)]
-		args := make([]any, 0, 2+2*len(chunk))
-		args = append(args, expires, keep)
-		for _, c := range chunk {
-			args = append(args, c.Name, c.N)
-		}
-		calls = append(calls, scriptCall{keys, args})
-	}
+	calls := pairCalls(nil, r.dirKeys(index), expires, keep, len(counts), setCountsChunk, func(i int) (any, any) {
+		return counts[i].Name, counts[i].N
+	})
 	if _, err := r.runAll(ctx, setCountsScript, calls); err != nil {
 		return r.fail(ctx, "directory set", err)
 	}

@@ -56,15 +56,9 @@ func (r *Redis) TrackAll(ctx context.Context, groups map[string][]Member, ttl ti
 	var calls []scriptCall
 	for group, entries := range groups {
 		keys := []string{r.presenceKey(group), r.expiryKey(group)}
-		for start := 0; start < len(entries); start += trackAllChunk {
-			chunk := entries[start:min(len(entries), start+trackAllChunk)]
-			args := make([]any, 0, 2+2*len(chunk))
-			args = append(args, expires, keep)
-			for _, e := range chunk {
-				args = append(args, e.Key, e.Info)
-			}
-			calls = append(calls, scriptCall{keys, args})
-		}
+		calls = pairCalls(calls, keys, expires, keep, len(entries), trackAllChunk, func(i int) (any, any) {
+			return entries[i].Key, entries[i].Info
+		})
 	}
 	if _, err := r.runAll(ctx, trackAllScript, calls); err != nil {
 		return r.fail(ctx, "presence track", err)
@@ -76,6 +70,23 @@ func (r *Redis) TrackAll(ctx context.Context, groups map[string][]Member, ttl ti
 type scriptCall struct {
 	keys []string
 	args []any
+}
+
+// pairCalls appends to calls the calls of a script on keys that take an
+// expiry and a keep time, then n pairs (pair gives the i-th), at most
+// chunk pairs per call.
+func pairCalls(calls []scriptCall, keys []string, expires, keep int64, n, chunk int, pair func(i int) (any, any)) []scriptCall {
+	for start := 0; start < n; start += chunk {
+		end := min(n, start+chunk)
+		args := make([]any, 0, 2+2*(end-start))
+		args = append(args, expires, keep)
+		for i := start; i < end; i++ {
+			k, v := pair(i)
+			args = append(args, k, v)
+		}
+		calls = append(calls, scriptCall{keys, args})
+	}
+	return calls
 }
 
 // runAll runs script once per call, all in one pipeline, by its SHA: the
