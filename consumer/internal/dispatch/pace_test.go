@@ -1,35 +1,109 @@
 package dispatch
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
 
-func TestPace(t *testing.T) {
-	const ms = int64(time.Millisecond)
-	c := &Dispatcher{cfg: &Config{coalesce: 10 * time.Millisecond}}
-	steps := []struct {
-		at   int64
-		wait time.Duration
+const ms = int64(time.Millisecond)
+
+// senders merges the arrival times of senders that each send every period
+// from its phase on (ms into the period), until end.
+func senders(period, end int64, phases ...int64) []int64 {
+	var out []int64
+	for _, ph := range phases {
+		for at := 1000*ms + ph; at < 1000*ms+end; at += period {
+			out = append(out, at)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// simulate drives pace as the layer and the dispatcher would: an event that
+// comes while a dispatcher is due joins it; one that finds none kicks from
+// 0. It returns the number of batches (writes) and how long each event
+// waited.
+func simulate(coalesce time.Duration, arrivals []int64) (batches int, waits []time.Duration) {
+	d := &Dispatcher{cfg: &Config{coalesce: coalesce}}
+	waits = make([]time.Duration, len(arrivals))
+	due := int64(-1)  // when the waiting dispatcher runs; -1: none waits
+	var waiting []int // indexes into arrivals
+	run := func(at int64) {
+		d.took = int32(len(waiting))
+		batches++
+		for _, i := range waiting {
+			waits[i] = time.Duration(at - arrivals[i])
+		}
+		waiting, due = waiting[:0], -1
+	}
+	for i, a := range arrivals {
+		if due >= 0 && a >= due {
+			run(due)
+		}
+		waiting = append(waiting, i)
+		if due >= 0 {
+			continue
+		}
+		if wait := d.pace(a); wait > 0 {
+			due = a + int64(wait)
+		} else {
+			run(a)
+		}
+	}
+	if due >= 0 {
+		run(due)
+	}
+	return batches, waits
+}
+
+func TestPaceOnlyWhatComesFast(t *testing.T) {
+	const w = 10 * time.Millisecond
+	cases := []struct {
+		name     string
+		arrivals []int64
+		paced    bool
 	}{
-		{1000 * ms, 0},                     // alone
-		{1020 * ms, 0},                     // alone: 20 ms after
-		{1025 * ms, 0},                     // 5 ms after: one close call is no burst
-		{1030 * ms, 5 * time.Millisecond},  // the second in a row: waits for 1025+10
-		{1041 * ms, 4 * time.Millisecond},  // in the burst: 1035+10
-		{1045 * ms, 10 * time.Millisecond}, // just after the batch due at 1045: at 1055
-		{1100 * ms, 0},                     // a pause ends the burst
-		{1105 * ms, 0},
+		{"one sender, 50 a second", senders(20*ms, 2000*ms, 0), false},
+		// Four senders of 26 a second: 105 events a second, irregular
+		// gaps of 5 to 18 ms. A window would gather about one event.
+		{"four senders, 105 a second", senders(38*ms, 2000*ms, 0, 5*ms, 23*ms, 30*ms), false},
+		{"four senders, 200 a second", senders(20*ms, 2000*ms, 0, 4*ms, 9*ms, 15*ms), false},
+		// Four of 100 a second: 400 a second, gaps of 1 to 4 ms.
+		{"four senders, 400 a second", senders(10*ms, 2000*ms, 0, 1*ms, 5*ms, 8*ms), true},
+		{"one sender, 500 a second", senders(2*ms, 2000*ms, 0), true},
 	}
-	for i, s := range steps {
-		if got := c.pace(s.at); got != s.wait {
-			t.Fatalf("step %d at %d ms: wait %v, want %v", i, s.at/ms, got, s.wait)
+	for _, c := range cases {
+		batches, waits := simulate(w, c.arrivals)
+		n, longest := len(c.arrivals), slices.Max(waits)
+		if !c.paced {
+			if longest != 0 || batches != n {
+				t.Errorf("%s: %d events in %d batches, one waited %v; want each at once", c.name, n, batches, longest)
+			}
+			continue
+		}
+		if batches > n/3 || longest > w {
+			t.Errorf("%s: %d events in %d batches, longest wait %v; want at most %d batches, none waiting over %v", c.name, n, batches, longest, n/3, w)
 		}
 	}
-	off := &Dispatcher{cfg: &Config{coalesce: -1}}
-	for i := int64(0); i < 5; i++ {
-		if got := off.pace(1000*ms + i); got != 0 {
-			t.Fatalf("disabled: wait %v", got)
+}
+
+// When fast events stop, the slower ones after the pause go at once.
+func TestPaceEndsWithThePause(t *testing.T) {
+	const w = 10 * time.Millisecond
+	fast := senders(2*ms, 200*ms, 0)
+	arrivals := append(fast, 1300*ms, 1320*ms, 1340*ms, 1360*ms)
+	_, waits := simulate(w, arrivals)
+	if slices.Max(waits[:len(fast)]) == 0 {
+		t.Fatal("the fast events were not paced")
+	}
+	for i, wait := range waits[len(fast):] {
+		if wait != 0 {
+			t.Fatalf("event %d after the pause waited %v", i, wait)
 		}
+	}
+	if _, waits := simulate(-1, fast); slices.Max(waits) != 0 {
+		t.Fatal("pacing disabled, yet an event waited")
 	}
 }
