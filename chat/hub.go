@@ -49,6 +49,12 @@ type localRoom struct {
 	sent    uint64
 	fresh   []freshConn
 	changed bool
+	// marked are the bodies of the room's last diffs that asked for a
+	// frame: every local socket takes a diff, some after the next flush,
+	// and a diff must ask once (else a late socket's take of a join
+	// already listed would send every socket the same frame again).
+	marked [4]*byte
+	next   int
 }
 
 // freshConn is a socket added since the room's last users frame, and the
@@ -124,23 +130,18 @@ func (h *hub) remove(room string, c *consumer.Conn) {
 }
 
 // markDirty asks for a users frame to the room's local sockets at the next tick.
-func (h *hub) markDirty(room string) { h.mark(room, false) }
-
-// mark asks for a users frame at the next tick; changed says that someone
-// joined or left, so that every socket gets it even if it is the same as
-// the room's last (the join and the leave both came between two flushes).
-func (h *hub) mark(room string, changed bool) {
+func (h *hub) markDirty(room string) {
 	h.mu.Lock()
 	if r := h.rooms[room]; r != nil {
 		r.dirty = true
-		r.changed = r.changed || changed
 	}
 	h.mu.Unlock()
 }
 
 // diffed takes a presence diff of room, as each local socket receives it:
 // it returns the diff's notices, and asks for a users frame at the next
-// tick if someone joined or left. A diff that only updates metas (a
+// tick if someone joined or left, once per diff, whichever socket takes
+// it first. A diff that only updates metas (a
 // second tab, or a person back on another node while the entry of a node
 // that died is still listed) changes no frame: a session's tabs share its
 // name, and the frame lists sessions by name. After a node dies, every
@@ -148,8 +149,14 @@ func (h *hub) mark(room string, changed bool) {
 // frame again to find it unchanged was most of the cost of users frames.
 func (h *hub) diffed(room string, m channellayer.Message) []notice {
 	notices, joinsOrLeaves := h.notices(m)
-	if joinsOrLeaves {
-		h.mark(room, true)
+	if joinsOrLeaves && len(m.Body) > 0 {
+		h.mu.Lock()
+		if r := h.rooms[room]; r != nil && !slices.Contains(r.marked[:], &m.Body[0]) {
+			r.marked[r.next] = &m.Body[0]
+			r.next = (r.next + 1) % len(r.marked)
+			r.dirty, r.changed = true, true
+		}
+		h.mu.Unlock()
 	}
 	return notices
 }

@@ -185,3 +185,43 @@ func TestMetaUpdateAsksForNoUsersFrame(t *testing.T) {
 		t.Errorf("after a join: dirty %v, changed %v; want a frame for every socket", dirty, changed)
 	}
 }
+
+// Every local socket takes a diff, some after the flush that followed the
+// first: a diff asks for a frame once, or a late socket's take of a join
+// already listed would send every socket the same frame again.
+func TestDiffAsksForOneUsersFrame(t *testing.T) {
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHub(nil, time.Hour, slog.New(slog.DiscardHandler), m, nil)
+	defer h.close()
+	h.add("r", nil, 0)
+	join := presence.Diff{Group: "r", Joins: map[string][]json.RawMessage{"s-bob": {json.RawMessage(`{"n":"bob","t":1}`)}}, Count: 2}
+	take := func(msg channellayer.Message) (dirty, changed bool) {
+		h.diffed("r", msg)
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		r := h.rooms["r"]
+		dirty, changed = r.dirty, r.changed
+		r.dirty, r.changed = false, false // as the flush does
+		return dirty, changed
+	}
+	msg, err := channellayer.NewMessage(presence.DiffType, join)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dirty, changed := take(msg); !dirty || !changed {
+		t.Fatalf("the first socket's take of a join: dirty %v, changed %v; want both", dirty, changed)
+	}
+	if dirty, changed := take(msg); dirty || changed {
+		t.Errorf("a second socket's take of the same diff after the flush: dirty %v, changed %v; want neither", dirty, changed)
+	}
+	again, err := channellayer.NewMessage(presence.DiffType, join) // another diff, alike
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dirty, changed := take(again); !dirty || !changed {
+		t.Errorf("another diff with a join: dirty %v, changed %v; want both", dirty, changed)
+	}
+}
