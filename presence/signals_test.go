@@ -195,6 +195,7 @@ func TestSignalThatFailedIsSentAgain(t *testing.T) {
 	if err := b.Track(ctx, "room", "bob", bobCh, nil); err != nil {
 		t.Fatal(err)
 	}
+	b.sendPosted() // the signal of the Track has been tried
 	if !strings.Contains(logs.String(), "signalling a change failed") {
 		t.Fatalf("no warning for the failed signal; logs:\n%s", logs.String())
 	}
@@ -253,6 +254,7 @@ func TestFailedSignalIsResentNotReadInFull(t *testing.T) {
 	if err := b.Track(ctx, "room", "dan", dan, nil); err != nil {
 		t.Fatal(err)
 	}
+	b.sendPosted() // the three signals have been tried
 	flaky.failing.Store(false)
 	// dan's join comes, and no diff before it tells of bob.
 	for {
@@ -299,6 +301,7 @@ func TestSweptLiveEntryIsWrittenBack(t *testing.T) {
 	if list, ok := b.Cached("room"); !ok || len(list) != 2 {
 		t.Fatalf("b's state after its Track: %v %v, want ada and bob", keys(list), ok)
 	}
+	a.sendPosted() // the signal of ada's Track is out, before the sweep's below
 
 	// What a sweep does to an expired entry: removed, announced as gone.
 	if err := mem.Untrack(ctx, "room", adaCh); err != nil {
@@ -411,5 +414,113 @@ func TestUnsentKeepsEarliestDueAndLastWord(t *testing.T) {
 	}
 	if len(b.Gone) != 1 || b.Gone[0].ID != "e1" || len(b.Set) != 1 || b.Set[0].ID != "e2" {
 		t.Errorf("resent %+v, want e1 gone and e2 set", b)
+	}
+}
+
+// blockingSignals is a Memory layer whose publishes of change signals wait
+// until release is closed, and are counted.
+type blockingSignals struct {
+	*channellayer.Memory
+	release chan struct{}
+	sent    atomic.Int64
+}
+
+func (b *blockingSignals) GroupSend(ctx context.Context, group string, m channellayer.Message) error {
+	if strings.HasPrefix(group, signalPrefix) {
+		select {
+		case <-b.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		b.sent.Add(1)
+	}
+	return b.Memory.GroupSend(ctx, group, m)
+}
+
+// A Track waits for the publish that tells the other trackers only when
+// no other is under way; else it waits for its own write to the layer and
+// returns: when a node dies and its people all come back on the others,
+// that publish waits in line with the chat. The queued signals still go,
+// in order; joins queued together go as one signal; and an entry that
+// leaves with a grace period before its join was told is not told at all
+// (its join could come after its removal elsewhere).
+func TestTrackDoesNotWaitForSignalsInLine(t *testing.T) {
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem := newMemory(t)
+	slow := &blockingSignals{Memory: mem, release: make(chan struct{})}
+	opts := Options{Interval: 20 * time.Millisecond}
+	a := newTracker(t, ctx, mem, opts)
+	b := newTracker(t, ctx, slow, opts)
+	adaCh, _ := mem.NewChannel(ctx)
+	if err := a.Track(ctx, "room", "ada", adaCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	bobCh, _ := mem.NewChannel(ctx)
+	bobDone := make(chan error, 1)
+	go func() { bobDone <- b.Track(ctx, "room", "bob", bobCh, nil) }()
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		if b.sendMu.TryLock() {
+			b.sendMu.Unlock()
+			return false
+		}
+		return true
+	}, "bob's Track publishing its signal")
+	select {
+	case err := <-bobDone:
+		t.Fatalf("bob's Track returned (%v) before its signal was published, with nothing in line", err)
+	default:
+	}
+	returns := func(what string, f func() error) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- f() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s waited for the signal in line to be published", what)
+		}
+	}
+	for _, key := range []string{"cid", "dan", "eve"} {
+		ch, _ := mem.NewChannel(ctx)
+		returns("Track of "+key, func() error { return b.Track(ctx, "room", key, ch, nil) })
+		if key == "eve" {
+			returns("Leave of eve", func() error { return b.Leave(ctx, "room", ch, time.Minute, false) })
+		}
+	}
+	close(slow.release)
+	if err := <-bobDone; err != nil {
+		t.Fatal(err)
+	}
+	b.sendPosted()
+	fay, _ := mem.NewChannel(ctx)
+	if err := b.Track(ctx, "room", "fay", fay, nil); err != nil {
+		t.Fatal(err)
+	}
+	joined := map[string]bool{}
+	for !joined["fay"] {
+		m, err := mem.Receive(ctx, adaCh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d Diff
+		if err := m.Decode(&d); err != nil {
+			t.Fatal(err)
+		}
+		for k := range d.Joins {
+			joined[k] = true
+		}
+	}
+	if !joined["bob"] || !joined["cid"] || !joined["dan"] {
+		t.Errorf("joins seen by the other tracker %v, want bob, cid and dan before fay", joined)
+	}
+	if joined["eve"] {
+		t.Error("eve, who left with a grace period before her join was told, was announced")
+	}
+	// bob's, cid and dan's together, eve's grace, fay's.
+	if n := slow.sent.Load(); n != 4 {
+		t.Errorf("%d signals published; want 4: bob's, cid and dan's as one, eve's leave, fay's", n)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -46,6 +47,13 @@ type Tracker struct {
 	mu     sync.Mutex
 	groups map[string]*group
 	unsent map[string]*unsent // what the signals that could not be sent said, by group
+	// outbox holds the signals of Track and Leave, by group in the order
+	// they came, until the sender sends them (see post).
+	outbox map[string][]signalBody
+	// sendMu is held while a signal of post or the outbox is sent: once
+	// sendPosted returns, everything posted before it was called has been
+	// sent or kept to be sent again.
+	sendMu sync.Mutex
 	// lost are entries of this process that a sweep removed while they
 	// are still tracked here (their refresh came too late): written back
 	// and announced at the next tick.
@@ -67,6 +75,7 @@ type Tracker struct {
 	sweepTick uint64
 
 	wake      chan struct{}
+	posted    chan struct{} // the outbox has signals
 	stop      chan struct{}
 	done      sync.WaitGroup
 	closeOnce sync.Once
@@ -201,14 +210,17 @@ func New(ctx context.Context, layer channellayer.Layer, opts Options) (*Tracker,
 		layer: layer, p: p, opts: opts, log: opts.Logger, channel: ch,
 		groups: make(map[string]*group),
 		unsent: make(map[string]*unsent), parallel: refreshParallel,
+		outbox:    make(map[string][]signalBody),
 		sweepSeed: maphash.MakeSeed(),
 		wake:      make(chan struct{}, 1),
+		posted:    make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 	}
-	t.done.Add(3)
+	t.done.Add(4)
 	go t.receive()
 	go t.run()
 	go t.refreshLoop()
+	go t.sendLoop()
 	return t, nil
 }
 
@@ -302,7 +314,7 @@ func (t *Tracker) Track(ctx context.Context, groupName, key, id string, meta any
 		g.apply([]op{infoOp(id, in)})
 		t.mu.Unlock()
 	}
-	t.signal(ctx, groupName, signalBody{Key: key, Meta: m, Set: []signalEntry{{ID: id, Info: b}}})
+	t.post(ctx, groupName, signalBody{Key: key, Meta: m, Set: []signalEntry{{ID: id, Info: b}}})
 	return nil
 }
 
@@ -335,8 +347,10 @@ func (t *Tracker) Leave(ctx context.Context, groupName, id string, grace time.Du
 		// every tracker of the group learns when. The signal names no
 		// entry: one that told of this entry could come after the signal
 		// of its removal (a final leave of its key on another process) and
-		// list it again.
-		t.signal(ctx, groupName, signalBody{Due: due.UnixMilli() + 1})
+		// list it again. For the same reason the signal of its Track, if
+		// not sent yet, is not sent at all.
+		t.unpost(groupName, id)
+		t.post(ctx, groupName, signalBody{Due: due.UnixMilli() + 1})
 		return nil
 	}
 	gone := []signalEntry{{ID: id, Key: e.key}}
@@ -346,7 +360,7 @@ func (t *Tracker) Leave(ctx context.Context, groupName, id string, grace time.Du
 		waiting, err = t.untrackWaiting(ctx, groupName, e.key)
 		gone = append(gone, waiting...)
 	}
-	t.signal(ctx, groupName, signalBody{Gone: gone})
+	t.post(ctx, groupName, signalBody{Gone: gone})
 	if err != nil {
 		return fmt.Errorf("presence: leaving %q: %w", groupName, err)
 	}
@@ -539,6 +553,113 @@ func (u *unsent) body(g *group) signalBody {
 		}
 	}
 	return b
+}
+
+// post sends a signal of Track or Leave. When no other is being sent, it
+// goes at once and the caller waits for it, so that the other trackers
+// learn of a join before its Track returns. Otherwise it is queued for the
+// sender and the caller returns: a join or a leave then waits for its own
+// write to the layer, not for the publish that tells the other trackers.
+// When a node dies and its people all come back on the others, that
+// publish waited in line with the rooms' chat messages and was most of a
+// join's time. The signals of a group go in the order they came; sets
+// queued one behind the other (joins in one room, while the sender was
+// busy) go as one signal.
+func (t *Tracker) post(ctx context.Context, groupName string, b signalBody) {
+	if t.sendMu.TryLock() {
+		t.mu.Lock()
+		idle := len(t.outbox) == 0
+		t.mu.Unlock()
+		if idle { // nothing ahead of it; what comes meanwhile waits for sendMu
+			t.signal(ctx, groupName, b)
+			t.sendMu.Unlock()
+			return
+		}
+		t.sendMu.Unlock()
+	}
+	t.mu.Lock()
+	q := t.outbox[groupName]
+	if n := len(q); n > 0 && setsOnly(q[n-1]) && setsOnly(b) && len(q[n-1].Set) < maxSetsPerSignal {
+		last := &q[n-1]
+		last.Key, last.Meta = "", nil // several joins: Key and Meta name one
+		last.Set = append(last.Set, b.Set...)
+	} else {
+		t.outbox[groupName] = append(q, b)
+	}
+	t.mu.Unlock()
+	select {
+	case t.posted <- struct{}{}:
+	default:
+	}
+}
+
+// unpost drops the entry id from the sets of group's unsent signals.
+func (t *Tracker) unpost(groupName, id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	q := t.outbox[groupName]
+	for i := range q {
+		if len(q[i].Set) > 0 {
+			q[i].Set = slices.DeleteFunc(slices.Clone(q[i].Set), func(e signalEntry) bool { return e.ID == id })
+		}
+	}
+	q = slices.DeleteFunc(q, func(b signalBody) bool { return len(b.Set) == 0 && len(b.Gone) == 0 && b.Due == 0 })
+	if len(q) == 0 {
+		delete(t.outbox, groupName)
+	} else {
+		t.outbox[groupName] = q
+	}
+}
+
+// maxSetsPerSignal bounds the entries that posts merge into one signal.
+const maxSetsPerSignal = 64
+
+func setsOnly(b signalBody) bool { return len(b.Set) > 0 && len(b.Gone) == 0 && b.Due == 0 }
+
+// sendLoop sends what post queued, and what is left of it at Close.
+func (t *Tracker) sendLoop() {
+	defer t.done.Done()
+	for {
+		select {
+		case <-t.stop:
+			t.sendPosted()
+			return
+		case <-t.posted:
+			t.sendPosted()
+		}
+	}
+}
+
+// sendPosted sends the outbox: the groups at once (see signalAll), the
+// signals of each in order. One that fails is kept to be sent again (see
+// signal).
+func (t *Tracker) sendPosted() {
+	t.sendMu.Lock()
+	defer t.sendMu.Unlock()
+	t.mu.Lock()
+	out := t.outbox
+	if len(out) == 0 {
+		t.mu.Unlock()
+		return
+	}
+	t.outbox = make(map[string][]signalBody, len(out))
+	t.mu.Unlock()
+	ctx, cancel := t.callCtx()
+	defer cancel()
+	var wg sync.WaitGroup
+	turns := make(chan struct{}, signalParallel)
+	for name, bodies := range out {
+		turns <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, b := range bodies {
+				t.signal(ctx, name, b)
+			}
+			<-turns
+		}()
+	}
+	wg.Wait()
 }
 
 func (t *Tracker) wakeUp() {
