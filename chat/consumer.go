@@ -60,16 +60,22 @@ func (rc *roomConsumer) Connect(ctx context.Context, c *consumer.Conn) error {
 	// framework keeps the entry, and ends it when the socket closes (at
 	// once after 1000, after the grace period otherwise); the others learn
 	// of the join from the diff it causes, the joiner from the frames below.
-	start := time.Now()
-	err = c.Track(ctx, room, rc.user.Session, userMeta{Name: rc.user.Name, At: time.Now().UnixMilli()})
-	a.metrics.observe("presence_track", start, err)
-	if err != nil {
-		return rc.unavailable(err)
-	}
+	// The entry and the history are two round trips to the layer: they go
+	// at once (Track allows it), and a join waits for the slower only.
+	tracked := make(chan error, 1)
+	go func() {
+		start := time.Now()
+		err := c.Track(ctx, room, rc.user.Session, userMeta{Name: rc.user.Name, At: time.Now().UnixMilli()})
+		a.metrics.observe("presence_track", start, err)
+		tracked <- err
+	}()
 	since := scope.Query.Get("since")
-	start = time.Now()
+	start := time.Now()
 	rec, err := c.GroupAddSince(ctx, room, since, historyOnJoin)
 	a.metrics.observe("history", start, err)
+	if terr := <-tracked; terr != nil {
+		return rc.unavailable(terr)
+	}
 	if err != nil {
 		return rc.unavailable(err)
 	}

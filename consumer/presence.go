@@ -24,6 +24,11 @@ import (
 // updated, and the count), coalesced per group and node; handle them with
 // On. Presence lists the whole state. The layer must implement
 // channellayer.Presence (both backends do).
+//
+// Unlike the Conn's other methods, Track may run concurrently with one
+// GroupAddSince or GroupAdd of the same connection (from Connect, say), so
+// that a join that both tracks and reads the history it missed waits for
+// one round trip to the layer, not two in a row.
 func (c *Conn) Track(ctx context.Context, group, key string, meta any) error {
 	tr, err := c.srv.tracker(ctx)
 	if err != nil {

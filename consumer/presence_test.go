@@ -115,3 +115,68 @@ func TestConnTrack(t *testing.T) {
 		t.Fatalf("extra frame %s", extra)
 	}
 }
+
+// Track may run beside GroupAddSince (a join that tracks and reads the
+// history it missed waits for one round trip, not two): both take effect,
+// under the race detector, and a refusal after them removes the entry.
+func TestTrackBesideGroupAddSince(t *testing.T) {
+	ctx := context.Background()
+	layer, _ := channellayer.NewMemory(channellayer.MemoryOptions{})
+	t.Cleanup(func() { layer.Close(ctx) })
+	srv, err := consumer.NewServer(consumer.Options{Layer: layer, Presence: presence.Options{Interval: 20 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(ctx) })
+	m, _ := channellayer.NewMessage("post", map[string]int{"n": 1})
+	rec, err := layer.GroupSendRecorded(ctx, "room", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	join := func() consumer.Consumer {
+		return &consumer.JSON{OnConnect: func(ctx context.Context, c *consumer.Conn) error {
+			tracked := make(chan error, 1)
+			go func() { tracked <- c.Track(ctx, "room", c.Scope().User.Name, nil) }()
+			got, err := c.GroupAddSince(ctx, "room", "", 10)
+			if terr := <-tracked; terr != nil {
+				return terr
+			}
+			if err != nil {
+				return err
+			}
+			if len(got.Messages) != 1 || got.Messages[0].ID != rec.ID {
+				return consumer.Refuse(500, "history without the recorded message")
+			}
+			if c.Scope().Query.Get("refuse") != "" {
+				return consumer.Refuse(403, "refused after Track")
+			}
+			return nil
+		}}
+	}
+	open := func(user string, refuse bool) error {
+		scope := consumer.Scope{User: &consumer.User{Name: user}}
+		if refuse {
+			scope.Query = map[string][]string{"refuse": {"1"}}
+		}
+		return consumertest.New(t, join, consumertest.Options{Layer: layer, Server: srv, Scope: scope}).Connect(ctx)
+	}
+	for _, user := range []string{"ada", "bob", "cid"} {
+		if err := open(user, false); err != nil {
+			t.Fatalf("%s: %v", user, err)
+		}
+	}
+	if err := open("mallory", true); err == nil {
+		t.Fatal("Connect accepted, want refused")
+	}
+	who, err := srv.Presence(ctx, "room")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, p := range who {
+		keys = append(keys, p.Key)
+	}
+	if len(keys) != 3 || keys[0] != "ada" || keys[1] != "bob" || keys[2] != "cid" {
+		t.Errorf("presence %v, want ada, bob and cid (mallory, refused, removed)", keys)
+	}
+}
