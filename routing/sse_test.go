@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/chatterpro/chatterpro/internal/testkit"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -359,7 +360,12 @@ func TestSSEThroughNginx(t *testing.T) {
 			t.Fatalf("echo %q, %v; want %q promptly", got, err, frame)
 		}
 	}
-	if log := ngx.AccessLog(); strings.Count(log, "POST /ws/chat/r/?transport=sse") < 6 {
-		t.Fatalf("nginx's access log does not show the POSTs:\n%s", log)
-	}
+	// nginx writes a request's log line after its response: the last may
+	// come a little after its echo.
+	testkit.EventuallyNil(t, 5*time.Second, func() error {
+		if log := ngx.AccessLog(); strings.Count(log, "POST /ws/chat/r/?transport=sse") < 6 {
+			return fmt.Errorf("nginx's access log does not show the six POSTs:\n%s", log)
+		}
+		return nil
+	}, "nginx logging the POSTs")
 }
