@@ -149,13 +149,7 @@ func TestUsersFrameOnlyWhenItChanges(t *testing.T) {
 // users frame: the frame lists sessions by name, which such a diff cannot
 // change. A join or a leave does ask for one, for every socket.
 func TestMetaUpdateAsksForNoUsersFrame(t *testing.T) {
-	m, err := newMetrics(prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := newHub(nil, time.Hour, slog.New(slog.DiscardHandler), m, nil)
-	defer h.close()
-	h.add("r", nil, 0)
+	h := newRoomHub(t)
 	diff := func(d presence.Diff) channellayer.Message {
 		msg, err := channellayer.NewMessage(presence.DiffType, d)
 		if err != nil {
@@ -186,17 +180,25 @@ func TestMetaUpdateAsksForNoUsersFrame(t *testing.T) {
 	}
 }
 
-// Every local socket takes a diff, some after the flush that followed the
-// first: a diff asks for a frame once, or a late socket's take of a join
-// already listed would send every socket the same frame again.
-func TestDiffAsksForOneUsersFrame(t *testing.T) {
+// newRoomHub returns a hub without a server (it is not to flush) and with
+// room r, which has one socket.
+func newRoomHub(t *testing.T) *hub {
+	t.Helper()
 	m, err := newMetrics(prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := newHub(nil, time.Hour, slog.New(slog.DiscardHandler), m, nil)
-	defer h.close()
+	t.Cleanup(h.close)
 	h.add("r", nil, 0)
+	return h
+}
+
+// Every local socket takes a diff, some after the flush that followed the
+// first: a diff asks for a frame once, or a late socket's take of a join
+// already listed would send every socket the same frame again.
+func TestDiffAsksForOneUsersFrame(t *testing.T) {
+	h := newRoomHub(t)
 	join := presence.Diff{Group: "r", Joins: map[string][]json.RawMessage{"s-bob": {json.RawMessage(`{"n":"bob","t":1}`)}}, Count: 2}
 	take := func(msg channellayer.Message) (dirty, changed bool) {
 		h.diffed("r", msg)

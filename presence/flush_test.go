@@ -239,14 +239,7 @@ func trackAsBefore(ctx context.Context, t *testing.T, mem *channellayer.Memory, 
 func waitJoin(ctx context.Context, t *testing.T, l channellayer.Layer, channel, group, key string) {
 	t.Helper()
 	for {
-		m, err := l.Receive(ctx, channel)
-		if err != nil {
-			t.Fatalf("waiting for %s to join %s: %v", key, group, err)
-		}
-		var d Diff
-		if m.Type != DiffType || m.Decode(&d) != nil {
-			t.Fatalf("got %s %s on %s, want a %s", m.Type, m.Body, channel, DiffType)
-		}
+		d := nextDiff(ctx, t, l, channel)
 		if d.Group != group {
 			t.Fatalf("diff of %s on %s, the channel of an entry of %s", d.Group, channel, group)
 		}

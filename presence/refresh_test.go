@@ -29,15 +29,7 @@ func (f *failingRefresh) TrackAll(ctx context.Context, groups map[string][]chann
 func waitLeave(ctx context.Context, t *testing.T, l channellayer.Layer, channel, key string) {
 	t.Helper()
 	for {
-		m, err := l.Receive(ctx, channel)
-		if err != nil {
-			t.Fatalf("waiting for %s to leave: %v", key, err)
-		}
-		var d Diff
-		if m.Type != DiffType || m.Decode(&d) != nil {
-			t.Fatalf("got %s %s on %s, want a %s", m.Type, m.Body, channel, DiffType)
-		}
-		if _, ok := d.Leaves[key]; ok {
+		if _, ok := nextDiff(ctx, t, l, channel).Leaves[key]; ok {
 			return
 		}
 	}

@@ -258,16 +258,9 @@ func TestFailedSignalIsResentNotReadInFull(t *testing.T) {
 	flaky.failing.Store(false)
 	// dan's join comes, and no diff before it tells of bob.
 	for {
-		m, err := mem.Receive(ctx, adaCh)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var d Diff
-		if err := m.Decode(&d); err != nil {
-			t.Fatal(err)
-		}
+		d := nextDiff(ctx, t, mem, adaCh)
 		if _, ok := d.Joins["bob"]; ok {
-			t.Fatalf("bob, who came and went while the signals failed, announced: %s", m.Body)
+			t.Fatalf("bob, who came and went while the signals failed, announced: %+v", d)
 		}
 		if _, ok := d.Joins["dan"]; ok {
 			break
@@ -501,15 +494,7 @@ func TestTrackDoesNotWaitForSignalsInLine(t *testing.T) {
 	}
 	joined := map[string]bool{}
 	for !joined["fay"] {
-		m, err := mem.Receive(ctx, adaCh)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var d Diff
-		if err := m.Decode(&d); err != nil {
-			t.Fatal(err)
-		}
-		for k := range d.Joins {
+		for k := range nextDiff(ctx, t, mem, adaCh).Joins {
 			joined[k] = true
 		}
 	}

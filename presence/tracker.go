@@ -646,20 +646,11 @@ func (t *Tracker) sendPosted() {
 	t.mu.Unlock()
 	ctx, cancel := t.callCtx()
 	defer cancel()
-	var wg sync.WaitGroup
-	turns := make(chan struct{}, signalParallel)
-	for name, bodies := range out {
-		turns <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, b := range bodies {
-				t.signal(ctx, name, b)
-			}
-			<-turns
-		}()
-	}
-	wg.Wait()
+	eachAtOnce(out, func(name string, bodies []signalBody) {
+		for _, b := range bodies {
+			t.signal(ctx, name, b)
+		}
+	})
 }
 
 func (t *Tracker) wakeUp() {
@@ -861,14 +852,20 @@ func (t *Tracker) signalAll(ctx context.Context, bodies map[string]signalBody) {
 		}
 		return
 	}
+	eachAtOnce(bodies, func(name string, b signalBody) { t.signal(ctx, name, b) })
+}
+
+// eachAtOnce calls f for every group of m, at most signalParallel at once,
+// and returns when all have returned.
+func eachAtOnce[T any](m map[string]T, f func(name string, v T)) {
 	var wg sync.WaitGroup
 	turns := make(chan struct{}, signalParallel)
-	for name, b := range bodies {
+	for name, v := range m {
 		turns <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			t.signal(ctx, name, b)
+			f(name, v)
 			<-turns
 		}()
 	}
