@@ -3,13 +3,19 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/internal/redistest"
+	"github.com/chatterpro/chatterpro/internal/testkit"
 )
 
 // The chat's layer channels hold channelCapacity events, not the layers'
@@ -61,6 +67,113 @@ func TestPoolSizeCoversJoins(t *testing.T) {
 	} {
 		if got := poolSize(tc.connecting); got < tc.least {
 			t.Errorf("poolSize(%d) = %d, want at least %d", tc.connecting, got, tc.least)
+		}
+	}
+}
+
+// slowReplies is a TCP proxy to a Redis whose replies it holds for delay
+// (while delay is set) before passing them on.
+type slowReplies struct {
+	ln    net.Listener
+	to    string
+	delay atomic.Int64 // ns
+}
+
+func startSlowReplies(t *testing.T, to string) *slowReplies {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &slowReplies{ln: ln, to: to}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", to)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			wg.Add(2)
+			go func() { defer wg.Done(); io.Copy(s, c); s.Close() }()
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := s.Read(buf)
+					if n > 0 {
+						time.Sleep(time.Duration(p.delay.Load()))
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+			t.Cleanup(func() { c.Close(); s.Close() })
+		}
+	}()
+	return p
+}
+
+// A record whose answer comes after the read timeout fails, and is not
+// sent again, waited for or not: a record that Redis ran but answered late
+// must not run twice (the same message recorded twice, under two IDs, for
+// every member). The layer bounds its calls by the client's read timeout,
+// so the client's one retry never comes after a late answer.
+func TestLateAnswerIsNotRetried(t *testing.T) {
+	rs := redistest.Start(t)
+	proxy := startSlowReplies(t, rs.Addr())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := openLayer(ctx, "redis://"+proxy.ln.Addr().String()+"/0", layerSettings{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(context.Background())
+	h := l.(channellayer.History)
+	m, err := channellayer.NewMessage("chat", map[string]string{"text": "once"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.GroupSendRecorded(ctx, "warm-up", m); err != nil { // loads the scripts
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	l.(channellayer.Recorder).GroupSendRecordedAsync("warm-up", m, func(_ channellayer.Message, err error) { done <- err })
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	proxy.delay.Store(int64(2500 * time.Millisecond)) // beyond the 2 s read timeout
+	if _, err := h.GroupSendRecorded(ctx, "waited", m); err == nil {
+		t.Fatal("a record answered after the read timeout succeeded")
+	}
+	l.(channellayer.Recorder).GroupSendRecordedAsync("unwaited", m, func(_ channellayer.Message, err error) { done <- err })
+	if err := <-done; err == nil {
+		t.Fatal("an unwaited record answered after the read timeout succeeded")
+	}
+	proxy.delay.Store(0)
+	for _, group := range []string{"waited", "unwaited"} {
+		var got []channellayer.Message
+		testkit.EventuallyNil(t, 10*time.Second, func() error {
+			got, err = h.Recent(ctx, group, 10)
+			if err != nil || len(got) == 0 {
+				return fmt.Errorf("history of %s: %d messages, %v; want the record that came late", group, len(got), err)
+			}
+			return nil
+		}, "the late record in the history")
+		if len(got) != 1 {
+			t.Errorf("the %s record answered late is in the history %d times, want once", group, len(got))
 		}
 	}
 }
