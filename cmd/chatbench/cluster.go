@@ -746,6 +746,7 @@ func (r *clusterRig) chatPhase(ctx context.Context, phase string, rate float64, 
 	}
 	st.P50ms, st.P99ms, st.P999ms = ms(h.quantile(0.5)), ms(h.quantile(0.99)), ms(h.quantile(0.999))
 	st.Pass = st.Lost == 0 && st.Dups == 0 && st.Sent > 0 && st.Acked == st.Sent && st.ErrFrames == 0 && h.quantile(0.99) < cc.p99
+	logDups(reps)
 	logf("cluster: %s %.2f/room/s: %d sent, %d acked, %.0f deliveries/s, p50 %.1f ms p99 %.1f ms p999 %.1f ms, lost %d dup %d; nodes %.2f cores (%.2f µs/delivery), Redis %.2f cores, load generator %.2f cores; pass %v",
 		phase, rate, st.Sent, st.Acked, st.DeliveriesPerS, st.P50ms, st.P99ms, st.P999ms, st.Lost, st.Dups, st.NodeCores, st.NodeUsPerDel, st.RedisCores, st.LoadgenCores, st.Pass)
 	return st, r.alive()
@@ -982,5 +983,15 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 	if st.Lost > 0 || st.Dups > 0 || st.Acked == 0 {
 		fail("chat during the kill: %d acknowledged, %d lost, %d duplicated", st.Acked, st.Lost, st.Dups)
 	}
+	logDups(out.reps)
 	return r.alive()
+}
+
+// logDups logs the workers' descriptions of the duplicates of a phase.
+func logDups(reps []workerReply) {
+	for _, rp := range reps {
+		for _, d := range rp.DupSamples {
+			logf("cluster: duplicate: %s", d)
+		}
+	}
 }

@@ -156,3 +156,27 @@ func TestClusterSectionReplaced(t *testing.T) {
 		t.Errorf("old section not replaced:\n%s", s)
 	}
 }
+
+// A member that gets a message twice counts a duplicate and describes it,
+// with how the second copy came, up to maxDupSamples per worker.
+func TestDuplicatesAreDescribed(t *testing.T) {
+	w := &worker{}
+	room := &wroom{id: 3}
+	m := &wmember{w: w, id: 7, room: room, node: 1}
+	room.members = []*wmember{m}
+	m.deliver(3, 5, "1-1", 1)
+	m.deliver(3, 5, "1-1", 0) // again, in a history frame
+	m.deliver(3, 6, "1-2", 1)
+	if m.dups != 1 || len(w.dupSamples) != 1 {
+		t.Fatalf("%d duplicates, samples %q; want one of each", m.dups, w.dupSamples)
+	}
+	if want := "client 7 (node 2) got message 5 of room 3 again in a history frame, id 1-1"; !strings.HasPrefix(w.dupSamples[0], want) {
+		t.Errorf("sample %q, want it to begin %q", w.dupSamples[0], want)
+	}
+	for range 2 * maxDupSamples {
+		m.deliver(3, 6, "1-2", 1)
+	}
+	if len(w.dupSamples) != maxDupSamples {
+		t.Errorf("%d samples, want at most %d", len(w.dupSamples), maxDupSamples)
+	}
+}

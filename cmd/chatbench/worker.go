@@ -114,14 +114,17 @@ type workerReply struct {
 	Losses map[int]int `json:"losses,omitempty"`
 
 	// chat
-	Sent        uint64     `json:"sent"`
-	SkippedDown uint64     `json:"skipped_down"`
-	SendErrors  uint64     `json:"send_errors"`
-	Acked       uint64     `json:"acked"`
-	Expected    uint64     `json:"expected"`
-	Delivered   uint64     `json:"delivered"`
-	Lost        uint64     `json:"lost"`
-	Dups        uint64     `json:"dups"`
+	Sent        uint64 `json:"sent"`
+	SkippedDown uint64 `json:"skipped_down"`
+	SendErrors  uint64 `json:"send_errors"`
+	Acked       uint64 `json:"acked"`
+	Expected    uint64 `json:"expected"`
+	Delivered   uint64 `json:"delivered"`
+	Lost        uint64 `json:"lost"`
+	Dups        uint64 `json:"dups"`
+	// DupSamples describe the first duplicates since the phase began
+	// (at most maxDupSamples): who got which message twice, and how.
+	DupSamples  []string   `json:"dup_samples,omitempty"`
 	ErrFrames   uint64     `json:"error_frames"`
 	LeftNotices uint64     `json:"left_notices"`
 	Resets      uint64     `json:"resets"`
@@ -234,6 +237,9 @@ type worker struct {
 	measureFrom atomic.Int64 // live deliveries of messages scheduled earlier are not timed
 	histMu      [histShards]sync.Mutex
 	hists       [histShards]histogram
+
+	dupMu      sync.Mutex
+	dupSamples []string // see workerReply.DupSamples
 
 	errFrames   atomic.Uint64
 	resets      atomic.Uint64 // history frames with reset set
@@ -557,6 +563,9 @@ func (m *wmember) open(ctx context.Context, node int) error {
 	return nil
 }
 
+// maxDupSamples bounds the duplicates a worker describes per phase.
+const maxDupSamples = 5
+
 // history records the messages of a history frame as delivered (not timed).
 func (m *wmember) history(f []byte) {
 	var h struct {
@@ -604,10 +613,23 @@ func (m *wmember) deliver(room, k uint32, id string, sched int64) {
 	if dup {
 		m.dups++
 	}
+	last := m.lastID
 	if id != "" {
 		m.lastID = id
 	}
+	node := m.node
 	m.mu.Unlock()
+	if dup {
+		how := "live"
+		if sched == 0 {
+			how = "in a history frame"
+		}
+		m.w.dupMu.Lock()
+		if len(m.w.dupSamples) < maxDupSamples {
+			m.w.dupSamples = append(m.w.dupSamples, fmt.Sprintf("client %d (node %d) got message %d of room %d again %s, id %s, its last id before %s", m.id, node+1, k, room, how, id, last))
+		}
+		m.w.dupMu.Unlock()
+	}
 	if m.room.sender(k) == m {
 		m.room.mu.Lock()
 		setBit(&m.room.acked, k)
@@ -933,6 +955,9 @@ func (w *worker) chat(cmd workerCmd) workerReply {
 	}
 	rep.Sent, rep.SkippedDown, rep.SendErrors = sent.Load(), skipped.Load(), sendErrs.Load()
 	rep.Dups = w.dups() - dups0
+	w.dupMu.Lock()
+	rep.DupSamples, w.dupSamples = w.dupSamples, nil
+	w.dupMu.Unlock()
 	rep.ErrFrames = w.errFrames.Load() - errs0
 	rep.LeftNotices = w.leftNotices.Load() - left0
 	rep.Resets = w.resets.Load() - resets0
