@@ -75,8 +75,11 @@ func TestPoolSizeCoversJoins(t *testing.T) {
 // (while delay is set) before passing them on.
 type slowReplies struct {
 	ln    net.Listener
-	to    string
 	delay atomic.Int64 // ns
+
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
 }
 
 func startSlowReplies(t *testing.T, to string) *slowReplies {
@@ -85,12 +88,19 @@ func startSlowReplies(t *testing.T, to string) *slowReplies {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &slowReplies{ln: ln, to: to}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
+	p := &slowReplies{ln: ln}
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	p.wg.Add(1)
 	go func() {
-		defer wg.Done()
+		defer p.wg.Done()
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -101,10 +111,13 @@ func startSlowReplies(t *testing.T, to string) *slowReplies {
 				c.Close()
 				continue
 			}
-			wg.Add(2)
-			go func() { defer wg.Done(); io.Copy(s, c); s.Close() }()
+			p.mu.Lock()
+			p.conns = append(p.conns, c, s)
+			p.mu.Unlock()
+			p.wg.Add(2)
+			go func() { defer p.wg.Done(); io.Copy(s, c); s.Close() }()
 			go func() {
-				defer wg.Done()
+				defer p.wg.Done()
 				defer c.Close()
 				buf := make([]byte, 32<<10)
 				for {
@@ -120,7 +133,6 @@ func startSlowReplies(t *testing.T, to string) *slowReplies {
 					}
 				}
 			}()
-			t.Cleanup(func() { c.Close(); s.Close() })
 		}
 	}()
 	return p
