@@ -48,10 +48,6 @@ type Config struct {
 	// this node (consumer.Options.MaxConnecting). Defaults to the
 	// framework's.
 	MaxConnecting int
-	// OnBusy, if set, is called for every socket refused because
-	// MaxConnecting were joining already (after the metric counts it). It
-	// must not block.
-	OnBusy func()
 	// Rate is how many chat messages per second one connection may send
 	// (burst twice that); "older" requests and forwarded typing signals
 	// count too. 0: no limit.
@@ -172,13 +168,8 @@ func New(cfg Config) (*App, error) {
 	}
 	srv, err := consumer.NewServer(consumer.Options{
 		Layer: cfg.Layer, ReadLimit: frameReadLimit, OnClosing: m.closed, Logger: cfg.Logger,
-		OnUnhandled: m.unhandled,
-		OnBusy: func() {
-			m.busy.Inc()
-			if cfg.OnBusy != nil {
-				cfg.OnBusy()
-			}
-		},
+		OnUnhandled:   m.unhandled,
+		OnBusy:        m.busy.Inc,
 		Presence:      presence.Options{TTL: cfg.PresenceTTL, Interval: cfg.UsersInterval, Logger: cfg.Logger},
 		PresenceGrace: cfg.Grace,
 		MaxConnecting: cfg.MaxConnecting,

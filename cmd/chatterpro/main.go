@@ -47,14 +47,9 @@ func main() {
 // collection work per message on busy nodes (BENCHMARKS.md has both).
 const gcPercent = 50
 
-// ownGC is true when the process sets the collector's target itself (no
-// GOGC in the environment): then a reconnect storm raises it (stormGC).
-var ownGC bool
-
 func setGCPercent() {
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(gcPercent)
-		ownGC = true
 	}
 }
 
@@ -215,7 +210,6 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 		_ = layer.Close(cctx)
 	}()
 
-	storm := &stormGC{base: gcPercent, storm: stormGCPercent}
 	app, err := chat.New(chat.Config{
 		Layer:          layer,
 		Secret:         secret,
@@ -232,13 +226,9 @@ func run(ctx context.Context, args []string, log *slog.Logger) error {
 		MaxAddrConns:    o.maxAddrConns,
 		JoinRate:        o.joinRate,
 		TrustedProxies:  splitList(o.trustedProxies),
-		OnBusy:          storm.busy,
 	})
 	if err != nil {
 		return err
-	}
-	if ownGC {
-		go storm.run(ctx, debug.SetGCPercent, log)
 	}
 
 	ln, err := net.Listen("tcp", o.addr)
