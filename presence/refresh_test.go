@@ -3,7 +3,9 @@ package presence
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -85,5 +87,84 @@ func TestRefreshAfterFailureAnnouncesTheReturn(t *testing.T) {
 	list, err := b.List(ctx, "room")
 	if err != nil || len(list) != 2 {
 		t.Fatalf("b lists %+v, %v; want ada and bob", list, err)
+	}
+}
+
+// lateRefresh is a Memory layer that never finds an entry expired
+// (SweepAll and ExpireAll remove nothing, as when the process that would
+// have swept dies first) and whose TrackAll waits, while hold is set,
+// until gate is closed.
+type lateRefresh struct {
+	*channellayer.Memory
+	hold atomic.Bool
+	gate chan struct{}
+}
+
+func (l *lateRefresh) TrackAll(ctx context.Context, groups map[string][]channellayer.Member, ttl time.Duration) error {
+	if l.hold.Load() {
+		select {
+		case <-l.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return l.Memory.TrackAll(ctx, groups, ttl)
+}
+
+func (l *lateRefresh) SweepAll(ctx context.Context, groups []string) (map[string]channellayer.Swept, error) {
+	return map[string]channellayer.Swept{}, ctx.Err()
+}
+
+func (l *lateRefresh) ExpireAll(ctx context.Context, groups []string) (map[string][]channellayer.Member, error) {
+	return nil, ctx.Err()
+}
+
+// TestLateRefreshAnnouncesItsEntries: a refresh that comes after its
+// entries expired (a loaded process) writes them back with no sweep in
+// between to tell anyone: another process that read the group in full
+// meanwhile (a repair, a group new there) lists it without them. The late
+// refresh announces them, so that process lists them again at once, not at
+// its next repair a few TTLs later.
+func TestLateRefreshAnnouncesItsEntries(t *testing.T) {
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem := newMemory(t)
+	aLayer := &lateRefresh{Memory: mem, gate: make(chan struct{})}
+	bLayer := &lateRefresh{Memory: mem}
+	aOpts, logs := withLogs(Options{TTL: 600 * time.Millisecond, Interval: 50 * time.Millisecond})
+	a := newTracker(t, ctx, aLayer, aOpts)
+	b := newTracker(t, ctx, bLayer, Options{Interval: 50 * time.Millisecond}) // TTL 30 s: no repair read within the test
+	release := sync.OnceFunc(func() { close(aLayer.gate) })
+	t.Cleanup(release) // before the trackers close
+
+	adaCh, _ := mem.NewChannel(ctx)
+	bobCh, _ := mem.NewChannel(ctx)
+	if err := b.Track(ctx, "room", "bob", bobCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Track(ctx, "room", "ada", adaCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	cachedKeys := func(tr *Tracker) []string {
+		list, _ := tr.Cached("room")
+		return keys(list)
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return len(cachedKeys(b)) == 2 }, "b listing ada and bob")
+
+	aLayer.hold.Store(true) // a's refreshes wait: ada's entry expires
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		members, err := mem.List(ctx, "room")
+		return err == nil && len(members) == 1
+	}, "ada's entry expiring")
+	b.rereadAll()
+	testkit.Eventually(t, 10*time.Second, func() bool { return slices.Equal(cachedKeys(b), []string{"bob"}) },
+		"b's full read leaving ada out")
+
+	release() // a's late refresh writes ada back
+	testkit.Eventually(t, 10*time.Second, func() bool { return len(cachedKeys(b)) == 2 }, "b listing ada again")
+	if members, err := mem.List(ctx, "room"); err != nil || len(members) != 2 {
+		t.Fatalf("the layer lists %v, %v; want ada and bob", members, err)
+	}
+	if !strings.Contains(logs.String(), "refreshed after they expired") {
+		t.Errorf("no warning about the late refresh; logs:\n%s", logs.String())
 	}
 }

@@ -103,6 +103,10 @@ type group struct {
 type entry struct {
 	id, key string
 	info    []byte // what the layer stores (see info)
+	// written is when the last write of the entry that worked began
+	// (UnixNano): it expires a TTL after that at the earliest (see
+	// writeBack).
+	written int64
 }
 
 // info is what an entry's layer record holds.
@@ -279,7 +283,7 @@ func (t *Tracker) Track(ctx context.Context, groupName, key, id string, meta any
 	}
 	in := info{Format: infoFormat, Key: key, Meta: m, Since: since}
 	b, _ := json.Marshal(in)
-	e = &entry{id: id, key: key, info: b}
+	e = &entry{id: id, key: key, info: b, written: time.Now().UnixNano()}
 	g.entries[id] = e
 	t.mu.Unlock()
 
@@ -806,7 +810,7 @@ func (t *Tracker) refreshLoop() {
 	refreshEvery := t.opts.TTL / 3
 	lastRefresh := time.Now()
 	// failed: the entries whose last refresh failed; they are tried again
-	// at the next tick, and may have expired and been swept meanwhile.
+	// at the next tick (see writeBack for those that expired meanwhile).
 	var failed []entryRef
 	for {
 		select {
@@ -829,15 +833,12 @@ func (t *Tracker) refreshLoop() {
 			t.log.Warn("presence: refreshing the entries took longer than the refresh period; entries may expire before their refresh (the layer is overloaded, or the TTL too short)",
 				"took", took.Round(time.Millisecond), "period", refreshEvery)
 		}
-		if len(failed) > 0 && len(f) == 0 {
-			t.resignal(failed)
-		}
 		failed = f
 	}
 }
 
-// signalParallel bounds the signals a sweep or a resignal has in flight at
-// once.
+// signalParallel bounds the signals a sweep or an announce has in flight
+// at once.
 const signalParallel = 256
 
 // signalAll sends the signals of many groups at once: concurrently, so
@@ -1182,39 +1183,6 @@ func (t *Tracker) sweepTurns(ctx context.Context) map[string][]channellayer.Memb
 	return expired
 }
 
-// resignal tells every tracker of the groups of refs which entries this
-// process has there. After refreshes that failed, entries of this process
-// may have expired, been swept (and announced as leaves) and then been
-// written back by the refresh that succeeded: without a signal, no tracker
-// would know, and the group's members would go on seeing those people
-// gone.
-func (t *Tracker) resignal(refs []entryRef) {
-	t.mu.Lock()
-	sets := make(map[string][]signalEntry)
-	for _, r := range refs {
-		if _, done := sets[r.group]; done {
-			continue
-		}
-		if g := t.groups[r.group]; g != nil {
-			set := make([]signalEntry, 0, len(g.entries))
-			for _, e := range g.entries {
-				set = append(set, signalEntry{ID: e.id, Info: e.info})
-			}
-			sets[r.group] = set
-		}
-	}
-	t.mu.Unlock()
-	ctx, cancel := t.callCtx()
-	defer cancel()
-	bodies := make(map[string]signalBody, len(sets))
-	for name, set := range sets {
-		if len(set) > 0 {
-			bodies[name] = signalBody{Set: set}
-		}
-	}
-	t.signalAll(ctx, bodies)
-}
-
 // refreshChunk bounds the entries one refresh writes in one call: a
 // process with many entries writes them in several calls, each with its own
 // timeout, so that one slow call fails only its own chunk.
@@ -1289,7 +1257,7 @@ func (t *Tracker) rewriteLost() {
 		return
 	}
 	t.refreshMu.RLock()
-	written, err := t.writeBack(refs)
+	written, _, err := t.writeBack(refs)
 	t.refreshMu.RUnlock()
 	if err != nil {
 		t.log.Warn("presence: writing back entries a sweep removed failed; will retry", "entries", len(refs), "err", err)
@@ -1297,6 +1265,18 @@ func (t *Tracker) rewriteLost() {
 		t.lost = append(t.lost, refs...)
 		t.mu.Unlock()
 		return
+	}
+	n := t.announce(written)
+	t.log.Warn("presence: entries of this process expired before their refresh; written back (is the layer overloaded?)", "entries", n)
+}
+
+// announce tells every tracker of their groups that the entries written
+// are there (and their infos), and returns how many it named. One that
+// left meanwhile may be announced after its leave: it is then announced
+// gone again.
+func (t *Tracker) announce(written map[string][]channellayer.Member) int {
+	if len(written) == 0 {
+		return 0
 	}
 	n := 0
 	ctx, cancel := t.callCtx()
@@ -1329,50 +1309,87 @@ func (t *Tracker) rewriteLost() {
 		bodies[name] = signalBody{Gone: g}
 	}
 	t.signalAll(ctx, bodies)
-	t.log.Warn("presence: entries of this process expired before their refresh; written back (is the layer overloaded?)", "entries", n)
+	return n
 }
 
 // writeBack writes those of refs still tracked here with their infos now,
-// and returns them by group; the caller read-locks refreshMu.
-func (t *Tracker) writeBack(refs []entryRef) (map[string][]channellayer.Member, error) {
-	all := make(map[string][]channellayer.Member)
+// and returns them by group; the caller read-locks refreshMu. late are
+// those of them that may have expired before this write: their last write
+// that worked began more than a TTL before this one ended. Other trackers
+// may have read the group without them meanwhile (a full read leaves out
+// expired entries) without any sweep to tell this process, so the caller
+// announces them.
+func (t *Tracker) writeBack(refs []entryRef) (written, late map[string][]channellayer.Member, err error) {
+	type wrote struct {
+		group string
+		e     *entry
+	}
+	var mine []wrote
+	written = make(map[string][]channellayer.Member)
 	t.mu.Lock()
 	for _, r := range refs {
 		if g := t.groups[r.group]; g != nil {
 			if e := g.entries[r.id]; e != nil {
-				all[r.group] = append(all[r.group], channellayer.Member{Key: e.id, Info: e.info})
+				written[r.group] = append(written[r.group], channellayer.Member{Key: e.id, Info: e.info})
+				mine = append(mine, wrote{r.group, e})
 			}
 		}
 	}
 	t.mu.Unlock()
-	if len(all) == 0 {
-		return all, nil
+	if len(written) == 0 {
+		return written, nil, nil
 	}
+	start := time.Now()
+	if err := t.write(written); err != nil {
+		return nil, nil, err
+	}
+	end := time.Now().UnixNano()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, w := range mine {
+		if end-w.e.written > int64(t.opts.TTL) {
+			if late == nil {
+				late = make(map[string][]channellayer.Member)
+			}
+			late[w.group] = append(late[w.group], channellayer.Member{Key: w.e.id, Info: w.e.info})
+		}
+		w.e.written = max(w.e.written, start.UnixNano())
+	}
+	return written, late, nil
+}
+
+// write writes entries (group → entries) to the layer with the TTL.
+func (t *Tracker) write(entries map[string][]channellayer.Member) error {
 	ctx, cancel := t.callCtx()
 	defer cancel()
 	if r, ok := t.layer.(channellayer.PresenceRefresher); ok {
-		return all, r.TrackAll(ctx, all, t.opts.TTL)
+		return r.TrackAll(ctx, entries, t.opts.TTL)
 	}
-	for name, entries := range all {
-		for _, e := range entries {
+	for name, es := range entries {
+		for _, e := range es {
 			if err := t.p.Track(ctx, name, e.Key, e.Info, t.opts.TTL); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-	return all, nil
+	return nil
 }
 
 // refreshSome writes back those of refs still tracked here, with their
-// infos now. It holds refreshMu for its one chunk only: a Leave waits at
-// most for one chunk's write, and an entry that left before it is not
-// written back.
+// infos now, and announces those that may have expired before (see
+// writeBack). It holds refreshMu for its one chunk's write only: a Leave
+// waits at most for one chunk's write, and an entry that left before it is
+// not written back.
 func (t *Tracker) refreshSome(refs []entryRef) bool {
 	t.refreshMu.RLock()
-	defer t.refreshMu.RUnlock()
-	if _, err := t.writeBack(refs); err != nil {
+	_, late, err := t.writeBack(refs)
+	t.refreshMu.RUnlock()
+	if err != nil {
 		t.log.Warn("presence: refreshing entries failed; trying again at the next tick", "entries", len(refs), "err", err)
 		return false
+	}
+	if n := t.announce(late); n > 0 {
+		t.log.Warn("presence: entries of this process were refreshed after they expired; announced again (is the layer overloaded?)", "entries", n)
 	}
 	return true
 }
