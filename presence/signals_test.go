@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -508,4 +509,75 @@ func TestTrackDoesNotWaitForSignalsInLine(t *testing.T) {
 	if n := slow.sent.Load(); n != 4 {
 		t.Errorf("%d signals published; want 4: bob's, cid and dan's as one, eve's leave, fay's", n)
 	}
+}
+
+// slowDiscard is a Memory layer whose GroupDiscard, while hold is set,
+// tells entered, waits until gate is closed, and tells done once it
+// has discarded.
+type slowDiscard struct {
+	*channellayer.Memory
+	hold    atomic.Bool
+	entered chan struct{}
+	gate    chan struct{}
+	done    chan struct{}
+}
+
+func (s *slowDiscard) GroupDiscard(ctx context.Context, group, channel string) error {
+	if !s.hold.Load() {
+		return s.Memory.GroupDiscard(ctx, group, channel)
+	}
+	s.entered <- struct{}{}
+	<-s.gate
+	defer close(s.done)
+	return s.Memory.GroupDiscard(ctx, group, channel)
+}
+
+// TestTrackBesideLeavingTheSignals: when a group's last local entry
+// leaves, the tracker leaves the group's signals; a Track in the group
+// meanwhile keeps them. Before, a leave that had found the group gone
+// could take the signals away after a Track made it again: the tracker
+// then learned of no change there until its next repair read, TTLs later.
+func TestTrackBesideLeavingTheSignals(t *testing.T) {
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem := newMemory(t)
+	slow := &slowDiscard{Memory: mem, entered: make(chan struct{}), gate: make(chan struct{}), done: make(chan struct{})}
+	opts := Options{Interval: 20 * time.Millisecond}
+	a := newTracker(t, ctx, slow, opts)
+	c := newTracker(t, ctx, mem, opts)
+	release := sync.OnceFunc(func() { close(slow.gate) })
+	t.Cleanup(release)
+
+	adaCh, _ := mem.NewChannel(ctx)
+	bobCh, _ := mem.NewChannel(ctx)
+	carolCh, _ := mem.NewChannel(ctx)
+	if err := a.Track(ctx, "room", "ada", adaCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	slow.hold.Store(true)
+	if err := a.Leave(ctx, "room", adaCh, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	<-slow.entered // the group's last entry left: a is leaving its signals
+	slow.hold.Store(false)
+	tracked := make(chan error, 1)
+	go func() { tracked <- a.Track(ctx, "room", "bob", bobCh, nil) }()
+	// Give bob's Track the time to join the signals before the leave
+	// goes on (it waits for the leave instead where the two are ordered).
+	select {
+	case err := <-tracked:
+		tracked <- err
+	case <-time.After(200 * time.Millisecond):
+	}
+	release()
+	if err := <-tracked; err != nil {
+		t.Fatal(err)
+	}
+	<-slow.done
+	if err := c.Track(ctx, "room", "carol", carolCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		list, _ := a.Cached("room")
+		return slices.Equal(keys(list), []string{"bob", "carol"})
+	}, "a learning of carol's join from its signal")
 }

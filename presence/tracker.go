@@ -69,6 +69,13 @@ type Tracker struct {
 	// (refreshParallel; tests set 1).
 	parallel int
 
+	// joinMu orders, per group (one mutex for the groups of a stripe),
+	// Track's joining of a group's signals before the group is made with
+	// the leaving of them after its last local entry left (see forget):
+	// a leave that checked for the group before a Track made it again
+	// must not take the signals away from it.
+	joinMu [joinStripes]sync.Mutex
+
 	// sweepSeed and sweepTick pick the groups each sweep takes (see
 	// sweepsAt); both belong to the run loop.
 	sweepSeed maphash.Seed
@@ -261,7 +268,10 @@ func (t *Tracker) Track(ctx context.Context, groupName, key, id string, meta any
 		}
 		m = b
 	}
+	join := t.joinLock(groupName)
+	join.Lock()
 	if err := t.layer.GroupAdd(ctx, signalPrefix+groupName, t.channel); err != nil {
+		join.Unlock()
 		return fmt.Errorf("presence: joining the signals of %q: %w", groupName, err)
 	}
 	t.mu.Lock()
@@ -286,6 +296,7 @@ func (t *Tracker) Track(ctx context.Context, groupName, key, id string, meta any
 	e = &entry{id: id, key: key, info: b, written: time.Now().UnixNano()}
 	g.entries[id] = e
 	t.mu.Unlock()
+	join.Unlock()
 
 	if err := t.p.Track(ctx, groupName, id, b, t.opts.TTL); err != nil {
 		if first {
@@ -411,6 +422,9 @@ func (t *Tracker) forget(groupName, id string) *entry {
 	if len(g.entries) == 0 {
 		delete(t.groups, groupName)
 		go func() { // not under the lock; a later Track joins again
+			join := t.joinLock(groupName)
+			join.Lock()
+			defer join.Unlock()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			t.mu.Lock()
@@ -422,6 +436,13 @@ func (t *Tracker) forget(groupName, id string) *entry {
 		}()
 	}
 	return e
+}
+
+// joinStripes is how many mutexes joinMu has.
+const joinStripes = 64
+
+func (t *Tracker) joinLock(groupName string) *sync.Mutex {
+	return &t.joinMu[maphash.String(idSeed, groupName)%joinStripes]
 }
 
 // List returns the group's presence, cluster-wide: one Presence per key,
