@@ -581,3 +581,44 @@ func TestTrackBesideLeavingTheSignals(t *testing.T) {
 		return slices.Equal(keys(list), []string{"bob", "carol"})
 	}, "a learning of carol's join from its signal")
 }
+
+// TestTroubleEndsInARepairRead: a tracker whose calls to the layer failed
+// reads its groups in full once the layer has worked for a while again,
+// and so drops what it missed meanwhile (here an entry removed with no
+// signal), rather than at the group's next repair read, TTLs later.
+func TestTroubleEndsInARepairRead(t *testing.T) {
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem := newMemory(t)
+	flaky := &failingSignals{Memory: mem}
+	b := newTracker(t, ctx, flaky, Options{Interval: 50 * time.Millisecond}) // TTL 30 s: the next repair read is 90 s or more away
+
+	ghost, _ := json.Marshal(info{Format: infoFormat, Key: "ghost", Since: 1})
+	if err := mem.Track(ctx, "room", "ghost-entry", ghost, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	bobCh, _ := mem.NewChannel(ctx)
+	if err := b.Track(ctx, "room", "bob", bobCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	cached := func() []string {
+		list, _ := b.Cached("room")
+		return keys(list)
+	}
+	if got := cached(); !slices.Equal(got, []string{"bob", "ghost"}) {
+		t.Fatalf("b lists %v after its first read, want bob and ghost", got)
+	}
+	// Removed with no signal (its process died after its sweep removed
+	// it, before it could tell): b has no way to know but a read.
+	if err := mem.Untrack(ctx, "room", "ghost-entry"); err != nil {
+		t.Fatal(err)
+	}
+	flaky.failing.Store(true)
+	carolCh, _ := mem.NewChannel(ctx)
+	if err := b.Track(ctx, "room", "carol", carolCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	b.sendPosted() // carol's signal fails: b's layer is in trouble
+	flaky.failing.Store(false)
+	testkit.Eventually(t, 10*time.Second, func() bool { return slices.Equal(cached(), []string{"bob", "carol"}) },
+		"b's repair read after the trouble dropping ghost")
+}
