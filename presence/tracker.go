@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/chatterpro/chatterpro/channellayer"
@@ -76,11 +75,6 @@ type Tracker struct {
 	// a leave that checked for the group before a Track made it again
 	// must not take the signals away from it.
 	joinMu [joinStripes]sync.Mutex
-
-	// trouble is when a call to the layer last failed (or entries of this
-	// process were found lost), UnixNano; 0 once the repair it asks for
-	// is scheduled (see repairAfterTrouble).
-	trouble atomic.Int64
 
 	// sweepSeed and sweepTick pick the groups each sweep takes (see
 	// sweepsAt); both belong to the run loop.
@@ -523,7 +517,6 @@ func (t *Tracker) signal(ctx context.Context, groupName string, b signalBody) {
 	m, _ := channellayer.NewMessage(signalType, b)
 	if err := t.layer.GroupSend(context.WithoutCancel(ctx), signalPrefix+groupName, m); err != nil {
 		t.log.Warn("presence: signalling a change failed; will send it again", "group", groupName, "err", err)
-		t.troubled()
 		t.mu.Lock()
 		u := t.unsent[groupName]
 		if u == nil {
@@ -727,7 +720,6 @@ func (t *Tracker) receive() {
 				continue
 			}
 			t.log.Warn("presence: receiving change signals failed", "err", err)
-			t.troubled()
 			select {
 			case <-t.stop:
 				return
@@ -798,34 +790,6 @@ func (t *Tracker) received(groupName string, b signalBody) {
 	t.wakeUp()
 }
 
-// troubled notes that a call to the layer failed: see repairAfterTrouble.
-func (t *Tracker) troubled() { t.trouble.Store(time.Now().UnixNano()) }
-
-// repairAfterTrouble makes every group due for a repair read, spread over
-// a tenth of the TTL, once the layer has worked for three Intervals after
-// its last failure. While a layer is overloaded (a node died and its
-// people come back on the others), calls fail and time out everywhere,
-// some after the layer did what they asked; the signals and sweeps of
-// every process make up for most of it, but what they miss is otherwise
-// only repaired at each group's next repair read, a few TTLs later. After
-// a node's kill at 100 000 people on 8 nodes, rooms stayed one node's
-// members short on every other node that long, while the layer listed
-// them all.
-func (t *Tracker) repairAfterTrouble(now time.Time) {
-	at := t.trouble.Load()
-	if at == 0 || now.Sub(time.Unix(0, at)) < 3*t.opts.Interval || !t.trouble.CompareAndSwap(at, 0) {
-		return
-	}
-	spread := t.opts.TTL/10 + 1
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, g := range t.groups {
-		if r := now.Add(rand.N(spread)); g.repairAt.IsZero() || r.Before(g.repairAt) {
-			g.repairAt = r
-		}
-	}
-}
-
 // rereadAll makes every group's state due for a full read.
 func (t *Tracker) rereadAll() {
 	t.mu.Lock()
@@ -851,7 +815,6 @@ func (t *Tracker) run() {
 			t.resendFailed()
 			t.rewriteLost()
 			t.sweep()
-			t.repairAfterTrouble(time.Now())
 			t.flush(true)
 		}
 	}
@@ -1073,7 +1036,6 @@ func (t *Tracker) reread(refs []groupRef) {
 	t.mu.Unlock()
 	if failed > 0 {
 		t.log.Warn("presence: listing groups failed; will retry", "groups", failed, "err", err)
-		t.troubled()
 	}
 	t.deliver(diffs)
 }
@@ -1184,7 +1146,6 @@ func (t *Tracker) sweepDue(ctx context.Context, sw channellayer.PresenceSweeper)
 	swept, err := sw.SweepAll(ctx, names)
 	if err != nil {
 		t.log.Warn("presence: sweeping expired entries failed; will retry", "groups", len(names), "err", err)
-		t.troubled()
 	}
 	expired := make(map[string][]channellayer.Member)
 	t.mu.Lock()
@@ -1231,7 +1192,6 @@ func (t *Tracker) sweepTurns(ctx context.Context) map[string][]channellayer.Memb
 		var err error
 		if expired, err = r.ExpireAll(ctx, names); err != nil {
 			t.log.Warn("presence: sweeping expired entries failed; will retry", "err", err)
-			t.troubled()
 			return nil
 		}
 	} else {
@@ -1322,14 +1282,12 @@ func (t *Tracker) rewriteLost() {
 	t.refreshMu.RUnlock()
 	if err != nil {
 		t.log.Warn("presence: writing back entries a sweep removed failed; will retry", "entries", len(refs), "err", err)
-		t.troubled()
 		t.mu.Lock()
 		t.lost = append(t.lost, refs...)
 		t.mu.Unlock()
 		return
 	}
 	n := t.announce(written)
-	t.troubled()
 	t.log.Warn("presence: entries of this process expired before their refresh; written back (is the layer overloaded?)", "entries", n)
 }
 
@@ -1449,11 +1407,9 @@ func (t *Tracker) refreshSome(refs []entryRef) bool {
 	t.refreshMu.RUnlock()
 	if err != nil {
 		t.log.Warn("presence: refreshing entries failed; trying again at the next tick", "entries", len(refs), "err", err)
-		t.troubled()
 		return false
 	}
 	if n := t.announce(late); n > 0 {
-		t.troubled()
 		t.log.Warn("presence: entries of this process were refreshed after they expired; announced again (is the layer overloaded?)", "entries", n)
 	}
 	return true
