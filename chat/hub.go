@@ -148,15 +148,15 @@ func (h *hub) markDirty(room string) {
 // person back is such a diff on every node, and building each room's
 // frame again to find it unchanged was most of the cost of users frames.
 func (h *hub) diffed(room string, m channellayer.Message) []notice {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	notices, joinsOrLeaves := h.notices(m)
 	if joinsOrLeaves && len(m.Body) > 0 {
-		h.mu.Lock()
 		if r := h.rooms[room]; r != nil && !slices.Contains(r.marked[:], &m.Body[0]) {
 			r.marked[r.next] = &m.Body[0]
 			r.next = (r.next + 1) % len(r.marked)
 			r.dirty, r.changed = true, true
 		}
-		h.mu.Unlock()
 	}
 	return notices
 }
@@ -282,9 +282,8 @@ func (h *hub) users(ctx context.Context, room string) (usersFrame, error) {
 // notices returns the join and leave notices of a presence diff, decoded
 // and encoded once for all the node's sockets (they get the same body).
 // A room with more than maxListed users after the change gets none.
+// h.mu must be held.
 func (h *hub) notices(m channellayer.Message) (out []notice, joinsOrLeaves bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	if len(m.Body) > 0 && len(h.diff.body) == len(m.Body) && &h.diff.body[0] == &m.Body[0] {
 		return h.diff.notices, h.diff.joinsOrLeaves
 	}
