@@ -2,7 +2,10 @@ package presence
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -241,5 +244,76 @@ func TestSweepsTakeTurns(t *testing.T) {
 	}
 	if total > groups*calls/2 {
 		t.Errorf("%d group sweeps in %d sweeps of %d groups: want about a third of them", total, calls, groups)
+	}
+}
+
+// failingSweep is a Memory layer whose SweepAll fails every call that
+// takes the group bad; it records the groups of the calls that failed and
+// the most groups one call took.
+type failingSweep struct {
+	*channellayer.Memory
+	sweepCounts
+	bad      string
+	most     int
+	failedIn map[string]bool
+}
+
+func (f *failingSweep) SweepAll(ctx context.Context, groups []string) (map[string]channellayer.Swept, error) {
+	f.mu.Lock()
+	f.most = max(f.most, len(groups))
+	if slices.Contains(groups, f.bad) {
+		for _, g := range groups {
+			f.failedIn[g] = true
+		}
+		f.mu.Unlock()
+		return nil, errors.New("injected SweepAll failure")
+	}
+	f.mu.Unlock()
+	out, err := f.Memory.SweepAll(ctx, groups)
+	expired := make(map[string][]channellayer.Member)
+	for g, sw := range out {
+		expired[g] = sw.Expired
+	}
+	f.removedAt(expired)
+	return out, err
+}
+
+// TestSweepGoesInChunks: a sweep of many groups takes them sweepChunk per
+// call, and a call that fails keeps only its own groups' expired entries
+// from going: after a node's death every group is due at about the same
+// time, and one call for all of them failed as a whole on a loaded layer.
+func TestSweepGoesInChunks(t *testing.T) {
+	const groups = 3*sweepChunk + 10
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem := newMemory(t)
+	layer := &failingSweep{Memory: mem, bad: "room-0", failedIn: make(map[string]bool)}
+	tr := newTracker(t, ctx, layer, Options{Interval: 20 * time.Millisecond})
+	for i := range groups {
+		ch, _ := mem.NewChannel(ctx)
+		name := fmt.Sprint("room-", i)
+		if err := tr.Track(ctx, name, "ada", ch, nil); err != nil {
+			t.Fatal(err)
+		}
+		// A dead process's entry, expired at once.
+		if err := mem.Track(ctx, name, fmt.Sprint("ghost-", i), []byte(`{"v":2,"k":"ghost","t":1}`), time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every call with room-0 fails: the dead entries of the groups that
+	// no such call took go all the same.
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		layer.mu.Lock()
+		defer layer.mu.Unlock()
+		return len(layer.failedIn) > 0 && len(layer.removed) == groups-len(layer.failedIn)
+	}, "every dead entry outside the failing calls swept")
+	layer.mu.Lock()
+	defer layer.mu.Unlock()
+	if layer.most > sweepChunk {
+		t.Errorf("a SweepAll call took %d groups, want at most %d", layer.most, sweepChunk)
+	}
+	for g := range layer.failedIn {
+		if _, ok := layer.removed["ghost-"+strings.TrimPrefix(g, "room-")]; ok {
+			t.Errorf("the dead entry of %s swept, though every call that took it failed", g)
+		}
 	}
 }

@@ -1094,17 +1094,19 @@ func (t *Tracker) sweepsAt(name string, tick, every uint64) bool {
 // every few seconds, and a dead process's entries go the tick after they
 // expire. Other layers sweep each group every sweepEvery ticks.
 func (t *Tracker) sweep() {
-	ctx, cancel := t.callCtx()
-	defer cancel()
 	var expired map[string][]channellayer.Member
 	if sw, ok := t.layer.(channellayer.PresenceSweeper); ok {
-		expired = t.sweepDue(ctx, sw)
+		expired = t.sweepDue(sw)
 	} else {
+		ctx, cancel := t.callCtx()
 		expired = t.sweepTurns(ctx)
+		cancel()
 	}
 	if len(expired) == 0 {
 		return
 	}
+	ctx, cancel := t.callCtx()
+	defer cancel()
 	bodies := make(map[string]signalBody, len(expired))
 	for name, ms := range expired {
 		gone := make([]signalEntry, 0, len(ms))
@@ -1120,9 +1122,9 @@ func (t *Tracker) sweep() {
 	t.signalAll(ctx, bodies)
 }
 
-// sweepDue sweeps the groups whose sweepAt has come, in one call, and sets
-// when each is next due.
-func (t *Tracker) sweepDue(ctx context.Context, sw channellayer.PresenceSweeper) map[string][]channellayer.Member {
+// sweepDue sweeps the groups whose sweepAt has come (sweepChunk per
+// call) and sets when each is next due.
+func (t *Tracker) sweepDue(sw channellayer.PresenceSweeper) map[string][]channellayer.Member {
 	now := time.Now()
 	type due struct {
 		groupRef
@@ -1143,9 +1145,29 @@ func (t *Tracker) sweepDue(ctx context.Context, sw channellayer.PresenceSweeper)
 	for i, d := range dues {
 		names[i] = d.name
 	}
-	swept, err := sw.SweepAll(ctx, names)
+	swept := make(map[string]channellayer.Swept, len(names))
+	failed := make(map[string]bool)
+	var mu sync.Mutex
+	var err error
+	inChunks(names, sweepChunk, sweepParallel, func(chunk []string) {
+		ctx, cancel := t.callCtx()
+		defer cancel()
+		s, cerr := sw.SweepAll(ctx, chunk)
+		mu.Lock()
+		defer mu.Unlock()
+		if cerr != nil {
+			err = cerr
+			for _, name := range chunk {
+				failed[name] = true
+			}
+			return
+		}
+		for name, v := range s {
+			swept[name] = v
+		}
+	})
 	if err != nil {
-		t.log.Warn("presence: sweeping expired entries failed; will retry", "groups", len(names), "err", err)
+		t.log.Warn("presence: sweeping expired entries failed; will retry", "groups", len(failed), "err", err)
 	}
 	expired := make(map[string][]channellayer.Member)
 	t.mu.Lock()
@@ -1155,7 +1177,7 @@ func (t *Tracker) sweepDue(ctx context.Context, sw channellayer.PresenceSweeper)
 			continue
 		}
 		next := now.Add(t.opts.TTL)
-		if err != nil {
+		if failed[d.name] {
 			next = now.Add(time.Duration(t.sweepEvery()) * t.opts.Interval)
 		} else if s := swept[d.name]; !s.Next.IsZero() && s.Next.Before(next) {
 			next = s.Next
@@ -1169,6 +1191,36 @@ func (t *Tracker) sweepDue(ctx context.Context, sw channellayer.PresenceSweeper)
 		}
 	}
 	return expired
+}
+
+// sweepChunk bounds the groups one SweepAll call takes, and sweepParallel
+// how many such calls a sweep makes at a time, each with its own timeout:
+// on a loaded layer a call that times out fails its own groups only, and
+// those are swept again a few ticks later, while the others' expired
+// entries go now. A node's death makes every group due at about the same
+// time, and one call for all of them failed as a whole, again and again,
+// while the machine was busiest.
+const (
+	sweepChunk    = 100
+	sweepParallel = 4
+)
+
+// inChunks calls f with items in chunks of at most size, parallel chunks
+// at a time, and returns when every call has returned.
+func inChunks[T any](items []T, size, parallel int, f func([]T)) {
+	var wg sync.WaitGroup
+	turns := make(chan struct{}, parallel)
+	for start := 0; start < len(items); start += size {
+		chunk := items[start:min(len(items), start+size)]
+		turns <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(chunk)
+			<-turns
+		}()
+	}
+	wg.Wait()
 }
 
 // sweepTurns sweeps the groups whose turn it is (sweepEvery), where the
