@@ -40,7 +40,7 @@ if #counts > 0 then
   local keep = tonumber(ARGV[2])
   for i = 1, 3 do
     if redis.call('PTTL', KEYS[i]) < keep then
-      redis.call('PEXPIRE', KEYS[i], keep)
+      redis.call('PEXPIRE', KEYS[i], 2 * keep)
     end
   end
 end

@@ -31,7 +31,7 @@ end
 local keep = tonumber(ARGV[2])
 for i = 1, 2 do
   if redis.call('PTTL', KEYS[i]) < keep then
-    redis.call('PEXPIRE', KEYS[i], keep)
+    redis.call('PEXPIRE', KEYS[i], 2 * keep)
   end
 end
 return 1

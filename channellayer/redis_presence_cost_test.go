@@ -128,3 +128,58 @@ func TestRedisPresenceScriptsRunBySHA(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisPresenceKeysExpireSeldom: a group's presence keys outlive its
+// last write by at least twice the TTL plus a minute; a write sets their
+// expiry again only when less than that is left (to twice that), so the
+// refreshes that come every third of the TTL run no PEXPIRE.
+func TestRedisPresenceKeysExpireSeldom(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := newPrefix()
+	l := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
+	c := newClient(t, srv.Addr())
+	ctx := tctx(t, 30*time.Second)
+	const ttl = 30 * time.Second
+	keep := 2*ttl + time.Minute
+	entries := map[string][]channellayer.Member{"room": {{Key: "a", Info: []byte("x")}, {Key: "b", Info: []byte("y")}}}
+	if err := l.TrackAll(ctx, entries, ttl); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := c.Keys(ctx, prefix+":{room}:*").Result()
+	if err != nil || len(keys) < 2 {
+		t.Fatalf("the group's keys: %v, %v; want its presence hash and expiry set", keys, err)
+	}
+	for _, k := range keys {
+		if p, err := c.PTTL(ctx, k).Result(); err != nil || p <= keep || p > 2*keep {
+			t.Fatalf("PTTL of %s after the first write: %v, %v; want in (%v, %v]", k, p, err, keep, 2*keep)
+		}
+	}
+	if err := c.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // refreshes
+		if err := l.TrackAll(ctx, entries, ttl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Track(ctx, "room", "c", []byte("z"), ttl); err != nil {
+		t.Fatal(err)
+	}
+	if calls := commandCalls(t, c); calls["pexpire"] != 0 {
+		t.Errorf("%d PEXPIRE calls in refreshes of keys with more than %v left, want none", calls["pexpire"], keep)
+	}
+	// Once less than keep is left, a write sets twice keep again.
+	for _, k := range keys {
+		if err := c.PExpire(ctx, k, keep/2).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.TrackAll(ctx, entries, ttl); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if p, err := c.PTTL(ctx, k).Result(); err != nil || p <= keep {
+			t.Errorf("PTTL of %s after a write with %v left: %v, %v; want more than %v", k, keep/2, p, err, keep)
+		}
+	}
+}

@@ -48,7 +48,7 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 local keep = tonumber(ARGV[4])
 for i = 1, 2 do
   if redis.call('PTTL', KEYS[i]) < keep then
-    redis.call('PEXPIRE', KEYS[i], keep)
+    redis.call('PEXPIRE', KEYS[i], 2 * keep)
   end
 end
 return 1
