@@ -27,6 +27,21 @@ func (f *failingRefresh) TrackAll(ctx context.Context, groups map[string][]chann
 	return f.Memory.TrackAll(ctx, groups, ttl)
 }
 
+// trackBobThenAda tracks bob on b, then ada on a, in "room", and returns
+// their channels.
+func trackBobThenAda(ctx context.Context, t *testing.T, mem *channellayer.Memory, a, b *Tracker) (adaCh, bobCh string) {
+	t.Helper()
+	adaCh, _ = mem.NewChannel(ctx)
+	bobCh, _ = mem.NewChannel(ctx)
+	if err := b.Track(ctx, "room", "bob", bobCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Track(ctx, "room", "ada", adaCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	return adaCh, bobCh
+}
+
 // waitLeave receives diffs on channel until one has key among its leaves.
 func waitLeave(ctx context.Context, t *testing.T, l channellayer.Layer, channel, key string) {
 	t.Helper()
@@ -52,14 +67,7 @@ func TestRefreshAfterFailureAnnouncesTheReturn(t *testing.T) {
 	a := newTracker(t, ctx, flaky, aOpts)
 	b := newTracker(t, ctx, mem, opts)
 
-	adaCh, _ := mem.NewChannel(ctx)
-	bobCh, _ := mem.NewChannel(ctx)
-	if err := b.Track(ctx, "room", "bob", bobCh, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Track(ctx, "room", "ada", adaCh, nil); err != nil {
-		t.Fatal(err)
-	}
+	_, bobCh := trackBobThenAda(ctx, t, mem, a, b)
 	waitJoin(ctx, t, mem, bobCh, "room", "ada")
 
 	flaky.failing.Store(true) // ada's entry is no longer refreshed: it expires
@@ -136,14 +144,7 @@ func TestLateRefreshAnnouncesItsEntries(t *testing.T) {
 	release := sync.OnceFunc(func() { close(aLayer.gate) })
 	t.Cleanup(release) // before the trackers close
 
-	adaCh, _ := mem.NewChannel(ctx)
-	bobCh, _ := mem.NewChannel(ctx)
-	if err := b.Track(ctx, "room", "bob", bobCh, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Track(ctx, "room", "ada", adaCh, nil); err != nil {
-		t.Fatal(err)
-	}
+	trackBobThenAda(ctx, t, mem, a, b)
 	cachedKeys := func(tr *Tracker) []string {
 		list, _ := tr.Cached("room")
 		return keys(list)

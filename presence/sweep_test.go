@@ -76,7 +76,12 @@ type countingSweeps struct {
 
 func (c *countingSweeps) SweepAll(ctx context.Context, groups []string) (map[string]channellayer.Swept, error) {
 	c.count(groups)
-	out, err := c.Memory.SweepAll(ctx, groups)
+	return c.sweepAll(ctx, c.Memory, groups)
+}
+
+// sweepAll sweeps groups on mem and records when it removed each entry.
+func (c *sweepCounts) sweepAll(ctx context.Context, mem *channellayer.Memory, groups []string) (map[string]channellayer.Swept, error) {
+	out, err := mem.SweepAll(ctx, groups)
 	expired := make(map[string][]channellayer.Member)
 	for g, sw := range out {
 		expired[g] = sw.Expired
@@ -269,13 +274,7 @@ func (f *failingSweep) SweepAll(ctx context.Context, groups []string) (map[strin
 		return nil, errors.New("injected SweepAll failure")
 	}
 	f.mu.Unlock()
-	out, err := f.Memory.SweepAll(ctx, groups)
-	expired := make(map[string][]channellayer.Member)
-	for g, sw := range out {
-		expired[g] = sw.Expired
-	}
-	f.removedAt(expired)
-	return out, err
+	return f.sweepAll(ctx, f.Memory, groups)
 }
 
 // TestSweepGoesInChunks: a sweep of many groups takes them sweepChunk per
@@ -288,14 +287,17 @@ func TestSweepGoesInChunks(t *testing.T) {
 	mem := newMemory(t)
 	layer := &failingSweep{Memory: mem, bad: "room-0", failedIn: make(map[string]bool)}
 	tr := newTracker(t, ctx, layer, Options{Interval: 20 * time.Millisecond})
+	// A dead process's entry in every group, expired at once, there before
+	// the tracker's first sweep of the group (a later one would wait for
+	// the group's next expiry, a TTL away).
 	for i := range groups {
-		ch, _ := mem.NewChannel(ctx)
-		name := fmt.Sprint("room-", i)
-		if err := tr.Track(ctx, name, "ada", ch, nil); err != nil {
+		if err := mem.Track(ctx, fmt.Sprint("room-", i), fmt.Sprint("ghost-", i), []byte(`{"v":2,"k":"ghost","t":1}`), time.Millisecond); err != nil {
 			t.Fatal(err)
 		}
-		// A dead process's entry, expired at once.
-		if err := mem.Track(ctx, name, fmt.Sprint("ghost-", i), []byte(`{"v":2,"k":"ghost","t":1}`), time.Millisecond); err != nil {
+	}
+	for i := range groups {
+		ch, _ := mem.NewChannel(ctx)
+		if err := tr.Track(ctx, fmt.Sprint("room-", i), "ada", ch, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
