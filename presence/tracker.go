@@ -1292,28 +1292,18 @@ func (t *Tracker) refreshRefs(refs []entryRef) (failed []entryRef) {
 		t.mu.Unlock()
 	}
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	turns := make(chan struct{}, t.parallel)
-	for start := 0; start < len(refs); start += refreshChunk {
-		chunk := refs[start:min(len(refs), start+refreshChunk)]
+	inChunks(refs, refreshChunk, t.parallel, func(chunk []entryRef) {
 		select {
 		case <-t.stop: // closing: the entries are left to expire
-			wg.Wait()
-			return append(failed, refs[start:]...)
-		case turns <- struct{}{}:
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if !t.refreshSome(chunk) {
-				mu.Lock()
-				failed = append(failed, chunk...)
-				mu.Unlock()
+		default:
+			if t.refreshSome(chunk) {
+				return
 			}
-			<-turns
-		}()
-	}
-	wg.Wait()
+		}
+		mu.Lock()
+		failed = append(failed, chunk...)
+		mu.Unlock()
+	})
 	return failed
 }
 
