@@ -158,6 +158,11 @@ const (
 	redisHealth = time.Second
 	// redisOpTimeout bounds the layer's own calls (not the caller's).
 	redisOpTimeout = 2 * time.Second
+	// redisBatchTimeout bounds a pipeline's batch of callers' commands
+	// (see pipeline): as long as the longest deadline callers commonly
+	// give (the presence tracker's 5 s), so that a Redis slow to answer
+	// under load does not fail a whole batch that it has run anyway.
+	redisBatchTimeout = 5 * time.Second
 	// redisDownLog is how often an unchanged reason for not being ready
 	// is logged again.
 	redisDownLog = 30 * time.Second
@@ -171,6 +176,11 @@ var _ ExceptSender = (*Redis)(nil)
 // channel); any other client is one Redis. NewRedis waits until Redis has
 // confirmed the layer's subscription; if ctx ends first it returns an error
 // wrapping ErrUnavailable. With RedisOptions.NoWait it does not wait.
+//
+// Build the client with ContextTimeoutEnabled and read and write timeouts
+// of 5 s or more, as the chatterpro command does: each call then waits as
+// long as its context allows, and a Redis slow to answer under load is not
+// cut off at a shorter fixed timeout and sent the same commands again.
 func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptions) (*Redis, error) {
 	if client == nil {
 		return nil, fmt.Errorf("%w: redis layer needs a client", ErrInvalid)

@@ -31,7 +31,7 @@ import (
 // Each caller still gets its own command's result, in the order the
 // commands came. A caller whose context ends while its command waits takes
 // it back: it is never sent. One sent is as uncertain as any network call
-// cut short. A batch is bounded by redisOpTimeout and by Close.
+// cut short. A batch is bounded by redisBatchTimeout and by Close.
 //
 // In a Redis Cluster each hash slot has its own pipeline (see pipelines):
 // a slow or failing shard holds up only the publishes it owns.
@@ -230,7 +230,7 @@ func (p *pipeline) next() {
 	p.spare = nil
 	p.lastStart = time.Now()
 	pipe := p.client.Pipeline()
-	ctx, cancel := context.WithTimeout(p.ctx, redisOpTimeout)
+	ctx, cancel := context.WithTimeout(p.ctx, redisBatchTimeout)
 	holds := false
 	for _, c := range batch {
 		c.cmd = c.queue(ctx, pipe)

@@ -205,7 +205,7 @@ func (b *recordBatch) finish(c redis.Cmder, err error) {
 		return
 	}
 	r := b.r
-	ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout) // bounds the NOSCRIPT retry
+	ctx, cancel := context.WithTimeout(r.ctx, redisBatchTimeout) // bounds the NOSCRIPT retry
 	defer cancel()
 	msgs, err := b.result(ctx, c, err)
 	if err != nil && r.ctx.Err() != nil {

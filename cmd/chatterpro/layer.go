@@ -66,7 +66,7 @@ func openLayer(ctx context.Context, raw string, set layerSettings, log *slog.Log
 			o.Username = u.User.Username()
 			o.Password, _ = u.User.Password()
 		}
-		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize, set.connecting)
+		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize, &o.ContextTimeoutEnabled, set.connecting)
 		return newRedis(ctx, redis.NewClient(o), set, shown, log)
 	case "redis-cluster":
 		addrs := strings.Split(u.Host, ",")
@@ -78,7 +78,7 @@ func openLayer(ctx context.Context, raw string, set layerSettings, log *slog.Log
 			o.Username = u.User.Username()
 			o.Password, _ = u.User.Password()
 		}
-		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize, set.connecting)
+		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize, &o.ContextTimeoutEnabled, set.connecting)
 		if set.replicas > 0 {
 			return nil, fmt.Errorf("--redis-replicas works with redis:// and redis-sentinel://, not with a Redis Cluster (--layer %q)", shown)
 		}
@@ -88,7 +88,7 @@ func openLayer(ctx context.Context, raw string, set layerSettings, log *slog.Log
 		if err != nil {
 			return nil, err
 		}
-		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize, set.connecting)
+		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize, &o.ContextTimeoutEnabled, set.connecting)
 		if err := checkSentinels(ctx, o); err != nil {
 			return nil, fmt.Errorf("--layer %q: %w", shown, err)
 		}
@@ -115,8 +115,17 @@ func poolSize(connecting int) int {
 
 // tune makes calls fail fast while Redis is away instead of queueing up,
 // and sizes the pool for the joins that may wait on it (poolSize).
-func tune(dial, read, write, pool *time.Duration, retries, size *int, connecting int) {
-	*dial, *read, *write, *pool = time.Second, 2*time.Second, 2*time.Second, 2*time.Second
+//
+// A call's own deadline bounds its reads and writes (byDeadline): the
+// presence tracker gives its calls 5 s, a chat send 2 s. A fixed read
+// timeout shorter than a caller's deadline cut slow answers off while
+// Redis was still working on them and sent them again: in a reconnect
+// storm on a loaded machine every node's presence refresh timed out at
+// 2 s, was retried, and doubled Redis's work just when it had least CPU.
+// The read and write timeouts (5 s) bound a call without a deadline.
+func tune(dial, read, write, pool *time.Duration, retries, size *int, byDeadline *bool, connecting int) {
+	*dial, *read, *write, *pool = time.Second, 5*time.Second, 5*time.Second, 2*time.Second
+	*byDeadline = true
 	*retries = 1
 	*size = poolSize(connecting)
 }

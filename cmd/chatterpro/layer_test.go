@@ -138,11 +138,12 @@ func startSlowReplies(t *testing.T, to string) *slowReplies {
 	return p
 }
 
-// A record whose answer comes after the read timeout fails, and is not
-// sent again, waited for or not: a record that Redis ran but answered late
+// A record whose answer comes after its deadline fails, and is not sent
+// again, waited for or not: a record that Redis ran but answered late
 // must not run twice (the same message recorded twice, under two IDs, for
-// every member). The layer bounds its calls by the client's read timeout,
-// so the client's one retry never comes after a late answer.
+// every member). A record waits at most 5 s (the node's read timeout, and
+// an unwaited record's batch deadline), however long its caller's deadline
+// (here 30 s).
 func TestLateAnswerIsNotRetried(t *testing.T) {
 	rs := redistest.Start(t)
 	m, err := channellayer.NewMessage("chat", map[string]string{"text": "once"})
@@ -155,6 +156,7 @@ func TestLateAnswerIsNotRetried(t *testing.T) {
 	for _, waited := range []bool{true, false} {
 		group := fmt.Sprintf("waited-%v", waited)
 		t.Run(group, func(t *testing.T) {
+			t.Parallel()
 			proxy := startSlowReplies(t, rs.Addr())
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -176,9 +178,9 @@ func TestLateAnswerIsNotRetried(t *testing.T) {
 			if err := record("warm-up"); err != nil { // loads the script
 				t.Fatal(err)
 			}
-			proxy.delay.Store(int64(2500 * time.Millisecond)) // beyond the 2 s read timeout
+			proxy.delay.Store(int64(5500 * time.Millisecond)) // beyond the 5 s bound
 			if err := record(group); err == nil {
-				t.Fatal("a record answered after the read timeout succeeded")
+				t.Fatal("a record answered after 5.5 s succeeded")
 			}
 			proxy.delay.Store(0)
 			var got []channellayer.Message
@@ -193,5 +195,53 @@ func TestLateAnswerIsNotRetried(t *testing.T) {
 				t.Errorf("the record answered late is in the history %d times, want once", len(got))
 			}
 		})
+	}
+}
+
+// A Redis slow to answer, but within the caller's deadline, is waited
+// for: a presence refresh (5 s), a waited record (5 s) and an unwaited one
+// (its batch's 5 s) all succeed when each answer takes 2.5 s. With a fixed
+// 2 s read timeout they failed, and a loaded node's refreshes timed out
+// and were sent again while Redis was still running them.
+func TestSlowAnswerWithinDeadline(t *testing.T) {
+	rs := redistest.Start(t)
+	proxy := startSlowReplies(t, rs.Addr())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := openLayer(ctx, "redis://"+proxy.ln.Addr().String()+"/0", layerSettings{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(context.Background())
+	m, err := channellayer.NewMessage("chat", map[string]string{"text": "slow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, rec, pr := l.(channellayer.History), l.(channellayer.Recorder), l.(channellayer.PresenceRefresher)
+	if _, err := h.GroupSendRecorded(ctx, "warm-up", m); err != nil { // loads the script
+		t.Fatal(err)
+	}
+	entries := map[string][]channellayer.Member{"room": {{Key: "ada", Info: []byte(`{"name":"ada"}`)}}}
+	if err := pr.TrackAll(ctx, entries, 30*time.Second); err != nil { // loads the script
+		t.Fatal(err)
+	}
+	proxy.delay.Store(int64(2500 * time.Millisecond))
+	within := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 5*time.Second) }
+	cctx, ccancel := within()
+	err = pr.TrackAll(cctx, entries, 30*time.Second)
+	ccancel()
+	if err != nil {
+		t.Errorf("a presence refresh answered in 2.5 s, deadline 5 s: %v", err)
+	}
+	cctx, ccancel = within()
+	_, err = h.GroupSendRecorded(cctx, "slow", m)
+	ccancel()
+	if err != nil {
+		t.Errorf("a waited record answered in 2.5 s, deadline 5 s: %v", err)
+	}
+	done := make(chan error, 1)
+	rec.GroupSendRecordedAsync("slow", m, func(_ channellayer.Message, err error) { done <- err })
+	if err := <-done; err != nil {
+		t.Errorf("an unwaited record answered in 2.5 s: %v", err)
 	}
 }
