@@ -65,8 +65,12 @@ func TestClusterScenario(t *testing.T) {
 			t.Errorf("%s = %v (present %v), want %v", k, got, ok, v)
 		}
 	}
-	if d, b := m["kill_clients_dropped"], m["kill_clients_back"]; d < 1000 || b != d {
-		t.Errorf("%v clients dropped with the killed node, %v back; want its 1 000 (or more) all back", d, b)
+	// A client whose socket was lost before the kill (the machine is
+	// shared with other tests) came back on any node, and may have left
+	// the victim's 1 000 short: at most 1 % of the clients.
+	d, back := m["kill_clients_dropped"], m["kill_clients_back"]
+	if moved := m["kill_sockets_lost"] - d; d < 1000-moved || moved > 30 || back != d {
+		t.Errorf("%v clients dropped with the killed node, %v back, %v sockets lost before; want its 1 000 (less those lost before, at most 30) all back", d, back, moved)
 	}
 	if p50, p90, p99, all := m["kill_back_p50_s"], m["kill_back_p90_s"], m["kill_back_p99_s"], m["kill_all_back_s"]; !(0 < p50 && p50 <= p90 && p90 <= p99 && p99 <= all*1.04) {
 		t.Errorf("back after the kill: half %v s, 90 %% %v s, 99 %% %v s, all %v s; want 0 < each <= the next (within a histogram bucket)", p50, p90, p99, all)
