@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -880,18 +881,8 @@ func (t *Tracker) signalAll(ctx context.Context, bodies map[string]signalBody) {
 // eachAtOnce calls f for every group of m, at most signalParallel at once,
 // and returns when all have returned.
 func eachAtOnce[T any](m map[string]T, f func(name string, v T)) {
-	var wg sync.WaitGroup
-	turns := make(chan struct{}, signalParallel)
-	for name, v := range m {
-		turns <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f(name, v)
-			<-turns
-		}()
-	}
-	wg.Wait()
+	names := slices.Collect(maps.Keys(m))
+	inChunks(names, 1, signalParallel, func(one []string) { f(one[0], m[one[0]]) })
 }
 
 func (t *Tracker) callCtx() (context.Context, context.CancelFunc) {

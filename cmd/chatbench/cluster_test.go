@@ -184,3 +184,25 @@ func TestDuplicatesAreDescribed(t *testing.T) {
 		t.Errorf("%d samples, want at most %d", len(w.dupSamples), maxDupSamples)
 	}
 }
+
+// A users frame that does not list its room exactly says how: who is
+// missing, who is listed twice, who is not a member, and the count.
+func TestUsersExactSaysWhatIsWrong(t *testing.T) {
+	w := &worker{usersCache: map[string]string{}}
+	room := &wroom{id: 2, members: make([]*wmember, 3)} // m6, m7, m8
+	for _, tc := range []struct{ frame, want string }{
+		{`{"type":"users","room":"cluster-2","count":3,"users":[{"name":"m6"},{"name":"m7"},{"name":"m8"}]}`, ""},
+		{`{"type":"users","room":"cluster-2","count":3,"users":[{"name":"m6"},{"name":"m6"},{"name":"m9"}]}`,
+			"cluster-2: count 3, missing [m7 m8], twice [m6], not members [m9]"},
+		{`{"type":"users","room":"cluster-2","count":2,"users":[{"name":"m6"},{"name":"m8"}]}`,
+			"cluster-2: count 2, missing [m7], twice [], not members []"},
+		{`{"type":"users","room":"cluster-3","count":0,"users":[]}`,
+			`not a users frame of cluster-2: {"type":"users","room":"cluster-3","count":0,"users":[]}`},
+	} {
+		for range 2 { // the second answer comes from the cache
+			if got := w.usersExact([]byte(tc.frame), room); got != tc.want {
+				t.Errorf("usersExact(%s) = %q, want %q", tc.frame, got, tc.want)
+			}
+		}
+	}
+}

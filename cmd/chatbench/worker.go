@@ -219,7 +219,7 @@ type wmember struct {
 	downAt     int64 // when the socket was last lost (Unix ns)
 	backAt     int64 // when it was last back (history frame received)
 	gaveUp     bool
-	usersFrame string // the latest users frame, shortened, for error messages
+	usersFrame string // what was wrong with the latest users frame not exact
 }
 
 // worker runs one worker process's clients.
@@ -254,7 +254,7 @@ type worker struct {
 	losses   map[int]int // sockets lost, by close code
 
 	usersMu    sync.Mutex
-	usersCache map[string]bool
+	usersCache map[string]string
 
 	phasesMu sync.Mutex
 	phases   [][2][]uint32 // each chat command's first and next message index per room
@@ -262,7 +262,7 @@ type worker struct {
 
 func newWorker(spec workerSpec) *worker {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &worker{spec: spec, ctx: ctx, cancel: cancel, usersCache: map[string]bool{}}
+	w := &worker{spec: spec, ctx: ctx, cancel: cancel, usersCache: map[string]string{}}
 	w.nc = newNetClient(spec.SourceIPs)
 	w.nc.next.Store(uint32(spec.IPOffset))
 	for r := range spec.Rooms {
@@ -748,12 +748,12 @@ func (m *wmember) handle(f []byte) {
 		}
 		m.deliver(room, k, string(id), sched)
 	case bytes.Contains(head, typeUsers):
-		ok := m.w.usersExact(f, m.room)
+		problem := m.w.usersExact(f, m.room)
 		now := time.Now().UnixNano()
 		m.mu.Lock()
-		m.usersOK, m.usersAt = ok, now
-		if !ok {
-			m.usersFrame = string(f[:min(len(f), 200)])
+		m.usersOK, m.usersAt = problem == "", now
+		if problem != "" {
+			m.usersFrame = problem
 		}
 		m.mu.Unlock()
 	case bytes.Contains(head, typeNote):
@@ -766,14 +766,15 @@ func (m *wmember) handle(f []byte) {
 }
 
 // usersExact reports whether a users frame lists the room exactly: every
-// member once, nobody else, and the count right. Every local member of a
-// room on a node gets the same bytes, so answers are cached by frame.
-func (w *worker) usersExact(f []byte, room *wroom) bool {
+// member once, nobody else, and the count right; if not, what is wrong
+// with it. Every local member of a room on a node gets the same bytes, so
+// answers are cached by frame.
+func (w *worker) usersExact(f []byte, room *wroom) (problem string) {
 	w.usersMu.Lock()
-	ok, hit := w.usersCache[string(f)]
+	problem, hit := w.usersCache[string(f)]
 	w.usersMu.Unlock()
 	if hit {
-		return ok
+		return problem
 	}
 	var u struct {
 		Room  string `json:"room"`
@@ -783,27 +784,42 @@ func (w *worker) usersExact(f []byte, room *wroom) bool {
 		} `json:"users"`
 	}
 	size := len(room.members)
-	ok = json.Unmarshal(f, &u) == nil && u.Room == roomName(room.id) && u.Count == size && len(u.Users) == size
-	if ok {
-		seen := make([]bool, size)
+	if err := json.Unmarshal(f, &u); err != nil || u.Room != roomName(room.id) {
+		problem = fmt.Sprintf("not a users frame of %s: %.120s", roomName(room.id), f)
+	} else {
+		times := make([]int, size)
+		var others, missing, twice []string
 		lo := room.id * size
 		for _, e := range u.Users {
 			id, err := strconv.Atoi(strings.TrimPrefix(e.Name, "m"))
-			if err != nil || id < lo || id >= lo+size || seen[id-lo] {
-				ok = false
-				break
+			if err != nil || id < lo || id >= lo+size {
+				others = append(others, e.Name)
+				continue
 			}
-			seen[id-lo] = true
+			if times[id-lo]++; times[id-lo] == 2 {
+				twice = append(twice, e.Name)
+			}
+		}
+		for i, n := range times {
+			if n == 0 {
+				missing = append(missing, "m"+strconv.Itoa(lo+i))
+			}
+		}
+		if u.Count != size || len(others)+len(missing)+len(twice) > 0 {
+			problem = fmt.Sprintf("%s: count %d, missing %v, twice %v, not members %v", u.Room, u.Count, short(missing), short(twice), short(others))
 		}
 	}
 	w.usersMu.Lock()
 	if len(w.usersCache) > 8192 {
 		clear(w.usersCache)
 	}
-	w.usersCache[string(f)] = ok
+	w.usersCache[string(f)] = problem
 	w.usersMu.Unlock()
-	return ok
+	return problem
 }
+
+// short is at most the first 5 of names.
+func short(names []string) []string { return names[:min(len(names), 5)] }
 
 // presence waits until every client's latest users frame, received at or
 // after cmd.AfterNS, lists its room exactly.
@@ -818,7 +834,7 @@ func (w *worker) presence(cmd workerCmd) workerReply {
 			} else {
 				rep.Pending++
 				if rep.Bad == "" {
-					rep.Bad = fmt.Sprintf("client %d (up %v): %s", m.id, m.up, m.usersFrame)
+					rep.Bad = fmt.Sprintf("client %d (up %v, node %d): %s", m.id, m.up, m.node+1, m.usersFrame)
 				}
 			}
 			m.mu.Unlock()
