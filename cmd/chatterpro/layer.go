@@ -61,38 +61,38 @@ func openLayer(ctx context.Context, raw string, set layerSettings, log *slog.Log
 		if u.Host == "" {
 			return nil, fmt.Errorf("--layer %q: give the server as redis://host:port/db", shown)
 		}
-		o := &redis.Options{Addr: u.Host, DB: db}
+		o := tuned(set.connecting)
+		o.Addrs, o.DB = []string{u.Host}, db
 		if u.User != nil {
 			o.Username = u.User.Username()
 			o.Password, _ = u.User.Password()
 		}
-		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize, &o.ContextTimeoutEnabled, set.connecting)
-		return newRedis(ctx, redis.NewClient(o), set, shown, log)
+		return newRedis(ctx, redis.NewClient(o.Simple()), set, shown, log)
 	case "redis-cluster":
 		addrs := strings.Split(u.Host, ",")
 		if u.Host == "" {
 			return nil, fmt.Errorf("--layer %q: give the cluster as redis-cluster://host:port[,host:port...]", shown)
 		}
-		o := &redis.ClusterOptions{Addrs: addrs}
+		o := tuned(set.connecting)
+		o.Addrs = addrs
 		if u.User != nil {
 			o.Username = u.User.Username()
 			o.Password, _ = u.User.Password()
 		}
-		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize, &o.ContextTimeoutEnabled, set.connecting)
 		if set.replicas > 0 {
 			return nil, fmt.Errorf("--redis-replicas works with redis:// and redis-sentinel://, not with a Redis Cluster (--layer %q)", shown)
 		}
-		return newRedis(ctx, redis.NewClusterClient(o), set, shown, log)
+		return newRedis(ctx, redis.NewClusterClient(o.Cluster()), set, shown, log)
 	case "redis-sentinel":
-		o, err := failoverOptions(u, shown)
-		if err != nil {
+		o := tuned(set.connecting)
+		if err := failoverOptions(u, shown, o); err != nil {
 			return nil, err
 		}
-		tune(&o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolTimeout, &o.MaxRetries, &o.PoolSize, &o.ContextTimeoutEnabled, set.connecting)
-		if err := checkSentinels(ctx, o); err != nil {
+		fo := o.Failover()
+		if err := checkSentinels(ctx, fo); err != nil {
 			return nil, fmt.Errorf("--layer %q: %w", shown, err)
 		}
-		return newRedis(ctx, redis.NewFailoverClient(o), set, shown, log)
+		return newRedis(ctx, redis.NewFailoverClient(fo), set, shown, log)
 	}
 	return nil, fmt.Errorf("--layer %q: unknown kind %q (use memory://, redis://host:port/db, redis-sentinel://host:port[,host:port...]/master or redis-cluster://host:port,...)", shown, u.Scheme)
 }
@@ -113,22 +113,42 @@ func poolSize(connecting int) int {
 	return max(10*runtime.GOMAXPROCS(0), connecting+32)
 }
 
-// tune makes calls fail fast while Redis is away instead of queueing up,
-// and sizes the pool for the joins that may wait on it (poolSize).
+// tuned is the settings of a node's Redis client, whatever its kind (see
+// UniversalOptions' Simple, Cluster and Failover). Calls fail fast while
+// Redis is away instead of queueing up, and the pool fits the joins that
+// may wait on it (poolSize).
 //
-// A call's own deadline bounds its reads and writes (byDeadline): the
-// presence tracker gives its calls 5 s, a chat send 2 s. A fixed read
-// timeout shorter than a caller's deadline cut slow answers off while
-// Redis was still working on them and sent them again: in a reconnect
-// storm on a loaded machine every node's presence refresh timed out at
-// 2 s, was retried, and doubled Redis's work just when it had least CPU.
-// The read and write timeouts (5 s) bound a call without a deadline.
-func tune(dial, read, write, pool *time.Duration, retries, size *int, byDeadline *bool, connecting int) {
-	*dial, *read, *write, *pool = time.Second, 5*time.Second, 5*time.Second, 2*time.Second
-	*byDeadline = true
-	*retries = 1
-	*size = poolSize(connecting)
+// A call's own deadline bounds its reads and writes
+// (ContextTimeoutEnabled): the presence tracker gives its calls 5 s, a
+// chat send 2 s. A fixed read timeout shorter than a caller's deadline cut
+// slow answers off while Redis was still working on them and sent them
+// again: in a reconnect storm on a loaded machine every node's presence
+// refresh timed out at 2 s, was retried, and doubled Redis's work just
+// when it had least CPU. The read and write timeouts (5 s) bound a call
+// without a deadline.
+//
+// Buffers: go-redis gives each connection 32 KiB to read and 32 KiB to
+// write, and each of the up to 10 connections of its pipeline pool 128 KiB
+// each way, per Redis server: up to 8.5 MiB a node on one Redis, three
+// times that on a three-shard cluster, against about 150 MiB for 12 500
+// people. A node's commands are small and its pipelines' replies a few
+// KiB; bigger ones (a full read of 500 groups) take a few more reads.
+func tuned(connecting int) *redis.UniversalOptions {
+	return &redis.UniversalOptions{
+		DialTimeout: time.Second, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, PoolTimeout: 2 * time.Second,
+		ContextTimeoutEnabled: true,
+		MaxRetries:            1,
+		PoolSize:              poolSize(connecting),
+		ReadBufferSize:        redisBuffer, WriteBufferSize: redisBuffer,
+		PipelineReadBufferSize: redisPipelineBuffer, PipelineWriteBufferSize: redisPipelineBuffer,
+	}
 }
+
+// Buffer sizes of a node's Redis connections (see tuned).
+const (
+	redisBuffer         = 8 << 10
+	redisPipelineBuffer = 32 << 10
+)
 
 // newRedis opens the Redis layer on c. A Redis that refuses the settings
 // (see settingError: a wrong password or database number, a plain Redis

@@ -12,36 +12,35 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// failoverOptions reads a redis-sentinel:// URL:
+// failoverOptions reads a redis-sentinel:// URL into o:
 //
 //	redis-sentinel://[user:password@]host:port[,host:port...]/<master-name>[/<db>][?sentinel_password=...]
 //
 // The hosts are Sentinels; the user and password are the primary's; the
 // Sentinels' own password, if any, is the sentinel_password parameter.
 // Errors show the URL as shown (redacted), never a password.
-func failoverOptions(u *url.URL, shown string) (*redis.FailoverOptions, error) {
+func failoverOptions(u *url.URL, shown string, o *redis.UniversalOptions) error {
 	if u.Host == "" {
-		return nil, fmt.Errorf("--layer %q: give the Sentinels and the primary's name as redis-sentinel://host:port[,host:port...]/master-name[/db]", shown)
+		return fmt.Errorf("--layer %q: give the Sentinels and the primary's name as redis-sentinel://host:port[,host:port...]/master-name[/db]", shown)
 	}
-	o := &redis.FailoverOptions{}
 	for _, a := range strings.Split(u.Host, ",") {
 		if a == "" {
-			return nil, fmt.Errorf("--layer %q: an empty Sentinel address", shown)
+			return fmt.Errorf("--layer %q: an empty Sentinel address", shown)
 		}
 		if !strings.Contains(a, ":") {
 			a += ":26379" // Sentinel's default port
 		}
-		o.SentinelAddrs = append(o.SentinelAddrs, a)
+		o.Addrs = append(o.Addrs, a)
 	}
 	parts := strings.Split(strings.Trim(u.Path, "/"), "/")
 	if parts[0] == "" || len(parts) > 2 {
-		return nil, fmt.Errorf("--layer %q: the path must be the primary's name as the Sentinels know it, then optionally a database number: /mymaster or /mymaster/0", shown)
+		return fmt.Errorf("--layer %q: the path must be the primary's name as the Sentinels know it, then optionally a database number: /mymaster or /mymaster/0", shown)
 	}
 	o.MasterName = parts[0]
 	if len(parts) == 2 {
 		db, err := strconv.Atoi(parts[1])
 		if err != nil || db < 0 {
-			return nil, fmt.Errorf("--layer %q: the database (after the primary's name) must be a number", shown)
+			return fmt.Errorf("--layer %q: the database (after the primary's name) must be a number", shown)
 		}
 		o.DB = db
 	}
@@ -51,16 +50,16 @@ func failoverOptions(u *url.URL, shown string) (*redis.FailoverOptions, error) {
 	}
 	q, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
-		return nil, fmt.Errorf("--layer %q: the query does not parse (percent-encode special characters of the Sentinel password)", shown)
+		return fmt.Errorf("--layer %q: the query does not parse (percent-encode special characters of the Sentinel password)", shown)
 	}
 	for k := range q {
 		if k != "sentinel_password" {
 			// Not named: a misplaced password would be shown.
-			return nil, fmt.Errorf("--layer %q: unknown query parameter (the only one is sentinel_password)", shown)
+			return fmt.Errorf("--layer %q: unknown query parameter (the only one is sentinel_password)", shown)
 		}
 	}
 	o.SentinelPassword = q.Get("sentinel_password")
-	return o, nil
+	return nil
 }
 
 // checkSentinels asks each Sentinel of o for the primary, so that a wrong
