@@ -156,6 +156,10 @@ const (
 	// redisHealth is how long the pub/sub connection may be idle before
 	// the layer pings it.
 	redisHealth = time.Second
+	// redisReceiveWait bounds one read of a pub/sub connection (see
+	// receiveLoop): long enough that a starved process is never cut off
+	// in the middle of a message.
+	redisReceiveWait = 30 * time.Second
 	// redisOpTimeout bounds the layer's own calls (not the caller's).
 	redisOpTimeout = 2 * time.Second
 	// redisBatchTimeout bounds a pipeline's batch of callers' commands

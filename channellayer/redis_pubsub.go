@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -26,6 +27,11 @@ type psConn struct {
 
 	ctx    context.Context // cancelled when the layer or this shard connection closes
 	cancel context.CancelFunc
+
+	// Between the receive loop and health.
+	receiving atomic.Bool  // the loop waits for messages (not resubscribing)
+	lastRead  atomic.Int64 // when the loop last read something (Unix ns)
+	silent    atomic.Value // errNoPong, once health broke the connection off
 
 	// Guarded by Redis.mu.
 	barrier uint64         // last barrier number handed out on this connection
@@ -275,12 +281,22 @@ func (r *Redis) readFloor(ctx context.Context, s *groupSub) {
 // subscriptions, notices lost connections and repairs the gaps they left.
 // With one Redis it reconnects; a shard connection reports itself dead
 // instead and ends.
+//
+// The loop's reads wait up to redisReceiveWait; a separate goroutine
+// (health) pings the connection while nothing comes on it. A read
+// deadline as short as the health period cut messages in the middle when
+// a starved process read them slowly: the next read took the rest of the
+// message for a reply ("can't parse") and the connection was lost.
 func (c *psConn) receiveLoop() {
 	r := c.r
 	defer r.wg.Done()
+	c.lastRead.Store(time.Now().UnixNano())
+	ended := make(chan struct{})
+	defer close(ended)
+	r.wg.Add(1)
+	go c.health(ended)
 	backoff := redisBackoffMin
 	resync := !c.shard
-	var pingSent time.Time // an unanswered health ping
 	for {
 		if c.ctx.Err() != nil {
 			return
@@ -303,31 +319,23 @@ func (c *psConn) receiveLoop() {
 				continue
 			}
 			resync = false
-			pingSent = time.Time{}
+			c.lastRead.Store(time.Now().UnixNano())
 		}
-		msg, err := c.ps.ReceiveTimeout(c.ctx, redisHealth)
+		c.receiving.Store(true)
+		msg, err := c.ps.ReceiveTimeout(c.ctx, redisReceiveWait)
 		if err != nil {
 			if c.ctx.Err() != nil {
 				return
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				switch {
-				case pingSent.IsZero():
-					pingSent = time.Now()
-					ctx, cancel := context.WithTimeout(c.ctx, redisOpTimeout)
-					_ = c.ps.Ping(ctx, "health")
-					cancel()
-				case time.Since(pingSent) > 3*redisHealth:
-					if c.shard {
-						c.die(errors.New("no answer to ping"))
-						return
-					}
-					r.setReady(false, errors.New("no answer to ping"))
-				}
-				continue
+				continue // nothing came: health pings
 			}
+			c.receiving.Store(false)
 			if c.shard {
+				if e, ok := c.silent.Load().(error); ok {
+					err = e
+				}
 				c.die(err)
 				return
 			}
@@ -338,7 +346,7 @@ func (c *psConn) receiveLoop() {
 			}
 			continue
 		}
-		pingSent = time.Time{}
+		c.lastRead.Store(time.Now().UnixNano())
 		switch m := msg.(type) {
 		case *redis.Message:
 			r.handle(c, m)
@@ -356,6 +364,50 @@ func (c *psConn) receiveLoop() {
 		}
 	}
 }
+
+// health pings the connection when nothing came on it for redisHealth. With
+// no answer for three periods more, the layer is not ready (one Redis) or
+// the shard connection is broken off, which its receive loop reports dead.
+// It ends with the loop (ended).
+func (c *psConn) health(ended <-chan struct{}) {
+	r := c.r
+	defer r.wg.Done()
+	t := time.NewTicker(redisHealth)
+	defer t.Stop()
+	var pingSent time.Time // an unanswered health ping
+	for {
+		select {
+		case <-ended:
+			return
+		case now := <-t.C:
+			if !c.receiving.Load() {
+				pingSent = time.Time{} // resubscribing: that checks the connection
+				continue
+			}
+			last := time.Unix(0, c.lastRead.Load())
+			if last.After(pingSent) {
+				pingSent = time.Time{} // answered, or something else came
+			}
+			switch {
+			case now.Sub(last) < redisHealth:
+			case pingSent.IsZero():
+				pingSent = now
+				ctx, cancel := context.WithTimeout(c.ctx, redisOpTimeout)
+				_ = c.ps.Ping(ctx, "health")
+				cancel()
+			case now.Sub(pingSent) > 3*redisHealth:
+				if c.shard {
+					c.silent.Store(errNoPong)
+					c.kill()
+					return
+				}
+				r.setReady(false, errNoPong)
+			}
+		}
+	}
+}
+
+var errNoPong = errors.New("no answer to ping")
 
 // sleep waits for the backoff, doubling it up to its cap; false if the layer
 // is closing.

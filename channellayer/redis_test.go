@@ -1,7 +1,9 @@
 package channellayer_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -630,6 +632,10 @@ type proxy struct {
 	mu    sync.Mutex
 	cut   bool
 	conns map[net.Conn]struct{}
+	// stall, if set: a chunk from Redis that holds it is passed on in
+	// two parts, stallFor apart, split in the middle of stall.
+	stall    []byte
+	stallFor time.Duration
 }
 
 func newProxy(t testing.TB, target string) *proxy {
@@ -669,8 +675,34 @@ func (p *proxy) accept() {
 		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
 		p.mu.Unlock()
 		p.wg.Add(2)
-		go p.pipe(c, up)
+		go p.pipeDown(c, up)
 		go p.pipe(up, c)
+	}
+}
+
+// pipeDown passes on what Redis sends, stalling in the middle of p.stall.
+func (p *proxy) pipeDown(dst, src net.Conn) {
+	defer p.wg.Done()
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := src.Read(buf)
+		chunk := buf[:n]
+		p.mu.Lock()
+		stall, d := p.stall, p.stallFor
+		p.mu.Unlock()
+		if i := bytes.Index(chunk, stall); len(stall) > 0 && i >= 0 {
+			half := i + len(stall)/2
+			if _, werr := dst.Write(chunk[:half]); werr != nil {
+				return
+			}
+			time.Sleep(d)
+			chunk = chunk[half:]
+		}
+		if _, werr := dst.Write(chunk); werr != nil || err != nil {
+			return
+		}
 	}
 }
 
@@ -838,4 +870,50 @@ func TestRedisIdle(t *testing.T) {
 	if m := recv(t, b, bch); m.Type != "wake" {
 		t.Fatalf("got %q", m.Type)
 	}
+}
+
+// A pub/sub message that reaches a layer in two parts, longer apart than
+// the layer's health period (1 s), is read whole: a read deadline of that
+// period cut it in the middle, the next read took the rest for a reply
+// ("can't parse"), and the layer lost its connection and the message with
+// it. A starved process reading a long signal slowly did the same.
+func TestRedisSlowMessageIsReadWhole(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := newPrefix()
+	p := newProxy(t, srv.Addr())
+	a := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
+	b := newRedisLayer(t, p.addr(), prefix, channellayer.RedisOptions{})
+	const g = "slow"
+	ch := newChan(t, b, g)
+	p.mu.Lock()
+	p.stall, p.stallFor = []byte("stall-here"), 1600*time.Millisecond
+	p.mu.Unlock()
+	text := strings.Repeat("x", 20000) + "stall-here" + strings.Repeat("y", 20000)
+	if err := a.GroupSend(tctx(t, 5*time.Second), g, mustMsg(t, "chat", map[string]string{"text": text})); err != nil {
+		t.Fatal(err)
+	}
+	m, err := b.Receive(tctx(t, 10*time.Second), ch)
+	if err != nil {
+		t.Fatalf("the message that came in two parts: %v", err)
+	}
+	var got struct{ Text string }
+	if err := json.Unmarshal(m.Body, &got); err != nil || got.Text != text {
+		t.Fatalf("received %d bytes of text (%v), want the %d sent", len(got.Text), err, len(text))
+	}
+}
+
+// A pub/sub connection whose health ping goes unanswered for more than
+// three health periods makes the layer not ready, and its late answer
+// ready again, without waiting for a read of the connection to time out.
+func TestRedisUnansweredPingMakesLayerNotReady(t *testing.T) {
+	srv := redistest.Start(t)
+	p := newProxy(t, srv.Addr())
+	l := newRedisLayer(t, p.addr(), newPrefix(), channellayer.RedisOptions{})
+	p.mu.Lock()
+	p.stall, p.stallFor = []byte("health"), 7*time.Second // the pong of the health ping
+	p.mu.Unlock()
+	testkit.Eventually(t, 7*time.Second, func() bool {
+		return errors.Is(l.Check(tctx(t, time.Second)), channellayer.ErrUnavailable)
+	}, "the layer not ready while its pub/sub connection is silent")
+	testkit.EventuallyNil(t, 15*time.Second, func() error { return l.Check(tctx(t, time.Second)) }, "the layer ready again once the pong came")
 }

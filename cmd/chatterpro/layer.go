@@ -127,28 +127,19 @@ func poolSize(connecting int) int {
 // when it had least CPU. The read and write timeouts (5 s) bound a call
 // without a deadline.
 //
-// Buffers: go-redis gives each connection 32 KiB to read and 32 KiB to
-// write, and each of the up to 10 connections of its pipeline pool 128 KiB
-// each way, per Redis server: up to 8.5 MiB a node on one Redis, three
-// times that on a three-shard cluster, against about 150 MiB for 12 500
-// people. A node's commands are small and its pipelines' replies a few
-// KiB; bigger ones (a full read of 500 groups) take a few more reads.
+// go-redis's buffer sizes stay at its defaults (32 KiB per connection
+// each way, 128 KiB on its pipeline pool): with 8 KiB a sharded pub/sub
+// connection misread a change signal longer than its buffer ("can't
+// parse" in the middle of the message) and the node lost the shard.
 func tuned(connecting int) *redis.UniversalOptions {
 	return &redis.UniversalOptions{
 		DialTimeout: time.Second, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, PoolTimeout: 2 * time.Second,
 		ContextTimeoutEnabled: true,
 		MaxRetries:            1,
 		PoolSize:              poolSize(connecting),
-		ReadBufferSize:        redisBuffer, WriteBufferSize: redisBuffer,
-		PipelineReadBufferSize: redisPipelineBuffer, PipelineWriteBufferSize: redisPipelineBuffer,
 	}
 }
 
-// Buffer sizes of a node's Redis connections (see tuned).
-const (
-	redisBuffer         = 8 << 10
-	redisPipelineBuffer = 32 << 10
-)
 
 // newRedis opens the Redis layer on c. A Redis that refuses the settings
 // (see settingError: a wrong password or database number, a plain Redis

@@ -247,21 +247,20 @@ func TestSlowAnswerWithinDeadline(t *testing.T) {
 }
 
 // One Redis, a Sentinel-run primary and a cluster all get the node's
-// client settings: deadlines from the calls, small buffers, the pool.
+// client settings: deadlines from the calls, the retries, the pool.
 func TestEveryKindOfRedisIsTuned(t *testing.T) {
 	o := tuned(64)
 	simple, cluster, failover := o.Simple(), o.Cluster(), o.Failover()
 	type got struct {
-		byDeadline                   bool
-		read, write                  time.Duration
-		retries, pool                int
-		buf, wbuf, pipeBuf, pipeWbuf int
+		byDeadline    bool
+		read, write   time.Duration
+		retries, pool int
 	}
-	want := got{true, 5 * time.Second, 5 * time.Second, 1, poolSize(64), redisBuffer, redisBuffer, redisPipelineBuffer, redisPipelineBuffer}
+	want := got{true, 5 * time.Second, 5 * time.Second, 1, poolSize(64)}
 	for kind, g := range map[string]got{
-		"redis":          {simple.ContextTimeoutEnabled, simple.ReadTimeout, simple.WriteTimeout, simple.MaxRetries, simple.PoolSize, simple.ReadBufferSize, simple.WriteBufferSize, simple.PipelineReadBufferSize, simple.PipelineWriteBufferSize},
-		"redis-cluster":  {cluster.ContextTimeoutEnabled, cluster.ReadTimeout, cluster.WriteTimeout, cluster.MaxRetries, cluster.PoolSize, cluster.ReadBufferSize, cluster.WriteBufferSize, cluster.PipelineReadBufferSize, cluster.PipelineWriteBufferSize},
-		"redis-sentinel": {failover.ContextTimeoutEnabled, failover.ReadTimeout, failover.WriteTimeout, failover.MaxRetries, failover.PoolSize, failover.ReadBufferSize, failover.WriteBufferSize, failover.PipelineReadBufferSize, failover.PipelineWriteBufferSize},
+		"redis":          {simple.ContextTimeoutEnabled, simple.ReadTimeout, simple.WriteTimeout, simple.MaxRetries, simple.PoolSize},
+		"redis-cluster":  {cluster.ContextTimeoutEnabled, cluster.ReadTimeout, cluster.WriteTimeout, cluster.MaxRetries, cluster.PoolSize},
+		"redis-sentinel": {failover.ContextTimeoutEnabled, failover.ReadTimeout, failover.WriteTimeout, failover.MaxRetries, failover.PoolSize},
 	} {
 		if g != want {
 			t.Errorf("%s: %+v, want %+v", kind, g, want)
