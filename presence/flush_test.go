@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -261,4 +262,53 @@ func (t *Tracker) dueGroups() int {
 		}
 	}
 	return n
+}
+
+// stallingSend stalls the first diff it is asked to send, once armed, for
+// longer than the tracker's 5 s call deadline: a process starved of CPU
+// in the middle of delivering a flush's diffs.
+type stallingSend struct {
+	*channellayer.Memory
+	armed atomic.Bool
+}
+
+func (s *stallingSend) Send(ctx context.Context, channel string, m channellayer.Message) error {
+	if m.Type == DiffType && s.armed.CompareAndSwap(true, false) {
+		time.Sleep(5200 * time.Millisecond)
+	}
+	return s.Memory.Send(ctx, channel, m)
+}
+
+// TestDiffsAfterAStallAreDelivered: when delivering a flush's diffs takes
+// longer than a call's deadline, the diffs after the slow one still reach
+// their channels. They were dropped, and the rooms' users frames on that
+// node stayed without the change.
+func TestDiffsAfterAStallAreDelivered(t *testing.T) {
+	t.Parallel()
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem := newMemory(t)
+	stall := &stallingSend{Memory: mem}
+	a := newTracker(t, ctx, stall, Options{Interval: 20 * time.Millisecond})
+	b := newTracker(t, ctx, mem, Options{Interval: 20 * time.Millisecond})
+	ada, _ := mem.NewChannel(ctx)
+	bob, _ := mem.NewChannel(ctx)
+	for id, key := range map[string]string{ada: "ada", bob: "bob"} {
+		if err := a.Track(ctx, "room", key, id, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ch := range []string{ada, bob} { // the joins of ada and bob
+		for d := nextDiff(ctx, t, mem, ch); d.Count != 2; d = nextDiff(ctx, t, mem, ch) {
+		}
+	}
+	stall.armed.Store(true)
+	carol, _ := mem.NewChannel(ctx)
+	if err := b.Track(ctx, "room", "carol", carol, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range []string{ada, bob} {
+		if d := nextDiff(ctx, t, mem, ch); d.Joins["carol"] == nil || d.Count != 3 {
+			t.Fatalf("diff on %s: %+v, want carol's join, count 3", ch, d)
+		}
+	}
 }

@@ -1031,13 +1031,16 @@ func (t *Tracker) reread(refs []groupRef) {
 	t.deliver(diffs)
 }
 
-// deliver sends each diff to its channels.
+// deliver sends each diff to its channels. They are this process's own:
+// a send never waits (a full channel refuses it), so the sends have no
+// deadline. One deadline for all of them dropped the diffs left when a
+// process starved of CPU took longer than it for thousands of sends, and
+// their rooms' users frames stayed as they were before the change.
 func (t *Tracker) deliver(diffs []pendingDiff) {
 	if len(diffs) == 0 {
 		return
 	}
-	ctx, cancel := t.callCtx()
-	defer cancel()
+	ctx := context.Background()
 	for _, pd := range diffs {
 		m, err := channellayer.NewMessage(DiffType, pd.d)
 		if err != nil {
