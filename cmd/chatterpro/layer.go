@@ -140,7 +140,6 @@ func tuned(connecting int) *redis.UniversalOptions {
 	}
 }
 
-
 // newRedis opens the Redis layer on c. A Redis that refuses the settings
 // (see settingError: a wrong password or database number, a plain Redis
 // named as a cluster) stops the node. A Redis that cannot be used yet (not

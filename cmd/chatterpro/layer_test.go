@@ -138,6 +138,19 @@ func startSlowReplies(t *testing.T, to string) *slowReplies {
 	return p
 }
 
+// openSlowLayer opens a node's layer on rs through a slowReplies proxy;
+// the layer is closed when the test ends, before the proxy.
+func openSlowLayer(t *testing.T, ctx context.Context, rs *redistest.Server) (*slowReplies, channellayer.Layer) {
+	t.Helper()
+	proxy := startSlowReplies(t, rs.Addr())
+	l, err := openLayer(ctx, "redis://"+proxy.ln.Addr().String()+"/0", layerSettings{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close(context.Background()) })
+	return proxy, l
+}
+
 // A record whose answer comes after its deadline fails, and is not sent
 // again, waited for or not: a record that Redis ran but answered late
 // must not run twice (the same message recorded twice, under two IDs, for
@@ -157,14 +170,9 @@ func TestLateAnswerIsNotRetried(t *testing.T) {
 		group := fmt.Sprintf("waited-%v", waited)
 		t.Run(group, func(t *testing.T) {
 			t.Parallel()
-			proxy := startSlowReplies(t, rs.Addr())
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			l, err := openLayer(ctx, "redis://"+proxy.ln.Addr().String()+"/0", layerSettings{}, slog.New(slog.DiscardHandler))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close(context.Background())
+			proxy, l := openSlowLayer(t, ctx, rs)
 			h, rec := l.(channellayer.History), l.(channellayer.Recorder)
 			record := func(group string) error {
 				if waited {
@@ -204,15 +212,9 @@ func TestLateAnswerIsNotRetried(t *testing.T) {
 // 2 s read timeout they failed, and a loaded node's refreshes timed out
 // and were sent again while Redis was still running them.
 func TestSlowAnswerWithinDeadline(t *testing.T) {
-	rs := redistest.Start(t)
-	proxy := startSlowReplies(t, rs.Addr())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	l, err := openLayer(ctx, "redis://"+proxy.ln.Addr().String()+"/0", layerSettings{}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close(context.Background())
+	proxy, l := openSlowLayer(t, ctx, redistest.Start(t))
 	m, err := channellayer.NewMessage("chat", map[string]string{"text": "slow"})
 	if err != nil {
 		t.Fatal(err)
