@@ -193,6 +193,7 @@ func TestLateAnswerIsNotRetried(t *testing.T) {
 			proxy.delay.Store(0)
 			var got []channellayer.Message
 			testkit.EventuallyNil(t, 10*time.Second, func() error {
+				var err error // not the test's: the cases run in parallel
 				got, err = h.Recent(ctx, group, 10)
 				if err != nil || len(got) == 0 {
 					return fmt.Errorf("history: %d messages, %v; want the record that came late", len(got), err)
