@@ -32,6 +32,9 @@ func TestTyping(t *testing.T) {
 		ann.joinFrames("ann")
 		bob := n2.join(t, "bob", "s-bob", "r", "")
 		bob.joinFrames("ann", "bob")
+		// Node 1 learns of bob's join (on node 2) a little later: cid's
+		// first frame there lists bob only once ann's does.
+		ann.awaitUsers("ann", "bob")
 		cid := n1.join(t, "cid", "s-cid", "r", "")
 		cid.joinFrames("ann", "bob", "cid")
 		other := n2.join(t, "dan", "s-dan", "elsewhere", "")
