@@ -297,6 +297,7 @@ func (c *psConn) receiveLoop() {
 	go c.health(ended)
 	backoff := redisBackoffMin
 	resync := !c.shard
+	c.receiving.Store(!resync)
 	for {
 		if c.ctx.Err() != nil {
 			return
@@ -320,8 +321,8 @@ func (c *psConn) receiveLoop() {
 			}
 			resync = false
 			c.lastRead.Store(time.Now().UnixNano())
+			c.receiving.Store(true)
 		}
-		c.receiving.Store(true)
 		msg, err := c.ps.ReceiveTimeout(c.ctx, redisReceiveWait)
 		if err != nil {
 			if c.ctx.Err() != nil {

@@ -330,7 +330,7 @@ func (t *Tracker) Track(ctx context.Context, groupName, key, id string, meta any
 		g.apply([]op{infoOp(id, in)})
 		t.mu.Unlock()
 	}
-	t.post(ctx, groupName, signalBody{Key: key, Meta: m, Set: []signalEntry{{ID: id, Info: b}}})
+	t.post(groupName, signalBody{Key: key, Meta: m, Set: []signalEntry{{ID: id, Info: b}}})
 	return nil
 }
 
@@ -366,7 +366,7 @@ func (t *Tracker) Leave(ctx context.Context, groupName, id string, grace time.Du
 		// list it again. For the same reason the signal of its Track, if
 		// not sent yet, is not sent at all.
 		t.unpost(groupName, id)
-		t.post(ctx, groupName, signalBody{Due: due.UnixMilli() + 1})
+		t.post(groupName, signalBody{Due: due.UnixMilli() + 1})
 		return nil
 	}
 	gone := []signalEntry{{ID: id, Key: e.key}}
@@ -376,7 +376,7 @@ func (t *Tracker) Leave(ctx context.Context, groupName, id string, grace time.Du
 		waiting, err = t.untrackWaiting(ctx, groupName, e.key)
 		gone = append(gone, waiting...)
 	}
-	t.post(ctx, groupName, signalBody{Gone: gone})
+	t.post(groupName, signalBody{Gone: gone})
 	if err != nil {
 		return fmt.Errorf("presence: leaving %q: %w", groupName, err)
 	}
@@ -513,10 +513,12 @@ func (t *Tracker) repairTime() time.Time {
 
 // signal tells every tracker of the group (this one too) what changed; a
 // body with no entries asks them to read the group in full. A signal that
-// cannot be sent is sent again at the next tick (see resendFailed).
-func (t *Tracker) signal(ctx context.Context, groupName string, b signalBody) {
+// cannot be sent is sent again at the next tick (see resendFailed). It has
+// no deadline of its caller's: one cut short could be sent after all, and
+// the layer bounds a send (Redis: its batch's 5 s).
+func (t *Tracker) signal(groupName string, b signalBody) {
 	m, _ := channellayer.NewMessage(signalType, b)
-	if err := t.layer.GroupSend(context.WithoutCancel(ctx), signalPrefix+groupName, m); err != nil {
+	if err := t.layer.GroupSend(context.Background(), signalPrefix+groupName, m); err != nil {
 		t.log.Warn("presence: signalling a change failed; will send it again", "group", groupName, "err", err)
 		t.mu.Lock()
 		u := t.unsent[groupName]
@@ -591,13 +593,13 @@ func (u *unsent) body(g *group) signalBody {
 // join's time. The signals of a group go in the order they came; sets
 // queued one behind the other (joins in one room, while the sender was
 // busy) go as one signal.
-func (t *Tracker) post(ctx context.Context, groupName string, b signalBody) {
+func (t *Tracker) post(groupName string, b signalBody) {
 	if t.sendMu.TryLock() {
 		t.mu.Lock()
 		idle := len(t.outbox) == 0
 		t.mu.Unlock()
 		if idle { // nothing ahead of it; what comes meanwhile waits for sendMu
-			t.signal(ctx, groupName, b)
+			t.signal(groupName, b)
 			t.sendMu.Unlock()
 			return
 		}
@@ -670,11 +672,9 @@ func (t *Tracker) sendPosted() {
 	}
 	t.outbox = make(map[string][]signalBody, len(out))
 	t.mu.Unlock()
-	ctx, cancel := t.callCtx()
-	defer cancel()
 	eachAtOnce(out, func(name string, bodies []signalBody) {
 		for _, b := range bodies {
-			t.signal(ctx, name, b)
+			t.signal(name, b)
 		}
 	})
 }
@@ -699,9 +699,7 @@ func (t *Tracker) resendFailed() {
 	if len(bodies) == 0 {
 		return
 	}
-	ctx, cancel := t.callCtx()
-	defer cancel()
-	t.signalAll(ctx, bodies)
+	t.signalAll(bodies)
 }
 
 // receive takes the change signals of the groups tracked here.
@@ -868,14 +866,14 @@ const signalParallel = 256
 // pipelines the publishes that queue up meanwhile) rather than one round
 // trip after the other, which on a loaded layer would hold up the caller
 // for as many round trips as there are groups.
-func (t *Tracker) signalAll(ctx context.Context, bodies map[string]signalBody) {
+func (t *Tracker) signalAll(bodies map[string]signalBody) {
 	if len(bodies) == 1 {
 		for name, b := range bodies {
-			t.signal(ctx, name, b)
+			t.signal(name, b)
 		}
 		return
 	}
-	eachAtOnce(bodies, func(name string, b signalBody) { t.signal(ctx, name, b) })
+	eachAtOnce(bodies, t.signal)
 }
 
 // eachAtOnce calls f for every group of m, at most signalParallel at once,
@@ -1099,8 +1097,6 @@ func (t *Tracker) sweep() {
 	if len(expired) == 0 {
 		return
 	}
-	ctx, cancel := t.callCtx()
-	defer cancel()
 	bodies := make(map[string]signalBody, len(expired))
 	for name, ms := range expired {
 		gone := make([]signalEntry, 0, len(ms))
@@ -1113,7 +1109,7 @@ func (t *Tracker) sweep() {
 			bodies[name] = signalBody{Gone: gone}
 		}
 	}
-	t.signalAll(ctx, bodies)
+	t.signalAll(bodies)
 }
 
 // sweepDue sweeps the groups whose sweepAt has come (sweepChunk per
@@ -1336,8 +1332,6 @@ func (t *Tracker) announce(written map[string][]channellayer.Member) int {
 		return 0
 	}
 	n := 0
-	ctx, cancel := t.callCtx()
-	defer cancel()
 	bodies := make(map[string]signalBody, len(written))
 	for name, members := range written {
 		set := make([]signalEntry, len(members))
@@ -1347,7 +1341,7 @@ func (t *Tracker) announce(written map[string][]channellayer.Member) int {
 		n += len(set)
 		bodies[name] = signalBody{Set: set}
 	}
-	t.signalAll(ctx, bodies)
+	t.signalAll(bodies)
 	t.mu.Lock()
 	gone := make(map[string][]signalEntry)
 	for name, members := range written {
@@ -1365,7 +1359,7 @@ func (t *Tracker) announce(written map[string][]channellayer.Member) int {
 	for name, g := range gone {
 		bodies[name] = signalBody{Gone: g}
 	}
-	t.signalAll(ctx, bodies)
+	t.signalAll(bodies)
 	return n
 }
 
