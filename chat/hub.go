@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"weak"
 
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/consumer"
@@ -52,8 +53,10 @@ type localRoom struct {
 	// marked are the bodies of the room's last diffs that asked for a
 	// frame: every local socket takes a diff, some after the next flush,
 	// and a diff must ask once (else a late socket's take of a join
-	// already listed would send every socket the same frame again).
-	marked [4]*byte
+	// already listed would send every socket the same frame again). Weak:
+	// after a join storm, a thousand rooms' last diffs would otherwise
+	// stay in memory only to be told apart.
+	marked [4]weak.Pointer[byte]
 	next   int
 }
 
@@ -152,8 +155,8 @@ func (h *hub) diffed(room string, m channellayer.Message) []notice {
 	defer h.mu.Unlock()
 	notices, joinsOrLeaves := h.notices(m)
 	if joinsOrLeaves && len(m.Body) > 0 {
-		if r := h.rooms[room]; r != nil && !slices.Contains(r.marked[:], &m.Body[0]) {
-			r.marked[r.next] = &m.Body[0]
+		if r, body := h.rooms[room], weak.Make(&m.Body[0]); r != nil && !slices.Contains(r.marked[:], body) {
+			r.marked[r.next] = body
 			r.next = (r.next + 1) % len(r.marked)
 			r.dirty, r.changed = true, true
 		}

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -225,5 +227,34 @@ func TestDiffAsksForOneUsersFrame(t *testing.T) {
 	}
 	if dirty, changed := take(again); !dirty || !changed {
 		t.Errorf("another diff with a join: dirty %v, changed %v; want both", dirty, changed)
+	}
+}
+
+// A room remembers which diffs asked for a frame without keeping their
+// bodies: after a join storm every room's last diffs would stay in memory.
+func TestRoomKeepsNoDiffBody(t *testing.T) {
+	h := newRoomHub(t)
+	newDiff := func(name string) channellayer.Message {
+		d := presence.Diff{Group: "r", Joins: map[string][]json.RawMessage{"s-" + name: {json.RawMessage(`{"n":"` + name + `","t":1}`)}}, Count: 2}
+		msg, err := channellayer.NewMessage(presence.DiffType, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg
+	}
+	first := newDiff("bob")
+	h.diffed("r", first)
+	gone := weak.Make(&first.Body[0])
+	h.diffed("r", newDiff("cid")) // the hub's decoded-diff cache moves on
+	first = channellayer.Message{}
+	runtime.GC()
+	if gone.Value() != nil {
+		t.Fatal("the body of a diff that asked for a users frame is still reachable after the next diff: the room keeps it")
+	}
+	h.mu.Lock()
+	asked := h.rooms["r"].changed
+	h.mu.Unlock()
+	if !asked {
+		t.Fatal("the diffs did not ask for a users frame")
 	}
 }
