@@ -127,18 +127,32 @@ func poolSize(connecting int) int {
 // when it had least CPU. The read and write timeouts (5 s) bound a call
 // without a deadline.
 //
-// go-redis's buffer sizes stay at its defaults (32 KiB per connection
-// each way, 128 KiB on its pipeline pool): with 8 KiB a sharded pub/sub
-// connection misread a change signal longer than its buffer ("can't
-// parse" in the middle of the message) and the node lost the shard.
+// Buffers: go-redis gives each connection 32 KiB to read and 32 KiB to
+// write, and each connection of its pipeline pool 128 KiB each way, per
+// Redis server. The pool keeps the connections a join storm opened (up to
+// poolSize per server): on a three-shard cluster that was about 9 MiB of
+// a node's 90 MiB of live heap at 12 500 people, 0.7 KiB a person. A
+// node's commands are small and most replies a few KiB; a longer one (a
+// history page, a big group's presence) takes a few more reads. A message
+// longer than the buffer is read whole however slowly it comes: the
+// pub/sub reads wait 30 s (in the layer; a 1 s read deadline once cut
+// such a message in the middle, which was first blamed on these buffers).
 func tuned(connecting int) *redis.UniversalOptions {
 	return &redis.UniversalOptions{
 		DialTimeout: time.Second, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, PoolTimeout: 2 * time.Second,
 		ContextTimeoutEnabled: true,
 		MaxRetries:            1,
 		PoolSize:              poolSize(connecting),
+		ReadBufferSize:        redisBuffer, WriteBufferSize: redisBuffer,
+		PipelineReadBufferSize: redisPipelineBuffer, PipelineWriteBufferSize: redisPipelineBuffer,
 	}
 }
+
+// Buffer sizes of a node's Redis connections (see tuned).
+const (
+	redisBuffer         = 8 << 10
+	redisPipelineBuffer = 32 << 10
+)
 
 // newRedis opens the Redis layer on c. A Redis that refuses the settings
 // (see settingError: a wrong password or database number, a plain Redis

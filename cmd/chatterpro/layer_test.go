@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -250,23 +252,68 @@ func TestSlowAnswerWithinDeadline(t *testing.T) {
 }
 
 // One Redis, a Sentinel-run primary and a cluster all get the node's
-// client settings: deadlines from the calls, the retries, the pool.
+// client settings: deadlines from the calls, the retries, the pool, the
+// buffers.
 func TestEveryKindOfRedisIsTuned(t *testing.T) {
 	o := tuned(64)
 	simple, cluster, failover := o.Simple(), o.Cluster(), o.Failover()
 	type got struct {
-		byDeadline    bool
-		read, write   time.Duration
-		retries, pool int
+		byDeadline                   bool
+		read, write                  time.Duration
+		retries, pool                int
+		buf, wbuf, pipeBuf, pipeWbuf int
 	}
-	want := got{true, 5 * time.Second, 5 * time.Second, 1, poolSize(64)}
+	want := got{true, 5 * time.Second, 5 * time.Second, 1, poolSize(64), redisBuffer, redisBuffer, redisPipelineBuffer, redisPipelineBuffer}
 	for kind, g := range map[string]got{
-		"redis":          {simple.ContextTimeoutEnabled, simple.ReadTimeout, simple.WriteTimeout, simple.MaxRetries, simple.PoolSize},
-		"redis-cluster":  {cluster.ContextTimeoutEnabled, cluster.ReadTimeout, cluster.WriteTimeout, cluster.MaxRetries, cluster.PoolSize},
-		"redis-sentinel": {failover.ContextTimeoutEnabled, failover.ReadTimeout, failover.WriteTimeout, failover.MaxRetries, failover.PoolSize},
+		"redis":          {simple.ContextTimeoutEnabled, simple.ReadTimeout, simple.WriteTimeout, simple.MaxRetries, simple.PoolSize, simple.ReadBufferSize, simple.WriteBufferSize, simple.PipelineReadBufferSize, simple.PipelineWriteBufferSize},
+		"redis-cluster":  {cluster.ContextTimeoutEnabled, cluster.ReadTimeout, cluster.WriteTimeout, cluster.MaxRetries, cluster.PoolSize, cluster.ReadBufferSize, cluster.WriteBufferSize, cluster.PipelineReadBufferSize, cluster.PipelineWriteBufferSize},
+		"redis-sentinel": {failover.ContextTimeoutEnabled, failover.ReadTimeout, failover.WriteTimeout, failover.MaxRetries, failover.PoolSize, failover.ReadBufferSize, failover.WriteBufferSize, failover.PipelineReadBufferSize, failover.PipelineWriteBufferSize},
 	} {
 		if g != want {
 			t.Errorf("%s: %+v, want %+v", kind, g, want)
 		}
+	}
+}
+
+// A message several times longer than the node's Redis buffers comes
+// whole through its pub/sub connection, even in parts a second apart (the
+// replies' proxy holds each part), and so does a long history read.
+func TestLongMessagesThroughSmallBuffers(t *testing.T) {
+	rs := redistest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sender, err := openLayer(ctx, "redis://"+rs.Addr()+"/0", layerSettings{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close(context.Background())
+	proxy, receiver := openSlowLayer(t, ctx, rs)
+	ch, err := receiver.NewChannel(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := receiver.GroupAdd(ctx, "long", ch); err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Repeat("0123456789abcdef", 5*redisBuffer/16) // five buffers
+	msg, err := channellayer.NewMessage("chat.message", map[string]string{"text": text})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.delay.Store(int64(time.Second))
+	if _, err := sender.(channellayer.History).GroupSendRecorded(ctx, "long", msg); err != nil {
+		t.Fatal(err)
+	}
+	got, err := receiver.Receive(ctx, ch)
+	if err != nil {
+		t.Fatalf("the long message: %v", err)
+	}
+	var body struct{ Text string }
+	if err := json.Unmarshal(got.Body, &body); err != nil || body.Text != text {
+		t.Fatalf("received %d bytes of text (%v), want the %d sent", len(body.Text), err, len(text))
+	}
+	recent, err := receiver.(channellayer.History).Recent(ctx, "long", 10)
+	if err != nil || len(recent) != 1 || !bytes.Equal(recent[0].Body, got.Body) {
+		t.Fatalf("history read of the long message: %d messages, %v", len(recent), err)
 	}
 }
