@@ -870,6 +870,7 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 	var lastBack, attempts int64
 	var backHist histogram
 	losses := map[int]int{}
+	failed := map[string]int64{}
 	for _, rp := range reps {
 		dropped += rp.Dropped
 		back += rp.Back
@@ -878,6 +879,9 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 		lastBack = max(lastBack, rp.LastBack)
 		backHist.mergeSparse(rp.BackHist)
 		attempts += rp.Attempts
+		for why, n := range rp.FailedBy {
+			failed[why] += n
+		}
 		for code, n := range rp.Losses {
 			losses[code] += n
 		}
@@ -896,7 +900,10 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 	if back > 0 {
 		m["kill_all_back_s"] = time.Unix(0, lastBack).Sub(killAt).Seconds()
 	}
-	logf("cluster: kill: %d of %d dropped clients back on other nodes %.1f s after the kill (%d attempts)", back, dropped, m["kill_all_back_s"], attempts)
+	logf("cluster: kill: %d of %d dropped clients back on other nodes %.1f s after the kill (%d attempts; failed, by why: %v)", back, dropped, m["kill_all_back_s"], attempts, failed)
+	for why, n := range failed {
+		m["kill_attempts_failed_"+strings.ReplaceAll(why, " ", "_")] = float64(n)
+	}
 	if back > 0 {
 		m["kill_back_p50_s"] = backHist.quantile(0.5).Seconds()
 		m["kill_back_p90_s"] = backHist.quantile(0.9).Seconds()

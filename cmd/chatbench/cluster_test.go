@@ -3,6 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -204,5 +208,45 @@ func TestUsersExactSaysWhatIsWrong(t *testing.T) {
 				t.Errorf("usersExact(%s) = %q, want %q", tc.frame, got, tc.want)
 			}
 		}
+	}
+}
+
+// The kill's report says why reconnect attempts failed: a node that
+// answers 503 (busy) is told apart from one that is gone and from a
+// deadline.
+func TestReconnectFailuresAreNamed(t *testing.T) {
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "server busy", http.StatusServiceUnavailable)
+	}))
+	defer busy.Close()
+	gone := httptest.NewServer(http.NotFoundHandler())
+	goneURL := "ws" + strings.TrimPrefix(gone.URL, "http") + "/ws/chat/r/"
+	gone.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	expired, cancelExpired := context.WithTimeout(ctx, time.Nanosecond)
+	defer cancelExpired()
+	<-expired.Done()
+	for _, c := range []struct {
+		ctx  context.Context
+		url  string
+		want string
+	}{
+		{ctx, "ws" + strings.TrimPrefix(busy.URL, "http") + "/ws/chat/r/", "503"},
+		{ctx, goneURL, "connection refused"},
+		{expired, "ws" + strings.TrimPrefix(busy.URL, "http") + "/ws/chat/r/", "timeout"},
+	} {
+		ws, err := dialRoom(c.ctx, http.DefaultClient, c.url, "session=x")
+		if err == nil {
+			ws.CloseNow()
+			t.Fatalf("%s: dial worked", c.url)
+		}
+		if got := failure(err); got != c.want {
+			t.Errorf("failure(%v) = %q, want %q", err, got, c.want)
+		}
+	}
+	if got := failure(fmt.Errorf("first frame: %w", io.EOF)); got != "first frame" {
+		t.Errorf("a socket closed before its first frame: %q, want \"first frame\"", got)
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -106,9 +107,11 @@ type workerReply struct {
 	LastBack int64 `json:"last_back_ns"`
 	// BackHist holds the time from the kill to each dropped client's
 	// return, for how the storm drains (half back, 90 %, 99 %).
-	BackHist  sparseHist `json:"back_hist"`
-	Attempts  int64      `json:"attempts"`
-	StillDown int        `json:"still_down"`
+	BackHist sparseHist `json:"back_hist"`
+	Attempts int64      `json:"attempts"`
+	// FailedBy counts the attempts that failed, by why (see failure).
+	FailedBy  map[string]int64 `json:"failed_by,omitempty"`
+	StillDown int              `json:"still_down"`
 	// Losses counts the sockets lost so far, by close code (-1: no
 	// close frame), the dead node's included.
 	Losses map[int]int `json:"losses,omitempty"`
@@ -245,7 +248,9 @@ type worker struct {
 	resets      atomic.Uint64 // history frames with reset set
 	leftNotices atomic.Uint64
 	attempts    atomic.Int64
-	deadNodes   sync.Map // node index -> true
+	failedMu    sync.Mutex
+	failed      map[string]int64 // reconnect attempts that failed, by failure
+	deadNodes   sync.Map         // node index -> true
 
 	victimsMu sync.Mutex
 	victims   []*wmember // the clients of the node killed last
@@ -531,13 +536,9 @@ func (m *wmember) open(ctx context.Context, node int) error {
 	}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	ws, _, err := websocket.Dial(dctx, u, &websocket.DialOptions{
-		HTTPClient:      m.w.nc.hc,
-		HTTPHeader:      http.Header{"Cookie": {m.cookie}},
-		CompressionMode: websocket.CompressionDisabled,
-	})
+	ws, err := dialRoom(dctx, m.w.nc.hc, u, m.cookie)
 	if err != nil {
-		return fmt.Errorf("websocket: %w", err)
+		return err
 	}
 	ws.SetReadLimit(4 << 20)
 	_, first, err := ws.Read(dctx)
@@ -697,6 +698,55 @@ func (m *wmember) readLoop(ws *websocket.Conn) {
 	go m.reconnect()
 }
 
+// refusedError is a websocket handshake answered with another status
+// than 101.
+type refusedError struct {
+	status int
+	err    error
+}
+
+func (e *refusedError) Error() string {
+	return fmt.Sprintf("websocket: answered %d: %v", e.status, e.err)
+}
+func (e *refusedError) Unwrap() error { return e.err }
+
+// dialRoom opens a room's websocket as the client with cookie; a
+// handshake answered with another status than 101 is a *refusedError.
+func dialRoom(ctx context.Context, hc *http.Client, u, cookie string) (*websocket.Conn, error) {
+	ws, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{
+		HTTPClient:      hc,
+		HTTPHeader:      http.Header{"Cookie": {cookie}},
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			return nil, &refusedError{resp.StatusCode, err}
+		}
+		return nil, fmt.Errorf("websocket: %w", err)
+	}
+	return ws, nil
+}
+
+// failure names why a reconnect attempt failed, for the kill's report:
+// the handshake's status ("503": the node was busy), a deadline, or
+// another error, by the first words of its text.
+func failure(err error) string {
+	var refused *refusedError
+	switch {
+	case errors.As(err, &refused):
+		return strconv.Itoa(refused.status)
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case strings.HasPrefix(err.Error(), "first frame"):
+		return "first frame"
+	}
+	return "other"
+}
+
 // reconnect brings a client whose socket was lost back on another node,
 // with capped exponential backoff and full jitter, resuming after its last
 // message.
@@ -724,9 +774,16 @@ func (m *wmember) reconnect() {
 			continue // a balancer would not send it there either
 		}
 		m.w.attempts.Add(1)
-		if err := m.open(m.w.ctx, node); err == nil {
+		err := m.open(m.w.ctx, node)
+		if err == nil {
 			return
 		}
+		m.w.failedMu.Lock()
+		if m.w.failed == nil {
+			m.w.failed = make(map[string]int64)
+		}
+		m.w.failed[failure(err)]++
+		m.w.failedMu.Unlock()
 	}
 	m.mu.Lock()
 	m.gaveUp = true
@@ -876,6 +933,9 @@ func (w *worker) recovery(cmd workerCmd) workerReply {
 			m.mu.Unlock()
 		}
 		rep.Attempts = w.attempts.Load()
+		w.failedMu.Lock()
+		rep.FailedBy = maps.Clone(w.failed)
+		w.failedMu.Unlock()
 		w.lossesMu.Lock()
 		rep.Losses = maps.Clone(w.losses)
 		w.lossesMu.Unlock()
