@@ -4,6 +4,7 @@
 package ping
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,8 +69,10 @@ type Entry struct {
 }
 
 // Add starts pinging e. At each of its ticks, unless its last ping is
-// still under way, ping(false) is called (under the pinger's lock: it must
-// not block) to start one: false if it could not. A ping that was started
+// still under way, ping(false) is called to start one (outside the
+// pinger's lock, but it must not block: it holds up the slot's other
+// pings): false if it could not. It may still be called once just after
+// Remove. A ping that was started
 // with Await is checked timeout later with ping(true) (outside the lock):
 // true if its pong came, and the entry is pinged on; false if not, and
 // ping must see to the connection's end (the entry is pinged no more).
@@ -128,10 +131,12 @@ func (p *Pinger) tick() {
 		}
 	}
 	checkFirst := p.lag == p.used
+	var starting []*Entry
 	if !checkFirst {
-		p.start()
+		starting = p.slotNow()
 	}
 	p.mu.Unlock()
+	start(starting)
 	for _, e := range due {
 		if e.ping(true) {
 			e.state.CompareAndSwap(awaiting, idle)
@@ -139,20 +144,30 @@ func (p *Pinger) tick() {
 			e.state.CompareAndSwap(awaiting, failed)
 		}
 	}
+	if checkFirst {
+		p.mu.Lock()
+		starting = p.slotNow()
+		p.mu.Unlock()
+		start(starting)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if checkFirst {
-		p.start()
-	}
 	p.next = (p.next + 1) % p.used
 	if p.running = p.n > 0; p.running {
 		p.timer.Reset(p.every)
 	}
 }
 
-// start starts the pings of the slot p.next. Called with p.mu held.
-func (p *Pinger) start() {
-	for _, e := range p.slots[p.next] {
+// slotNow returns the entries of the slot p.next, to start their pings
+// after p.mu is released: a ping writes to its socket, and a slot holds a
+// few hundred entries at 10 000 connections. Under the lock, a starved
+// node's pinger, preempted in the middle, held up every connection
+// starting or ending (Add, Remove) for as long. Called with p.mu held.
+func (p *Pinger) slotNow() []*Entry { return slices.Clone(p.slots[p.next]) }
+
+// start starts the pings of entries.
+func start(entries []*Entry) {
+	for _, e := range entries {
 		if e.state.CompareAndSwap(idle, pinging) && !e.ping(false) {
 			e.state.CompareAndSwap(pinging, idle)
 		}

@@ -159,3 +159,39 @@ func TestCheckBeforeNextPing(t *testing.T) {
 		}
 	}
 }
+
+// A connection starting or ending does not wait for the pings under way:
+// they write to sockets, and a slow one (a starved process preempted in
+// the middle) held up every Add and Remove while the pinger's lock was
+// held for them.
+func TestAddAndRemoveDoNotWaitForPings(t *testing.T) {
+	p := ping.New(8*time.Millisecond, 4*time.Millisecond)
+	var slow ping.Entry
+	inPing, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	p.Add(&slow, func(check bool) bool {
+		once.Do(func() {
+			close(inPing)
+			<-release // a ping that takes its time
+		})
+		slow.Done()
+		return true
+	})
+	defer p.Remove(&slow)
+	<-inPing
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var e ping.Entry
+		p.Add(&e, func(bool) bool { e.Done(); return true })
+		p.Remove(&e)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		close(release)
+		<-done
+		t.Fatal("Add and Remove waited for a ping under way")
+	}
+	close(release)
+}
