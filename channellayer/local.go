@@ -23,30 +23,46 @@ type local struct {
 	expiry   time.Duration
 	seq      atomic.Uint64
 
-	mu       sync.RWMutex // guards channels and closed
-	channels map[string]*channel
-	closed   bool
+	// Channels are sharded by name: every delivery looks its channel up,
+	// and a join storm makes a channel per socket. Under one lock a maker
+	// waiting for it held up every lookup behind it; on a starved node
+	// each hand-over waits for a turn of the scheduler.
+	chans [channelShards]channelShard
 
 	// Groups are sharded by name, so a fan-out to a big group (which holds
 	// its shard's read lock) never stops joins and leaves elsewhere.
 	shards [groupShards]groupShard
 }
 
-const groupShards = 64
+const (
+	channelShards = 64
+	groupShards   = 64
+)
+
+type channelShard struct {
+	mu       sync.RWMutex // guards channels and closed
+	channels map[string]*channel
+	closed   bool
+}
+
+// fnv is the FNV-1a hash of s, which picks a shard.
+func fnv(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 16777619
+	}
+	return h
+}
+
+func (l *local) chanShard(name string) *channelShard { return &l.chans[fnv(name)%channelShards] }
 
 type groupShard struct {
 	mu     sync.RWMutex
 	groups map[string]*members
 }
 
-func (l *local) shard(group string) *groupShard {
-	h := uint32(2166136261) // FNV-1a
-	for i := 0; i < len(group); i++ {
-		h ^= uint32(group[i])
-		h *= 16777619
-	}
-	return &l.shards[h%groupShards]
-}
+func (l *local) shard(group string) *groupShard { return &l.shards[fnv(group)%groupShards] }
 
 type members struct {
 	list  []*channel
@@ -93,7 +109,9 @@ func newLocal(capacity int, expiry time.Duration, tag string) *local {
 		prefix:   "p" + hex.EncodeToString(b[:]) + tag + "!",
 		capacity: capacity,
 		expiry:   expiry,
-		channels: make(map[string]*channel),
+	}
+	for i := range l.chans {
+		l.chans[i].channels = make(map[string]*channel)
 	}
 	for i := range l.shards {
 		l.shards[i].groups = make(map[string]*members)
@@ -115,12 +133,13 @@ func (l *local) newChannel(capacity int) (string, error) {
 		capacity = l.capacity
 	}
 	name := l.prefix + strconv.FormatUint(l.seq.Add(1), 36)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
+	s := l.chanShard(name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
 		return "", ErrClosed
 	}
-	l.channels[name] = &channel{
+	s.channels[name] = &channel{
 		name:     name,
 		capacity: capacity,
 		expiry:   int64(l.expiry),
@@ -129,9 +148,10 @@ func (l *local) newChannel(capacity int) (string, error) {
 }
 
 func (l *local) lookup(name string) *channel {
-	l.mu.RLock()
-	ch := l.channels[name]
-	l.mu.RUnlock()
+	s := l.chanShard(name)
+	s.mu.RLock()
+	ch := s.channels[name]
+	s.mu.RUnlock()
 	return ch
 }
 
@@ -329,9 +349,10 @@ func (l *local) setNotify(name string, f func()) error {
 // noChannel is the error for a channel that is not (or no longer) here:
 // ErrClosed once the layer is closed, else ErrNoChannel.
 func (l *local) noChannel(op, name string) error {
-	l.mu.RLock()
-	closed := l.closed
-	l.mu.RUnlock()
+	s := l.chanShard(name)
+	s.mu.RLock()
+	closed := s.closed
+	s.mu.RUnlock()
 	if closed {
 		return fmt.Errorf("%s %s: %w", op, name, ErrClosed)
 	}
@@ -413,10 +434,11 @@ func (l *local) removeMember(group string, ch *channel) (last bool) {
 
 // discard frees a channel and returns the groups it left empty.
 func (l *local) discard(name string) (emptied []string) {
-	l.mu.Lock()
-	ch := l.channels[name]
-	delete(l.channels, name)
-	l.mu.Unlock()
+	s := l.chanShard(name)
+	s.mu.Lock()
+	ch := s.channels[name]
+	delete(s.channels, name)
+	s.mu.Unlock()
 	if ch == nil {
 		return nil
 	}
@@ -506,11 +528,17 @@ func (l *local) groupNames() []string {
 
 // close frees every channel; pending and later Receives return ErrClosed.
 func (l *local) close() {
-	l.mu.Lock()
-	l.closed = true
-	chans := l.channels
-	l.channels = make(map[string]*channel)
-	l.mu.Unlock()
+	var chans []*channel
+	for i := range l.chans {
+		s := &l.chans[i]
+		s.mu.Lock()
+		s.closed = true
+		for _, ch := range s.channels {
+			chans = append(chans, ch)
+		}
+		s.channels = make(map[string]*channel)
+		s.mu.Unlock()
+	}
 	for i := range l.shards {
 		s := &l.shards[i]
 		s.mu.Lock()
