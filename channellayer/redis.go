@@ -255,6 +255,7 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptio
 		ready, changed := r.ready, r.changed
 		r.mu.Unlock()
 		if ready {
+			r.loadScripts(ctx)
 			return r, nil
 		}
 		select {
@@ -646,7 +647,14 @@ func (r *Redis) Recent(ctx context.Context, group string, n int) ([]Message, err
 		return nil, nil
 	}
 	n = min(n, r.historySize) // the stream may hold a few more (see recordScript)
-	xs, err := r.client.XRevRangeN(ctx, r.historyKey(group), "+", "-", int64(n)).Result()
+	key := r.historyKey(group)
+	cmd, err := r.pipe.of(key).do(ctx, func(ctx context.Context, c redis.Cmdable) redis.Cmder {
+		return c.XRevRangeN(ctx, key, "+", "-", int64(n))
+	})
+	var xs []redis.XMessage
+	if err == nil {
+		xs, err = cmd.(*redis.XMessageSliceCmd).Result()
+	}
 	if err != nil {
 		return nil, r.fail(ctx, "history", err)
 	}
@@ -666,7 +674,14 @@ func (r *Redis) Since(ctx context.Context, group, id string) ([]Message, error) 
 		return nil, err
 	}
 	// One read from id itself: the first entry proves id is still kept.
-	xs, err := r.client.XRangeN(ctx, r.historyKey(group), id, "+", int64(r.historySize)+1).Result()
+	key := r.historyKey(group)
+	cmd, err := r.pipe.of(key).do(ctx, func(ctx context.Context, c redis.Cmdable) redis.Cmder {
+		return c.XRangeN(ctx, key, id, "+", int64(r.historySize)+1)
+	})
+	var xs []redis.XMessage
+	if err == nil {
+		xs, err = cmd.(*redis.XMessageSliceCmd).Result()
+	}
 	if err != nil {
 		return nil, r.fail(ctx, "history", err)
 	}
@@ -711,7 +726,33 @@ func presenceKeep(ttl time.Duration) int64 {
 	return (2*ttl + time.Minute).Milliseconds()
 }
 
+// pipedScripts are scripts sent by SHA in pipelines (EVALSHA). A server
+// that does not know one answers NOSCRIPT, and each caller then sends the
+// text on a connection of its own: the joins of a node started while its
+// clients wait would do that by the hundred. NewRedis loads them; after a
+// restart of Redis the first calls send them whole again.
+var pipedScripts = []*redis.Script{trackScript, recordScript}
+
+// loadScripts loads pipedScripts (on every shard of a cluster). A failure
+// only costs the calls that find them missing a second round trip.
+func (r *Redis) loadScripts(ctx context.Context) {
+	for _, s := range pipedScripts {
+		if err := s.Load(ctx, r.client).Err(); err != nil {
+			r.log.Debug("channellayer: loading a script failed; the first calls send it whole", "err", err)
+			return
+		}
+	}
+}
+
 // Track implements Presence. Expiry times come from this process's clock.
+//
+// Track and the history reads of a join (Recent, Since) go in the
+// pipeline of their key with the publishes and the other calls under way
+// (see pipeline), not on a connection of their own from the client's
+// pool: in a reconnect storm (12 500 people of a dead node coming back to
+// seven others, 64 joins at once on each) joins waited for a free pool
+// connection, and each took two round trips of its own on a machine short
+// of CPU; now the joins that queue meanwhile share the next round trip.
 func (r *Redis) Track(ctx context.Context, group, key string, info []byte, ttl time.Duration) error {
 	if group == "" || key == "" || ttl <= 0 {
 		return fmt.Errorf("%w: presence needs a group, a key and a positive TTL", ErrInvalid)
@@ -719,9 +760,17 @@ func (r *Redis) Track(ctx context.Context, group, key string, info []byte, ttl t
 	if err := r.usable(ctx, "presence track"); err != nil {
 		return err
 	}
-	expires := time.Now().Add(ttl).UnixMilli()
-	err := trackScript.Run(ctx, r.client, []string{r.presenceKey(group), r.expiryKey(group)},
-		key, info, expires, presenceKeep(ttl)).Err()
+	keys := []string{r.presenceKey(group), r.expiryKey(group)}
+	args := []any{key, info, time.Now().Add(ttl).UnixMilli(), presenceKeep(ttl)}
+	cmd, err := r.pipe.of(keys[0]).do(ctx, func(ctx context.Context, c redis.Cmdable) redis.Cmder {
+		return trackScript.EvalSha(ctx, c, keys, args...)
+	})
+	if err == nil {
+		err = cmd.Err()
+		if redis.HasErrorPrefix(err, "NOSCRIPT") { // Redis lost its scripts (a restart): send it whole
+			err = trackScript.Eval(ctx, r.client, keys, args...).Err()
+		}
+	}
 	if err != nil {
 		return r.fail(ctx, "presence track", err)
 	}

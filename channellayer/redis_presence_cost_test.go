@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -181,5 +182,66 @@ func TestRedisPresenceKeysExpireSeldom(t *testing.T) {
 		if p, err := c.PTTL(ctx, k).Result(); err != nil || p <= keep {
 			t.Errorf("PTTL of %s after a write with %v left: %v, %v; want more than %v", k, keep/2, p, err, keep)
 		}
+	}
+}
+
+// TestRedisJoinsShareRoundTrips: the calls of many joins at once (each a
+// Track and a history read) go together in the pipeline's round trips,
+// not each on a pool connection of its own: 200 concurrent joins leave
+// Redis with at most a few more connections, where each waited for one of
+// the pool's (20 on 2 cores) before. After SCRIPT FLUSH a Track sends its
+// script whole.
+func TestRedisJoinsShareRoundTrips(t *testing.T) {
+	srv := redistest.Start(t)
+	l := newRedisLayer(t, srv.Addr(), newPrefix(), channellayer.RedisOptions{})
+	c := newClient(t, srv.Addr())
+	ctx := tctx(t, 30*time.Second)
+	connected := func() int {
+		t.Helper()
+		n, err := c.ClientList(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(n, "\n")
+	}
+	m, err := l.GroupSendRecorded(ctx, "room", mustMsg(t, "chat", map[string]string{"text": "hi"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := connected()
+	const joins = 200
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*joins)
+	for i := range joins {
+		wg.Go(func() {
+			errs <- l.Track(ctx, "room", fmt.Sprintf("k%d", i), []byte("x"), time.Minute)
+		})
+		wg.Go(func() {
+			got, err := l.Since(ctx, "room", m.ID)
+			if err == nil && len(got) != 0 {
+				err = fmt.Errorf("Since its only message: %d messages", len(got))
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if added := connected() - before; added > 4 {
+		t.Errorf("%d concurrent joins opened %d connections to Redis, want at most 4", joins, added)
+	}
+	if err := c.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Track(ctx, "room", "after-flush", []byte("x"), time.Minute); err != nil {
+		t.Fatalf("Track after SCRIPT FLUSH: %v", err)
+	}
+	list, err := l.List(ctx, "room")
+	if err != nil || len(list) != joins+1 {
+		t.Fatalf("List: %d entries (%v), want %d", len(list), err, joins+1)
 	}
 }
