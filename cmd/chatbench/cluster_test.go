@@ -10,9 +10,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // TestClusterScenario runs a small cluster scenario end to end: chatbench
@@ -248,5 +252,47 @@ func TestReconnectFailuresAreNamed(t *testing.T) {
 	}
 	if got := failure(fmt.Errorf("first frame: %w", io.EOF)); got != "first frame" {
 		t.Errorf("a socket closed before its first frame: %q, want \"first frame\"", got)
+	}
+}
+
+// A client whose room did not converge is probed with one more socket as
+// the same client: the users frame that socket gets says whether its node
+// holds the room right (the frame its other socket has is stale) or not.
+func TestProbeSaysWhatANodeHolds(t *testing.T) {
+	var listed atomic.Int32 // members the fake node lists
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		ctx := r.Context()
+		users := `{"type":"users","room":"cluster-0","count":` + strconv.Itoa(int(listed.Load())) + `,"users":[`
+		for i := range int(listed.Load()) {
+			if i > 0 {
+				users += ","
+			}
+			users += `{"name":"m` + strconv.Itoa(i) + `"}`
+		}
+		users += "]}"
+		_ = ws.Write(ctx, websocket.MessageText, []byte(`{"type":"history","messages":[]}`))
+		_ = ws.Write(ctx, websocket.MessageText, []byte(users))
+		_, _, _ = ws.Read(ctx)
+	}))
+	defer srv.Close()
+	w := newWorker(workerSpec{Rooms: 1, RoomSize: 3, Bases: []string{srv.URL}})
+	defer w.cancel()
+	m := w.all[0]
+	listed.Store(3)
+	if got := m.probe(); got != "the room listed exactly" {
+		t.Errorf("a node listing the room right: %q", got)
+	}
+	listed.Store(2)
+	if got := m.probe(); !strings.Contains(got, "missing [m2]") {
+		t.Errorf("a node missing m2: %q, want it named", got)
+	}
+	srv.Close()
+	if got := m.probe(); !strings.HasPrefix(got, "no socket") {
+		t.Errorf("a node gone: %q", got)
 	}
 }

@@ -875,6 +875,38 @@ func (w *worker) usersExact(f []byte, room *wroom) (problem string) {
 	return problem
 }
 
+// probe opens one more socket as m, to the node and room of its own, and
+// says what the users frame that socket gets at once lists. A joiner's
+// frame is built from the presence its node holds at that moment: a right
+// one means the node holds the room right and did not send m's socket the
+// latest frame; a wrong one, that the node's presence is wrong.
+func (m *wmember) probe() string {
+	m.mu.Lock()
+	node := m.node
+	m.mu.Unlock()
+	ctx, cancel := context.WithTimeout(m.w.ctx, 5*time.Second)
+	defer cancel()
+	u := "ws" + strings.TrimPrefix(m.w.spec.Bases[node], "http") + "/ws/chat/" + url.PathEscape(roomName(m.room.id)) + "/"
+	ws, err := dialRoom(ctx, m.w.nc.hc, u, m.cookie)
+	if err != nil {
+		return "no socket (" + err.Error() + ")"
+	}
+	defer ws.CloseNow()
+	ws.SetReadLimit(4 << 20)
+	for {
+		_, f, err := ws.Read(ctx)
+		if err != nil {
+			return "no users frame (" + err.Error() + ")"
+		}
+		if bytes.Contains(f[:min(len(f), 100)], typeUsers) {
+			if problem := m.w.usersExact(f, m.room); problem != "" {
+				return problem
+			}
+			return "the room listed exactly"
+		}
+	}
+}
+
 // short is at most the first 5 of names.
 func short(names []string) []string { return names[:min(len(names), 5)] }
 
@@ -883,6 +915,7 @@ func short(names []string) []string { return names[:min(len(names), 5)] }
 func (w *worker) presence(cmd workerCmd) workerReply {
 	for {
 		var rep workerReply
+		var bad *wmember
 		for _, m := range w.all {
 			m.mu.Lock()
 			if m.usersOK && m.usersAt >= cmd.AfterNS {
@@ -891,10 +924,15 @@ func (w *worker) presence(cmd workerCmd) workerReply {
 			} else {
 				rep.Pending++
 				if rep.Bad == "" {
+					bad = m
 					rep.Bad = fmt.Sprintf("client %d (up %v, node %d): %s", m.id, m.up, m.node+1, m.usersFrame)
 				}
 			}
 			m.mu.Unlock()
+		}
+		if rep.Pending > 0 && time.Now().UnixNano() > cmd.DeadlineNS && w.ctx.Err() == nil {
+			rep.Bad += "; a socket opened there now as the same client gets: " + bad.probe()
+			return rep
 		}
 		if rep.Pending == 0 || time.Now().UnixNano() > cmd.DeadlineNS || w.ctx.Err() != nil {
 			return rep
