@@ -50,6 +50,13 @@ type localRoom struct {
 	sent    uint64
 	fresh   []freshConn
 	changed bool
+	// recheck: a socket was added with another frame than sent. Its
+	// frame was built from the presence a moment before it was added; a
+	// flush in between sent the room a newer frame, which the socket,
+	// not added yet, did not get, and no change may come to bring it (a
+	// person listed again after a node died, as seen by one who came back
+	// at the same time). The next tick sends it the latest if it differs.
+	recheck bool
 	// marked are the bodies of the room's last diffs that asked for a
 	// frame: every local socket takes a diff, some after the next flush,
 	// and a diff must ask once (else a late socket's take of a join
@@ -117,6 +124,9 @@ func (h *hub) add(room string, c *consumer.Conn, got uint64) {
 	}
 	r.conns[c] = struct{}{}
 	r.fresh = append(r.fresh, freshConn{c, got})
+	if r.sent != 0 && got != r.sent {
+		r.recheck = true
+	}
 }
 
 // remove forgets a socket. A room left without local sockets stays until
@@ -200,16 +210,23 @@ func (h *hub) run() {
 // changes nothing anyone sees, and must not cost every member a frame.
 func (h *hub) flush() {
 	h.mu.Lock()
-	var dirty []string
+	var dirty, recheck []string
 	for name, r := range h.rooms {
-		if r.dirty {
-			r.dirty = false
+		switch {
+		case r.dirty:
+			r.dirty, r.recheck = false, false // the flush below sees to the fresh sockets
 			dirty = append(dirty, name)
-		} else if len(r.conns) == 0 {
+		case r.recheck:
+			r.recheck = false
+			recheck = append(recheck, name)
+		case len(r.conns) == 0:
 			delete(h.rooms, name) // counted after its last socket left
 		}
 	}
 	h.mu.Unlock()
+	for _, room := range recheck {
+		h.sendFresh(room)
+	}
 	for _, room := range dirty {
 		f, err := h.latestUsers(room)
 		if err != nil {
@@ -243,6 +260,36 @@ func (h *hub) flush() {
 			if c.Send(b) == nil {
 				h.metrics.out.Inc()
 			}
+		}
+	}
+}
+
+// sendFresh sends the room's latest users frame to the sockets added
+// since its last frame whose own frame differs from it (see recheck). The
+// room's last frame stays what it was: a change not announced yet brings
+// its diff, and then a frame to everyone.
+func (h *hub) sendFresh(room string) {
+	f, err := h.latestUsers(room)
+	if err != nil {
+		h.markDirty(room)
+		return
+	}
+	b, _ := json.Marshal(f)
+	sum := frameSum(b)
+	var conns []*consumer.Conn
+	h.mu.Lock()
+	if r := h.rooms[room]; r != nil {
+		for i, fc := range r.fresh {
+			if _, ok := r.conns[fc.c]; ok && fc.got != sum {
+				conns = append(conns, fc.c)
+				r.fresh[i].got = sum
+			}
+		}
+	}
+	h.mu.Unlock()
+	for _, c := range conns {
+		if c.Send(b) == nil {
+			h.metrics.out.Inc()
 		}
 	}
 }

@@ -258,3 +258,37 @@ func TestRoomKeepsNoDiffBody(t *testing.T) {
 		t.Fatal("the diffs did not ask for a users frame")
 	}
 }
+
+// A socket's join frame is built from the presence a moment before the
+// socket is added to its room; a flush in between sends the room a newer
+// frame, which the socket, not added yet, does not get, and no change may
+// come to bring it (people back after a node died, each missing from the
+// list of another who came back at the same time). A socket added with
+// another frame than the room's last gets the latest at the next tick.
+func TestSocketAddedWithStaleFrameGetsTheLatest(t *testing.T) {
+	n := newNode(t, nil, nil)
+	a := n.join(t, "ann", "s-ann", "r", "")
+	a.joinFrames("ann")
+	b := n.join(t, "bob", "s-bob", "r", "")
+	b.joinFrames("ann", "bob")
+	a.awaitUsers("ann", "bob") // the room's last frame lists both
+	b.awaitUsers("ann", "bob")
+	h := n.app.hub
+	h.mu.Lock()
+	var ann *consumer.Conn
+	for c := range h.rooms["r"].conns {
+		if c.Scope().User.Session == "s-ann" {
+			ann = c
+		}
+	}
+	h.mu.Unlock()
+	if ann == nil {
+		t.Fatal("ann's socket is not in the room")
+	}
+	// As if ann's join frame (ann alone) had been built before bob's
+	// join, and the flush that sent both names came before ann was added.
+	stale, _ := json.Marshal(usersFrame{Type: "users", Room: "r", Count: 1, Users: []userEntry{{"ann"}}})
+	h.add("r", ann, frameSum(stale))
+	a.awaitUsers("ann", "bob")
+	b.quiet("users", "", 200*time.Millisecond) // bob had it: nothing for him
+}
