@@ -2,6 +2,7 @@ package presence
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -144,5 +145,55 @@ func TestCachedAllocatesOnce(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(20, func() { _, _ = a.Cached("room") }); n > 2 {
 		t.Errorf("Cached of 100 keys: %v allocations, want at most 2", n)
+	}
+}
+
+// TestCachedKeepsALeaveUntilItsDiff: a key whose entries are all gone
+// stays in Cached, with its metas of the last diff, until the next diff is
+// taken. Signals from two processes come in either order: a person back
+// on another process is gone here for a moment between the sweep of the
+// old entry and the set of the new, and a users frame built then lacked
+// the person while the diff (a meta update) asked nobody to look again.
+func TestCachedKeepsALeaveUntilItsDiff(t *testing.T) {
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem := newMemory(t)
+	a := newTracker(t, ctx, muteSignals{mem}, Options{Interval: time.Hour})
+	adaCh, _ := mem.NewChannel(ctx)
+	if err := a.Track(ctx, "room", "ada", adaCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	set := func(id, meta string) op {
+		return infoOp(id, info{Format: infoFormat, Key: "bob", Meta: json.RawMessage(meta), Since: 1})
+	}
+	gone := op{id: idHash("bob-1"), key: "bob", gone: true}
+	step := func(what string, ops []op, diff bool, want string) Diff {
+		t.Helper()
+		a.mu.Lock()
+		g := a.groups["room"]
+		g.apply(ops)
+		var d Diff
+		if diff {
+			d = g.takeDiff("room")
+		}
+		a.mu.Unlock()
+		list, ok := a.Cached("room")
+		var got []string
+		for _, p := range list {
+			got = append(got, p.Key+string(p.Metas[0]))
+		}
+		if !ok || strings.Join(got, " ") != want {
+			t.Fatalf("%s: Cached %v %v, want %s", what, got, ok, want)
+		}
+		return d
+	}
+	step("bob's first entry, diffed", []op{set("bob-1", `"old"`)}, true, `adanull bob"old"`)
+	step("its sweep, before the new entry's set", []op{gone}, false, `adanull bob"old"`)
+	step("the new entry's set", []op{set("bob-2", `"new"`)}, false, `adanull bob"new"`)
+	if d := step("the diff", nil, true, `adanull bob"new"`); len(d.Joins)+len(d.Leaves) != 0 || d.Updates["bob"] == nil {
+		t.Fatalf("the diff of bob's move: %+v, want a meta update", d)
+	}
+	step("bob gone for good, before the diff", []op{{id: idHash("bob-2"), key: "bob", gone: true}}, false, `adanull bob"new"`)
+	if d := step("after the diff", nil, true, "adanull"); d.Leaves["bob"] == nil {
+		t.Fatalf("the diff of bob's leave: %+v, want bob in its leaves", d)
 	}
 }

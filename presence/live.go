@@ -142,6 +142,20 @@ func (g *group) touch(key string) {
 	g.touched[key] = touch{before: metasOf(g.live[key])}
 }
 
+// withPendingLeaves adds to list the keys gone from the live state since
+// the last diff, with their metas then (see Tracker.Cached).
+func (g *group) withPendingLeaves(list []Presence) []Presence {
+	for k, tc := range g.touched {
+		if tc.before == nil {
+			continue
+		}
+		if _, ok := g.live[k]; !ok {
+			list = append(list, Presence{Key: k, Metas: tc.before})
+		}
+	}
+	return list
+}
+
 // apply makes ops, the content of one change signal, part of the live
 // state; while a full read of the group is under way they are kept too,
 // to be made part of what it returns.

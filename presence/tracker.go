@@ -465,8 +465,15 @@ func (t *Tracker) List(ctx context.Context, groupName string) ([]Presence, error
 //
 // It lags the layer by the time a signal takes to arrive, and is never
 // behind the diffs: a change is in it before the diff that tells it
-// reaches the group's local entries. Read it when such a diff arrives, and
-// call List when ok is false. The metas are shared: do not modify them.
+// reaches the group's local entries. A key whose entries are all gone
+// stays in it, with its metas of the last diff, until the next diff is
+// taken: signals from two processes can come in either order, and a
+// person back on another process may be gone here for a moment between
+// the sweep of the old entry and the set of the new. A list read then
+// lacked the person, and the diff, which compares with the last diff only,
+// told of a meta update that asks nobody to look again. Read it when a
+// diff arrives, and call List when ok is false. The metas are shared: do
+// not modify them.
 func (t *Tracker) Cached(groupName string) (list []Presence, ok bool) {
 	t.mu.Lock()
 	g := t.groups[groupName]
@@ -474,7 +481,7 @@ func (t *Tracker) Cached(groupName string) (list []Presence, ok bool) {
 		t.mu.Unlock()
 		return nil, false
 	}
-	list = g.live.presences() // copies: the live state changes under t.mu
+	list = g.withPendingLeaves(g.live.presences()) // copies: the live state changes under t.mu
 	t.mu.Unlock()
 	sortPresences(list)
 	return list, true
