@@ -33,7 +33,12 @@ type hub struct {
 
 	mu    sync.Mutex
 	rooms map[string]*localRoom
-	diff  decodedDiff // the last presence diff decoded (its sockets share one body)
+
+	// diff is the last presence diff decoded (its sockets share one body),
+	// under diffMu: decoding holds neither lock, so that a node's sockets
+	// taking the diffs of many rooms at once do not queue behind it.
+	diffMu sync.Mutex
+	diff   decodedDiff
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -161,17 +166,36 @@ func (h *hub) markDirty(room string) {
 // person back is such a diff on every node, and building each room's
 // frame again to find it unchanged was most of the cost of users frames.
 func (h *hub) diffed(room string, m channellayer.Message) []notice {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	notices, joinsOrLeaves := h.notices(m)
-	if joinsOrLeaves && len(m.Body) > 0 {
-		if r, body := h.rooms[room], weak.Make(&m.Body[0]); r != nil && !slices.Contains(r.marked[:], body) {
+	d := h.decoded(m)
+	if d.joinsOrLeaves && len(m.Body) > 0 {
+		body := weak.Make(&m.Body[0])
+		h.mu.Lock()
+		if r := h.rooms[room]; r != nil && !slices.Contains(r.marked[:], body) {
 			r.marked[r.next] = body
 			r.next = (r.next + 1) % len(r.marked)
 			r.dirty, r.changed = true, true
 		}
+		h.mu.Unlock()
 	}
-	return notices
+	return d.notices
+}
+
+// decoded returns the notices of a presence diff, decoded and encoded
+// once for all the node's sockets (they get the same body): the last diff
+// decoded is kept. Two sockets may decode the same diff at once; either
+// result is the same.
+func (h *hub) decoded(m channellayer.Message) decodedDiff {
+	h.diffMu.Lock()
+	d := h.diff
+	h.diffMu.Unlock()
+	if len(m.Body) > 0 && len(d.body) == len(m.Body) && &d.body[0] == &m.Body[0] {
+		return d
+	}
+	d = decodeDiff(m)
+	h.diffMu.Lock()
+	h.diff = d
+	h.diffMu.Unlock()
+	return d
 }
 
 // roomNames lists the rooms with sockets on this node.
@@ -329,14 +353,11 @@ func (h *hub) users(ctx context.Context, room string) (usersFrame, error) {
 	return newUsersFrame(room, who), nil
 }
 
-// notices returns the join and leave notices of a presence diff, decoded
-// and encoded once for all the node's sockets (they get the same body).
-// A room with more than maxListed users after the change gets none.
-// h.mu must be held.
-func (h *hub) notices(m channellayer.Message) (out []notice, joinsOrLeaves bool) {
-	if len(m.Body) > 0 && len(h.diff.body) == len(m.Body) && &h.diff.body[0] == &m.Body[0] {
-		return h.diff.notices, h.diff.joinsOrLeaves
-	}
+// decodeDiff returns the join and leave notices of a presence diff. A
+// room with more than maxListed users after the change gets none.
+func decodeDiff(m channellayer.Message) decodedDiff {
+	var out []notice
+	var joinsOrLeaves bool
 	var d presence.Diff
 	if err := json.Unmarshal(m.Body, &d); err == nil {
 		joinsOrLeaves = len(d.Joins)+len(d.Leaves) > 0
@@ -390,8 +411,7 @@ func (h *hub) notices(m channellayer.Message) (out []notice, joinsOrLeaves bool)
 			}
 		}
 	}
-	h.diff = decodedDiff{body: m.Body, notices: out, joinsOrLeaves: joinsOrLeaves}
-	return out, joinsOrLeaves
+	return decodedDiff{body: m.Body, notices: out, joinsOrLeaves: joinsOrLeaves}
 }
 
 type noticeFrame struct {
