@@ -280,11 +280,7 @@ func (h *hub) flush() {
 			r.sent, r.fresh, r.changed = sum, nil, false
 		}
 		h.mu.Unlock()
-		for _, c := range conns {
-			if c.Send(b) == nil {
-				h.metrics.out.Inc()
-			}
-		}
+		h.sendFrame(conns, b)
 	}
 }
 
@@ -311,6 +307,11 @@ func (h *hub) sendFresh(room string) {
 		}
 	}
 	h.mu.Unlock()
+	h.sendFrame(conns, b)
+}
+
+// sendFrame sends a users frame, encoded once, to conns.
+func (h *hub) sendFrame(conns []*consumer.Conn, b []byte) {
 	for _, c := range conns {
 		if c.Send(b) == nil {
 			h.metrics.out.Inc()
