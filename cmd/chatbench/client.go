@@ -145,7 +145,7 @@ func (nc *netClient) join(ctx context.Context, base string, id int, room string)
 		go c.sseReadLoop()
 		return c, nil
 	}
-	wsURL := "ws" + strings.TrimPrefix(base, "http") + "/ws/chat/" + url.PathEscape(room) + "/"
+	wsURL := roomWS(base, room)
 	ws, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{
 		HTTPClient:      nc.hc,
 		HTTPHeader:      http.Header{"Cookie": {cookie}},
@@ -388,4 +388,9 @@ func closeAll(clients []*client) {
 		go func() { defer wg.Done(); c.close(); <-sem }()
 	}
 	wg.Wait()
+}
+
+// roomWS is the websocket URL of room on the node at base (http://...).
+func roomWS(base, room string) string {
+	return "ws" + strings.TrimPrefix(base, "http") + "/ws/chat/" + url.PathEscape(room) + "/"
 }

@@ -530,7 +530,7 @@ func (m *wmember) open(ctx context.Context, node int) error {
 	since := m.lastID
 	m.mu.Unlock()
 	base := m.w.spec.Bases[node]
-	u := "ws" + strings.TrimPrefix(base, "http") + "/ws/chat/" + url.PathEscape(roomName(m.room.id)) + "/"
+	u := roomWS(base, roomName(m.room.id))
 	if since != "" {
 		u += "?since=" + url.QueryEscape(since)
 	}
@@ -886,7 +886,7 @@ func (m *wmember) probe() string {
 	m.mu.Unlock()
 	ctx, cancel := context.WithTimeout(m.w.ctx, 5*time.Second)
 	defer cancel()
-	u := "ws" + strings.TrimPrefix(m.w.spec.Bases[node], "http") + "/ws/chat/" + url.PathEscape(roomName(m.room.id)) + "/"
+	u := roomWS(m.w.spec.Bases[node], roomName(m.room.id))
 	ws, err := dialRoom(ctx, m.w.nc.hc, u, m.cookie)
 	if err != nil {
 		return "no socket (" + err.Error() + ")"
