@@ -3,6 +3,7 @@ package consumer_test
 import (
 	"context"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -96,5 +97,50 @@ func TestMaxConnectingWaits(t *testing.T) {
 	}
 	if entered.Load() != 2 {
 		t.Fatalf("%d Connects, want 2", entered.Load())
+	}
+}
+
+// TestDefaultMaxConnecting: with MaxConnecting unset, DefaultMaxConnecting
+// connections run Connect at once, and one more waits for a turn.
+func TestDefaultMaxConnecting(t *testing.T) {
+	defer consumer.SetConnectWait(300 * time.Millisecond)()
+	release := make(chan struct{})
+	var entered atomic.Int64
+	s := serveSockets(t, consumer.Options{}, func() consumer.Consumer {
+		return consumer.Funcs{OnConnect: func(ctx context.Context, c *consumer.Conn) error {
+			entered.Add(1)
+			<-release
+			return nil
+		}}
+	})
+	let := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(let) // before the server's cleanup, which waits for the Connects
+	ctx := testkit.ContextWithin(t, 60*time.Second)
+	n := consumer.DefaultMaxConnecting
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			ws, _, err := websocket.Dial(ctx, s.url, nil)
+			if err == nil {
+				ws.CloseNow()
+			}
+			errs <- err
+		}()
+	}
+	testkit.Eventually(t, 30*time.Second, func() bool { return entered.Load() == int64(n) },
+		"every connection of the default limit in Connect at once")
+
+	_, resp, err := websocket.Dial(ctx, s.url, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("connection %d while %d are in Connect: %v, %+v; want 503", n+1, n, err, resp)
+	}
+	let()
+	for range n {
+		if err := testkit.Receive(t, errs, 20*time.Second, "a connection"); err != nil {
+			t.Fatalf("a connection within the default limit: %v", err)
+		}
+	}
+	if got := entered.Load(); got != int64(n) {
+		t.Fatalf("%d Connects, want %d (the refused one must not run it)", got, n)
 	}
 }

@@ -9,6 +9,15 @@ import (
 	"github.com/chatterpro/chatterpro/presence"
 )
 
+// DefaultMaxConnecting is Options.MaxConnecting's default. A join
+// mostly waits (on the layer's round trips, and for the CPU while a
+// storm saturates it), so the joins a node runs at once, not its CPU,
+// bound how fast a storm is served: when one of 8 nodes with 12 500
+// people each died on a 2-core machine, its people were all back on the
+// others in 24 s with 256, 101 s with 64 (same build, one after the
+// other; BENCHMARKS.md, cluster).
+const DefaultMaxConnecting = 256
+
 // Options configures a Server. Only Layer is required.
 type Options struct {
 	// Layer carries events between consumers. Required.
@@ -51,8 +60,9 @@ type Options struct {
 	// refused with ErrBusy (a websocket or event stream request gets 503
 	// and Retry-After: 1). When a node dies and its clients all come to
 	// the others at once, the storm then waits at the clients, with their
-	// backoff, and not in the layer's connection pool, where it would hold
-	// up everyone's presence refresh. Defaults to 64; negative: no limit.
+	// backoff, and not in the node's run queue or the layer's round
+	// trips, where it would hold up everyone else. Defaults to
+	// DefaultMaxConnecting; negative: no limit.
 	MaxConnecting int
 	// OnBusy, if set, is called for every connection refused with
 	// ErrBusy (for a metric). It must not block.
@@ -92,7 +102,7 @@ func (o Options) withDefaults() (Options, error) {
 		o.ReadLimit = 32 << 10
 	}
 	if o.MaxConnecting == 0 {
-		o.MaxConnecting = 64
+		o.MaxConnecting = DefaultMaxConnecting
 	}
 	if o.QueueBytes == 0 {
 		o.QueueBytes = 1 << 20

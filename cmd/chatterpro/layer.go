@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/consumer"
 )
 
 // channelCapacity is how many events a connection's layer channel holds
@@ -102,13 +103,12 @@ func openLayer(ctx context.Context, raw string, set layerSettings, log *slog.Log
 // room for the presence tracker's and the publishers' pipelines beside
 // them. With the client's default (10 per core: 20 on 2 cores), 64 joins
 // at once in a reconnect storm queued for connections behind each other
-// and behind the presence work. Connections open only when needed.
+// and behind the presence work. A join's presence entry and history read
+// now go in the shared pipelines, so few of these open in a storm; the
+// size stays a bound, not a need. Connections open only when needed.
 func poolSize(connecting int) int {
-	switch {
-	case connecting < 0:
-		return 256
-	case connecting == 0:
-		connecting = 64 // --max-connecting's default
+	if connecting <= 0 {
+		connecting = consumer.DefaultMaxConnecting
 	}
 	return max(10*runtime.GOMAXPROCS(0), connecting+32)
 }

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/chatterpro/chatterpro/chat"
+	"github.com/chatterpro/chatterpro/consumer"
 	"github.com/chatterpro/chatterpro/routing"
 )
 
@@ -88,7 +89,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.allowedOrigins, "allowed-origins", "", "extra origins (scheme://host[:port], comma-separated) allowed for websocket and POST")
 	fs.StringVar(&o.rooms, "rooms", strings.Join(chat.DefaultRooms(), ","), "rooms offered on the join page, comma-separated")
 	fs.DurationVar(&o.presenceTTL, "presence-ttl", 30*time.Second, "how long a dead node's presence entries outlive it")
-	fs.IntVar(&o.maxConnecting, "max-connecting", 64, "how many sockets may run their join at once; the rest wait up to 6 s, then get 503 (-1: no limit)")
+	fs.IntVar(&o.maxConnecting, "max-connecting", consumer.DefaultMaxConnecting, "how many sockets may run their join at once; the rest wait up to 6 s, then get 503 (-1: no limit)")
 	fs.DurationVar(&o.grace, "grace", 10*time.Second, "how long a lost connection may take to come back before its departure is announced")
 	fs.Float64Var(&o.rate, "rate", 10, "chat messages per second per connection (burst twice that); 0 turns the limit off")
 	fs.IntVar(&o.maxSessionConns, "max-session-conns", 10, "sockets one session may hold on this node; more are refused with 429; 0 turns the cap off")
@@ -157,7 +158,7 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("%s must be positive, like 10s", source("grace"))
 	}
 	if o.maxConnecting == 0 || o.maxConnecting < -1 {
-		return o, fmt.Errorf("%s must be a positive number of sockets, like 64, or -1 for no limit", source("max-connecting"))
+		return o, fmt.Errorf("%s must be a positive number of sockets, like 256, or -1 for no limit", source("max-connecting"))
 	}
 	if o.redisReplicas < 0 {
 		return o, fmt.Errorf("%s must be 0 or a positive number of replicas", source("redis-replicas"))
