@@ -14,9 +14,9 @@ import (
 // storm saturates it), so the joins a node runs at once, not its CPU,
 // bound how fast a storm is served: when one of 8 nodes with 12 500
 // people each died on a 2-core machine, its people were all back on the
-// others in 24 to 60 s with 256 (five runs), in 101 s with 64 (two),
-// and with 1 024 some clients gave up on joins still under way
-// (BENCHMARKS.md, cluster, runs 86 to 93).
+// others in 24 to 60 s with 256 (five runs), in 101 s with 64 (two);
+// with 512 and 1 024 clients gave up on joins still under way
+// (BENCHMARKS.md, cluster, runs 86 to 95).
 const DefaultMaxConnecting = 256
 
 // Options configures a Server. Only Layer is required.
