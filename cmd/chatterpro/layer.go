@@ -98,14 +98,13 @@ func openLayer(ctx context.Context, raw string, set layerSettings, log *slog.Log
 	return nil, fmt.Errorf("--layer %q: unknown kind %q (use memory://, redis://host:port/db, redis-sentinel://host:port[,host:port...]/master or redis-cluster://host:port,...)", shown, u.Scheme)
 }
 
-// poolSize is the Redis connections a node may open (per Redis node of a
-// cluster): one for each join that may wait on a Redis call at once, and
-// room for the presence tracker's and the publishers' pipelines beside
-// them. With the client's default (10 per core: 20 on 2 cores), 64 joins
-// at once in a reconnect storm queued for connections behind each other
-// and behind the presence work. A join's presence entry and history read
-// now go in the shared pipelines, so few of these open in a storm; the
-// size stays a bound, not a need. Connections open only when needed.
+// poolSize is the most Redis connections a node may open (per Redis node
+// of a cluster): as many as the joins that may run at once, and room for
+// the presence tracker's and the publishers' pipelines beside them. It is
+// a bound, not a need: a join's presence entry and history read go in the
+// shared pipelines, so a storm opens few. With the client's default (10
+// per core), joins once queued for connections behind each other and the
+// presence work. Connections open only when needed.
 func poolSize(connecting int) int {
 	if connecting <= 0 {
 		connecting = consumer.DefaultMaxConnecting
