@@ -74,14 +74,14 @@ func (rc *roomConsumer) Connect(ctx context.Context, c *consumer.Conn) error {
 	rec, err := c.GroupAddSince(ctx, room, since, historyOnJoin)
 	a.metrics.observe("history", start, err)
 	if terr := <-tracked; terr != nil {
-		return rc.unavailable(terr)
+		return rc.unavailable(ctx, terr)
 	}
 	if err != nil {
-		return rc.unavailable(err)
+		return rc.unavailable(ctx, err)
 	}
 	users, err := a.hub.knownUsers(ctx, room)
 	if err != nil {
-		return rc.unavailable(err)
+		return rc.unavailable(ctx, err)
 	}
 	a.dir.update(room, users.Count)
 	rc.send(c, newHistoryFrame(rec.Messages, since != "" && !rec.Recovered))
@@ -93,7 +93,10 @@ func (rc *roomConsumer) Connect(ctx context.Context, c *consumer.Conn) error {
 	return nil
 }
 
-func (rc *roomConsumer) unavailable(err error) error {
+func (rc *roomConsumer) unavailable(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return err // the client went away before it joined: nobody to tell
+	}
 	rc.app.log.Warn("joining a room failed", "room", rc.room, "err", err)
 	return consumer.Refuse(http.StatusServiceUnavailable, "chat temporarily unavailable, retry shortly")
 }

@@ -17,3 +17,6 @@ func SetConnectWait(d time.Duration) (restore func()) {
 	connectWait = d
 	return func() { connectWait = old }
 }
+
+// Waiting returns how many connections wait for a turn in Connect.
+func Waiting(s *Server) int64 { return s.waiting.Load() }

@@ -71,7 +71,7 @@ func serveGroupEcho(t *testing.T, lo channellayer.MemoryOptions, coalesce time.D
 	joined := make(chan struct{})
 	served := make(chan error, 1)
 	go func() {
-		served <- srv.Serve(Scope{Path: "/"}, Funcs{OnConnect: func(ctx context.Context, c *Conn) error {
+		served <- srv.Serve(context.Background(), Scope{Path: "/"}, Funcs{OnConnect: func(ctx context.Context, c *Conn) error {
 			c.On("e", func(ctx context.Context, c *Conn, m channellayer.Message) error { return c.Send(m.Body) })
 			return c.GroupAdd(ctx, "g")
 		}}, func() (Transport, error) { close(joined); return tr, nil })

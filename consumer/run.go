@@ -94,7 +94,7 @@ func (c *Conn) end() {
 	c.tasks.Stop()
 	c.rd.Forget()
 	c.srv.track(c, false)
-	c.srv.finish(c)
+	c.srv.finish(c, true)
 	c.cancel()
 	c.srv.running.Done()
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/chatterpro/chatterpro/channellayer"
@@ -34,7 +35,8 @@ type Server struct {
 	// connecting holds a token for each connection in Connect; nil: no
 	// limit (Options.MaxConnecting).
 	connecting chan struct{}
-	sse        *sse.Hub // event streams of the fallback transport (sse.go)
+	waiting    atomic.Int64 // connections waiting for a turn in Connect
+	sse        *sse.Hub     // event streams of the fallback transport (sse.go)
 
 	mu       sync.Mutex
 	conns    map[*Conn]struct{}
@@ -97,8 +99,8 @@ var ErrBusy = errors.New("consumer: too many connections starting at once; try a
 var connectWait = 6 * time.Second
 
 // turn takes a turn in Connect, waiting up to connectWait for one; false
-// if none came. done gives it back.
-func (s *Server) turn() (ok bool, done func()) {
+// if none came, or ctx (the request's) ended first. done gives it back.
+func (s *Server) turn(ctx context.Context) (ok bool, done func()) {
 	if s.connecting == nil {
 		return true, func() {}
 	}
@@ -108,11 +110,15 @@ func (s *Server) turn() (ok bool, done func()) {
 		return true, done
 	default:
 	}
+	s.waiting.Add(1)
+	defer s.waiting.Add(-1)
 	t := time.NewTimer(connectWait)
 	defer t.Stop()
 	select {
 	case s.connecting <- struct{}{}:
 		return true, done
+	case <-ctx.Done():
+		return false, nil
 	case <-t.C:
 		if s.opts.OnBusy != nil {
 			s.opts.OnBusy()
@@ -124,13 +130,22 @@ func (s *Server) turn() (ok bool, done func()) {
 // Serve runs one connection: it calls cons.Connect, and if that accepts,
 // accept to complete the handshake, then serves the connection until it
 // closes. It returns the Connect error (see RefuseError) if the consumer
-// refused, ErrShutdown if the server is shutting down, or accept's error.
+// refused, ErrShutdown if the server is shutting down, ErrBusy if no turn
+// in Connect came in time, or accept's error.
+//
+// ctx is the request's. If it ends before accept returns (the client gave
+// up while it waited for a turn, or while Connect ran), the connection is
+// given up: Connect's context ends, what it joined is left at once (no
+// presence grace period: nobody was ever connected), and Serve returns
+// ctx's error. A storm of reconnecting clients with short timeouts then
+// spends no turn on the ones that have already gone. Once accepted, the
+// connection no longer depends on ctx.
 //
 // A transport with a socket the server can watch (a websocket over TCP on
 // Linux) is served without a goroutine while it is idle: Serve returns as
 // soon as nothing is left to read, and the connection lives on until it
 // closes (Shutdown waits for it).
-func (s *Server) Serve(scope Scope, cons Consumer, accept func() (Transport, error)) error {
+func (s *Server) Serve(ctx context.Context, scope Scope, cons Consumer, accept func() (Transport, error)) error {
 	s.mu.Lock()
 	if s.shutdown {
 		s.mu.Unlock()
@@ -139,35 +154,49 @@ func (s *Server) Serve(scope Scope, cons Consumer, accept func() (Transport, err
 	s.running.Add(1)
 	s.mu.Unlock()
 
-	ok, done := s.turn()
+	ok, done := s.turn(ctx)
 	if !ok {
 		s.running.Done()
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("consumer: the client went away while it waited for a turn in Connect: %w", err)
+		}
 		return ErrBusy
 	}
-	ctx, cancel := context.WithCancel(s.base)
-	servingOn := false // from then on Conn.end releases the connection
+	cctx, cancel := context.WithCancel(s.base)
+	gone := context.AfterFunc(ctx, cancel) // the client went away before it was served
+	servingOn := false                     // from then on Conn.end releases the connection
 	defer func() {
 		if !servingOn {
+			gone()
 			cancel()
 			s.running.Done()
 		}
 	}()
-	name, err := s.layer.NewChannel(ctx)
+	name, err := s.layer.NewChannel(cctx)
 	if err != nil {
 		done()
 		return fmt.Errorf("consumer: creating the connection's channel: %w", err)
 	}
-	c := newConn(s, scope, cons, name, ctx, cancel)
+	c := newConn(s, scope, cons, name, cctx, cancel)
 	connectErr := c.connect()
 	done()
 	if connectErr != nil {
 		s.release(c)
 		return connectErr
 	}
+	if ctx.Err() != nil { // Connect accepted a client that had gone meanwhile
+		c.wire.Close(StatusAbnormal, "", wire.Peer)
+		s.finish(c, false)
+		return fmt.Errorf("consumer: the client went away during Connect: %w", ctx.Err())
+	}
 	t, err := accept()
+	if err == nil && !gone() {
+		_ = t.CloseNow()
+		err = fmt.Errorf("consumer: the client went away during the handshake: %w", ctx.Err())
+	}
 	if err != nil {
 		c.wire.Close(StatusAbnormal, "", wire.Peer)
-		s.finish(c)
+		s.finish(c, false)
 		return err
 	}
 	c.t = t // before track: Shutdown may cut it
@@ -190,8 +219,11 @@ func (s *Server) track(c *Conn, open bool) {
 	}
 }
 
-// finish calls Disconnect, then releases the connection's channel and groups.
-func (s *Server) finish(c *Conn) {
+// finish calls Disconnect, then releases the connection's channel and
+// groups. A connection that was never served (its client went away before
+// or during the handshake) leaves presence at once, without the grace
+// period.
+func (s *Server) finish(c *Conn, served bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.DisconnectTimeout)
 	defer cancel()
 	c.mu.Lock()
@@ -203,7 +235,7 @@ func (s *Server) finish(c *Conn) {
 		}()
 		c.consumer.Disconnect(ctx, c, c.wire.Code())
 	}()
-	c.leavePresence(ctx, true)
+	c.leavePresence(ctx, served)
 	c.mu.Unlock()
 	s.releaseCtx(ctx, c)
 }
@@ -227,7 +259,7 @@ func (s *Server) releaseCtx(ctx context.Context, c *Conn) {
 // ServeWebSocket serves one websocket request with cons. The origin is not
 // checked here: routing does that before (see package routing).
 func (s *Server) ServeWebSocket(w http.ResponseWriter, r *http.Request, scope Scope, cons Consumer) {
-	err := s.Serve(scope, cons, func() (Transport, error) {
+	err := s.Serve(r.Context(), scope, cons, func() (Transport, error) {
 		// The origin was checked by routing.
 		ws, err := wsconn.Accept(w, r, wsconn.Options{ReadLimit: s.opts.ReadLimit, WriteTimeout: s.opts.WriteTimeout})
 		if err != nil {
@@ -244,6 +276,8 @@ func (s *Server) ServeWebSocket(w http.ResponseWriter, r *http.Request, scope Sc
 		http.Error(w, "server restarting, try another", http.StatusServiceUnavailable)
 	case errors.Is(err, ErrBusy):
 		busy(w)
+	case r.Context().Err() != nil: // nobody to answer
+		s.log.Debug("client went away before its connection was served", "path", scope.Path, "err", err)
 	default:
 		// accept failed (it answered the client itself) or the layer did.
 		if !errors.Is(err, errAcceptFailed) {

@@ -47,7 +47,7 @@ func (s *Server) ServeSSE(w http.ResponseWriter, r *http.Request, scope Scope, c
 		opts.Session = scope.User.Session
 	}
 	var st *sse.Stream
-	err := s.Serve(scope, cons, func() (Transport, error) {
+	err := s.Serve(r.Context(), scope, cons, func() (Transport, error) {
 		var err error
 		st, err = s.sse.Open(s.base, w, r, opts)
 		switch {
@@ -70,7 +70,7 @@ func (s *Server) ServeSSE(w http.ResponseWriter, r *http.Request, scope Scope, c
 		http.Error(w, "server restarting, try another", http.StatusServiceUnavailable)
 	case errors.Is(err, ErrBusy):
 		busy(w)
-	case st != nil:
+	case st != nil, r.Context().Err() != nil:
 		s.log.Debug("event stream failed at its start", "path", scope.Path, "err", err)
 	case errors.Is(err, channellayer.ErrUnavailable):
 		http.Error(w, "temporarily unavailable, retry shortly", http.StatusServiceUnavailable)

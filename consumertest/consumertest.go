@@ -90,7 +90,7 @@ func (c *Communicator) Layer() channellayer.Layer { return c.layer }
 func (c *Communicator) Connect(ctx context.Context) error {
 	accepted := make(chan struct{})
 	go func() {
-		c.done <- c.srv.Serve(c.scope, c.newC(), func() (consumer.Transport, error) {
+		c.done <- c.srv.Serve(ctx, c.scope, c.newC(), func() (consumer.Transport, error) {
 			close(accepted)
 			return c.pipe.server(), nil
 		})
