@@ -47,9 +47,18 @@ type sock struct {
 	err       error     // a write failed: the stream is broken
 
 	// pingAt: when the first ping that no pong answered yet went out
-	// (sendPing; time since epoch, 0: none). The library's reader clears
-	// it (onPong).
+	// (sendPing, or a batch; time since epoch, 0: none). The library's
+	// reader clears it (onPong).
 	pingAt atomic.Int64
+
+	// Pings that ride on batches (Options.PingInterval; every 0: off).
+	// Each tick of the pinger (sendPing) sets dueAt, when the next comes
+	// (time since epoch); a batch written less than window before it, with
+	// no ping sent since dueAt-window, ends with a ping frame and sets
+	// pingSentAt; the tick then finds that ping sent, and writes none.
+	every, window int64 // ns; set before first use
+	dueAt         atomic.Int64
+	pingSentAt    atomic.Int64
 
 	// The read side: the library's reader and ReadIdle (see read.go).
 	br       *bufio.Reader // coder/websocket's reader over this sock
@@ -130,11 +139,29 @@ func (s *sock) writeFrames(texts [][]byte) error {
 	}
 	s.batch = true
 	s.arm()
+	b = s.ridePing(b)
 	s.mu.Unlock()
 	_, err = s.Conn.Write(b)
 	s.ended(&s.batch, err)
 	putBatchBuf(buf, b)
 	return err
+}
+
+// ridePing appends a ping frame to a batch about to be written if the
+// pinger's next ping is due within the window and none went since the
+// window began; called with s.mu held, the write sure to follow.
+func (s *sock) ridePing(b []byte) []byte {
+	if s.every <= 0 {
+		return b
+	}
+	due := s.dueAt.Load()
+	now := int64(time.Since(epoch))
+	if due == 0 || now < due-s.window || s.pingSentAt.Load() >= due-s.window {
+		return b
+	}
+	s.pingSentAt.Store(now)
+	s.pingAt.CompareAndSwap(0, now)
+	return append(b, pingFrame...)
 }
 
 // pingFrame is an unmasked ping frame with no payload.
@@ -152,6 +179,13 @@ var errWouldBlock = errors.New("wsconn: the socket's buffer is full")
 func (s *sock) sendPing() (bool, error) {
 	if s.raw == nil || s.timeout <= 0 {
 		return false, nil
+	}
+	if s.every > 0 {
+		now := int64(time.Since(epoch))
+		s.dueAt.Store(now + s.every)
+		if sent := s.pingSentAt.Load(); sent != 0 && sent >= now-s.window {
+			return true, nil // a batch carried it (ridePing)
+		}
 	}
 	s.mu.Lock()
 	if s.err == nil && s.closeSent {
@@ -174,6 +208,9 @@ func (s *sock) sendPing() (bool, error) {
 	n, err := writeNow(s.raw, pingFrame)
 	if err != nil && first {
 		s.pingAt.CompareAndSwap(now, 0) // no ping went out
+	}
+	if err == nil {
+		s.pingSentAt.Store(now)
 	}
 	switch {
 	case err == errWouldBlock:

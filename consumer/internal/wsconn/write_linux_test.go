@@ -138,3 +138,77 @@ func TestSendPingAfterQuietSpell(t *testing.T) {
 		t.Fatalf("a write after the ping: %v", err)
 	}
 }
+
+// With a ping interval, a batch written in the half interval before the
+// next ping is due ends with that ping, once; the tick that comes then
+// writes none, and the ping is awaited as if the tick had sent it. Outside
+// the window a batch carries nothing.
+func TestPingRidesOnBatches(t *testing.T) {
+	server, client := tcpPair(t)
+	// Ticks are the test's calls to sendPing. An interval longer than the
+	// process has lived: its first tick, with no ping sent before, must
+	// not take "no ping yet" for a ping sent within the window.
+	const every = 2 * time.Hour
+	s := &sock{Conn: server, raw: rawConnOf(server), timeout: 5 * time.Second, every: int64(every), window: int64(every / 2)}
+	client.SetReadDeadline(time.Now().Add(20 * time.Second)) // a frame that never comes fails the test
+	r := bufio.NewReader(client)
+	want := func(what string, wantOp byte, wantP string) {
+		t.Helper()
+		op, p, err := readFrame(r)
+		if err != nil || op != wantOp || string(p) != wantP {
+			t.Fatalf("%s: read opcode %d, payload %q, %v; want opcode %d, %q", what, op, p, err, wantOp, wantP)
+		}
+	}
+	if ok, err := s.sendPing(); !ok || err != nil {
+		t.Fatalf("the first tick's sendPing = %v, %v; want it sent", ok, err)
+	}
+	want("the first tick", 0x9, "")
+	s.onPong(context.Background(), nil)
+
+	// Just after a tick, the next ping is an interval away: a batch goes alone.
+	if err := s.writeFrames([][]byte{[]byte("early")}); err != nil {
+		t.Fatal(err)
+	}
+	want("a batch just after the tick", 0x1, "early")
+	if s.pingAt.Load() != 0 {
+		t.Fatal("a batch outside the window counted as a ping")
+	}
+
+	// Later, as if most of an interval had passed since that tick: the
+	// next ping is due within the window, and the batch carries it.
+	now := time.Since(epoch)
+	s.pingSentAt.Store(int64(now - every*3/4))
+	s.dueAt.Store(int64(now + every/4))
+	if err := s.writeFrames([][]byte{[]byte("late")}); err != nil {
+		t.Fatal(err)
+	}
+	want("a batch in the window", 0x1, "late")
+	want("the ping the batch carried", 0x9, "")
+	if s.pingAt.Load() == 0 {
+		t.Fatal("the ping a batch carried is not awaited")
+	}
+	if err := s.writeFrames([][]byte{[]byte("again")}); err != nil {
+		t.Fatal(err)
+	}
+	want("a second batch in the window (no second ping)", 0x1, "again")
+
+	// The tick finds its ping sent, writes nothing, and sets the next due.
+	before := s.dueAt.Load()
+	if ok, err := s.sendPing(); !ok || err != nil {
+		t.Fatalf("the tick after a carried ping: sendPing = %v, %v; want it counted as sent", ok, err)
+	}
+	if s.dueAt.Load() <= before {
+		t.Error("the tick did not move the next ping's due time")
+	}
+	if err := s.writeFrames([][]byte{[]byte("after the tick")}); err != nil {
+		t.Fatal(err)
+	}
+	want("the frame after the tick (it wrote no ping)", 0x1, "after the tick")
+	if s.pingAt.Load() == 0 {
+		t.Fatal("the carried ping's pong is no longer awaited")
+	}
+	s.onPong(context.Background(), nil)
+	if s.pingAt.Load() != 0 {
+		t.Fatal("the pong did not clear the carried ping")
+	}
+}
