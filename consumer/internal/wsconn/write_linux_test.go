@@ -145,9 +145,8 @@ func TestSendPingAfterQuietSpell(t *testing.T) {
 // the window a batch carries nothing.
 func TestPingRidesOnBatches(t *testing.T) {
 	server, client := tcpPair(t)
-	// Ticks are the test's calls to sendPing. An interval longer than the
-	// process has lived: its first tick, with no ping sent before, must
-	// not take "no ping yet" for a ping sent within the window.
+	// Ticks are the test's calls to sendPing; the test sets the times
+	// they would find.
 	const every = 2 * time.Hour
 	s := &sock{Conn: server, raw: rawConnOf(server), timeout: 5 * time.Second, every: int64(every), window: int64(every / 2)}
 	client.SetReadDeadline(time.Now().Add(20 * time.Second)) // a frame that never comes fails the test
@@ -211,4 +210,18 @@ func TestPingRidesOnBatches(t *testing.T) {
 	if s.pingAt.Load() != 0 {
 		t.Fatal("the pong did not clear the carried ping")
 	}
+
+	// A tick that comes late (a quarter interval after its due time)
+	// still finds the ping a batch carried early in the window: it
+	// writes none.
+	now = time.Since(epoch)
+	s.dueAt.Store(int64(now - every/4))
+	s.pingSentAt.Store(int64(now - every*6/10)) // after the window began, more than half an interval ago
+	if ok, err := s.sendPing(); !ok || err != nil {
+		t.Fatalf("a late tick after a carried ping: sendPing = %v, %v; want it counted as sent", ok, err)
+	}
+	if err := s.writeFrames([][]byte{[]byte("after the late tick")}); err != nil {
+		t.Fatal(err)
+	}
+	want("the frame after the late tick (it wrote no ping)", 0x1, "after the late tick")
 }
