@@ -29,11 +29,8 @@ type Options struct {
 	// QueueBytes caps a connection's outgoing queue; a client that falls
 	// this far behind is closed with 1013. Defaults to 1 MiB.
 	QueueBytes int
-	// PingInterval is how often a peer is pinged. Defaults to 25 s;
-	// negative disables pings. A websocket peer that gets messages anyway
-	// gets its ping at the end of a write of them made in the half
-	// interval before the ping is due: no write of its own, and the peer
-	// reads it with the messages.
+	// PingInterval is how often an idle peer is pinged. Defaults to 25 s;
+	// negative disables pings.
 	PingInterval time.Duration
 	// PingTimeout is how long a pong may take before the peer is
 	// considered dead. Defaults to 15 s.

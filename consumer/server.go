@@ -261,7 +261,7 @@ func (s *Server) releaseCtx(ctx context.Context, c *Conn) {
 func (s *Server) ServeWebSocket(w http.ResponseWriter, r *http.Request, scope Scope, cons Consumer) {
 	err := s.Serve(r.Context(), scope, cons, func() (Transport, error) {
 		// The origin was checked by routing.
-		ws, err := wsconn.Accept(w, r, wsconn.Options{ReadLimit: s.opts.ReadLimit, WriteTimeout: s.opts.WriteTimeout, PingInterval: s.opts.PingInterval})
+		ws, err := wsconn.Accept(w, r, wsconn.Options{ReadLimit: s.opts.ReadLimit, WriteTimeout: s.opts.WriteTimeout})
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", errAcceptFailed, err)
 		}

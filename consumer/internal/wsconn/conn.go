@@ -32,13 +32,6 @@ type Options struct {
 	// WriteTimeout bounds every write to the network. Zero leaves writes
 	// unbounded and turns off the own write path (see Conn.OwnWrites).
 	WriteTimeout time.Duration
-	// PingInterval is how often the pinger pings the connection
-	// (SendPing). With it, a batch written in the half interval before
-	// the next ping is due carries that ping at its end, and the ping's
-	// own write is saved: a peer that gets messages anyway gets its pings
-	// in the same writes, and reads them in the same reads. Zero: pings
-	// go only when SendPing sends them.
-	PingInterval time.Duration
 }
 
 // Conn is an accepted websocket. It is a consumer.Transport and a
@@ -58,7 +51,7 @@ type Conn struct {
 // origin not checked: the caller did). On failure Accept has answered the
 // client.
 func Accept(w http.ResponseWriter, r *http.Request, opts Options) (*Conn, error) {
-	s := &sock{timeout: opts.WriteTimeout, every: int64(opts.PingInterval), window: int64(opts.PingInterval / 2)}
+	s := &sock{timeout: opts.WriteTimeout}
 	ws, err := websocket.Accept(&hijacker{ResponseWriter: w, s: s}, r, &websocket.AcceptOptions{
 		InsecureSkipVerify: true,
 		CompressionMode:    websocket.CompressionDisabled,

@@ -47,18 +47,9 @@ type sock struct {
 	err       error     // a write failed: the stream is broken
 
 	// pingAt: when the first ping that no pong answered yet went out
-	// (sendPing, or a batch; time since epoch, 0: none). The library's
-	// reader clears it (onPong).
+	// (sendPing; time since epoch, 0: none). The library's reader clears
+	// it (onPong).
 	pingAt atomic.Int64
-
-	// Pings that ride on batches (Options.PingInterval; every 0: off).
-	// Each tick of the pinger (sendPing) sets dueAt, when the next comes
-	// (time since epoch); a batch written less than window before it, with
-	// no ping sent since dueAt-window, ends with a ping frame and sets
-	// pingSentAt; the tick then finds that ping sent, and writes none.
-	every, window int64 // ns; set before first use
-	dueAt         atomic.Int64
-	pingSentAt    atomic.Int64
 
 	// The read side: the library's reader and ReadIdle (see read.go).
 	br       *bufio.Reader // coder/websocket's reader over this sock
@@ -139,29 +130,11 @@ func (s *sock) writeFrames(texts [][]byte) error {
 	}
 	s.batch = true
 	s.arm()
-	b = s.ridePing(b)
 	s.mu.Unlock()
 	_, err = s.Conn.Write(b)
 	s.ended(&s.batch, err)
 	putBatchBuf(buf, b)
 	return err
-}
-
-// ridePing appends a ping frame to a batch about to be written if the
-// pinger's next ping is due within the window and none went since the
-// window began; called with s.mu held, the write sure to follow.
-func (s *sock) ridePing(b []byte) []byte {
-	if s.every <= 0 {
-		return b
-	}
-	due := s.dueAt.Load()
-	now := int64(time.Since(epoch))
-	if due == 0 || now < due-s.window || s.pingSentAt.Load() >= due-s.window {
-		return b
-	}
-	s.pingSentAt.Store(now)
-	s.pingAt.CompareAndSwap(0, now)
-	return append(b, pingFrame...)
 }
 
 // pingFrame is an unmasked ping frame with no payload.
@@ -179,17 +152,6 @@ var errWouldBlock = errors.New("wsconn: the socket's buffer is full")
 func (s *sock) sendPing() (bool, error) {
 	if s.raw == nil || s.timeout <= 0 {
 		return false, nil
-	}
-	if s.every > 0 {
-		// Against the due time, not now: the pinger's ticks come late on a
-		// busy process (a round of its slots took 12 % longer than the
-		// interval in a test), and a tick that took now for the due time
-		// missed a ping carried early in the window, and sent another.
-		now := int64(time.Since(epoch))
-		due := s.dueAt.Swap(now + s.every)
-		if due != 0 && s.pingSentAt.Load() >= due-s.window {
-			return true, nil // a batch carried it (ridePing)
-		}
 	}
 	s.mu.Lock()
 	if s.err == nil && s.closeSent {
@@ -212,9 +174,6 @@ func (s *sock) sendPing() (bool, error) {
 	n, err := writeNow(s.raw, pingFrame)
 	if err != nil && first {
 		s.pingAt.CompareAndSwap(now, 0) // no ping went out
-	}
-	if err == nil {
-		s.pingSentAt.Store(now)
 	}
 	switch {
 	case err == errWouldBlock:
