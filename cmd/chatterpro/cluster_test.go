@@ -131,7 +131,6 @@ func TestClusterThreeShards(t *testing.T) {
 	a := testnode.Start(t, testnode.Options{Layer: layer})
 	b := testnode.Start(t, testnode.Options{Layer: layer})
 	rooms := clusterRooms(t, cl)
-	ctx := timeout(t, 25*time.Second) // with the start-up, the test stays under 40 s
 	for _, r := range rooms {
 		t.Logf("room %q: tag {%s}, slot %d, master %d (%s)", r.name, r.tag, r.slot, r.owner, cl.Addrs()[r.owner])
 	}
@@ -141,7 +140,11 @@ func TestClusterThreeShards(t *testing.T) {
 		for _, r := range rooms {
 			t.Run(r.name, func(t *testing.T) {
 				t.Parallel()
-				clusterRoomChat(ctx, t, cl, a, b, r)
+				// Each its own deadline, from when it runs: a parallel
+				// subtest may wait for a slot behind the package's other
+				// parallel tests, and a deadline set before that wait
+				// once ran out 0.3 s into the room's chat.
+				clusterRoomChat(timeout(t, 25*time.Second), t, cl, a, b, r)
 			})
 		}
 	})
@@ -149,7 +152,7 @@ func TestClusterThreeShards(t *testing.T) {
 		return
 	}
 	t.Run("one shard per group", func(t *testing.T) {
-		clusterBursts(ctx, t, cl, a, b, rooms)
+		clusterBursts(timeout(t, 25*time.Second), t, cl, a, b, rooms)
 	})
 	t.Logf("took %v", time.Since(start))
 }
