@@ -184,15 +184,10 @@ func (s *Server) Serve(ctx context.Context, scope Scope, cons Consumer, accept f
 		s.release(c)
 		return connectErr
 	}
-	if ctx.Err() != nil { // Connect accepted a client that had gone meanwhile
-		c.wire.Close(StatusAbnormal, "", wire.Peer)
-		s.finish(c, false)
-		return fmt.Errorf("consumer: the client went away during Connect: %w", ctx.Err())
-	}
 	t, err := accept()
-	if err == nil && !gone() {
+	if err == nil && !gone() { // the client went away during Connect or the handshake
 		_ = t.CloseNow()
-		err = fmt.Errorf("consumer: the client went away during the handshake: %w", ctx.Err())
+		err = fmt.Errorf("consumer: the client went away before it was served: %w", ctx.Err())
 	}
 	if err != nil {
 		c.wire.Close(StatusAbnormal, "", wire.Peer)
