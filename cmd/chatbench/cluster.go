@@ -728,7 +728,7 @@ func (r *clusterRig) chatPhase(ctx context.Context, phase string, rate float64, 
 	c0, r0, l0, k0 := r.nodeCPU(), r.layer.cpu(), r.loadgenCPU(), r.layer.commands(ctx)
 	calls0 := r.layer.commandCalls(ctx)
 	logf("cluster: %s: %.2f messages per room per second for %s", phase, rate, dur)
-	reps, err := callAll(r.workers, workerCmd{Cmd: "chat", Rate: rate, StartNS: start.UnixNano(), EndNS: end.UnixNano(), DrainNS: int64(cc.drain)})
+	reps, err := callAll(r.workers, workerCmd{Cmd: "chat", Rate: rate, StartNS: start.UnixNano(), EndNS: end.UnixNano(), DrainNS: int64(cc.drain), LateNS: int64(cc.p99)})
 	if err != nil {
 		return clusterStep{}, err
 	}
@@ -747,9 +747,38 @@ func (r *clusterRig) chatPhase(ctx context.Context, phase string, rate float64, 
 	st.P50ms, st.P99ms, st.P999ms = ms(h.quantile(0.5)), ms(h.quantile(0.99)), ms(h.quantile(0.999))
 	st.Pass = st.Lost == 0 && st.Dups == 0 && st.Sent > 0 && st.Acked == st.Sent && st.ErrFrames == 0 && h.quantile(0.99) < cc.p99
 	logDups(reps)
+	logTail(phase, cc.p99, reps)
 	logf("cluster: %s %.2f/room/s: %d sent, %d acked, %.0f deliveries/s, p50 %.1f ms p99 %.1f ms p999 %.1f ms, lost %d dup %d; nodes %.2f cores (%.2f µs/delivery), Redis %.2f cores, load generator %.2f cores; pass %v",
 		phase, rate, st.Sent, st.Acked, st.DeliveriesPerS, st.P50ms, st.P99ms, st.P999ms, st.Lost, st.Dups, st.NodeCores, st.NodeUsPerDel, st.RedisCores, st.LoadgenCores, st.Pass)
 	return st, r.alive()
+}
+
+// logTail logs, for each second of a chat phase's sending window, the
+// deliveries slower than late and the slowest, so that a tail that comes
+// in bursts (every presence refresh, every collection) shows when.
+func logTail(phase string, late time.Duration, reps []workerReply) {
+	var lateBy []uint64
+	var maxBy []int64
+	for _, rp := range reps {
+		for i, n := range rp.LateBySec {
+			if i >= len(lateBy) {
+				lateBy = append(lateBy, make([]uint64, i+1-len(lateBy))...)
+				maxBy = append(maxBy, make([]int64, i+1-len(maxBy))...)
+			}
+			lateBy[i] += n
+			if i < len(rp.MaxBySec) {
+				maxBy[i] = max(maxBy[i], rp.MaxBySec[i])
+			}
+		}
+	}
+	if len(maxBy) == 0 {
+		return
+	}
+	var b strings.Builder
+	for i := range maxBy {
+		fmt.Fprintf(&b, " %d:%d/%.0f", i, lateBy[i], float64(maxBy[i])/1e6)
+	}
+	logf("cluster: %s, by second of sending: deliveries over %s / slowest ms:%s", phase, late, b.String())
 }
 
 func sumChat(st *clusterStep, reps []workerReply) *histogram {
@@ -845,7 +874,7 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 	}
 	chatDone := make(chan chatOut, 1)
 	go func() {
-		reps, err := callAll(r.workers, workerCmd{Cmd: "chat", Rate: cc.rate, StartNS: start.UnixNano(), EndNS: end.UnixNano(), DrainNS: int64(cc.drain)})
+		reps, err := callAll(r.workers, workerCmd{Cmd: "chat", Rate: cc.rate, StartNS: start.UnixNano(), EndNS: end.UnixNano(), DrainNS: int64(cc.drain), LateNS: int64(cc.p99)})
 		chatDone <- chatOut{reps, err}
 	}()
 	select {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -294,5 +295,24 @@ func TestProbeSaysWhatANodeHolds(t *testing.T) {
 	srv.Close()
 	if got := m.probe(); !strings.HasPrefix(got, "no socket") {
 		t.Errorf("a node gone: %q", got)
+	}
+}
+
+func TestTailSeries(t *testing.T) {
+	sec := int64(time.Second)
+	from := int64(1000 * sec)
+	ts := newTailSeries(from, from+3*sec, int64(250*time.Millisecond))
+	ts.record(from+100, int64(300*time.Millisecond))     // second 0, late
+	ts.record(from+200, int64(10*time.Millisecond))      // second 0
+	ts.record(from+2*sec+1, int64(260*time.Millisecond)) // second 2, late
+	ts.record(from-1, int64(time.Second))                // before the window: ignored
+	ts.record(from+3*sec, int64(time.Second))            // after it: ignored
+	var rep workerReply
+	ts.report(&rep)
+	if want := []uint64{1, 0, 1}; !slices.Equal(rep.LateBySec, want) {
+		t.Errorf("late by second %v, want %v", rep.LateBySec, want)
+	}
+	if want := []int64{int64(300 * time.Millisecond), 0, int64(260 * time.Millisecond)}; !slices.Equal(rep.MaxBySec, want) {
+		t.Errorf("slowest by second %v, want %v", rep.MaxBySec, want)
 	}
 }

@@ -75,6 +75,9 @@ type workerCmd struct {
 	StartNS int64   `json:"start_ns,omitempty"`
 	EndNS   int64   `json:"end_ns,omitempty"`
 	DrainNS int64   `json:"drain_ns,omitempty"`
+	// LateNS: chat deliveries slower than this are counted per second
+	// of the phase (workerReply.LateBySec).
+	LateNS int64 `json:"late_ns,omitempty"`
 	// Node is the index of a base the coordinator killed: its clients may
 	// no longer pick it when they reconnect.
 	Node int `json:"node,omitempty"`
@@ -132,6 +135,11 @@ type workerReply struct {
 	LeftNotices uint64     `json:"left_notices"`
 	Resets      uint64     `json:"resets"`
 	Hist        sparseHist `json:"hist"`
+	// LateBySec and MaxBySec are, for each second of the sending window
+	// (by scheduled send time), the deliveries slower than LateNS and the
+	// slowest delivery (ns): where in time the tail is.
+	LateBySec []uint64 `json:"late_by_sec,omitempty"`
+	MaxBySec  []int64  `json:"max_by_sec,omitempty"`
 
 	// recount: each chat phase's acknowledged messages still missing.
 	PhaseLost []uint64 `json:"phase_lost,omitempty"`
@@ -240,6 +248,7 @@ type worker struct {
 	measureFrom atomic.Int64 // live deliveries of messages scheduled earlier are not timed
 	histMu      [histShards]sync.Mutex
 	hists       [histShards]histogram
+	tail        atomic.Pointer[tailSeries] // the chat phase's, or nil
 
 	dupMu      sync.Mutex
 	dupSamples []string // see workerReply.DupSamples
@@ -639,8 +648,49 @@ func (m *wmember) deliver(room, k uint32, id string, sched int64) {
 	if sched > 0 && !dup && sched >= m.w.measureFrom.Load() {
 		s := m.id % histShards
 		m.w.histMu[s].Lock()
-		m.w.hists[s].record(time.Duration(time.Now().UnixNano() - sched))
+		took := time.Now().UnixNano() - sched
+		m.w.hists[s].record(time.Duration(took))
 		m.w.histMu[s].Unlock()
+		if t := m.w.tail.Load(); t != nil {
+			t.record(sched, took)
+		}
+	}
+}
+
+// tailSeries counts, per second of a chat phase's sending window, the
+// deliveries slower than late and the slowest one.
+type tailSeries struct {
+	from, late int64 // Unix ns, ns
+	late1      []atomic.Uint64
+	max1       []atomic.Int64
+}
+
+func newTailSeries(from, to, late int64) *tailSeries {
+	n := max((to-from+int64(time.Second)-1)/int64(time.Second), 1)
+	return &tailSeries{from: from, late: late, late1: make([]atomic.Uint64, n), max1: make([]atomic.Int64, n)}
+}
+
+func (t *tailSeries) record(sched, took int64) {
+	i := (sched - t.from) / int64(time.Second)
+	if i < 0 || i >= int64(len(t.max1)) {
+		return
+	}
+	if t.late > 0 && took > t.late {
+		t.late1[i].Add(1)
+	}
+	for {
+		old := t.max1[i].Load()
+		if took <= old || t.max1[i].CompareAndSwap(old, took) {
+			return
+		}
+	}
+}
+
+func (t *tailSeries) report(rep *workerReply) {
+	rep.LateBySec = make([]uint64, len(t.late1))
+	rep.MaxBySec = make([]int64, len(t.max1))
+	for i := range t.late1 {
+		rep.LateBySec[i], rep.MaxBySec[i] = t.late1[i].Load(), t.max1[i].Load()
 	}
 }
 
@@ -997,6 +1047,8 @@ func (w *worker) chat(cmd workerCmd) workerReply {
 		w.histMu[s].Unlock()
 	}
 	w.measureFrom.Store(cmd.StartNS)
+	tail := newTailSeries(cmd.StartNS, cmd.EndNS, cmd.LateNS)
+	w.tail.Store(tail)
 	dups0, errs0, left0, resets0 := w.dups(), w.errFrames.Load(), w.leftNotices.Load(), w.resets.Load()
 	first := make([]uint32, len(w.rooms))
 	for i, r := range w.rooms {
@@ -1082,6 +1134,8 @@ func (w *worker) chat(cmd workerCmd) workerReply {
 		w.histMu[s].Unlock()
 	}
 	rep.Hist = h.sparse()
+	w.tail.CompareAndSwap(tail, nil)
+	tail.report(&rep)
 	return rep
 }
 
