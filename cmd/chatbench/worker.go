@@ -671,8 +671,11 @@ func newTailSeries(from, to, late int64) *tailSeries {
 }
 
 func (t *tailSeries) record(sched, took int64) {
+	if sched < t.from {
+		return
+	}
 	i := (sched - t.from) / int64(time.Second)
-	if i < 0 || i >= int64(len(t.max1)) {
+	if i >= int64(len(t.max1)) {
 		return
 	}
 	if t.late > 0 && took > t.late {
