@@ -97,6 +97,7 @@ type clusterStep struct {
 	SkippedDown uint64  `json:"skipped_down,omitempty"`
 	SendErrors  uint64  `json:"send_errors,omitempty"`
 	LeftNotices uint64  `json:"left_notices"`
+	UsersFrames uint64  `json:"users_frames"` // users frames received while the rooms chat
 	// Resets counts resumes the room could not serve from the client's
 	// last message (history frames with reset set).
 	Resets        uint64  `json:"resets,omitempty"`
@@ -748,8 +749,8 @@ func (r *clusterRig) chatPhase(ctx context.Context, phase string, rate float64, 
 	st.Pass = st.Lost == 0 && st.Dups == 0 && st.Sent > 0 && st.Acked == st.Sent && st.ErrFrames == 0 && h.quantile(0.99) < cc.p99
 	logDups(reps)
 	logTail(phase, cc.p99, reps)
-	logf("cluster: %s %.2f/room/s: %d sent, %d acked, %.0f deliveries/s, p50 %.1f ms p99 %.1f ms p999 %.1f ms, lost %d dup %d; nodes %.2f cores (%.2f µs/delivery), Redis %.2f cores, load generator %.2f cores; pass %v",
-		phase, rate, st.Sent, st.Acked, st.DeliveriesPerS, st.P50ms, st.P99ms, st.P999ms, st.Lost, st.Dups, st.NodeCores, st.NodeUsPerDel, st.RedisCores, st.LoadgenCores, st.Pass)
+	logf("cluster: %s %.2f/room/s: %d sent, %d acked, %.0f deliveries/s, p50 %.1f ms p99 %.1f ms p999 %.1f ms, lost %d dup %d, %d users frames; nodes %.2f cores (%.2f µs/delivery), Redis %.2f cores, load generator %.2f cores; pass %v",
+		phase, rate, st.Sent, st.Acked, st.DeliveriesPerS, st.P50ms, st.P99ms, st.P999ms, st.Lost, st.Dups, st.UsersFrames, st.NodeCores, st.NodeUsPerDel, st.RedisCores, st.LoadgenCores, st.Pass)
 	return st, r.alive()
 }
 
@@ -793,6 +794,7 @@ func sumChat(st *clusterStep, reps []workerReply) *histogram {
 		st.SkippedDown += rp.SkippedDown
 		st.SendErrors += rp.SendErrors
 		st.LeftNotices += rp.LeftNotices
+		st.UsersFrames += rp.UsersFrames
 		st.Resets += rp.Resets
 		h.mergeSparse(rp.Hist)
 	}

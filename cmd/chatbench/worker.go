@@ -133,6 +133,7 @@ type workerReply struct {
 	DupSamples  []string   `json:"dup_samples,omitempty"`
 	ErrFrames   uint64     `json:"error_frames"`
 	LeftNotices uint64     `json:"left_notices"`
+	UsersFrames uint64     `json:"users_frames"`
 	Resets      uint64     `json:"resets"`
 	Hist        sparseHist `json:"hist"`
 	// LateBySec and MaxBySec are, for each second of the sending window
@@ -256,6 +257,7 @@ type worker struct {
 	errFrames   atomic.Uint64
 	resets      atomic.Uint64 // history frames with reset set
 	leftNotices atomic.Uint64
+	usersFrames atomic.Uint64 // users frames received live
 	attempts    atomic.Int64
 	failedMu    sync.Mutex
 	failed      map[string]int64 // reconnect attempts that failed, by failure
@@ -858,6 +860,7 @@ func (m *wmember) handle(f []byte) {
 		}
 		m.deliver(room, k, string(id), sched)
 	case bytes.Contains(head, typeUsers):
+		m.w.usersFrames.Add(1)
 		problem := m.w.usersExact(f, m.room)
 		now := time.Now().UnixNano()
 		m.mu.Lock()
@@ -1053,6 +1056,7 @@ func (w *worker) chat(cmd workerCmd) workerReply {
 	tail := newTailSeries(cmd.StartNS, cmd.EndNS, cmd.LateNS)
 	w.tail.Store(tail)
 	dups0, errs0, left0, resets0 := w.dups(), w.errFrames.Load(), w.leftNotices.Load(), w.resets.Load()
+	users0 := w.usersFrames.Load()
 	first := make([]uint32, len(w.rooms))
 	for i, r := range w.rooms {
 		r.mu.Lock()
@@ -1129,6 +1133,7 @@ func (w *worker) chat(cmd workerCmd) workerReply {
 	w.dupMu.Unlock()
 	rep.ErrFrames = w.errFrames.Load() - errs0
 	rep.LeftNotices = w.leftNotices.Load() - left0
+	rep.UsersFrames = w.usersFrames.Load() - users0
 	rep.Resets = w.resets.Load() - resets0
 	var h histogram
 	for s := range histShards {
