@@ -394,3 +394,42 @@ func TestRefreshWritesChunksInParallel(t *testing.T) {
 		}
 	}
 }
+
+// TestRefreshGoesInTurns: the entries are refreshed a share at a tick,
+// each within TTL/3, not all in one write (which on Redis holds the one
+// server's thread for every entry of the process at once).
+func TestRefreshGoesInTurns(t *testing.T) {
+	const entries = 400
+	ctx := testkit.ContextWithin(t, 60*time.Second)
+	l := &chunkLayer{Memory: newMemory(t)}
+	// TTL/3 is 2 s in 40 turns of 50 ms.
+	tr := newTracker(t, ctx, l, Options{TTL: 6 * time.Second, Interval: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if got := tr.refreshTurns(); got != 40 {
+		t.Fatalf("refreshTurns() = %d, want 40", got)
+	}
+	for i := range entries {
+		if err := tr.Track(ctx, fmt.Sprintf("g%d", i%100), fmt.Sprintf("user-%d", i), fmt.Sprintf("conn-%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every entry refreshed once (TTL/3 after its Track at the latest,
+	// give or take a loaded machine).
+	var calls [][]channellayer.Member
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		calls = l.recorded()
+		seen := make(map[string]bool)
+		for _, c := range calls {
+			for _, m := range c {
+				seen[m.Key] = true
+			}
+		}
+		return len(seen) == entries
+	}, "every entry refreshed")
+	biggest := 0
+	for _, c := range calls {
+		biggest = max(biggest, len(c))
+	}
+	if len(calls) < 5 || biggest >= entries {
+		t.Errorf("the first round of refreshes wrote %d entries in %d calls, at most %d in one; want them spread over the turns", entries, len(calls), biggest)
+	}
+}

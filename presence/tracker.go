@@ -830,12 +830,20 @@ func (t *Tracker) run() {
 // refresh failed at every Interval. It runs beside run: a sweep or a flush
 // that waits on a loaded layer must not hold up the refresh, or the
 // entries of this process expire while it is alive.
+//
+// The entries are refreshed in turns (refreshTurns, one per Interval), the
+// groups of one turn at each tick, not all at once: every write is a call the layer
+// serves on its own, and on Redis 100 000 entries written in one go held
+// the one server's thread for about half a second, every publish of the
+// cluster waiting behind them (chat deliveries then came seconds late in
+// bursts, every TTL/3).
 func (t *Tracker) refreshLoop() {
 	defer t.done.Done()
 	tick := time.NewTicker(t.opts.Interval)
 	defer tick.Stop()
-	refreshEvery := t.opts.TTL / 3
-	lastRefresh := time.Now()
+	turns := t.refreshTurns()
+	every := t.opts.TTL / 3 / time.Duration(turns) // between two turns
+	last, next := time.Now(), 0                    // the last turn taken, the next turn
 	// failed: the entries whose last refresh failed; they are tried again
 	// at the next tick (see writeBack for those that expired meanwhile).
 	var failed []entryRef
@@ -845,23 +853,53 @@ func (t *Tracker) refreshLoop() {
 			return
 		case <-tick.C:
 		}
-		var refs []entryRef // nil: all
-		switch {
-		case time.Since(lastRefresh) >= refreshEvery:
-			lastRefresh = time.Now()
-		case len(failed) > 0:
-			refs = failed
-		default:
+		refs := failed
+		// The turns due since the last (more than one when ticks were
+		// missed: each entry still comes round within TTL/3).
+		if due := int(time.Since(last) / every); due > 0 {
+			last = last.Add(time.Duration(due) * every)
+			refs = append(refs, t.refreshDue(next, min(due, turns), turns)...)
+			next = (next + due) % turns
+		}
+		if len(refs) == 0 {
+			failed = nil
 			continue
 		}
 		start := time.Now()
 		f := t.refreshRefs(refs)
-		if took := time.Since(start); took > refreshEvery {
+		if took := time.Since(start); took > t.opts.TTL/3 {
 			t.log.Warn("presence: refreshing the entries took longer than the refresh period; entries may expire before their refresh (the layer is overloaded, or the TTL too short)",
-				"took", took.Round(time.Millisecond), "period", refreshEvery)
+				"took", took.Round(time.Millisecond), "period", t.opts.TTL/3)
 		}
 		failed = f
 	}
+}
+
+// refreshTurns is how many turns the entries are refreshed in: one per
+// Interval in TTL/3, at most maxRefreshTurns.
+func (t *Tracker) refreshTurns() int {
+	return int(min(max(t.opts.TTL/3/t.opts.Interval, 1), maxRefreshTurns))
+}
+
+const maxRefreshTurns = 60
+
+// refreshDue returns the local entries of the n turns from first (of
+// turns). A group's turn is fixed by its name's hash: its entries are
+// written together (one script call per group on Redis) and expire
+// together (one sweep when they do).
+func (t *Tracker) refreshDue(first, n, turns int) []entryRef {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var refs []entryRef
+	for name, g := range t.groups {
+		if n < turns && (int(idHash(name)%uint64(turns))-first+turns)%turns >= n {
+			continue
+		}
+		for id := range g.entries {
+			refs = append(refs, entryRef{name, id})
+		}
+	}
+	return refs
 }
 
 // signalParallel bounds the signals a sweep or an announce has in flight
