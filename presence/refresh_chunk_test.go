@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -431,5 +432,38 @@ func TestRefreshGoesInTurns(t *testing.T) {
 	}
 	if len(calls) < 5 || biggest >= entries {
 		t.Errorf("the first round of refreshes wrote %d entries in %d calls, at most %d in one; want them spread over the turns", entries, len(calls), biggest)
+	}
+}
+
+// TestWriteBackGroupsRuns: writeBack writes each group's entries once under
+// the group, whether its refs come in one run or in several (a retry's).
+func TestWriteBackGroupsRuns(t *testing.T) {
+	tr, l, _ := newChunkTracker(t, 10) // conn-i in group g(i%5)
+	l.mu.Lock()
+	l.calls = nil
+	l.mu.Unlock()
+	refs := []entryRef{{"g0", "conn-0"}, {"g0", "conn-5"}, {"g1", "conn-1"}, {"g0", "conn-5"}, {"g2", "gone"}, {"g2", "conn-2"}}
+	written, _, err := tr.writeBack(refs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := func(ms []channellayer.Member) []string {
+		var out []string
+		for _, m := range ms {
+			out = append(out, m.Key)
+		}
+		return out
+	}
+	want := map[string][]string{"g0": {"conn-0", "conn-5", "conn-5"}, "g1": {"conn-1"}, "g2": {"conn-2"}}
+	if len(written) != len(want) {
+		t.Fatalf("written %v, want groups %v", written, want)
+	}
+	for g, ids := range want {
+		if got := keys(written[g]); !slices.Equal(got, ids) {
+			t.Errorf("written[%s] = %v, want %v", g, got, ids)
+		}
+	}
+	if calls := l.recorded(); len(calls) != 1 || len(calls[0]) != 5 {
+		t.Errorf("TrackAll calls %v, want one of 5 entries", calls)
 	}
 }

@@ -890,13 +890,19 @@ const maxRefreshTurns = 60
 func (t *Tracker) refreshDue(first, n, turns int) []entryRef {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var refs []entryRef
+	var due []*group
+	var names []string
+	size := 0
 	for name, g := range t.groups {
-		if n < turns && (int(idHash(name)%uint64(turns))-first+turns)%turns >= n {
-			continue
+		if n >= turns || (int(idHash(name)%uint64(turns))-first+turns)%turns < n {
+			due, names = append(due, g), append(names, name)
+			size += len(g.entries)
 		}
+	}
+	refs := make([]entryRef, 0, size)
+	for i, g := range due {
 		for id := range g.entries {
-			refs = append(refs, entryRef{name, id})
+			refs = append(refs, entryRef{names[i], id})
 		}
 	}
 	return refs
@@ -1420,16 +1426,31 @@ func (t *Tracker) writeBack(refs []entryRef) (written, late map[string][]channel
 		group string
 		e     *entry
 	}
-	var mine []wrote
+	mine := make([]wrote, 0, len(refs))
 	written = make(map[string][]channellayer.Member)
+	// One array for every group's entries: refs come group by group (see
+	// refreshDue), so each group's run is one slice of it.
+	members := make([]channellayer.Member, 0, len(refs))
 	t.mu.Lock()
-	for _, r := range refs {
+	from := 0 // where the current group's run begins in members
+	for i, r := range refs {
 		if g := t.groups[r.group]; g != nil {
 			if e := g.entries[r.id]; e != nil {
-				written[r.group] = append(written[r.group], channellayer.Member{Key: e.id, Info: e.info})
+				members = append(members, channellayer.Member{Key: e.id, Info: e.info})
 				mine = append(mine, wrote{r.group, e})
 			}
 		}
+		if i+1 < len(refs) && refs[i+1].group == r.group {
+			continue
+		}
+		switch run := members[from:len(members):len(members)]; {
+		case len(run) == 0:
+		case written[r.group] == nil:
+			written[r.group] = run
+		default: // a group in two runs (a retry's refs): a copy
+			written[r.group] = append(written[r.group], run...)
+		}
+		from = len(members)
 	}
 	t.mu.Unlock()
 	if len(written) == 0 {
