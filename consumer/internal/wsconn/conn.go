@@ -148,6 +148,12 @@ func (c *Conn) ReadIdle(ctx context.Context, linger time.Duration) (websocket.Me
 	if !c.s.beginIdleRead(linger) {
 		return c.Read(ctx)
 	}
+	if linger <= 0 {
+		if err := c.s.preRead(); err != nil {
+			c.s.awaiting.Store(false)
+			return 0, nil, err
+		}
+	}
 	typ, msg, err := c.ws.Reader(ctx)
 	c.s.awaiting.Store(false)
 	if err != nil {

@@ -381,3 +381,103 @@ func TestStatusCodes(t *testing.T) {
 		}
 	}
 }
+
+// Pongs to SendPing's pings are taken before the library is asked for a
+// message: ReadIdle returns ErrIdle with the ping answered, a message that
+// came in the same read is still read whole, and a pong with a payload (the
+// library's own Ping) still reaches the library.
+func TestIdleReadTakesOwnPongs(t *testing.T) {
+	s := serve(t, Options{ReadLimit: 1 << 10, WriteTimeout: 5 * time.Second})
+	nc, br, c := s.rawDial(t)
+	if c.RawConn() == nil {
+		t.Fatal("no socket to watch: idle reads are not tested")
+	}
+	ctx := testCtx(t)
+	ping := func() {
+		t.Helper()
+		if ok, err := c.SendPing(); !ok || err != nil {
+			t.Fatalf("SendPing = %v, %v", ok, err)
+		}
+		if op, p, err := readFrame(br); err != nil || op != 0x9 || len(p) != 0 {
+			t.Fatalf("ping: %d %q %v", op, p, err)
+		}
+	}
+	readIdle := func(what string) []byte {
+		t.Helper()
+		for {
+			_, msg, err := c.ReadIdle(ctx, 0)
+			switch {
+			case err == nil:
+				return msg
+			case !errors.Is(err, ErrIdle):
+				t.Fatalf("ReadIdle, waiting for %s: %v", what, err)
+			case c.Unanswered() == 0 && what == "the pong":
+				return nil
+			case ctx.Err() != nil:
+				t.Fatalf("no %s", what)
+			}
+		}
+	}
+
+	ping()
+	if _, err := nc.Write(maskedFrame(0xA, nil)); err != nil {
+		t.Fatal(err)
+	}
+	readIdle("the pong")
+
+	ping()
+	both := append(maskedFrame(0xA, nil), maskedFrame(0x1, []byte("after"))...)
+	if _, err := nc.Write(both); err != nil {
+		t.Fatal(err)
+	}
+	if msg := readIdle("the message after the pong"); string(msg) != "after" || c.Unanswered() != 0 {
+		t.Fatalf("read %q, unanswered %v; want the message, the ping answered", msg, c.Unanswered())
+	}
+
+	pinged := make(chan error, 1)
+	go func() { pinged <- c.Ping(ctx) }()
+	op, p, err := readFrame(br)
+	if err != nil || op != 0x9 || len(p) == 0 {
+		t.Fatalf("the library's ping: %d %q %v", op, p, err)
+	}
+	if _, err := nc.Write(append(maskedFrame(0xA, p), maskedFrame(0x1, []byte("last"))...)); err != nil {
+		t.Fatal(err)
+	}
+	if msg := readIdle("the message after the library's pong"); string(msg) != "last" {
+		t.Fatalf("read %q", msg)
+	}
+	if err := <-pinged; err != nil {
+		t.Fatalf("the library's Ping: %v", err)
+	}
+}
+
+// A ping by SendPing and its pong read by ReadIdle allocate 8 times (the
+// test's ping included); with the pong handed to the library, 37 (a timer,
+// contexts and wrapped errors).
+func TestIdleReadOfOwnPongAllocatesLittle(t *testing.T) {
+	s := serve(t, Options{ReadLimit: 1 << 10, WriteTimeout: 5 * time.Second})
+	nc, _, c := s.rawDial(t)
+	if c.RawConn() == nil {
+		t.Fatal("no socket to watch: idle reads are not tested")
+	}
+	ctx := testCtx(t)
+	pong := maskedFrame(0xA, nil)
+	reads := 0
+	allocs := testing.AllocsPerRun(200, func() {
+		if ok, err := c.SendPing(); !ok || err != nil {
+			t.Fatalf("SendPing = %v, %v", ok, err)
+		}
+		if _, err := nc.Write(pong); err != nil {
+			t.Fatal(err)
+		}
+		for c.Unanswered() != 0 && ctx.Err() == nil {
+			if _, _, err := c.ReadIdle(ctx, 0); !errors.Is(err, ErrIdle) {
+				t.Fatalf("ReadIdle: %v", err)
+			}
+			reads++
+		}
+	})
+	if allocs > 12 {
+		t.Errorf("%.1f allocations per ping and pong (%d reads for 201), want at most 12", allocs, reads)
+	}
+}

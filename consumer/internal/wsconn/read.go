@@ -93,6 +93,48 @@ func (s *sock) readSocket(b []byte) (int, error) {
 	return n, err
 }
 
+// ownPong is the pong a client answers sendPing's empty ping with: final,
+// opcode pong, masked, no payload; the four bytes after it are its mask.
+const ownPongLen = 6
+
+func isOwnPong(b []byte) bool { return len(b) >= ownPongLen && b[0] == 0x8A && b[1] == 0x80 }
+
+// preRead reads what the socket has before the library is asked for a
+// message, at a boundary: ErrIdle if nothing came, or only pongs to
+// sendPing's pings (taken here: pingAt cleared); else nil, the bytes left
+// pending for the library. A pong handed to the library costs a timer, a
+// context and wrapped errors (its control frame handling and the ErrIdle
+// after it); every idle connection answers a ping per ping interval.
+func (s *sock) preRead() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.raw == nil || s.stopped.Load() || s.pending != nil || s.br.Buffered() != 0 {
+		return nil
+	}
+	buf := readBufs.Get().(*[]byte)
+	*buf = (*buf)[:cap(*buf)]
+	n, err := readNow(s.raw, *buf)
+	if n <= 0 {
+		readBufs.Put(buf)
+		if err == ErrIdle {
+			return ErrIdle
+		}
+		return nil // the library reads it again and meets the error
+	}
+	off := 0
+	for isOwnPong((*buf)[off:n]) {
+		off += ownPongLen
+		s.pingAt.Store(0)
+	}
+	if off == n {
+		readBufs.Put(buf)
+		return ErrIdle
+	}
+	*buf = (*buf)[:n]
+	s.pending, s.off = buf, off
+	return nil
+}
+
 // beginIdleRead marks a boundary if nothing is buffered; false once idle
 // reads stopped. s.mu orders it with StopIdleReads.
 func (s *sock) beginIdleRead(linger time.Duration) bool {
