@@ -19,8 +19,8 @@ import (
 // Options configures a Tracker. The zero value is ready to use.
 type Options struct {
 	// TTL is how long the entries of a process that died without a
-	// goodbye outlive it. Entries are refreshed every TTL/3. Defaults to
-	// 30 s.
+	// goodbye outlive it. Entries are refreshed every TTL/3, a share of
+	// the groups at each Interval. Defaults to 30 s.
 	TTL time.Duration
 	// Interval is the least time between two diffs of one group on this
 	// process (a burst of changes makes one diff with the latest state;
