@@ -832,11 +832,10 @@ func (t *Tracker) run() {
 // entries of this process expire while it is alive.
 //
 // The entries are refreshed in turns (refreshTurns, one per Interval), the
-// groups of one turn at each tick, not all at once: every write is a call the layer
-// serves on its own, and on Redis 100 000 entries written in one go held
-// the one server's thread for about half a second, every publish of the
-// cluster waiting behind them (chat deliveries then came seconds late in
-// bursts, every TTL/3).
+// groups of one turn at each tick, not all at once: on Redis 100 000
+// entries written in one go held the one server's thread for about half a
+// second, every publish of the cluster waiting behind them (chat
+// deliveries then came seconds late in bursts, every TTL/3).
 func (t *Tracker) refreshLoop() {
 	defer t.done.Done()
 	tick := time.NewTicker(t.opts.Interval)
