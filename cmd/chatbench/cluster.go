@@ -1022,6 +1022,7 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 		fail("chat during the kill: %d acknowledged, %d lost, %d duplicated", st.Acked, st.Lost, st.Dups)
 	}
 	logDups(out.reps)
+	logTail("kill", cc.p99, out.reps)
 	return r.alive()
 }
 
