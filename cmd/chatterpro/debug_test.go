@@ -50,7 +50,12 @@ func TestDebugAddrServesProfiler(t *testing.T) {
 		}
 		return nil
 	}, "the goroutine profile on --debug-addr")
-	code, _, err := get(n.URL() + "/debug/pprof/goroutine?debug=1")
+	// The mutex profile is on: it names its sampling period.
+	code, body, err := get("http://" + debug + "/debug/pprof/mutex?debug=1")
+	if err != nil || code != http.StatusOK || !strings.Contains(body, "sampling period="+strconv.Itoa(mutexSampling)) {
+		t.Errorf("mutex profile: status %d, %v, body %.200q; want its sampling period %d", code, err, body, mutexSampling)
+	}
+	code, _, err = get(n.URL() + "/debug/pprof/goroutine?debug=1")
 	if err != nil {
 		t.Fatal(err)
 	}
