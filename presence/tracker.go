@@ -275,12 +275,6 @@ func (t *Tracker) Track(ctx context.Context, groupName, key, id string, meta any
 		join.Unlock()
 		return fmt.Errorf("presence: joining the signals of %q: %w", groupName, err)
 	}
-	// The info of a new entry is made before t.mu, which every join of
-	// the process takes: one tracked again keeps its first time, made
-	// again under the lock.
-	now := time.Now().UnixNano()
-	in := info{Format: infoFormat, Key: key, Meta: m, Since: now}
-	b, _ := json.Marshal(in)
 	t.mu.Lock()
 	g := t.groups[groupName]
 	first := g == nil
@@ -290,14 +284,18 @@ func (t *Tracker) Track(ctx context.Context, groupName, key, id string, meta any
 		g = &group{entries: make(map[string]*entry), reads: 1}
 		t.groups[groupName] = g
 	}
-	if e := g.entries[id]; e != nil {
+	e := g.entries[id]
+	since := time.Now().UnixNano()
+	if e != nil {
 		var old info
-		if json.Unmarshal(e.info, &old) == nil && old.Since != in.Since {
-			in.Since = old.Since
-			b, _ = json.Marshal(in)
+		if json.Unmarshal(e.info, &old) == nil {
+			since = old.Since
 		}
 	}
-	g.entries[id] = &entry{id: id, key: key, info: b, written: now}
+	in := info{Format: infoFormat, Key: key, Meta: m, Since: since}
+	b, _ := json.Marshal(in)
+	e = &entry{id: id, key: key, info: b, written: time.Now().UnixNano()}
+	g.entries[id] = e
 	t.mu.Unlock()
 	join.Unlock()
 
@@ -330,11 +328,7 @@ func (t *Tracker) Track(ctx context.Context, groupName, key, id string, meta any
 		// without reading the whole group from the layer.
 		t.mu.Lock()
 		g.apply([]op{infoOp(id, in)})
-		body := signalBody{Key: key, Meta: m, Set: []signalEntry{{ID: id, Info: b}}}
-		now := t.queuePost(groupName, body)
 		t.mu.Unlock()
-		t.sendPost(groupName, body, now)
-		return nil
 	}
 	t.post(groupName, signalBody{Key: key, Meta: m, Set: []signalEntry{{ID: id, Info: b}}})
 	return nil
@@ -607,21 +601,18 @@ func (u *unsent) body(g *group) signalBody {
 // queued one behind the other (joins in one room, while the sender was
 // busy) go as one signal.
 func (t *Tracker) post(groupName string, b signalBody) {
-	t.mu.Lock()
-	now := t.queuePost(groupName, b)
-	t.mu.Unlock()
-	t.sendPost(groupName, b, now)
-}
-
-// queuePost is post's part under t.mu: true if the signal is to go at
-// once (sendMu is then held for the caller's sendPost), false if it was
-// queued. Track calls it in the section that applies its entry, so that a
-// join takes t.mu once less. TryLock never waits, so taking sendMu under
-// t.mu cannot deadlock with sendPosted (sendMu, then t.mu).
-func (t *Tracker) queuePost(groupName string, b signalBody) (now bool) {
-	if len(t.outbox) == 0 && t.sendMu.TryLock() {
-		return true // nothing ahead of it; what comes meanwhile waits for sendMu
+	if t.sendMu.TryLock() {
+		t.mu.Lock()
+		idle := len(t.outbox) == 0
+		t.mu.Unlock()
+		if idle { // nothing ahead of it; what comes meanwhile waits for sendMu
+			t.signal(groupName, b)
+			t.sendMu.Unlock()
+			return
+		}
+		t.sendMu.Unlock()
 	}
+	t.mu.Lock()
 	q := t.outbox[groupName]
 	if n := len(q); n > 0 && setsOnly(q[n-1]) && setsOnly(b) && len(q[n-1].Set) < maxSetsPerSignal {
 		last := &q[n-1]
@@ -630,17 +621,7 @@ func (t *Tracker) queuePost(groupName string, b signalBody) (now bool) {
 	} else {
 		t.outbox[groupName] = append(q, b)
 	}
-	return false
-}
-
-// sendPost is post's part after t.mu: it sends the signal now, or wakes
-// the sender for the queue.
-func (t *Tracker) sendPost(groupName string, b signalBody, now bool) {
-	if now {
-		t.signal(groupName, b)
-		t.sendMu.Unlock()
-		return
-	}
+	t.mu.Unlock()
 	select {
 	case t.posted <- struct{}{}:
 	default:
