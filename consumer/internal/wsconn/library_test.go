@@ -302,6 +302,18 @@ func TestPingPong(t *testing.T) {
 	<-clientRead
 }
 
+// idleDial opens a raw client to a server whose connection has a socket
+// to watch (idle reads need one).
+func idleDial(t *testing.T) (net.Conn, *bufio.Reader, *Conn, context.Context) {
+	t.Helper()
+	s := serve(t, Options{ReadLimit: 1 << 10, WriteTimeout: 5 * time.Second})
+	nc, br, c := s.rawDial(t)
+	if c.RawConn() == nil {
+		t.Fatal("no socket to watch: idle reads are not tested")
+	}
+	return nc, br, c, testCtx(t)
+}
+
 // Idle reads: when the net.Conn's Read fails at a frame boundary, Reader
 // fails with an error that wraps it (errors.Is) and the connection stays
 // usable: the next Reader reads the next message. The ping and pong hooks
@@ -309,12 +321,7 @@ func TestPingPong(t *testing.T) {
 // the reader at a boundary and ReadIdle returns ErrIdle after answering it.
 // This is how a watched connection gives its socket back to the poller.
 func TestIdleReadLeavesTheConnUsable(t *testing.T) {
-	s := serve(t, Options{ReadLimit: 1 << 10, WriteTimeout: 5 * time.Second})
-	nc, br, c := s.rawDial(t)
-	if c.RawConn() == nil {
-		t.Fatal("no socket to watch: idle reads are not tested")
-	}
-	ctx := testCtx(t)
+	nc, br, c, ctx := idleDial(t)
 	if _, _, err := c.ReadIdle(ctx, 0); !errors.Is(err, ErrIdle) {
 		t.Fatalf("ReadIdle on a quiet socket: %v, want ErrIdle", err)
 	}
@@ -387,12 +394,7 @@ func TestStatusCodes(t *testing.T) {
 // came in the same read is still read whole, and a pong with a payload (the
 // library's own Ping) still reaches the library.
 func TestIdleReadTakesOwnPongs(t *testing.T) {
-	s := serve(t, Options{ReadLimit: 1 << 10, WriteTimeout: 5 * time.Second})
-	nc, br, c := s.rawDial(t)
-	if c.RawConn() == nil {
-		t.Fatal("no socket to watch: idle reads are not tested")
-	}
-	ctx := testCtx(t)
+	nc, br, c, ctx := idleDial(t)
 	ping := func() {
 		t.Helper()
 		if ok, err := c.SendPing(); !ok || err != nil {
@@ -455,12 +457,7 @@ func TestIdleReadTakesOwnPongs(t *testing.T) {
 // test's ping included); with the pong handed to the library, 37 (a timer,
 // contexts and wrapped errors).
 func TestIdleReadOfOwnPongAllocatesLittle(t *testing.T) {
-	s := serve(t, Options{ReadLimit: 1 << 10, WriteTimeout: 5 * time.Second})
-	nc, _, c := s.rawDial(t)
-	if c.RawConn() == nil {
-		t.Fatal("no socket to watch: idle reads are not tested")
-	}
-	ctx := testCtx(t)
+	nc, _, c, ctx := idleDial(t)
 	pong := maskedFrame(0xA, nil)
 	reads := 0
 	allocs := testing.AllocsPerRun(200, func() {
