@@ -47,8 +47,8 @@ type sock struct {
 	err       error     // a write failed: the stream is broken
 
 	// pingAt: when the first ping that no pong answered yet went out
-	// (sendPing; time since epoch, 0: none). The library's reader clears
-	// it (onPong).
+	// (sendPing; time since epoch, 0: none). Its pong clears it: taken
+	// by ReadIdle's preRead, or by the library's reader (onPong).
 	pingAt atomic.Int64
 
 	// The read side: the library's reader and ReadIdle (see read.go).
