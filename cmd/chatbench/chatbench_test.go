@@ -477,3 +477,27 @@ func TestBareFlag(t *testing.T) {
 		t.Errorf("no flags: bare %v, addr %q, err %v; want a benchmark run, the bare hub's address at its default", bare, addr, err)
 	}
 }
+
+// TestReniceSetsNice: renice sets a child's nice value and reads it back;
+// lowering it (what -redis-nice does) works with the privilege and says
+// what it needs without.
+func TestReniceSetsNice(t *testing.T) {
+	p, err := startProc(t.TempDir(), "sleeper", "/bin/sleep", nil, "60")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.stop()
+	if n, err := niceOf(p.pid()); err != nil || n != 0 {
+		t.Fatalf("a new child's nice: %d, %v; want 0", n, err)
+	}
+	if n, err := renice(p.pid(), 7); err != nil || n != 7 {
+		t.Fatalf("renice to 7 (always allowed): %d, %v", n, err)
+	}
+	n, err := renice(p.pid(), -3)
+	switch {
+	case err == nil && n != -3:
+		t.Errorf("renice to -3 reported no error but the nice is %d", n)
+	case err != nil && (n != 7 || !strings.Contains(err.Error(), "CAP_SYS_NICE")):
+		t.Errorf("renice to -3 without the privilege: %d, %v; want 7 and an error naming CAP_SYS_NICE", n, err)
+	}
+}

@@ -44,6 +44,7 @@ type clusterConfig struct {
 	keepLogs      bool          // keep the folder of the processes' logs (false)
 	presenceTTL   time.Duration // the nodes' --presence-ttl (30 s)
 	maxConnecting int           // the nodes' --max-connecting (0: their default)
+	redisNice     int           // the redis-servers' nice value (-10; 0: as started)
 	profileDir    string        // CPU profiles of nodes and workers in the steady and kill phases ("": none)
 	p99           time.Duration // a chat phase passes with p99 below this (250 ms)
 	drain         time.Duration // wait for late deliveries after a chat phase (5 s)
@@ -466,9 +467,10 @@ func runCluster(ctx context.Context, cfg *config, dir string) (*clusterRun, erro
 	rig := &clusterRig{cfg: cfg, dead: map[int]bool{}}
 	defer rig.stop()
 	logf("cluster: starting %s", cc.layer)
-	if rig.layer, err = startRedisLayer(ctx, cfg, dir, cc.layer); err != nil {
+	if rig.layer, err = startRedisLayer(ctx, cfg, dir, cc.layer, cc.redisNice); err != nil {
 		return nil, err
 	}
+	run.Params["redis_nice"] = rig.layer.nice
 	for i := range cc.nodes {
 		port, err := harness.FreePort()
 		if err != nil {

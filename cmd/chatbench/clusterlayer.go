@@ -32,10 +32,12 @@ type redisLayer struct {
 	addrs []string
 	url   string // the nodes' --layer
 	cli   redis.UniversalClient
+	nice  int // the redis-servers' nice value, after startRedisLayer set it
 }
 
-// startRedisLayer starts the layer on free loopback ports.
-func startRedisLayer(ctx context.Context, cfg *config, dir, kind string) (*redisLayer, error) {
+// startRedisLayer starts the layer on free loopback ports, each
+// redis-server at nice (see clusterConfig.redisNice; 0 leaves it).
+func startRedisLayer(ctx context.Context, cfg *config, dir, kind string, nice int) (*redisLayer, error) {
 	l := &redisLayer{kind: kind}
 	n := 1
 	if kind == layerRedisCluster {
@@ -74,6 +76,13 @@ func startRedisLayer(ctx context.Context, cfg *config, dir, kind string) (*redis
 			return nil, err
 		}
 		l.addrs = append(l.addrs, addr)
+		if nice != 0 {
+			now, err := renice(p.pid(), nice)
+			if err != nil {
+				logf("cluster: %v; Redis runs at nice %d", err, now)
+			}
+			l.nice = now
+		}
 	}
 	if kind == layerRedisCluster {
 		cli := filepath.Join(filepath.Dir(cfg.redis), "redis-cli")

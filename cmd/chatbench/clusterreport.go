@@ -114,6 +114,12 @@ func (rep *clusterReport) markdown() string {
 		}
 		return "—"
 	})
+	row("Redis's nice value", func(r *clusterRun) string {
+		if v, ok := r.Params["redis_nice"]; ok {
+			return fmt.Sprint(v)
+		}
+		return "0" // reports from before the flag: as started
+	})
 	row("load average before / after", func(r *clusterRun) string {
 		return fmt.Sprintf("%v / %v", r.Params["loadavg_before"], r.Params["loadavg_after"])
 	})

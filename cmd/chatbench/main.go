@@ -142,6 +142,7 @@ func parseFlags(args []string) (*config, bool, string, error) {
 	fs.BoolVar(&cc.keepLogs, "keep-logs", false, "cluster: keep the nodes' and Redis's logs (the folder is printed)")
 	fs.DurationVar(&cc.presenceTTL, "presence-ttl", 30*time.Second, "cluster: the nodes' --presence-ttl")
 	fs.IntVar(&cc.maxConnecting, "max-connecting", 0, "cluster: the nodes' --max-connecting (0: their default)")
+	fs.IntVar(&cc.redisNice, "redis-nice", -10, "cluster: the redis-servers' nice value, so that Redis's one command thread does not wait behind the nodes' and load generator's threads on a shared machine, as it would not on cores of its own (0: leave it; below 0 needs root or CAP_SYS_NICE)")
 	fs.StringVar(&cc.profileDir, "profile-dir", "", "cluster: write CPU profiles of every node and load generator process to this folder, over the first 30 s of the steady phase and after the kill")
 	fs.DurationVar(&cc.p99, "cluster-p99", 250*time.Millisecond, "cluster: a chat phase passes with p99 below this and nothing lost")
 	fs.DurationVar(&cc.drain, "cluster-drain", 5*time.Second, "cluster: how long a chat phase waits for late deliveries")

@@ -81,28 +81,61 @@ func (p *proc) stop() {
 	p.log.Close()
 }
 
-// cpuTime returns the user+system CPU time the process has used.
-func cpuTime(pid int) (time.Duration, error) {
+// statFields returns the fields of /proc/<pid>/stat from field 3 (state)
+// on: f[n-3] is field n.
+func statFields(pid int) ([]string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	// The command name (field 2) may hold spaces; fields after ")".
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, errors.New("malformed stat")
+		return nil, errors.New("malformed stat")
 	}
 	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state); utime is field 14, stime field 15.
-	if len(f) < 13 {
-		return 0, errors.New("short stat")
+	if len(f) < 17 {
+		return nil, errors.New("short stat")
 	}
+	return f, nil
+}
+
+// cpuTime returns the user+system CPU time the process has used.
+func cpuTime(pid int) (time.Duration, error) {
+	f, err := statFields(pid)
+	if err != nil {
+		return 0, err
+	}
+	// utime is field 14, stime field 15.
 	ut, err1 := strconv.ParseInt(f[11], 10, 64)
 	st, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err := errors.Join(err1, err2); err != nil {
 		return 0, err
 	}
 	return time.Duration(ut+st) * time.Second / clockTicks, nil
+}
+
+// niceOf returns the nice value of the process's main thread (field 19).
+func niceOf(pid int) (int, error) {
+	f, err := statFields(pid)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(f[16])
+}
+
+// renice sets the nice value of the process's main thread (on Linux a
+// priority is a thread's; a redis-server runs its commands on its main
+// thread) and returns the value it has after. A negative value needs
+// root or CAP_SYS_NICE: without them the error says so and the process
+// keeps its nice value.
+func renice(pid, nice int) (int, error) {
+	err := syscall.Setpriority(syscall.PRIO_PROCESS, pid, nice)
+	now, rerr := niceOf(pid)
+	if err != nil {
+		return now, fmt.Errorf("setting nice %d on process %d (needs root or CAP_SYS_NICE below 0): %w", nice, pid, err)
+	}
+	return now, rerr
 }
 
 // rssBytes returns the process's resident set size (VmRSS).
