@@ -480,24 +480,31 @@ func TestBareFlag(t *testing.T) {
 
 // TestReniceSetsNice: renice sets a child's nice value and reads it back;
 // lowering it (what -redis-nice does) works with the privilege and says
-// what it needs without.
+// what it needs without. Values are relative to the nice the child
+// inherits, so the test holds under nice(1) too.
 func TestReniceSetsNice(t *testing.T) {
+	self, err := niceOf(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
 	p, err := startProc(t.TempDir(), "sleeper", "/bin/sleep", nil, "60")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.stop()
-	if n, err := niceOf(p.pid()); err != nil || n != 0 {
-		t.Fatalf("a new child's nice: %d, %v; want 0", n, err)
+	if n, err := niceOf(p.pid()); err != nil || n != self {
+		t.Fatalf("a new child's nice: %d, %v; want %d, its parent's", n, err, self)
 	}
-	if n, err := renice(p.pid(), 7); err != nil || n != 7 {
-		t.Fatalf("renice to 7 (always allowed): %d, %v", n, err)
+	up := min(self+5, 19)
+	if n, err := renice(p.pid(), up); err != nil || n != up {
+		t.Fatalf("renice to %d (raising is always allowed): %d, %v", up, n, err)
 	}
-	n, err := renice(p.pid(), -3)
+	down := max(self-3, -20)
+	n, err := renice(p.pid(), down)
 	switch {
-	case err == nil && n != -3:
-		t.Errorf("renice to -3 reported no error but the nice is %d", n)
-	case err != nil && (n != 7 || !strings.Contains(err.Error(), "CAP_SYS_NICE")):
-		t.Errorf("renice to -3 without the privilege: %d, %v; want 7 and an error naming CAP_SYS_NICE", n, err)
+	case err == nil && n != down:
+		t.Errorf("renice to %d reported no error but the nice is %d", down, n)
+	case err != nil && (n != up || !strings.Contains(err.Error(), "CAP_SYS_NICE")):
+		t.Errorf("renice to %d without the privilege: %d, %v; want %d kept and an error naming CAP_SYS_NICE", down, n, err, up)
 	}
 }
