@@ -32,7 +32,7 @@ type redisLayer struct {
 	addrs []string
 	url   string // the nodes' --layer
 	cli   redis.UniversalClient
-	nice  int // the redis-servers' nice value, after startRedisLayer set it
+	nice  int // the nice value the redis-servers run at
 }
 
 // startRedisLayer starts the layer on free loopback ports, each
@@ -77,11 +77,12 @@ func startRedisLayer(ctx context.Context, cfg *config, dir, kind string, nice in
 		}
 		l.addrs = append(l.addrs, addr)
 		if nice != 0 {
-			now, err := renice(p.pid(), nice)
-			if err != nil {
-				logf("cluster: %v; Redis runs at nice %d", err, now)
+			if _, err := renice(p.pid(), nice); err != nil {
+				logf("cluster: %v; Redis keeps the nice value it started with", err)
 			}
-			l.nice = now
+		}
+		if n, err := niceOf(p.pid()); err == nil {
+			l.nice = n // what it runs at, set here or inherited
 		}
 	}
 	if kind == layerRedisCluster {
