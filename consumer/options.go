@@ -44,7 +44,10 @@ type Options struct {
 	// until Coalesce after the one before, and its events are handled and
 	// written together, in one write (32 waiting events start the batch at
 	// once). Slower events are handled as they come: a window that would
-	// gather fewer costs their latency and saves next to no writes.
+	// gather fewer costs their latency and saves next to no writes. A
+	// flood, more than 5 to a Coalesce (500 a second at the default),
+	// is paced two Coalesce apart: half the writes, where the CPU they
+	// cost is what holds the latency.
 	// Defaults to 10 ms, which measured better than no pacing on both CPU
 	// and latency in a busy room (BENCHMARKS.md); negative disables it:
 	// events are then handled as they come, and the frames that queue
