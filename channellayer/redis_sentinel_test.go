@@ -86,10 +86,10 @@ func collect(ctx context.Context, l channellayer.Layer, ch string, wg *sync.Wait
 func (c *collector) ids(t testing.TB) []string {
 	t.Helper()
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.err != nil {
 		t.Fatalf("member stopped receiving: %v", c.err)
 	}
-	defer c.mu.Unlock()
 	out := make([]string, len(c.msgs))
 	for i, m := range c.msgs {
 		out[i] = m.ID
@@ -121,7 +121,7 @@ func TestRedisSentinelFailoverReplicas(t *testing.T) {
 	// default 100, a run that acknowledged 356 found the oldest "lost".
 	// Members hold as many: the gap repair and the records held for the
 	// replicas come in bursts, and a burst over the default capacity (100)
-	// overflowed a member under the race detector, which dropped the rest.
+	// while a member's receiver waits for the CPU overflows it.
 	opts := channellayer.RedisOptions{Replicas: 1, ReplicaTimeout: 500 * time.Millisecond, HistorySize: 4000, Capacity: 4000}
 	a := openRedisLayer(t, newFailoverClient(t, s), prefix, opts, 10*time.Second)
 	b := openRedisLayer(t, newFailoverClient(t, s), prefix, opts, 10*time.Second)
