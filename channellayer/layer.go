@@ -123,10 +123,15 @@ const (
 // Receive. Both backends implement it.
 type Notifier interface {
 	// Notify makes the layer call f each time a message, an overflow, or
-	// the channel's end arrives on channel. f must not block; it is called
-	// from the sender's goroutine. Passing nil removes it. If something is
-	// already waiting, f is called at once.
-	Notify(channel string, f func()) error
+	// the channel's end arrives on channel. For a message, waiting is the
+	// number of messages then waiting, this one included: 1 if the channel
+	// was empty. For an overflow or the end it is 0, and so it is when f
+	// is installed while something waits (f is then called at once). A
+	// receiver that takes everything waiting each time it looks need only
+	// start looking on a call with waiting 0 or 1: a larger count follows
+	// such a call that no look has answered yet. f must not block; it is
+	// called from the sender's goroutine. Passing nil removes it.
+	Notify(channel string, f func(waiting int)) error
 	// TryReceive is Receive without waiting: ok is false if nothing waits.
 	TryReceive(channel string) (m Message, ok bool, err error)
 }

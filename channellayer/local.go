@@ -89,7 +89,7 @@ type channel struct {
 	overflow bool
 	gone     bool
 	notify   chan struct{} // capacity 1: "something changed"; made by the first Receive that waits
-	onArrive func()        // see Notifier
+	onArrive func(int)     // see Notifier
 }
 
 func (ch *channel) len() int { return len(ch.q) - ch.head }
@@ -194,10 +194,14 @@ func (ch *channel) push(m Message, now int64, group bool) bool {
 		}
 		ch.q = queueArrays.Append(ch.q, queued{m, now})
 	}
+	waiting := ch.len()
+	if !accepted {
+		waiting = 0 // an overflow: look now (see Notifier)
+	}
 	f, n := ch.onArrive, ch.notify
 	ch.mu.Unlock()
 	if f != nil {
-		f()
+		f(waiting)
 	} else {
 		wake(n)
 	}
@@ -331,7 +335,7 @@ func (l *local) tryReceiveAll(name string, buf []Message) ([]Message, error) {
 }
 
 // setNotify installs the arrival callback of a channel (see Notifier).
-func (l *local) setNotify(name string, f func()) error {
+func (l *local) setNotify(name string, f func(int)) error {
 	ch := l.lookup(name)
 	if ch == nil {
 		return l.noChannel("notifying on", name)
@@ -341,7 +345,7 @@ func (l *local) setNotify(name string, f func()) error {
 	pending := ch.len() > 0 || ch.overflow
 	ch.mu.Unlock()
 	if f != nil && pending {
-		f()
+		f(0)
 	}
 	return nil
 }
@@ -465,7 +469,7 @@ func (ch *channel) end() {
 	ch.mu.Unlock()
 	wake(n)
 	if f != nil {
-		f() // the receiver learns the channel is gone
+		f(0) // the receiver learns the channel is gone
 	}
 }
 

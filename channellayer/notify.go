@@ -11,7 +11,9 @@ var (
 )
 
 // Notify implements Notifier.
-func (m *Memory) Notify(channel string, f func()) error { return m.local.setNotify(channel, f) }
+func (m *Memory) Notify(channel string, f func(waiting int)) error {
+	return m.local.setNotify(channel, f)
+}
 
 // TryReceive implements Notifier.
 func (m *Memory) TryReceive(channel string) (Message, bool, error) {
@@ -19,7 +21,9 @@ func (m *Memory) TryReceive(channel string) (Message, bool, error) {
 }
 
 // Notify implements Notifier.
-func (r *Redis) Notify(channel string, f func()) error { return r.local.setNotify(channel, f) }
+func (r *Redis) Notify(channel string, f func(waiting int)) error {
+	return r.local.setNotify(channel, f)
+}
 
 // TryReceive implements Notifier.
 func (r *Redis) TryReceive(channel string) (Message, bool, error) {

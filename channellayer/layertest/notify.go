@@ -3,6 +3,8 @@ package layertest
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 
 	"github.com/chatterpro/chatterpro/channellayer"
@@ -10,9 +12,10 @@ import (
 )
 
 // checkNotify: a Notifier calls back on every arrival (direct, group, from
-// another process, overflow) and when the channel ends; TryReceive returns
-// what waits, in order, without waiting; a callback installed while
-// messages wait is called at once.
+// another process, overflow) and when the channel ends, with the number of
+// messages then waiting (1 on an empty channel, 0 for an overflow, the end,
+// or a callback installed while messages wait, which is called at once);
+// TryReceive returns what waits, in order, without waiting.
 func checkNotify(e *env) {
 	a, b := e.a, e.peer()
 	n, ok := a.(channellayer.Notifier)
@@ -21,15 +24,28 @@ func checkNotify(e *env) {
 		return
 	}
 	c := e.newChannel(a)
-	var calls atomic.Int64
-	waitCalls := func(atLeast int64, what string) {
+	var mu sync.Mutex
+	var calls []int // the waiting counts, in the order of the calls
+	record := func(waiting int) {
+		mu.Lock()
+		calls = append(calls, waiting)
+		mu.Unlock()
+	}
+	// waitCalls waits for the callbacks after the first from and returns
+	// their counts once there are want of them.
+	waitCalls := func(from, want int, what string) []int {
 		e.t.Helper()
+		var got []int
 		testkit.EventuallyNil(e.t, waitFor, func() error {
-			if n := calls.Load(); n < atLeast {
-				return fmt.Errorf("%d callbacks, want at least %d", n, atLeast)
+			mu.Lock()
+			got = slices.Clone(calls[min(from, len(calls)):])
+			mu.Unlock()
+			if len(got) < want {
+				return fmt.Errorf("%d callbacks %v, want %d", len(got), got, want)
 			}
 			return nil
 		}, what)
+		return got
 	}
 	tryRecv := func() (channellayer.Message, bool) {
 		e.t.Helper()
@@ -43,19 +59,24 @@ func checkNotify(e *env) {
 	if _, ok := tryRecv(); ok {
 		e.t.Fatal("TryReceive on a new channel returned a message")
 	}
-	// Installed while a message waits: called at once.
+	// Installed while a message waits: called at once, with 0.
 	e.send(a, c, e.seqMsg(0, 0))
-	if err := n.Notify(c, func() { calls.Add(1) }); err != nil {
+	if err := n.Notify(c, record); err != nil {
 		e.t.Fatalf("Notify: %v", err)
 	}
-	waitCalls(1, "Notify with a message waiting")
+	if got := waitCalls(0, 1, "Notify with a message waiting"); got[0] != 0 {
+		e.t.Fatalf("callback of Notify with a message waiting: waiting %d, want 0", got[0])
+	}
 
 	g := e.name("g")
 	e.join(a, g, c)
 	e.send(a, c, e.seqMsg(0, 1))
 	e.groupSend(a, g, e.seqMsg(0, 2))
 	e.groupSend(b, g, e.seqMsg(0, 3))
-	waitCalls(4, "a direct send and group sends from both processes")
+	got := waitCalls(1, 3, "a direct send and group sends from both processes")
+	if !slices.Equal(got, []int{2, 3, 4}) {
+		e.t.Fatalf("callbacks of three arrivals behind one waiting message: waiting %v, want [2 3 4]", got)
+	}
 	for i := 0; i < 4; i++ {
 		var m channellayer.Message
 		testkit.Eventually(e.t, waitFor, func() bool {
@@ -71,21 +92,38 @@ func checkNotify(e *env) {
 		e.t.Fatalf("TryReceive on a drained channel = %s", m.Body)
 	}
 
-	// An overflow is announced, and TryReceive reports it.
+	// The first arrival on the drained channel finds it empty.
+	e.groupSend(b, g, e.seqMsg(0, 4))
+	if got := waitCalls(4, 1, "a group send to a drained channel"); got[0] != 1 {
+		e.t.Fatalf("callback of an arrival on an empty channel: waiting %d, want 1", got[0])
+	}
+	if _, ok := tryRecv(); !ok {
+		e.t.Fatal("TryReceive after a group send to a drained channel: nothing")
+	}
+
+	// An overflow is announced with 0, and TryReceive reports it.
 	e.fill(a, c)
-	before := calls.Load()
+	for i, w := range waitCalls(5, e.s.Capacity, "filling the channel") {
+		if w != i+1 {
+			e.t.Fatalf("callback of send %d filling an empty channel: waiting %d, want %d", i+1, w, i+1)
+		}
+	}
+	before := 5 + e.s.Capacity
 	e.groupSend(a, g, e.seqMsg(1, 0))
-	waitCalls(before+1, "an overflowing group send")
+	if got := waitCalls(before, 1, "an overflowing group send"); got[0] != 0 {
+		e.t.Fatalf("callback of an overflow: waiting %d, want 0", got[0])
+	}
 	if _, _, err := n.TryReceive(c); !errors.Is(err, channellayer.ErrOverflow) {
 		e.t.Fatalf("TryReceive after an overflow: %v, want %v", err, channellayer.ErrOverflow)
 	}
 
 	// The channel's end is announced too.
-	before = calls.Load()
 	if err := a.DiscardChannel(e.ctx(waitFor), c); err != nil {
 		e.t.Fatalf("DiscardChannel: %v", err)
 	}
-	waitCalls(before+1, "DiscardChannel")
+	if got := waitCalls(before+1, 1, "DiscardChannel"); got[0] != 0 {
+		e.t.Fatalf("callback of DiscardChannel: waiting %d, want 0", got[0])
+	}
 	if _, _, err := n.TryReceive(c); err == nil {
 		e.t.Fatal("TryReceive on a discarded channel: no error")
 	}
@@ -171,7 +209,7 @@ func checkDrain(e *env) {
 		e.t.Fatalf("%T implements Drainer but not Notifier", a)
 	}
 	var calls atomic.Int64
-	if err := n.Notify(c, func() { calls.Add(1) }); err != nil {
+	if err := n.Notify(c, func(int) { calls.Add(1) }); err != nil {
 		e.t.Fatalf("Notify: %v", err)
 	}
 	e.fill(a, c)

@@ -63,7 +63,8 @@ const (
 // goroutine waits in Receive for the connection's life.
 //
 // Ownership: the fields set by Init never change. kicks counts the kicks
-// not yet handled; the kick that takes it from 0 starts (or paces) the one
+// not yet handled (arrivals on an empty channel, and those that are not
+// messages; see Kick); the kick that takes it from 0 starts (or paces) the one
 // dispatcher, and only the dispatcher brings it back to 0, so at most one
 // runs. kickAt, dueAt and gap belong to that kick: the counter orders one
 // such kick after the other. took is the dispatcher's, written before the
@@ -81,7 +82,7 @@ type Dispatcher struct {
 	kickAt int64 // when the last kick from 0 came (monoNow; 0: none yet)
 	dueAt  int64 // when the last dispatcher was due (monoNow)
 	gap    int32 // the moving average of the time between events, in ns (at most maxGap)
-	took   int32 // the kicks (events) the last dispatcher handled
+	took   int32 // the events the last dispatcher handled
 
 	mu    sync.Mutex
 	timer *time.Timer // starts a paced dispatcher; made on first use
@@ -130,16 +131,28 @@ func (d *Dispatcher) Stop() {
 	}
 }
 
-// Kick is the layer's arrival callback: it starts a dispatcher unless one
-// is running or due. It never blocks.
-func (d *Dispatcher) Kick() {
-	n := d.kicks.Add(1)
-	if n == PaceCap {
-		d.hurry()
-	}
-	if n != 1 {
+// Kick is the layer's arrival callback (see channellayer.Notifier): it
+// starts a dispatcher unless one is running or due. It never blocks. Only
+// an arrival on an empty channel (waiting 1), or one that is not a message
+// (0), touches the kick counter: the others join the dispatcher that such
+// an arrival started, or hurry it when PaceCap of them wait.
+func (d *Dispatcher) Kick(waiting int) {
+	if waiting > 1 {
+		if waiting == PaceCap {
+			d.hurry()
+		}
 		return
 	}
+	if d.kicks.Add(1) == 1 {
+		d.start()
+	}
+	if waiting <= 0 {
+		d.hurry() // an overflow or the end: no pacing
+	}
+}
+
+// start starts the dispatcher of a kick from 0, at once or paced.
+func (d *Dispatcher) start() {
 	if wait := d.pace(monoNow()); wait > 0 {
 		d.mu.Lock()
 		if d.timer == nil {
@@ -234,18 +247,21 @@ func (d *Dispatcher) run() {
 func (d *Dispatcher) dispatch() {
 	d.host.Begin()
 	defer d.host.End()
+	took := 0
 	for {
 		seen := d.kicks.Load()
+		var n int
 		var ok bool
 		if d.cfg.drainer != nil {
-			ok = d.dispatchAll()
+			n, ok = d.dispatchAll()
 		} else {
-			ok = d.dispatchEach()
+			n, ok = d.dispatchEach()
 		}
 		if !ok {
 			return // closing: kicks stay non-zero, no dispatcher starts again
 		}
-		d.took = int32(min(seen, math.MaxInt32)) // before the swap: the next kick from 0 reads it
+		took += n
+		d.took = int32(min(took, math.MaxInt32)) // before the swap: the next kick from 0 reads it
 		if d.kicks.CompareAndSwap(seen, 0) {
 			return
 		}
@@ -256,15 +272,16 @@ func (d *Dispatcher) dispatch() {
 var eventBufs = sync.Pool{New: func() any { return new([]channellayer.Message) }}
 
 // dispatchAll hands every waiting event to the host, taken from the layer
-// in one call; false if the connection is closing.
-func (d *Dispatcher) dispatchAll() bool {
+// in one call, and returns how many it took; false if the connection is
+// closing.
+func (d *Dispatcher) dispatchAll() (int, bool) {
 	ctx := d.host.Context()
 	if ctx.Err() != nil {
-		return false
+		return 0, false
 	}
 	buf := eventBufs.Get().(*[]channellayer.Message)
 	msgs, err := d.cfg.drainer.TryReceiveAll(d.channel, (*buf)[:0])
-	ok := true
+	n, ok := len(msgs), true
 	for _, m := range msgs {
 		if ctx.Err() != nil {
 			ok = false
@@ -281,23 +298,23 @@ func (d *Dispatcher) dispatchAll() bool {
 		d.host.Failed(err)
 		ok = false
 	}
-	return ok
+	return n, ok
 }
 
 // dispatchEach is dispatchAll for a layer that hands out one event per call.
-func (d *Dispatcher) dispatchEach() bool {
+func (d *Dispatcher) dispatchEach() (int, bool) {
 	ctx := d.host.Context()
-	for {
+	for n := 0; ; n++ {
 		if ctx.Err() != nil {
-			return false
+			return n, false
 		}
 		m, ok, err := d.cfg.notifier.TryReceive(d.channel)
 		if err != nil {
 			d.host.Failed(err)
-			return false
+			return n, false
 		}
 		if !ok {
-			return true
+			return n, true
 		}
 		d.host.Handle(m)
 	}

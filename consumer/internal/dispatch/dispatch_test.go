@@ -1,0 +1,121 @@
+package dispatch
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chatterpro/chatterpro/channellayer"
+	"github.com/chatterpro/chatterpro/consumer/internal/tasks"
+	"github.com/chatterpro/chatterpro/internal/testkit"
+)
+
+// countHost counts what its dispatchers hand over and how many run at once.
+type countHost struct {
+	ctx     context.Context
+	running atomic.Int32
+	overlap atomic.Int32 // Begin while another dispatcher ran
+	mu      sync.Mutex
+	seen    map[string]int
+	failed  error
+}
+
+func (h *countHost) Context() context.Context { return h.ctx }
+func (h *countHost) Begin() {
+	if h.running.Add(1) != 1 {
+		h.overlap.Add(1)
+	}
+}
+func (h *countHost) End() { h.running.Add(-1) }
+func (h *countHost) Handle(m channellayer.Message) {
+	h.mu.Lock()
+	h.seen[string(m.Body)]++
+	h.mu.Unlock()
+}
+func (h *countHost) Failed(err error) {
+	h.mu.Lock()
+	h.failed = err
+	h.mu.Unlock()
+}
+
+// Senders on several goroutines, direct and through a group, paced and
+// not: the layer calls back only on an arrival to an empty channel (and
+// at PaceCap), yet every event is handled exactly once, by one dispatcher
+// at a time.
+func TestEveryEventOnceOneDispatcherAtATime(t *testing.T) {
+	for _, coalesce := range []time.Duration{0, 2 * time.Millisecond} {
+		t.Run(fmt.Sprint("coalesce ", coalesce), func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			layer, err := channellayer.NewMemory(channellayer.MemoryOptions{Capacity: 4000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer layer.Close(context.Background())
+			ch, err := layer.NewChannel(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := layer.GroupAdd(ctx, "room", ch); err != nil {
+				t.Fatal(err)
+			}
+			h := &countHost{ctx: ctx, seen: make(map[string]int)}
+			var g tasks.Group
+			var d Dispatcher
+			d.Init(NewConfig(layer, coalesce), ch, &g, h)
+			if err := d.Start(); err != nil {
+				t.Fatal(err)
+			}
+			const senders, each = 8, 400
+			var wg sync.WaitGroup
+			for s := range senders {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range each {
+						m := channellayer.Message{Type: "t", Body: []byte(fmt.Sprintf(`{"type":"t","n":"%d-%d"}`, s, i))}
+						var err error
+						if i%2 == 0 {
+							err = layer.Send(ctx, ch, m)
+						} else {
+							err = layer.GroupSend(ctx, "room", m)
+						}
+						if err != nil {
+							t.Errorf("send %d-%d: %v", s, i, err)
+							return
+						}
+						if i%50 == 0 {
+							time.Sleep(time.Millisecond) // let the channel empty now and then
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			testkit.EventuallyNil(t, 10*time.Second, func() error {
+				h.mu.Lock()
+				defer h.mu.Unlock()
+				if h.failed != nil {
+					return fmt.Errorf("dispatcher failed: %v", h.failed)
+				}
+				if len(h.seen) != senders*each {
+					return fmt.Errorf("%d of %d events handled", len(h.seen), senders*each)
+				}
+				return nil
+			}, "every event handled")
+			d.Stop()
+			cancel()
+			g.Stop()
+			for body, n := range h.seen {
+				if n != 1 {
+					t.Fatalf("event %s handled %d times", body, n)
+				}
+			}
+			if n := h.overlap.Load(); n != 0 {
+				t.Fatalf("%d dispatchers began while another ran", n)
+			}
+		})
+	}
+}
