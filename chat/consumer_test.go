@@ -277,6 +277,21 @@ func (c *client) awaitUsers(names ...string) frame {
 	}
 }
 
+// awaitNoticeAndUsers skips frames until both the notice text and a
+// users frame with the given names have arrived, in either order: the hub's
+// flush may send the frame before this socket's handler sends the notice
+// of the same diff (any socket's handler marks the room for the flush).
+func (c *client) awaitNoticeAndUsers(text string, names ...string) {
+	c.t.Helper()
+	want := strings.Join(names, ",")
+	var notice, users bool
+	for !notice || !users {
+		f := c.next()
+		notice = notice || f.Type == "notice" && f.Text == text
+		users = users || f.Type == "users" && userNames(f) == want
+	}
+}
+
 func userNames(f frame) string {
 	var s []string
 	for _, u := range f.Users {
@@ -370,8 +385,7 @@ func TestJoinAndChat(t *testing.T) {
 	ann.joinFrames("ann")
 	bob := n.join(t, "Bob", "s-bob", "Chat Room", "")
 	bob.joinFrames("ann", "Bob")
-	ann.await("notice", "Bob has joined the chat")
-	ann.awaitUsers("ann", "Bob")
+	ann.awaitNoticeAndUsers("Bob has joined the chat", "ann", "Bob")
 
 	bob.say("  hello <img src=x onerror=alert(1)>  ")
 	for _, c := range []*client{ann, bob} {
@@ -648,8 +662,7 @@ func TestLeaveAndGrace(t *testing.T) {
 	a.await("notice", "bob has joined the chat")
 	start := time.Now()
 	b.com.Disconnect(ctxT(t), consumer.StatusNormal)
-	a.await("notice", "bob has left the chat")
-	a.awaitUsers("ann")
+	a.awaitNoticeAndUsers("bob has left the chat", "ann")
 	if d := time.Since(start); d > 250*time.Millisecond {
 		t.Fatalf("leave took %v, must not wait for the grace period", d)
 	}
@@ -823,8 +836,7 @@ func TestLeaveAfterResumeIsImmediate(t *testing.T) {
 	b2.joinFrames("ann", "bob")
 	start := time.Now()
 	b2.com.Disconnect(ctxT(t), consumer.StatusNormal) // left
-	a.await("notice", "bob has left the chat")
-	a.awaitUsers("ann")
+	a.awaitNoticeAndUsers("bob has left the chat", "ann")
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("leave announced after %v: it waited for the lost socket's grace period", d)
 	}

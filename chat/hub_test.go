@@ -130,8 +130,7 @@ func TestUsersFrameOnlyWhenItChanges(t *testing.T) {
 	a.joinFrames("ann")
 	b := n.join(t, "bob", "s-bob", "r", "")
 	b.joinFrames("ann", "bob")
-	a.await("notice", "bob has joined the chat")
-	a.awaitUsers("ann", "bob") // the room's flush after the diff of the join
+	a.awaitNoticeAndUsers("bob has joined the chat", "ann", "bob") // the users frame: the room's flush after the diff of the join
 
 	tab := n.join(t, "bob", "s-bob", "r", "") // bob's second tab
 	tab.joinFrames("ann", "bob")
