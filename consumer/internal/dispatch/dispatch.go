@@ -16,7 +16,9 @@ import (
 )
 
 // Host is the connection a Dispatcher serves. Its methods are called on
-// the dispatcher's goroutine, one dispatcher at a time.
+// the dispatcher's goroutine. Handle is called by one dispatcher at a
+// time; a dispatcher's End may still run when the next one's Begin is
+// called (the next one starts once the last has taken every event).
 type Host interface {
 	// Context is the connection's: dispatching ends when it is done.
 	Context() context.Context

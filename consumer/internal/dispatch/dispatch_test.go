@@ -13,27 +13,33 @@ import (
 	"github.com/chatterpro/chatterpro/internal/testkit"
 )
 
-// countHost counts what its dispatchers hand over and how many run at once.
+// countHost counts what its dispatchers hand over and how many handle
+// events at once.
 type countHost struct {
-	ctx     context.Context
-	running atomic.Int32
-	overlap atomic.Int32 // Begin while another dispatcher ran
-	mu      sync.Mutex
-	seen    map[string]int
-	failed  error
+	ctx      context.Context
+	begun    atomic.Int32 // Begin calls not yet ended
+	handling atomic.Int32
+	overlap  atomic.Int32 // Handle while another dispatcher handled
+	outside  atomic.Int32 // Handle outside Begin and End
+	mu       sync.Mutex
+	seen     map[string]int
+	failed   error
 }
 
 func (h *countHost) Context() context.Context { return h.ctx }
-func (h *countHost) Begin() {
-	if h.running.Add(1) != 1 {
+func (h *countHost) Begin()                   { h.begun.Add(1) }
+func (h *countHost) End()                     { h.begun.Add(-1) }
+func (h *countHost) Handle(m channellayer.Message) {
+	if h.handling.Add(1) != 1 {
 		h.overlap.Add(1)
 	}
-}
-func (h *countHost) End() { h.running.Add(-1) }
-func (h *countHost) Handle(m channellayer.Message) {
+	if h.begun.Load() <= 0 {
+		h.outside.Add(1)
+	}
 	h.mu.Lock()
 	h.seen[string(m.Body)]++
 	h.mu.Unlock()
+	h.handling.Add(-1)
 }
 func (h *countHost) Failed(err error) {
 	h.mu.Lock()
@@ -44,7 +50,7 @@ func (h *countHost) Failed(err error) {
 // Senders on several goroutines, direct and through a group, paced and
 // not: the layer calls back only on an arrival to an empty channel (and
 // at PaceCap), yet every event is handled exactly once, by one dispatcher
-// at a time.
+// at a time, between its Begin and End.
 func TestEveryEventOnceOneDispatcherAtATime(t *testing.T) {
 	for _, coalesce := range []time.Duration{0, 2 * time.Millisecond} {
 		t.Run(fmt.Sprint("coalesce ", coalesce), func(t *testing.T) {
@@ -114,7 +120,13 @@ func TestEveryEventOnceOneDispatcherAtATime(t *testing.T) {
 				}
 			}
 			if n := h.overlap.Load(); n != 0 {
-				t.Fatalf("%d dispatchers began while another ran", n)
+				t.Fatalf("%d events handled while another dispatcher handled one", n)
+			}
+			if n := h.outside.Load(); n != 0 {
+				t.Fatalf("%d events handled outside Begin and End", n)
+			}
+			if n := h.begun.Load(); n != 0 {
+				t.Fatalf("%d Begin calls without End", n)
 			}
 		})
 	}

@@ -35,7 +35,7 @@ type Queue struct {
 	closed   bool
 	started  bool          // the transport is up: pushes may make a writer
 	flushing bool          // the writer role is taken
-	held     bool          // a holder (see Hold) will write what is queued when done
+	holds    int           // holders (see Hold): the last to Release writes what is queued
 	idle     chan struct{} // closed when the writer stops, for a waiting closer
 }
 
@@ -77,7 +77,7 @@ func (q *Queue) Start() (writer bool) {
 }
 
 func (q *Queue) claimWriter() bool {
-	if !q.started || q.flushing || q.held {
+	if !q.started || q.flushing || q.holds > 0 {
 		return false
 	}
 	q.flushing = true
@@ -87,10 +87,12 @@ func (q *Queue) claimWriter() bool {
 // Hold makes pushes leave the writing to the caller (a dispatcher about to
 // queue frames); Release ends that and reports whether the caller has now
 // become the writer of what was queued meanwhile. Writing on the
-// dispatcher's goroutine saves starting a writer for every event.
+// dispatcher's goroutine saves starting a writer for every event. Holds
+// count: a dispatcher may begin while the one before still ends, and the
+// last Release writes.
 func (q *Queue) Hold() {
 	q.mu.Lock()
-	q.held = true
+	q.holds++
 	q.mu.Unlock()
 }
 
@@ -98,8 +100,8 @@ func (q *Queue) Hold() {
 func (q *Queue) Release() (writer bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.held = false
-	return len(q.frames) > 0 && q.claimWriter()
+	q.holds--
+	return q.holds == 0 && len(q.frames) > 0 && q.claimWriter()
 }
 
 // Take, for the writer, removes and returns every queued frame, valid until

@@ -82,3 +82,27 @@ func TestHoldAndClose(t *testing.T) {
 		t.Fatal("Close with held frames and no writer: the caller is not the writer")
 	}
 }
+
+// A dispatcher may begin (Hold) while the one before still ends (Release):
+// the frames of the later wait for its Release, which writes them.
+func TestOverlappingHolds(t *testing.T) {
+	q := outq.New(100)
+	q.Start()
+	q.Hold()
+	q.Hold()
+	if w, _ := q.Push([]byte("a")); w {
+		t.Fatal("push under two holds made a writer")
+	}
+	if q.Release() {
+		t.Fatal("the first Release of two became the writer")
+	}
+	if w, _ := q.Push([]byte("b")); w {
+		t.Fatal("push under the remaining hold made a writer")
+	}
+	if !q.Release() {
+		t.Fatal("the last Release with frames waiting: no writer")
+	}
+	if got := q.Take(); len(got) != 2 {
+		t.Fatalf("the writer took %d frames, want 2", len(got))
+	}
+}
