@@ -101,7 +101,7 @@ func (q *Queue) Release() (writer bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.holds--
-	return q.holds == 0 && len(q.frames) > 0 && q.claimWriter()
+	return len(q.frames) > 0 && q.claimWriter() // claimWriter refuses while others hold
 }
 
 // Take, for the writer, removes and returns every queued frame, valid until
