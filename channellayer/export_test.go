@@ -7,10 +7,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// HashSlot exposes hashSlot to the tests: the Redis Cluster hash slot of a
-// key, as the layer computes it to give each slot its own publish pipeline.
-func HashSlot(key string) int { return int(hashSlot(key)) }
-
 // ParseRecorded exposes parseRecorded to the tests: the messages of a
 // recorded envelope as the record script publishes it, and whether it was
 // one and well formed.

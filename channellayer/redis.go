@@ -233,7 +233,7 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptio
 		pending:     make(map[string]string),
 		holds:       make(map[string]*hold),
 	}
-	r.pipe = newPipelines(lctx, client, cluster, opts.Replicas, opts.ReplicaTimeout, opts.RecordLinger)
+	r.pipe = newPipelines(lctx, client, opts.Replicas, opts.ReplicaTimeout, opts.RecordLinger)
 	if cluster {
 		r.proc = &groupSub{channel: r.procChan, proc: true, ready: make(chan struct{})}
 		r.subs[r.procChan] = r.proc
@@ -560,7 +560,7 @@ func (r *Redis) GroupSendExcept(ctx context.Context, group string, msg Message, 
 // publish publishes payload, in a pipeline with the publishes of other
 // callers if a round trip is under way (see pipeline).
 func (r *Redis) publish(ctx context.Context, channel, payload string) (int64, error) {
-	cmd, err := r.pipe.of(channel).do(ctx, func(ctx context.Context, c redis.Cmdable) redis.Cmder {
+	cmd, err := r.pipe.of(ctx, channel).do(ctx, func(ctx context.Context, c redis.Cmdable) redis.Cmder {
 		if r.cluster {
 			return c.SPublish(ctx, channel, payload)
 		}
@@ -648,7 +648,7 @@ func (r *Redis) Recent(ctx context.Context, group string, n int) ([]Message, err
 	}
 	n = min(n, r.historySize) // the stream may hold a few more (see recordScript)
 	key := r.historyKey(group)
-	cmd, err := r.pipe.of(key).do(ctx, func(ctx context.Context, c redis.Cmdable) redis.Cmder {
+	cmd, err := r.pipe.of(ctx, key).do(ctx, func(ctx context.Context, c redis.Cmdable) redis.Cmder {
 		return c.XRevRangeN(ctx, key, "+", "-", int64(n))
 	})
 	var xs []redis.XMessage
@@ -675,7 +675,7 @@ func (r *Redis) Since(ctx context.Context, group, id string) ([]Message, error) 
 	}
 	// One read from id itself: the first entry proves id is still kept.
 	key := r.historyKey(group)
-	cmd, err := r.pipe.of(key).do(ctx, func(ctx context.Context, c redis.Cmdable) redis.Cmder {
+	cmd, err := r.pipe.of(ctx, key).do(ctx, func(ctx context.Context, c redis.Cmdable) redis.Cmder {
 		return c.XRangeN(ctx, key, id, "+", int64(r.historySize)+1)
 	})
 	var xs []redis.XMessage
@@ -762,7 +762,7 @@ func (r *Redis) Track(ctx context.Context, group, key string, info []byte, ttl t
 	}
 	keys := []string{r.presenceKey(group), r.expiryKey(group)}
 	args := []any{key, info, time.Now().Add(ttl).UnixMilli(), presenceKeep(ttl)}
-	cmd, err := r.pipe.of(keys[0]).do(ctx, func(ctx context.Context, c redis.Cmdable) redis.Cmder {
+	cmd, err := r.pipe.of(ctx, keys[0]).do(ctx, func(ctx context.Context, c redis.Cmdable) redis.Cmder {
 		return trackScript.EvalSha(ctx, c, keys, args...)
 	})
 	if err == nil {

@@ -114,23 +114,9 @@ func TestRedisCluster(t *testing.T) {
 		e.cl.WaitOK(t)
 	})
 
-	t.Run("HashSlot", func(t *testing.T) {
-		keys := []string{"foo", "somekey", "x:{room}:g", "x:{}:g", "x:{a}{b}", "x:}{c}", "chatterpro:proc:{p0a1b2}", "{%7B}"}
-		for i := range 50 {
-			keys = append(keys, "chatterpro:{group-"+strconv.Itoa(i)+"}:g")
-		}
-		for _, k := range keys {
-			want, err := e.cc.ClusterKeySlot(tctx(t, 5*time.Second), k).Result()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := channellayer.HashSlot(k); got != int(want) {
-				t.Errorf("HashSlot(%q) = %d, Redis says %d", k, got, want)
-			}
-		}
-	})
 	t.Run("Spread", func(t *testing.T) { testClusterSpread(t, e) })
 	t.Run("OneShard", func(t *testing.T) { testClusterOneShard(t, e) })
+	t.Run("ShardPipelines", func(t *testing.T) { testClusterShardPipelines(t, e) })
 	t.Run("TwoProcesses", func(t *testing.T) { testClusterTwoProcesses(t, e) })
 	t.Run("PubSubKilled", func(t *testing.T) { testClusterPubSubKilled(t, e) })
 }
@@ -240,6 +226,94 @@ func testClusterOneShard(t *testing.T, e *clusterEnv) {
 				recv(t, m.l, m.ch)
 			}
 			silent(t, m.l, m.ch)
+		}
+	}
+}
+
+// testClusterShardPipelines: the presence writes of many groups owned by
+// one master share its round trips, as on one Redis, and a master that
+// does not answer holds up only its own.
+func testClusterShardPipelines(t *testing.T, e *clusterEnv) {
+	cc := redis.NewClusterClient(&redis.ClusterOptions{
+		Addrs:        e.cl.Addrs(),
+		DialTimeout:  500 * time.Millisecond,
+		ReadTimeout:  10 * time.Second, // longer than the pause below
+		WriteTimeout: time.Second,
+		MaxRetries:   1,
+	})
+	t.Cleanup(func() { _ = cc.Close() })
+	trips := &roundTrips{}
+	cc.AddHook(trips)
+	prefix := newPrefix()
+	l := openRedisLayer(t, cc, prefix, channellayer.RedisOptions{}, 10*time.Second)
+
+	// Groups owned by the first master, and one owned by another.
+	addrs := e.cl.Addrs()
+	owner := func(g string) string {
+		m, err := cc.MasterForKey(tctx(t, 5*time.Second), prefix+":{"+g+"}:p")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Options().Addr
+	}
+	const n = 40
+	var mine []string
+	other := ""
+	for i := 0; (len(mine) < n || other == "") && i < 1000; i++ {
+		g := "shard-" + strconv.Itoa(i)
+		switch o := owner(g); {
+		case o == addrs[0] && len(mine) < n:
+			mine = append(mine, g)
+		case o != addrs[0] && other == "":
+			other = g
+		}
+	}
+	if len(mine) < n || other == "" {
+		t.Fatalf("found %d groups on %s and other %q in 1000 names", len(mine), addrs[0], other)
+	}
+	// A first command loads the client's table of commands (from any
+	// master, the paused one too), as a node's first ones do.
+	if err := l.Track(tctx(t, 5*time.Second), other, "k", nil, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	trips.alone.Store(0)
+	trips.pipelines.Store(0)
+	trips.piped.Store(0)
+
+	// The first master answers nobody for a while: its writes pile up.
+	pause(t, addrs[0], 2*time.Second)
+	errs := make(chan error, n)
+	for _, g := range mine {
+		go func() { errs <- l.Track(tctx(t, 10*time.Second), g, "k", nil, time.Minute) }()
+	}
+	testkit.Eventually(t, 5*time.Second, func() bool { return trips.alone.Load()+trips.pipelines.Load() > 0 },
+		"the first master's writes under way")
+	if err := l.Track(tctx(t, time.Second), other, "k", nil, time.Minute); err != nil {
+		t.Fatalf("a write to another master while the first does not answer: %v", err)
+	}
+	if len(errs) > 0 {
+		t.Fatalf("%d writes to the paused master returned while it was paused", len(errs))
+	}
+	for range n {
+		if err := testkit.Receive(t, errs, 10*time.Second, "a write to the first master"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alone, pipes, piped := trips.alone.Load(), trips.pipelines.Load(), trips.piped.Load()
+	t.Logf("%d writes to %d groups of one master and 1 to another: %d round trips alone, %d pipelines carrying %d", n, n, alone, pipes, piped)
+	if alone+piped != n+1 {
+		t.Errorf("%d commands reached Redis for %d writes", alone+piped, n+1)
+	}
+	if alone+pipes > 4 {
+		t.Errorf("%d round trips for %d concurrent writes to one master and one to another; want at most 4 (a master's groups share its pipeline)", alone+pipes, n+1)
+	}
+	for _, g := range append(mine, other) {
+		ps, err := l.List(tctx(t, 5*time.Second), g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ps) != 1 {
+			t.Fatalf("group %s lists %d entries after one Track, want 1", g, len(ps))
 		}
 	}
 }

@@ -105,7 +105,7 @@ func (r *Redis) GroupSendRecordedOnce(ctx context.Context, group, key string, ms
 	}
 	b := r.newRecordBatch(group, msg, nil)
 	b.key = key
-	c, err := r.pipe.of(b.channel).doRecord(ctx, b)
+	c, err := r.pipe.of(ctx, b.channel).doRecord(ctx, b)
 	msgs, err := b.result(ctx, c, err)
 	if err != nil {
 		return Message{}, false, err

@@ -3,7 +3,6 @@ package channellayer
 import (
 	"context"
 	"maps"
-	"strings"
 	"sync"
 	"time"
 
@@ -33,8 +32,9 @@ import (
 // it back: it is never sent. One sent is as uncertain as any network call
 // cut short. A batch is bounded by redisBatchTimeout and by Close.
 //
-// In a Redis Cluster each hash slot has its own pipeline (see pipelines):
-// a slow or failing shard holds up only the publishes it owns.
+// In a Redis Cluster each master has its own pipeline (see pipelines): a
+// slow or failing shard holds up only the commands it owns, and the
+// commands of all the groups a shard owns share its round trips.
 type pipeline struct {
 	client redis.UniversalClient
 	ctx    context.Context // the layer's: ends batches at Close
@@ -265,46 +265,69 @@ func (p *pipeline) send(ctx context.Context, cancel context.CancelFunc, pipe red
 }
 
 // pipelines are the publish pipelines of a layer: one for a single Redis;
-// in a cluster one per hash slot, made on first use.
+// in a cluster one per master, made on first use.
+//
+// A pipeline per hash slot, as the layer had first, made every command a
+// round trip of its own: a node's rooms are spread over the slots, so two
+// commands rarely met in one, and a reconnect storm's joins each took two
+// round trips and a pool connection where one Redis took them in batches.
 type pipelines struct {
-	client  redis.UniversalClient
-	ctx     context.Context
-	cluster bool
-	wg      sync.WaitGroup // round trips under way
+	client redis.UniversalClient
+	cc     *redis.ClusterClient // nil with one Redis
+	ctx    context.Context
+	wg     sync.WaitGroup // round trips under way
 
 	replicas    int           // see pipeline
 	replicaWait time.Duration // see pipeline
 	linger      time.Duration // see pipeline
 
-	mu     sync.Mutex
-	one    *pipeline
-	bySlot map[uint16]*pipeline
-	closed bool
+	mu      sync.Mutex
+	one     *pipeline            // one Redis; in a cluster, keys whose master is not known yet
+	byShard map[string]*pipeline // in a cluster: by the master's address
+	closed  bool
 }
 
-func newPipelines(ctx context.Context, client redis.UniversalClient, cluster bool, replicas int, replicaWait, linger time.Duration) *pipelines {
-	ps := &pipelines{client: client, ctx: ctx, cluster: cluster, replicas: replicas, replicaWait: replicaWait, linger: linger, bySlot: make(map[uint16]*pipeline)}
+func newPipelines(ctx context.Context, client redis.UniversalClient, replicas int, replicaWait, linger time.Duration) *pipelines {
+	ps := &pipelines{client: client, ctx: ctx, replicas: replicas, replicaWait: replicaWait, linger: linger, byShard: make(map[string]*pipeline)}
+	ps.cc, _ = client.(*redis.ClusterClient)
 	ps.one = ps.make()
 	return ps
 }
+
+// noWait is a context that has ended: with it, pipelines.of never waits
+// for a cluster's slots to load (it takes the pipeline of keys whose
+// master is not known yet).
+var noWait = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
 
 func (ps *pipelines) make() *pipeline {
 	return &pipeline{client: ps.client, ctx: ps.ctx, wg: &ps.wg, closed: ps.closed, replicas: ps.replicas, replicaWait: ps.replicaWait, linger: ps.linger}
 }
 
 // of returns the pipeline for commands on key (a channel or a key with a
-// hash tag).
-func (ps *pipelines) of(key string) *pipeline {
-	if !ps.cluster {
+// hash tag): in a cluster, that of the master that owns key's slot as the
+// client knows the cluster (it loads the cluster's slots first, within
+// ctx, if it knows none yet). A batch is sent through the cluster client,
+// which routes each command by its slot: a slot that moved meanwhile costs
+// a redirect, not a wrong answer.
+func (ps *pipelines) of(ctx context.Context, key string) *pipeline {
+	if ps.cc == nil {
 		return ps.one
 	}
-	slot := hashSlot(key)
+	master, err := ps.cc.MasterForKey(ctx, key)
+	if err != nil {
+		return ps.one // the cluster client finds the slot's master itself
+	}
+	addr := master.Options().Addr
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	p := ps.bySlot[slot]
+	p := ps.byShard[addr]
 	if p == nil {
 		p = ps.make()
-		ps.bySlot[slot] = p
+		ps.byShard[addr] = p
 	}
 	return p
 }
@@ -316,7 +339,7 @@ func (ps *pipelines) closing() {
 	defer ps.mu.Unlock()
 	ps.closed = true
 	ps.one.markClosed()
-	for p := range maps.Values(ps.bySlot) {
+	for p := range maps.Values(ps.byShard) {
 		p.markClosed()
 	}
 }
@@ -329,26 +352,3 @@ func (p *pipeline) markClosed() {
 
 // wait waits for the round trips under way.
 func (ps *pipelines) wait() { ps.wg.Wait() }
-
-// hashSlot is the Redis Cluster hash slot of key: CRC16 of its hash tag
-// (the part between the first '{' and the next '}', if not empty) or of
-// the whole key, modulo 16384.
-func hashSlot(key string) uint16 {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	var crc uint16
-	for i := 0; i < len(key); i++ {
-		crc ^= uint16(key[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc & 16383
-}

@@ -206,26 +206,6 @@ func TestRedisPipelineClosed(t *testing.T) {
 	}
 }
 
-// The hash slots of the examples in Redis's cluster specification, and
-// the CRC16 check value.
-func TestHashSlot(t *testing.T) {
-	for _, tc := range []struct {
-		key  string
-		want int
-	}{
-		{"123456789", 0x31C3 & 16383}, // the CRC16 check value
-		{"somekey", 11058},
-		{"foo{hash_tag}", 2515},
-		{"bar{hash_tag}", 2515},
-	} {
-		if got := channellayer.HashSlot(tc.key); got != tc.want {
-			t.Errorf("HashSlot(%q) = %d, want %d", tc.key, got, tc.want)
-		}
-	}
-	// Empty or unclosed tags, several tags: checked against a real cluster
-	// in TestRedisCluster/HashSlot.
-}
-
 // panicHook makes a publish of a message of type "boom" panic after a
 // moment, as a faulty hook of the application's client might. It tells
 // entered when the boom reaches it.

@@ -19,7 +19,7 @@ func (r *Redis) GroupSendRecorded(ctx context.Context, group string, msg Message
 		return Message{}, err
 	}
 	b := r.newRecordBatch(group, msg, nil)
-	c, err := r.pipe.of(b.channel).doRecord(ctx, b)
+	c, err := r.pipe.of(ctx, b.channel).doRecord(ctx, b)
 	msgs, err := b.result(ctx, c, err)
 	if err != nil {
 		return Message{}, err
@@ -44,7 +44,7 @@ func (r *Redis) GroupSendRecordedAsync(group string, msg Message, done func(Mess
 	if b.err == nil {
 		b.err = r.usable(context.Background(), "recorded group send")
 	}
-	r.pipe.of(b.channel).asyncRecord(b)
+	r.pipe.of(noWait, b.channel).asyncRecord(b) // returns at once: never waits for the cluster's slots
 }
 
 // Limits of one script call: a batch that reaches either goes as it is.
