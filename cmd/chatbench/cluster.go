@@ -887,6 +887,7 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 	case <-time.After(time.Until(start.Add(lead))):
 	}
 	logf("cluster: kill: SIGKILL %s (%d clients) while the rooms chat at %.2f/room/s", r.nodes[victim].name, cc.conns(victim), cc.rate)
+	cmds0, reads0 := r.layer.trips(ctx)
 	killAt := time.Now()
 	r.dead[victim] = true
 	_ = r.nodes[victim].cmd.Process.Signal(syscall.SIGKILL)
@@ -898,6 +899,10 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 	reps, err := callAll(r.workers, workerCmd{Cmd: "recovery", Node: victim, AfterNS: killAt.UnixNano(), DeadlineNS: killAt.Add(reconnectFor).UnixNano()})
 	if err != nil {
 		return err
+	}
+	if cmds1, reads1 := r.layer.trips(ctx); reads1 > reads0 {
+		m["kill_redis_cmds"], m["kill_redis_reads"] = cmds1-cmds0, reads1-reads0
+		logf("cluster: kill: until then Redis ran %.0f commands in %.0f reads (round trips; %.1f commands each)", cmds1-cmds0, reads1-reads0, (cmds1-cmds0)/(reads1-reads0))
 	}
 	var dropped, back, gaveUp, stillDown int
 	var lastBack, attempts int64

@@ -53,9 +53,12 @@ func startRedisLayer(ctx context.Context, cfg *config, dir, kind string, nice in
 		args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--maxclients", "10000"}
 		if kind == layerRedisCluster {
 			bus, err := harness.FreePort()
+			for try := 0; err == nil && bus == port && try < 5; try++ {
+				bus, err = harness.FreePort() // the port just freed can come back
+			}
 			if err != nil || bus == port {
 				l.stop()
-				return nil, fmt.Errorf("no free cluster bus port: %v", err)
+				return nil, fmt.Errorf("no free cluster bus port beside %d: %v", port, err)
 			}
 			ndir := filepath.Join(dir, "redis-cluster-"+strconv.Itoa(i))
 			if err := os.MkdirAll(ndir, 0o755); err != nil {
@@ -204,6 +207,17 @@ func (l *redisLayer) commands(ctx context.Context) float64 {
 		return 0
 	}
 	return m["total_commands_processed"]
+}
+
+// trips returns total_commands_processed and total_reads_processed (read
+// events: about one per round trip a client makes, however many commands
+// it carries) summed over the masters.
+func (l *redisLayer) trips(ctx context.Context) (cmds, reads float64) {
+	m, err := l.info(ctx, "stats", "total_commands_processed", "total_reads_processed")
+	if err != nil {
+		return 0, 0
+	}
+	return m["total_commands_processed"], m["total_reads_processed"]
 }
 
 // presenceEntries returns the number of presence entries of each room, by

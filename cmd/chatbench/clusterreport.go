@@ -45,6 +45,8 @@ var clusterRows = []struct{ key, label string }{
 	{"kill_back_p50_s", "kill: s until half of them were back"},
 	{"kill_back_p90_s", "kill: s until 90 % were back"},
 	{"kill_back_p99_s", "kill: s until 99 % were back"},
+	{"kill_redis_cmds", "kill: Redis commands until the last was back"},
+	{"kill_redis_reads", "kill: Redis reads (round trips) until the last was back"},
 	{"kill_sockets_lost", "kill: sockets lost in the whole run (the dead node's included)"},
 	{"kill_still_down", "kill: clients down when the last came back"},
 	{"kill_entries_gone_s", "kill: s until the dead node's presence entries are gone"},
