@@ -890,6 +890,7 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 	cmds0, reads0 := r.layer.trips(ctx)
 	killAt := time.Now()
 	r.dead[victim] = true
+	redis0, nodes0, loadgen0 := r.layer.cpu(), r.nodeCPU(), r.loadgenCPU() // the living nodes'
 	_ = r.nodes[victim].cmd.Process.Signal(syscall.SIGKILL)
 	if _, err := callAll(r.workers, workerCmd{Cmd: "kill-node", Node: victim}); err != nil {
 		return err
@@ -901,8 +902,13 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 		return err
 	}
 	if cmds1, reads1 := r.layer.trips(ctx); reads1 > reads0 {
+		wall := time.Since(killAt).Seconds()
 		m["kill_redis_cmds"], m["kill_redis_reads"] = cmds1-cmds0, reads1-reads0
-		logf("cluster: kill: until then Redis ran %.0f commands in %.0f reads (round trips; %.1f commands each)", cmds1-cmds0, reads1-reads0, (cmds1-cmds0)/(reads1-reads0))
+		m["kill_redis_cores"] = (r.layer.cpu() - redis0).Seconds() / wall
+		m["kill_node_cores"] = (r.nodeCPU() - nodes0).Seconds() / wall
+		m["kill_loadgen_cores"] = (r.loadgenCPU() - loadgen0).Seconds() / wall
+		logf("cluster: kill: until then Redis ran %.0f commands in %.0f reads (round trips; %.1f commands each); cores: Redis %.2f, nodes %.2f, load generator %.2f",
+			cmds1-cmds0, reads1-reads0, (cmds1-cmds0)/(reads1-reads0), m["kill_redis_cores"], m["kill_node_cores"], m["kill_loadgen_cores"])
 	}
 	var dropped, back, gaveUp, stillDown int
 	var lastBack, attempts int64
