@@ -901,14 +901,14 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 	if err != nil {
 		return err
 	}
+	wall := time.Since(killAt).Seconds()
+	m["kill_redis_cores"] = (r.layer.cpu() - redis0).Seconds() / wall
+	m["kill_node_cores"] = (r.nodeCPU() - nodes0).Seconds() / wall
+	m["kill_loadgen_cores"] = (r.loadgenCPU() - loadgen0).Seconds() / wall
+	logf("cluster: kill: until then cores: Redis %.2f, nodes %.2f, load generator %.2f", m["kill_redis_cores"], m["kill_node_cores"], m["kill_loadgen_cores"])
 	if cmds1, reads1 := r.layer.trips(ctx); reads1 > reads0 {
-		wall := time.Since(killAt).Seconds()
 		m["kill_redis_cmds"], m["kill_redis_reads"] = cmds1-cmds0, reads1-reads0
-		m["kill_redis_cores"] = (r.layer.cpu() - redis0).Seconds() / wall
-		m["kill_node_cores"] = (r.nodeCPU() - nodes0).Seconds() / wall
-		m["kill_loadgen_cores"] = (r.loadgenCPU() - loadgen0).Seconds() / wall
-		logf("cluster: kill: until then Redis ran %.0f commands in %.0f reads (round trips; %.1f commands each); cores: Redis %.2f, nodes %.2f, load generator %.2f",
-			cmds1-cmds0, reads1-reads0, (cmds1-cmds0)/(reads1-reads0), m["kill_redis_cores"], m["kill_node_cores"], m["kill_loadgen_cores"])
+		logf("cluster: kill: until then Redis ran %.0f commands in %.0f reads (round trips; %.1f commands each)", cmds1-cmds0, reads1-reads0, (cmds1-cmds0)/(reads1-reads0))
 	}
 	var dropped, back, gaveUp, stillDown int
 	var lastBack, attempts int64
