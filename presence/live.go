@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"encoding/json"
 	"hash/maphash"
+	"iter"
 	"slices"
+	"strings"
 
 	"github.com/chatterpro/chatterpro/channellayer"
 )
@@ -24,59 +26,103 @@ func idHash(id string) uint64 { return maphash.String(idSeed, id) }
 
 // liveEntry is one entry of a group's live state.
 type liveEntry struct {
+	key   string
 	id    uint64 // idHash of its ID
 	since int64
 	meta  json.RawMessage
 }
 
-// cmpLive orders a key's entries oldest first (then by ID hash, so that
-// the order is total).
+// cmpLive orders entries by key, and a key's entries oldest first (then by
+// ID hash, so that the order is total).
 func cmpLive(a, b liveEntry) int {
-	return cmp.Or(cmp.Compare(a.since, b.since), cmp.Compare(a.id, b.id))
+	return cmp.Or(strings.Compare(a.key, b.key), cmp.Compare(a.since, b.since), cmp.Compare(a.id, b.id))
 }
 
-// live is a group's state: key → entries, oldest first.
-type live map[string][]liveEntry
+// live is a group's state: its entries in cmpLive's order, so that a key's
+// entries sit side by side, oldest first; keys counts the distinct keys.
+//
+// One slice rather than a map from key to entries: a process mirrors every
+// group it has a member in, so on a cluster of n processes whose groups
+// are spread over all of them it holds about n entries for each of its own
+// connections, and a map slot and a slice per key cost nearly twice the
+// entry itself (TestLiveEntrySize). A change costs a binary search and a
+// copy of the entries after it: microseconds for groups of thousands
+// (BenchmarkLiveChange).
+type live struct {
+	es   []liveEntry
+	keys int
+}
 
 // liveOf is the live state of a group whose layer entries are members.
 // Entries that are not a tracker's are left out.
 func liveOf(members []channellayer.Member) live {
-	l := make(live)
+	es := make([]liveEntry, 0, len(members))
 	for _, mb := range members {
 		if op, ok := setOp(mb.Key, mb.Info); ok {
-			l[op.key] = append(l[op.key], op.entry())
+			es = append(es, op.entry())
 		}
 	}
-	for _, es := range l {
-		slices.SortFunc(es, cmpLive)
+	slices.SortFunc(es, cmpLive)
+	l := live{es: es}
+	for range l.runs() {
+		l.keys++
 	}
 	return l
 }
 
+// span returns where key's entries are: es[i:j], empty if it has none.
+func (l *live) span(key string) (i, j int) {
+	i, _ = slices.BinarySearchFunc(l.es, key, func(e liveEntry, k string) int { return strings.Compare(e.key, k) })
+	for j = i; j < len(l.es) && l.es[j].key == key; j++ {
+	}
+	return i, j
+}
+
+// of returns key's entries, oldest first. They are the state's own: copy
+// what is kept past the next change.
+func (l *live) of(key string) []liveEntry {
+	i, j := l.span(key)
+	return l.es[i:j]
+}
+
+// runs yields each key with its entries, in key order.
+func (l *live) runs() iter.Seq2[string, []liveEntry] {
+	return func(yield func(string, []liveEntry) bool) {
+		for i := 0; i < len(l.es); {
+			j := i + 1
+			for j < len(l.es) && l.es[j].key == l.es[i].key {
+				j++
+			}
+			if !yield(l.es[i].key, l.es[i:j]) {
+				return
+			}
+			i = j
+		}
+	}
+}
+
 // state turns a live state into the key → metas form of diffs and lists.
-func (l live) state() state {
-	s := make(state, len(l))
-	for k, es := range l {
+func (l *live) state() state {
+	s := make(state, l.keys)
+	for k, es := range l.runs() {
 		s[k] = metasOf(es)
 	}
 	return s
 }
 
-// presences turns a live state into Presences, unsorted (sortPresences
-// sorts them as state.list does), without the key → metas map in between.
-func (l live) presences() []Presence {
-	out := make([]Presence, 0, len(l))
-	n := 0
-	for _, es := range l {
-		n += len(es)
+// presences turns a live state into Presences, sorted by key, without the
+// key → metas map in between.
+func (l *live) presences() []Presence {
+	out := make([]Presence, 0, l.keys)
+	all := make([]json.RawMessage, len(l.es)) // one array for every key's metas
+	for i, e := range l.es {
+		all[i] = e.meta
 	}
-	all := make([]json.RawMessage, 0, n) // one array for every key's metas
-	for k, es := range l {
-		from := len(all)
-		for _, e := range es {
-			all = append(all, e.meta)
-		}
-		out = append(out, Presence{Key: k, Metas: all[from:len(all):len(all)]})
+	from := 0
+	for k, es := range l.runs() {
+		to := from + len(es)
+		out = append(out, Presence{Key: k, Metas: all[from:to:to]})
+		from = to
 	}
 	return out
 }
@@ -103,7 +149,7 @@ type op struct {
 	meta  json.RawMessage
 }
 
-func (o op) entry() liveEntry { return liveEntry{id: o.id, since: o.since, meta: o.meta} }
+func (o op) entry() liveEntry { return liveEntry{key: o.key, id: o.id, since: o.since, meta: o.meta} }
 
 // setOp decodes the info of the entry id; ok is false if it is not a
 // tracker's.
@@ -139,7 +185,7 @@ func (g *group) touch(key string) {
 	if g.touched == nil {
 		g.touched = make(map[string]touch)
 	}
-	g.touched[key] = touch{before: metasOf(g.live[key])}
+	g.touched[key] = touch{before: metasOf(g.live.of(key))}
 }
 
 // withPendingLeaves adds to list the keys gone from the live state since
@@ -149,7 +195,7 @@ func (g *group) withPendingLeaves(list []Presence) []Presence {
 		if tc.before == nil {
 			continue
 		}
-		if _, ok := g.live[k]; !ok {
+		if len(g.live.of(k)) == 0 {
 			list = append(list, Presence{Key: k, Metas: tc.before})
 		}
 	}
@@ -169,32 +215,40 @@ func (g *group) apply(ops []op) {
 }
 
 func (g *group) applyOne(o op) {
-	es := g.live[o.key]
-	i := slices.IndexFunc(es, func(e liveEntry) bool { return e.id == o.id })
-	if o.gone && i < 0 {
+	l := &g.live
+	i, j := l.span(o.key)
+	had := i < j
+	k := slices.IndexFunc(l.es[i:j], func(e liveEntry) bool { return e.id == o.id })
+	if o.gone && k < 0 {
 		return
 	}
 	g.touch(o.key)
-	if i >= 0 {
-		es = slices.Delete(es, i, i+1)
+	if k >= 0 {
+		l.es = slices.Delete(l.es, i+k, i+k+1)
+		j--
 	}
 	if !o.gone {
 		e := o.entry()
-		j, _ := slices.BinarySearchFunc(es, e, cmpLive)
-		es = slices.Insert(es, j, e)
+		p, _ := slices.BinarySearchFunc(l.es[i:j], e, cmpLive)
+		if len(l.es) == cap(l.es) { // grow by an eighth, not append's half or double
+			l.es = append(make([]liveEntry, 0, len(l.es)+len(l.es)/8+4), l.es...)
+		}
+		l.es = slices.Insert(l.es, i+p, e)
+		j++
 		if t := g.touched[o.key]; t.before == nil {
 			t.came = o.meta
 			g.touched[o.key] = t
 		}
 	}
-	if len(es) == 0 {
-		delete(g.live, o.key)
-		return
+	switch has := i < j; {
+	case has && !had:
+		l.keys++
+	case had && !has:
+		l.keys--
 	}
-	if g.live == nil {
-		g.live = make(live)
+	if c := cap(l.es); c > 64 && len(l.es) < c/4 { // most have left: give the room back
+		l.es = slices.Clone(l.es)
 	}
-	g.live[o.key] = es
 }
 
 // install makes fresh, read from the layer, the group's live state; the
@@ -202,10 +256,10 @@ func (g *group) applyOne(o op) {
 // state installed is the group's baseline: no diff tells what it holds.
 func (g *group) install(fresh live) {
 	if g.known {
-		for k := range g.live {
+		for k := range g.live.runs() {
 			g.touch(k)
 		}
-		for k := range fresh {
+		for k := range fresh.runs() {
 			g.touch(k)
 		}
 	} else {
@@ -229,9 +283,9 @@ func (g *group) endRead() {
 
 // takeDiff returns what changed since the last diff and starts the next.
 func (g *group) takeDiff(name string) Diff {
-	d := Diff{Group: name, Joins: map[string][]json.RawMessage{}, Leaves: map[string][]json.RawMessage{}, Count: len(g.live)}
+	d := Diff{Group: name, Joins: map[string][]json.RawMessage{}, Leaves: map[string][]json.RawMessage{}, Count: g.live.keys}
 	for k, t := range g.touched {
-		now := metasOf(g.live[k])
+		now := metasOf(g.live.of(k))
 		switch {
 		case t.before == nil && now == nil:
 			if t.came != nil { // came and went between two diffs

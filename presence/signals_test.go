@@ -117,7 +117,7 @@ func TestComeAndGoBetweenTwoDiffs(t *testing.T) {
 	testkit.Eventually(t, 10*time.Second, func() bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		return len(a.groups["room"].live["cid"]) == 1
+		return len(a.groups["room"].live.of("cid")) == 1
 	}, "cid's join applied on a")
 	a.flush(true)
 	waitJoin(ctx, t, mem, adaCh, "room", "cid")
@@ -131,7 +131,7 @@ func TestComeAndGoBetweenTwoDiffs(t *testing.T) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		tc, ok := a.groups["room"].touched["bob"]
-		return ok && tc.came != nil && len(a.groups["room"].live["bob"]) == 0
+		return ok && tc.came != nil && len(a.groups["room"].live.of("bob")) == 0
 	}, "bob's join and leave applied on a")
 	a.flush(true)
 	d := nextDiff(ctx, t, mem, adaCh)

@@ -500,7 +500,7 @@ func (t *Tracker) state(ctx context.Context, groupName string) (state, error) {
 func (t *Tracker) readLive(ctx context.Context, groupName string) (live, error) {
 	members, err := t.p.List(ctx, groupName)
 	if err != nil {
-		return nil, fmt.Errorf("presence: listing %q: %w", groupName, err)
+		return live{}, fmt.Errorf("presence: listing %q: %w", groupName, err)
 	}
 	return liveOf(members), nil
 }
