@@ -65,6 +65,13 @@ func Accept(w http.ResponseWriter, r *http.Request, opts Options) (*Conn, error)
 		_ = ws.CloseNow()
 		return nil, errors.New("wsconn: the connection was not hijacked through the writer given to websocket.Accept")
 	}
+	// The library put what the handshake's reader held (nothing: Hijack
+	// took it, see pend) before the sock, in an io.MultiReader over a
+	// bytes.Reader that the connection would keep for its life: 130 bytes
+	// of every idle connection. Nothing was read through them yet.
+	if s.br.Buffered() == 0 {
+		s.br.Reset(s)
+	}
 	ws.SetReadLimit(opts.ReadLimit)
 	return &Conn{ws: ws, s: s}, nil
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -152,6 +153,18 @@ func TestLibraryReadsThroughTheHijackedReader(t *testing.T) {
 	}
 	if _, msg, err := c.Read(ctx); err != nil || string(msg) != "b" {
 		t.Fatalf("second Read: %q %v", msg, err)
+	}
+}
+
+// Accept leaves nothing between the library's reader and the sock (the
+// library wraps its source in an io.MultiReader at the handshake; Accept
+// takes it out): wrappers that every idle connection would keep.
+func TestLibraryReaderReadsTheSock(t *testing.T) {
+	s := serve(t, Options{ReadLimit: 1 << 10, WriteTimeout: 5 * time.Second})
+	_, _, c := s.rawDial(t)
+	rd := reflect.ValueOf(c.s.br).Elem().FieldByName("rd")
+	if !rd.IsValid() || rd.IsNil() || rd.Elem().Type() != reflect.TypeOf(c.s) || rd.Elem().Pointer() != reflect.ValueOf(c.s).Pointer() {
+		t.Fatalf("the library's reader reads from %v, want the sock itself", rd)
 	}
 }
 
