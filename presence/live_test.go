@@ -131,3 +131,47 @@ func BenchmarkLiveChange(b *testing.B) {
 		})
 	}
 }
+
+// TestLiveMatchesAMap: random sets and leaves over a few keys leave the
+// same state as a plain map from key to entries kept oldest first.
+func TestLiveMatchesAMap(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for round := range 40 {
+		var g group
+		type ent struct {
+			id    uint64
+			since int64
+			meta  string
+		}
+		ref := map[string][]ent{}
+		for step := range 200 {
+			key := fmt.Sprintf("k%d", r.IntN(12))
+			id := uint64(r.IntN(40))
+			gone := r.IntN(3) == 0
+			since := int64(r.IntN(50))
+			meta := fmt.Sprintf("%d", step)
+			g.applyOne(op{id: id, key: key, gone: gone, since: since, meta: json.RawMessage(meta)})
+			es := slices.DeleteFunc(ref[key], func(e ent) bool { return e.id == id })
+			if !gone {
+				es = append(es, ent{id, since, meta})
+				slices.SortFunc(es, func(a, b ent) int {
+					return cmpLive(liveEntry{id: a.id, since: a.since}, liveEntry{id: b.id, since: b.since})
+				})
+			}
+			if len(es) == 0 {
+				delete(ref, key)
+			} else {
+				ref[key] = es
+			}
+			want := state{}
+			for k, es := range ref {
+				for _, e := range es {
+					want[k] = append(want[k], json.RawMessage(e.meta))
+				}
+			}
+			if got := g.live.state(); fmt.Sprintf("%s", got) != fmt.Sprintf("%s", want) || g.live.keys != len(ref) {
+				t.Fatalf("round %d, step %d (%s %d gone=%v): state %s with %d keys, want %s", round, step, key, id, gone, got, g.live.keys, want)
+			}
+		}
+	}
+}
