@@ -201,6 +201,15 @@ func (r *Redis) reconcileShard(st *subState, ch, group string, want *groupSub) b
 	r.mu.Unlock()
 	if !issued {
 		r.readFloor(ctx, want)
+		// The connection's writes get a context of their own: one that ran
+		// out while the floor was read (a loaded master) fails the write,
+		// and go-redis then replaces the connection and subscribes the new
+		// one to every channel it knows in one SSUBSCRIBE, which a cluster
+		// refuses (CROSSSLOT) unless they share a slot: the connection
+		// died, and with it the layer's readiness until every channel of
+		// the shard was placed again.
+		ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout)
+		defer cancel()
 		if err := c.ps.SSubscribe(ctx, ch); err != nil {
 			if r.ctx.Err() == nil {
 				r.log.Debug("channellayer: redis ssubscribe", "group", group, "addr", c.addr, "err", err)
@@ -213,7 +222,9 @@ func (r *Redis) reconcileShard(st *subState, ch, group string, want *groupSub) b
 	r.mu.Lock()
 	want.barrier = n
 	r.mu.Unlock()
-	if err := c.ping(ctx, n); err != nil && r.ctx.Err() == nil {
+	pctx, pcancel := context.WithTimeout(r.ctx, redisOpTimeout)
+	defer pcancel()
+	if err := c.ping(pctx, n); err != nil && r.ctx.Err() == nil {
 		r.log.Debug("channellayer: redis ping", "group", group, "addr", c.addr, "err", err)
 		c.kill()
 	}

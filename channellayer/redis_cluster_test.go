@@ -3,6 +3,7 @@ package channellayer_test
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/chatterpro/chatterpro/channellayer"
 	"github.com/chatterpro/chatterpro/channellayer/layertest"
+	"github.com/chatterpro/chatterpro/internal/harness"
 	"github.com/chatterpro/chatterpro/internal/redistest"
 	"github.com/chatterpro/chatterpro/internal/testkit"
 )
@@ -119,6 +121,7 @@ func TestRedisCluster(t *testing.T) {
 	t.Run("ShardPipelines", func(t *testing.T) { testClusterShardPipelines(t, e) })
 	t.Run("TwoProcesses", func(t *testing.T) { testClusterTwoProcesses(t, e) })
 	t.Run("PubSubKilled", func(t *testing.T) { testClusterPubSubKilled(t, e) })
+	t.Run("SlowFloor", func(t *testing.T) { testClusterSlowFloor(t, e) })
 }
 
 // TestRedisClusterFailure moves a slot and restarts a master under the
@@ -587,5 +590,51 @@ func testClusterNodeRestart(t *testing.T, e *clusterEnv) {
 	t.Logf("every shard works again %v after the restart", time.Since(restarted))
 	if list := e.cl.Addrs(); !slices.Contains(list, e.cl.Node(victim).Addr()) {
 		t.Fatal("the restarted node moved")
+	}
+}
+
+// testClusterSlowFloor: a group placed on a shard connection while its
+// master is too slow to answer the history read before it (paused longer
+// than the layer's own calls wait) is subscribed all the same, and the
+// connection, which already carries a group of another slot, lives on.
+// When the subscribe was written with the context the slow read had used
+// up, go-redis replaced the connection and subscribed it to both groups in
+// one SSUBSCRIBE, refused with CROSSSLOT: the connection died, and the
+// layer was not ready until every group of the shard was placed again.
+func testClusterSlowFloor(t *testing.T, e *clusterEnv) {
+	prefix := newPrefix()
+	var logs harness.Log
+	a := newClusterLayer(t, e.cl, prefix, channellayer.RedisOptions{
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	first := e.groupsPerNode(t, "floor")[0]
+	var second string
+	for i := 0; second == "" && i < 1000; i++ {
+		if g := "floor-b-" + strconv.Itoa(i); e.owner(t, g) == 0 {
+			second = g
+		}
+	}
+	s1, _ := e.cc.ClusterKeySlot(tctx(t, 5*time.Second), "x:{"+first+"}:g").Result()
+	s2, _ := e.cc.ClusterKeySlot(tctx(t, 5*time.Second), "x:{"+second+"}:g").Result()
+	if second == "" || s1 == s2 {
+		t.Fatalf("no second group of node 0 in another slot (%q %d, %q %d)", first, s1, second, s2)
+	}
+	ch1 := newChan(t, a, first)
+	if err := e.nodes[0].Do(tctx(t, 5*time.Second), "CLIENT", "PAUSE", "2600", "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	ch2 := newChan(t, a, second) // waits for the pause to end
+	for i, g := range []string{first, second} {
+		if _, err := a.GroupSendRecorded(tctx(t, 5*time.Second), g, mustMsg(t, "chat", map[string]int{"n": i})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, ch := range []string{ch1, ch2} {
+		if got := seqOf(t, recv(t, a, ch)); got != i {
+			t.Fatalf("channel %d: got message %d, want %d", i, got, i)
+		}
+	}
+	if out := logs.String(); strings.Contains(out, "connection lost") || strings.Contains(out, "CROSSSLOT") {
+		t.Fatalf("the shard connection died:\n%s", out)
 	}
 }
