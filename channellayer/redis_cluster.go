@@ -200,14 +200,14 @@ func (r *Redis) reconcileShard(st *subState, ch, group string, want *groupSub) b
 	want.conn = c
 	r.mu.Unlock()
 	if !issued {
-		r.readFloor(ctx, want)
-		// The connection's writes get a context of their own: one that ran
-		// out while the floor was read (a loaded master) fails the write,
-		// and go-redis then replaces the connection and subscribes the new
-		// one to every channel it knows in one SSUBSCRIBE, which a cluster
-		// refuses (CROSSSLOT) unless they share a slot: the connection
-		// died, and with it the layer's readiness until every channel of
-		// the shard was placed again.
+		r.readFloor(want)
+		// The connection's writes get contexts of their own: one that ran
+		// out before (the slot map or the floor read from a loaded master)
+		// fails the write, and go-redis then replaces the connection and
+		// subscribes the new one to every channel it knows in one
+		// SSUBSCRIBE, which a cluster refuses (CROSSSLOT) unless they
+		// share a slot: the connection died, and with it the layer's
+		// readiness until every channel of the shard was placed again.
 		ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout)
 		defer cancel()
 		if err := c.ps.SSubscribe(ctx, ch); err != nil {

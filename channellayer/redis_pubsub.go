@@ -237,7 +237,7 @@ func (r *Redis) reconcile(st *subState, ch, group string, want *groupSub) {
 	want.conn = c
 	r.mu.Unlock()
 	if have == nil {
-		r.readFloor(ctx, want)
+		r.readFloor(want)
 		if err := c.ps.Subscribe(ctx, ch); err != nil && r.ctx.Err() == nil {
 			// go-redis keeps the channel and subscribes again when it reconnects.
 			r.log.Debug("channellayer: redis subscribe", "group", group, "err", err)
@@ -255,7 +255,10 @@ func (r *Redis) reconcile(st *subState, ch, group string, want *groupSub) {
 // readFloor records where the group's history stood before this process
 // listened: gap repair starts there if no recorded message arrives before a
 // reconnect. Only the first subscription of a group sets it.
-func (r *Redis) readFloor(ctx context.Context, s *groupSub) {
+//
+// It has a deadline of its own: the subscribe written after it must not
+// inherit one that a loaded Redis used up (see reconcileShard).
+func (r *Redis) readFloor(s *groupSub) {
 	if s.proc {
 		return
 	}
@@ -265,6 +268,8 @@ func (r *Redis) readFloor(ctx context.Context, s *groupSub) {
 	if has {
 		return
 	}
+	ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout)
+	defer cancel()
 	xs, err := r.client.XRevRangeN(ctx, r.historyKey(s.group), "+", "-", 1).Result()
 	if err != nil {
 		return
