@@ -154,8 +154,6 @@ func (r *Redis) reconcileShard(st *subState, ch, group string, want *groupSub) b
 	if issued && have.sub == want {
 		return true
 	}
-	ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout)
-	defer cancel()
 	if want == nil {
 		if !issued {
 			return true
@@ -174,7 +172,7 @@ func (r *Redis) reconcileShard(st *subState, ch, group string, want *groupSub) b
 			c.close()
 			return true
 		}
-		if err := c.ps.SUnsubscribe(ctx, ch); err != nil && r.ctx.Err() == nil {
+		if err := c.send(func(ctx context.Context) error { return c.ps.SUnsubscribe(ctx, ch) }); err != nil && r.ctx.Err() == nil {
 			r.log.Debug("channellayer: redis sunsubscribe", "group", group, "err", err)
 			c.kill()
 		}
@@ -182,7 +180,9 @@ func (r *Redis) reconcileShard(st *subState, ch, group string, want *groupSub) b
 	}
 	c := have.conn
 	if !issued {
+		ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout)
 		node, err := r.cc.MasterForKey(ctx, ch)
+		cancel()
 		if err != nil {
 			r.log.Debug("channellayer: redis cluster: finding the shard", "group", group, "err", err)
 			return false
@@ -201,16 +201,7 @@ func (r *Redis) reconcileShard(st *subState, ch, group string, want *groupSub) b
 	r.mu.Unlock()
 	if !issued {
 		r.readFloor(want)
-		// The connection's writes get contexts of their own: one that ran
-		// out before (the slot map or the floor read from a loaded master)
-		// fails the write, and go-redis then replaces the connection and
-		// subscribes the new one to every channel it knows in one
-		// SSUBSCRIBE, which a cluster refuses (CROSSSLOT) unless they
-		// share a slot: the connection died, and with it the layer's
-		// readiness until every channel of the shard was placed again.
-		ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout)
-		defer cancel()
-		if err := c.ps.SSubscribe(ctx, ch); err != nil {
+		if err := c.send(func(ctx context.Context) error { return c.ps.SSubscribe(ctx, ch) }); err != nil {
 			if r.ctx.Err() == nil {
 				r.log.Debug("channellayer: redis ssubscribe", "group", group, "addr", c.addr, "err", err)
 				c.kill()
@@ -222,9 +213,7 @@ func (r *Redis) reconcileShard(st *subState, ch, group string, want *groupSub) b
 	r.mu.Lock()
 	want.barrier = n
 	r.mu.Unlock()
-	pctx, pcancel := context.WithTimeout(r.ctx, redisOpTimeout)
-	defer pcancel()
-	if err := c.ping(pctx, n); err != nil && r.ctx.Err() == nil {
+	if err := c.ping(n); err != nil && r.ctx.Err() == nil {
 		r.log.Debug("channellayer: redis ping", "group", group, "addr", c.addr, "err", err)
 		c.kill()
 	}

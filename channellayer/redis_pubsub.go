@@ -116,8 +116,19 @@ func (c *psConn) nextBarrier(resync bool) uint64 {
 	return c.barrier
 }
 
-func (c *psConn) ping(ctx context.Context, n uint64) error {
-	return c.ps.Ping(ctx, barrierPrefix+strconv.FormatUint(n, 10))
+// send writes one command on the pub/sub connection under a deadline of
+// its own. Never one that other calls used up before it: a write that
+// fails makes go-redis replace the connection and subscribe the new one
+// to every channel it knows in one command, which a Redis Cluster refuses
+// (CROSSSLOT) unless they share a slot, and the connection dies.
+func (c *psConn) send(write func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(c.ctx, redisOpTimeout)
+	defer cancel()
+	return write(ctx)
+}
+
+func (c *psConn) ping(n uint64) error {
+	return c.send(func(ctx context.Context) error { return c.ps.Ping(ctx, barrierPrefix+strconv.FormatUint(n, 10)) })
 }
 
 const barrierPrefix = "barrier:"
@@ -223,11 +234,9 @@ func (r *Redis) reconcile(st *subState, ch, group string, want *groupSub) {
 	if have == want {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout)
-	defer cancel()
 	if want == nil {
 		delete(st.issued, ch)
-		if err := c.ps.Unsubscribe(ctx, ch); err != nil && r.ctx.Err() == nil {
+		if err := c.send(func(ctx context.Context) error { return c.ps.Unsubscribe(ctx, ch) }); err != nil && r.ctx.Err() == nil {
 			r.log.Debug("channellayer: redis unsubscribe", "group", group, "err", err)
 		}
 		return
@@ -238,7 +247,7 @@ func (r *Redis) reconcile(st *subState, ch, group string, want *groupSub) {
 	r.mu.Unlock()
 	if have == nil {
 		r.readFloor(want)
-		if err := c.ps.Subscribe(ctx, ch); err != nil && r.ctx.Err() == nil {
+		if err := c.send(func(ctx context.Context) error { return c.ps.Subscribe(ctx, ch) }); err != nil && r.ctx.Err() == nil {
 			// go-redis keeps the channel and subscribes again when it reconnects.
 			r.log.Debug("channellayer: redis subscribe", "group", group, "err", err)
 		}
@@ -247,7 +256,7 @@ func (r *Redis) reconcile(st *subState, ch, group string, want *groupSub) {
 	r.mu.Lock()
 	want.barrier = n
 	r.mu.Unlock()
-	if err := c.ping(ctx, n); err != nil && r.ctx.Err() == nil {
+	if err := c.ping(n); err != nil && r.ctx.Err() == nil {
 		r.log.Debug("channellayer: redis ping", "group", group, "err", err)
 	}
 }
@@ -255,9 +264,6 @@ func (r *Redis) reconcile(st *subState, ch, group string, want *groupSub) {
 // readFloor records where the group's history stood before this process
 // listened: gap repair starts there if no recorded message arrives before a
 // reconnect. Only the first subscription of a group sets it.
-//
-// It has a deadline of its own: the subscribe written after it must not
-// inherit one that a loaded Redis used up (see reconcileShard).
 func (r *Redis) readFloor(s *groupSub) {
 	if s.proc {
 		return
@@ -311,12 +317,10 @@ func (c *psConn) receiveLoop() {
 			// Connect (go-redis subscribes again to every channel it
 			// knows), then ask for a pong behind the confirmations.
 			n := c.nextBarrier(true)
-			ctx, cancel := context.WithTimeout(c.ctx, redisOpTimeout)
-			err := c.ps.Subscribe(ctx, r.procChan)
+			err := c.send(func(ctx context.Context) error { return c.ps.Subscribe(ctx, r.procChan) })
 			if err == nil {
-				err = c.ping(ctx, n)
+				err = c.ping(n)
 			}
-			cancel()
 			if err != nil {
 				r.setReady(false, err)
 				if !r.sleep(&backoff) {
@@ -398,9 +402,7 @@ func (c *psConn) health(ended <-chan struct{}) {
 			case now.Sub(last) < redisHealth:
 			case pingSent.IsZero():
 				pingSent = now
-				ctx, cancel := context.WithTimeout(c.ctx, redisOpTimeout)
-				_ = c.ps.Ping(ctx, "health")
-				cancel()
+				_ = c.send(func(ctx context.Context) error { return c.ps.Ping(ctx, "health") })
 			case now.Sub(pingSent) > 3*redisHealth:
 				if c.shard {
 					c.silent.Store(errNoPong)
