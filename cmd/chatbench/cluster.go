@@ -284,6 +284,20 @@ func (r *clusterRig) loadgenCPU() time.Duration {
 	return sum
 }
 
+// cpuMark is the CPU the living nodes, Redis and the load generator had
+// used at one moment.
+type cpuMark struct{ nodes, redis, loadgen time.Duration }
+
+func (r *clusterRig) cpuMark() cpuMark {
+	return cpuMark{nodes: r.nodeCPU(), redis: r.layer.cpu(), loadgen: r.loadgenCPU()}
+}
+
+// coresSince returns the cores each used since m, over wall seconds.
+func (r *clusterRig) coresSince(m cpuMark, wall float64) (nodes, redis, loadgen float64) {
+	now := r.cpuMark()
+	return (now.nodes - m.nodes).Seconds() / wall, (now.redis - m.redis).Seconds() / wall, (now.loadgen - m.loadgen).Seconds() / wall
+}
+
 // nodeMemory reads the nodes' RSS: per connection over all of them and
 // on the worst node (above each node's RSS before the clients came), and
 // each node's figures.
@@ -588,7 +602,7 @@ func runCluster(ctx context.Context, cfg *config, dir string) (*clusterRun, erro
 
 	// Idle: what presence (refresh, sweeps) costs with nobody talking.
 	if cc.idle > 0 {
-		c0, r0, l0, k0 := rig.nodeCPU(), rig.layer.cpu(), rig.loadgenCPU(), rig.layer.commands(ctx)
+		mark, k0 := rig.cpuMark(), rig.layer.commands(ctx)
 		calls0 := rig.layer.commandCalls(ctx)
 		ti := time.Now()
 		select {
@@ -597,9 +611,7 @@ func runCluster(ctx context.Context, cfg *config, dir string) (*clusterRun, erro
 		case <-time.After(cc.idle):
 		}
 		wall := time.Since(ti).Seconds()
-		m["idle_node_cores"] = (rig.nodeCPU() - c0).Seconds() / wall
-		m["idle_redis_cores"] = (rig.layer.cpu() - r0).Seconds() / wall
-		m["idle_loadgen_cores"] = (rig.loadgenCPU() - l0).Seconds() / wall
+		m["idle_node_cores"], m["idle_redis_cores"], m["idle_loadgen_cores"] = rig.coresSince(mark, wall)
 		m["idle_redis_cmds_per_s"] = (rig.layer.commands(ctx) - k0) / wall
 		run.Params["idle_redis_top_commands"] = topRates(calls0, rig.layer.commandCalls(ctx), wall, 6)
 		k := float64(max(1, connected)) / 1000
@@ -728,7 +740,7 @@ func (r *clusterRig) chatPhase(ctx context.Context, phase string, rate float64, 
 	cc := &r.cfg.cluster
 	start := time.Now().Add(300 * time.Millisecond)
 	end := start.Add(dur)
-	c0, r0, l0, k0 := r.nodeCPU(), r.layer.cpu(), r.loadgenCPU(), r.layer.commands(ctx)
+	mark, k0 := r.cpuMark(), r.layer.commands(ctx)
 	calls0 := r.layer.commandCalls(ctx)
 	logf("cluster: %s: %.2f messages per room per second for %s", phase, rate, dur)
 	reps, err := callAll(r.workers, workerCmd{Cmd: "chat", Rate: rate, StartNS: start.UnixNano(), EndNS: end.UnixNano(), DrainNS: int64(cc.drain), LateNS: int64(cc.p99)})
@@ -737,9 +749,7 @@ func (r *clusterRig) chatPhase(ctx context.Context, phase string, rate float64, 
 	}
 	wall := time.Since(start).Seconds()
 	st := clusterStep{Phase: phase, RoomRate: rate, MsgsPerSec: rate * float64(r.cfg.rooms), LoadAvg: loadAvg()}
-	st.NodeCores = (r.nodeCPU() - c0).Seconds() / wall
-	st.RedisCores = (r.layer.cpu() - r0).Seconds() / wall
-	st.LoadgenCores = (r.loadgenCPU() - l0).Seconds() / wall
+	st.NodeCores, st.RedisCores, st.LoadgenCores = r.coresSince(mark, wall)
 	st.RedisCmdsPerS = (r.layer.commands(ctx) - k0) / wall
 	st.RedisTop = topRates(calls0, r.layer.commandCalls(ctx), wall, 6)
 	h := sumChat(&st, reps)
@@ -890,7 +900,7 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 	cmds0, reads0 := r.layer.trips(ctx)
 	killAt := time.Now()
 	r.dead[victim] = true
-	redis0, nodes0, loadgen0 := r.layer.cpu(), r.nodeCPU(), r.loadgenCPU() // the living nodes'
+	mark := r.cpuMark() // the living nodes'
 	_ = r.nodes[victim].cmd.Process.Signal(syscall.SIGKILL)
 	if _, err := callAll(r.workers, workerCmd{Cmd: "kill-node", Node: victim}); err != nil {
 		return err
@@ -902,9 +912,7 @@ func (r *clusterRig) killPhase(ctx context.Context, run *clusterRun, roomSize in
 		return err
 	}
 	wall := time.Since(killAt).Seconds()
-	m["kill_redis_cores"] = (r.layer.cpu() - redis0).Seconds() / wall
-	m["kill_node_cores"] = (r.nodeCPU() - nodes0).Seconds() / wall
-	m["kill_loadgen_cores"] = (r.loadgenCPU() - loadgen0).Seconds() / wall
+	m["kill_node_cores"], m["kill_redis_cores"], m["kill_loadgen_cores"] = r.coresSince(mark, wall)
 	logf("cluster: kill: until then cores: Redis %.2f, nodes %.2f, load generator %.2f", m["kill_redis_cores"], m["kill_node_cores"], m["kill_loadgen_cores"])
 	if cmds1, reads1 := r.layer.trips(ctx); reads1 > reads0 {
 		m["kill_redis_cmds"], m["kill_redis_reads"] = cmds1-cmds0, reads1-reads0
