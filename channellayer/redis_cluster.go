@@ -146,78 +146,109 @@ func (r *Redis) lose(st *subState, ch string, s *groupSub) {
 	}
 }
 
-// reconcileShard is the subscriber's work for one channel in a cluster. It
-// reports false if the channel could not be placed and must be tried again
-// after a backoff.
-func (r *Redis) reconcileShard(st *subState, ch, group string, want *groupSub) bool {
-	have, issued := st.issued[ch]
-	if issued && have.sub == want {
-		return true
+// placeShards is the subscriber's work for a batch of channels in a
+// cluster: each goes to the connection of the master that owns its slot,
+// their floors are read in one pipeline, and each connection's new
+// subscriptions (one SSUBSCRIBE per channel: a connection's channels may
+// lie in different slots) are confirmed by one barrier. It returns the
+// channels that could not be placed and must be tried again after a
+// backoff.
+func (r *Redis) placeShards(st *subState, batch []wanted) (retry []wanted) {
+	type work struct {
+		sub     []string
+		confirm []*groupSub
 	}
-	if want == nil {
-		if !issued {
-			return true
+	var order []*psConn // the connections written to, in the batch's order
+	byConn := make(map[*psConn]*work)
+	var floors []*groupSub
+	for _, w := range batch {
+		have, issued := st.issued[w.ch]
+		if issued && have.sub == w.want {
+			continue
+		}
+		if w.want == nil {
+			if issued {
+				r.unplace(st, w, have.conn)
+			}
+			continue
 		}
 		c := have.conn
-		delete(st.issued, ch)
-		c.count--
-		r.mu.Lock()
-		c.unsubs[ch]++
-		r.mu.Unlock()
-		if c.count == 0 {
-			// The last channel of this shard: close the connection.
-			if st.conns[c.addr] == c {
-				delete(st.conns, c.addr)
+		if !issued {
+			ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout)
+			node, err := r.cc.MasterForKey(ctx, w.ch)
+			cancel()
+			if err != nil {
+				r.log.Debug("channellayer: redis cluster: finding the shard", "group", w.group, "err", err)
+				retry = append(retry, w)
+				continue
 			}
-			c.close()
-			return true
+			addr := node.Options().Addr
+			c = st.conns[addr]
+			if c == nil {
+				c = r.newShardConn(addr, node)
+				st.conns[addr] = c
+			}
+			c.count++
 		}
-		if err := c.send(func(ctx context.Context) error { return c.ps.SUnsubscribe(ctx, ch) }); err != nil && r.ctx.Err() == nil {
-			r.log.Debug("channellayer: redis sunsubscribe", "group", group, "err", err)
+		st.issued[w.ch] = issue{sub: w.want, conn: c}
+		r.mu.Lock()
+		w.want.conn = c
+		r.mu.Unlock()
+		wk := byConn[c]
+		if wk == nil {
+			wk = &work{}
+			byConn[c] = wk
+			order = append(order, c)
+		}
+		if !issued {
+			floors = append(floors, w.want)
+			wk.sub = append(wk.sub, w.ch)
+		}
+		wk.confirm = append(wk.confirm, w.want)
+	}
+	r.readFloors(floors)
+	for _, c := range order {
+		wk := byConn[c]
+		for _, ch := range wk.sub {
+			if err := c.send(func(ctx context.Context) error { return c.ps.SSubscribe(ctx, ch) }); err != nil {
+				if r.ctx.Err() == nil {
+					r.log.Debug("channellayer: redis ssubscribe", "channel", ch, "addr", c.addr, "err", err)
+					c.kill()
+				}
+				wk = nil // the connection's death places its channels again
+				break
+			}
+		}
+		if wk == nil {
+			continue
+		}
+		if err := c.confirm(wk.confirm); err != nil && r.ctx.Err() == nil {
+			r.log.Debug("channellayer: redis ping", "groups", len(wk.confirm), "addr", c.addr, "err", err)
 			c.kill()
 		}
-		return true
 	}
-	c := have.conn
-	if !issued {
-		ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout)
-		node, err := r.cc.MasterForKey(ctx, ch)
-		cancel()
-		if err != nil {
-			r.log.Debug("channellayer: redis cluster: finding the shard", "group", group, "err", err)
-			return false
-		}
-		addr := node.Options().Addr
-		c = st.conns[addr]
-		if c == nil {
-			c = r.newShardConn(addr, node)
-			st.conns[addr] = c
-		}
-		c.count++
-	}
-	st.issued[ch] = issue{sub: want, conn: c}
+	return retry
+}
+
+// unplace takes a channel no longer wanted off its connection c, and
+// closes c with its last channel.
+func (r *Redis) unplace(st *subState, w wanted, c *psConn) {
+	delete(st.issued, w.ch)
+	c.count--
 	r.mu.Lock()
-	want.conn = c
+	c.unsubs[w.ch]++
 	r.mu.Unlock()
-	if !issued {
-		r.readFloor(want)
-		if err := c.send(func(ctx context.Context) error { return c.ps.SSubscribe(ctx, ch) }); err != nil {
-			if r.ctx.Err() == nil {
-				r.log.Debug("channellayer: redis ssubscribe", "group", group, "addr", c.addr, "err", err)
-				c.kill()
-			}
-			return true // the connection's death places the channel again
+	if c.count == 0 {
+		if st.conns[c.addr] == c {
+			delete(st.conns, c.addr)
 		}
+		c.close()
+		return
 	}
-	n := c.nextBarrier(false)
-	r.mu.Lock()
-	want.barrier = n
-	r.mu.Unlock()
-	if err := c.ping(n); err != nil && r.ctx.Err() == nil {
-		r.log.Debug("channellayer: redis ping", "group", group, "addr", c.addr, "err", err)
+	if err := c.send(func(ctx context.Context) error { return c.ps.SUnsubscribe(ctx, w.ch) }); err != nil && r.ctx.Err() == nil {
+		r.log.Debug("channellayer: redis sunsubscribe", "group", w.group, "err", err)
 		c.kill()
 	}
-	return true
 }
 
 // updateReady sets the readiness of a layer on a cluster: ready while its

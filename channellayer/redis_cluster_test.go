@@ -122,6 +122,17 @@ func TestRedisCluster(t *testing.T) {
 	t.Run("TwoProcesses", func(t *testing.T) { testClusterTwoProcesses(t, e) })
 	t.Run("PubSubKilled", func(t *testing.T) { testClusterPubSubKilled(t, e) })
 	t.Run("SlowFloor", func(t *testing.T) { testClusterSlowFloor(t, e) })
+	t.Run("ManyGroupsRepaired", func(t *testing.T) {
+		prefix := newPrefix()
+		peer := newClusterLayer(t, e.cl, prefix, channellayer.RedisOptions{})
+		testManyGroupsRepaired(t, newClusterClient(t, e.cl.Addrs()), peer, prefix, func() {
+			for _, c := range e.nodes {
+				if err := c.Do(tctx(t, 5*time.Second), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	})
 }
 
 // TestRedisClusterFailure moves a slot and restarts a master under the

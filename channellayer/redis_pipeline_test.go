@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -443,5 +444,128 @@ func TestRedisRecordAsyncClose(t *testing.T) {
 	l.GroupSendRecordedAsync(g, mustMsg(t, "after", nil), func(_ channellayer.Message, err error) { results <- err })
 	if err := <-results; !errors.Is(err, channellayer.ErrClosed) {
 		t.Fatalf("GroupSendRecordedAsync after Close: %v, want ErrClosed", err)
+	}
+}
+
+// historyReads counts a client's history reads (XRANGE, XREVRANGE): sent
+// alone, and pipelines that carry any.
+type historyReads struct {
+	alone, pipelines, piped atomic.Int64
+}
+
+func isHistoryRead(cmd redis.Cmder) bool {
+	n := cmd.Name()
+	return n == "xrange" || n == "xrevrange"
+}
+
+func (h *historyReads) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *historyReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isHistoryRead(cmd) {
+			h.alone.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *historyReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		n := int64(0)
+		for _, cmd := range cmds {
+			if isHistoryRead(cmd) {
+				n++
+			}
+		}
+		if n > 0 {
+			h.pipelines.Add(1)
+			h.piped.Add(n)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func (h *historyReads) reset() {
+	h.alone.Store(0)
+	h.pipelines.Store(0)
+	h.piped.Store(0)
+}
+
+// testManyGroupsRepaired: a layer with members in many groups loses its
+// pub/sub connections (kill) while a peer records one message to each
+// group. Every member gets its message once, and the layer repairs the
+// gaps of all its groups in a few round trips, not one per group: repaired
+// one at a time, a node with a thousand rooms was not ready for tens of
+// seconds after a shard connection died on a loaded machine. Placing the
+// groups in the first place reads their floors together too.
+func testManyGroupsRepaired(t *testing.T, client redis.UniversalClient, peer *channellayer.Redis, prefix string, kill func()) {
+	reads := &historyReads{}
+	client.AddHook(reads)
+	a := openRedisLayer(t, client, prefix, channellayer.RedisOptions{}, 10*time.Second)
+	const n = 200
+	groups := make([]string, n)
+	chs := make([]string, n)
+	for i := range groups {
+		groups[i] = "many-" + strconv.Itoa(i)
+	}
+	// Placed at once: the joins of a node's first seconds.
+	errs := make(chan error, n)
+	for i := range groups {
+		go func() {
+			ch, err := a.NewChannel(tctx(t, 5*time.Second))
+			if err == nil {
+				err = a.GroupAdd(tctx(t, 10*time.Second), groups[i], ch)
+			}
+			chs[i] = ch
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := testkit.Receive(t, errs, 15*time.Second, "a group added"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	placing := reads.alone.Load() + reads.pipelines.Load()
+	t.Logf("placing %d groups at once read their floors in %d round trips (%d alone, %d in %d pipelines)", n, placing, reads.alone.Load(), reads.piped.Load(), reads.pipelines.Load())
+	if placing > n/4 {
+		t.Errorf("placing %d groups at once took %d history round trips; want at most %d (their floors read together)", n, placing, n/4)
+	}
+	send := func(seq int) {
+		for _, g := range groups {
+			msg := mustMsg(t, "chat", map[string]int{"n": seq})
+			testkit.EventuallyNil(t, 10*time.Second, func() error {
+				_, err := peer.GroupSendRecorded(tctx(t, time.Second), g, msg)
+				return err
+			}, "recorded send")
+		}
+	}
+	send(0)
+	for i := range groups {
+		if got := seqOf(t, recv(t, a, chs[i])); got != 0 {
+			t.Fatalf("group %s: got message %d, want 0", groups[i], got)
+		}
+	}
+	reads.reset()
+	kill()
+	send(1)
+	for i := range groups {
+		if got := seqOf(t, recv(t, a, chs[i])); got != 1 {
+			t.Fatalf("group %s: got message %d, want 1", groups[i], got)
+		}
+	}
+	testkit.EventuallyNil(t, 10*time.Second, func() error { return a.Check(tctx(t, time.Second)) }, "the layer ready again")
+	silent(t, a, chs[0]) // a moment for duplicates to come; then none waits anywhere
+	for i := range groups {
+		if m, ok, err := a.TryReceive(chs[i]); ok || err != nil {
+			t.Fatalf("group %s: a second message after the kill: %s (err %v)", groups[i], m.Body, err)
+		}
+	}
+	trips := reads.alone.Load() + reads.pipelines.Load()
+	t.Logf("after the kill: %d history reads in %d round trips (%d alone, %d in %d pipelines)", reads.alone.Load()+reads.piped.Load(), trips, reads.alone.Load(), reads.piped.Load(), reads.pipelines.Load())
+	if reads.alone.Load()+reads.piped.Load() < n {
+		t.Errorf("%d history reads after the kill, want one per group (%d): the gaps were not repaired", reads.alone.Load()+reads.piped.Load(), n)
+	}
+	if trips > 12 {
+		t.Errorf("the gaps of %d groups took %d round trips; want at most 12 (read together)", n, trips)
 	}
 }

@@ -172,25 +172,16 @@ func (r *Redis) subscriber() {
 		}
 		r.collectLost(st)
 		for {
-			r.mu.Lock()
-			var ch, group string
-			for ch, group = range r.pending {
-				break
-			}
-			if ch != "" {
-				delete(r.pending, ch)
-			}
-			want := r.subs[ch]
-			r.mu.Unlock()
-			if ch == "" {
+			batch := r.takePending(placeBatch)
+			if len(batch) == 0 {
 				break
 			}
 			if r.cluster {
-				if !r.reconcileShard(st, ch, group, want) {
-					st.retry[ch] = group
+				for _, w := range r.placeShards(st, batch) {
+					st.retry[w.ch] = w.group
 				}
 			} else {
-				r.reconcile(st, ch, group, want)
+				r.place(st, batch)
 			}
 			if r.ctx.Err() != nil {
 				return
@@ -227,65 +218,133 @@ func (st *subState) closeAll() {
 	}
 }
 
-// reconcile is the subscriber's work for one channel with one Redis.
-func (r *Redis) reconcile(st *subState, ch, group string, want *groupSub) {
+// wanted is a channel the subscriber brings in line with r.subs: want is
+// the subscription wanted now (nil: none).
+type wanted struct {
+	ch, group string
+	want      *groupSub
+}
+
+// placeBatch bounds the channels the subscriber places in one pass: their
+// history floors are read in one pipeline, their subscriptions written
+// together and confirmed by one barrier per connection, so that placing a
+// shard's groups again after its connection died, or a node's rooms after
+// a start, takes a few round trips rather than a few per group.
+const placeBatch = 256
+
+// takePending takes up to n channels of r.pending, each with the
+// subscription wanted for it now.
+func (r *Redis) takePending(n int) []wanted {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var batch []wanted
+	for ch, group := range r.pending {
+		if len(batch) == n {
+			break
+		}
+		delete(r.pending, ch)
+		batch = append(batch, wanted{ch: ch, group: group, want: r.subs[ch]})
+	}
+	return batch
+}
+
+// place is the subscriber's work for a batch of channels with one Redis:
+// one UNSUBSCRIBE and one SUBSCRIBE for all of them (one Redis has no
+// slots), then one barrier.
+func (r *Redis) place(st *subState, batch []wanted) {
 	c := r.single
-	have := st.issued[ch].sub
-	if have == want {
-		return
-	}
-	if want == nil {
-		delete(st.issued, ch)
-		if err := c.send(func(ctx context.Context) error { return c.ps.Unsubscribe(ctx, ch) }); err != nil && r.ctx.Err() == nil {
-			r.log.Debug("channellayer: redis unsubscribe", "group", group, "err", err)
+	var unsub, sub []string
+	var floors, confirm []*groupSub
+	for _, w := range batch {
+		have := st.issued[w.ch].sub
+		if have == w.want {
+			continue
 		}
-		return
+		if w.want == nil {
+			delete(st.issued, w.ch)
+			unsub = append(unsub, w.ch)
+			continue
+		}
+		st.issued[w.ch] = issue{sub: w.want, conn: c}
+		r.mu.Lock()
+		w.want.conn = c
+		r.mu.Unlock()
+		if have == nil {
+			floors = append(floors, w.want)
+			sub = append(sub, w.ch)
+		}
+		confirm = append(confirm, w.want)
 	}
-	st.issued[ch] = issue{sub: want, conn: c}
-	r.mu.Lock()
-	want.conn = c
-	r.mu.Unlock()
-	if have == nil {
-		r.readFloor(want)
-		if err := c.send(func(ctx context.Context) error { return c.ps.Subscribe(ctx, ch) }); err != nil && r.ctx.Err() == nil {
-			// go-redis keeps the channel and subscribes again when it reconnects.
-			r.log.Debug("channellayer: redis subscribe", "group", group, "err", err)
+	if len(unsub) > 0 {
+		if err := c.send(func(ctx context.Context) error { return c.ps.Unsubscribe(ctx, unsub...) }); err != nil && r.ctx.Err() == nil {
+			r.log.Debug("channellayer: redis unsubscribe", "channels", len(unsub), "err", err)
 		}
 	}
-	n := c.nextBarrier(false)
-	r.mu.Lock()
-	want.barrier = n
-	r.mu.Unlock()
-	if err := c.ping(n); err != nil && r.ctx.Err() == nil {
-		r.log.Debug("channellayer: redis ping", "group", group, "err", err)
+	r.readFloors(floors)
+	if len(sub) > 0 {
+		if err := c.send(func(ctx context.Context) error { return c.ps.Subscribe(ctx, sub...) }); err != nil && r.ctx.Err() == nil {
+			// go-redis keeps the channels and subscribes again when it reconnects.
+			r.log.Debug("channellayer: redis subscribe", "channels", len(sub), "err", err)
+		}
+	}
+	if err := c.confirm(confirm); err != nil && r.ctx.Err() == nil {
+		r.log.Debug("channellayer: redis ping", "groups", len(confirm), "err", err)
 	}
 }
 
-// readFloor records where the group's history stood before this process
-// listened: gap repair starts there if no recorded message arrives before a
-// reconnect. Only the first subscription of a group sets it.
-func (r *Redis) readFloor(s *groupSub) {
-	if s.proc {
-		return
+// confirm asks for a pong behind everything written on c so far: it
+// confirms subs (see pong).
+func (c *psConn) confirm(subs []*groupSub) error {
+	if len(subs) == 0 {
+		return nil
 	}
+	n := c.nextBarrier(false)
+	c.r.mu.Lock()
+	for _, s := range subs {
+		s.barrier = n
+	}
+	c.r.mu.Unlock()
+	return c.ping(n)
+}
+
+// readFloors records, for each group not yet listened to, where its
+// history stood before this process listened: gap repair starts there if
+// no recorded message arrives before a reconnect. Only the first
+// subscription of a group sets it. One pipeline (a round trip per shard)
+// reads them all, under a deadline of its own.
+func (r *Redis) readFloors(subs []*groupSub) {
+	var need []*groupSub
 	r.mu.Lock()
-	has := s.hasFloor
+	for _, s := range subs {
+		if !s.proc && !s.hasFloor {
+			need = append(need, s)
+		}
+	}
 	r.mu.Unlock()
-	if has {
+	if len(need) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.ctx, redisOpTimeout)
 	defer cancel()
-	xs, err := r.client.XRevRangeN(ctx, r.historyKey(s.group), "+", "-", 1).Result()
-	if err != nil {
-		return
-	}
+	cmds := make([]*redis.XMessageSliceCmd, len(need))
+	_, _ = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, s := range need {
+			cmds[i] = p.XRevRangeN(ctx, r.historyKey(s.group), "+", "-", 1)
+		}
+		return nil
+	})
 	r.mu.Lock()
-	s.hasFloor = true
-	if len(xs) > 0 {
-		s.floor, _ = parseID(xs[0].ID)
+	defer r.mu.Unlock()
+	for i, s := range need {
+		xs, err := cmds[i].Result()
+		if err != nil {
+			continue
+		}
+		s.hasFloor = true
+		if len(xs) > 0 {
+			s.floor, _ = parseID(xs[0].ID)
+		}
 	}
-	r.mu.Unlock()
 }
 
 // receiveLoop reads one pub/sub connection: it delivers messages, confirms
@@ -309,6 +368,7 @@ func (c *psConn) receiveLoop() {
 	backoff := redisBackoffMin
 	resync := !c.shard
 	c.receiving.Store(!resync)
+	var gaps gapQueue
 	for {
 		if c.ctx.Err() != nil {
 			return
@@ -339,8 +399,10 @@ func (c *psConn) receiveLoop() {
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
+				r.repairGaps(c, &gaps)
 				continue // nothing came: health pings
 			}
+			gaps.drop() // a shard connection dies and is placed again; one Redis resubscribes
 			c.receiving.Store(false)
 			if c.shard {
 				if e, ok := c.silent.Load().(error); ok {
@@ -359,15 +421,23 @@ func (c *psConn) receiveLoop() {
 		c.lastRead.Store(time.Now().UnixNano())
 		switch m := msg.(type) {
 		case *redis.Message:
+			if gaps.has(m.Channel) {
+				r.repairGaps(c, &gaps) // what was recorded before it first
+			}
 			r.handle(c, m)
 		case *redis.Subscription:
 			switch m.Kind {
 			case "subscribe", "ssubscribe":
-				r.resubscribed(c, m.Channel)
+				if g, ok := r.resubscribed(c, m.Channel); ok {
+					gaps.add(m.Channel, g)
+				}
 			case "sunsubscribe":
 				c.unsubscribed(m.Channel)
 			}
 		case *redis.Pong:
+			// A barrier confirms what it covers once their gaps are
+			// repaired.
+			r.repairGaps(c, &gaps)
 			if c.pong(m.Payload) {
 				backoff = redisBackoffMin
 			}
@@ -475,70 +545,162 @@ func (c *psConn) pong(payload string) bool {
 	return becomesReady
 }
 
+// gapRepair is a group whose subscription was confirmed again: what it
+// recorded after from is delivered from history before its next live
+// message.
+type gapRepair struct {
+	s    *groupSub
+	from streamID
+}
+
+// gapQueue holds the gap repairs a receive loop has not run yet: they are
+// run together, in one pipeline, when the loop reads a pong (a barrier
+// then confirms groups whose gaps are repaired), a message of one of their
+// groups, or nothing for a while. A connection replaced or placed again
+// confirms many groups in a row; repaired one at a time, each a round
+// trip while the loop read nothing else, a shard with a thousand groups
+// kept the layer not ready for tens of seconds on a loaded machine.
+// Owned by the receive loop.
+type gapQueue struct {
+	list []gapRepair
+	chs  map[string]struct{}
+}
+
+func (q *gapQueue) add(ch string, g gapRepair) {
+	if q.chs == nil {
+		q.chs = make(map[string]struct{})
+	}
+	q.chs[ch] = struct{}{}
+	q.list = append(q.list, g)
+}
+
+func (q *gapQueue) has(ch string) bool {
+	_, ok := q.chs[ch]
+	return ok
+}
+
+// take empties the queue and returns what it held.
+func (q *gapQueue) take() []gapRepair {
+	list := q.list
+	q.list = nil
+	clear(q.chs)
+	return list
+}
+
+func (q *gapQueue) drop() { q.take() }
+
 // resubscribed handles a subscription confirmed by Redis. For a group whose
 // subscription was already confirmed, it means the connection was replaced
-// (or, in a cluster, the group moved to another shard): deliver from history
-// what the group recorded meanwhile.
-func (r *Redis) resubscribed(c *psConn, ch string) {
+// (or, in a cluster, the group moved to another shard): it returns the gap
+// to repair from history, what the group recorded meanwhile.
+func (r *Redis) resubscribed(c *psConn, ch string) (gapRepair, bool) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	s := r.subs[ch]
 	if s == nil || !s.confirmed || s.proc || (c.shard && s.conn != c) {
-		r.mu.Unlock()
-		return
+		return gapRepair{}, false
 	}
 	from, ok := s.last, s.hasLast
 	if !ok {
 		from, ok = s.floor, s.hasFloor
 	}
-	r.mu.Unlock()
-	if !ok {
-		return
+	return gapRepair{s: s, from: from}, ok
+}
+
+// repairBatch bounds the history reads of one pipeline of gap repairs.
+const repairBatch = 256
+
+// repairGaps runs the gap repairs q holds: it delivers what each group
+// recorded after its from, before any later live message of the group.
+func (r *Redis) repairGaps(c *psConn, q *gapQueue) {
+	list := q.take()
+	for start := 0; start < len(list); start += repairBatch {
+		chunk := list[start:min(len(list), start+repairBatch)]
+		got, err := r.readGaps(c, chunk)
+		for i, g := range chunk {
+			if got[i] == nil {
+				continue // its read failed
+			}
+			r.deliverGap(g, got[i])
+		}
+		if err == nil {
+			continue
+		}
+		if c.shard && c.ctx.Err() == nil {
+			// The shard answers but its history does not (a cluster that
+			// is not ok yet): place its groups again later, repair then.
+			r.log.Debug("channellayer: redis history after a move", "addr", c.addr, "err", err)
+			c.kill()
+			return
+		}
+		if c.ctx.Err() == nil {
+			r.log.Warn("channellayer: redis history after reconnect, messages may be missing", "err", err)
+		}
 	}
-	xs, err := r.readGap(c, s.group, from)
-	if err != nil && c.shard && c.ctx.Err() == nil {
-		// The shard answers but its history does not (a cluster that is
-		// not ok yet): place the group again later, repair then.
-		r.log.Debug("channellayer: redis history after a move", "group", s.group, "addr", c.addr, "err", err)
-		c.kill()
-		return
-	}
-	if err != nil {
-		r.log.Warn("channellayer: redis history after reconnect, messages may be missing", "group", s.group, "err", err)
-		return
-	}
+}
+
+// deliverGap delivers the messages of one gap that were not delivered yet.
+func (r *Redis) deliverGap(g gapRepair, xs []redis.XMessage) {
 	delivered := 0
 	for _, x := range xs {
-		if m, ok := streamMessage(x); ok && r.deliverRecorded(s, m) {
+		if m, ok := streamMessage(x); ok && r.deliverRecorded(g.s, m) {
 			delivered++
 		}
 	}
 	if len(xs) > 0 {
-		r.log.Debug("channellayer: redis gap repaired", "group", s.group, "after", from.String(),
+		r.log.Debug("channellayer: redis gap repaired", "group", g.s.group, "after", g.from.String(),
 			"read", len(xs), "delivered", delivered, "first", xs[0].ID, "last", xs[len(xs)-1].ID)
 	} else {
-		r.log.Debug("channellayer: redis gap repair found nothing", "group", s.group, "after", from.String())
+		r.log.Debug("channellayer: redis gap repair found nothing", "group", g.s.group, "after", g.from.String())
 	}
 }
 
-// readGap reads what a group recorded after from. A freshly restarted
-// Redis may still be loading, and a loaded machine may time out: it retries
-// for a while rather than give up the repair, holding back the live
-// messages behind it (they are read after it, so order and deduplication
-// hold).
-func (r *Redis) readGap(c *psConn, group string, from streamID) ([]redis.XMessage, error) {
+// readGaps reads what each group of gaps recorded after its from, in one
+// pipeline (a round trip per shard): got[i] is the i-th gap's messages,
+// nil for one that failed. A freshly restarted Redis may still be loading,
+// and a loaded machine may time out: with one Redis it retries the reads
+// that failed for a while rather than give up the repair, holding back the
+// live messages behind it (they are read after it, so order and
+// deduplication hold). A shard's failure is returned at once.
+func (r *Redis) readGaps(c *psConn, gaps []gapRepair) (got [][]redis.XMessage, err error) {
+	got = make([][]redis.XMessage, len(gaps))
+	todo := make([]int, len(gaps))
+	for i := range todo {
+		todo[i] = i
+	}
 	wait := 50 * time.Millisecond
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(c.ctx, redisOpTimeout)
-		xs, err := r.client.XRange(ctx, r.historyKey(group), "("+from.String(), "+").Result()
+		cmds := make([]*redis.XMessageSliceCmd, len(todo))
+		_, _ = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for k, i := range todo {
+				cmds[k] = p.XRange(ctx, r.historyKey(gaps[i].s.group), "("+gaps[i].from.String(), "+")
+			}
+			return nil
+		})
 		cancel()
-		if err == nil || c.ctx.Err() != nil || c.shard || time.Now().After(deadline) {
-			return xs, err
+		failed := todo[:0]
+		err = nil
+		for k, i := range todo {
+			xs, cerr := cmds[k].Result()
+			if cerr != nil {
+				failed, err = append(failed, i), cerr
+				continue
+			}
+			if xs == nil {
+				xs = []redis.XMessage{}
+			}
+			got[i] = xs
 		}
-		r.log.Debug("channellayer: redis history after reconnect, retrying", "group", group, "err", err)
+		todo = failed
+		if err == nil || c.ctx.Err() != nil || c.shard || time.Now().After(deadline) {
+			return got, err
+		}
+		r.log.Debug("channellayer: redis history after reconnect, retrying", "groups", len(todo), "err", err)
 		select {
 		case <-c.ctx.Done():
-			return nil, c.ctx.Err()
+			return got, c.ctx.Err()
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, time.Second)

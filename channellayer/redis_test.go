@@ -820,6 +820,20 @@ func TestRedisPubSubKilled(t *testing.T) {
 	}
 }
 
+// TestRedisManyGroupsRepaired: see testManyGroupsRepaired; on one Redis,
+// go-redis subscribes the new connection to every channel in one command.
+func TestRedisManyGroupsRepaired(t *testing.T) {
+	srv := redistest.Start(t)
+	prefix := newPrefix()
+	peer := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
+	c := newClient(t, srv.Addr())
+	testManyGroupsRepaired(t, newClient(t, srv.Addr()), peer, prefix, func() {
+		if err := c.Do(tctx(t, 5*time.Second), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
 func TestRedisOptions(t *testing.T) {
 	mr := miniredis.RunT(t)
 	c := newClient(t, mr.Addr())
