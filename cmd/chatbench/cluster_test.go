@@ -216,6 +216,44 @@ func TestUsersExactSaysWhatIsWrong(t *testing.T) {
 	}
 }
 
+// A client's view of its room became exact with the frame that made it
+// so: a later frame that lists the room as the one before changes nothing
+// it sees, and does not move the time the presence phase reports.
+func TestPresenceTimeIsWhenTheViewBecameExact(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // presence answers at once, and probes no node for a client pending
+	w := &worker{ctx: ctx, usersCache: map[string]string{}}
+	room := &wroom{id: 2, members: make([]*wmember, 2)} // m4, m5
+	m := &wmember{w: w, room: room}
+	w.all = []*wmember{m}
+	const (
+		exact = `{"type":"users","room":"cluster-2","count":2,"users":[{"name":"m4"},{"name":"m5"}]}`
+		short = `{"type":"users","room":"cluster-2","count":1,"users":[{"name":"m4"}]}`
+	)
+	last := func() int64 {
+		t.Helper()
+		rep := w.presence(workerCmd{})
+		if rep.Pending != 0 || rep.Converged != 1 {
+			t.Fatalf("presence: %d pending, %d converged (%s); want the one client converged", rep.Pending, rep.Converged, rep.Bad)
+		}
+		return rep.LastNS
+	}
+	m.handle([]byte(exact))
+	first := last()
+	m.handle([]byte(exact)) // the same list again
+	if got := last(); got != first {
+		t.Errorf("a second exact frame moved the time the view became exact by %d ns", got-first)
+	}
+	m.handle([]byte(short))
+	if rep := w.presence(workerCmd{}); rep.Pending != 1 {
+		t.Fatalf("after a frame that lacks m5: %d pending, want 1", rep.Pending)
+	}
+	m.handle([]byte(exact))
+	if got := last(); got <= first {
+		t.Errorf("the view became exact again at %d, not after the first time (%d)", got, first)
+	}
+}
+
 // The kill's report says why reconnect attempts failed: a node that
 // answers 503 (busy) is told apart from one that is gone and from a
 // deadline.

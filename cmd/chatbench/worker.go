@@ -65,11 +65,10 @@ type workerCmd struct {
 	ID int `json:"id"`
 	// Cmd is connect, presence, recovery, chat, kill-node or close.
 	Cmd string `json:"cmd"`
-	// Presence: frames count only if received at or after AfterNS (Unix ns).
-	AfterNS int64 `json:"after_ns,omitempty"`
 	// Presence, recovery: give up at DeadlineNS (Unix ns).
 	DeadlineNS int64 `json:"deadline_ns,omitempty"`
-	// Recovery: clients that lost their socket at or after AfterNS.
+	// Recovery: clients that lost their socket at or after AfterNS (Unix ns).
+	AfterNS int64 `json:"after_ns,omitempty"`
 	// Chat: per-room rate, sending window and drain.
 	Rate    float64 `json:"rate,omitempty"`
 	StartNS int64   `json:"start_ns,omitempty"`
@@ -226,7 +225,7 @@ type wmember struct {
 	seen       []uint64 // bitset of the room's message indices received
 	dups       uint64
 	usersOK    bool  // the latest users frame lists the room exactly
-	usersAt    int64 // when the latest users frame arrived (Unix ns)
+	exactAt    int64 // when usersOK last became true (Unix ns): a frame that lists the room as the one before did changes nothing the client sees
 	up         bool
 	downAt     int64 // when the socket was last lost (Unix ns)
 	backAt     int64 // when it was last back (history frame received)
@@ -864,7 +863,10 @@ func (m *wmember) handle(f []byte) {
 		problem := m.w.usersExact(f, m.room)
 		now := time.Now().UnixNano()
 		m.mu.Lock()
-		m.usersOK, m.usersAt = problem == "", now
+		if problem == "" && !m.usersOK {
+			m.exactAt = now
+		}
+		m.usersOK = problem == ""
 		if problem != "" {
 			m.usersFrame = problem
 		}
@@ -966,17 +968,19 @@ func (m *wmember) probe() string {
 // short is at most the first 5 of names.
 func short(names []string) []string { return names[:min(len(names), 5)] }
 
-// presence waits until every client's latest users frame, received at or
-// after cmd.AfterNS, lists its room exactly.
+// presence waits until every client's latest users frame lists its room
+// exactly. LastNS is when the last of them came to see it exactly: the
+// frame that made its view exact, not a later one that listed the room as
+// the one before had.
 func (w *worker) presence(cmd workerCmd) workerReply {
 	for {
 		var rep workerReply
 		var bad *wmember
 		for _, m := range w.all {
 			m.mu.Lock()
-			if m.usersOK && m.usersAt >= cmd.AfterNS {
+			if m.usersOK {
 				rep.Converged++
-				rep.LastNS = max(rep.LastNS, m.usersAt)
+				rep.LastNS = max(rep.LastNS, m.exactAt)
 			} else {
 				rep.Pending++
 				if rep.Bad == "" {
