@@ -697,9 +697,11 @@ func runCluster(ctx context.Context, cfg *config, dir string) (*clusterRun, erro
 
 // settle waits, after a ladder step that failed (more load than the
 // cluster keeps up with), until the cluster is back to normal before the
-// kill is measured: every room's presence entries there, and every
-// client's latest users frame exact. How long that took is reported;
-// not getting there within two TTLs and a minute fails the run.
+// kill is measured: every room's presence entries there, every client's
+// latest users frame exact, and every acknowledged delivery of the chat
+// phases in (a failed step leaves seconds of them queued, which a kill
+// right after would be measured by). How long that took is reported; not
+// getting there within two TTLs and a minute fails the run.
 func (r *clusterRig) settle(ctx context.Context, m map[string]float64, roomSize int, fail func(string, ...any)) {
 	cc := &r.cfg.cluster
 	t0 := time.Now()
@@ -719,8 +721,31 @@ func (r *clusterRig) settle(ctx context.Context, m map[string]float64, roomSize 
 			time.Since(t0).Round(time.Second), entriesOK, pending, bad, err)
 		return
 	}
+	presentAt := time.Since(t0)
+	var missing uint64
+	for {
+		reps, err := callAll(r.workers, workerCmd{Cmd: "recount"})
+		if err != nil {
+			fail("after the failed ladder step: recount: %v", err)
+			return
+		}
+		missing = 0
+		for _, rp := range reps {
+			for _, n := range rp.PhaseLost {
+				missing += n
+			}
+		}
+		if missing == 0 || !time.Now().Before(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if missing > 0 {
+		fail("after the failed ladder step %d acknowledged deliveries were still missing %s later", missing, time.Since(t0).Round(time.Second))
+		return
+	}
 	m["overload_recovered_s"] = time.Since(t0).Seconds()
-	logf("cluster: after the failed ladder step, presence exact again in %.1f s", m["overload_recovered_s"])
+	logf("cluster: after the failed ladder step, presence exact again in %.1f s, every acknowledged delivery in after %.1f s", presentAt.Seconds(), m["overload_recovered_s"])
 }
 
 func presenceOf(reps []workerReply) (pending int, last int64, bad string) {

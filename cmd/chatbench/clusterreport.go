@@ -38,7 +38,7 @@ var clusterRows = []struct{ key, label string }{
 	{"steady_redis_memory_growth_mib", "steady: Redis memory growth MiB (history)"},
 	{"highest_passing_rate_per_room", "highest passing msgs/s per room"},
 	{"highest_passing_deliveries_per_s", "deliveries/s at that rate"},
-	{"overload_recovered_s", "s until presence was exact again after the failed ladder step"},
+	{"overload_recovered_s", "s until back to normal after the failed ladder step (presence exact, every acknowledged delivery in)"},
 	{"kill_clients_dropped", "kill: clients of the dead node"},
 	{"kill_clients_back", "kill: of them back on another node"},
 	{"kill_all_back_s", "kill: s until all back (socket + history)"},
