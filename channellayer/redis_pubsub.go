@@ -671,7 +671,10 @@ func (r *Redis) readGaps(c *psConn, gaps []gapRepair) (got [][]redis.XMessage, e
 	wait := 50 * time.Millisecond
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		ctx, cancel := context.WithTimeout(c.ctx, redisOpTimeout)
+		// A batch's deadline, not one read's: a loaded Redis that answers
+		// a few hundred reads late has still answered them, and a shard
+		// whose repair failed would be placed again and read it all again.
+		ctx, cancel := context.WithTimeout(c.ctx, redisBatchTimeout)
 		cmds := make([]*redis.XMessageSliceCmd, len(todo))
 		_, _ = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for k, i := range todo {
