@@ -125,13 +125,7 @@ func TestRedisCluster(t *testing.T) {
 	t.Run("ManyGroupsRepaired", func(t *testing.T) {
 		prefix := newPrefix()
 		peer := newClusterLayer(t, e.cl, prefix, channellayer.RedisOptions{})
-		testManyGroupsRepaired(t, newClusterClient(t, e.cl.Addrs()), peer, prefix, func() {
-			for _, c := range e.nodes {
-				if err := c.Do(tctx(t, 5*time.Second), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
-					t.Fatal(err)
-				}
-			}
-		})
+		testManyGroupsRepaired(t, newClusterClient(t, e.cl.Addrs()), peer, prefix, func() { killPubSub(t, e.nodes...) })
 	})
 }
 
@@ -290,9 +284,7 @@ func testClusterShardPipelines(t *testing.T, e *clusterEnv) {
 	if err := l.Track(tctx(t, 5*time.Second), other, "k", nil, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	trips.alone.Store(0)
-	trips.pipelines.Store(0)
-	trips.piped.Store(0)
+	trips.reset()
 
 	// The first master answers nobody for a while: its writes pile up.
 	pause(t, addrs[0], 2*time.Second)
@@ -414,11 +406,7 @@ func testClusterPubSubKilled(t *testing.T, e *clusterEnv) {
 	const total = 30
 	for i := range total {
 		if i == total/3 {
-			for _, c := range e.nodes {
-				if err := c.Do(tctx(t, 5*time.Second), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
-					t.Fatal(err)
-				}
-			}
+			killPubSub(t, e.nodes...)
 		}
 		for _, g := range groups {
 			msg := mustMsg(t, "chat", map[string]int{"n": i})

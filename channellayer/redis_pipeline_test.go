@@ -20,18 +20,33 @@ import (
 	"github.com/chatterpro/chatterpro/internal/testkit"
 )
 
-// roundTrips counts what a client sends to Redis: publishes and scripts
-// sent alone, and pipelines with the commands in them.
+// roundTrips counts what a client sends to Redis of some commands (by
+// default publishes and scripts): sent alone, and pipelines with the
+// commands in them.
 type roundTrips struct {
+	names                   []string // nil: publish, evalsha, eval
 	alone, pipelines, piped atomic.Int64
+}
+
+func (h *roundTrips) counts(cmd redis.Cmder) bool {
+	names := h.names
+	if names == nil {
+		names = []string{"publish", "evalsha", "eval"}
+	}
+	return slices.Contains(names, cmd.Name())
+}
+
+func (h *roundTrips) reset() {
+	h.alone.Store(0)
+	h.pipelines.Store(0)
+	h.piped.Store(0)
 }
 
 func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		switch cmd.Name() {
-		case "publish", "evalsha", "eval":
+		if h.counts(cmd) {
 			h.alone.Add(1)
 		}
 		return next(ctx, cmd)
@@ -42,8 +57,7 @@ func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		var n int64
 		for _, cmd := range cmds {
-			switch cmd.Name() {
-			case "publish", "evalsha", "eval":
+			if h.counts(cmd) {
 				n++
 			}
 		}
@@ -88,9 +102,7 @@ func countedLayerOpts(t *testing.T, g string, opts channellayer.RedisOptions) (*
 		t.Fatal(err)
 	}
 	recv(t, l, ch)
-	trips.alone.Store(0)
-	trips.pipelines.Store(0)
-	trips.piped.Store(0)
+	trips.reset()
 	return srv, l, ch, trips
 }
 
@@ -447,48 +459,15 @@ func TestRedisRecordAsyncClose(t *testing.T) {
 	}
 }
 
-// historyReads counts a client's history reads (XRANGE, XREVRANGE): sent
-// alone, and pipelines that carry any.
-type historyReads struct {
-	alone, pipelines, piped atomic.Int64
-}
-
-func isHistoryRead(cmd redis.Cmder) bool {
-	n := cmd.Name()
-	return n == "xrange" || n == "xrevrange"
-}
-
-func (h *historyReads) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *historyReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if isHistoryRead(cmd) {
-			h.alone.Add(1)
+// killPubSub ends every pub/sub connection of the Redis servers behind
+// clients (CLIENT KILL TYPE pubsub).
+func killPubSub(t testing.TB, clients ...*redis.Client) {
+	t.Helper()
+	for _, c := range clients {
+		if err := c.Do(tctx(t, 5*time.Second), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+			t.Fatal(err)
 		}
-		return next(ctx, cmd)
 	}
-}
-
-func (h *historyReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		n := int64(0)
-		for _, cmd := range cmds {
-			if isHistoryRead(cmd) {
-				n++
-			}
-		}
-		if n > 0 {
-			h.pipelines.Add(1)
-			h.piped.Add(n)
-		}
-		return next(ctx, cmds)
-	}
-}
-
-func (h *historyReads) reset() {
-	h.alone.Store(0)
-	h.pipelines.Store(0)
-	h.piped.Store(0)
 }
 
 // testManyGroupsRepaired: a layer with members in many groups loses its
@@ -499,7 +478,7 @@ func (h *historyReads) reset() {
 // seconds after a shard connection died on a loaded machine. Placing the
 // groups in the first place reads their floors together too.
 func testManyGroupsRepaired(t *testing.T, client redis.UniversalClient, peer *channellayer.Redis, prefix string, kill func()) {
-	reads := &historyReads{}
+	reads := &roundTrips{names: []string{"xrange", "xrevrange"}} // history reads
 	client.AddHook(reads)
 	a := openRedisLayer(t, client, prefix, channellayer.RedisOptions{}, 10*time.Second)
 	const n = 200

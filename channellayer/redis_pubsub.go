@@ -402,7 +402,7 @@ func (c *psConn) receiveLoop() {
 				r.repairGaps(c, &gaps)
 				continue // nothing came: health pings
 			}
-			gaps.drop() // a shard connection dies and is placed again; one Redis resubscribes
+			gaps.take() // dropped: a shard connection dies and is placed again; one Redis resubscribes
 			c.receiving.Store(false)
 			if c.shard {
 				if e, ok := c.silent.Load().(error); ok {
@@ -574,20 +574,24 @@ func (q *gapQueue) add(ch string, g gapRepair) {
 	q.list = append(q.list, g)
 }
 
+// has reports whether ch waits for a repair: asked of every message read,
+// so an empty queue answers without hashing ch.
 func (q *gapQueue) has(ch string) bool {
+	if len(q.list) == 0 {
+		return false
+	}
 	_, ok := q.chs[ch]
 	return ok
 }
 
-// take empties the queue and returns what it held.
+// take empties the queue and returns what it held. The map goes with it:
+// repairs come in rare bursts, and a map kept between them would be
+// cleared, bucket by bucket, at every pong.
 func (q *gapQueue) take() []gapRepair {
 	list := q.list
-	q.list = nil
-	clear(q.chs)
+	q.list, q.chs = nil, nil
 	return list
 }
-
-func (q *gapQueue) drop() { q.take() }
 
 // resubscribed handles a subscription confirmed by Redis. For a group whose
 // subscription was already confirmed, it means the connection was replaced

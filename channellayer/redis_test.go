@@ -797,9 +797,7 @@ func TestRedisPubSubKilled(t *testing.T) {
 	const total = 60
 	for i := range total {
 		if i == total/3 {
-			if err := c.Do(tctx(t, 5*time.Second), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
-				t.Fatal(err)
-			}
+			killPubSub(t, c)
 		}
 		msg := mustMsg(t, "chat", map[string]int{"n": i})
 		testkit.EventuallyNil(t, 5*time.Second, func() error {
@@ -827,11 +825,7 @@ func TestRedisManyGroupsRepaired(t *testing.T) {
 	prefix := newPrefix()
 	peer := newRedisLayer(t, srv.Addr(), prefix, channellayer.RedisOptions{})
 	c := newClient(t, srv.Addr())
-	testManyGroupsRepaired(t, newClient(t, srv.Addr()), peer, prefix, func() {
-		if err := c.Do(tctx(t, 5*time.Second), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
-			t.Fatal(err)
-		}
-	})
+	testManyGroupsRepaired(t, newClient(t, srv.Addr()), peer, prefix, func() { killPubSub(t, c) })
 }
 
 func TestRedisOptions(t *testing.T) {

@@ -679,12 +679,11 @@ func runCluster(ctx context.Context, cfg *config, dir string) (*clusterRun, erro
 	if err != nil {
 		return run, err
 	}
+	lost := phaseLost(reps)
 	for i := range run.Steps {
 		var n uint64
-		for _, rp := range reps {
-			if i < len(rp.PhaseLost) {
-				n += rp.PhaseLost[i]
-			}
+		if i < len(lost) {
+			n = lost[i]
 		}
 		run.Steps[i].LostAtEnd = &n
 		if n > 0 {
@@ -730,10 +729,8 @@ func (r *clusterRig) settle(ctx context.Context, m map[string]float64, roomSize 
 			return
 		}
 		missing = 0
-		for _, rp := range reps {
-			for _, n := range rp.PhaseLost {
-				missing += n
-			}
+		for _, n := range phaseLost(reps) {
+			missing += n
 		}
 		if missing == 0 || !time.Now().Before(deadline) || ctx.Err() != nil {
 			break
@@ -746,6 +743,21 @@ func (r *clusterRig) settle(ctx context.Context, m map[string]float64, roomSize 
 	}
 	m["overload_recovered_s"] = time.Since(t0).Seconds()
 	logf("cluster: after the failed ladder step, presence exact again in %.1f s, every acknowledged delivery in after %.1f s", presentAt.Seconds(), m["overload_recovered_s"])
+}
+
+// phaseLost sums the workers' recounts: per chat phase, the acknowledged
+// deliveries still missing.
+func phaseLost(reps []workerReply) []uint64 {
+	var lost []uint64
+	for _, rp := range reps {
+		for i, n := range rp.PhaseLost {
+			if i == len(lost) {
+				lost = append(lost, 0)
+			}
+			lost[i] += n
+		}
+	}
+	return lost
 }
 
 func presenceOf(reps []workerReply) (pending int, last int64, bad string) {
