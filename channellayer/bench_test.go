@@ -104,3 +104,44 @@ func publishParallel(b *testing.B, publish func(ctx context.Context) error) {
 		}
 	})
 }
+
+// BenchmarkRecordedAsync records one message at a time with
+// GroupSendRecordedAsync to a group of one local member, as a node of
+// many quiet rooms does (each record alone in its round trip), and waits
+// for both its result and its delivery. Its allocations per op are what a
+// message costs the collector on the record path.
+func BenchmarkRecordedAsync(b *testing.B) {
+	b.Run("memory", func(b *testing.B) {
+		l, err := channellayer.NewMemory(channellayer.MemoryOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = l.Close(context.Background()) })
+		benchRecordedAsync(b, l)
+	})
+	b.Run("redis", func(b *testing.B) {
+		srv := redistest.Start(b)
+		benchRecordedAsync(b, newRedisLayer(b, srv.Addr(), newPrefix(), channellayer.RedisOptions{}))
+	})
+}
+
+func benchRecordedAsync(b *testing.B, l channellayer.Layer) {
+	ctx := context.Background()
+	const group = "bench"
+	ch := newChan(b, l, group)
+	msg := mustMsg(b, "chat", map[string]string{"text": "hello, world", "user": "somebody"})
+	rec := l.(channellayer.Recorder)
+	results := make(chan error, 1)
+	done := func(_ channellayer.Message, err error) { results <- err }
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		rec.GroupSendRecordedAsync(group, msg, done)
+		if err := <-results; err != nil {
+			b.Fatal(err)
+		}
+		if _, err := l.Receive(ctx, ch); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
