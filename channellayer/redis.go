@@ -93,6 +93,9 @@ type Redis struct {
 	procChan    string        // this process's pub/sub channel
 	replicas    int           // RedisOptions.Replicas
 	groupTTL    time.Duration // RedisOptions.GroupTTL
+	// historySize and groupTTL in ms as the record scripts take them,
+	// made interface values once (see recordBatch.queue).
+	sizeArg, ttlArg any
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -223,6 +226,8 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptio
 		historySize: opts.HistorySize,
 		replicas:    opts.Replicas,
 		groupTTL:    opts.GroupTTL,
+		sizeArg:     opts.HistorySize,
+		ttlArg:      opts.GroupTTL.Milliseconds(),
 		procChan:    opts.Prefix + ":proc:{" + strings.TrimSuffix(l.prefix, "!") + "}",
 		ctx:         lctx,
 		cancel:      cancel,

@@ -47,12 +47,13 @@ type pipeline struct {
 	linger      time.Duration // RedisOptions.RecordLinger; 0: none
 
 	mu        sync.Mutex
-	busy      bool        // a round trip is under way, or a batch lingers
-	lingering bool        // the next batch waits for timer
-	timer     *time.Timer // the linger timer, made on first use
-	lastStart time.Time   // when the last round trip began
-	queue     []*pipeCall // waiting for the next batch
-	spare     []*pipeCall // the array of the batch before, for reuse
+	busy      bool            // a round trip is under way, or a batch lingers
+	lingering bool            // the next batch waits for timer
+	timer     *time.Timer     // the linger timer, made on first use
+	lastStart time.Time       // when the last round trip began
+	queue     []*pipeCall     // waiting for the next batch
+	spare     []*pipeCall     // the array of the batch before, for reuse
+	pipe      redis.Pipeliner // the batches', made on first use: one batch at a time
 	closed    bool
 }
 
@@ -67,19 +68,35 @@ type pipeCall struct {
 	cmd   redis.Cmder              // set when the batch is built; nil if the layer closed first
 	done  chan struct{}            // a waiting caller's: closed when cmd has its result
 	then  func(redis.Cmder, error) // an async caller's: called with the result instead
-	batch *recordBatch             // an unwaited record, which may take in the next one
-	held  *recordBatch             // a record published only once replicas have it (waited or not)
-	taken bool                     // a batch took it (under mu)
-	gone  bool                     // the caller gave up before a batch took it (under mu)
+	// An unwaited record, which may take in the next one: it issues and
+	// gets its result itself (queue and then are nil; the call is the
+	// batch's own, so a record costs no allocation of its own here).
+	batch *recordBatch
+	held  *recordBatch // a record published only once replicas have it (waited or not)
+	taken bool         // a batch took it (under mu)
+	gone  bool         // the caller gave up before a batch took it (under mu)
+}
+
+// issue queues the call's command on c.
+func (c *pipeCall) issue(ctx context.Context, cmds redis.Cmdable) redis.Cmder {
+	if c.batch != nil {
+		return c.batch.queue(ctx, cmds)
+	}
+	return c.queue(ctx, cmds)
 }
 
 // finish hands a call its result: cmd, or ErrClosed if it has none.
 func (c *pipeCall) finish() {
-	if c.then == nil {
+	switch {
+	case c.batch != nil && c.cmd == nil:
+		c.batch.finish(nil, ErrClosed)
+	case c.batch != nil:
+		c.batch.finish(c.cmd, nil)
+	case c.then == nil:
 		close(c.done)
-	} else if c.cmd == nil {
+	case c.cmd == nil:
 		c.then(nil, ErrClosed)
-	} else {
+	default:
 		c.then(c.cmd, nil)
 	}
 }
@@ -108,7 +125,7 @@ func (p *pipeline) doCall(ctx context.Context, call *pipeCall) (redis.Cmder, err
 		if call.held != nil {
 			return p.heldAlone(ctx, call), nil
 		}
-		return call.queue(ctx, p.client), nil
+		return call.issue(ctx, p.client), nil
 	}
 	p.queue = append(p.queue, call)
 	p.mu.Unlock()
@@ -156,7 +173,8 @@ func (p *pipeline) asyncRecord(b *recordBatch) {
 	if n := len(p.queue); n > 0 && p.queue[n-1].batch != nil && p.queue[n-1].batch.merge(b) {
 		full = p.queue[n-1].batch.full()
 	} else {
-		p.queue = append(p.queue, &pipeCall{queue: b.queue, then: b.finish, batch: b, held: p.hold(b)})
+		b.call = pipeCall{batch: b, held: p.hold(b)}
+		p.queue = append(p.queue, &b.call)
 		full = len(p.queue) >= pipeFull
 	}
 	if p.busy {
@@ -229,11 +247,14 @@ func (p *pipeline) next() {
 	p.queue = p.spare[:0]
 	p.spare = nil
 	p.lastStart = time.Now()
-	pipe := p.client.Pipeline()
-	ctx, cancel := context.WithTimeout(p.ctx, redisBatchTimeout)
+	if p.pipe == nil {
+		p.pipe = p.client.Pipeline()
+	}
+	pipe := p.pipe
+	ctx := &batchCtx{Context: p.ctx, deadline: p.lastStart.Add(redisBatchTimeout)}
 	holds := false
 	for _, c := range batch {
-		c.cmd = c.queue(ctx, pipe)
+		c.cmd = c.issue(ctx, pipe)
 		holds = holds || c.held != nil && c.cmd != nil
 	}
 	var wait *redis.Cmd // after every record of the batch
@@ -242,16 +263,15 @@ func (p *pipeline) next() {
 	}
 	p.wg.Add(1) // under mu, while not closed: Close waits for it
 	p.mu.Unlock()
-	go p.send(ctx, cancel, pipe, batch, wait)
+	go p.send(ctx, pipe, batch, wait)
 }
 
-func (p *pipeline) send(ctx context.Context, cancel context.CancelFunc, pipe redis.Pipeliner, batch []*pipeCall, wait *redis.Cmd) {
+func (p *pipeline) send(ctx context.Context, pipe redis.Pipeliner, batch []*pipeCall, wait *redis.Cmd) {
 	defer p.wg.Done()
-	_, _ = pipe.Exec(ctx) // each command carries its own error
+	_, _ = pipe.Exec(ctx) // each command carries its own error; Exec empties pipe for the next batch
 	if wait != nil {
 		p.settleHeld(ctx, batch, wait)
 	}
-	cancel()
 	for _, c := range batch {
 		c.finish()
 	}
@@ -262,6 +282,30 @@ func (p *pipeline) send(ctx context.Context, cancel context.CancelFunc, pipe red
 	}
 	p.mu.Unlock()
 	p.next()
+}
+
+// batchCtx is a batch's context: the layer's (which ends at Close), with
+// a deadline redisBatchTimeout after the batch began. The client sets its
+// socket deadlines from it (ContextTimeoutEnabled, see NewRedis), so the
+// round trip is bounded as with context.WithTimeout; but Done closes only
+// at Close, not at the deadline, and so the context needs no timer: a
+// timer and a cancel context for every round trip were a tenth of a
+// record's allocations.
+type batchCtx struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c *batchCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
+func (c *batchCtx) Err() error {
+	if err := c.Context.Err(); err != nil {
+		return err
+	}
+	if !time.Now().Before(c.deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // pipelines are the publish pipelines of a layer: one for a single Redis;

@@ -76,16 +76,38 @@ type recordBatch struct {
 	settled bool
 	ids     []string // the recorded IDs, if the replicas confirmed them
 	heldErr error
+
+	// The batch's own storage for the usual batch of one message, and its
+	// pipeline call (see pipeline.asyncRecord): one allocation a record.
+	one     [1]Message
+	oneDone [1]func(Message, error)
+	keyPair [2]string
+	call    pipeCall
 }
 
 func (r *Redis) newRecordBatch(group string, msg Message, done func(Message, error)) *recordBatch {
 	b := &recordBatch{r: r, group: group, channel: r.groupChan(group)}
-	b.msgs = append(b.msgs, msg)
+	b.one[0] = msg
+	b.msgs = b.one[:]
 	b.bytes = len(msg.Body)
 	if done != nil {
-		b.done = append(b.done, done)
+		b.oneDone[0] = done
+		b.done = b.oneDone[:]
 	}
 	return b
+}
+
+// Script arguments that are the same for every record, made interface
+// values once: converting a string or a number to one allocates.
+var (
+	recordSHA               any = recordScript.Hash()
+	publishArg, spublishArg any = "PUBLISH", "SPUBLISH"
+	sepArgs                     = [2]any{"", ","} // idSep's answers
+)
+
+// cmdProcessor is a client or a pipeline: what queues a prepared command.
+type cmdProcessor interface {
+	Process(ctx context.Context, cmd redis.Cmder) error
 }
 
 // merge takes in next, an unwaited record of one message queued right
@@ -111,26 +133,41 @@ func (b *recordBatch) queue(ctx context.Context, c redis.Cmdable) redis.Cmder {
 	if b.err != nil {
 		return nil // it only fails, in its turn
 	}
-	cmd := "PUBLISH"
-	if b.r.cluster {
-		cmd = "SPUBLISH"
-	}
 	if b.r.replicas > 0 {
 		b.r.holdGroup(b.group) // released by settleHeld
+	}
+	pub := publishArg
+	if b.r.cluster {
+		pub = spublishArg
 	}
 	if b.key != "" {
 		m := b.msgs[0]
 		b.keys = []string{b.r.historyKey(b.group), b.channel, b.r.recordKeysKey(b.group)}
-		b.args = []any{b.r.historySize, cmd, b.r.groupTTL.Milliseconds(), b.key, m.Type, m.Body, idSep(m.Body)}
+		b.args = []any{b.r.sizeArg, pub, b.r.ttlArg, b.key, m.Type, m.Body, idSep(m.Body)}
 		return recordOnceScript.EvalSha(ctx, c, b.keys, b.args...)
 	}
-	b.keys = []string{b.r.historyKey(b.group), b.channel}
-	b.args = make([]any, 0, 3+3*len(b.msgs))
-	b.args = append(b.args, b.r.historySize, cmd, b.r.groupTTL.Milliseconds())
+	b.keyPair = [2]string{b.r.historyKey(b.group), b.channel}
+	b.keys = b.keyPair[:]
+	// EVALSHA sha 2 key key ARGV...: the command built whole, as EvalSha
+	// would build it, with the constant arguments boxed once.
+	full := make([]any, 0, 8+3*len(b.msgs))
+	full = append(full, "evalsha", recordSHA, 2, b.keys[0], b.keys[1], b.r.sizeArg, pub, b.r.ttlArg)
 	for _, m := range b.msgs {
-		b.args = append(b.args, m.Type, m.Body, idSep(m.Body))
+		sep := sepArgs[0]
+		if idSep(m.Body) != "" {
+			sep = sepArgs[1]
+		}
+		full = append(full, m.Type, m.Body, sep)
 	}
-	return recordScript.EvalSha(ctx, c, b.keys, b.args...)
+	b.args = full[5:] // ARGV, for a NOSCRIPT retry
+	proc, ok := c.(cmdProcessor)
+	if !ok {
+		return recordScript.EvalSha(ctx, c, b.keys, b.args...)
+	}
+	rc := redis.NewCmd(ctx, full...)
+	rc.SetFirstKeyPos(3) // a cluster routes it by the history key
+	_ = proc.Process(ctx, rc)
+	return rc
 }
 
 // script is the script b's queue sends.
@@ -162,11 +199,18 @@ func (b *recordBatch) answer(c redis.Cmder) ([]string, error) {
 
 // result turns the script's answer into the recorded messages.
 func (b *recordBatch) result(ctx context.Context, c redis.Cmder, err error) ([]Message, error) {
+	ids, err := b.resultIDs(ctx, c, err)
+	return b.recorded(ids, err)
+}
+
+// resultIDs reads the script's answer (the held outcome with replicas),
+// sending the script whole, within ctx, if Redis lost it.
+func (b *recordBatch) resultIDs(ctx context.Context, c redis.Cmder, err error) ([]string, error) {
 	r := b.r
 	if b.settled {
-		return b.recorded(b.ids, b.heldErr)
+		return b.ids, b.heldErr
 	}
-	if err == nil && redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+	if err == nil && noScript(c) {
 		c = b.script().Eval(ctx, r.client, b.keys, b.args...) // Redis lost its scripts (a restart): send it whole
 	}
 	var ids []string
@@ -176,7 +220,13 @@ func (b *recordBatch) result(ctx context.Context, c redis.Cmder, err error) ([]M
 	if err != nil {
 		return nil, r.fail(ctx, "recorded group send", err)
 	}
-	return b.recorded(ids, nil)
+	return ids, nil
+}
+
+// noScript reports whether c failed because Redis does not know its script.
+func noScript(c redis.Cmder) bool {
+	err := c.Err()
+	return err != nil && redis.HasErrorPrefix(err, "NOSCRIPT")
 }
 
 // recorded returns b's messages with their IDs (a keyed record's earlier
@@ -190,10 +240,15 @@ func (b *recordBatch) recorded(ids []string, err error) ([]Message, error) {
 	}
 	out := make([]Message, len(ids))
 	for i, id := range ids {
-		m := b.msgs[i]
-		out[i] = Message{Type: m.Type, ID: id, Body: withID(m.Body, id)}
+		out[i] = b.withID(i, id)
 	}
 	return out, nil
+}
+
+// withID is b's i-th message, recorded as id.
+func (b *recordBatch) withID(i int, id string) Message {
+	m := b.msgs[i]
+	return Message{Type: m.Type, ID: id, Body: withID(m.Body, id)}
 }
 
 // finish hands each unwaited record its result.
@@ -205,17 +260,28 @@ func (b *recordBatch) finish(c redis.Cmder, err error) {
 		return
 	}
 	r := b.r
-	ctx, cancel := context.WithTimeout(r.ctx, redisBatchTimeout) // bounds the NOSCRIPT retry
-	defer cancel()
-	msgs, err := b.result(ctx, c, err)
+	ctx := r.ctx
+	if err == nil && !b.settled && noScript(c) {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(r.ctx, redisBatchTimeout) // bounds the NOSCRIPT retry
+		defer cancel()
+	}
+	ids, err := b.resultIDs(ctx, c, err)
 	if err != nil && r.ctx.Err() != nil {
 		err = ErrClosed // cut short by Close
 	}
-	for i, done := range b.done {
-		if err != nil {
+	switch {
+	case err != nil:
+		for _, done := range b.done {
 			done(Message{}, err)
-		} else {
-			done(msgs[i], nil)
+		}
+	case b.again != nil:
+		for _, done := range b.done {
+			done(*b.again, nil)
+		}
+	default:
+		for i, done := range b.done {
+			done(b.withID(i, ids[i]), nil)
 		}
 	}
 }

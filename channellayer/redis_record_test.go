@@ -128,3 +128,66 @@ func TestRedisRecordFailureKeepsOrder(t *testing.T) {
 	}
 	silent(t, l, ch)
 }
+
+// TestRedisRecordAfterScriptFlush: a Redis that lost its scripts (a
+// restart, SCRIPT FLUSH) answers the record's EVALSHA with NOSCRIPT; the
+// record is sent again whole, waited or not, and each message is recorded
+// and delivered once, with the ID its sender got.
+func TestRedisRecordAfterScriptFlush(t *testing.T) {
+	srv := redistest.Start(t)
+	c := newClient(t, srv.Addr())
+	l := newRedisLayer(t, srv.Addr(), newPrefix(), channellayer.RedisOptions{})
+	const g = "room"
+	ch := newChan(t, l, g)
+	ctx := tctx(t, 10*time.Second)
+	flush := func() {
+		t.Helper()
+		if err := c.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.ConfigResetStat(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect := func(want channellayer.Message) {
+		t.Helper()
+		got := recv(t, l, ch)
+		if got.ID == "" || got.ID != want.ID || string(got.Body) != string(want.Body) {
+			t.Fatalf("member got %s %s, want %s %s", got.ID, got.Body, want.ID, want.Body)
+		}
+	}
+
+	flush()
+	sent, err := l.GroupSendRecorded(ctx, g, mustMsg(t, "chat", map[string]int{"n": 0}))
+	if err != nil {
+		t.Fatalf("waited record after SCRIPT FLUSH: %v", err)
+	}
+	expect(sent)
+	if n := commandCalls(t, c)["eval"]; n != 1 {
+		t.Fatalf("%d EVAL after the flush, want 1 (the refused EVALSHA sent again whole)", n)
+	}
+
+	flush()
+	type result struct {
+		m   channellayer.Message
+		err error
+	}
+	results := make(chan result, 3)
+	for i := 1; i <= 3; i++ {
+		l.GroupSendRecordedAsync(g, mustMsg(t, "chat", map[string]int{"n": i}), func(m channellayer.Message, err error) {
+			results <- result{m, err}
+		})
+	}
+	for i := 1; i <= 3; i++ {
+		r := <-results
+		var b struct{ N int }
+		if r.err != nil || json.Unmarshal(r.m.Body, &b) != nil || b.N != i {
+			t.Fatalf("unwaited record %d after SCRIPT FLUSH: %s (%v)", i, r.m.Body, r.err)
+		}
+		expect(r.m)
+	}
+	if n := commandCalls(t, c)["eval"]; n < 1 {
+		t.Fatalf("no EVAL after the flush: the unwaited records did not meet NOSCRIPT")
+	}
+	silent(t, l, ch)
+}

@@ -137,7 +137,7 @@ func (p *pipeline) doRecord(ctx context.Context, b *recordBatch) (redis.Cmder, e
 // its own, with its WAIT, and settles it.
 func (p *pipeline) heldAlone(ctx context.Context, call *pipeCall) redis.Cmder {
 	pipe := p.client.Pipeline()
-	call.cmd = call.queue(ctx, pipe)
+	call.cmd = call.issue(ctx, pipe)
 	wait := p.queueWait(ctx, pipe)
 	_, _ = pipe.Exec(ctx)
 	p.settleHeld(ctx, []*pipeCall{call}, wait)
