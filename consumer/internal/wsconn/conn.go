@@ -14,7 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"syscall"
@@ -166,7 +165,7 @@ func (c *Conn) ReadIdle(ctx context.Context, linger time.Duration) (websocket.Me
 	if err != nil {
 		return 0, nil, err
 	}
-	data, err := io.ReadAll(msg)
+	data, err := readMessage(msg)
 	return typ, data, err
 }
 

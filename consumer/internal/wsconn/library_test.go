@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/coder/websocket"
@@ -489,5 +491,61 @@ func TestIdleReadOfOwnPongAllocatesLittle(t *testing.T) {
 	})
 	if allocs > 12 {
 		t.Errorf("%.1f allocations per ping and pong (%d reads for 201), want at most 12", allocs, reads)
+	}
+}
+
+// A message read by ReadIdle costs its own size: the bytes returned have
+// no spare capacity (io.ReadAll's would have 512), also when the message
+// came while the read lingered for it.
+func TestIdleReadReturnsExactSize(t *testing.T) {
+	nc, _, c, ctx := idleDial(t)
+	msg := strings.Repeat("m", 100)
+	if _, err := nc.Write(maskedFrame(0x1, []byte(msg))); err != nil {
+		t.Fatal(err)
+	}
+	_, got, err := c.ReadIdle(ctx, 0)
+	if err != nil || string(got) != msg {
+		t.Fatalf("ReadIdle: %q %v", got, err)
+	}
+	if cap(got) != len(got) {
+		t.Errorf("a message of %d bytes came in a buffer of %d", len(got), cap(got))
+	}
+	// A lingering read at a boundary waits for the next message.
+	write := time.AfterFunc(100*time.Millisecond, func() { _, _ = nc.Write(maskedFrame(0x1, []byte("late"))) })
+	defer write.Stop()
+	_, got, err = c.ReadIdle(ctx, 5*time.Second)
+	if err != nil || string(got) != "late" || cap(got) != len(got) {
+		t.Fatalf("lingering ReadIdle: %q (cap %d) %v; want the late message, exactly sized", got, cap(got), err)
+	}
+	// And gives up with ErrIdle when nothing comes within the linger.
+	start := time.Now()
+	if _, _, err := c.ReadIdle(ctx, 100*time.Millisecond); !errors.Is(err, ErrIdle) {
+		t.Fatalf("lingering ReadIdle on a quiet socket: %v, want ErrIdle", err)
+	}
+	if waited := time.Since(start); waited < 100*time.Millisecond {
+		t.Errorf("the read gave up after %v, before its linger of 100ms", waited)
+	}
+}
+
+// readMessage returns every byte of messages shorter and longer than its
+// pooled buffer, read in pieces, each in a slice of exactly its size.
+func TestReadMessage(t *testing.T) {
+	for _, n := range []int{0, 1, 100, readBufSize - 1, readBufSize, readBufSize + 1, 3*readBufSize + 7} {
+		want := make([]byte, n)
+		for i := range want {
+			want[i] = byte('a' + i%26)
+		}
+		got, err := readMessage(iotest.HalfReader(bytes.NewReader(want)))
+		if err != nil || !bytes.Equal(got, want) || got == nil {
+			t.Fatalf("%d bytes: got %d (%v)", n, len(got), err)
+		}
+		if cap(got) != n {
+			t.Errorf("%d bytes in a slice of capacity %d", n, cap(got))
+		}
+	}
+	boom := errors.New("boom")
+	got, err := readMessage(io.MultiReader(strings.NewReader("part"), iotest.ErrReader(boom)))
+	if !errors.Is(err, boom) || string(got) != "part" {
+		t.Fatalf("failing reader: %q %v; want what came and the error", got, err)
 	}
 }

@@ -3,6 +3,7 @@ package wsconn
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"sync"
 	"time"
@@ -43,9 +44,18 @@ func (s *sock) pend(b []byte) {
 // Read is the library's path from the network; it reads one at a time.
 func (s *sock) Read(p []byte) (int, error) {
 	if s.pending == nil {
+		lingered, err := s.lingerWait()
+		if err != nil {
+			return 0, err
+		}
 		buf := readBufs.Get().(*[]byte)
 		*buf = (*buf)[:cap(*buf)]
-		n, err := s.readSocket(*buf)
+		var n int
+		if lingered {
+			n, err = readNow(s.raw, *buf) // it has bytes: takes them without waiting
+		} else {
+			n, err = s.readSocket(*buf)
+		}
 		if n <= 0 {
 			readBufs.Put(buf)
 			return 0, err
@@ -65,32 +75,66 @@ func (s *sock) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// readSocket reads what the socket has; at a boundary it waits at most
-// linger.
+// readSocket reads what the socket has; at a boundary it does not wait
+// (lingerWait did, if the read may linger).
 func (s *sock) readSocket(b []byte) (int, error) {
 	if s.raw == nil || !s.boundary.Load() || s.stopped.Load() {
 		return s.Conn.Read(b)
 	}
-	if s.linger <= 0 {
-		return readNow(s.raw, b)
+	return readNow(s.raw, b)
+}
+
+// lingerWait waits, at a boundary of a read that may linger, at most the
+// linger for the socket to have bytes, holding no buffer meanwhile: a
+// reader lingers after every message, and with a pooled buffer held
+// through each wait every chatty connection kept one, and the pool lost
+// them all at each collection. It reports whether it waited; ErrIdle if
+// nothing came.
+func (s *sock) lingerWait() (bool, error) {
+	if s.raw == nil || !s.boundary.Load() || s.stopped.Load() || s.linger <= 0 {
+		return false, nil
 	}
 	s.mu.Lock()
 	if s.stopped.Load() {
 		s.mu.Unlock()
-		return s.Conn.Read(b)
+		return false, nil
 	}
 	s.lingers = true
 	_ = s.Conn.SetReadDeadline(time.Now().Add(s.linger))
 	s.mu.Unlock()
-	n, err := s.Conn.Read(b)
+	err := waitReadable(s.raw)
 	s.mu.Lock()
 	s.lingers = false
 	_ = s.Conn.SetReadDeadline(time.Time{})
 	s.mu.Unlock()
-	if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
-		return 0, ErrIdle
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return false, ErrIdle
 	}
-	return n, err
+	return err == nil, err
+}
+
+// readMessage reads a message to its end through a pooled buffer and
+// returns a copy of exactly its size: a chat frame of 100 bytes costs the
+// collector 100 bytes, not the 512 that io.ReadAll starts with.
+func readMessage(r io.Reader) ([]byte, error) {
+	buf := readBufs.Get().(*[]byte)
+	defer readBufs.Put(buf)
+	b := (*buf)[:0]
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			out := make([]byte, len(b))
+			copy(out, b)
+			if err == io.EOF {
+				err = nil
+			}
+			return out, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // longer than a pooled buffer: grow a copy
+		}
+	}
 }
 
 // ownPong is the pong a client answers sendPing's empty ping with: final,

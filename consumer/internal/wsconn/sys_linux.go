@@ -31,6 +31,20 @@ func readNow(raw syscall.RawConn, b []byte) (int, error) {
 	return n, err
 }
 
+// waitReadable waits until the socket has bytes (or an end or an error to
+// read), within its read deadline, without reading them.
+func waitReadable(raw syscall.RawConn) error {
+	return raw.Read(func(fd uintptr) bool {
+		var b [1]byte
+		for {
+			_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			if err != syscall.EINTR {
+				return err != syscall.EAGAIN // else wait for the poller
+			}
+		}
+	})
+}
+
 // writeNow writes what the socket's buffer takes of b without waiting:
 // errWouldBlock if it takes nothing.
 func writeNow(raw syscall.RawConn, b []byte) (int, error) {
