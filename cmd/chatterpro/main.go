@@ -20,7 +20,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -32,25 +31,10 @@ import (
 
 func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: &logLevel}))
-	setGCPercent()
+	setGCPolicy()
 	if err := run(context.Background(), os.Args[1:], log); err != nil {
 		log.Error("chatterpro stopped", "err", err)
 		os.Exit(1)
-	}
-}
-
-// gcPercent is the garbage collector's target (GOGC) unless the GOGC
-// environment variable sets another. A server holding many idle
-// connections is mostly long-lived per-connection state, and the Go
-// runtime lets the heap grow to (1 + GOGC/100) times that state before it
-// collects: at Go's default of 100 an idle connection costs about twice
-// what it holds. 50 keeps the process near 1.5 times, for a little more
-// collection work per message on busy nodes (BENCHMARKS.md has both).
-const gcPercent = 50
-
-func setGCPercent() {
-	if _, set := os.LookupEnv("GOGC"); !set {
-		debug.SetGCPercent(gcPercent)
 	}
 }
 
