@@ -16,8 +16,10 @@ import (
 // the slowest of the run (BENCHMARKS.md, many rooms on Redis). So the heap
 // may also grow to gcFloor before a collection: after each collection the
 // target is raised for as long as 1.5 times the live state stays below
-// the floor. A node with more live state than gcFloor/1.5 runs at GOGC 50
-// as before; a small one holds up to gcFloor of heap.
+// the floor (and no further: a target so high that the runtime's minimum
+// heap, which grows with it, passes the floor would let the heap grow far
+// beyond it). A node with more live state than gcFloor/1.5 runs at GOGC
+// 50 as before; a small one holds up to gcFloor of heap.
 const (
 	gcPercent = 50
 	gcFloor   = 64 << 20
@@ -44,17 +46,24 @@ type gcPolicy struct {
 }
 
 func newGCPolicy(base int, floor uint64) *gcPolicy {
-	return &gcPolicy{base: base, floor: floor, sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
+	return &gcPolicy{base: base, floor: floor, sample: []metrics.Sample{
+		{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"},
+	}}
 }
 
-// gcPercentFor is the target that lets a heap of live bytes grow to floor
-// before the next collection, and never lower than base.
-func gcPercentFor(live uint64, base int, floor uint64) int {
-	live = max(live, 1<<20) // before the first collection nothing is known to be live
-	if live*uint64(100+base)/100 >= floor {
+// gcPercentFor is the target that lets a heap of live bytes, with roots
+// bytes of stacks and globals to scan, grow to floor before the next
+// collection, and never lower than base. The runtime's next collection
+// comes when the heap reaches live + (live + roots) × GOGC/100, and no
+// sooner than at its minimum heap, 4 MiB × GOGC/100: the target is kept
+// low enough that neither passes the floor.
+func gcPercentFor(live, roots uint64, base int, floor uint64) int {
+	if live >= floor {
 		return base
 	}
-	return int(floor*100/live) - 100
+	p := (floor - live) * 100 / max(live+roots, 1)
+	p = min(p, floor*100/(4<<20))
+	return max(int(p), base)
 }
 
 // start sets the target now and after every collection (a finalizer that
@@ -79,11 +88,13 @@ func (p *gcPolicy) retune() bool {
 		return false
 	}
 	metrics.Read(p.sample)
-	var live uint64
-	if p.sample[0].Value.Kind() == metrics.KindUint64 {
-		live = p.sample[0].Value.Uint64()
+	var v [3]uint64
+	for i, s := range p.sample {
+		if s.Value.Kind() == metrics.KindUint64 {
+			v[i] = s.Value.Uint64()
+		}
 	}
-	if want := gcPercentFor(live, p.base, p.floor); want != p.last {
+	if want := gcPercentFor(v[0], v[1]+v[2], p.base, p.floor); want != p.last {
 		debug.SetGCPercent(want)
 		p.last = want
 	}
