@@ -77,8 +77,9 @@ type recordBatch struct {
 	ids     []string // the recorded IDs, if the replicas confirmed them
 	heldErr error
 
-	// The batch's own storage for the usual batch of one message, and its
-	// pipeline call (see pipeline.asyncRecord): one allocation a record.
+	// Storage for the usual batch of one message, and the batch's pipeline
+	// call (see pipeline.asyncRecord): a record's batch is one allocation,
+	// not four.
 	one     [1]Message
 	oneDone [1]func(Message, error)
 	keyPair [2]string
