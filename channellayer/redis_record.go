@@ -103,8 +103,16 @@ func (r *Redis) newRecordBatch(group string, msg Message, done func(Message, err
 var (
 	recordSHA               any = recordScript.Hash()
 	publishArg, spublishArg any = "PUBLISH", "SPUBLISH"
-	sepArgs                     = [2]any{"", ","} // idSep's answers
+	sepNone, sepComma       any = "", ","
 )
+
+// sepArg is idSep's answer as an argument.
+func sepArg(body []byte) any {
+	if idSep(body) == "" {
+		return sepNone
+	}
+	return sepComma
+}
 
 // cmdProcessor is a client or a pipeline: what queues a prepared command.
 type cmdProcessor interface {
@@ -144,7 +152,7 @@ func (b *recordBatch) queue(ctx context.Context, c redis.Cmdable) redis.Cmder {
 	if b.key != "" {
 		m := b.msgs[0]
 		b.keys = []string{b.r.historyKey(b.group), b.channel, b.r.recordKeysKey(b.group)}
-		b.args = []any{b.r.sizeArg, pub, b.r.ttlArg, b.key, m.Type, m.Body, idSep(m.Body)}
+		b.args = []any{b.r.sizeArg, pub, b.r.ttlArg, b.key, m.Type, m.Body, sepArg(m.Body)}
 		return recordOnceScript.EvalSha(ctx, c, b.keys, b.args...)
 	}
 	b.keyPair = [2]string{b.r.historyKey(b.group), b.channel}
@@ -154,11 +162,7 @@ func (b *recordBatch) queue(ctx context.Context, c redis.Cmdable) redis.Cmder {
 	full := make([]any, 0, 8+3*len(b.msgs))
 	full = append(full, "evalsha", recordSHA, 2, b.keys[0], b.keys[1], b.r.sizeArg, pub, b.r.ttlArg)
 	for _, m := range b.msgs {
-		sep := sepArgs[0]
-		if idSep(m.Body) != "" {
-			sep = sepArgs[1]
-		}
-		full = append(full, m.Type, m.Body, sep)
+		full = append(full, m.Type, m.Body, sepArg(m.Body))
 	}
 	b.args = full[5:] // ARGV, for a NOSCRIPT retry
 	proc, ok := c.(cmdProcessor)

@@ -44,18 +44,12 @@ func (s *sock) pend(b []byte) {
 // Read is the library's path from the network; it reads one at a time.
 func (s *sock) Read(p []byte) (int, error) {
 	if s.pending == nil {
-		lingered, err := s.lingerWait()
-		if err != nil {
+		if err := s.lingerWait(); err != nil {
 			return 0, err
 		}
 		buf := readBufs.Get().(*[]byte)
 		*buf = (*buf)[:cap(*buf)]
-		var n int
-		if lingered {
-			n, err = readNow(s.raw, *buf) // it has bytes: takes them without waiting
-		} else {
-			n, err = s.readSocket(*buf)
-		}
+		n, err := s.readSocket(*buf)
 		if n <= 0 {
 			readBufs.Put(buf)
 			return 0, err
@@ -88,16 +82,15 @@ func (s *sock) readSocket(b []byte) (int, error) {
 // linger for the socket to have bytes, holding no buffer meanwhile: a
 // reader lingers after every message, and with a pooled buffer held
 // through each wait every chatty connection kept one, and the pool lost
-// them all at each collection. It reports whether it waited; ErrIdle if
-// nothing came.
-func (s *sock) lingerWait() (bool, error) {
+// them all at each collection. ErrIdle if nothing came.
+func (s *sock) lingerWait() error {
 	if s.raw == nil || !s.boundary.Load() || s.stopped.Load() || s.linger <= 0 {
-		return false, nil
+		return nil
 	}
 	s.mu.Lock()
 	if s.stopped.Load() {
 		s.mu.Unlock()
-		return false, nil
+		return nil
 	}
 	s.lingers = true
 	_ = s.Conn.SetReadDeadline(time.Now().Add(s.linger))
@@ -108,9 +101,9 @@ func (s *sock) lingerWait() (bool, error) {
 	_ = s.Conn.SetReadDeadline(time.Time{})
 	s.mu.Unlock()
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return false, ErrIdle
+		return ErrIdle
 	}
-	return err == nil, err
+	return err
 }
 
 // readMessage reads a message to its end through a pooled buffer and
