@@ -98,14 +98,19 @@ func (w *Wire) Send(p []byte) error {
 
 // Attach connects the transport: frames queued before go out, and a close
 // that came first proceeds.
+//
+// The queue starts before attached is set: a closer, started here or by a
+// Close that sees attached, must find the frames queued before it with
+// their writer, not a queue that has not started and so has nothing to
+// write.
 func (w *Wire) Attach(t Transport) {
 	w.t = t
+	if w.out.Start() {
+		w.startWriter()
+	}
 	w.attached.Store(true)
 	if w.closing.Load() {
 		w.startCloser()
-	}
-	if w.out.Start() {
-		w.startWriter()
 	}
 }
 
