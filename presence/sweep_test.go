@@ -349,3 +349,64 @@ func TestSweepGoesInChunks(t *testing.T) {
 		}
 	}
 }
+
+// A person whose process died and who is back on another process before
+// the dead entry is swept is no leave, even where the new entry's own
+// signal has not arrived yet (it waits in line on its process): the
+// sweep's signal carries the key's live entries. Here the new entry is
+// written to the layer with no signal at all.
+func TestSweepKeepsAKeyThatCameBack(t *testing.T) {
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem := newMemory(t)
+	counting := &countingSweeps{Memory: mem, sweepCounts: sweepCounts{groups: map[string]int{}}}
+	a := newTracker(t, ctx, counting, Options{TTL: 5 * time.Second, Interval: 20 * time.Millisecond})
+	// bob's entry on a process that died: a learns it with the group.
+	if err := mem.Track(ctx, "room", "ghost-1", []byte(`{"v":2,"k":"bob","t":1}`), 500*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	adaCh, _ := mem.NewChannel(ctx)
+	if err := a.Track(ctx, "room", "ada", adaCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	if keys := cachedKeys(a, "room"); !slices.Equal(keys, []string{"ada", "bob"}) {
+		t.Fatalf("a lists %q, want ada and bob", keys)
+	}
+	// bob back on another process, its signal not sent.
+	if err := mem.Track(ctx, "room", "bob-2", []byte(`{"v":2,"k":"bob","t":2}`), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	counting.waitRemoved(t, "ghost-1")
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return !slices.ContainsFunc(a.groups["room"].live.es, func(e liveEntry) bool { return e.id == idHash("ghost-1") })
+	}, "the sweep's signal applied")
+	if keys := cachedKeys(a, "room"); !slices.Equal(keys, []string{"ada", "bob"}) {
+		t.Errorf("after the sweep a lists %q, want ada and bob (bob-2 is live)", keys)
+	}
+	// Whatever diffs ada got up to cy's join, none says bob left.
+	b := newTracker(t, ctx, mem, Options{TTL: 5 * time.Second, Interval: 20 * time.Millisecond})
+	cyCh, _ := mem.NewChannel(ctx)
+	if err := b.Track(ctx, "room", "cy", cyCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		d := nextDiff(ctx, t, mem, adaCh)
+		if _, left := d.Leaves["bob"]; left {
+			t.Fatalf("ada was told bob left: %+v", d)
+		}
+		if _, ok := d.Joins["cy"]; ok {
+			break
+		}
+	}
+}
+
+// cachedKeys lists the keys of the tracker's view of group.
+func cachedKeys(tr *Tracker, group string) []string {
+	list, _ := tr.Cached(group)
+	keys := make([]string, len(list))
+	for i, p := range list {
+		keys[i] = p.Key
+	}
+	return keys
+}

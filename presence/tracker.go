@@ -1148,18 +1148,117 @@ func (t *Tracker) sweep() {
 		return
 	}
 	bodies := make(map[string]signalBody, len(expired))
+	emptied := make(map[string]map[string]bool)
+	t.mu.Lock()
 	for name, ms := range expired {
 		gone := make([]signalEntry, 0, len(ms))
+		died := false // an entry whose process stopped refreshing it, not a grace period's
 		for _, m := range ms {
 			if o, ok := setOp(m.Key, m.Info); ok {
 				gone = append(gone, signalEntry{ID: m.Key, Key: o.key})
+				died = died || !inGrace(m.Info)
 			}
 		}
 		if len(gone) > 0 {
 			bodies[name] = signalBody{Gone: gone}
 		}
+		if died {
+			if keys := t.emptiedKeys(name, gone); len(keys) > 0 {
+				emptied[name] = keys
+			}
+		}
 	}
+	t.mu.Unlock()
+	t.addReturned(bodies, emptied)
 	t.signalAll(bodies)
+}
+
+// emptiedKeys returns the keys of gone (entries a sweep removed from
+// group) that are left without an entry in this tracker's view of the
+// group. Under t.mu.
+func (t *Tracker) emptiedKeys(group string, gone []signalEntry) map[string]bool {
+	g := t.groups[group]
+	if g == nil || !g.known {
+		return nil
+	}
+	ids := make(map[uint64]bool, len(gone))
+	for _, e := range gone {
+		ids[idHash(e.ID)] = true
+	}
+	var keys map[string]bool
+	for _, e := range gone {
+		i, j := g.live.span(e.Key)
+		left := false
+		for _, le := range g.live.es[i:j] {
+			left = left || !ids[le.id]
+		}
+		if !left {
+			if keys == nil {
+				keys = make(map[string]bool)
+			}
+			keys[e.Key] = true
+		}
+	}
+	return keys
+}
+
+// inGrace reports whether an entry's info says its connection was lost
+// and given a grace period (its process alive to say so).
+func inGrace(b []byte) bool {
+	var in struct {
+		Grace bool `json:"g"`
+	}
+	return json.Unmarshal(b, &in) == nil && in.Grace
+}
+
+// addReturned adds to the gone signals of a sweep the live entries of the
+// keys it would leave without one (emptied: by group), read from the
+// layer after the sweep: a person whose process died and who came back on
+// another before the sweep is then no leave, even where the signal of
+// the new entry has not arrived yet. Only sweeps of a dead process's
+// entries read: a grace period's end is the usual leave, one per lost
+// connection, and a read for each would cost a group read per
+// disconnect. A node that dies leaves thousands of
+// people to come back at once; the signals of their new entries wait in
+// line on their nodes, and a sweep's signal that overtook them announced
+// them as gone (and back again seconds later). A key's other entries that
+// this tracker knows were signalled before the sweep's signal, on the
+// same channel, so every tracker has them: only keys that this view would
+// empty are read for. Where a read fails, the signal goes as it is.
+func (t *Tracker) addReturned(bodies map[string]signalBody, emptied map[string]map[string]bool) {
+	if len(emptied) == 0 {
+		return
+	}
+	names := slices.Collect(maps.Keys(emptied))
+	var mu sync.Mutex
+	add := func(all map[string][]channellayer.Member) {
+		mu.Lock()
+		defer mu.Unlock()
+		for name, ms := range all {
+			b := bodies[name]
+			for _, m := range ms {
+				if o, ok := setOp(m.Key, m.Info); ok && emptied[name][o.key] {
+					b.Set = append(b.Set, signalEntry{ID: m.Key, Info: m.Info})
+				}
+			}
+			bodies[name] = b
+		}
+	}
+	inChunks(names, flushChunk, sweepParallel, func(chunk []string) {
+		ctx, cancel := t.callCtx()
+		defer cancel()
+		if l, ok := t.layer.(channellayer.PresenceLister); ok {
+			if all, err := l.ListAll(ctx, chunk); err == nil {
+				add(all)
+			}
+			return
+		}
+		for _, name := range chunk {
+			if ms, err := t.p.List(ctx, name); err == nil {
+				add(map[string][]channellayer.Member{name: ms})
+			}
+		}
+	})
 }
 
 // sweepDue sweeps the groups whose sweepAt has come (sweepChunk per
