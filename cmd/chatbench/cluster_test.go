@@ -354,3 +354,63 @@ func TestTailSeries(t *testing.T) {
 		t.Errorf("slowest by second %v, want %v", rep.MaxBySec, want)
 	}
 }
+
+// The report judges a run against the scale targets, each miss with its
+// figure; a run read back from JSON (numbers as float64) is judged alike.
+func TestScaleTargets(t *testing.T) {
+	met := func() *clusterRun {
+		return &clusterRun{
+			Params: map[string]any{"clients": 100000, "p99_limit_ms": 250.0, "presence_ttl": "30s"},
+			Metrics: map[string]float64{
+				"connected": 100000, "failed": 0,
+				"rss_kib_per_conn_max_node": 11.4, "idle_rss_kib_per_conn_max_node": 11.3,
+				"kill_clients_dropped": 12500, "kill_clients_back": 12500, "kill_all_back_s": 17.9,
+				"kill_entries_gone_s": 30.0, "kill_presence_converged_s": 17.9, "kill_presence_pending": 0,
+				"kill_lost": 0, "kill_dups": 0,
+			},
+			Steps: []clusterStep{{Phase: "steady", P99ms: 69.2}, {Phase: "ladder", P99ms: 4094}},
+		}
+	}
+	if misses := scaleMisses(met()); len(misses) != 0 {
+		t.Fatalf("a run that meets every target missed %q", misses)
+	}
+	b, err := json.Marshal(met())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back clusterRun
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if misses := scaleMisses(&back); len(misses) != 0 {
+		t.Fatalf("the same run read from JSON missed %q", misses)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(r *clusterRun)
+		want   string
+	}{
+		{"held", func(r *clusterRun) { r.Metrics["connected"] = 99990 }, "99990 of 100000 connections held"},
+		{"failed", func(r *clusterRun) { r.Metrics["failed"] = 3 }, "3 connections failed"},
+		{"p99", func(r *clusterRun) { r.Steps[0].P99ms = 251 }, "steady p99 251.0 ms (limit 250)"},
+		{"steady lost", func(r *clusterRun) { r.Steps[0].Lost = 2 }, "steady 2 lost, 0 duplicated"},
+		{"memory", func(r *clusterRun) { r.Metrics["idle_rss_kib_per_conn_max_node"] = 12.6 }, "12.6 KiB per connection on the worst node"},
+		{"back", func(r *clusterRun) { r.Metrics["kill_all_back_s"] = 30.9 }, "all back in 30.9 s (target 30s)"},
+		{"not all back", func(r *clusterRun) { r.Metrics["kill_clients_back"] = 12000 }, "12000 of 12500 dropped clients back"},
+		{"gone", func(r *clusterRun) { r.Metrics["kill_entries_gone_s"] = 40.5 }, "dead entries gone in 40.5 s (target 40s)"},
+		{"exact", func(r *clusterRun) { r.Metrics["kill_presence_converged_s"] = 42.7 }, "rooms exact in 42.7 s (target 40s)"},
+		{"never exact", func(r *clusterRun) { r.Metrics["kill_presence_pending"] = 14 }, "rooms exact in — s"},
+		{"kill lost", func(r *clusterRun) { r.Metrics["kill_lost"] = 5 }, "kill: 5 acknowledged deliveries missing"},
+		{"no kill", func(r *clusterRun) { delete(r.Metrics, "kill_clients_dropped") }, "no kill"},
+	} {
+		r := met()
+		tc.change(r)
+		misses := scaleMisses(r)
+		if len(misses) != 1 || !strings.Contains(misses[0], tc.want) {
+			t.Errorf("%s: misses %q, want one with %q", tc.name, misses, tc.want)
+		}
+	}
+	if md := (&clusterReport{Runs: []*clusterRun{met()}}).markdown(); !strings.Contains(md, "| all met |") {
+		t.Errorf("the report does not say the targets are met:\n%s", md)
+	}
+}
