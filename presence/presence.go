@@ -15,7 +15,9 @@
 // Entries of a process that dies without a goodbye expire after the TTL;
 // the first tracker to sweep the group removes them (the layer's Expire
 // hands each entry to exactly one caller) and every process delivers the
-// resulting leave to its own connections, once.
+// resulting leave to its own connections, once. A person who is back on
+// another process by then is no leave, even if the signal of their new
+// entry has not arrived yet: the sweep's signal carries it.
 //
 // Package consumer builds on it (Conn.Track); use it directly only to track
 // something that is not a connection.

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -358,29 +359,8 @@ func TestSweepGoesInChunks(t *testing.T) {
 func TestSweepKeepsAKeyThatCameBack(t *testing.T) {
 	ctx := testkit.ContextWithin(t, 30*time.Second)
 	mem := newMemory(t)
-	counting := &countingSweeps{Memory: mem, sweepCounts: sweepCounts{groups: map[string]int{}}}
-	a := newTracker(t, ctx, counting, Options{TTL: 5 * time.Second, Interval: 20 * time.Millisecond})
-	// bob's entry on a process that died: a learns it with the group.
-	if err := mem.Track(ctx, "room", "ghost-1", []byte(`{"v":2,"k":"bob","t":1}`), 500*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	adaCh, _ := mem.NewChannel(ctx)
-	if err := a.Track(ctx, "room", "ada", adaCh, nil); err != nil {
-		t.Fatal(err)
-	}
-	if keys := cachedKeys(a, "room"); !slices.Equal(keys, []string{"ada", "bob"}) {
-		t.Fatalf("a lists %q, want ada and bob", keys)
-	}
-	// bob back on another process, its signal not sent.
-	if err := mem.Track(ctx, "room", "bob-2", []byte(`{"v":2,"k":"bob","t":2}`), 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	counting.waitRemoved(t, "ghost-1")
-	testkit.Eventually(t, 10*time.Second, func() bool {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		return !slices.ContainsFunc(a.groups["room"].live.es, func(e liveEntry) bool { return e.id == idHash("ghost-1") })
-	}, "the sweep's signal applied")
+	layer := &leaveInWindow{countingSweeps: countingSweeps{Memory: mem, sweepCounts: sweepCounts{groups: map[string]int{}}}}
+	a, adaCh := sweepAfterReturn(ctx, t, mem, layer)
 	if keys := cachedKeys(a, "room"); !slices.Equal(keys, []string{"ada", "bob"}) {
 		t.Errorf("after the sweep a lists %q, want ada and bob (bob-2 is live)", keys)
 	}
@@ -399,6 +379,138 @@ func TestSweepKeepsAKeyThatCameBack(t *testing.T) {
 			break
 		}
 	}
+}
+
+// An entry the sweep's signal carries as live, but that leaves between
+// the sweep's read and its signal (its own gone signal could go out in
+// between, and the sweep's would list it again), is signalled gone once
+// more after a second read: nobody keeps listing it.
+func TestSweepConfirmsWhatItKept(t *testing.T) {
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem := newMemory(t)
+	layer := &leaveInWindow{countingSweeps: countingSweeps{Memory: mem, sweepCounts: sweepCounts{groups: map[string]int{}}}}
+	layer.leave.Store(true) // bob-2 leaves right after the sweep's read
+	a, adaCh := sweepAfterReturn(ctx, t, mem, layer)
+	waitLeave(ctx, t, mem, adaCh, "bob")
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		return slices.Equal(cachedKeys(a, "room"), []string{"ada"})
+	}, "bob no longer listed")
+}
+
+// The same when the person came back on the sweeping process itself: its
+// view has the new entry at once, but the entry's signal may still wait
+// in its outbox, so it does not tell the others of it.
+func TestSweepKeepsAKeyBackOnTheSweeper(t *testing.T) {
+	ctx := testkit.ContextWithin(t, 30*time.Second)
+	mem := newMemory(t)
+	counting := &countingSweeps{Memory: mem, sweepCounts: sweepCounts{groups: map[string]int{}}}
+	opts := Options{TTL: 5 * time.Second, Interval: 20 * time.Millisecond}
+	a := newTracker(t, ctx, counting, opts)
+	b := newTracker(t, ctx, noSweeps{mem}, opts) // only a sweeps
+	if err := mem.Track(ctx, "room", "ghost-1", []byte(`{"v":2,"k":"bob","t":1}`), 500*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	cyCh, _ := mem.NewChannel(ctx)
+	if err := b.Track(ctx, "room", "cy", cyCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	adaCh, _ := mem.NewChannel(ctx)
+	if err := a.Track(ctx, "room", "ada", adaCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitJoin(ctx, t, mem, cyCh, "room", "ada")
+	// bob back on a, its signal held in a's outbox while a sends nothing.
+	a.sendMu.Lock()
+	held := true
+	defer func() {
+		if held {
+			a.sendMu.Unlock()
+		}
+	}()
+	bobCh, _ := mem.NewChannel(ctx)
+	if err := a.Track(ctx, "room", "bob", bobCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	counting.waitRemoved(t, "ghost-1")
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return !slices.ContainsFunc(b.groups["room"].live.es, func(e liveEntry) bool { return e.id == idHash("ghost-1") })
+	}, "the sweep's signal applied at b")
+	if keys := cachedKeys(b, "room"); !slices.Equal(keys, []string{"ada", "bob", "cy"}) {
+		t.Errorf("after the sweep b lists %q, want ada, bob and cy", keys)
+	}
+	held = false
+	a.sendMu.Unlock()
+	// Whatever diffs cy got up to dan's join, none says bob left.
+	danCh, _ := mem.NewChannel(ctx)
+	if err := a.Track(ctx, "room", "dan", danCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		d := nextDiff(ctx, t, mem, cyCh)
+		if _, left := d.Leaves["bob"]; left {
+			t.Fatalf("cy was told bob left: %+v", d)
+		}
+		if _, ok := d.Joins["dan"]; ok {
+			break
+		}
+	}
+}
+
+// noSweeps is a Memory layer whose sweeps remove nothing.
+type noSweeps struct{ *channellayer.Memory }
+
+func (noSweeps) SweepAll(ctx context.Context, groups []string) (map[string]channellayer.Swept, error) {
+	return map[string]channellayer.Swept{}, nil
+}
+
+// leaveInWindow is a Memory layer whose next ListAll, once leave is set,
+// removes bob-2 (with no signal) after it has read the groups.
+type leaveInWindow struct {
+	countingSweeps
+	leave atomic.Bool
+}
+
+func (l *leaveInWindow) ListAll(ctx context.Context, groups []string) (map[string][]channellayer.Member, error) {
+	all, err := l.Memory.ListAll(ctx, groups)
+	if l.leave.CompareAndSwap(true, false) {
+		if uerr := l.Memory.Untrack(ctx, "room", "bob-2"); uerr != nil {
+			return nil, uerr
+		}
+	}
+	return all, err
+}
+
+// sweepAfterReturn makes a tracker on layer that knows bob's entry on a
+// dead process (ghost-1), writes bob's new entry (bob-2) with no signal,
+// and returns once the tracker has swept ghost-1 and applied its signal.
+func sweepAfterReturn(ctx context.Context, t *testing.T, mem *channellayer.Memory, layer *leaveInWindow) (*Tracker, string) {
+	t.Helper()
+	// A TTL of 30 s: the group's repair read, which would mend a wrong
+	// view too, comes three TTLs after its first read at the earliest,
+	// long after the test's context has ended.
+	a := newTracker(t, ctx, layer, Options{TTL: 30 * time.Second, Interval: 20 * time.Millisecond})
+	if err := mem.Track(ctx, "room", "ghost-1", []byte(`{"v":2,"k":"bob","t":1}`), 500*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	adaCh, _ := mem.NewChannel(ctx)
+	if err := a.Track(ctx, "room", "ada", adaCh, nil); err != nil {
+		t.Fatal(err)
+	}
+	if keys := cachedKeys(a, "room"); !slices.Equal(keys, []string{"ada", "bob"}) {
+		t.Fatalf("a lists %q, want ada and bob", keys)
+	}
+	if err := mem.Track(ctx, "room", "bob-2", []byte(`{"v":2,"k":"bob","t":2}`), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	layer.waitRemoved(t, "ghost-1")
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return !slices.ContainsFunc(a.groups["room"].live.es, func(e liveEntry) bool { return e.id == idHash("ghost-1") })
+	}, "the sweep's signal applied")
+	return a, adaCh
 }
 
 // cachedKeys lists the keys of the tracker's view of group.

@@ -1169,21 +1169,27 @@ func (t *Tracker) sweep() {
 		}
 	}
 	t.mu.Unlock()
-	t.addReturned(bodies, emptied)
+	returned := t.addReturned(bodies, emptied)
 	t.signalAll(bodies)
+	t.confirmReturned(returned)
 }
 
 // emptiedKeys returns the keys of gone (entries a sweep removed from
-// group) that are left without an entry in this tracker's view of the
-// group. Under t.mu.
+// group) that are left without an entry that the other trackers know of
+// in this tracker's view of the group. This tracker's own entries do not
+// count: its view has them at once, and their signals may still wait in
+// its outbox. Under t.mu.
 func (t *Tracker) emptiedKeys(group string, gone []signalEntry) map[string]bool {
 	g := t.groups[group]
 	if g == nil || !g.known {
 		return nil
 	}
-	ids := make(map[uint64]bool, len(gone))
+	ids := make(map[uint64]bool, len(gone)+len(g.entries)) // not counted: gone, or local
 	for _, e := range gone {
 		ids[idHash(e.ID)] = true
+	}
+	for id := range g.entries {
+		ids[idHash(id)] = true
 	}
 	var keys map[string]bool
 	for _, e := range gone {
@@ -1214,51 +1220,94 @@ func inGrace(b []byte) bool {
 // addReturned adds to the gone signals of a sweep the live entries of the
 // keys it would leave without one (emptied: by group), read from the
 // layer after the sweep: a person whose process died and who came back on
-// another before the sweep is then no leave, even where the signal of
-// the new entry has not arrived yet. Only sweeps of a dead process's
-// entries read: a grace period's end is the usual leave, one per lost
-// connection, and a read for each would cost a group read per
-// disconnect. A node that dies leaves thousands of
+// another before the sweep is then no leave, even where the signal of the
+// new entry has not arrived yet. A node that dies leaves thousands of
 // people to come back at once; the signals of their new entries wait in
 // line on their nodes, and a sweep's signal that overtook them announced
-// them as gone (and back again seconds later). A key's other entries that
-// this tracker knows were signalled before the sweep's signal, on the
-// same channel, so every tracker has them: only keys that this view would
-// empty are read for. Where a read fails, the signal goes as it is.
-func (t *Tracker) addReturned(bodies map[string]signalBody, emptied map[string]map[string]bool) {
-	if len(emptied) == 0 {
+// them as gone (and back again seconds later).
+//
+// Only keys this view would empty are read for: a key's other entries
+// that this tracker knows were signalled before the sweep's signal, on
+// the same channel, so every tracker has them. Only sweeps of a dead
+// process's entries read: a grace period's end is the usual leave, one
+// per lost connection, and a read for each would cost a group read per
+// disconnect, nor are entries in a grace period added (they are leaving).
+// Where a read fails, the signal goes as it is. An entry read here may
+// leave before this signal goes out, and its own gone signal go before
+// it: confirmReturned mends that. It returns the entries it added, by
+// group.
+func (t *Tracker) addReturned(bodies map[string]signalBody, emptied map[string]map[string]bool) map[string][]signalEntry {
+	added := make(map[string][]signalEntry) // ID and key, as a gone signal names them
+	for name, ms := range t.listGroups(slices.Collect(maps.Keys(emptied))) {
+		b := bodies[name]
+		for _, m := range ms {
+			if o, ok := setOp(m.Key, m.Info); ok && emptied[name][o.key] && !inGrace(m.Info) {
+				b.Set = append(b.Set, signalEntry{ID: m.Key, Info: m.Info})
+				added[name] = append(added[name], signalEntry{ID: m.Key, Key: o.key})
+			}
+		}
+		bodies[name] = b
+	}
+	return added
+}
+
+// confirmReturned reads again, after the sweep's signal went out, the
+// groups whose signal carried returned entries (see addReturned), and
+// signals gone those that have left meanwhile: their own gone signal may
+// have gone out between the read and the sweep's signal, and would
+// otherwise leave them listed by the others until a full read.
+func (t *Tracker) confirmReturned(returned map[string][]signalEntry) {
+	if len(returned) == 0 {
 		return
 	}
-	names := slices.Collect(maps.Keys(emptied))
-	var mu sync.Mutex
-	add := func(all map[string][]channellayer.Member) {
-		mu.Lock()
-		defer mu.Unlock()
-		for name, ms := range all {
-			b := bodies[name]
-			for _, m := range ms {
-				if o, ok := setOp(m.Key, m.Info); ok && emptied[name][o.key] {
-					b.Set = append(b.Set, signalEntry{ID: m.Key, Info: m.Info})
-				}
+	bodies := make(map[string]signalBody)
+	for name, ms := range t.listGroups(slices.Collect(maps.Keys(returned))) {
+		live := make(map[string]bool, len(ms))
+		for _, m := range ms {
+			live[m.Key] = true
+		}
+		var gone []signalEntry
+		for _, e := range returned[name] {
+			if !live[e.ID] {
+				gone = append(gone, signalEntry{ID: e.ID, Key: e.Key})
 			}
-			bodies[name] = b
+		}
+		if len(gone) > 0 {
+			bodies[name] = signalBody{Gone: gone}
 		}
 	}
-	inChunks(names, flushChunk, sweepParallel, func(chunk []string) {
+	t.signalAll(bodies)
+}
+
+// listGroups reads the entries of groups, sweepChunk per call, calls
+// side by side; a group whose read failed is missing from the answer.
+func (t *Tracker) listGroups(names []string) map[string][]channellayer.Member {
+	out := make(map[string][]channellayer.Member, len(names))
+	var mu sync.Mutex
+	inChunks(names, sweepChunk, sweepParallel, func(chunk []string) {
 		ctx, cancel := t.callCtx()
 		defer cancel()
 		if l, ok := t.layer.(channellayer.PresenceLister); ok {
-			if all, err := l.ListAll(ctx, chunk); err == nil {
-				add(all)
+			all, err := l.ListAll(ctx, chunk)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, name := range chunk {
+				out[name] = all[name] // absent: no entries
 			}
 			return
 		}
 		for _, name := range chunk {
 			if ms, err := t.p.List(ctx, name); err == nil {
-				add(map[string][]channellayer.Member{name: ms})
+				mu.Lock()
+				out[name] = ms
+				mu.Unlock()
 			}
 		}
 	})
+	return out
 }
 
 // sweepDue sweeps the groups whose sweepAt has come (sweepChunk per
