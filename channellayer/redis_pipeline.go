@@ -3,6 +3,7 @@ package channellayer
 import (
 	"context"
 	"maps"
+	"runtime"
 	"sync"
 	"time"
 
@@ -269,6 +270,13 @@ func (p *pipeline) next() {
 func (p *pipeline) send(ctx context.Context, pipe redis.Pipeliner, batch []*pipeCall, wait *redis.Cmd) {
 	defer p.wg.Done()
 	_, _ = pipe.Exec(ctx) // each command carries its own error; Exec empties pipe for the next batch
+	// The answer and the records' pub/sub messages come from Redis
+	// together. Let the pub/sub reader, ready by now, deliver to the local
+	// members before this goroutine hands out the answers: otherwise the
+	// acknowledgements' writes come first on this processor, and every
+	// member waits for them (many rooms on Redis, ABAB over 12 runs: p99
+	// ratio to centrifuge 1.30 and 1.14 without, 1.03 and 1.09 with).
+	runtime.Gosched()
 	if wait != nil {
 		p.settleHeld(ctx, batch, wait)
 	}
