@@ -370,15 +370,7 @@ func TestSweepKeepsAKeyThatCameBack(t *testing.T) {
 	if err := b.Track(ctx, "room", "cy", cyCh, nil); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		d := nextDiff(ctx, t, mem, adaCh)
-		if _, left := d.Leaves["bob"]; left {
-			t.Fatalf("ada was told bob left: %+v", d)
-		}
-		if _, ok := d.Joins["cy"]; ok {
-			break
-		}
-	}
+	noLeaveUntilJoin(ctx, t, mem, adaCh, "bob", "cy")
 }
 
 // An entry the sweep's signal carries as live, but that leaves between
@@ -432,11 +424,7 @@ func TestSweepKeepsAKeyBackOnTheSweeper(t *testing.T) {
 		t.Fatal(err)
 	}
 	counting.waitRemoved(t, "ghost-1")
-	testkit.Eventually(t, 10*time.Second, func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return !slices.ContainsFunc(b.groups["room"].live.es, func(e liveEntry) bool { return e.id == idHash("ghost-1") })
-	}, "the sweep's signal applied at b")
+	waitUnlisted(t, b, "room", "ghost-1")
 	if keys := cachedKeys(b, "room"); !slices.Equal(keys, []string{"ada", "bob", "cy"}) {
 		t.Errorf("after the sweep b lists %q, want ada, bob and cy", keys)
 	}
@@ -447,13 +435,20 @@ func TestSweepKeepsAKeyBackOnTheSweeper(t *testing.T) {
 	if err := a.Track(ctx, "room", "dan", danCh, nil); err != nil {
 		t.Fatal(err)
 	}
+	noLeaveUntilJoin(ctx, t, mem, cyCh, "bob", "dan")
+}
+
+// noLeaveUntilJoin reads the diffs on channel up to the one with joined's
+// join, and fails if one of them says key left.
+func noLeaveUntilJoin(ctx context.Context, t *testing.T, l channellayer.Layer, channel, key, joined string) {
+	t.Helper()
 	for {
-		d := nextDiff(ctx, t, mem, cyCh)
-		if _, left := d.Leaves["bob"]; left {
-			t.Fatalf("cy was told bob left: %+v", d)
+		d := nextDiff(ctx, t, l, channel)
+		if _, left := d.Leaves[key]; left {
+			t.Fatalf("%s was said to have left: %+v", key, d)
 		}
-		if _, ok := d.Joins["dan"]; ok {
-			break
+		if _, ok := d.Joins[joined]; ok {
+			return
 		}
 	}
 }
@@ -505,12 +500,19 @@ func sweepAfterReturn(ctx context.Context, t *testing.T, mem *channellayer.Memor
 		t.Fatal(err)
 	}
 	layer.waitRemoved(t, "ghost-1")
-	testkit.Eventually(t, 10*time.Second, func() bool {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		return !slices.ContainsFunc(a.groups["room"].live.es, func(e liveEntry) bool { return e.id == idHash("ghost-1") })
-	}, "the sweep's signal applied")
+	waitUnlisted(t, a, "room", "ghost-1")
 	return a, adaCh
+}
+
+// waitUnlisted waits until the entry id is gone from tr's view of group
+// (the sweep's signal applied there).
+func waitUnlisted(t *testing.T, tr *Tracker, group, id string) {
+	t.Helper()
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		return !slices.ContainsFunc(tr.groups[group].live.es, func(e liveEntry) bool { return e.id == idHash(id) })
+	}, id+" gone from the view")
 }
 
 // cachedKeys lists the keys of the tracker's view of group.
