@@ -51,3 +51,12 @@ func StreamMessage(id string, values map[string]any) (Message, bool) {
 // HasTypeField exposes hasTypeField to the tests: whether an encoded JSON
 // object has a top-level key decoders read as "type".
 func HasTypeField(b []byte) bool { return hasTypeField(b) }
+
+// Queued is how many commands wait in the pipeline of group's channel for
+// a round trip.
+func (r *Redis) Queued(group string) int {
+	p := r.pipe.of(noWait, r.groupChan(group))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.queue)
+}

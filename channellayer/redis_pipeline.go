@@ -28,8 +28,12 @@ import (
 // first or a record batch fills up (see recordBatch.full): fewer, bigger
 // round trips for a little latency.
 //
+// A pipeline has a second round trip for unwaited records (see trip):
+// while one is under way, records of the groups it does not carry go at
+// once in the other.
+//
 // Each caller still gets its own command's result, in the order the
-// commands came. A caller whose context ends while its command waits takes
+// commands came (records: in the order of their group's). A caller whose context ends while its command waits takes
 // it back: it is never sent. One sent is as uncertain as any network call
 // cut short. A batch is bounded by redisBatchTimeout and by Close.
 //
@@ -48,19 +52,36 @@ type pipeline struct {
 	linger      time.Duration // RedisOptions.RecordLinger; 0: none
 
 	mu        sync.Mutex
-	busy      bool            // a round trip is under way, or a batch lingers
-	lingering bool            // the next batch waits for timer
-	timer     *time.Timer     // the linger timer, made on first use
-	lastStart time.Time       // when the last round trip began
-	queue     []*pipeCall     // waiting for the next batch
-	spare     []*pipeCall     // the array of the batch before, for reuse
-	pipe      redis.Pipeliner // the batches', made on first use: one batch at a time
+	trips     [2]trip     // trips[1] only without a linger or replicas (see trip)
+	lingering bool        // trips[0]'s next batch waits for timer
+	timer     *time.Timer // the linger timer, made on first use
+	lastStart time.Time   // when the last round trip began
+	queue     []*pipeCall // waiting for the next batch
+	spare     []*pipeCall // the array of a batch before, for reuse
 	closed    bool
+}
+
+// trip is one of a pipeline's two round trips. A batch takes what waits
+// when one of them is free, except what must not pass the other's
+// commands: while one is under way, the other carries only unwaited
+// records of other groups than its records' (each group's records keep
+// their order), and nothing while it carries anything else. So a record
+// that comes while a round trip is under way, to a group that is not in
+// it, goes at once on the second, instead of waiting for the first one's
+// answer (many rooms: at p90 the wait was most of a record's time).
+type trip struct {
+	busy  bool            // under way (trips[0]: or a batch lingers)
+	only  bool            // it carries only unwaited records: calls says which
+	calls []*pipeCall     // its batch, while under way
+	pipe  redis.Pipeliner // its batches', made on first use
 }
 
 const (
 	pipeBusy = 20 * time.Millisecond // a round trip that began this recently makes it busy
 	pipeFull = 64                    // commands that send a lingering batch at once
+	// pipeScan bounds the other round trip's calls a batch compares its
+	// records' groups with; beyond it a batch waits for that round trip.
+	pipeScan = 64
 )
 
 // pipeCall is one caller's command, waiting for a batch.
@@ -102,6 +123,26 @@ func (c *pipeCall) finish() {
 	}
 }
 
+// record reports whether c is an unwaited record that may pass the
+// commands of other groups.
+func (c *pipeCall) record() bool { return c.batch != nil && c.held == nil }
+
+// passes reports whether c may go while t is under way.
+func (c *pipeCall) passes(t *trip) bool {
+	if !t.busy {
+		return true
+	}
+	if !t.only || !c.record() || len(t.calls) > pipeScan {
+		return false
+	}
+	for _, o := range t.calls {
+		if o.batch.group == c.batch.group {
+			return false
+		}
+	}
+	return true
+}
+
 // do runs one command: add issues it on c and returns it. It returns the
 // command with its result, the context's error if ctx ended while the
 // command waited, or ErrClosed once the layer is closing.
@@ -116,13 +157,14 @@ func (p *pipeline) doCall(ctx context.Context, call *pipeCall) (redis.Cmder, err
 		p.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if !p.busy {
-		p.busy = true
+	if !p.trips[0].busy && !p.trips[1].busy {
+		t := &p.trips[0]
+		t.busy, t.only = true, false
 		p.lastStart = time.Now()
 		p.wg.Add(1) // under mu, while not closed: Close waits for it
 		p.mu.Unlock()
 		defer p.wg.Done()
-		defer p.next() // even if add panics: the queue must move on
+		defer p.next(0) // even if add panics: the queue must move on
 		if call.held != nil {
 			return p.heldAlone(ctx, call), nil
 		}
@@ -149,9 +191,9 @@ func (p *pipeline) doCall(ctx context.Context, call *pipeCall) (redis.Cmder, err
 }
 
 // asyncRecord queues an unwaited record: b.finish gets its result, in the
-// order the records came, on the pipeline's goroutine (or at once, if it
-// fails with nothing ahead of it). A record queued
-// right behind an unsent one of the same group merges into it (see
+// order the records of its group came, on a pipeline goroutine (or at
+// once, if it fails with nothing ahead of it). A record queued right
+// behind an unsent one of the same group merges into it (see
 // recordBatch.merge), so that one script call records both.
 func (p *pipeline) asyncRecord(b *recordBatch) {
 	p.mu.Lock()
@@ -161,7 +203,7 @@ func (p *pipeline) asyncRecord(b *recordBatch) {
 		return
 	}
 	if b.err != nil { // it only fails: after the records ahead of it, if any
-		if p.busy {
+		if p.trips[0].busy || p.trips[1].busy {
 			p.queue = append(p.queue, &pipeCall{queue: b.queue, then: b.finish})
 			p.mu.Unlock()
 		} else {
@@ -178,20 +220,21 @@ func (p *pipeline) asyncRecord(b *recordBatch) {
 		p.queue = append(p.queue, &b.call)
 		full = len(p.queue) >= pipeFull
 	}
-	if p.busy {
+	i := p.free()
+	if i < 0 {
 		full = full && p.lingering && p.timer.Stop()
 		if full {
 			p.lingering = false
 		}
 		p.mu.Unlock()
 		if full {
-			p.sendHeld()
+			p.sendHeld(0)
 		}
 		return
 	}
-	p.busy = true
+	p.trips[i].busy = true
 	p.wg.Add(1) // under mu, while not closed: Close waits for the batch
-	if p.linger > 0 && time.Since(p.lastStart) < pipeBusy {
+	if i == 0 && p.linger > 0 && time.Since(p.lastStart) < pipeBusy {
 		p.lingering = true
 		if p.timer == nil {
 			p.timer = time.AfterFunc(p.linger, p.lingered)
@@ -202,7 +245,20 @@ func (p *pipeline) asyncRecord(b *recordBatch) {
 		return
 	}
 	p.mu.Unlock()
-	p.sendHeld()
+	p.sendHeld(i)
+}
+
+// free returns a round trip that is not under way and may start, or -1.
+// The second one goes only beside the first: with a linger or replicas, a
+// pipeline has one.
+func (p *pipeline) free() int {
+	switch {
+	case !p.trips[0].busy:
+		return 0
+	case !p.trips[1].busy && p.linger == 0 && p.replicas == 0:
+		return 1
+	}
+	return -1
 }
 
 // lingered is the linger timer's: the batch waited long enough.
@@ -210,48 +266,60 @@ func (p *pipeline) lingered() {
 	p.mu.Lock()
 	p.lingering = false
 	p.mu.Unlock()
-	p.sendHeld()
+	p.sendHeld(0)
 }
 
-// sendHeld starts the batch asyncRecord made the pipeline busy for, and
-// ends the hold asyncRecord took on Close.
-func (p *pipeline) sendHeld() {
+// sendHeld starts a batch on round trip i, which asyncRecord made busy,
+// and ends the hold asyncRecord took on Close.
+func (p *pipeline) sendHeld(i int) {
 	defer p.wg.Done()
-	p.next()
+	p.next(i)
 }
 
-// next starts a batch of what waits, on its own goroutine so that the
-// caller that ended a round trip returns, or marks the pipeline idle.
-func (p *pipeline) next() {
+// next starts a batch on round trip i of what waits and may pass the
+// other round trip, on its own goroutine so that the caller that ended a
+// round trip returns; or it marks round trip i idle.
+func (p *pipeline) next(i int) {
 	p.mu.Lock()
-	batch := p.queue[:0]
-	for _, c := range p.queue {
-		if !c.gone {
+	t, other := &p.trips[i], &p.trips[1-i]
+	t.calls, t.only = nil, true
+	batch, rest := p.spare[:0], p.queue[:0]
+	for j, c := range p.queue {
+		switch {
+		case c.gone:
+			continue
+		case p.closed || c.passes(other):
+			c.taken = true
 			batch = append(batch, c)
+			t.only = t.only && c.record()
+			continue
+		case !c.record():
+			// It keeps its place, and nothing behind it passes it.
+			rest = append(rest, p.queue[j:]...)
+		default:
+			rest = append(rest, c) // it waits for its group's records
+			continue
 		}
-		c.taken = true
+		break
 	}
-	clear(p.queue[len(batch):]) // the array keeps no abandoned message
+	clear(p.queue[len(rest):]) // the array keeps no abandoned message
+	p.queue = rest
+	if len(batch) > 0 {
+		p.spare = nil // the batch's now
+	}
 	if len(batch) == 0 || p.closed {
-		p.busy = false
-		if len(batch) == 0 {
-			p.queue = batch // keep the array for the next batch
-		} else {
-			p.queue = nil // closed: the calls below end with ErrClosed
-		}
+		t.busy = false
 		p.mu.Unlock()
 		for _, c := range batch {
-			c.finish() // no command: ErrClosed
+			c.finish() // closed, no command: ErrClosed
 		}
 		return
 	}
-	p.queue = p.spare[:0]
-	p.spare = nil
 	p.lastStart = time.Now()
-	if p.pipe == nil {
-		p.pipe = p.client.Pipeline()
+	if t.pipe == nil {
+		t.pipe = p.client.Pipeline()
 	}
-	pipe := p.pipe
+	pipe := t.pipe
 	ctx := &batchCtx{Context: p.ctx, deadline: p.lastStart.Add(redisBatchTimeout)}
 	holds := false
 	for _, c := range batch {
@@ -262,12 +330,13 @@ func (p *pipeline) next() {
 	if holds {
 		wait = p.queueWait(ctx, pipe)
 	}
+	t.calls = batch
 	p.wg.Add(1) // under mu, while not closed: Close waits for it
 	p.mu.Unlock()
-	go p.send(ctx, pipe, batch, wait)
+	go p.send(ctx, i, pipe, batch, wait)
 }
 
-func (p *pipeline) send(ctx context.Context, pipe redis.Pipeliner, batch []*pipeCall, wait *redis.Cmd) {
+func (p *pipeline) send(ctx context.Context, i int, pipe redis.Pipeliner, batch []*pipeCall, wait *redis.Cmd) {
 	defer p.wg.Done()
 	_, _ = pipe.Exec(ctx) // each command carries its own error; Exec empties pipe for the next batch
 	// The answer and the records' pub/sub messages come from Redis
@@ -283,13 +352,14 @@ func (p *pipeline) send(ctx context.Context, pipe redis.Pipeliner, batch []*pipe
 	for _, c := range batch {
 		c.finish()
 	}
-	clear(batch)
 	p.mu.Lock()
+	p.trips[i].calls = nil
+	clear(batch)
 	if p.spare == nil && cap(batch) <= 1024 {
 		p.spare = batch[:0]
 	}
 	p.mu.Unlock()
-	p.next()
+	p.next(i)
 }
 
 // batchCtx is a batch's context: the layer's (which ends at Close), with

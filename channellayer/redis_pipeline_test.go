@@ -548,3 +548,99 @@ func testManyGroupsRepaired(t *testing.T, client redis.UniversalClient, peer *ch
 		t.Errorf("the gaps of %d groups took %d round trips; want at most 12 (read together)", n, trips)
 	}
 }
+
+// gateHook holds a pipeline that carries a message of type "gated" until
+// open is closed, and tells entered when it does.
+type gateHook struct{ entered, open chan struct{} }
+
+func (gateHook) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (h gateHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			if slices.Contains(c.Args(), any("gated")) {
+				h.entered <- struct{}{}
+				<-h.open
+				break
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// While a round trip is under way, an unwaited record of a group that is
+// not in it goes at once in a second round trip; a record of a group that
+// is in it waits for it, and so does everything behind a command that is
+// not an unwaited record. Each group's messages arrive in order.
+func TestRedisRecordPassesOtherGroups(t *testing.T) {
+	const held, other, third = "held", "other", "third"
+	srv := redistest.Start(t)
+	client := newClient(t, srv.Addr())
+	gate := gateHook{entered: make(chan struct{}, 1), open: make(chan struct{})}
+	client.AddHook(gate)
+	var opened atomic.Bool
+	open := sync.OnceFunc(func() { opened.Store(true); close(gate.open) })
+	l := openRedisLayer(t, client, newPrefix(), channellayer.RedisOptions{}, 5*time.Second)
+	t.Cleanup(open) // before the layer closes: a failed test leaves no round trip held
+	chHeld, chOther, chThird := newChan(t, l, held), newChan(t, l, other), newChan(t, l, third)
+	if _, err := l.GroupSendRecorded(tctx(t, 5*time.Second), held, mustMsg(t, "warm", nil)); err != nil {
+		t.Fatal(err) // the script loaded
+	}
+	recv(t, l, chHeld)
+
+	done := make(chan string, 4)
+	async := func(g, typ string) {
+		l.GroupSendRecordedAsync(g, mustMsg(t, typ, nil), func(_ channellayer.Message, err error) {
+			if err != nil {
+				t.Errorf("%s: %v", typ, err)
+			}
+			if typ != "other-1" && !opened.Load() {
+				t.Errorf("%s was done while the gated round trip was held; it should have waited for it", typ)
+			}
+			done <- typ
+		})
+	}
+	async(held, "gated")
+	testkit.Receive(t, gate.entered, 5*time.Second, "the gated round trip under way")
+	async(held, "held-2")
+	if n := l.Queued(held); n != 1 {
+		t.Fatalf("a record of the group under way: %d commands queued, want 1 (it waits)", n)
+	}
+	async(other, "other-1")
+	if n := l.Queued(other); n != 1 {
+		t.Fatalf("a record of another group: %d commands queued, want 1 (only the first group's)", n)
+	}
+	if got := testkit.Receive(t, done, 5*time.Second, "the record of another group done"); got != "other-1" {
+		t.Fatalf("%s done first, want other-1", got)
+	}
+
+	// A plain send waits, and a record of a third group behind it too.
+	sent := make(chan error, 1)
+	go func() { sent <- l.GroupSend(tctx(t, 5*time.Second), third, mustMsg(t, "plain", nil)) }()
+	testkit.Eventually(t, 5*time.Second, func() bool { return l.Queued(third) == 2 }, "the plain send queued")
+	async(third, "third-1")
+	if n := l.Queued(third); n != 3 {
+		t.Fatalf("a record behind a plain send: %d commands queued, want 3 (it must not pass the send)", n)
+	}
+
+	open()
+	if err := testkit.Receive(t, sent, 5*time.Second, "the plain send"); err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for range 3 {
+		order = append(order, testkit.Receive(t, done, 5*time.Second, "a record done"))
+	}
+	if want := []string{"gated", "held-2", "third-1"}; !slices.Equal(order, want) {
+		t.Errorf("records done in the order %v after the gate opened, want %v", order, want)
+	}
+	for ch, want := range map[string][]string{chHeld: {"gated", "held-2"}, chOther: {"other-1"}, chThird: {"plain", "third-1"}} {
+		for _, typ := range want {
+			if m := recv(t, l, ch); m.Type != typ {
+				t.Fatalf("got a message of type %q, want %q", m.Type, typ)
+			}
+		}
+		silent(t, l, ch)
+	}
+}
