@@ -10,7 +10,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -148,6 +150,12 @@ func (s *Server) start() error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if err := Ping(s.Addr()); err == nil {
+			// The port may have been taken between probing and binding it,
+			// by a server of another test process, which answers for ours.
+			if mine, err := listens(cmd.Process.Pid, s.port); err == nil && !mine {
+				s.Kill()
+				return fmt.Errorf("port %d is another process's: redis-server could not bind it", s.port)
+			}
 			return nil
 		}
 		select {
@@ -224,4 +232,33 @@ func (s *Server) Running() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cmd != nil
+}
+
+// listens reports whether process pid has a socket listening on port of
+// 127.0.0.1, from /proc/net/tcp and the process's descriptors (an error
+// where /proc/net/tcp cannot be read: not Linux).
+func listens(pid, port int) (bool, error) {
+	table, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return false, err
+	}
+	local := fmt.Sprintf("0100007F:%04X", port)
+	sockets := make(map[string]bool)
+	for _, line := range strings.Split(string(table), "\n")[1:] {
+		// sl local_address rem_address st ... inode
+		if f := strings.Fields(line); len(f) > 9 && f[1] == local && f[3] == "0A" {
+			sockets["socket:["+f[9]+"]"] = true
+		}
+	}
+	fds := fmt.Sprintf("/proc/%d/fd", pid)
+	entries, err := os.ReadDir(fds)
+	if err != nil {
+		return false, nil // exited: a server that cannot bind its port stops at once
+	}
+	for _, e := range entries {
+		if link, err := os.Readlink(filepath.Join(fds, e.Name())); err == nil && sockets[link] {
+			return true, nil
+		}
+	}
+	return false, nil
 }
