@@ -147,6 +147,7 @@ type op struct {
 	gone  bool
 	since int64
 	meta  json.RawMessage
+	grace bool // its connection is lost and may come back (info.Grace)
 }
 
 func (o op) entry() liveEntry { return liveEntry{key: o.key, id: o.id, since: o.since, meta: o.meta} }
@@ -167,7 +168,7 @@ func infoOp(id string, in info) op {
 	if m == nil {
 		m = json.RawMessage("null")
 	}
-	return op{id: idHash(id), key: in.Key, since: in.Since, meta: m}
+	return op{id: idHash(id), key: in.Key, since: in.Since, meta: m, grace: in.Grace}
 }
 
 // touch is what a diff needs to know of a key changed since the last diff.

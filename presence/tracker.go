@@ -1020,31 +1020,10 @@ func (t *Tracker) reread(refs []groupRef) {
 	for i, r := range refs {
 		names[i] = r.name
 	}
-	states := make(map[string]live, len(names))
-	var err error
-	if l, ok := t.layer.(channellayer.PresenceLister); ok { // one round trip
-		ctx, cancel := t.callCtx()
-		var all map[string][]channellayer.Member
-		all, err = l.ListAll(ctx, names)
-		cancel()
-		if err == nil {
-			for _, name := range names {
-				states[name] = liveOf(all[name]) // absent: no entries
-			}
-		} else {
-			err = fmt.Errorf("presence: listing %d groups: %w", len(names), err)
-		}
-	} else {
-		for _, name := range names {
-			ctx, cancel := t.callCtx()
-			l, lerr := t.readLive(ctx, name)
-			cancel()
-			if lerr != nil {
-				err = lerr
-				continue
-			}
-			states[name] = l
-		}
+	all, err := t.listGroups(names, len(names), 1) // one round trip where the layer lists at once
+	states := make(map[string]live, len(all))
+	for name, ms := range all {
+		states[name] = liveOf(ms)
 	}
 	var diffs []pendingDiff
 	failed := 0
@@ -1156,7 +1135,7 @@ func (t *Tracker) sweep() {
 		for _, m := range ms {
 			if o, ok := setOp(m.Key, m.Info); ok {
 				gone = append(gone, signalEntry{ID: m.Key, Key: o.key})
-				died = died || !inGrace(m.Info)
+				died = died || !o.grace
 			}
 		}
 		if len(gone) > 0 {
@@ -1208,15 +1187,6 @@ func (t *Tracker) emptiedKeys(group string, gone []signalEntry) map[string]bool 
 	return keys
 }
 
-// inGrace reports whether an entry's info says its connection was lost
-// and given a grace period (its process alive to say so).
-func inGrace(b []byte) bool {
-	var in struct {
-		Grace bool `json:"g"`
-	}
-	return json.Unmarshal(b, &in) == nil && in.Grace
-}
-
 // addReturned adds to the gone signals of a sweep the live entries of the
 // keys it would leave without one (emptied: by group), read from the
 // layer after the sweep: a person whose process died and who came back on
@@ -1238,10 +1208,12 @@ func inGrace(b []byte) bool {
 // group.
 func (t *Tracker) addReturned(bodies map[string]signalBody, emptied map[string]map[string]bool) map[string][]signalEntry {
 	added := make(map[string][]signalEntry) // ID and key, as a gone signal names them
-	for name, ms := range t.listGroups(slices.Collect(maps.Keys(emptied))) {
+	// Where a read failed, the signal goes as it is.
+	all, _ := t.listGroups(slices.Collect(maps.Keys(emptied)), sweepChunk, sweepParallel)
+	for name, ms := range all {
 		b := bodies[name]
 		for _, m := range ms {
-			if o, ok := setOp(m.Key, m.Info); ok && emptied[name][o.key] && !inGrace(m.Info) {
+			if o, ok := setOp(m.Key, m.Info); ok && emptied[name][o.key] && !o.grace {
 				b.Set = append(b.Set, signalEntry{ID: m.Key, Info: m.Info})
 				added[name] = append(added[name], signalEntry{ID: m.Key, Key: o.key})
 			}
@@ -1261,7 +1233,9 @@ func (t *Tracker) confirmReturned(returned map[string][]signalEntry) {
 		return
 	}
 	bodies := make(map[string]signalBody)
-	for name, ms := range t.listGroups(slices.Collect(maps.Keys(returned))) {
+	// A group not read here is mended by its next full read.
+	all, _ := t.listGroups(slices.Collect(maps.Keys(returned)), sweepChunk, sweepParallel)
+	for name, ms := range all {
 		live := make(map[string]bool, len(ms))
 		for _, m := range ms {
 			live[m.Key] = true
@@ -1279,35 +1253,43 @@ func (t *Tracker) confirmReturned(returned map[string][]signalEntry) {
 	t.signalAll(bodies)
 }
 
-// listGroups reads the entries of groups, sweepChunk per call, calls
-// side by side; a group whose read failed is missing from the answer.
-func (t *Tracker) listGroups(names []string) map[string][]channellayer.Member {
-	out := make(map[string][]channellayer.Member, len(names))
+// listGroups reads the entries of groups: one ListAll per chunk of size
+// names where the layer is a channellayer.PresenceLister, else one List
+// per group, parallel chunks side by side. A group whose read failed is
+// missing from the answer, and err is one of the failures.
+func (t *Tracker) listGroups(names []string, size, parallel int) (out map[string][]channellayer.Member, err error) {
+	out = make(map[string][]channellayer.Member, len(names))
 	var mu sync.Mutex
-	inChunks(names, sweepChunk, sweepParallel, func(chunk []string) {
-		ctx, cancel := t.callCtx()
-		defer cancel()
+	inChunks(names, size, parallel, func(chunk []string) {
 		if l, ok := t.layer.(channellayer.PresenceLister); ok {
-			all, err := l.ListAll(ctx, chunk)
-			if err != nil {
-				return
-			}
+			ctx, cancel := t.callCtx()
+			all, lerr := l.ListAll(ctx, chunk)
+			cancel()
 			mu.Lock()
 			defer mu.Unlock()
+			if lerr != nil {
+				err = fmt.Errorf("presence: listing %d groups: %w", len(chunk), lerr)
+				return
+			}
 			for _, name := range chunk {
 				out[name] = all[name] // absent: no entries
 			}
 			return
 		}
 		for _, name := range chunk {
-			if ms, err := t.p.List(ctx, name); err == nil {
-				mu.Lock()
+			ctx, cancel := t.callCtx()
+			ms, lerr := t.p.List(ctx, name)
+			cancel()
+			mu.Lock()
+			if lerr != nil {
+				err = fmt.Errorf("presence: listing %q: %w", name, lerr)
+			} else {
 				out[name] = ms
-				mu.Unlock()
 			}
+			mu.Unlock()
 		}
 	})
-	return out
+	return out, err
 }
 
 // sweepDue sweeps the groups whose sweepAt has come (sweepChunk per
