@@ -57,7 +57,6 @@ type pipeline struct {
 	timer     *time.Timer // the linger timer, made on first use
 	lastStart time.Time   // when the last round trip began
 	queue     []*pipeCall // waiting for the next batch
-	spare     []*pipeCall // the array of a batch before, for reuse
 	closed    bool
 }
 
@@ -73,6 +72,7 @@ type trip struct {
 	busy  bool            // under way (trips[0]: or a batch lingers)
 	only  bool            // it carries only unwaited records: calls says which
 	calls []*pipeCall     // its batch, while under way
+	spare []*pipeCall     // the array of its batch before, for reuse
 	pipe  redis.Pipeliner // its batches', made on first use
 }
 
@@ -283,7 +283,7 @@ func (p *pipeline) next(i int) {
 	p.mu.Lock()
 	t, other := &p.trips[i], &p.trips[1-i]
 	t.calls, t.only = nil, true
-	batch, rest := p.spare[:0], p.queue[:0]
+	batch, rest := t.spare[:0], p.queue[:0]
 	for j, c := range p.queue {
 		switch {
 		case c.gone:
@@ -304,11 +304,11 @@ func (p *pipeline) next(i int) {
 	}
 	clear(p.queue[len(rest):]) // the array keeps no abandoned message
 	p.queue = rest
-	if len(batch) > 0 {
-		p.spare = nil // the batch's now
-	}
 	if len(batch) == 0 || p.closed {
 		t.busy = false
+		if len(batch) > 0 {
+			t.spare = nil // closed: the calls below end with ErrClosed, outside mu
+		}
 		p.mu.Unlock()
 		for _, c := range batch {
 			c.finish() // closed, no command: ErrClosed
@@ -353,10 +353,11 @@ func (p *pipeline) send(ctx context.Context, i int, pipe redis.Pipeliner, batch 
 		c.finish()
 	}
 	p.mu.Lock()
-	p.trips[i].calls = nil
+	t := &p.trips[i]
+	t.calls = nil
 	clear(batch)
-	if p.spare == nil && cap(batch) <= 1024 {
-		p.spare = batch[:0]
+	if cap(batch) <= 1024 {
+		t.spare = batch[:0]
 	}
 	p.mu.Unlock()
 	p.next(i)
