@@ -80,7 +80,8 @@ const (
 	pipeBusy = 20 * time.Millisecond // a round trip that began this recently makes it busy
 	pipeFull = 64                    // commands that send a lingering batch at once
 	// pipeScan bounds the other round trip's calls a batch compares its
-	// records' groups with; beyond it a batch waits for that round trip.
+	// records' groups with, and the queue a second round trip scans: beyond
+	// it a batch waits for the round trip under way.
 	pipeScan = 64
 )
 
@@ -249,13 +250,18 @@ func (p *pipeline) asyncRecord(b *recordBatch) {
 }
 
 // free returns a round trip that is not under way and may start, or -1.
-// The second one goes only beside the first: with a linger or replicas, a
-// pipeline has one.
+// With a linger or replicas a pipeline has one. The second starts only
+// where a record may pass the first: the first carries only records, and
+// neither it nor the queue is so long that comparing groups costs more
+// than the wait (a stalled Redis piles up records that none may pass; each
+// new one would compare them all).
 func (p *pipeline) free() int {
+	first := &p.trips[0]
 	switch {
-	case !p.trips[0].busy:
+	case !first.busy:
 		return 0
-	case !p.trips[1].busy && p.linger == 0 && p.replicas == 0:
+	case !p.trips[1].busy && p.linger == 0 && p.replicas == 0 &&
+		first.only && len(first.calls) <= pipeScan && len(p.queue) <= pipeScan:
 		return 1
 	}
 	return -1
