@@ -33,9 +33,10 @@ import (
 // once in the other.
 //
 // Each caller still gets its own command's result, in the order the
-// commands came (records: in the order of their group's). A caller whose context ends while its command waits takes
-// it back: it is never sent. One sent is as uncertain as any network call
-// cut short. A batch is bounded by redisBatchTimeout and by Close.
+// commands came (records: in the order of their group's). A caller whose
+// context ends while its command waits takes it back: it is never sent.
+// One sent is as uncertain as any network call cut short. A batch is
+// bounded by redisBatchTimeout and by Close.
 //
 // In a Redis Cluster each master has its own pipeline (see pipelines): a
 // slow or failing shard holds up only the commands it owns, and the
