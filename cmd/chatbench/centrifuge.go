@@ -37,7 +37,7 @@ const (
 	centrifugePath = "/connection/websocket"
 )
 
-var errAnchorSource = errors.New("chatbench: centrifuge anchor source not found")
+var errAnchorSource = errors.New("chatbench: anchor source not found")
 
 // centrifugeBinary returns the anchor binary to run, building it into dir
 // when -centrifuge-bin was not given.
@@ -59,17 +59,21 @@ func centrifugeBinary(cfg *config, dir string) (string, error) {
 
 // anchorSource finds the anchor's module from ChatterPro's go.mod (found
 // by the go command from the working directory).
-func anchorSource() (string, error) {
+func anchorSource() (string, error) { return anchorPath(anchorDir, "go.mod") }
+
+// anchorPath finds the folder rel of ChatterPro's module (located by the
+// go command from the working directory) and checks it holds file.
+func anchorPath(rel, file string) (string, error) {
 	b, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
 		return "", fmt.Errorf("%w: go env GOMOD: %v", errAnchorSource, err)
 	}
 	gomod := strings.TrimSpace(string(b))
 	if gomod == "" || gomod == os.DevNull {
-		return "", fmt.Errorf("%w: run chatbench inside ChatterPro's module or give -centrifuge-bin", errAnchorSource)
+		return "", fmt.Errorf("%w: run chatbench inside ChatterPro's module, or give the anchor's own flag (-centrifuge-bin, -socketio-dir)", errAnchorSource)
 	}
-	src := filepath.Join(filepath.Dir(gomod), filepath.FromSlash(anchorDir))
-	if _, err := os.Stat(filepath.Join(src, "go.mod")); err != nil {
+	src := filepath.Join(filepath.Dir(gomod), filepath.FromSlash(rel))
+	if _, err := os.Stat(filepath.Join(src, file)); err != nil {
 		return "", fmt.Errorf("%w: %v", errAnchorSource, err)
 	}
 	return src, nil
@@ -129,7 +133,8 @@ func startCentrifuge(ctx context.Context, cfg *config, dir string, nodes int, na
 	return t, nil
 }
 
-// isCentrifuge reports whether base is a centrifuge websocket endpoint.
+// isCentrifuge reports whether base is a centrifuge websocket endpoint
+// (join asks isSocketIO first: the Socket.IO anchor's is one too).
 func isCentrifuge(base string) bool { return strings.HasPrefix(base, "ws://") }
 
 // joinCentrifuge opens a websocket to a centrifuge endpoint, connects

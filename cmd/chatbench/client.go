@@ -99,12 +99,19 @@ type client struct {
 	centrifuge bool
 	cmdID      atomic.Uint32
 	pubPrefix  []byte
+	// socketio is set on a client of the Socket.IO anchor, which speaks
+	// Engine.IO and Socket.IO packets (see socketio.go).
+	socketio bool
 }
 
 // join logs in over HTTP and opens the room's websocket; it returns once
 // the first frame (history) has arrived. A base that is a websocket URL is
-// a centrifuge anchor's endpoint (see joinCentrifuge).
+// an anchor's endpoint: Socket.IO's (see joinSocketIO) or else
+// centrifuge's (see joinCentrifuge).
 func (nc *netClient) join(ctx context.Context, base string, id int, room string) (*client, error) {
+	if isSocketIO(base) {
+		return nc.joinSocketIO(ctx, base, id, room)
+	}
 	if isCentrifuge(base) {
 		return nc.joinCentrifuge(ctx, base, id, room)
 	}
@@ -200,9 +207,12 @@ func (c *client) readLoop() {
 				return
 			}
 		}
-		if c.centrifuge {
+		switch {
+		case c.centrifuge:
 			c.handleCentrifuge(buf, time.Now())
-		} else {
+		case c.socketio:
+			c.handleSocketIO(buf, time.Now())
+		default:
 			c.handle(buf, time.Now())
 		}
 	}
@@ -276,6 +286,9 @@ func messageFrame(buf []byte, sender, seq uint32, sched time.Time) []byte {
 func (c *client) frame(buf []byte, sender, seq uint32, sched time.Time) []byte {
 	if c.centrifuge {
 		return c.centrifugeFrame(buf, sender, seq, sched)
+	}
+	if c.socketio {
+		return socketioFrame(buf, sender, seq, sched)
 	}
 	return messageFrame(buf, sender, seq, sched)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -507,7 +508,7 @@ func scenarioTargets(cfg *config, scenario string) []string {
 		}
 		return []string{targetOursReplicas0, targetOursReplicas1}
 	}
-	return append(ownTargets(cfg, scenario), anchorTargets(cfg, scenario)...)
+	return slices.Concat(ownTargets(cfg, scenario), anchorTargets(cfg, scenario), socketioTargets(cfg, scenario))
 }
 
 // ownTargets lists ChatterPro's targets and the bare hub's.
@@ -524,7 +525,7 @@ func ownTargets(cfg *config, scenario string) []string {
 		return []string{targetOurs}
 	case "bare":
 		return []string{targetBare}
-	case "centrifuge":
+	case "centrifuge", targetSocketIO:
 		return nil
 	}
 	return []string{targetOurs, targetBare}
@@ -556,6 +557,8 @@ func runScenario(ctx context.Context, cfg *config, nc *netClient, dir, scenario 
 				t, err = startCentrifuge(ctx, cfg, dir, 1, targetCentrifuge)
 			case targetCentrifuge2:
 				t, err = startCentrifuge(ctx, cfg, dir, 2, targetCentrifuge2)
+			case targetSocketIO:
+				t, err = startSocketIO(ctx, cfg, dir)
 			case targetOursReplicas0:
 				t, err = startReplicated(ctx, cfg, dir, 0, name)
 			case targetOursReplicas1:
