@@ -9,10 +9,11 @@ import (
 )
 
 // ChatterPro against the centrifuge anchor: ratios in the scenario tables,
-// a step-by-step latency view of the fan-out ladders, and the verdicts of
-// the latency targets. Every ratio is taken within one run (both targets
-// measured by the same command, on the same machine, one after the other)
-// and the report gives the median over runs.
+// a step-by-step latency view of the fan-out ladders (with Socket.IO's
+// beside them when it ran), and the verdicts of the latency targets, the
+// Socket.IO stretch target among them. Every ratio is taken within one
+// run (both targets measured by the same command, on the same machine, one
+// after the other) and the report gives the median over runs.
 
 // anchorPairs lists the ChatterPro target and the centrifuge target each
 // scenario compares, ChatterPro first.
@@ -151,7 +152,8 @@ var ladderSetups = []struct {
 	scenario, setup, ours, anchor string
 	others                        []string
 }{
-	{"fanout", "one node, ChatterPro on the memory layer", targetOurs, targetCentrifuge, []string{targetBare}},
+	// Socket.IO's columns appear when it ran (-socketio).
+	{"fanout", "one node, ChatterPro on the memory layer", targetOurs, targetCentrifuge, []string{targetBare, targetSocketIO}},
 	{"crossnode", "one node on Redis", targetOursRedis, targetCentrifuge, nil},
 	{"crossnode", "two nodes + Redis", targetOurs2, targetCentrifuge2, nil},
 }
@@ -430,4 +432,82 @@ func joinRates(rs []float64) string {
 		parts[i] = fmt.Sprintf("%.0f", r)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// stretchRate is the highest rate of the stretch target: the ladder's
+// step at about 200 msgs/s (207 from 10 by 1.4).
+const stretchRate = 210
+
+// stretchStep is one run's figures at the stretch target's step: the
+// highest rate, at most stretchRate, that both ladders passed.
+type stretchStep struct {
+	run       int
+	rate      float64
+	ours, sio float64 // p50 ms
+}
+
+// stretchSteps finds, run by run, the stretch target's step of the
+// fan-out ladders of ChatterPro (memory layer) and Socket.IO. It returns
+// the runs with both ladders and those that had such a step.
+func stretchSteps(results []*result) (runs int, out []stretchStep) {
+	ladders := map[string]map[int]map[float64]step{} // target -> run -> rate
+	for _, r := range results {
+		if r.Scenario != "fanout" || (r.Target != targetOurs && r.Target != targetSocketIO) || len(r.Steps) == 0 {
+			continue
+		}
+		if ladders[r.Target] == nil {
+			ladders[r.Target] = map[int]map[float64]step{}
+		}
+		byRate := map[float64]step{}
+		for _, st := range r.Steps {
+			byRate[rateKey(st.MsgsPerSec)] = st
+		}
+		ladders[r.Target][r.Run] = byRate
+	}
+	for _, run := range slices.Sorted(maps.Keys(ladders[targetOurs])) {
+		ours, sio := ladders[targetOurs][run], ladders[targetSocketIO][run]
+		if sio == nil {
+			continue
+		}
+		runs++
+		best := stretchStep{run: run, rate: -1}
+		for rate, o := range ours {
+			s, ok := sio[rate]
+			if ok && o.Pass && s.Pass && rate <= stretchRate && rate > best.rate && o.P50ms > 0 && s.P50ms > 0 {
+				best.rate, best.ours, best.sio = rate, o.P50ms, s.P50ms
+			}
+		}
+		if best.rate > 0 {
+			out = append(out, best)
+		}
+	}
+	return runs, out
+}
+
+// socketioVerdict checks the stretch target of the performance issue:
+// ChatterPro's p50 below Socket.IO's at about 200 msgs/s, run by run. It
+// is met when every run with both ladders had a step both passed at most
+// stretchRate and the median of the per-run ratios is below 1.
+func socketioVerdict(rep *report) []verdict {
+	runs, steps := stretchSteps(rep.Results)
+	if runs == 0 {
+		return nil
+	}
+	var ours, sio, ratios, rates []float64
+	var pairs []string
+	for _, s := range steps {
+		ours, sio = append(ours, s.ours), append(sio, s.sio)
+		ratios, rates = append(ratios, s.ours/s.sio), append(rates, s.rate)
+		pairs = append(pairs, fmt.Sprintf("%s vs %s", fmtNum(s.ours), fmtNum(s.sio)))
+	}
+	detail := fmt.Sprintf("median p50 %s vs %s ms at the highest step <= %d msgs/s both passed (%s msgs/s); runs: %s ms; median ratio %.2f (runs: %s); %d of %d run(s) with such a step",
+		fmtNum(median(ours)), fmtNum(median(sio)), stretchRate, joinRates(rates), strings.Join(pairs, ", "),
+		median(ratios), joinRatios(ratios), len(steps), runs)
+	if len(steps) == 0 {
+		detail = fmt.Sprintf("no step <= %d msgs/s passed by both in %d run(s)", stretchRate, runs)
+	}
+	return []verdict{{
+		"stretch: fan-out 1 room, p50 at ~200 msgs/s below Socket.IO's (" + targetOurs + " vs " + targetSocketIO + " on its Redis adapter)",
+		len(steps) == runs && median(ratios) < 1, detail,
+	}}
 }

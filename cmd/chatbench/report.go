@@ -118,7 +118,7 @@ func extraTargets(scenario string) []string {
 	case "crossnode":
 		return []string{targetOursRedis, targetCentrifuge, targetCentrifuge2}
 	case "fanout":
-		return []string{targetCentrifuge}
+		return []string{targetCentrifuge, targetSocketIO}
 	case "rooms":
 		return []string{targetOursRedis, targetCentrifuge}
 	}
@@ -326,7 +326,8 @@ func verdicts(rep *report) []verdict {
 		}
 		out = append(out, verdict{"idle: 100 000 connections held by one node, nothing failing", largest >= want && failedThere == 0, detail})
 	}
-	return append(out, anchorVerdicts(rep)...)
+	out = append(out, anchorVerdicts(rep)...)
+	return append(out, socketioVerdict(rep)...)
 }
 
 // metricByRun gives a scenario's metric by run and target, for the runs

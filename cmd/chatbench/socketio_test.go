@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -178,5 +179,84 @@ func TestJoinSocketIORefused(t *testing.T) {
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		t.Fatal("join waited for its deadline")
+	}
+}
+
+// The report sets Socket.IO's ladder beside the others when it ran: a
+// column of the fan-out table, p50 and p99 columns in the latency view,
+// and the stretch target's row, decided run by run at the highest step of
+// at most 210 msgs/s both ChatterPro and Socket.IO passed. Without
+// Socket.IO results the report is as before.
+func TestSocketIOReport(t *testing.T) {
+	// ladder climbs the default ladder (10, 14, ... 207, 289) with p50s
+	// p50 at every step; steps from fail on fail.
+	ladder := func(target string, run int, p50 float64, fail int) *result {
+		r := &result{Scenario: "fanout", Target: target, Run: run}
+		rate := 10.0
+		for i := range 11 {
+			pass := fail == 0 || i+1 < fail
+			r.Steps = append(r.Steps, step{MsgsPerSec: rate, P50ms: p50, P99ms: 3 * p50, Pass: pass, CPUusPerDel: 1, LoadgenCores: 0.1, DeliveriesPerS: rate * 500, Cores: 0.5})
+			if !pass {
+				break
+			}
+			rate *= 1.4
+		}
+		r.Metrics = fanoutMetrics(r.Steps)
+		return r
+	}
+	base := []*result{
+		ladder(targetOurs, 1, 1, 0), ladder(targetBare, 1, 1, 0), ladder(targetCentrifuge, 1, 1.5, 0),
+		ladder(targetOurs, 2, 1.6, 0), ladder(targetBare, 2, 1, 0), ladder(targetCentrifuge, 2, 1.5, 0),
+	}
+	const row = "stretch: fan-out 1 room, p50 at ~200 msgs/s below Socket.IO's (chatterpro vs socketio on its Redis adapter)"
+	plain := newReport("test", 2, base).markdown("")
+	if strings.Contains(plain, "socketio") || strings.Contains(plain, "stretch") {
+		t.Errorf("without Socket.IO results the report mentions it:\n%s", plain)
+	}
+	if want := "| msgs/s | chatterpro p50 | chatterpro p99 | centrifuge p50 | centrifuge p99 | p50 ratio | p99 ratio | bare p50 | bare p99 | chatbench cores (chatterpro / centrifuge / bare) |"; !strings.Contains(plain, want) {
+		t.Errorf("without Socket.IO results the latency view lacks %q:\n%s", want, plain)
+	}
+
+	// Run 1: Socket.IO passes the whole ladder at 2 ms; run 2: it fails
+	// the 207 step, so the stretch is judged at 148 msgs/s.
+	withSIO := append(slices.Clone(base), ladder(targetSocketIO, 1, 2, 0), ladder(targetSocketIO, 2, 2, 10))
+	rep := newReport("test", 2, withSIO)
+	var v *verdict
+	for i := range rep.Verdicts {
+		if rep.Verdicts[i].Target == row {
+			v = &rep.Verdicts[i]
+		}
+	}
+	if v == nil {
+		t.Fatalf("no stretch row in %+v", rep.Verdicts)
+	}
+	wantDetail := "median p50 1.30 vs 2.00 ms at the highest step <= 210 msgs/s both passed (207, 148 msgs/s); runs: 1.00 vs 2.00, 1.60 vs 2.00 ms; median ratio 0.65 (runs: 0.50, 0.80); 2 of 2 run(s) with such a step"
+	if !v.Met || v.Detail != wantDetail {
+		t.Errorf("stretch row met %v, %q; want met, %q", v.Met, v.Detail, wantDetail)
+	}
+	md := rep.markdown("")
+	for _, want := range []string{
+		"| " + row + " | yes | " + wantDetail + " |",
+		"| metric | chatterpro | bare | chatterpro / bare | centrifuge | socketio | chatterpro / centrifuge | all runs |",
+		"| msgs/s | chatterpro p50 | chatterpro p99 | centrifuge p50 | centrifuge p99 | p50 ratio | p99 ratio | bare p50 | bare p99 | socketio p50 | socketio p99 | chatbench cores (chatterpro / centrifuge / bare / socketio) |",
+		"| 207 | 1.30 | 3.90 | 1.50 | 4.50 | 0.87 | 0.87 | 1.00 | 3.00 | 2.00 | 6.00 | 0.10 / 0.10 / 0.10 / 0.10 |",
+		"Ladder of socketio, run 1",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+
+	// ChatterPro much slower in one run of two: the median ratio is above 1;
+	// a run without a step both passed leaves it unmet too.
+	for name, rs := range map[string][]*result{
+		"slower":         append(slices.Clone(base), ladder(targetSocketIO, 1, 2, 0), ladder(targetSocketIO, 2, 1, 0)),
+		"no common step": append(slices.Clone(base), ladder(targetSocketIO, 1, 0.5, 0), ladder(targetSocketIO, 2, 2, 1)),
+	} {
+		for _, v := range newReport("test", 2, rs).Verdicts {
+			if v.Target == row && v.Met {
+				t.Errorf("%s: stretch met: %s", name, v.Detail)
+			}
+		}
 	}
 }
