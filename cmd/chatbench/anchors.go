@@ -147,11 +147,15 @@ type compareStep struct {
 	P99Ratio float64 `json:"p99_ratio"`
 }
 
-// ladderSetups are the fan-out comparisons of the latency view.
-var ladderSetups = []struct {
+// ladderSetup is one fan-out comparison of the latency view: the ladders
+// of ours and anchor (and of others, where they ran) in scenario.
+type ladderSetup struct {
 	scenario, setup, ours, anchor string
 	others                        []string
-}{
+}
+
+// ladderSetups are the fan-out comparisons of the latency view.
+var ladderSetups = []ladderSetup{
 	// Socket.IO's columns appear when it ran (-socketio).
 	{"fanout", "one node, ChatterPro on the memory layer", targetOurs, targetCentrifuge, []string{targetBare, targetSocketIO}},
 	{"crossnode", "one node on Redis", targetOursRedis, targetCentrifuge, nil},
@@ -165,116 +169,124 @@ func rateKey(r float64) float64 { return math.Round(r*100) / 100 }
 func compareLadders(results []*result) []ladderCompare {
 	var out []ladderCompare
 	for _, su := range ladderSetups {
-		// target -> run -> rate -> step
-		ladders := map[string]map[int]map[float64]step{}
-		for _, r := range results {
-			if r.Scenario != su.scenario || len(r.Steps) == 0 {
-				continue
-			}
-			if r.Target != su.ours && r.Target != su.anchor && !slices.Contains(su.others, r.Target) {
-				continue
-			}
-			if ladders[r.Target] == nil {
-				ladders[r.Target] = map[int]map[float64]step{}
-			}
-			byRate := map[float64]step{}
-			for _, st := range r.Steps {
-				byRate[rateKey(st.MsgsPerSec)] = st
-			}
-			ladders[r.Target][r.Run] = byRate
+		if lc, ok := compareSetup(results, su); ok {
+			out = append(out, lc)
 		}
-		if ladders[su.ours] == nil || ladders[su.anchor] == nil {
-			continue
-		}
-		lc := ladderCompare{Setup: su.setup, Scenario: su.scenario, Ours: su.ours, Anchor: su.anchor}
-		for _, o := range su.others {
-			if ladders[o] != nil {
-				lc.Others = append(lc.Others, o)
-			}
-		}
-		rates := map[float64]bool{}
-		for _, byRun := range ladders {
-			for _, byRate := range byRun {
-				for k := range byRate {
-					rates[k] = true
-				}
-			}
-		}
-		for _, rate := range slices.Sorted(maps.Keys(rates)) {
-			cs := compareStep{MsgsPerSec: rate, P50ms: map[string]float64{}, P99ms: map[string]float64{},
-				LoadgenCores: map[string]float64{}, Failed: map[string]int{}}
-			for t, byRun := range ladders {
-				var p50, p99, lg []float64
-				for _, byRate := range byRun {
-					st, ok := byRate[rate]
-					if !ok {
-						continue
-					}
-					lg = append(lg, st.LoadgenCores)
-					if st.Pass {
-						p50, p99 = append(p50, st.P50ms), append(p99, st.P99ms)
-					} else {
-						cs.Failed[t]++
-					}
-				}
-				if len(lg) > 0 {
-					cs.LoadgenCores[t] = median(lg)
-				}
-				if len(p50) > 0 {
-					cs.P50ms[t], cs.P99ms[t] = median(p50), median(p99)
-				}
-			}
-			var r50, r99 []float64
-			for run, ours := range ladders[su.ours] {
-				a, ok1 := ladders[su.anchor][run][rate]
-				o, ok2 := ours[rate]
-				if ok1 && ok2 && a.Pass && o.Pass && a.P50ms > 0 && a.P99ms > 0 {
-					r50, r99 = append(r50, o.P50ms/a.P50ms), append(r99, o.P99ms/a.P99ms)
-				}
-			}
-			cs.P50Ratio, cs.P99Ratio = median(r50), median(r99)
-			lc.P50Worst, lc.P99Worst = max(lc.P50Worst, cs.P50Ratio), max(lc.P99Worst, cs.P99Ratio)
-			lc.Steps = append(lc.Steps, cs)
-		}
-		var cpuOurs, cpuAnchor, lgOurs, lgAnchor []float64
-		for _, run := range slices.Sorted(maps.Keys(ladders[su.ours])) {
-			ours, anchor := ladders[su.ours][run], ladders[su.anchor][run]
-			if anchor == nil {
-				continue
-			}
-			lc.Runs++
-			var l50, l99 float64
-			var n int
-			common := -1.0
-			for _, rate := range slices.Sorted(maps.Keys(ours)) {
-				o, a := ours[rate], anchor[rate]
-				if !o.Pass || !a.Pass || a.P50ms <= 0 || a.P99ms <= 0 || o.P50ms <= 0 || o.P99ms <= 0 {
-					continue
-				}
-				l50 += math.Log(o.P50ms / a.P50ms)
-				l99 += math.Log(o.P99ms / a.P99ms)
-				n++
-				common = rate
-			}
-			if n == 0 {
-				continue
-			}
-			lc.P50GeoMeans = append(lc.P50GeoMeans, math.Exp(l50/float64(n)))
-			lc.P99GeoMeans = append(lc.P99GeoMeans, math.Exp(l99/float64(n)))
-			o, a := ours[common], anchor[common]
-			lc.CommonRates = append(lc.CommonRates, common)
-			if a.CPUusPerDel > 0 {
-				lc.CPURatios = append(lc.CPURatios, o.CPUusPerDel/a.CPUusPerDel)
-			}
-			cpuOurs, cpuAnchor = append(cpuOurs, o.CPUusPerDel), append(cpuAnchor, a.CPUusPerDel)
-			lgOurs, lgAnchor = append(lgOurs, o.LoadgenCores), append(lgAnchor, a.LoadgenCores)
-		}
-		lc.P50GeoMean, lc.P99GeoMean = median(lc.P50GeoMeans), median(lc.P99GeoMeans)
-		lc.CPURatio, lc.CPUOurs, lc.CPUAnchor = median(lc.CPURatios), median(cpuOurs), median(cpuAnchor)
-		lc.LoadgenOurs, lc.LoadgenAnchor = median(lgOurs), median(lgAnchor)
-		out = append(out, lc)
 	}
 	return out
+}
+
+// compareSetup compares the ladders of one setup; false if either of its
+// two targets has none.
+func compareSetup(results []*result, su ladderSetup) (ladderCompare, bool) {
+	// target -> run -> rate -> step
+	ladders := map[string]map[int]map[float64]step{}
+	for _, r := range results {
+		if r.Scenario != su.scenario || len(r.Steps) == 0 {
+			continue
+		}
+		if r.Target != su.ours && r.Target != su.anchor && !slices.Contains(su.others, r.Target) {
+			continue
+		}
+		if ladders[r.Target] == nil {
+			ladders[r.Target] = map[int]map[float64]step{}
+		}
+		byRate := map[float64]step{}
+		for _, st := range r.Steps {
+			byRate[rateKey(st.MsgsPerSec)] = st
+		}
+		ladders[r.Target][r.Run] = byRate
+	}
+	if ladders[su.ours] == nil || ladders[su.anchor] == nil {
+		return ladderCompare{}, false
+	}
+	lc := ladderCompare{Setup: su.setup, Scenario: su.scenario, Ours: su.ours, Anchor: su.anchor}
+	for _, o := range su.others {
+		if ladders[o] != nil {
+			lc.Others = append(lc.Others, o)
+		}
+	}
+	rates := map[float64]bool{}
+	for _, byRun := range ladders {
+		for _, byRate := range byRun {
+			for k := range byRate {
+				rates[k] = true
+			}
+		}
+	}
+	for _, rate := range slices.Sorted(maps.Keys(rates)) {
+		cs := compareStep{MsgsPerSec: rate, P50ms: map[string]float64{}, P99ms: map[string]float64{},
+			LoadgenCores: map[string]float64{}, Failed: map[string]int{}}
+		for t, byRun := range ladders {
+			var p50, p99, lg []float64
+			for _, byRate := range byRun {
+				st, ok := byRate[rate]
+				if !ok {
+					continue
+				}
+				lg = append(lg, st.LoadgenCores)
+				if st.Pass {
+					p50, p99 = append(p50, st.P50ms), append(p99, st.P99ms)
+				} else {
+					cs.Failed[t]++
+				}
+			}
+			if len(lg) > 0 {
+				cs.LoadgenCores[t] = median(lg)
+			}
+			if len(p50) > 0 {
+				cs.P50ms[t], cs.P99ms[t] = median(p50), median(p99)
+			}
+		}
+		var r50, r99 []float64
+		for run, ours := range ladders[su.ours] {
+			a, ok1 := ladders[su.anchor][run][rate]
+			o, ok2 := ours[rate]
+			if ok1 && ok2 && a.Pass && o.Pass && a.P50ms > 0 && a.P99ms > 0 {
+				r50, r99 = append(r50, o.P50ms/a.P50ms), append(r99, o.P99ms/a.P99ms)
+			}
+		}
+		cs.P50Ratio, cs.P99Ratio = median(r50), median(r99)
+		lc.P50Worst, lc.P99Worst = max(lc.P50Worst, cs.P50Ratio), max(lc.P99Worst, cs.P99Ratio)
+		lc.Steps = append(lc.Steps, cs)
+	}
+	var cpuOurs, cpuAnchor, lgOurs, lgAnchor []float64
+	for _, run := range slices.Sorted(maps.Keys(ladders[su.ours])) {
+		ours, anchor := ladders[su.ours][run], ladders[su.anchor][run]
+		if anchor == nil {
+			continue
+		}
+		lc.Runs++
+		var l50, l99 float64
+		var n int
+		common := -1.0
+		for _, rate := range slices.Sorted(maps.Keys(ours)) {
+			o, a := ours[rate], anchor[rate]
+			if !o.Pass || !a.Pass || a.P50ms <= 0 || a.P99ms <= 0 || o.P50ms <= 0 || o.P99ms <= 0 {
+				continue
+			}
+			l50 += math.Log(o.P50ms / a.P50ms)
+			l99 += math.Log(o.P99ms / a.P99ms)
+			n++
+			common = rate
+		}
+		if n == 0 {
+			continue
+		}
+		lc.P50GeoMeans = append(lc.P50GeoMeans, math.Exp(l50/float64(n)))
+		lc.P99GeoMeans = append(lc.P99GeoMeans, math.Exp(l99/float64(n)))
+		o, a := ours[common], anchor[common]
+		lc.CommonRates = append(lc.CommonRates, common)
+		if a.CPUusPerDel > 0 {
+			lc.CPURatios = append(lc.CPURatios, o.CPUusPerDel/a.CPUusPerDel)
+		}
+		cpuOurs, cpuAnchor = append(cpuOurs, o.CPUusPerDel), append(cpuAnchor, a.CPUusPerDel)
+		lgOurs, lgAnchor = append(lgOurs, o.LoadgenCores), append(lgAnchor, a.LoadgenCores)
+	}
+	lc.P50GeoMean, lc.P99GeoMean = median(lc.P50GeoMeans), median(lc.P99GeoMeans)
+	lc.CPURatio, lc.CPUOurs, lc.CPUAnchor = median(lc.CPURatios), median(cpuOurs), median(cpuAnchor)
+	lc.LoadgenOurs, lc.LoadgenAnchor = median(lgOurs), median(lgAnchor)
+	return lc, true
 }
 
 // complete reports whether every run with both ladders had a step both
@@ -393,6 +405,9 @@ func (rep *report) latencyMarkdown(b *strings.Builder) {
 		} else {
 			b.WriteString("\nNo step passed by both.\n\n")
 		}
+	}
+	if rep.Resolution != nil {
+		rep.Resolution.markdown(b)
 	}
 	if rooms == nil {
 		return

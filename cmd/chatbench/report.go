@@ -61,6 +61,8 @@ type report struct {
 	// Latency compares ChatterPro's fan-out ladders with centrifuge's,
 	// step by step (see anchors.go).
 	Latency []ladderCompare `json:"latency,omitempty"`
+	// Resolution is centrifuge against itself (see resolution.go).
+	Resolution *resolutionView `json:"resolution,omitempty"`
 }
 
 func readMachine() machine {
@@ -236,6 +238,7 @@ func newReport(command string, runs int, results []*result) *report {
 		}
 	}
 	rep.Latency = compareLadders(results)
+	rep.Resolution = resolution(results)
 	rep.Verdicts = verdicts(rep)
 	rep.Runs = runs
 	return rep
@@ -435,6 +438,11 @@ func (rep *report) markdown(notes string) string {
 			fmt.Fprintf(&b, "| %s | %s | %s |\n", v.Target, met, v.Detail)
 		}
 		b.WriteString("\n")
+		if r := rep.Resolution; r != nil {
+			fmt.Fprintf(&b, "The same centrifuge server measured twice in this set (its crossnode ladder over its fanout ladder; "+
+				"\"Resolution\" in the latency view): p50 %.2f (worst step %.2f), p99 %.2f (worst step %.2f).\n\n",
+				r.P50GeoMean, r.P50Worst, r.P99GeoMean, r.P99Worst)
+		}
 	}
 	var scenario string
 	for _, s := range rep.Summary {
