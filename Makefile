@@ -51,7 +51,7 @@ soak: deps
 # Load scenarios against ChatterPro, a bare coder/websocket hub and
 # centrifuge in the same run; rewrites the tables of BENCHMARKS.md.
 bench:
-	$(GO) run ./cmd/chatbench -scenario all -runs 1 -step 3s -json bench-results.json -md BENCHMARKS.md
+	$(GO) run ./cmd/chatbench -scenario all -socketio -runs 1 -step 3s -json bench-results.json -md BENCHMARKS.md
 
 # chatbench's centrifuge anchor is a Go module of its own, which ./... at
 # the root skips.
