@@ -463,8 +463,10 @@ type stretchStep struct {
 
 // stretchSteps finds, run by run, the stretch target's step of the
 // fan-out ladders of ChatterPro (memory layer) and Socket.IO. It returns
-// the runs with both ladders and those that had such a step.
-func stretchSteps(results []*result) (runs int, out []stretchStep) {
+// the runs with both ladders and those that had such a step, and how many
+// runs Socket.IO failed (or never reached) the ladder's highest step of at
+// most stretchRate, top.
+func stretchSteps(results []*result) (runs int, out []stretchStep, sioFailed int, top float64) {
 	ladders := map[string]map[int]map[float64]step{} // target -> run -> rate
 	for _, r := range results {
 		if r.Scenario != "fanout" || (r.Target != targetOurs && r.Target != targetSocketIO) || len(r.Steps) == 0 {
@@ -485,6 +487,16 @@ func stretchSteps(results []*result) (runs int, out []stretchStep) {
 			continue
 		}
 		runs++
+		runTop := -1.0
+		for rate := range ours {
+			if rate <= stretchRate && rate > runTop {
+				runTop = rate
+			}
+		}
+		if s, ok := sio[runTop]; runTop > 0 && (!ok || !s.Pass) {
+			sioFailed++
+		}
+		top = max(top, runTop)
 		best := stretchStep{run: run, rate: -1}
 		for rate, o := range ours {
 			s, ok := sio[rate]
@@ -496,7 +508,7 @@ func stretchSteps(results []*result) (runs int, out []stretchStep) {
 			out = append(out, best)
 		}
 	}
-	return runs, out
+	return runs, out, sioFailed, top
 }
 
 // socketioVerdict checks the stretch target of the performance issue:
@@ -504,7 +516,7 @@ func stretchSteps(results []*result) (runs int, out []stretchStep) {
 // is met when every run with both ladders had a step both passed at most
 // stretchRate and the median of the per-run ratios is below 1.
 func socketioVerdict(rep *report) []verdict {
-	runs, steps := stretchSteps(rep.Results)
+	runs, steps, sioFailed, top := stretchSteps(rep.Results)
 	if runs == 0 {
 		return nil
 	}
@@ -520,6 +532,9 @@ func socketioVerdict(rep *report) []verdict {
 		median(ratios), joinRatios(ratios), len(steps), runs)
 	if len(steps) == 0 {
 		detail = fmt.Sprintf("no step <= %d msgs/s passed by both in %d run(s)", stretchRate, runs)
+	}
+	if sioFailed > 0 {
+		detail += fmt.Sprintf("; %s failed the %.0f msgs/s step in %d of %d run(s)", targetSocketIO, top, sioFailed, runs)
 	}
 	return []verdict{{
 		"stretch: fan-out 1 room, p50 at ~200 msgs/s below Socket.IO's (" + targetOurs + " vs " + targetSocketIO + " on its Redis adapter)",

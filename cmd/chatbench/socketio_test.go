@@ -230,7 +230,7 @@ func TestSocketIOReport(t *testing.T) {
 	if v == nil {
 		t.Fatalf("no stretch row in %+v", rep.Verdicts)
 	}
-	wantDetail := "median p50 1.30 vs 2.00 ms at the highest step <= 210 msgs/s both passed (207, 148 msgs/s); runs: 1.00 vs 2.00, 1.60 vs 2.00 ms; median ratio 0.65 (runs: 0.50, 0.80); 2 of 2 run(s) with such a step"
+	wantDetail := "median p50 1.30 vs 2.00 ms at the highest step <= 210 msgs/s both passed (207, 148 msgs/s); runs: 1.00 vs 2.00, 1.60 vs 2.00 ms; median ratio 0.65 (runs: 0.50, 0.80); 2 of 2 run(s) with such a step; socketio failed the 207 msgs/s step in 1 of 2 run(s)"
 	if !v.Met || v.Detail != wantDetail {
 		t.Errorf("stretch row met %v, %q; want met, %q", v.Met, v.Detail, wantDetail)
 	}
