@@ -176,16 +176,12 @@ func compareLadders(results []*result) []ladderCompare {
 	return out
 }
 
-// compareSetup compares the ladders of one setup; false if either of its
-// two targets has none.
-func compareSetup(results []*result, su ladderSetup) (ladderCompare, bool) {
-	// target -> run -> rate -> step
+// laddersOf indexes the ladders of scenario's results whose target keep
+// accepts: target -> run -> rate -> step.
+func laddersOf(results []*result, scenario string, keep func(target string) bool) map[string]map[int]map[float64]step {
 	ladders := map[string]map[int]map[float64]step{}
 	for _, r := range results {
-		if r.Scenario != su.scenario || len(r.Steps) == 0 {
-			continue
-		}
-		if r.Target != su.ours && r.Target != su.anchor && !slices.Contains(su.others, r.Target) {
+		if r.Scenario != scenario || len(r.Steps) == 0 || !keep(r.Target) {
 			continue
 		}
 		if ladders[r.Target] == nil {
@@ -197,6 +193,15 @@ func compareSetup(results []*result, su ladderSetup) (ladderCompare, bool) {
 		}
 		ladders[r.Target][r.Run] = byRate
 	}
+	return ladders
+}
+
+// compareSetup compares the ladders of one setup; false if either of its
+// two targets has none.
+func compareSetup(results []*result, su ladderSetup) (ladderCompare, bool) {
+	ladders := laddersOf(results, su.scenario, func(t string) bool {
+		return t == su.ours || t == su.anchor || slices.Contains(su.others, t)
+	})
 	if ladders[su.ours] == nil || ladders[su.anchor] == nil {
 		return ladderCompare{}, false
 	}
@@ -467,20 +472,7 @@ type stretchStep struct {
 // runs Socket.IO failed (or never reached) the ladder's highest step of at
 // most stretchRate, top.
 func stretchSteps(results []*result) (runs int, out []stretchStep, sioFailed int, top float64) {
-	ladders := map[string]map[int]map[float64]step{} // target -> run -> rate
-	for _, r := range results {
-		if r.Scenario != "fanout" || (r.Target != targetOurs && r.Target != targetSocketIO) || len(r.Steps) == 0 {
-			continue
-		}
-		if ladders[r.Target] == nil {
-			ladders[r.Target] = map[int]map[float64]step{}
-		}
-		byRate := map[float64]step{}
-		for _, st := range r.Steps {
-			byRate[rateKey(st.MsgsPerSec)] = st
-		}
-		ladders[r.Target][r.Run] = byRate
-	}
+	ladders := laddersOf(results, "fanout", func(t string) bool { return t == targetOurs || t == targetSocketIO })
 	for _, run := range slices.Sorted(maps.Keys(ladders[targetOurs])) {
 		ours, sio := ladders[targetOurs][run], ladders[targetSocketIO][run]
 		if sio == nil {

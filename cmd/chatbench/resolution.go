@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 )
 
@@ -58,23 +57,11 @@ func resolution(results []*result) *resolutionView {
 		return nil
 	}
 	v := &resolutionView{ladderCompare: lc}
-	byRun := map[int]map[string][]step{}
-	for _, r := range rs {
-		if byRun[r.Run] == nil {
-			byRun[r.Run] = map[string][]step{}
-		}
-		byRun[r.Run][r.Target] = r.Steps
-	}
-	for _, ladders := range byRun {
-		for _, a := range ladders[targetSelf] {
-			i := slices.IndexFunc(ladders[targetCentrifuge], func(b step) bool {
-				return rateKey(b.MsgsPerSec) == rateKey(a.MsgsPerSec)
-			})
-			if i < 0 {
-				continue
-			}
-			b := ladders[targetCentrifuge][i]
-			if !a.Pass || !b.Pass || b.P50ms <= 0 || b.P99ms <= 0 {
+	ladders := laddersOf(rs, selfScenario, func(string) bool { return true })
+	for run, again := range ladders[targetSelf] {
+		for rate, a := range again {
+			b, ok := ladders[targetCentrifuge][run][rate]
+			if !ok || !a.Pass || !b.Pass || b.P50ms <= 0 || b.P99ms <= 0 {
 				continue
 			}
 			v.StepsCompared++
