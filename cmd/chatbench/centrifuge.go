@@ -111,26 +111,37 @@ func startCentrifuge(ctx context.Context, cfg *config, dir string, nodes int, na
 	}
 	t := &target{name: name, layer: "redis", aux: []*proc{rp}}
 	for i := range nodes {
-		port, err := harness.FreePort()
-		if err != nil {
-			t.stop()
-			return nil, err
-		}
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		p, err := startProc(dir, fmt.Sprintf("centrifuge%d", i+1), bin, nil, "-addr", addr, "-redis", raddr)
+		p, addr, err := startAnchorNode(ctx, dir, fmt.Sprintf("centrifuge%d", i+1), bin, nil, func(addr string) []string {
+			return []string{"-addr", addr, "-redis", raddr}
+		})
 		if err != nil {
 			t.stop()
 			return nil, err
 		}
 		t.nodes = append(t.nodes, p)
-		if err := waitHTTP(ctx, p, "http://"+addr+"/healthz"); err != nil {
-			t.stop()
-			return nil, err
-		}
 		t.bases = append(t.bases, "ws://"+addr+centrifugePath)
 	}
 	time.Sleep(startupSleep)
 	return t, nil
+}
+
+// startAnchorNode starts one anchor server on a free loopback port, its
+// command line args(addr), and waits until its /healthz answers.
+func startAnchorNode(ctx context.Context, dir, name, bin string, env []string, args func(addr string) []string) (*proc, string, error) {
+	port, err := harness.FreePort()
+	if err != nil {
+		return nil, "", err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	p, err := startProc(dir, name, bin, env, args(addr)...)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := waitHTTP(ctx, p, "http://"+addr+"/healthz"); err != nil {
+		p.stop()
+		return nil, "", err
+	}
+	return p, addr, nil
 }
 
 // isCentrifuge reports whether base is a centrifuge websocket endpoint

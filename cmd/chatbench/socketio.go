@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/chatterpro/chatterpro/internal/harness"
 	"github.com/coder/websocket"
 )
 
@@ -145,25 +144,15 @@ func startSocketIO(ctx context.Context, cfg *config, dir string) (*target, error
 		return nil, err
 	}
 	t := &target{name: targetSocketIO, layer: "redis", aux: []*proc{rp}}
-	port, err := harness.FreePort()
-	if err != nil {
-		t.stop()
-		return nil, err
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
 	// NODE_PATH lets server.js, run from its source folder, find the
 	// modules installed in the cache.
-	p, err := startProc(dir, "socketio", node, []string{"NODE_PATH=" + filepath.Join(mods, "node_modules")},
-		script, "-addr", addr, "-redis", raddr)
+	p, addr, err := startAnchorNode(ctx, dir, "socketio", node, []string{"NODE_PATH=" + filepath.Join(mods, "node_modules")},
+		func(addr string) []string { return []string{script, "-addr", addr, "-redis", raddr} })
 	if err != nil {
 		t.stop()
 		return nil, err
 	}
 	t.nodes = append(t.nodes, p)
-	if err := waitHTTP(ctx, p, "http://"+addr+"/healthz"); err != nil {
-		t.stop()
-		return nil, err
-	}
 	t.bases = append(t.bases, "ws://"+addr+socketioPath)
 	time.Sleep(startupSleep)
 	return t, nil
