@@ -536,7 +536,7 @@ func ownTargets(cfg *config, scenario string) []string {
 func runScenario(ctx context.Context, cfg *config, nc *netClient, dir, scenario string) ([]*result, error) {
 	targets := scenarioTargets(cfg, scenario)
 	if len(targets) == 0 {
-		return nil, errNoTarget
+		return nil, fmt.Errorf("%w (-target %s; centrifuge runs in fanout, crossnode and rooms, socketio in fanout only)", errNoTarget, cfg.target)
 	}
 	var out []*result
 	for run := 1; run <= cfg.runs; run++ {
