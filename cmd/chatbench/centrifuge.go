@@ -213,11 +213,7 @@ func (c *client) centrifugeFrame(buf []byte, sender, seq uint32, sched time.Time
 	buf = append(buf[:0], `{"id":`...)
 	buf = strconv.AppendUint(buf, uint64(c.cmdID.Add(1)), 10)
 	buf = append(buf, c.pubPrefix...)
-	buf = strconv.AppendUint(buf, uint64(sender), 10)
-	buf = append(buf, ' ')
-	buf = strconv.AppendUint(buf, uint64(seq), 10)
-	buf = append(buf, ' ')
-	buf = strconv.AppendInt(buf, sched.UnixNano(), 10)
+	buf = appendText(buf, sender, seq, sched)
 	return append(buf, `"}}}`...)
 }
 

@@ -273,12 +273,19 @@ func parseText(f []byte) (sender, seq uint32, sched int64, ok bool) {
 // messageFrame is the client frame carrying one benchmark message.
 func messageFrame(buf []byte, sender, seq uint32, sched time.Time) []byte {
 	buf = append(buf[:0], `{"type":"message","text":"cb `...)
+	buf = appendText(buf, sender, seq, sched)
+	return append(buf, `"}`...)
+}
+
+// appendText appends the rest of a benchmark message's text after its
+// "cb ": "<sender> <seq> <scheduled unix ns>", which parseText reads back
+// from every target's frames.
+func appendText(buf []byte, sender, seq uint32, sched time.Time) []byte {
 	buf = strconv.AppendUint(buf, uint64(sender), 10)
 	buf = append(buf, ' ')
 	buf = strconv.AppendUint(buf, uint64(seq), 10)
 	buf = append(buf, ' ')
-	buf = strconv.AppendInt(buf, sched.UnixNano(), 10)
-	return append(buf, `"}`...)
+	return strconv.AppendInt(buf, sched.UnixNano(), 10)
 }
 
 // frame is the client's frame carrying one benchmark message, in its

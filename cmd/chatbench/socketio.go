@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -228,11 +227,7 @@ func (c *client) socketioHandshake(ctx context.Context) error {
 // same text as messageFrame's.
 func socketioFrame(buf []byte, sender, seq uint32, sched time.Time) []byte {
 	buf = append(buf[:0], `42["m",{"text":"cb `...)
-	buf = strconv.AppendUint(buf, uint64(sender), 10)
-	buf = append(buf, ' ')
-	buf = strconv.AppendUint(buf, uint64(seq), 10)
-	buf = append(buf, ' ')
-	buf = strconv.AppendInt(buf, sched.UnixNano(), 10)
+	buf = appendText(buf, sender, seq, sched)
 	return append(buf, `"}]`...)
 }
 
