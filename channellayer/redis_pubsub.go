@@ -604,7 +604,9 @@ func (r *Redis) resubscribed(c *psConn, ch string) (gapRepair, bool) {
 	if s == nil || !s.confirmed || s.proc || (c.shard && s.conn != c) {
 		return gapRepair{}, false
 	}
+	s.dmu.Lock()
 	from, ok := s.last, s.hasLast
+	s.dmu.Unlock()
 	if !ok {
 		from, ok = s.floor, s.hasFloor
 	}
@@ -744,7 +746,7 @@ func (r *Redis) handle(c *psConn, pm *redis.Message) {
 		return
 	}
 	if !recorded {
-		r.local.deliverExcept(s.group, m, except)
+		r.readBack(s, m, except)
 		return
 	}
 	r.deliverRecorded(s, m)
@@ -758,8 +760,10 @@ func (r *Redis) deliverRecorded(s *groupSub, m Message) bool {
 	if !ok {
 		return false
 	}
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
 	if s.hasLast && !s.last.less(id) {
-		return false
+		return false // delivered: early (see recordBatch.early), or before a gap repair
 	}
 	s.last, s.hasLast = id, true
 	r.deliverLocal(s.group, m)
