@@ -60,8 +60,3 @@ func (r *Redis) Queued(group string) int {
 	defer p.mu.Unlock()
 	return len(p.queue)
 }
-
-// EarlyRecords is how many records the layer delivered to local members
-// from their script's answer, before their pub/sub copy (see
-// recordBatch.early).
-func (r *Redis) EarlyRecords() uint64 { return r.early.Load() }

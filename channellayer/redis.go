@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -120,8 +119,6 @@ type Redis struct {
 	proc    *groupSub            // cluster: the subscription of procChan (also in subs)
 	dead    []*psConn            // cluster: shard connections that failed, for the subscriber
 
-	early atomic.Uint64 // records delivered from their script's answer (see recordBatch.early)
-
 	holdMu sync.Mutex       // guards holds; held while delivering what it guards
 	holds  map[string]*hold // by group: local delivery held for replicas (see holdGroup)
 	moved  []moved          // cluster: channels a shard dropped, for the subscriber
@@ -142,18 +139,9 @@ type groupSub struct {
 	floor     streamID // the history's last ID before subscribing
 	hasFloor  bool
 
-	// Recorded messages reach the local members from the receive loop of
-	// conn or, before their pub/sub copy, from the round trip that recorded
-	// them (see recordBatch.early): both deliver under dmu, in the order of
-	// the group's history.
-	dmu     sync.Mutex
+	// Owned by the receive loop of conn (handed over with it, under Redis.mu).
 	last    streamID // the last recorded message delivered locally
 	hasLast bool
-	// This process's plain sends to the group: sent counts those published
-	// with the mark of generation gen, read those the receive loop has
-	// delivered since (see plainTarget). Under dmu.
-	gen        uint64
-	sent, read uint64
 }
 
 var (
@@ -322,7 +310,7 @@ func (r *Redis) procChanOf(process string) string {
 // Envelopes. A published message is "v2:<target>\n<id>\n<len(type)>\n<type><body>":
 // "v2:" names the format version (see formatVersion; format 1 had none),
 // target is the channel of a directed send (for a group: the channel a
-// GroupSendExcept skips, or empty, and the mark of plainTarget), id the
+// GroupSendExcept skips, or empty), id the
 // message's ID. Recorded messages, the only ones that take part in gap
 // repair and duplicate suppression, come in the record script's envelope
 // (see parseRecorded); an ID marked with a leading "!" is one recorded by
@@ -485,7 +473,7 @@ func (r *Redis) GroupAdd(ctx context.Context, group, channel string) error {
 	r.mu.Lock()
 	s := r.subs[ch]
 	if s == nil && r.local.hasGroup(group) {
-		s = &groupSub{group: group, channel: ch, ready: make(chan struct{}), gen: subGens.Add(1)}
+		s = &groupSub{group: group, channel: ch, ready: make(chan struct{})}
 		r.subs[ch] = s
 		r.pending[ch] = group
 	}
@@ -551,7 +539,10 @@ func (r *Redis) GroupSend(ctx context.Context, group string, msg Message) error 
 	if err := r.usable(ctx, "group send"); err != nil {
 		return err
 	}
-	return r.groupSend(ctx, group, msg, "")
+	if _, err := r.publish(ctx, r.groupChan(group), envelope("", msg)); err != nil {
+		return r.fail(ctx, "group send", err)
+	}
+	return nil
 }
 
 // GroupSendExcept implements ExceptSender: the envelope names the excepted
@@ -565,14 +556,7 @@ func (r *Redis) GroupSendExcept(ctx context.Context, group string, msg Message, 
 	if err := r.usable(ctx, "group send"); err != nil {
 		return err
 	}
-	return r.groupSend(ctx, group, msg, except)
-}
-
-// groupSend publishes a plain group message that skips the channel except
-// ("": none).
-func (r *Redis) groupSend(ctx context.Context, group string, msg Message, except string) error {
-	ch := r.groupChan(group)
-	if _, err := r.publish(ctx, ch, envelope(r.plainTarget(ch, except), msg)); err != nil {
+	if _, err := r.publish(ctx, r.groupChan(group), envelope(except, msg)); err != nil {
 		return r.fail(ctx, "group send", err)
 	}
 	return nil

@@ -30,11 +30,6 @@ import (
 //   - A directory index has a key of its own, "<prefix>:dir:{<index>}:v",
 //     with the version, which format 1 never reads.
 //
-// Within format 2, a plain group envelope's target may end in a mark,
-// "~<n>", after the excepted channel or after the sender's process ID
-// prefix (see plainTarget): a reader without marks takes it for a channel
-// it does not own, and skips nobody, as the sender's process does.
-//
 // A reader takes a payload without a version as format 1 and reads it as
 // before, and one that names a version newer than its own as its own:
 // later formats may add, never change, what earlier ones read.

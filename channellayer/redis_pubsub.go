@@ -604,9 +604,7 @@ func (r *Redis) resubscribed(c *psConn, ch string) (gapRepair, bool) {
 	if s == nil || !s.confirmed || s.proc || (c.shard && s.conn != c) {
 		return gapRepair{}, false
 	}
-	s.dmu.Lock()
 	from, ok := s.last, s.hasLast
-	s.dmu.Unlock()
 	if !ok {
 		from, ok = s.floor, s.hasFloor
 	}
@@ -746,7 +744,7 @@ func (r *Redis) handle(c *psConn, pm *redis.Message) {
 		return
 	}
 	if !recorded {
-		r.readBack(s, m, except)
+		r.local.deliverExcept(s.group, m, except)
 		return
 	}
 	r.deliverRecorded(s, m)
@@ -760,10 +758,8 @@ func (r *Redis) deliverRecorded(s *groupSub, m Message) bool {
 	if !ok {
 		return false
 	}
-	s.dmu.Lock()
-	defer s.dmu.Unlock()
 	if s.hasLast && !s.last.less(id) {
-		return false // delivered: early (see recordBatch.early), or before a gap repair
+		return false
 	}
 	s.last, s.hasLast = id, true
 	r.deliverLocal(s.group, m)

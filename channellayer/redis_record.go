@@ -20,9 +20,6 @@ func (r *Redis) GroupSendRecorded(ctx context.Context, group string, msg Message
 	}
 	b := r.newRecordBatch(group, msg, nil)
 	c, err := r.pipe.of(ctx, b.channel).doRecord(ctx, b)
-	if err == nil {
-		b.early(c)
-	}
 	msgs, err := b.result(ctx, c, err)
 	if err != nil {
 		return Message{}, err
@@ -75,12 +72,10 @@ type recordBatch struct {
 	key   string
 	again *Message
 
-	// The outcome read before the callers get it: decided by settleHeld
-	// with RedisOptions.Replicas, or read by early.
+	// With RedisOptions.Replicas, the outcome settleHeld decided.
 	settled bool
 	ids     []string // the recorded IDs, if the replicas confirmed them
 	heldErr error
-	prev    string // the ID of the history's entry before the batch, as the script answered it
 
 	// Storage for the usual batch of one message, and the batch's pipeline
 	// call (see pipeline.asyncRecord): a record's batch is one allocation,
@@ -188,25 +183,21 @@ func (b *recordBatch) script() *redis.Script {
 	return recordScript
 }
 
-// answer reads the script's answer: the IDs of b's messages (and, from
-// recordScript, the ID before them in b.prev). A keyed record's answer may
-// be the message recorded before with its key instead (see
-// recordOnceScript): it sets b.again, and its ID is the one answered.
+// answer reads the script's answer: the IDs of b's messages. A keyed
+// record's answer may be the message recorded before with its key
+// instead (see recordOnceScript): it sets b.again, and its ID is the one
+// answered.
 func (b *recordBatch) answer(c redis.Cmder) ([]string, error) {
 	res, err := c.(*redis.Cmd).StringSlice()
 	if err != nil {
 		return nil, err
 	}
-	if b.key != "" {
-		if len(res) == 3 {
-			b.again = &Message{Type: res[1], ID: res[0], Body: withID([]byte(res[2]), res[0])}
-			return res[:1], nil
-		}
-	} else if len(res) > 0 {
-		b.prev, res = res[0], res[1:]
+	if b.key != "" && len(res) == 3 {
+		b.again = &Message{Type: res[1], ID: res[0], Body: withID([]byte(res[2]), res[0])}
+		return res[:1], nil
 	}
 	if len(res) != len(b.msgs) {
-		return nil, fmt.Errorf("record script answered %d IDs for %d messages", len(res), len(b.msgs))
+		return nil, fmt.Errorf("record script answered %d values for %d messages", len(res), len(b.msgs))
 	}
 	return res, nil
 }

@@ -4,9 +4,8 @@ import "github.com/redis/go-redis/v9"
 
 // recordScript appends messages to a group's history stream and publishes
 // them with their new IDs in one pub/sub message (see parseRecorded),
-// atomically, and returns the ID of the entry before them ("" if none; see
-// recordBatch.early) and then their IDs. Entries and envelope carry the
-// format version (see formatVersion).
+// atomically, and returns the IDs. Entries and envelope carry the format
+// version (see formatVersion).
 //
 // KEYS[1] history stream, KEYS[2] the group's pub/sub channel (a key, so a
 // cluster routes the script to the group's shard).
@@ -20,8 +19,7 @@ import "github.com/redis/go-redis/v9"
 // (whole nodes at a time, which costs Redis far less than trimming on every
 // message); reads keep to the last history size messages.
 var recordScript = redis.NewScript(formatLua + `
-local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local out, ids = {'\n*\nv' .. FORMAT .. '\n1\n2\nv{}'}, {top[1] and top[1][1] or ''}
+local out, ids = {'\n*\nv' .. FORMAT .. '\n1\n2\nv{}'}, {}
 for i = 4, #ARGV, 3 do
   local t, d = ARGV[i], ARGV[i+1]
   local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 't', t, 'd', d, 'v', FORMAT)
