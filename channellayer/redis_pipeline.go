@@ -28,9 +28,9 @@ import (
 // first or a record batch fills up (see recordBatch.full): fewer, bigger
 // round trips for a little latency.
 //
-// A pipeline has more round trips for unwaited records (see trip): while
-// some are under way, records of the groups they do not carry go at once
-// in another.
+// A pipeline has a second round trip for unwaited records (see trip):
+// while one is under way, records of the groups it does not carry go at
+// once in the other.
 //
 // Each caller still gets its own command's result, in the order the
 // commands came (records: in the order of their group's). A caller whose
@@ -53,22 +53,22 @@ type pipeline struct {
 	linger      time.Duration // RedisOptions.RecordLinger; 0: none
 
 	mu        sync.Mutex
-	trips     [pipeTrips]trip // trips[1:] only without a linger or replicas (see trip)
-	lingering bool            // trips[0]'s next batch waits for timer
-	timer     *time.Timer     // the linger timer, made on first use
-	lastStart time.Time       // when the last round trip began
-	queue     []*pipeCall     // waiting for the next batch
+	trips     [2]trip     // trips[1] only without a linger or replicas (see trip)
+	lingering bool        // trips[0]'s next batch waits for timer
+	timer     *time.Timer // the linger timer, made on first use
+	lastStart time.Time   // when the last round trip began
+	queue     []*pipeCall // waiting for the next batch
 	closed    bool
 }
 
-// trip is one of a pipeline's round trips. A batch takes what waits when
-// one of them is free, except what must not pass the others' commands:
-// while some are under way, another carries only unwaited records of
-// other groups than theirs (each group's records keep their order), and
-// nothing while one carries anything else. So a record that comes while
-// round trips are under way, to a group that none carries, goes at once
-// on another, instead of waiting for their answers (many rooms: at p90
-// the wait was most of a record's time).
+// trip is one of a pipeline's two round trips. A batch takes what waits
+// when one of them is free, except what must not pass the other's
+// commands: while one is under way, the other carries only unwaited
+// records of other groups than its records' (each group's records keep
+// their order), and nothing while it carries anything else. So a record
+// that comes while a round trip is under way, to a group that is not in
+// it, goes at once on the second, instead of waiting for the first one's
+// answer (many rooms: at p90 the wait was most of a record's time).
 type trip struct {
 	busy  bool            // under way (trips[0]: or a batch lingers)
 	only  bool            // it carries only unwaited records: calls says which
@@ -78,12 +78,11 @@ type trip struct {
 }
 
 const (
-	pipeTrips = 4                     // round trips a pipeline may have under way
-	pipeBusy  = 20 * time.Millisecond // a round trip that began this recently makes it busy
-	pipeFull  = 64                    // commands that send a lingering batch at once
-	// pipeScan bounds the calls of another round trip a batch compares
-	// its records' groups with, and the calls under way and queued beside
-	// which a round trip starts: beyond it a batch waits for those under way.
+	pipeBusy = 20 * time.Millisecond // a round trip that began this recently makes it busy
+	pipeFull = 64                    // commands that send a lingering batch at once
+	// pipeScan bounds the other round trip's calls a batch compares its
+	// records' groups with, and the queue a second round trip scans: beyond
+	// it a batch waits for the round trip under way.
 	pipeScan = 64
 )
 
@@ -160,7 +159,7 @@ func (p *pipeline) doCall(ctx context.Context, call *pipeCall) (redis.Cmder, err
 		p.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if !p.busy() {
+	if !p.trips[0].busy && !p.trips[1].busy {
 		t := &p.trips[0]
 		t.busy, t.only = true, false
 		p.lastStart = time.Now()
@@ -206,7 +205,7 @@ func (p *pipeline) asyncRecord(b *recordBatch) {
 		return
 	}
 	if b.err != nil { // it only fails: after the records ahead of it, if any
-		if p.busy() {
+		if p.trips[0].busy || p.trips[1].busy {
 			p.queue = append(p.queue, &pipeCall{queue: b.queue, then: b.finish})
 			p.mu.Unlock()
 		} else {
@@ -251,57 +250,22 @@ func (p *pipeline) asyncRecord(b *recordBatch) {
 	p.sendHeld(i)
 }
 
-// busy reports whether a round trip is under way.
-func (p *pipeline) busy() bool {
-	for i := range p.trips {
-		if p.trips[i].busy {
-			return true
-		}
-	}
-	return false
-}
-
 // free returns a round trip that is not under way and may start, or -1.
-// With a linger or replicas a pipeline has one. Another starts beside
-// those under way only where a record may pass them: they carry only
-// records, and neither they nor the queue hold so many calls that
-// comparing groups costs more than the wait (a stalled Redis piles up
-// records that none may pass; each new one would compare them all).
+// With a linger or replicas a pipeline has one. The second starts only
+// where a record may pass the first: the first carries only records, and
+// neither it nor the queue is so long that comparing groups costs more
+// than the wait (a stalled Redis piles up records that none may pass; each
+// new one would compare them all).
 func (p *pipeline) free() int {
-	if !p.trips[0].busy {
+	first := &p.trips[0]
+	switch {
+	case !first.busy:
 		return 0
+	case !p.trips[1].busy && p.linger == 0 && p.replicas == 0 &&
+		first.only && len(first.calls) <= pipeScan && len(p.queue) <= pipeScan:
+		return 1
 	}
-	if p.linger > 0 || p.replicas > 0 || len(p.queue) > pipeScan {
-		return -1
-	}
-	idle, calls := -1, 0
-	for i := range p.trips {
-		switch t := &p.trips[i]; {
-		case !t.busy:
-			if idle < 0 {
-				idle = i
-			}
-		case !t.only:
-			return -1
-		default:
-			calls += len(t.calls)
-		}
-	}
-	if calls > pipeScan {
-		return -1
-	}
-	return idle
-}
-
-// passesOthers reports whether c may go while the round trips other than
-// i are under way.
-func (p *pipeline) passesOthers(c *pipeCall, i int) bool {
-	for j := range p.trips {
-		if j != i && !c.passes(&p.trips[j]) {
-			return false
-		}
-	}
-	return true
+	return -1
 }
 
 // lingered is the linger timer's: the batch waited long enough.
@@ -320,18 +284,18 @@ func (p *pipeline) sendHeld(i int) {
 }
 
 // next starts a batch on round trip i of what waits and may pass the
-// other round trips, on its own goroutine so that the caller that ended a
+// other round trip, on its own goroutine so that the caller that ended a
 // round trip returns; or it marks round trip i idle.
 func (p *pipeline) next(i int) {
 	p.mu.Lock()
-	t := &p.trips[i]
+	t, other := &p.trips[i], &p.trips[1-i]
 	t.calls, t.only = nil, true
 	batch, rest := t.spare[:0], p.queue[:0]
 	for j, c := range p.queue {
 		switch {
 		case c.gone:
 			continue
-		case p.closed || p.passesOthers(c, i):
+		case p.closed || c.passes(other):
 			c.taken = true
 			batch = append(batch, c)
 			t.only = t.only && c.record()
