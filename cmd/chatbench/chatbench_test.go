@@ -276,11 +276,7 @@ func TestSmokeCrossnode(t *testing.T) {
 			t.Errorf("%s: %v nodes on %v, want %d on %s", r.Target, r.Params["nodes"], r.Params["layer"], nodes, layer)
 		}
 	}
-	for _, want := range []string{"## crossnode", "| chatterpro-redis |", "all members on one node on Redis"} {
-		if !strings.Contains(md, want) {
-			t.Errorf("markdown lacks %q:\n%s", want, md)
-		}
-	}
+	mdContains(t, md, "## crossnode", "| chatterpro-redis |", "all members on one node on Redis")
 }
 
 // TestSmokeFanout runs the fan-out scenario at a tiny size against a
@@ -290,11 +286,7 @@ func TestSmokeFanout(t *testing.T) {
 	if !seen[targetOurs] || !seen[targetBare] {
 		t.Errorf("targets run: %v, want both", seen)
 	}
-	for _, want := range []string{"# ChatterPro benchmarks", "## fanout", "max_deliveries_per_s", notesMarker + "\nhand-written"} {
-		if !strings.Contains(md, want) {
-			t.Errorf("markdown lacks %q:\n%s", want, md)
-		}
-	}
+	mdContains(t, md, "# ChatterPro benchmarks", "## fanout", "max_deliveries_per_s", notesMarker+"\nhand-written")
 }
 
 // The cross-node target compares the two ladders at the highest rate both
@@ -506,5 +498,15 @@ func TestReniceSetsNice(t *testing.T) {
 		t.Errorf("renice to %d reported no error but the nice is %d", down, n)
 	case err != nil && (n != up || !strings.Contains(err.Error(), "CAP_SYS_NICE")):
 		t.Errorf("renice to %d without the privilege: %d, %v; want %d kept and an error naming CAP_SYS_NICE", down, n, err, up)
+	}
+}
+
+// mdContains fails t for each of wants that the markdown md lacks.
+func mdContains(t *testing.T, md string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
 	}
 }

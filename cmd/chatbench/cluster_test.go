@@ -125,11 +125,7 @@ func TestClusterScenario(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"# old", notesMarker + "\nhand-written", clusterBegin, "## cluster", "| connections held | 3000 |", clusterEnd} {
-		if !strings.Contains(string(out), s) {
-			t.Errorf("markdown lacks %q:\n%s", s, out)
-		}
-	}
+	mdContains(t, string(out), "# old", notesMarker+"\nhand-written", clusterBegin, "## cluster", "| connections held | 3000 |", clusterEnd)
 }
 
 func TestShownCommand(t *testing.T) {

@@ -45,17 +45,12 @@ func TestResolution(t *testing.T) {
 	}
 	rep := newReport("test", 2, results)
 	md := rep.markdown("")
-	for _, want := range []string{
+	mdContains(t, md,
 		"### Resolution: centrifuge against itself",
 		"The same centrifuge server measured twice in this set (its crossnode ladder over its fanout ladder; \"Resolution\" in the latency view): p50 1.24 (worst step 1.50), p99 0.85 (worst step 1.00).",
 		"Of the 4 steps both ladders of a run passed, 1 differed by more than 1.15 times in p50 and 1 by more than 1.3 times in p99",
 		"| 10 | 1.50 | 0.75 |",
-		"| 20 | 1.05 | 1.00 |",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("markdown lacks %q:\n%s", want, md)
-		}
-	}
+		"| 20 | 1.05 | 1.00 |")
 	for _, vd := range rep.Verdicts {
 		if strings.Contains(vd.Target, targetSelf) || strings.Contains(vd.Detail, targetSelf) {
 			t.Errorf("a verdict names the self comparison: %+v", vd)

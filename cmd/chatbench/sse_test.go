@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 )
 
@@ -70,10 +69,6 @@ func TestSmokeSSE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"## sse-fanout", "## sse-idle", "| metric | chatterpro-sse | chatterpro | chatterpro-sse / chatterpro |",
-		"| cpu_us_per_delivery_same_rate |", "| rss_kib_per_conn |", "Ladder of chatterpro-sse"} {
-		if !strings.Contains(string(b), want) {
-			t.Errorf("markdown lacks %q:\n%s", want, b)
-		}
-	}
+	mdContains(t, string(b), "## sse-fanout", "## sse-idle", "| metric | chatterpro-sse | chatterpro | chatterpro-sse / chatterpro |",
+		"| cpu_us_per_delivery_same_rate |", "| rss_kib_per_conn |", "Ladder of chatterpro-sse")
 }
