@@ -76,7 +76,7 @@ func resolution(results []*result) *resolutionView {
 	return v
 }
 
-// resolutionMarkdown renders the resolution under the latency view.
+// markdown renders the resolution under the latency view.
 func (v *resolutionView) markdown(b *strings.Builder) {
 	b.WriteString("### Resolution: centrifuge against itself\n\n")
 	fmt.Fprintf(b, "The same centrifuge server ran a ladder in the fanout and in the crossnode scenario of this set. "+
