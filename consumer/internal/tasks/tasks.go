@@ -2,7 +2,11 @@
 // work, so that the connection can stop them and wait for them.
 package tasks
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/chatterpro/chatterpro/internal/stack"
+)
 
 // Group counts the running goroutines of one connection. Add (or Go)
 // before starting one, Done when it ends; after Stop, Add refuses. All its
@@ -62,12 +66,4 @@ func (g *Group) Stop() {
 // outgrows it deep inside, where copying the stack is dear (it took a
 // tenth of the server's CPU in a busy fan-out). Growing it first, while it
 // is shallow, is cheap; 4 KiB holds the handler chains seen so far.
-//
-//go:noinline
-func GrowStack() {
-	var b [2560]byte
-	touch(&b)
-}
-
-//go:noinline
-func touch(b *[2560]byte) { b[0] = 0 }
+func GrowStack() { stack.Grow4K() }
