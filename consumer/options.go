@@ -40,18 +40,18 @@ type Options struct {
 	WriteTimeout time.Duration
 	// Coalesce paces the layer events of a connection that come fast.
 	// While they come more than 2.5 to a Coalesce on average (a moving
-	// average; more than 250 a second at the default), each batch waits
+	// average; more than 625 a second at the default), each batch waits
 	// until Coalesce after the one before, and its events are handled and
 	// written together, in one write (32 waiting events start the batch at
 	// once). Slower events are handled as they come: a window that would
 	// gather fewer costs their latency and saves next to no writes. A
-	// flood, more than 5 to a Coalesce (500 a second at the default),
-	// is paced two Coalesce apart: half the writes, where the CPU they
+	// flood, more than 5 to a Coalesce (1 250 a second at the default),
+	// is paced three Coalesce apart: fewer writes, where the CPU they
 	// cost is what holds the latency.
-	// Defaults to 10 ms, which measured better than no pacing on both CPU
-	// and latency in a busy room (BENCHMARKS.md); negative disables it:
-	// events are then handled as they come, and the frames that queue
-	// while a write is under way go in the next write.
+	// Defaults to 4 ms, which measured lower median latency than 10 ms and
+	// lower CPU per delivery than no pacing in a busy room (BENCHMARKS.md);
+	// negative disables it: events are then handled as they come, and the
+	// frames that queue while a write is under way go in the next write.
 	Coalesce time.Duration
 	// DisconnectTimeout bounds the consumer's Disconnect and the cleanup
 	// after it. Defaults to 5 s.
@@ -115,7 +115,7 @@ func (o Options) withDefaults() (Options, error) {
 	def(&o.PingTimeout, 15*time.Second)
 	def(&o.WriteTimeout, 10*time.Second)
 	def(&o.DisconnectTimeout, 5*time.Second)
-	def(&o.Coalesce, 10*time.Millisecond)
+	def(&o.Coalesce, 4*time.Millisecond)
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}

@@ -44,15 +44,20 @@ const PaceCap = 32
 // of each new measure, so that events of several senders, which come
 // irregularly, are judged by their rate.
 //
-// A connection whose events come more than paceFlood to a window (500 a
-// second at the default 10 ms) is paced two windows apart: at that rate
-// the node's CPU, most of it in the write system calls, is what holds the
-// latency, and halving the writes cost the room of 500 about 5 ms of
-// median latency and saved 12 % of the CPU per delivery (BENCHMARKS.md,
-// "Two windows for a flood").
+// A connection whose events come more than paceFlood to a window (1 250 a
+// second at the default 4 ms) is paced floodWindows windows apart: at that
+// rate the node's CPU, most of it in the write system calls, is what holds
+// the latency. In a room of 500, a window of 4 ms, three for a flood, kept
+// ChatterPro's median latency within 1.05 times centrifuge's at every step
+// of the ladder (0.88 on the geometric mean) and its CPU per delivery at
+// 0.45 times centrifuge's at the highest rate both passed; 10 ms, two for
+// a flood, cost up to 3 times centrifuge's median from 289 messages a
+// second on, and no pacing 0.87 times its CPU (BENCHMARKS.md, "A window of
+// 4 ms").
 const (
 	paceNum, paceDen = 5, 2 // paceGather: 2.5 events
 	paceFlood        = 5
+	floodWindows     = 3
 	gapWeight        = 4
 	maxGap           = math.MaxInt32 // ns: a gap of 2 s or more is counted as 2 s
 )
@@ -186,8 +191,8 @@ func (d *Dispatcher) hurry() {
 
 // pace returns how long the dispatcher of a kick from 0 at now (monoNow)
 // must wait: nothing unless the connection's events come more than
-// paceGather to a coalesce window on average; then until coalesce (two
-// of them for a flood: paceFlood) after the previous dispatcher was due,
+// paceGather to a coalesce window on average; then until coalesce
+// (floodWindows of them for a flood: paceFlood) after the previous dispatcher was due,
 // so that they are handled, and written, together.
 func (d *Dispatcher) pace(now int64) time.Duration {
 	w := int64(d.cfg.coalesce)
@@ -210,7 +215,7 @@ func (d *Dispatcher) pace(now int64) time.Duration {
 		return 0
 	}
 	if int64(d.gap)*paceFlood < w {
-		w *= 2 // a flood
+		w *= floodWindows // a flood
 	}
 	due := d.dueAt + w
 	if due <= now {
