@@ -52,8 +52,8 @@ const PaceCap = 32
 // of the ladder (0.88 on the geometric mean) and its CPU per delivery at
 // 0.45 times centrifuge's at the highest rate both passed; 10 ms, two for
 // a flood, cost up to 3 times centrifuge's median from 289 messages a
-// second on, and no pacing 0.87 times its CPU (BENCHMARKS.md, "A window of
-// 4 ms").
+// second on, and no pacing 0.87 times its CPU (BENCHMARKS.md, "A faster
+// machine, and a window of 4 ms").
 const (
 	paceNum, paceDen = 5, 2 // paceGather: 2.5 events
 	paceFlood        = 5
@@ -192,8 +192,8 @@ func (d *Dispatcher) hurry() {
 // pace returns how long the dispatcher of a kick from 0 at now (monoNow)
 // must wait: nothing unless the connection's events come more than
 // paceGather to a coalesce window on average; then until coalesce
-// (floodWindows of them for a flood: paceFlood) after the previous dispatcher was due,
-// so that they are handled, and written, together.
+// (floodWindows of them for a flood: paceFlood) after the previous
+// dispatcher was due, so that they are handled, and written, together.
 func (d *Dispatcher) pace(now int64) time.Duration {
 	w := int64(d.cfg.coalesce)
 	if w <= 0 {
