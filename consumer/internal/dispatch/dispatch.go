@@ -47,13 +47,14 @@ const PaceCap = 32
 // A connection whose events come more than paceFlood to a window (1 250 a
 // second at the default 4 ms) is paced floodWindows windows apart: at that
 // rate the node's CPU, most of it in the write system calls, is what holds
-// the latency. In a room of 500, a window of 4 ms, three for a flood, kept
-// ChatterPro's median latency within 1.05 times centrifuge's at every step
-// of the ladder (0.88 on the geometric mean) and its CPU per delivery at
-// 0.45 times centrifuge's at the highest rate both passed; 10 ms, two for
-// a flood, cost up to 3 times centrifuge's median from 289 messages a
-// second on, and no pacing 0.87 times its CPU (BENCHMARKS.md, "A faster
-// machine, and a window of 4 ms").
+// the latency. In a room of 500 on the memory layer, a window of 4 ms,
+// three for a flood, kept ChatterPro's median latency within 1.10 times
+// centrifuge's at every step of the ladder (0.87 on the geometric mean)
+// and its CPU per delivery at 0.46 times centrifuge's at the highest rate
+// both passed; 10 ms, two for a flood, cost up to 3 times centrifuge's
+// median from 289 messages a second on, and no pacing 0.87 times its CPU
+// (BENCHMARKS.md, "A faster machine, and a window of 4 ms", and the full
+// set on 9b2e14e).
 const (
 	paceNum, paceDen = 5, 2 // paceGather: 2.5 events
 	paceFlood        = 5
