@@ -46,7 +46,7 @@ type Options struct {
 	// once). Slower events are handled as they come: a window that would
 	// gather fewer costs their latency and saves next to no writes. A
 	// flood, more than 5 to a Coalesce (1 250 a second at the default),
-	// is paced three Coalesce apart: fewer writes, where the CPU they
+	// is paced five Coalesce apart: fewer writes, where the CPU they
 	// cost is what holds the latency.
 	// Defaults to 4 ms, which measured lower median latency than 10 ms and
 	// lower CPU per delivery than no pacing in a busy room (BENCHMARKS.md);
