@@ -22,15 +22,16 @@ func senders(period, end int64, phases ...int64) []int64 {
 }
 
 // simulate drives pace as the layer and the dispatcher would: an event that
-// comes while a dispatcher is due joins it; one that finds none kicks from
-// 0. It returns the number of batches (writes) and how long each event
-// waited.
+// comes while a dispatcher is due joins it, and the PaceCap-th of them
+// starts it at once (Kick's hurry); one that finds none kicks from 0. It
+// returns the number of batches (writes) and how long each event waited.
 func simulate(coalesce time.Duration, arrivals []int64) (batches int, waits []time.Duration) {
 	d := &Dispatcher{cfg: &Config{coalesce: coalesce}}
 	waits = make([]time.Duration, len(arrivals))
 	due := int64(-1)  // when the waiting dispatcher runs; -1: none waits
 	var waiting []int // indexes into arrivals
 	run := func(at int64) {
+		d.started(at)
 		d.took = int32(len(waiting))
 		batches++
 		for _, i := range waiting {
@@ -44,6 +45,9 @@ func simulate(coalesce time.Duration, arrivals []int64) (batches int, waits []ti
 		}
 		waiting = append(waiting, i)
 		if due >= 0 {
+			if len(waiting) == PaceCap {
+				run(a) // hurried
+			}
 			continue
 		}
 		if wait := d.pace(a); wait > 0 {
@@ -111,7 +115,9 @@ func TestPaceEndsWithThePause(t *testing.T) {
 
 // A flood (more than paceFlood events to a window) is paced floodWindows
 // windows apart: a fifth of the writes of one window, and no event waits
-// longer than floodWindows windows.
+// longer than floodWindows windows. The floods here gather fewer than
+// PaceCap events in floodWindows windows (a faster one is written every
+// PaceCap events: TestPaceHurriedFloodKeepsItsWindows).
 func TestPaceFloodFiveWindows(t *testing.T) {
 	const w = 10 * time.Millisecond
 	for _, c := range []struct {
@@ -120,8 +126,8 @@ func TestPaceFloodFiveWindows(t *testing.T) {
 		flood    bool
 	}{
 		{"four senders, 300 a second", senders(13*ms, 2000*ms, 0, 3*ms, 7*ms, 10*ms), false},
-		{"four senders, 800 a second", senders(5*ms, 2000*ms, 0, 1*ms, 2*ms, 4*ms), true},
-		{"one sender, 1000 a second", senders(1*ms, 2000*ms, 0), true},
+		{"four senders, 571 a second", senders(7*ms, 2000*ms, 0, 2*ms, 4*ms, 5*ms), true},
+		{"one sender, 556 a second", senders(1800*int64(time.Microsecond), 2000*ms, 0), true},
 	} {
 		batches, waits := simulate(w, c.arrivals)
 		longest := slices.Max(waits)
@@ -133,5 +139,27 @@ func TestPaceFloodFiveWindows(t *testing.T) {
 		case !c.flood && (batches < 180 || longest > w):
 			t.Errorf("%s: %d batches, longest wait %v; want over 180, one window apart", c.name, batches, longest)
 		}
+	}
+}
+
+// A flood that fills PaceCap before its windows pass is written every
+// PaceCap events, and the next window counts from that write: no event
+// waits longer than floodWindows windows, however long the flood lasts.
+// (When the next window counted from the due time the hurried batch never
+// waited for, it moved further ahead with every batch: at 3 000 events a
+// second for 3 s, 4 ms windows, the last events waited over 2 s.)
+func TestPaceHurriedFloodKeepsItsWindows(t *testing.T) {
+	const w = 4 * time.Millisecond
+	arrivals := senders(1333*int64(time.Microsecond), 3000*ms, 0, 333*int64(time.Microsecond), 667*int64(time.Microsecond), 1000*int64(time.Microsecond))
+	batches, waits := simulate(w, arrivals)
+	n, longest := len(arrivals), slices.Max(waits)
+	if longest > floodWindows*w {
+		t.Errorf("%d events in 3 s: longest wait %v; want at most %v (floodWindows windows)", n, longest, floodWindows*w)
+	}
+	if want := n / PaceCap; batches < want {
+		t.Errorf("%d events in %d batches; want at least %d (a batch every PaceCap events)", n, batches, want)
+	}
+	if batches > n/(PaceCap/2) {
+		t.Errorf("%d events in %d batches; want about one every PaceCap (%d) events", n, batches, PaceCap)
 	}
 }
