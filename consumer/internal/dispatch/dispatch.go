@@ -52,12 +52,13 @@ const PaceCap = 32
 // centrifuge's at every step of the ladder (0.87 on the geometric mean)
 // and its CPU per delivery at 0.46 times centrifuge's at the highest rate
 // both passed; but on Redis and over two nodes the CPU stayed at 0.55 to
-// 0.57 times centrifuge's. Five windows for a flood brought those to 0.47
-// and 0.49 in one run, at the same median latency (0.92 and 0.63 times
-// centrifuge's at that rate). 10 ms, two for a flood, cost up to 3 times
+// 0.57 times centrifuge's. Five windows for a flood made those 0.53 and
+// 0.49 with the median latency still within 1.11 times centrifuge's at
+// every step; with a hurried batch starting the next window (see started)
+// 0.55 and 0.54, within 1.09. 10 ms, two for a flood, cost up to 3 times
 // centrifuge's median from 289 messages a second on, and no pacing 0.87
 // times its CPU (BENCHMARKS.md, "A faster machine, and a window of 4 ms",
-// and the full sets on 9b2e14e and after it).
+// and the full sets on 9b2e14e, dc960e0 and 59b5672).
 const (
 	paceNum, paceDen = 5, 2 // paceGather: 2.5 events
 	paceFlood        = 5
