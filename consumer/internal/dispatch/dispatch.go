@@ -47,18 +47,13 @@ const PaceCap = 32
 // A connection whose events come more than paceFlood to a window (1 250 a
 // second at the default 4 ms) is paced floodWindows windows apart: at that
 // rate the node's CPU, most of it in the write system calls, is what holds
-// the latency. In a room of 500 on the memory layer, a window of 4 ms,
-// three for a flood, kept ChatterPro's median latency within 1.10 times
-// centrifuge's at every step of the ladder (0.87 on the geometric mean)
-// and its CPU per delivery at 0.46 times centrifuge's at the highest rate
-// both passed; but on Redis and over two nodes the CPU stayed at 0.55 to
-// 0.57 times centrifuge's. Five windows for a flood made those 0.53 and
-// 0.49 with the median latency still within 1.11 times centrifuge's at
-// every step; with a hurried batch starting the next window (see started)
-// 0.55 and 0.54, within 1.09. 10 ms, two for a flood, cost up to 3 times
-// centrifuge's median from 289 messages a second on, and no pacing 0.87
-// times its CPU (BENCHMARKS.md, "A faster machine, and a window of 4 ms",
-// and the full sets on 9b2e14e, dc960e0 and 59b5672).
+// the latency. In a room of 500 this kept ChatterPro's median latency
+// within 1.09 times centrifuge's at every step of the ladder and its CPU
+// per delivery at 0.41 times centrifuge's on the memory layer, 0.55 on
+// Redis and 0.54 over two nodes (full set on 59b5672). Three windows cost
+// 0.57 and 0.55 there; 10 ms, two for a flood, up to 3 times centrifuge's
+// median (BENCHMARKS.md, "A faster machine, and a window of 4 ms" and the
+// full sets after it).
 const (
 	paceNum, paceDen = 5, 2 // paceGather: 2.5 events
 	paceFlood        = 5
