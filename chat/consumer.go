@@ -30,10 +30,12 @@ type roomConsumer struct {
 	// typingEvent); typedAt is when the reader last forwarded one.
 	marker  string
 	typedAt time.Time
+
+	shard uint8 // its counter of frames out (see frameCounter)
 }
 
 func (a *App) newConsumer() consumer.Consumer {
-	rc := &roomConsumer{app: a}
+	rc := &roomConsumer{app: a, shard: a.metrics.out.shard()}
 	if a.cfg.Rate > 0 {
 		rc.limiter = rate.NewLimiter(rate.Limit(a.cfg.Rate), max(1, int(2*a.cfg.Rate)))
 	}
@@ -199,7 +201,7 @@ func (rc *roomConsumer) recordOnce(ctx context.Context, c *consumer.Conn, cid st
 	rec, again, err := rc.app.once.GroupSendRecordedOnce(ctx, rc.room, recordKey(rc.user.Session, cid), m)
 	rc.sent(c, start, err)
 	if err == nil && again && c.Send(rec.Body) == nil {
-		rc.app.metrics.out.Inc()
+		rc.app.metrics.out.add(rc.shard, 1)
 	}
 }
 
@@ -232,7 +234,7 @@ func (rc *roomConsumer) receiveTyping(ctx context.Context, c *consumer.Conn) {
 func (rc *roomConsumer) onTyping(ctx context.Context, c *consumer.Conn, m channellayer.Message) error {
 	f, own, ok := typingFrame(m.Body, rc.marker)
 	if ok && !own && c.Send(f) == nil {
-		rc.app.metrics.out.Inc()
+		rc.app.metrics.out.add(rc.shard, 1)
 	}
 	return nil
 }
@@ -318,7 +320,7 @@ func (rc *roomConsumer) fail(c *consumer.Conn, code, text string) {
 func (rc *roomConsumer) send(c *consumer.Conn, v any) (body []byte) {
 	b, err := json.Marshal(v)
 	if err == nil && c.Send(b) == nil {
-		rc.app.metrics.out.Inc()
+		rc.app.metrics.out.add(rc.shard, 1)
 	}
 	return b
 }
@@ -327,7 +329,7 @@ func (rc *roomConsumer) send(c *consumer.Conn, v any) (body []byte) {
 // client frame, encoded once for the whole room).
 func (rc *roomConsumer) forward(ctx context.Context, c *consumer.Conn, m channellayer.Message) error {
 	if c.Send(m.Body) == nil {
-		rc.app.metrics.out.Inc()
+		rc.app.metrics.out.add(rc.shard, 1)
 	}
 	return nil
 }
@@ -337,7 +339,7 @@ func (rc *roomConsumer) forward(ctx context.Context, c *consumer.Conn, m channel
 func (rc *roomConsumer) onPresence(ctx context.Context, c *consumer.Conn, m channellayer.Message) error {
 	for _, n := range rc.app.hub.diffed(rc.room, m) {
 		if n.session != rc.user.Session && c.Send(n.body) == nil {
-			rc.app.metrics.out.Inc()
+			rc.app.metrics.out.add(rc.shard, 1)
 		}
 	}
 	return nil

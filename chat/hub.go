@@ -312,11 +312,13 @@ func (h *hub) sendFresh(room string) {
 
 // sendFrame sends a users frame, encoded once, to conns.
 func (h *hub) sendFrame(conns []*consumer.Conn, b []byte) {
+	sent := 0
 	for _, c := range conns {
 		if c.Send(b) == nil {
-			h.metrics.out.Inc()
+			sent++
 		}
 	}
+	h.metrics.out.add(0, sent)
 }
 
 // latestUsers returns the room's users frame for a flush: from the

@@ -3,6 +3,7 @@ package chat
 import (
 	"errors"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,7 +15,7 @@ import (
 type metrics struct {
 	conns  prometheus.Gauge
 	in     prometheus.Counter
-	out    prometheus.Counter
+	out    *frameCounter // chatterpro_frames_out_total
 	errors *prometheus.CounterVec
 	closes *prometheus.CounterVec
 	layer  *prometheus.HistogramVec
@@ -27,6 +28,7 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	out := new(frameCounter)
 	m := &metrics{
 		conns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "chatterpro_connections", Help: "Open chat websocket connections on this node.",
@@ -34,9 +36,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		in: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "chatterpro_frames_in_total", Help: "Frames received from clients.",
 		}),
-		out: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "chatterpro_frames_out_total", Help: "Frames queued to clients.",
-		}),
+		out: out,
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatterpro_error_frames_total", Help: "Error frames sent to clients, by code.",
 		}, []string{"code"}),
@@ -55,7 +55,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "chatterpro_connections_busy_total", Help: "Connections refused with 503 because too many were starting at once; they retry.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.conns, m.in, m.out, m.errors, m.closes, m.layer, m.unhandledEvents, m.busy} {
+	outFunc := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "chatterpro_frames_out_total", Help: "Frames queued to clients.",
+	}, out.total)
+	for _, c := range []prometheus.Collector{m.conns, m.in, outFunc, m.errors, m.closes, m.layer, m.unhandledEvents, m.busy} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -67,6 +70,37 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.errors.WithLabelValues(code)
 	}
 	return m, nil
+}
+
+// frameCounter counts the frames queued to clients on counters of their
+// own cache line, one per group of connections: the dispatchers of a busy
+// room, on every core, each add to the counter of their connection, and
+// not all to one whose line the cores pass back and forth with every
+// frame (one shared counter took 3 % of a node's CPU at 778 000 frames a
+// second).
+type frameCounter struct {
+	shards [frameShards]struct {
+		n atomic.Uint64
+		_ [56]byte // the rest of a 64-byte cache line
+	}
+	next atomic.Uint32 // hands out shards, one connection after the other
+}
+
+const frameShards = 16
+
+// shard returns the counter of a new connection.
+func (f *frameCounter) shard() uint8 { return uint8(f.next.Add(1) % frameShards) }
+
+// add counts n frames on shard.
+func (f *frameCounter) add(shard uint8, n int) { f.shards[shard%frameShards].n.Add(uint64(n)) }
+
+// total is the count of every shard.
+func (f *frameCounter) total() float64 {
+	var sum uint64
+	for i := range f.shards {
+		sum += f.shards[i].n.Load()
+	}
+	return float64(sum)
 }
 
 func (m *metrics) closed(code consumer.StatusCode) {
