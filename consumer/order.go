@@ -65,11 +65,25 @@ func (c *Conn) call(what string, fn func(ctx context.Context) error) {
 	}
 }
 
-// handle hands one layer event to the handler of its type, like call but
-// without a closure per event.
-func (c *Conn) handle(m channellayer.Message) {
+// handleAll hands layer events to the handlers of their types, in order,
+// like call but under one lock for all of them and without a closure per
+// event. It stops when the connection is closing, and reports whether it
+// handed over every event.
+func (c *Conn) handleAll(msgs []channellayer.Message) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for _, m := range msgs {
+		if c.ctx.Err() != nil {
+			return false
+		}
+		c.handle(m)
+	}
+	return true
+}
+
+// handle hands one layer event to the handler of its type. The caller
+// holds c.mu.
+func (c *Conn) handle(m channellayer.Message) {
 	defer c.recoverPanic("event")
 	h := c.handlers.get(m.Type)
 	if m.ID != "" && c.resumes != nil && c.repeat(m) {

@@ -230,11 +230,11 @@ func (c *Conn) pingPeer() {
 // dispatch and wire), with methods that stay out of Conn's own.
 type hooks Conn
 
-func (h *hooks) Context() context.Context      { return h.ctx }
-func (h *hooks) Handle(m channellayer.Message) { (*Conn)(h).handle(m) }
-func (h *hooks) Failed(err error)              { (*Conn)(h).layerFailed(err) }
-func (h *hooks) Begin()                        { h.wire.Hold() }
-func (h *hooks) End()                          { h.wire.Release() }
+func (h *hooks) Context() context.Context                { return h.ctx }
+func (h *hooks) Handle(msgs []channellayer.Message) bool { return (*Conn)(h).handleAll(msgs) }
+func (h *hooks) Failed(err error)                        { (*Conn)(h).layerFailed(err) }
+func (h *hooks) Begin()                                  { h.wire.Hold() }
+func (h *hooks) End()                                    { h.wire.Release() }
 
 func (h *hooks) Closing(code StatusCode) {
 	h.cancel()

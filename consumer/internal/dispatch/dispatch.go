@@ -22,8 +22,13 @@ import (
 type Host interface {
 	// Context is the connection's: dispatching ends when it is done.
 	Context() context.Context
-	// Handle hands one event to the consumer.
-	Handle(m channellayer.Message)
+	// Handle hands events to the consumer, in their order, until the
+	// context is done: it reports whether it handed over every one. The
+	// events of one call are those the dispatcher took at once, so that
+	// the host does once for all of them what it would do for each (take
+	// the consumer's lock). The slice is the dispatcher's again when
+	// Handle returns.
+	Handle(msgs []channellayer.Message) bool
 	// Failed reports that receiving from the channel failed: the
 	// dispatcher has stopped for good.
 	Failed(err error)
@@ -304,18 +309,10 @@ func (d *Dispatcher) dispatchAll() (int, bool) {
 	buf := eventBufs.Get().(*[]channellayer.Message)
 	msgs, err := d.cfg.drainer.TryReceiveAll(d.channel, (*buf)[:0])
 	n, ok := len(msgs), true
-	for _, m := range msgs {
-		if ctx.Err() != nil {
-			ok = false
-			break
-		}
-		d.host.Handle(m)
+	if n > 0 {
+		ok = d.host.Handle(msgs)
 	}
-	clear(msgs) // the pool keeps no bodies alive
-	if cap(msgs) <= 1024 {
-		*buf = msgs[:0]
-		eventBufs.Put(buf)
-	}
+	putEvents(buf, msgs)
 	if ok && err != nil {
 		d.host.Failed(err)
 		ok = false
@@ -323,14 +320,41 @@ func (d *Dispatcher) dispatchAll() (int, bool) {
 	return n, ok
 }
 
-// dispatchEach is dispatchAll for a layer that hands out one event per call.
+// putEvents gives msgs, taken in buf, back to eventBufs.
+func putEvents(buf *[]channellayer.Message, msgs []channellayer.Message) {
+	clear(msgs) // the pool keeps no bodies alive
+	if cap(msgs) <= 1024 {
+		*buf = msgs[:0]
+		eventBufs.Put(buf)
+	}
+}
+
+// eachBatch is how many events dispatchEach takes before it hands them over.
+const eachBatch = 64
+
+// dispatchEach is dispatchAll for a layer that hands out one event per
+// call: it takes up to eachBatch at a time.
 func (d *Dispatcher) dispatchEach() (int, bool) {
 	ctx := d.host.Context()
-	for n := 0; ; n++ {
+	buf := eventBufs.Get().(*[]channellayer.Message)
+	msgs := (*buf)[:0]
+	defer func() { putEvents(buf, msgs) }()
+	for n := 0; ; {
 		if ctx.Err() != nil {
 			return n, false
 		}
 		m, ok, err := d.cfg.notifier.TryReceive(d.channel)
+		if ok {
+			msgs = append(msgs, m)
+		}
+		if len(msgs) > 0 && (!ok || err != nil || len(msgs) == eachBatch) {
+			n += len(msgs)
+			if !d.host.Handle(msgs) {
+				return n, false
+			}
+			clear(msgs)
+			msgs = msgs[:0]
+		}
 		if err != nil {
 			d.host.Failed(err)
 			return n, false
@@ -338,18 +362,20 @@ func (d *Dispatcher) dispatchEach() (int, bool) {
 		if !ok {
 			return n, true
 		}
-		d.host.Handle(m)
 	}
 }
 
 // receiveLoop serves layers without Notifier: a goroutine waits in Receive.
 func (d *Dispatcher) receiveLoop() {
+	one := make([]channellayer.Message, 1)
 	for {
 		m, err := d.cfg.layer.Receive(d.host.Context(), d.channel)
 		if err != nil {
 			d.host.Failed(err)
 			return
 		}
-		d.host.Handle(m)
+		one[0] = m
+		d.host.Handle(one)
+		one[0] = channellayer.Message{}
 	}
 }

@@ -29,7 +29,7 @@ type countHost struct {
 func (h *countHost) Context() context.Context { return h.ctx }
 func (h *countHost) Begin()                   { h.begun.Add(1) }
 func (h *countHost) End()                     { h.begun.Add(-1) }
-func (h *countHost) Handle(m channellayer.Message) {
+func (h *countHost) Handle(msgs []channellayer.Message) bool {
 	if h.handling.Add(1) != 1 {
 		h.overlap.Add(1)
 	}
@@ -37,9 +37,12 @@ func (h *countHost) Handle(m channellayer.Message) {
 		h.outside.Add(1)
 	}
 	h.mu.Lock()
-	h.seen[string(m.Body)]++
+	for _, m := range msgs {
+		h.seen[string(m.Body)]++
+	}
 	h.mu.Unlock()
 	h.handling.Add(-1)
+	return h.ctx.Err() == nil
 }
 func (h *countHost) Failed(err error) {
 	h.mu.Lock()
@@ -51,9 +54,21 @@ func (h *countHost) Failed(err error) {
 // not: the layer calls back only on an arrival to an empty channel (and
 // at PaceCap), yet every event is handled exactly once, by one dispatcher
 // at a time, between its Begin and End.
+// eachLayer is the memory layer without channellayer.Drainer: its
+// dispatchers take one event per call and hand them over in batches
+// (dispatchEach).
+type eachLayer struct {
+	channellayer.Layer
+	channellayer.Notifier
+}
+
 func TestEveryEventOnceOneDispatcherAtATime(t *testing.T) {
-	for _, coalesce := range []time.Duration{0, 2 * time.Millisecond} {
-		t.Run(fmt.Sprint("coalesce ", coalesce), func(t *testing.T) {
+	for _, tc := range []struct {
+		coalesce time.Duration
+		drain    bool
+	}{{0, true}, {2 * time.Millisecond, true}, {0, false}, {2 * time.Millisecond, false}} {
+		coalesce := tc.coalesce
+		t.Run(fmt.Sprintf("coalesce %v drain %v", coalesce, tc.drain), func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			layer, err := channellayer.NewMemory(channellayer.MemoryOptions{Capacity: 4000})
@@ -71,7 +86,15 @@ func TestEveryEventOnceOneDispatcherAtATime(t *testing.T) {
 			h := &countHost{ctx: ctx, seen: make(map[string]int)}
 			var g tasks.Group
 			var d Dispatcher
-			d.Init(NewConfig(layer, coalesce), ch, &g, h)
+			var l channellayer.Layer = layer
+			if !tc.drain {
+				l = eachLayer{layer, layer}
+			}
+			cfg := NewConfig(l, coalesce)
+			if (cfg.drainer != nil) != tc.drain || cfg.notifier == nil {
+				t.Fatalf("drainer %v notifier %v; want drainer %v and a notifier", cfg.drainer != nil, cfg.notifier != nil, tc.drain)
+			}
+			d.Init(cfg, ch, &g, h)
 			if err := d.Start(); err != nil {
 				t.Fatal(err)
 			}
