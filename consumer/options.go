@@ -44,10 +44,11 @@ type Options struct {
 	// until Coalesce after the one before, and its events are handled and
 	// written together, in one write (32 waiting events start the batch at
 	// once). Slower events are handled as they come: a window that would
-	// gather fewer costs their latency and saves next to no writes. A
-	// flood, more than 5 to a Coalesce (1 250 a second at the default),
-	// is paced five Coalesce apart: fewer writes, where the CPU they
-	// cost is what holds the latency.
+	// gather fewer costs their latency and saves next to no writes. Over
+	// 3.5 to a Coalesce (875 a second at the default) they are paced two
+	// Coalesce apart, and a flood, more than 5 (1 250 a second), five
+	// apart: fewer writes, where the CPU they cost is what holds the
+	// latency.
 	// Defaults to 4 ms, which measured lower median latency than 10 ms and
 	// lower CPU per delivery than no pacing in a busy room (BENCHMARKS.md);
 	// negative disables it: events are then handled as they come, and the

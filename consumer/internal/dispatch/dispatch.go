@@ -49,6 +49,12 @@ const PaceCap = 32
 // of each new measure, so that events of several senders, which come
 // irregularly, are judged by their rate.
 //
+// A connection whose events come more than paceBusy to a window (busyNum/
+// busyDen: 875 a second at the default 4 ms) is paced two windows apart:
+// at 1 111 events a second in a room of 500 that cut the CPU per delivery
+// by a fifth on every layer, and the p99 latency with it, for 1 to 2 ms
+// more at the median.
+//
 // A connection whose events come more than paceFlood to a window (1 250 a
 // second at the default 4 ms) is paced floodWindows windows apart: at that
 // rate the node's CPU, most of it in the write system calls, is what holds
@@ -61,6 +67,7 @@ const PaceCap = 32
 // full sets after it).
 const (
 	paceNum, paceDen = 5, 2 // paceGather: 2.5 events
+	busyNum, busyDen = 7, 2 // paceBusy: 3.5 events
 	paceFlood        = 5
 	floodWindows     = 5
 	gapWeight        = 4
@@ -197,9 +204,10 @@ func (d *Dispatcher) hurry() {
 
 // pace returns how long the dispatcher of a kick from 0 at now (monoNow)
 // must wait: nothing unless the connection's events come more than
-// paceGather to a coalesce window on average; then until coalesce
-// (floodWindows of them for a flood: paceFlood) after the previous
-// dispatcher was due, so that they are handled, and written, together.
+// paceGather to a coalesce window on average; then until coalesce (two
+// windows over paceBusy, floodWindows for a flood: paceFlood) after the
+// previous dispatcher was due, so that they are handled, and written,
+// together.
 func (d *Dispatcher) pace(now int64) time.Duration {
 	w := int64(d.cfg.coalesce)
 	if w <= 0 {
@@ -220,8 +228,11 @@ func (d *Dispatcher) pace(now int64) time.Duration {
 		d.dueAt = now
 		return 0
 	}
-	if int64(d.gap)*paceFlood < w {
+	switch {
+	case int64(d.gap)*paceFlood < w:
 		w *= floodWindows // a flood
+	case int64(d.gap)*busyNum < w*busyDen:
+		w *= 2
 	}
 	due := d.dueAt + w
 	if due <= now {

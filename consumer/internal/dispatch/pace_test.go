@@ -113,31 +113,33 @@ func TestPaceEndsWithThePause(t *testing.T) {
 	}
 }
 
-// A flood (more than paceFlood events to a window) is paced floodWindows
-// windows apart: a fifth of the writes of one window, and no event waits
-// longer than floodWindows windows. The floods here gather fewer than
-// PaceCap events in floodWindows windows (a faster one is written every
-// PaceCap events: TestPaceHurriedFloodKeepsItsWindows).
-func TestPaceFloodFiveWindows(t *testing.T) {
+// Paced events are written one window apart, two over paceBusy events to a
+// window, and floodWindows for a flood (more than paceFlood): no event
+// waits longer than that, and a flood makes a fifth of the writes of one
+// window. The floods here gather fewer than PaceCap events in
+// floodWindows windows (a faster one is written every PaceCap events:
+// TestPaceHurriedFloodKeepsItsWindows).
+func TestPaceWindowsByRate(t *testing.T) {
 	const w = 10 * time.Millisecond
+	us := int64(time.Microsecond)
 	for _, c := range []struct {
 		name     string
 		arrivals []int64
-		flood    bool
+		windows  int64
 	}{
-		{"four senders, 300 a second", senders(13*ms, 2000*ms, 0, 3*ms, 7*ms, 10*ms), false},
-		{"four senders, 571 a second", senders(7*ms, 2000*ms, 0, 2*ms, 4*ms, 5*ms), true},
-		{"one sender, 556 a second", senders(1800*int64(time.Microsecond), 2000*ms, 0), true},
+		{"four senders, 300 a second", senders(13*ms, 2000*ms, 0, 3*ms, 7*ms, 10*ms), 1},
+		{"four senders, 400 a second", senders(10*ms, 2000*ms, 0, 2500*us, 5*ms, 7500*us), 2},
+		{"one sender, 450 a second", senders(2222*us, 2000*ms, 0), 2},
+		{"four senders, 571 a second", senders(7*ms, 2000*ms, 0, 2*ms, 4*ms, 5*ms), floodWindows},
+		{"one sender, 556 a second", senders(1800*us, 2000*ms, 0), floodWindows},
 	} {
 		batches, waits := simulate(w, c.arrivals)
 		longest := slices.Max(waits)
-		// Over 2 s, windows of w make at most 200 batches; of 5w, about 40
-		// (of 4w, 50).
-		switch {
-		case c.flood && (batches > 45 || longest > floodWindows*w || longest <= (floodWindows-1)*w):
-			t.Errorf("%s: %d batches, longest wait %v; want about 40 batches %d windows apart (waits up to %v)", c.name, batches, longest, floodWindows, floodWindows*w)
-		case !c.flood && (batches < 180 || longest > w):
-			t.Errorf("%s: %d batches, longest wait %v; want over 180, one window apart", c.name, batches, longest)
+		// Over 2 s, windows of k*w make about 200/k batches.
+		span := c.windows * int64(w)
+		want := int(2000 * ms / span)
+		if batches > want+want/8 || batches < want-want/5 || longest > time.Duration(span) || longest <= time.Duration(span-int64(w)) {
+			t.Errorf("%s: %d batches, longest wait %v; want about %d batches %d window(s) apart (waits up to %v)", c.name, batches, longest, want, c.windows, time.Duration(span))
 		}
 	}
 }
