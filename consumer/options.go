@@ -45,7 +45,7 @@ type Options struct {
 	// written together, in one write (32 waiting events start the batch at
 	// once). Slower events are handled as they come: a window that would
 	// gather fewer costs their latency and saves next to no writes. Over
-	// 3.5 to a Coalesce (875 a second at the default) they are paced three
+	// 3.5 to a Coalesce (875 a second at the default) they are paced two
 	// Coalesce apart, and a flood, more than 5 (1 250 a second), five
 	// apart: fewer writes, where the CPU they cost is what holds the
 	// latency.

@@ -53,24 +53,26 @@ const PaceCap = 32
 // busyDen: 875 a second at the default 4 ms) is paced busyWindows windows
 // apart: at 1 111 events a second in a room of 500, two windows instead
 // of one cut the CPU per delivery by a fifth on every layer, and the p99
-// latency with it, for 1 to 2 ms more at the median; three instead of two
-// another 11 to 15 %, for 1 to 3 ms more (centrifuge's median there was
-// 8.7 to 17.8 ms in the full sets on this machine).
+// latency with it, for 1 to 2 ms more at the median. Three cut another 11
+// to 15 %, but their 1 to 3 ms more put the median on Redis at 1.17 times
+// centrifuge's at that step (BENCHMARKS.md, "Three windows over 3.5
+// events").
 //
 // A connection whose events come more than paceFlood to a window (1 250 a
 // second at the default 4 ms) is paced floodWindows windows apart: at that
 // rate the node's CPU, most of it in the write system calls, is what holds
-// the latency. In a room of 500 this kept ChatterPro's median latency
-// within 1.09 times centrifuge's at every step of the ladder and its CPU
-// per delivery at 0.41 times centrifuge's on the memory layer, 0.55 on
-// Redis and 0.54 over two nodes (full set on 59b5672). Three windows cost
-// 0.57 and 0.55 there; 10 ms, two for a flood, up to 3 times centrifuge's
-// median (BENCHMARKS.md, "A faster machine, and a window of 4 ms" and the
-// full sets after it).
+// the latency. In a room of 500 at 1 556 events a second its CPU per
+// delivery was 0.54 to 0.64 µs on the memory layer, 0.70 on Redis and 0.89
+// over two nodes, against centrifuge's 1.52 to 1.76, and its median
+// latency within 1.09 times centrifuge's at every step of the ladder
+// (full set on 8388ecf). Three flood windows cost 0.57 and 0.55 times
+// centrifuge's CPU on Redis and over two nodes (on 9b2e14e); 10 ms, two
+// for a flood, up to 3 times centrifuge's median (BENCHMARKS.md, "A
+// faster machine, and a window of 4 ms" and the full sets after it).
 const (
 	paceNum, paceDen = 5, 2 // paceGather: 2.5 events
 	busyNum, busyDen = 7, 2 // paceBusy: 3.5 events
-	busyWindows      = 3
+	busyWindows      = 2
 	paceFlood        = 5
 	floodWindows     = 5
 	gapWeight        = 4
