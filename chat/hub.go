@@ -318,7 +318,9 @@ func (h *hub) sendFrame(conns []*consumer.Conn, b []byte) {
 			sent++
 		}
 	}
-	h.metrics.out.add(0, sent)
+	if sent > 0 {
+		h.metrics.out.add(0, sent)
+	}
 }
 
 // latestUsers returns the room's users frame for a flush: from the

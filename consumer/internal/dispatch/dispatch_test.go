@@ -50,10 +50,6 @@ func (h *countHost) Failed(err error) {
 	h.mu.Unlock()
 }
 
-// Senders on several goroutines, direct and through a group, paced and
-// not: the layer calls back only on an arrival to an empty channel (and
-// at PaceCap), yet every event is handled exactly once, by one dispatcher
-// at a time, between its Begin and End.
 // eachLayer is the memory layer without channellayer.Drainer: its
 // dispatchers take one event per call and hand them over in batches
 // (dispatchEach).
@@ -62,6 +58,10 @@ type eachLayer struct {
 	channellayer.Notifier
 }
 
+// Senders on several goroutines, direct and through a group, paced and
+// not: the layer calls back only on an arrival to an empty channel (and
+// at PaceCap), yet every event is handled exactly once, by one dispatcher
+// at a time, between its Begin and End.
 func TestEveryEventOnceOneDispatcherAtATime(t *testing.T) {
 	for _, tc := range []struct {
 		coalesce time.Duration

@@ -6,7 +6,10 @@ import (
 	"time"
 )
 
-const ms = int64(time.Millisecond)
+const (
+	ms = int64(time.Millisecond)
+	us = int64(time.Microsecond)
+)
 
 // senders merges the arrival times of senders that each send every period
 // from its phase on (ms into the period), until end.
@@ -114,14 +117,13 @@ func TestPaceEndsWithThePause(t *testing.T) {
 }
 
 // Paced events are written one window apart, busyWindows over paceBusy
-// events to a window, and floodWindows for a flood (more than paceFlood): no event
-// waits longer than that, and a flood makes a fifth of the writes of one
-// window. The floods here gather fewer than PaceCap events in
+// events to a window, and floodWindows for a flood (more than paceFlood):
+// no event waits longer than that, and a flood makes a fifth of the writes
+// of one window. The floods here gather fewer than PaceCap events in
 // floodWindows windows (a faster one is written every PaceCap events:
 // TestPaceHurriedFloodKeepsItsWindows).
 func TestPaceWindowsByRate(t *testing.T) {
 	const w = 10 * time.Millisecond
-	us := int64(time.Microsecond)
 	for _, c := range []struct {
 		name     string
 		arrivals []int64
@@ -152,7 +154,7 @@ func TestPaceWindowsByRate(t *testing.T) {
 // second for 3 s, 4 ms windows, the last events waited over 2 s.)
 func TestPaceHurriedFloodKeepsItsWindows(t *testing.T) {
 	const w = 4 * time.Millisecond
-	arrivals := senders(1333*int64(time.Microsecond), 3000*ms, 0, 333*int64(time.Microsecond), 667*int64(time.Microsecond), 1000*int64(time.Microsecond))
+	arrivals := senders(1333*us, 3000*ms, 0, 333*us, 667*us, 1000*us)
 	batches, waits := simulate(w, arrivals)
 	n, longest := len(arrivals), slices.Max(waits)
 	if longest > floodWindows*w {
