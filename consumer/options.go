@@ -46,8 +46,8 @@ type Options struct {
 	// once). Slower events are handled as they come: a window that would
 	// gather fewer costs their latency and saves next to no writes. Over
 	// 3.5 to a Coalesce (875 a second at the default) they are paced two
-	// Coalesce apart, and a flood, more than 5 (1 250 a second), five
-	// apart: fewer writes, where the CPU they cost is what holds the
+	// and a half Coalesce apart, and a flood, more than 5 (1 250 a second),
+	// five apart: fewer writes, where the CPU they cost is what holds the
 	// latency.
 	// Defaults to 4 ms, which measured lower median latency than 10 ms and
 	// lower CPU per delivery than no pacing in a busy room (BENCHMARKS.md);

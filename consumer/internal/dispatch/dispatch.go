@@ -50,13 +50,14 @@ const PaceCap = 32
 // irregularly, are judged by their rate.
 //
 // A connection whose events come more than paceBusy to a window (busyNum/
-// busyDen: 875 a second at the default 4 ms) is paced busyWindows windows
-// apart: at 1 111 events a second in a room of 500, two windows instead
-// of one cut the CPU per delivery by a fifth on every layer, and the p99
-// latency with it, for 1 to 2 ms more at the median. Three cut another 11
-// to 15 %, but their 1 to 3 ms more put the median on Redis at 1.17 times
-// centrifuge's at that step (BENCHMARKS.md, "Three windows over 3.5
-// events").
+// busyDen: 875 a second at the default 4 ms) is paced busySpanNum/
+// busySpanDen windows apart (10 ms at the default): at 1 111 events a
+// second in a room of 500, two windows instead of one cut the CPU per
+// delivery by a fifth on every layer, and the p99 latency with it, for 1
+// to 2 ms more at the median; two and a half cut another 3 to 8 % for 0.5
+// to 1.5 ms more. Three cut 11 to 15 %, but their 1 to 3 ms more put the
+// median on Redis at 1.17 times centrifuge's at that step (BENCHMARKS.md,
+// "Three windows over 3.5 events" and "Two and a half windows").
 //
 // A connection whose events come more than paceFlood to a window (1 250 a
 // second at the default 4 ms) is paced floodWindows windows apart: at that
@@ -72,7 +73,8 @@ const PaceCap = 32
 const (
 	paceNum, paceDen = 5, 2 // paceGather: 2.5 events
 	busyNum, busyDen = 7, 2 // paceBusy: 3.5 events
-	busyWindows      = 2
+	busySpanNum      = 5    // busy: 2.5 windows
+	busySpanDen      = 2
 	paceFlood        = 5
 	floodWindows     = 5
 	gapWeight        = 4
@@ -210,7 +212,7 @@ func (d *Dispatcher) hurry() {
 // pace returns how long the dispatcher of a kick from 0 at now (monoNow)
 // must wait: nothing unless the connection's events come more than
 // paceGather to a coalesce window on average; then until coalesce
-// (busyWindows of them over paceBusy, floodWindows for a flood: paceFlood)
+// (2.5 of them over paceBusy, floodWindows for a flood: paceFlood)
 // after the previous dispatcher was due, so that they are handled, and
 // written, together.
 func (d *Dispatcher) pace(now int64) time.Duration {
@@ -237,7 +239,7 @@ func (d *Dispatcher) pace(now int64) time.Duration {
 	case int64(d.gap)*paceFlood < w:
 		w *= floodWindows // a flood
 	case int64(d.gap)*busyNum < w*busyDen:
-		w *= busyWindows
+		w = w * busySpanNum / busySpanDen
 	}
 	due := d.dueAt + w
 	if due <= now {

@@ -116,7 +116,7 @@ func TestPaceEndsWithThePause(t *testing.T) {
 	}
 }
 
-// Paced events are written one window apart, busyWindows over paceBusy
+// Paced events are written one window apart, 2.5 windows over paceBusy
 // events to a window, and floodWindows for a flood (more than paceFlood):
 // no event waits longer than that, and a flood makes a fifth of the writes
 // of one window. The floods here gather fewer than PaceCap events in
@@ -127,21 +127,20 @@ func TestPaceWindowsByRate(t *testing.T) {
 	for _, c := range []struct {
 		name     string
 		arrivals []int64
-		windows  int64
+		span     time.Duration // between writes
 	}{
-		{"four senders, 300 a second", senders(13*ms, 2000*ms, 0, 3*ms, 7*ms, 10*ms), 1},
-		{"four senders, 400 a second", senders(10*ms, 2000*ms, 0, 2500*us, 5*ms, 7500*us), 2},
-		{"one sender, 450 a second", senders(2222*us, 2000*ms, 0), 2},
-		{"four senders, 571 a second", senders(7*ms, 2000*ms, 0, 2*ms, 4*ms, 5*ms), floodWindows},
-		{"one sender, 556 a second", senders(1800*us, 2000*ms, 0), floodWindows},
+		{"four senders, 300 a second", senders(13*ms, 2000*ms, 0, 3*ms, 7*ms, 10*ms), w},
+		{"four senders, 400 a second", senders(10*ms, 2000*ms, 0, 2500*us, 5*ms, 7500*us), 5 * w / 2},
+		{"one sender, 450 a second", senders(2222*us, 2000*ms, 0), 5 * w / 2},
+		{"four senders, 571 a second", senders(7*ms, 2000*ms, 0, 2*ms, 4*ms, 5*ms), floodWindows * w},
+		{"one sender, 556 a second", senders(1800*us, 2000*ms, 0), floodWindows * w},
 	} {
 		batches, waits := simulate(w, c.arrivals)
 		longest := slices.Max(waits)
-		// Over 2 s, windows of k*w make about 200/k batches.
-		span := c.windows * int64(w)
-		want := int(2000 * ms / span)
-		if batches > want+want/8 || batches < want-want/5 || longest > time.Duration(span) || longest <= time.Duration(span-int64(w)) {
-			t.Errorf("%s: %d batches, longest wait %v; want about %d batches %d window(s) apart (waits up to %v)", c.name, batches, longest, want, c.windows, time.Duration(span))
+		// Over 2 s, writes span apart make about 2 s / span batches.
+		want := int(2000 * ms / int64(c.span))
+		if batches > want+want/8 || batches < want-want/5 || longest > c.span || longest <= c.span-w {
+			t.Errorf("%s: %d batches, longest wait %v; want about %d batches %v apart (waits up to %v)", c.name, batches, longest, want, c.span, c.span)
 		}
 	}
 }
