@@ -57,7 +57,8 @@ const PaceCap = 32
 // to 2 ms more at the median; two and a half cut another 3 to 8 % for 0.5
 // to 1.5 ms more. Three cut 11 to 15 %, but their 1 to 3 ms more put the
 // median on Redis at 1.17 times centrifuge's at that step (BENCHMARKS.md,
-// "Three windows over 3.5 events" and "Two and a half windows").
+// "Three windows over 3.5 events" and "What a node spends at 1 111
+// messages/s").
 //
 // A connection whose events come more than paceFlood to a window (1 250 a
 // second at the default 4 ms) is paced floodWindows windows apart: at that
