@@ -64,13 +64,14 @@ const PaceCap = 32
 // second at the default 4 ms) is paced floodWindows windows apart: at that
 // rate the node's CPU, most of it in the write system calls, is what holds
 // the latency. In a room of 500 at 1 556 events a second its CPU per
-// delivery was 0.54 to 0.64 µs on the memory layer, 0.70 on Redis and 0.89
-// over two nodes, against centrifuge's 1.52 to 1.76, and its median
-// latency within 1.09 times centrifuge's at every step of the ladder
-// (full set on 8388ecf). Three flood windows cost 0.57 and 0.55 times
-// centrifuge's CPU on Redis and over two nodes (on 9b2e14e); 10 ms, two
-// for a flood, up to 3 times centrifuge's median (BENCHMARKS.md, "A
-// faster machine, and a window of 4 ms" and the full sets after it).
+// delivery was 0.51 to 0.53 µs on the memory layer, 0.66 to 0.67 on Redis
+// and 0.74 to 0.76 over two nodes, against centrifuge's 1.48 to 1.70, and
+// its median latency within 1.14 times centrifuge's at every step of the
+// ladder (two full sets on 7fb76d1). Three flood windows cost 0.57 and
+// 0.55 times centrifuge's CPU on Redis and over two nodes (on 9b2e14e);
+// 10 ms, two for a flood, up to 3 times centrifuge's median
+// (BENCHMARKS.md, "A faster machine, and a window of 4 ms" and the full
+// sets after it).
 const (
 	paceNum, paceDen = 5, 2 // paceGather: 2.5 events
 	busyNum, busyDen = 7, 2 // paceBusy: 3.5 events
